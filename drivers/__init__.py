@@ -1,0 +1,1 @@
+"""Southbound drivers: thin adapters from a field protocol to the driver contract."""

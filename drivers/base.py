@@ -1,0 +1,79 @@
+"""The driver contract: what every protocol adapter offers the gateway.
+
+A driver serves one device of a mapping file. It connects, reads a set of that device's
+points, writes one command, optionally pushes spontaneous readings, and closes.
+
+Errors: a link failure (refused, reset, timeout) raises `LinkError` from `connect` or
+`read`, and the caller reconnects with capped exponential backoff. A point the device
+refuses or that does not decode is never an exception: it comes back as a Reading with
+invalid quality and a `detail`, so one bad point never fails the batch. `write` reports
+the device's answer as a `CommandResult`; limit checks happen in the gateway before it.
+Protocol library exceptions never leave a driver.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+
+from gateway.mapping import Device, Point
+from gateway.model import Command, CommandResult, Quality, QualityFlag, Reading, Value
+
+ReadingSink = Callable[[Reading], None]
+"""Receives spontaneous readings on the event loop thread; must not block."""
+
+
+class Driver(ABC):
+    def __init__(self, device: Device) -> None:
+        self.device = device
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Open the link; raise LinkError when the device cannot be reached."""
+
+    @abstractmethod
+    async def read(self, points: Sequence[Point]) -> list[Reading]:
+        """One reading per requested point, in order; raise LinkError if the link fails."""
+
+    @abstractmethod
+    async def write(self, point: Point, command: Command) -> CommandResult:
+        """Send one command (value in engineering units) and report the device's answer."""
+
+    async def subscribe(self, sink: ReadingSink) -> bool:
+        """Start pushing spontaneous readings to `sink`; False if the protocol has none."""
+        return False
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close the link; never raises."""
+
+    @property
+    def connected(self) -> bool:
+        return False
+
+
+def to_engineering(point: Point, raw: float | int | bool) -> Value:
+    """Raw protocol value to engineering units (raw * scale + offset); bools pass through."""
+    if isinstance(raw, bool):
+        return raw
+    if point.scale == 1.0 and point.offset == 0.0:
+        return raw
+    return raw * point.scale + point.offset
+
+
+def to_raw(point: Point, value: float | int | bool) -> float | bool:
+    """Engineering value to the raw protocol value, the inverse of `to_engineering`."""
+    if isinstance(value, bool):
+        return value
+    return (value - point.offset) / point.scale
+
+
+def invalid(point: Point, detail: str, *flags: QualityFlag) -> Reading:
+    """A reading that says why a point has no value."""
+    return Reading(
+        point=point.id,
+        value=None,
+        unit=point.unit,
+        quality=Quality.invalid(*(flags or (QualityFlag.FAILURE,))),
+        detail=detail,
+    )

@@ -1,0 +1,52 @@
+"""The contract of a protocol front end: one simulated device served over its protocol.
+
+A front end serves the points of one mapping-file device from the shared `Microgrid`:
+reads come from `grid.value(point.der, point.quantity)` (engineering units; the front end
+applies the inverse of the point's scale/offset), writes go to `grid.apply(...)`.
+The simulator and the gateway read the same mapping file, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+
+from fwsim.physics import Microgrid
+from gateway.mapping import Device
+
+
+class FrontEnd(ABC):
+    def __init__(self, device: Device, grid: Microgrid, host: str, port: int) -> None:
+        self.device = device
+        self.grid = grid
+        self.host = host
+        self.port = port
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Listen on (host, port); return once connections are accepted."""
+
+    @abstractmethod
+    async def refresh(self) -> None:
+        """Copy the current model values into the served data model (called each tick)."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop serving; never raises."""
+
+
+#: protocol name -> "module:ClassName"
+FRONT_ENDS: dict[str, str] = {
+    "modbus": "fwsim.modbus_server:ModbusFrontEnd",
+}
+
+
+def create_front_end(device: Device, grid: Microgrid, host: str, port: int) -> FrontEnd:
+    target = FRONT_ENDS.get(device.protocol)
+    if target is None:
+        raise ValueError(f"device {device.id!r}: no simulator for protocol {device.protocol!r}")
+    module_name, class_name = target.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    front = cls(device, grid, host, port)
+    assert isinstance(front, FrontEnd)
+    return front

@@ -1,0 +1,109 @@
+"""The `mgms` command: run, check, sim, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.errors import ConfigError
+from gateway.loader import check_files, load_config
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+
+
+def _port_overrides(items: Sequence[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        device, sep, port = item.partition("=")
+        if not sep or not port.isdigit():
+            raise SystemExit(f"--port expects DEVICE=PORT, got {item!r}")
+        out[device] = int(port)
+    return out
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    problems = check_files(args.files)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    print(f"ok: {', '.join(str(f) for f in args.files)}")
+    return 0
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from fwsim.runner import run
+
+    config = load_config(args.config, port_overrides=_port_overrides(args.port))
+    devices = set(args.device) if args.device else None
+    return run(config, speed=args.speed, devices=devices)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from gateway.app import run
+
+    config = load_config(args.config, port_overrides=_port_overrides(args.port))
+    return run(config)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(args.config, as_json=args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mgms", description="Microgrid management gateway")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check", help="validate config and mapping files")
+    p.add_argument("files", nargs="+", type=Path)
+    p.set_defaults(func=_cmd_check)
+
+    for name, func, help_ in (
+        ("run", _cmd_run, "run the gateway"),
+        ("sim", _cmd_sim, "run the field device simulators for a config"),
+    ):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+        p.add_argument(
+            "--port",
+            action="append",
+            default=[],
+            metavar="DEVICE=PORT",
+            help="override a device's TCP port (repeatable)",
+        )
+        p.set_defaults(func=func)
+        if name == "sim":
+            p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per second")
+            p.add_argument("--device", action="append", default=[], help="serve only these")
+
+    p = sub.add_parser("demo", help="simulators + gateway on loopback, then a summary")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        result: int = args.func(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,385 @@
+"""Reads config and mapping files (YAML) once at start into typed, cross-checked models.
+
+Every problem in every file is collected before failing, each located by file, line,
+device, point and field, so an integrator fixes a mapping in one pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from gateway.config import GatewayConfig, LoadedConfig
+from gateway.errors import ConfigError, Problem
+from gateway.mapping import Device, MappingFile, Point
+from gateway.protocols import Address, spec_for
+from gateway.protocols.base import AddressError
+
+Loc = tuple[str | int, ...]
+
+
+class _Source:
+    """A parsed YAML file with the line of every node, addressed by its path."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines: dict[Loc, int] = {}
+        self.data: Any = None
+
+    @classmethod
+    def read(cls, path: Path, problems: list[Problem]) -> _Source | None:
+        src = cls(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem(str(path), f"cannot read: {exc}"))
+            return None
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            src.data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else None
+            problems.append(Problem(str(path), f"invalid YAML: {exc}", line=line))
+            return None
+        if node is not None:
+            src._index(node, ())
+        if not isinstance(src.data, dict):
+            problems.append(Problem(str(path), "top level must be a mapping", line=1))
+            return None
+        return src
+
+    def _index(self, node: yaml.Node, loc: Loc) -> None:
+        self.lines[loc] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    self.lines[(*loc, key.value)] = key.start_mark.line + 1
+                    self._index(value, (*loc, key.value))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._index(item, (*loc, i))
+
+    def line(self, loc: Loc) -> int | None:
+        while loc:
+            if loc in self.lines:
+                return self.lines[loc]
+            loc = loc[:-1]
+        return self.lines.get(())
+
+    def problem(
+        self,
+        loc: Loc,
+        message: str,
+        *,
+        device: str | None = None,
+        point: str | None = None,
+        field: str | None = None,
+    ) -> Problem:
+        return Problem(str(self.path), message, self.line(loc), device, point, field)
+
+
+def _errors(
+    src: _Source, exc: ValidationError, prefix: Loc, device: str | None, point: str | None
+) -> list[Problem]:
+    out = []
+    for err in exc.errors():
+        loc = (*prefix, *err["loc"])
+        field = ".".join(str(p) for p in err["loc"]) or None
+        msg = err["msg"].removeprefix("Value error, ")
+        out.append(src.problem(loc, msg, device=device, point=point, field=field))
+    return out
+
+
+def _raw_id(raw: Any) -> str | None:
+    value = raw.get("id") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _validate(model: type[BaseModel], raw: Any) -> tuple[Any, ValidationError | None]:
+    try:
+        return model.model_validate(raw), None
+    except ValidationError as exc:
+        return None, exc
+
+
+def _read_mapping(
+    src: _Source, problems: list[Problem], port_overrides: Mapping[str, int]
+) -> MappingFile | None:
+    raw_devices = src.data.get("devices")
+    extra = set(src.data) - {"devices"}
+    for key in sorted(extra):
+        problems.append(src.problem((key,), f"unknown top-level key {key!r}", field=key))
+    if not isinstance(raw_devices, list):
+        problems.append(src.problem(("devices",), "needs a list `devices`", field="devices"))
+        return None
+    devices: list[Device] = []
+    failed = False
+    for i, raw_dev in enumerate(raw_devices):
+        dev = _read_device(src, i, raw_dev, problems, port_overrides)
+        if dev is None:
+            failed = True
+        else:
+            devices.append(dev)
+    return None if failed else MappingFile(devices=devices)
+
+
+def _read_device(
+    src: _Source,
+    i: int,
+    raw: Any,
+    problems: list[Problem],
+    port_overrides: Mapping[str, int],
+) -> Device | None:
+    loc: Loc = ("devices", i)
+    dev_id = _raw_id(raw)
+    if not isinstance(raw, dict):
+        problems.append(src.problem(loc, "a device must be a mapping"))
+        return None
+    raw = dict(raw)
+    raw_points = raw.pop("points", [])
+    if dev_id is not None and dev_id in port_overrides and isinstance(raw.get("connection"), dict):
+        raw["connection"] = {**raw["connection"], "port": port_overrides[dev_id]}
+    before = len(problems)
+    dev, exc = _validate(Device, raw)
+    if exc is not None:
+        problems.extend(_errors(src, exc, loc, dev_id, None))
+    elif dev is not None:
+        try:
+            dev._options = spec_for(dev.protocol).options_model.model_validate(dev.options)
+        except ValidationError as opt_exc:
+            problems.extend(_errors(src, opt_exc, (*loc, "options"), dev_id, None))
+    if not isinstance(raw_points, list):
+        problems.append(src.problem((*loc, "points"), "points must be a list", device=dev_id))
+        return None
+    points: list[Point] = []
+    addresses: dict[str, Address] = {}
+    placed: list[tuple[int, Point, Address]] = []
+    for j, raw_pt in enumerate(raw_points):
+        ploc: Loc = (*loc, "points", j)
+        pt_id = _raw_id(raw_pt)
+        pt, pexc = _validate(Point, raw_pt)
+        if pexc is not None:
+            problems.extend(_errors(src, pexc, ploc, dev_id, pt_id))
+            continue
+        points.append(pt)
+        if dev is None:
+            continue
+        try:
+            addr = spec_for(dev.protocol).parse_address(pt.address, pt.typing)
+        except AddressError as aexc:
+            problems.append(
+                src.problem(
+                    (*ploc, aexc.field), str(aexc), device=dev_id, point=pt.id, field=aexc.field
+                )
+            )
+            continue
+        addresses[pt.id] = addr
+        placed.append((j, pt, addr))
+    if dev is not None:
+        _check_overlaps(src, loc, dev.id, placed, problems)
+    if dev is None or len(problems) > before:
+        return None
+    assert isinstance(dev, Device)
+    dev.points = points
+    dev._addresses = addresses
+    return dev
+
+
+def _check_overlaps(
+    src: _Source,
+    loc: Loc,
+    dev_id: str,
+    placed: list[tuple[int, Point, Address]],
+    problems: list[Problem],
+) -> None:
+    seen: list[tuple[int, Point, Address]] = []
+    for j, pt, addr in placed:
+        for _, other, other_addr in seen:
+            if addr.conflicts_with(other_addr):
+                problems.append(
+                    src.problem(
+                        (*loc, "points", j, "address"),
+                        f"address {addr} overlaps point {other.id!r} at {other_addr}",
+                        device=dev_id,
+                        point=pt.id,
+                        field="address",
+                    )
+                )
+                break
+        seen.append((j, pt, addr))
+
+
+def _point_locs(src: _Source) -> dict[str, Loc]:
+    out: dict[str, Loc] = {}
+    for i, dev in enumerate(src.data.get("devices") or []):
+        if isinstance(dev, dict):
+            for j, pt in enumerate(dev.get("points") or []):
+                pid = _raw_id(pt)
+                if pid is not None and pid not in out:
+                    out[pid] = ("devices", i, "points", j)
+    return out
+
+
+def _cross_check(
+    sources: list[tuple[_Source, MappingFile]],
+    known_ders: set[str] | None,
+    problems: list[Problem],
+) -> None:
+    """Ids unique across all files; DER references known (when a config is given)."""
+    seen_points: dict[str, str] = {}
+    seen_devices: dict[str, str] = {}
+    for src, mapping in sources:
+        locs = _point_locs(src)
+        for i, dev in enumerate(mapping.devices):
+            if dev.id in seen_devices:
+                problems.append(
+                    src.problem(
+                        ("devices", i, "id"),
+                        f"duplicate device id (also in {seen_devices[dev.id]})",
+                        device=dev.id,
+                        field="id",
+                    )
+                )
+            seen_devices.setdefault(dev.id, str(src.path))
+            for pt in dev.points:
+                loc = locs.get(pt.id, ("devices", i))
+                if pt.id in seen_points:
+                    problems.append(
+                        src.problem(
+                            (*loc, "id"),
+                            f"duplicate point id (first defined in {seen_points[pt.id]})",
+                            device=dev.id,
+                            point=pt.id,
+                            field="id",
+                        )
+                    )
+                seen_points.setdefault(pt.id, f"{src.path}:{src.line(loc)}")
+                if known_ders is not None and pt.der is not None and pt.der not in known_ders:
+                    problems.append(
+                        src.problem(
+                            (*loc, "der"),
+                            f"unknown DER {pt.der!r} (known: {', '.join(sorted(known_ders))})",
+                            device=dev.id,
+                            point=pt.id,
+                            field="der",
+                        )
+                    )
+
+
+def _duplicate_point_ids_within(src: _Source, problems: list[Problem]) -> None:
+    """Duplicates inside one file are found even when the file has other errors."""
+    seen: dict[str, int | None] = {}
+    for i, dev in enumerate(src.data.get("devices") or []):
+        if not isinstance(dev, dict):
+            continue
+        for j, pt in enumerate(dev.get("points") or []):
+            pid = _raw_id(pt)
+            if pid is None:
+                continue
+            loc: Loc = ("devices", i, "points", j, "id")
+            if pid in seen:
+                problems.append(
+                    src.problem(
+                        loc,
+                        f"duplicate point id (first defined at line {seen[pid]})",
+                        device=_raw_id(dev),
+                        point=pid,
+                        field="id",
+                    )
+                )
+            else:
+                seen[pid] = src.line(loc)
+
+
+def load_mappings(
+    paths: Iterable[Path],
+    *,
+    known_ders: set[str] | None = None,
+    port_overrides: Mapping[str, int] | None = None,
+) -> dict[Path, MappingFile]:
+    """Read and check mapping files; raise ConfigError listing every problem."""
+    problems: list[Problem] = []
+    result = _load_mappings(list(paths), known_ders, port_overrides or {}, problems)
+    if problems:
+        raise ConfigError(problems)
+    return result
+
+
+def _load_mappings(
+    paths: list[Path],
+    known_ders: set[str] | None,
+    port_overrides: Mapping[str, int],
+    problems: list[Problem],
+) -> dict[Path, MappingFile]:
+    loaded: list[tuple[_Source, MappingFile]] = []
+    for path in paths:
+        src = _Source.read(path, problems)
+        if src is None:
+            continue
+        n = len(problems)
+        mapping = _read_mapping(src, problems, port_overrides)
+        if mapping is not None:
+            loaded.append((src, mapping))
+        elif len(problems) == n:  # pragma: no cover - _read_mapping always says why
+            problems.append(src.problem((), "invalid mapping file"))
+        if mapping is None:
+            _duplicate_point_ids_within(src, problems)
+    _cross_check(loaded, known_ders, problems)
+    return {src.path: m for src, m in loaded}
+
+
+def load_config(path: Path, *, port_overrides: Mapping[str, int] | None = None) -> LoadedConfig:
+    """Read the gateway config and every mapping file it names; raise ConfigError."""
+    problems: list[Problem] = []
+    loaded = _load_config(path, port_overrides or {}, problems)
+    if problems or loaded is None:
+        raise ConfigError(problems or [Problem(str(path), "invalid config")])
+    return loaded
+
+
+def _load_config(
+    path: Path, port_overrides: Mapping[str, int], problems: list[Problem]
+) -> LoadedConfig | None:
+    src = _Source.read(path, problems)
+    if src is None:
+        return None
+    cfg, exc = _validate(GatewayConfig, src.data)
+    if exc is not None:
+        problems.extend(_errors(src, exc, (), None, None))
+        return None
+    assert isinstance(cfg, GatewayConfig)
+    base = path.parent
+    cfg.state_dir = (base / cfg.state_dir).resolve()
+    cfg.mappings = [(base / m).resolve() for m in cfg.mappings]
+    der_ids = [d.id for d in cfg.ders]
+    for i, der_id in enumerate(der_ids):
+        if der_id in der_ids[:i] or der_id == cfg.coupling_point.id:
+            problems.append(
+                src.problem(("ders", i, "id"), f"duplicate DER id {der_id!r}", field="id")
+            )
+    known = {*der_ids, cfg.coupling_point.id}
+    mappings = _load_mappings(cfg.mappings, known, port_overrides, problems)
+    if problems:
+        return None
+    return LoadedConfig(source=path.resolve(), gateway=cfg, mappings=mappings)
+
+
+def check_files(paths: Iterable[Path]) -> list[Problem]:
+    """Validate config and/or mapping files; a config also checks the mappings it names."""
+    problems: list[Problem] = []
+    mapping_paths: list[Path] = []
+    for path in paths:
+        src = _Source.read(path, problems)
+        if src is None:
+            continue
+        if "microgrid" in src.data:
+            _load_config(path, {}, problems)
+        else:
+            mapping_paths.append(path)
+    _load_mappings(mapping_paths, None, {}, problems)
+    return problems

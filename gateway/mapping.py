@@ -1,0 +1,195 @@
+"""Mapping files: devices, their connections and their points, as typed models.
+
+The raw YAML is validated by pydantic field by field; cross-field checks that need more
+than one point (duplicates, overlapping addresses, DER references) live in the loader.
+Engineering value = raw * scale + offset.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from gateway.protocols import Address, spec_for
+from gateway.protocols.base import PointTyping
+from gateway.units import UNITS
+
+_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$"
+
+
+class Direction(enum.StrEnum):
+    READ = "read"
+    WRITE = "write"
+    READ_WRITE = "read-write"
+
+    @property
+    def readable(self) -> bool:
+        return self is not Direction.WRITE
+
+    @property
+    def writable(self) -> bool:
+        return self is not Direction.READ
+
+
+class Quantity(enum.StrEnum):
+    """What a point means for its DER. Sign convention: DER P > 0 injects into the
+    microgrid (generation, discharge); coupling-point P > 0 imports from the grid."""
+
+    ACTIVE_POWER = "active_power"
+    REACTIVE_POWER = "reactive_power"
+    ACTIVE_POWER_SETPOINT = "active_power_setpoint"
+    REACTIVE_POWER_SETPOINT = "reactive_power_setpoint"
+    ACTIVE_POWER_LIMIT = "active_power_limit"  # curtailment ceiling, percent of rating
+    AVAILABLE_POWER = "available_power"
+    STATE_OF_CHARGE = "state_of_charge"
+    ENERGY_IMPORT = "energy_import"
+    ENERGY_EXPORT = "energy_export"
+    REACTIVE_ENERGY_IMPORT = "reactive_energy_import"
+    REACTIVE_ENERGY_EXPORT = "reactive_energy_export"
+    VOLTAGE = "voltage"
+    CURRENT = "current"
+    FREQUENCY = "frequency"
+    STATUS = "status"
+    SWITCH = "switch"
+    TEMPERATURE = "temperature"
+    ENERGY_CAPACITY = "energy_capacity"
+    OTHER = "other"
+
+
+class Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Limits:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is greater than max {self.max}")
+        return self
+
+    def violation(self, value: float) -> str | None:
+        if self.min is not None and value < self.min:
+            return f"value {value} below minimum {self.min}"
+        if self.max is not None and value > self.max:
+            return f"value {value} above maximum {self.max}"
+        return None
+
+
+class Point(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=_ID_PATTERN)
+    address: str
+    type: str | None = None
+    word_order: str | None = None
+    byte_order: str | None = None
+    bit: int | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str
+    direction: Direction = Direction.READ
+    limits: Limits | None = None
+    der: str | None = None
+    quantity: Quantity = Quantity.OTHER
+    description: str = ""
+    #: command mode for writes: direct or select-before-operate
+    sbo: bool = False
+
+    @field_validator("unit")
+    @classmethod
+    def _known_unit(cls, unit: str) -> str:
+        if unit not in UNITS:
+            raise ValueError(f"unknown unit {unit!r} (QUDT names such as KiloW, PERCENT, V)")
+        return unit
+
+    @field_validator("scale")
+    @classmethod
+    def _nonzero_scale(cls, scale: float) -> float:
+        if scale == 0:
+            raise ValueError("scale must not be 0")
+        return scale
+
+    @field_validator("limits")
+    @classmethod
+    def _limits_need_write(cls, limits: Limits | None, info: ValidationInfo) -> Limits | None:
+        direction = info.data.get("direction", Direction.READ)
+        if limits is not None and not direction.writable:
+            raise ValueError("write limits on a read-only point (set direction: read-write)")
+        return limits
+
+    @property
+    def typing(self) -> PointTyping:
+        return PointTyping(
+            type=self.type, word_order=self.word_order, byte_order=self.byte_order, bit=self.bit
+        )
+
+
+class SerialLine(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    port: str
+    baudrate: int = Field(default=9600, gt=0)
+    parity: str = Field(default="N", pattern="^[NEO]$")
+    stopbits: int = Field(default=1, ge=1, le=2)
+    bytesize: int = Field(default=8, ge=5, le=8)
+
+
+class Connection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str | None = None
+    port: int | None = Field(default=None, ge=0, le=65535)
+    serial: SerialLine | None = None
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> Connection:
+        if self.serial is None and self.host is None:
+            raise ValueError("needs host (and port) or serial")
+        if self.serial is not None and self.host is not None:
+            raise ValueError("give either host or serial, not both")
+        return self
+
+
+class Device(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=_ID_PATTERN)
+    protocol: str
+    connection: Connection
+    poll_interval: float = Field(default=1.0, gt=0, le=86400)
+    timeout: float = Field(default=1.0, gt=0, le=60)
+    options: dict[str, Any] = Field(default_factory=dict)
+    description: str = ""
+    points: list[Point] = Field(default_factory=list)
+
+    _addresses: dict[str, Address] = PrivateAttr(default_factory=dict)
+    _options: BaseModel | None = PrivateAttr(default=None)
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, protocol: str) -> str:
+        spec_for(protocol)  # raises ValueError naming the known ones
+        return protocol
+
+    def address_of(self, point_id: str) -> Address:
+        """The typed address of a point (parsed once by the loader)."""
+        return self._addresses[point_id]
+
+    @property
+    def typed_options(self) -> BaseModel:
+        if self._options is None:
+            self._options = spec_for(self.protocol).options_model.model_validate(self.options)
+        return self._options
+
+
+class MappingFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    devices: list[Device] = Field(default_factory=list)

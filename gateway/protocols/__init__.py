@@ -1,0 +1,14 @@
+"""Protocol-neutral knowledge of each protocol: address syntax and device options.
+
+This package never imports a protocol library. Each protocol registers a `ProtocolSpec`
+that parses a mapping's address string into a typed address object (the one shared place
+where addresses are parsed; drivers receive the typed objects) and validates the device's
+`options`.
+"""
+
+from __future__ import annotations
+
+from gateway.protocols import modbus as _modbus  # noqa: F401  (registers itself)
+from gateway.protocols.base import Address, ProtocolSpec, known_protocols, register, spec_for
+
+__all__ = ["Address", "ProtocolSpec", "known_protocols", "register", "spec_for"]

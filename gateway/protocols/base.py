@@ -1,0 +1,78 @@
+"""The contract every protocol's address model meets, and the registry of protocols."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class Address(ABC):
+    """A parsed, typed protocol address. Concrete classes are frozen dataclasses."""
+
+    @abstractmethod
+    def conflicts_with(self, other: Address) -> bool:
+        """True when two points may not share this address (e.g. overlapping registers)."""
+
+    @abstractmethod
+    def __str__(self) -> str:
+        """The canonical address string, as written in a mapping file."""
+
+
+class AddressError(ValueError):
+    """An address or typing field is wrong; `field` names the mapping field at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class PointTyping(BaseModel):
+    """The point fields an address parser needs besides the address string."""
+
+    type: str | None = None
+    word_order: str | None = None
+    byte_order: str | None = None
+    bit: int | None = None
+
+
+AddressParser = Callable[[str, PointTyping], Address]
+"""Parses an address string; raises AddressError naming the field and the wrong part."""
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    name: str
+    parse_address: AddressParser
+    options_model: type[BaseModel]
+    #: data types a point of this protocol may declare (None: the address implies the type)
+    data_types: frozenset[str]
+    default_port: int | None = None
+
+
+_REGISTRY: dict[str, ProtocolSpec] = {}
+
+
+def register(spec: ProtocolSpec) -> ProtocolSpec:
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def spec_for(protocol: str) -> ProtocolSpec:
+    try:
+        return _REGISTRY[protocol]
+    except KeyError:
+        raise ValueError(
+            f"unknown protocol {protocol!r} (known: {', '.join(sorted(_REGISTRY))})"
+        ) from None
+
+
+def known_protocols() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def options_for(protocol: str, raw: dict[str, Any]) -> BaseModel:
+    return spec_for(protocol).options_model.model_validate(raw)
