@@ -1,0 +1,86 @@
+"""The point table: the latest reading of every mapped point, for the rest of the gateway.
+
+Only the event loop thread writes to it. Listeners (store, Smart API state, flexibility)
+subscribe to changes instead of polling the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from gateway.config import LoadedConfig
+from gateway.mapping import Device, Point, Quantity
+from gateway.model import Quality, QualityFlag, Reading
+
+Listener = Callable[[Reading], None]
+
+
+@dataclass(frozen=True)
+class MappedPoint:
+    point: Point
+    device: Device
+
+
+class PointTable:
+    def __init__(self, config: LoadedConfig) -> None:
+        self._mapped: dict[str, MappedPoint] = {}
+        for device in config.devices:
+            for point in device.points:
+                self._mapped[point.id] = MappedPoint(point, device)
+        self._latest: dict[str, Reading] = {}
+        self._listeners: list[Listener] = []
+
+    def __contains__(self, point_id: object) -> bool:
+        return point_id in self._mapped
+
+    def __iter__(self) -> Iterator[MappedPoint]:
+        return iter(self._mapped.values())
+
+    def mapped(self, point_id: str) -> MappedPoint | None:
+        return self._mapped.get(point_id)
+
+    def find(self, der: str, quantity: Quantity) -> list[MappedPoint]:
+        """Points with this semantic role, in mapping order."""
+        return [
+            m for m in self._mapped.values() if (m.point.der, m.point.quantity) == (der, quantity)
+        ]
+
+    def latest(self, point_id: str) -> Reading | None:
+        return self._latest.get(point_id)
+
+    def value(self, der: str, quantity: Quantity) -> float | None:
+        """The latest good numeric value of the first point with this role."""
+        for m in self.find(der, quantity):
+            r = self._latest.get(m.point.id)
+            if r is not None and r.quality.good and isinstance(r.value, int | float):
+                return float(r.value)
+        return None
+
+    def snapshot(self) -> dict[str, Reading]:
+        return dict(self._latest)
+
+    def listen(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def update(self, readings: Iterable[Reading]) -> None:
+        for reading in readings:
+            if reading.point not in self._mapped:
+                continue  # a device pushed a point the mapping does not know
+            self._latest[reading.point] = reading
+            for listener in self._listeners:
+                listener(reading)
+
+    def mark_device_down(self, device: Device, detail: str) -> None:
+        """Every point of a device whose link is down becomes invalid (comm failure)."""
+        self.update(
+            Reading(
+                point=p.id,
+                value=None,
+                unit=p.unit,
+                quality=Quality.invalid(QualityFlag.COMM_FAILURE),
+                detail=detail,
+            )
+            for p in device.points
+            if p.direction.readable
+        )
