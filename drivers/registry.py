@@ -9,6 +9,7 @@ from gateway.mapping import Device
 
 #: protocol name -> "module:ClassName"
 DRIVERS: dict[str, str] = {
+    "dlms": "drivers.dlms.driver:DlmsDriver",
     "modbus": "drivers.modbus.driver:ModbusDriver",
 }
 

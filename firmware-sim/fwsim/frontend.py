@@ -37,6 +37,7 @@ class FrontEnd(ABC):
 
 #: protocol name -> "module:ClassName"
 FRONT_ENDS: dict[str, str] = {
+    "dlms": "fwsim.dlms_server:DlmsFrontEnd",
     "modbus": "fwsim.modbus_server:ModbusFrontEnd",
 }
 
