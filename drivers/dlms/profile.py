@@ -6,6 +6,7 @@ No I/O and no protocol library here; the driver fills these from a Profile Gener
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -72,7 +73,7 @@ class LoadProfile:
         replacement) gives no value for that interval."""
         energy_cols = [(i, c) for i, c in enumerate(self.columns) if c.is_energy]
         out: list[IntervalEnergy] = []
-        for prev, cur in zip(self.entries, self.entries[1:], strict=False):
+        for prev, cur in itertools.pairwise(self.entries):
             energy: dict[str, float] = {}
             for i, col in energy_cols:
                 a, b = _number(prev.values[i]), _number(cur.values[i])
