@@ -73,11 +73,17 @@ class _Refused:
 
 
 class ModbusDriver(Driver):
-    def __init__(self, device: Device, client_factory: ClientFactory = tcp_client) -> None:
+    def __init__(
+        self,
+        device: Device,
+        client_factory: ClientFactory = tcp_client,
+        options: ModbusOptions | None = None,
+    ) -> None:
+        """`options` overrides the device's (the benchmark compares plans with it)."""
         super().__init__(device)
-        options = device.typed_options
-        assert isinstance(options, ModbusOptions)
-        self.options = options
+        typed = options if options is not None else device.typed_options
+        assert isinstance(typed, ModbusOptions)
+        self.options = typed
         self._factory = client_factory
         self._client: ModbusBaseClient | None = None
         self._plans: dict[tuple[str, ...], list[ReadRequest]] = {}
