@@ -6,15 +6,17 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
+from drivers.base import Driver
 from drivers.registry import create_driver
 from gateway.acquisition import DeviceSession
 from gateway.config import LoadedConfig
 from gateway.control import Controller
+from gateway.mapping import Device
 from gateway.points import PointTable
 from gateway.store import Store
 
@@ -27,8 +29,13 @@ PRUNE_EVERY_S = 3600.0
 class Gateway:
     """`async with Gateway(config) as gw:` runs acquisition and storage until the block ends."""
 
-    def __init__(self, config: LoadedConfig) -> None:
+    def __init__(
+        self,
+        config: LoadedConfig,
+        driver_factory: Callable[[Device], Driver] = create_driver,
+    ) -> None:
         self.config = config
+        self._driver_factory = driver_factory
         self.table = PointTable(config)
         self.sessions: dict[str, DeviceSession] = {}
         self.store: Store | None = None
@@ -51,7 +58,7 @@ class Gateway:
         for device in self.config.devices:
             self.sessions[device.id] = DeviceSession(
                 device,
-                create_driver(device),
+                self._driver_factory(device),
                 self.table,
                 self.store.event,
                 reconnect_max_s=cfg.reconnect_max_s,
