@@ -176,3 +176,6 @@ async def test_layout_and_exceptions(
     assert answer.isError() and answer.exception_code == 2
     answer = await client.read_discrete_inputs(17, count=1, device_id=3)
     assert not answer.isError() and answer.bits[0] is True
+    # a unit id the server does not have
+    answer = await client.read_holding_registers(0, count=1, device_id=9)
+    assert answer.isError() and answer.exception_code == 4
