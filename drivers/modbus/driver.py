@@ -139,13 +139,14 @@ class ModbusDriver(Driver):
             raise LinkError(self.device.id, f"not connected to {self._where()}")
         return self._client
 
-    async def _call(self, request: Awaitable[ModbusPDU], what: str) -> ModbusPDU:
-        """Run one client request with the device timeout; translate pymodbus errors."""
+    async def _call(self, send: Callable[[], Awaitable[ModbusPDU]], what: str) -> ModbusPDU:
+        """Send one client request with the device timeout; translate pymodbus errors
+        (the client raises some when the request is built, so that happens in here)."""
         self.requests_sent += 1
         timeout = self.device.timeout
         try:
             async with asyncio.timeout(timeout + _GUARD_S):
-                return await request
+                return await send()
         except (ModbusIOException, TimeoutError):
             if not self.connected:
                 raise LinkError(self.device.id, f"{what}: link lost") from None
@@ -165,8 +166,8 @@ class ModbusDriver(Driver):
         used: list[ReadRequest] = []
         for request in plan:
             used += await self._read_request(client, request, by_id, readings)
-        if used != plan:
-            self._plans[tuple(by_id)] = used
+        if used != plan:  # a split the device asked for: read that way from now on
+            self._plans[tuple(p.id for p in points)] = used
         return [readings[p.id] for p in points]
 
     async def _read_request(
@@ -201,9 +202,9 @@ class ModbusDriver(Driver):
             Table.INPUT: client.read_input_registers,
         }
         what = f"read {request.unit}/{request.table.value}/{request.address} x{request.count}"
+        reader = readers[request.table]
         response = await self._call(
-            readers[request.table](request.address, count=request.count, device_id=request.unit),
-            what,
+            lambda: reader(request.address, count=request.count, device_id=request.unit), what
         )
         if response.isError():
             return _Refused(response.exception_code, codec.exception_text(response.exception_code))
@@ -260,7 +261,7 @@ class ModbusDriver(Driver):
         try:
             client = self._live_client()
             send, confirms = request
-            response = await self._call(send(client), f"write {address}")
+            response = await self._call(lambda: send(client), f"write {address}")
         except RequestTimeout as exc:
             return result(CommandStatus.TIMEOUT, str(exc))
         except LinkError as exc:

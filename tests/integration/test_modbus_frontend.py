@@ -4,6 +4,7 @@ register layout it serves, and writes reaching the physics."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from fwsim.physics import Microgrid
 from fwsim.runner import build_grid
 from gateway.loader import load_config
 from gateway.mapping import Device, Quantity
-from gateway.model import Command, CommandStatus
+from gateway.model import Command, CommandMode, CommandStatus
 from tests.support.procs import DEMO_CONFIG, free_port
 
 pytestmark = pytest.mark.integration
@@ -31,6 +32,9 @@ POINTS = [
     {"id": "pv1.limit", "address": "2/holding/0", "type": "uint16", "scale": 0.1, "rw": True},
     {"id": "load1.p", "address": "3/input/0", "type": "float64"},
     {"id": "load1.online", "address": "3/discrete/17"},
+    # two bit fields of one register: a writable switch and the read-only status
+    {"id": "load1.enable", "address": "3/holding/5", "type": "bool", "bit": 2, "rw": True},
+    {"id": "load1.running", "address": "3/holding/5", "type": "bool", "bit": 0, "q": "status"},
 ]
 QUANTITY = {
     "p": "active_power",
@@ -49,7 +53,8 @@ def _mapping() -> dict[str, object]:
         raw = dict(spec)
         der, name = str(raw["id"]).split(".")
         rw = raw.pop("rw", False)
-        raw.update(der=der, quantity=QUANTITY[name], unit=UNIT.get(name, "UNITLESS"))
+        quantity = raw.pop("q", None) or QUANTITY[name]
+        raw.update(der=der, quantity=quantity, unit=UNIT.get(name, "UNITLESS"))
         if rw:
             raw["direction"] = "read-write"
         points.append(raw)
@@ -118,6 +123,7 @@ async def test_driver_reads_every_unit(served: tuple[Device, Microgrid, ModbusFr
         "pv1.limit": 100.0,
         "load1.p": grid.value("load1", Quantity.ACTIVE_POWER),
         "load1.online": True,
+        "load1.running": True,
     }
     for point_id, value in expected.items():
         assert readings[point_id].value == pytest.approx(value, abs=1e-4), point_id
@@ -147,6 +153,52 @@ async def test_writes_reach_the_model_of_their_unit(
         assert grid.value("bess1", Quantity.STATUS) == 0.0  # the enable coil switched it off
         (online,) = await driver.read([points["bess1.online"]])
         assert online.value is True  # not refreshed yet: the image changes on refresh()
+    finally:
+        await driver.close()
+
+
+async def test_bit_field_write_leaves_its_neighbours(
+    served: tuple[Device, Microgrid, ModbusFrontEnd],
+) -> None:
+    device, grid, front = served
+    driver = ModbusDriver(device)
+    points = {p.id: p for p in device.points}
+    pair = [points["load1.enable"], points["load1.running"]]
+    await driver.connect()
+    try:
+        running = True
+        for enable in (True, False, True):
+            result = await driver.write(points["load1.enable"], Command("load1.enable", enable))
+            assert result.status is CommandStatus.CONFIRMED, result.detail
+            # the mask write changed bit 2 only: bit 0 still shows the last refresh
+            assert [r.value for r in await driver.read(pair)] == [enable, running]
+            running = enable
+            grid.step()
+            assert grid.value("load1", Quantity.STATUS) == float(enable)
+            await front.refresh()
+            assert [r.value for r in await driver.read(pair)] == [enable, enable]
+    finally:
+        await driver.close()
+
+
+async def test_writes_modbus_cannot_do_are_not_sent(
+    served: tuple[Device, Microgrid, ModbusFrontEnd],
+) -> None:
+    device, _, _ = served
+    driver = ModbusDriver(device)
+    point = next(p for p in device.points if p.id == "pv1.limit")
+    await driver.connect()
+    try:
+        sbo = Command("pv1.limit", 10.0, mode=CommandMode.SELECT_BEFORE_OPERATE)
+        result = await driver.write(point, sbo)
+        assert (result.status, result.detail) == (
+            CommandStatus.REJECTED,
+            "not sent: Modbus has no select-before-operate",
+        )
+        late = Command("pv1.limit", 10.0, deadline=datetime.now(UTC) - timedelta(seconds=1))
+        result = await driver.write(point, late)
+        assert result.status is CommandStatus.TIMEOUT
+        assert driver.requests_sent == 0
     finally:
         await driver.close()
 
