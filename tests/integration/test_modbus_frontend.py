@@ -118,7 +118,7 @@ async def test_driver_reads_every_unit(served: tuple[Device, Microgrid, ModbusFr
     expected = {
         "bess1.p_set": 7.5,
         "bess1.online": True,
-        "bess1.enable": False,  # the physics has no reading for the switch: as written, 0
+        "bess1.enable": True,  # the switch reads back the online state
         "pv1.available": grid.value("pv1", Quantity.AVAILABLE_POWER),
         "pv1.limit": 100.0,
         "load1.p": grid.value("load1", Quantity.ACTIVE_POWER),
