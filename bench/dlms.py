@@ -20,13 +20,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
+DEMO_CONFIG = ROOT / "config" / "demo.yaml"
 
 from drivers.dlms.driver import DlmsDriver  # noqa: E402
 from drivers.dlms.session import Got, Session  # noqa: E402
+from fwsim.process import free_port, start_sim  # noqa: E402
 from gateway.loader import load_config  # noqa: E402
 from gateway.mapping import Device  # noqa: E402
 from gateway.protocols.dlms import DlmsAddress, DlmsOptions  # noqa: E402
-from tests.support.procs import DEMO_CONFIG, free_port, start_sim  # noqa: E402
 
 METERS = {"lls_plain": "load1-customer-meter", "hls_ciphered": "pcc-billing-meter"}
 ROUNDS = 200
@@ -93,7 +94,7 @@ def _ms(samples: list[float]) -> dict[str, float]:
 
 def main() -> None:
     ports = {dev: free_port() for dev in METERS.values()}
-    sim = start_sim(ports, DEMO_CONFIG, devices=list(METERS.values()))
+    sim = start_sim(DEMO_CONFIG, ports, devices=list(METERS.values()))
     try:
         config = load_config(DEMO_CONFIG, port_overrides=ports)
         devices = {d.id: d for d in config.devices}

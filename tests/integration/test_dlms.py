@@ -378,7 +378,7 @@ async def test_reconnects_after_the_simulator_restarts() -> None:
     device = load_device(ports, "pcc-meter")
     p = point(device, "pcc.p")
     driver = DlmsDriver(device)
-    sim = start_sim(ports, CONFIG, devices=["pcc-meter"])
+    sim = start_sim(CONFIG, ports, devices=["pcc-meter"])
     try:
         await driver.connect()
         assert (await driver.read([p]))[0].quality.good
@@ -388,7 +388,7 @@ async def test_reconnects_after_the_simulator_restarts() -> None:
         assert not driver.connected
         with pytest.raises(LinkError):
             await driver.connect()
-        sim = start_sim(ports, CONFIG, devices=["pcc-meter"])
+        sim = start_sim(CONFIG, ports, devices=["pcc-meter"])
         await driver.connect()
         reading = (await driver.read([p]))[0]
         assert reading.quality.good and math.isfinite(reading.value)  # type: ignore[arg-type]

@@ -7,16 +7,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from fwsim.clock import SimClock
-from fwsim.dlms_server import PROFILE_PERIOD_S, Meter
-from fwsim.dlms_shims import AareSafeBuffer, Register, install
-from fwsim.physics import Microgrid
 from gurux_dlms import GXByteBuffer, GXDLMSClient
 from gurux_dlms.enums import DataType
 from gurux_dlms.objects import GXDLMSDisconnectControl, GXDLMSLimiter
 from gurux_dlms.objects.enums import ControlState
 from gurux_dlms.ValueEventArgs import ValueEventArgs
 
+from fwsim.clock import SimClock
+from fwsim.dlms_server import PROFILE_PERIOD_S, Meter
+from fwsim.dlms_shims import AareSafeBuffer, Register, install
+from fwsim.physics import Microgrid
 from gateway.config import LoadedConfig
 from gateway.loader import load_config
 from gateway.mapping import Quantity
