@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +24,7 @@ from gateway.mapping import Device, Point
 from gateway.model import Command, CommandStatus, Reading
 from gateway.protocols.dlms import CosemClass, DlmsAddress, DlmsOptions, Obis
 from tests.support.procs import SimProcess, free_port, sim_process, start_sim
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -78,20 +79,6 @@ async def read_all(driver: DlmsDriver) -> dict[str, Reading]:
 
 def point(device: Device, point_id: str) -> Point:
     return next(p for p in device.points if p.id == point_id)
-
-
-async def eventually(check: Callable[[], object], within: float = 10.0) -> None:
-    """Await until `check()` (a coroutine function's result or a value) is truthy."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(0.1)
 
 
 # --- object classes -----------------------------------------------------------------------
@@ -165,7 +152,7 @@ async def test_load_profile_by_time_range(sim: SimProcess, tmp_path: Path) -> No
         async def enough() -> bool:
             return (await driver.read([entries]))[0].value >= 4  # type: ignore[operator]
 
-        await eventually(enough, within=15)
+        await until(enough, within=15, step=0.1)
         r = await read_all(driver)
         now = datetime.fromtimestamp(r["pcc.clock"].value, UTC)  # type: ignore[arg-type]
         profile = await driver.read_load_profile(now - timedelta(hours=6), now)
@@ -276,7 +263,7 @@ async def test_disconnector_switches_the_load_in_the_model(sim: SimProcess) -> N
                 and r["load.p"].value == 0
             )
 
-        await eventually(off)
+        await until(off, within=10, step=0.1)
         result = await driver.write(
             point(device, "load.reconnect"), Command("load.reconnect", True)
         )
@@ -286,7 +273,7 @@ async def test_disconnector_switches_the_load_in_the_model(sim: SimProcess) -> N
             r = await read_all(driver)
             return r["load.supply"].value is True and r["load.p"].value < 0  # type: ignore[operator]
 
-        await eventually(on)
+        await until(on, within=10, step=0.1)
 
 
 async def test_limiter_threshold_trips_the_disconnector(sim: SimProcess) -> None:
@@ -311,7 +298,7 @@ async def test_limiter_threshold_trips_the_disconnector(sim: SimProcess) -> None
                 and r["load.p"].value == 0  # the load is off in the model
             )
 
-        await eventually(tripped)
+        await until(tripped, within=10, step=0.1)
         ok = await driver.write(point(device, "load.limit"), Command("load.limit", 200.0))
         assert ok.status is CommandStatus.CONFIRMED, ok.detail
         ok = await driver.write(point(device, "load.reconnect"), Command("load.reconnect", 1))
@@ -321,7 +308,7 @@ async def test_limiter_threshold_trips_the_disconnector(sim: SimProcess) -> None
             r = await read_all(driver)
             return r["load.supply"].value is True and r["load.p"].value < 0  # type: ignore[operator]
 
-        await eventually(restored)
+        await until(restored, within=10, step=0.1)
 
 
 async def test_refused_commands_say_why(sim: SimProcess) -> None:
