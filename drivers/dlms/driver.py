@@ -43,6 +43,8 @@ _INTEGER_RANGES: dict[int, tuple[int, int]] = {
     21: (0, 2**64 - 1),  # long64-unsigned
     22: (0, 2**8 - 1),  # enum
 }
+#: invocation counters skipped after an association ended while requests were in flight
+_COUNTER_MARGIN = 8
 _BOOLEAN = 3
 _INTEGER8 = 15
 _LONG = 16
@@ -69,10 +71,21 @@ class DlmsDriver(Driver):
         self._scalers: dict[Key, ScalerUnit] = {}
         self._types: dict[Key, int] = {}
         self._columns: dict[Obis, list[CaptureObject]] = {}
+        # AES-GCM nonces (system title + invocation counter) must not repeat under one key,
+        # and meters refuse a counter below the last one seen: it only grows, across
+        # associations (a gateway restart starts again at 1; see docs/dlms.md)
+        self._invocation_counter = 1
 
     @property
     def connected(self) -> bool:
         return self._session is not None
+
+    @property
+    def invocation_counter(self) -> int:
+        """The invocation counter the next ciphered association starts from."""
+        if self._session is not None:
+            return max(self._invocation_counter, self._session.invocation_counter)
+        return self._invocation_counter
 
     # --- link ---------------------------------------------------------------------------
 
@@ -88,6 +101,7 @@ class DlmsDriver(Driver):
                 conn.port or _DEFAULT_PORT,
                 self.options,
                 self.device.timeout,
+                self._invocation_counter,
             )
             self._session = session
             self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"dlms-{self.device.id}")
@@ -115,10 +129,18 @@ class DlmsDriver(Driver):
             session.abort()
         finally:
             worker.shutdown(wait=finished)
+            # after the release (itself ciphered); a cut-short close may still send one
+            margin = 0 if finished else _COUNTER_MARGIN
+            self._invocation_counter = max(
+                self._invocation_counter, session.invocation_counter + margin
+            )
 
     def _drop(self) -> None:
         """Forget the association after a failure; frees a blocked worker."""
         session, worker = self._session, self._worker
+        if session is not None:
+            # the worker may still send (the release below): skip ahead rather than repeat
+            self._invocation_counter = self.invocation_counter + _COUNTER_MARGIN
         self._session, self._worker = None, None
         self._forget()
         if session is not None:

@@ -147,7 +147,13 @@ class Session:
     """A blocking association with one meter; not thread-safe (one worker thread)."""
 
     def __init__(
-        self, device: str, host: str, port: int, options: DlmsOptions, timeout: float
+        self,
+        device: str,
+        host: str,
+        port: int,
+        options: DlmsOptions,
+        timeout: float,
+        invocation_counter: int = 1,
     ) -> None:
         self.device = device
         self.host = host
@@ -156,6 +162,9 @@ class Session:
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._client = self._build_client(options)
+        if options.authentication is Authentication.HIGH:
+            # suite 0 nonces must never repeat under one key: carry the counter over
+            self._client.ciphering.invocationCounter = invocation_counter
         self._objects: dict[tuple[int, Obis], GXDLMSObject] = {}
         self._profiles: dict[Obis, GXDLMSProfileGeneric] = {}
 
@@ -249,6 +258,11 @@ class Session:
     @property
     def is_open(self) -> bool:
         return self._sock is not None
+
+    @property
+    def invocation_counter(self) -> int:
+        """The next invocation counter of the ciphered association (HLS)."""
+        return int(self._client.ciphering.invocationCounter)
 
     # --- services -----------------------------------------------------------------------
 

@@ -244,6 +244,26 @@ async def test_wrong_credentials_are_rejected_clearly(
         assert all(r.quality.good for r in (await read_all(driver)).values())
 
 
+async def test_hls_invocation_counter_never_repeats(sim: SimProcess) -> None:
+    """Each ciphered APDU uses a new counter, also across associations of one driver."""
+    driver = DlmsDriver(load_device(sim.ports, "hls-meter"))
+    assert driver.invocation_counter == 1
+    await driver.connect()
+    try:
+        first = driver.invocation_counter
+        assert first > 1
+        await read_all(driver)
+        after_read = driver.invocation_counter
+        assert after_read > first
+        await driver.close()
+        assert driver.invocation_counter == after_read  # the release is not ciphered
+        await driver.connect()  # AARQ and HLS pass 3 continue the count
+        assert driver.invocation_counter > after_read
+        assert all(r.quality.good for r in (await read_all(driver)).values())
+    finally:
+        await driver.close()
+
+
 # --- control ------------------------------------------------------------------------------
 
 
