@@ -125,11 +125,14 @@ class DlmsDriver(Driver):
                 loop.run_in_executor(worker, session.close), self.device.timeout * 2
             )
             finished = True
-        except BaseException:  # close never raises; a stuck close is cut short
+        except asyncio.CancelledError:
+            session.abort()
+            raise
+        except Exception:  # close never raises; a stuck release is cut short
             session.abort()
         finally:
             worker.shutdown(wait=finished)
-            # after the release (itself ciphered); a cut-short close may still send one
+            # read after the release; a cut-short close may still be sending
             margin = 0 if finished else _COUNTER_MARGIN
             self._invocation_counter = max(
                 self._invocation_counter, session.invocation_counter + margin
