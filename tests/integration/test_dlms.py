@@ -85,14 +85,19 @@ def point(device: Device, point_id: str) -> Point:
 
 
 async def test_every_interface_class_reads_good_values(sim: SimProcess) -> None:
-    async with connected(load_device(sim.ports, "pcc-meter")) as driver:
+    device = load_device(sim.ports, "pcc-meter")
+    async with connected(device) as driver:
         r = await read_all(driver)
+        # one request (scalers known by now), so one snapshot of the meter
+        p, voltage = (
+            reading.value
+            for reading in await driver.read([point(device, "pcc.p"), point(device, "pcc.voltage")])
+        )
     bad = {k: (v.quality, v.detail) for k, v in r.items() if not v.quality.good}
     assert not bad
-    p, voltage = r["pcc.p"].value, r["pcc.voltage"].value
     assert isinstance(p, float | int) and isinstance(voltage, float)
-    # one snapshot: the meter's voltage model is 230 V - 0.02 V/kW * P; the register
-    # holds 0.1 V steps (scaler -1) and P in W (scaler 0)
+    # the meter's voltage model is 230 V - 0.02 V/kW * P; the register holds 0.1 V steps
+    # (scaler -1) and P in W (scaler 0)
     assert voltage == pytest.approx(230.0 - 0.02 * p, abs=0.06)
     assert r["pcc.frequency"].value == pytest.approx(50.0)  # Data, float64
     assert r["pcc.e_import"].value >= 0 and r["pcc.e_export"].value >= 0  # type: ignore[operator]
@@ -141,7 +146,8 @@ async def test_demand_register_averages_the_last_period(sim: SimProcess) -> None
             await asyncio.sleep(0.1)
         last = (await driver.read([point(device, "pcc.demand_last")]))[0]
     assert last.quality.good
-    assert min(samples) - 0.5 <= last.value <= max(samples) + 0.5  # type: ignore[operator]
+    # the load moves up to ~1 kW between samples at this speed
+    assert min(samples) - 2.0 <= last.value <= max(samples) + 2.0  # type: ignore[operator]
 
 
 async def test_load_profile_by_time_range(sim: SimProcess, tmp_path: Path) -> None:
