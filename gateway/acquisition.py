@@ -21,6 +21,8 @@ from gateway.points import PointTable
 log = logging.getLogger(__name__)
 
 EventSink = Callable[..., Awaitable[None]]
+PollListener = Callable[[str, float], None]
+"""Told (device id, seconds) after every completed poll; metrics hook in here."""
 
 
 class DeviceSession:
@@ -34,6 +36,7 @@ class DeviceSession:
         table: PointTable,
         events: EventSink,
         reconnect_max_s: float = 30.0,
+        on_poll: PollListener | None = None,
     ) -> None:
         self.device = device
         self.driver = driver
@@ -47,10 +50,20 @@ class DeviceSession:
         self._backoff = Backoff(initial=0.2, cap=reconnect_max_s)
         self._points = [p for p in device.points if p.direction.readable]
         self._went_up = asyncio.Event()
+        self._settled = asyncio.Event()  # the first connection attempt has ended either way
+        self._on_poll = on_poll
 
     async def wait_up(self, within: float) -> bool:
         try:
             await asyncio.wait_for(self._went_up.wait(), within)
+        except TimeoutError:
+            return False
+        return True
+
+    async def wait_settled(self, within: float) -> bool:
+        """True once the first connection attempt succeeded or failed, within `within` s."""
+        try:
+            await asyncio.wait_for(self._settled.wait(), within)
         except TimeoutError:
             return False
         return True
@@ -65,7 +78,11 @@ class DeviceSession:
                 except LinkError as exc:
                     await self._down(str(exc))
                 except Exception as exc:  # a driver bug must not end acquisition
-                    log.exception("device %r: unexpected driver error", self.device.id)
+                    log.exception(
+                        "device %r: unexpected driver error",
+                        self.device.id,
+                        extra={"device": self.device.id},
+                    )
                     await self._down(f"driver error: {exc!r}")
                 await self.driver.close()
                 await asyncio.sleep(self._backoff.next_delay())
@@ -80,15 +97,19 @@ class DeviceSession:
         self._backoff.reset()
         self.up = True
         self._went_up.set()
-        log.info("device %r: link up", self.device.id)
+        self._settled.set()
+        log.info("device %r: link up", self.device.id, extra={"device": self.device.id})
         await self._events("link_up", device=self.device.id)
 
     async def _down(self, detail: str) -> None:
         if self.up or self.reconnects == 0:
-            log.warning("device %r: link down: %s", self.device.id, detail)
+            log.warning(
+                "device %r: link down: %s", self.device.id, detail, extra={"device": self.device.id}
+            )
             await self._events("link_down", device=self.device.id, reason=detail)
         self.up = False
         self._went_up.clear()
+        self._settled.set()
         self.table.mark_device_down(self.device, detail)
 
     async def _poll_forever(self) -> None:
@@ -115,4 +136,6 @@ class DeviceSession:
                 raise LinkError(self.device.id, "poll timed out") from None
         self.last_poll_s = time.perf_counter() - started
         self.polls += 1
+        if self._on_poll is not None:
+            self._on_poll(self.device.id, self.last_poll_s)
         self.table.update(readings)

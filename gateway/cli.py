@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ServiceError
 from gateway.loader import check_files, load_config
+from gateway.ops.logs import setup_logging
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
 
@@ -46,8 +46,9 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from gateway.app import run
 
-    config = load_config(args.config, port_overrides=_port_overrides(args.port))
-    return run(config)
+    overrides = _port_overrides(args.port)
+    config = load_config(args.config, port_overrides=overrides)
+    return run(config, load=lambda: load_config(args.config, port_overrides=overrides))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -92,14 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(verbose=args.verbose)
     try:
         result: int = args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, ServiceError) as exc:
         print(exc, file=sys.stderr)
         return 2
     return result

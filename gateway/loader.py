@@ -348,6 +348,8 @@ def _load_config(
     base = path.parent
     cfg.state_dir = (base / cfg.state_dir).resolve()
     cfg.mappings = [(base / m).resolve() for m in cfg.mappings]
+    if cfg.ops.operator_token_file is not None:
+        cfg.ops.operator_token_file = (base / cfg.ops.operator_token_file).resolve()
     der_ids = [d.id for d in cfg.ders]
     for i, der_id in enumerate(der_ids):
         if der_id in der_ids[:i] or der_id == cfg.coupling_point.id:
