@@ -55,7 +55,8 @@ class DeviceSession:
 
     async def wait_up(self, within: float) -> bool:
         try:
-            await asyncio.wait_for(self._went_up.wait(), within)
+            async with asyncio.timeout(within):
+                await self._went_up.wait()
         except TimeoutError:
             return False
         return True
@@ -63,7 +64,8 @@ class DeviceSession:
     async def wait_settled(self, within: float) -> bool:
         """True once the first connection attempt succeeded or failed, within `within` s."""
         try:
-            await asyncio.wait_for(self._settled.wait(), within)
+            async with asyncio.timeout(within):
+                await self._settled.wait()
         except TimeoutError:
             return False
         return True
@@ -92,7 +94,11 @@ class DeviceSession:
 
     async def _connect(self) -> None:
         async with self.lock:
-            await asyncio.wait_for(self.driver.connect(), self.device.timeout * 5)
+            try:
+                async with asyncio.timeout(self.device.timeout * 5):
+                    await self.driver.connect()
+            except TimeoutError:
+                raise LinkError(self.device.id, "connect timed out") from None
         await self.driver.subscribe(lambda r: self.table.update((r,)))
         self._backoff.reset()
         self.up = True
@@ -128,10 +134,11 @@ class DeviceSession:
     async def poll_once(self) -> None:
         started = time.perf_counter()
         async with self.lock:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that arrives as the read completes, and the session would outlive a stop
             try:
-                readings = await asyncio.wait_for(
-                    self.driver.read(self._points), self.device.timeout * 2 + 1
-                )
+                async with asyncio.timeout(self.device.timeout * 2 + 1):
+                    readings = await self.driver.read(self._points)
             except TimeoutError:
                 raise LinkError(self.device.id, "poll timed out") from None
         self.last_poll_s = time.perf_counter() - started

@@ -29,7 +29,8 @@ _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.
 
 _SECRET_WORDS = r"password|passwd|passphrase|secret|token|api[_-]?key|private[_-]?key"
 _SECRET_KV = re.compile(
-    rf"(?i)\b((?:[\w.-]*?)(?:{_SECRET_WORDS})[\w.-]*)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&]+)"
+    rf"(?i)\b((?:[\w.-]*?)(?:{_SECRET_WORDS})[\w.-]*)(['\"]?\s*[=:]\s*)"
+    rf"(\"[^\"]*\"|'[^']*'|[^\s,;&]+)"
 )
 _AUTH = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}")
 _PEM = re.compile(

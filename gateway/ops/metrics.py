@@ -167,7 +167,8 @@ class Histogram(_Family):
             cumulative = 0
             for bound, n in zip(self.bounds, child.counts, strict=True):
                 cumulative += n
-                le = _label_text(self.labels, key, f'le="{format_value(bound)}"')
+                # the reference client's spelling ("1.0"), so series stay the same across tools
+                le = _label_text(self.labels, key, f'le="{float(bound)!r}"')
                 lines.append(f"{self.name}_bucket{le} {cumulative}")
             inf = _label_text(self.labels, key, 'le="+Inf"')
             lines.append(f"{self.name}_bucket{inf} {child.count}")
