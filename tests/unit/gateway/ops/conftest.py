@@ -25,7 +25,12 @@ devices:
     timeout: 0.2
     points:
       - {id: a.p, address: 1/holding/0, type: int16, unit: KiloW, der: bess, quantity: active_power}
-      - {id: a.soc, address: 1/holding/1, type: int16, unit: PERCENT, der: bess, quantity: state_of_charge}
+      - id: a.soc
+        address: 1/holding/1
+        type: int16
+        unit: PERCENT
+        der: bess
+        quantity: state_of_charge
       - id: a.set
         address: 1/holding/2
         type: int16
