@@ -33,6 +33,21 @@ log = logging.getLogger(__name__)
 
 STORE_FLUSH_S = 1.0
 PRUNE_EVERY_S = 3600.0
+RECANCEL_S = 0.5
+
+
+async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel and wait until every task ended. On Python 3.11 `asyncio.wait_for` (used
+    inside libraries, e.g. pymodbus' connect) can swallow a cancellation that arrives as
+    its operation completes, so a task still running is cancelled again."""
+    pending = {t for t in tasks if not t.done()}
+    for task in pending:
+        task.cancel()
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
+        for task in pending:
+            log.debug("stop: cancelling %s again", task.get_name())
+            task.cancel()
 
 
 class Gateway:
@@ -107,7 +122,7 @@ class Gateway:
         task = self._device_tasks.pop(device_id)
         async with session.lock:  # let an in-flight poll or write finish first
             task.cancel()
-        await asyncio.wait([task])
+        await _cancel_and_wait([task])
 
     async def reconfigure(self, plan: ReloadPlan) -> None:
         """Apply a reload: only sessions of added, changed or removed devices restart.
@@ -151,8 +166,7 @@ class Gateway:
         tb: TracebackType | None,
     ) -> None:
         await self._drain()
-        for task in self._tasks:
-            task.cancel()
+        await _cancel_and_wait(self._tasks)
         if self.store is not None:
             with contextlib.suppress(Exception):
                 await self.store.event("stop")
@@ -206,6 +220,7 @@ async def serve(
                 "gateway %r running: %d devices", config.gateway.microgrid.id, len(config.devices)
             )
             await supervise(gw, notifier, stop, reload_requested, load)
+        log.info("stopped")
     finally:
         notifier.close()
 

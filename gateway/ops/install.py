@@ -126,7 +126,7 @@ class Installer:
             shutil.rmtree(release)
         release.parent.mkdir(parents=True, exist_ok=True)
         _run([self.python, "-m", "venv", release], "creating the virtual environment")
-        pip = [release / "bin" / "python", "-m", "pip", "install", "--no-cache-dir", "-q"]
+        pip: list[str | Path] = [release / "bin" / "python", "-m", "pip", "install", "-q"]
         if self.wheelhouse is not None:
             target = f"mgms-gateway[{EXTRAS}]=={__version__}"
             pip += ["--no-index", "--find-links", self.wheelhouse, *self.pip_args, target]
@@ -160,9 +160,7 @@ class Installer:
     def default_config(self) -> str:
         """The demo config, rewritten for the installed layout."""
         text = (self.source / "config" / "demo.yaml").read_text(encoding="utf-8")
-        text, n_state = re.subn(
-            r"(?m)^state_dir:.*$", f"state_dir: /{STATE_DIR}", text, count=1
-        )
+        text, n_state = re.subn(r"(?m)^state_dir:.*$", f"state_dir: /{STATE_DIR}", text, count=1)
         text, n_maps = re.subn(r"(?m)^(\s*-\s*)\.\./mappings/", r"\1mappings/", text)
         if not (n_state and n_maps):
             raise ServiceError("config/demo.yaml: expected state_dir and ../mappings/ entries")
