@@ -3,9 +3,7 @@ real datagram socket, SIGTERM, and SIGHUP reloads with bad and good files."""
 
 from __future__ import annotations
 
-import ctypes
 import json
-import os
 import signal
 import socket
 import sqlite3
@@ -137,7 +135,8 @@ def test_ready_watchdog_then_clean_stop_on_sigterm(service: Service) -> None:
     pings = 0
     while pings < 2:  # WATCHDOG_USEC=1 s: a ping every half second from the main loop
         pings += "WATCHDOG" in service.next_message(timeout=3.0)
-    status, metrics = 200, urllib.request.urlopen(service.base + "/metrics", timeout=5).read()
+    with urllib.request.urlopen(service.base + "/metrics", timeout=5) as r:
+        metrics = r.read()
     assert b'mgms_poll_duration_seconds_count{device="pcc-meter"}' in metrics
 
     service.proc.send_signal(signal.SIGTERM)
@@ -151,7 +150,7 @@ def test_ready_watchdog_then_clean_stop_on_sigterm(service: Service) -> None:
     assert order[0] == "READY" and order[-1] == "STOPPING" and "WATCHDOG" in order[1:-1]
 
     events = service.events()
-    assert [k for k, _, _ in events][0] == "start" and events[-1][0] == "stop"
+    assert events[0][0] == "start" and events[-1][0] == "stop"
     assert sorted(d for k, d, _ in events if k == "link_up") == sorted(modbus_devices())
     with sqlite3.connect(service.dir / "state" / "gateway.sqlite") as db:
         (samples,) = db.execute("SELECT count(*) FROM samples WHERE point = 'pcc.p'").fetchone()
@@ -181,10 +180,7 @@ def test_sighup_keeps_running_on_bad_files_and_applies_good_ones(service: Servic
     assert "modbus.yaml" in line and "point=pv1.q" in line and "int99" in line
 
     # a good change: pv1 loses a point and polls slower; the others stay as they were
-    changed = good.replace(
-        "      - {id: pv1.q, address: 1/holding/40085, type: int16, scale: 0.1, unit: KiloVAR, der: pv1, quantity: reactive_power}\n",
-        "",
-    )
+    changed = "".join(ln for ln in good.splitlines(True) if "{id: pv1.q," not in ln)
     changed = changed.replace(
         "port: 15021}\n    poll_interval: 1.0", "port: 15021}\n    poll_interval: 0.5"
     )
