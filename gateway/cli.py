@@ -10,6 +10,8 @@ from pathlib import Path
 
 from gateway.errors import ConfigError, ServiceError
 from gateway.loader import check_files, load_config
+from gateway.ops.install import add_install_arguments, add_uninstall_arguments
+from gateway.ops.install import run as run_install
 from gateway.ops.logs import setup_logging
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
@@ -66,6 +68,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.config, as_json=args.json)
 
 
+def _cmd_install(args: argparse.Namespace) -> int:
+    return run_install(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgms", description="Microgrid management gateway")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -98,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
                 default=None,
                 help="simulated start time, ISO 8601 (default: now)",
             )
+
+    p = sub.add_parser("install", help="install as a systemd service (see docs/deployment.md)")
+    add_install_arguments(p)
+    p.set_defaults(func=_cmd_install, action="install")
+    p = sub.add_parser("uninstall", help="remove the service; keeps config, keys and state")
+    add_uninstall_arguments(p)
+    p.set_defaults(func=_cmd_install, action="uninstall")
 
     p = sub.add_parser("demo", help="simulators + gateway on loopback, then a summary")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)

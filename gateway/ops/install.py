@@ -121,12 +121,19 @@ class Installer:
 
     def _venv(self) -> None:
         release = self.release
+        pip: list[str | Path]
         if release.exists():
             self.say(f"replacing {release}")
             shutil.rmtree(release)
         release.parent.mkdir(parents=True, exist_ok=True)
-        _run([self.python, "-m", "venv", release], "creating the virtual environment")
-        pip: list[str | Path] = [release / "bin" / "python", "-m", "pip", "install", "-q"]
+        venv_python = release / "bin" / "python"
+        if self._has_pip():
+            # the service's venv needs no pip of its own; creating one costs seconds
+            _run([self.python, "-m", "venv", "--without-pip", release], "creating the venv")
+            pip = [self.python, "-m", "pip", "--python", venv_python, "install", "-q"]
+        else:
+            _run([self.python, "-m", "venv", release], "creating the virtual environment")
+            pip = [venv_python, "-m", "pip", "install", "-q"]
         if self.wheelhouse is not None:
             target = f"mgms-gateway[{EXTRAS}]=={__version__}"
             pip += ["--no-index", "--find-links", self.wheelhouse, *self.pip_args, target]
@@ -134,6 +141,13 @@ class Installer:
             pip += [*self.pip_args, f"{self.source}[{EXTRAS}]"]
         _run(pip, "installing the gateway into the virtual environment")
         self.say(f"virtual environment {release}")
+
+    def _has_pip(self) -> bool:
+        """pip 22.3+ (for --python) beside the interpreter that builds the venv."""
+        probe = (
+            "import pip,sys; sys.exit(tuple(map(int, pip.__version__.split('.')[:2])) < (22, 3))"
+        )
+        return subprocess.run([self.python, "-c", probe], capture_output=True).returncode == 0
 
     def _switch_current(self) -> None:
         current = self.at(self.prefix / "current")
@@ -143,9 +157,13 @@ class Installer:
         os.replace(tmp, current)  # atomic: the unit sees the old or the new release
         self.say(f"{current} -> releases/{__version__}")
 
-    def _systemd_files(self) -> None:
+    def render_unit(self, prefix: Path | None = None) -> str:
+        """The unit file with the install prefix in place."""
         unit = (self.source / "systemd" / UNIT).read_text(encoding="utf-8")
-        unit = unit.replace("@PREFIX@", str(self.prefix))
+        return unit.replace("@PREFIX@", str(self.prefix if prefix is None else prefix))
+
+    def _systemd_files(self) -> None:
+        unit = self.render_unit()
         for path, text in (
             (UNIT_PATH, unit),
             (SYSUSERS_PATH, (self.source / "systemd" / "mgms.sysusers").read_text("utf-8")),
@@ -251,12 +269,7 @@ class Installer:
             subprocess.run(["systemctl", "daemon-reload"], check=False)
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(
-        prog="mgms-install", description="Install the MGMS gateway as a systemd service"
-    )
-    sub = parser.add_subparsers(dest="action", required=True)
-    p = sub.add_parser("install", help="install or upgrade")
+def add_install_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", type=Path, default=Path("/"), help="install under this root")
     p.add_argument("--prefix", type=Path, default=Path("/opt/mgms"))
     p.add_argument("--python", default=sys.executable, help="interpreter for the venv")
@@ -264,11 +277,24 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--no-deps", action="store_true", help="dependencies come from elsewhere")
     p.add_argument("--enable", action="store_true", help="enable and start the service")
     p.add_argument("--no-systemd", action="store_true", help="do not run systemd tools")
-    u = sub.add_parser("uninstall", help="remove the program; keep config, keys and state")
-    u.add_argument("--root", type=Path, default=Path("/"))
-    u.add_argument("--prefix", type=Path, default=Path("/opt/mgms"))
-    u.add_argument("--purge", action="store_true", help="also remove config, keys, state, logs")
-    u.add_argument("--no-systemd", action="store_true", help="do not run systemd tools")
+
+
+def add_uninstall_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", type=Path, default=Path("/"))
+    p.add_argument("--prefix", type=Path, default=Path("/opt/mgms"))
+    p.add_argument("--purge", action="store_true", help="also remove config, keys, state, logs")
+    p.add_argument("--no-systemd", action="store_true", help="do not run systemd tools")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="install", description="Install the MGMS gateway as a systemd service"
+    )
+    sub = parser.add_subparsers(dest="action", required=True)
+    add_install_arguments(sub.add_parser("install", help="install or upgrade"))
+    add_uninstall_arguments(
+        sub.add_parser("uninstall", help="remove the program; keep config, keys and state")
+    )
     return parser
 
 
