@@ -49,7 +49,7 @@ def fmt(value: object, digits: int = 6) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return format(value, f".{digits}g")
+        return "0" if value == 0 else format(value, f".{digits}g")  # no "-0"
     return str(value)
 
 
@@ -165,14 +165,23 @@ def _notification(n: NotificationView | None) -> str:
     )
 
 
+def _targets(a: ActivationView) -> str:
+    given = [
+        text
+        for value, text in ((a.p_kw, f"P {fmt(a.p_kw)} kW"), (a.q_kvar, f"Q {fmt(a.q_kvar)} kvar"))
+        if value is not None
+    ]
+    return "; " + ", ".join(given) if given else ""
+
+
 def _activation(a: ActivationView | None) -> str:
     if a is None:
         return '<p class="meta" id="activation">No reserve activation yet.</p>'
     return (
         f'<p id="activation">Reserve activation <b>{escape(a.id)}</b> '
         f'(<span class="state">{escape(a.state)}</span>): from {escape(_time(a.start))} '
-        f"until {escape(_time(a.end))}; P {escape(fmt(a.p_kw))} kW, "
-        f"Q {escape(fmt(a.q_kvar))} kvar. {escape(a.detail)}</p>" + chart_svg(a.series)
+        f"until {escape(_time(a.end))}{escape(_targets(a))}. {escape(a.detail)}</p>"
+        + chart_svg(a.series)
     )
 
 
