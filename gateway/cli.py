@@ -124,9 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(verbose=args.verbose)
     try:
         result: int = args.func(args)
-    except (ConfigError, ServiceError) as exc:
+    except ConfigError as exc:
         print(exc, file=sys.stderr)
-        return 2
+        return 2  # the unit does not restart on 2: only an operator can fix the files
+    except ServiceError as exc:
+        print(exc, file=sys.stderr)
+        return 1  # e.g. the ops port still taken: worth a restart
     return result
 
 
