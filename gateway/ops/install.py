@@ -244,6 +244,8 @@ class Installer:
     # -- uninstall ---------------------------------------------------------------------
 
     def uninstall(self, purge: bool = False) -> None:
+        if not self.root.is_dir():
+            raise ServiceError(f"install root {self.root} is not a directory")
         if _systemd_running(self.root) and self.systemd_tools:
             subprocess.run(["systemctl", "disable", "--now", UNIT], check=False)
         for path in (UNIT_PATH, SYSUSERS_PATH, TMPFILES_PATH):

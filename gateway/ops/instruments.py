@@ -100,6 +100,7 @@ def instrument(gw: Gateway) -> None:
         "gauge",
         lambda: [((), time.monotonic() - gw.last_flush)],
     )
+    m.counter("mgms_reloads_total", "Config reloads by result.", ("result",))
     gw.health.add_liveness("store", lambda: _store_check(gw, STORE_LIVE_MAX_AGE_S))
     gw.health.add_readiness("store", lambda: _store_check(gw, STORE_READY_MAX_AGE_S))
     gw.health.add_readiness("devices", lambda: _devices_check(gw))
