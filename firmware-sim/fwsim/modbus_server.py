@@ -3,9 +3,9 @@ TCP (`ModbusTcpServer`) or as RTU on a serial line (`ModbusSerialServer`).
 
 Built on pymodbus's simulator API (`SimDevice`/`SimData`), one `SimDevice` per unit id, so
 one server stands for several units behind a TCP gateway or on one RTU line. Each unit has
-the four Modbus tables as separate blocks; a table
-spans from the lowest to the highest register (or bit) of its mapped points, as a SunSpec
-model block does, and unmapped registers inside the span read as 0.
+the four Modbus tables as separate blocks; a table spans from the lowest to the highest
+register (or bit) of its mapped points, as a SunSpec model block does, and unmapped
+registers inside the span read as 0.
 
 On a serial line the units behave as on a multi-drop bus: a frame for a unit id that is not
 on the line gets no answer at all (over TCP, exception 04). When the line goes away (the

@@ -295,7 +295,9 @@ async def test_gateway_session_rides_through_a_line_outage(tmp_path: Path) -> No
 
             served.pair.start()
             await until(lambda: session.up, within=15)
+            # units answer again once the simulator has its end open (the gateway may be first)
             await until(lambda: gw.table.value("pcc", Quantity.ACTIVE_POWER) is not None)
+            await until(lambda: gw.table.value("bess1", Quantity.ACTIVE_POWER_SETPOINT) is not None)
             assert gw.table.value("bess1", Quantity.ACTIVE_POWER_SETPOINT) == -5.0
             assert session.reconnects >= 1
             # the silent unit is one invalid point, not a dead line

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
+from drivers.base import Driver
 from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.transport import client_for, frame_gap, line_timing, longest_answer
 from gateway.errors import LinkError
+from gateway.loader import load_mappings
 from gateway.mapping import Device, SerialLine
 from gateway.protocols.modbus import ModbusOptions
 
@@ -91,3 +94,28 @@ async def test_missing_port_is_a_link_error_naming_the_line() -> None:
         await driver.connect()
     assert "cannot open serial port /nonexistent/ttyS9 (9600 8N1)" in str(info.value)
     assert not driver.connected
+
+
+def test_read_budget_covers_every_request_waiting_its_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "line.yaml"
+    path.write_text(
+        """
+devices:
+  - id: line
+    protocol: modbus
+    connection: {serial: {port: /dev/ttyS1, baudrate: 9600}}
+    timeout: 0.5
+    points:
+      - {id: a, address: 1/holding/0, type: int16, unit: KiloW}
+      - {id: b, address: 2/holding/0, type: int16, unit: KiloW}
+      - {id: c, address: 3/input/0, type: float32, unit: KiloW}
+"""
+    )
+    (mapping,) = load_mappings([path]).values()
+    (dev,) = mapping.devices
+    driver = ModbusDriver(dev)
+    assert len(driver.plan(dev.points)) == 3
+    budget = driver.read_budget(dev.points)
+    # three units that each take their full timeout, and the halves of a split of each
+    assert budget > 2 * 3 * (driver.timing.request_timeout + driver.timing.frame_gap)
+    assert budget > Driver.read_budget(driver, dev.points)  # more than the generic guess
