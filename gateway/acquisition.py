@@ -137,7 +137,7 @@ class DeviceSession:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that arrives as the read completes, and the session would outlive a stop
             try:
-                async with asyncio.timeout(self.device.timeout * 2 + 1):
+                async with asyncio.timeout(self.driver.read_budget(self._points)):
                     readings = await self.driver.read(self._points)
             except TimeoutError:
                 raise LinkError(self.device.id, "poll timed out") from None
