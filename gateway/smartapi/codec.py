@@ -17,7 +17,7 @@ from typing import Any
 from rdflib import Graph
 
 from gateway.errors import MessageParseError, UnsupportedMediaType
-from gateway.smartapi import check, legacy
+from gateway.smartapi import check, fastparse, legacy
 from gateway.smartapi.decode import decode_graph
 from gateway.smartapi.encode import AnyMessage, to_tree
 from gateway.smartapi.tree import Node, to_graph, to_ntriples, to_turtle
@@ -134,6 +134,9 @@ def parse(body: bytes, content_type: str | None) -> Graph:
         except json.JSONDecodeError as exc:
             raise MessageParseError(f"invalid JSON: {exc}") from exc
         _reject_remote_contexts(data)
+    graph = Graph()
+    if fmt is not Format.JSONLD and fastparse.parse_into(graph, text):
+        return graph
     graph = Graph()
     try:
         with warnings.catch_warnings():
