@@ -107,14 +107,15 @@ def encode(msg: AnyMessage, fmt: Format = Format.TURTLE) -> bytes:
 
 
 def _reject_remote_contexts(data: Any) -> None:
-    """A JSON-LD @context given by URL would make the parser fetch it: refuse."""
+    """A JSON-LD @context given by URL (or an @import in one) would make the parser fetch
+    it over the network: refuse."""
     stack = [data]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             context = item.get("@context")
             contexts = context if isinstance(context, list) else [context]
-            if any(isinstance(c, str) for c in contexts):
+            if any(isinstance(c, str) for c in contexts) or "@import" in item:
                 raise MessageParseError("JSON-LD @context by reference is not accepted")
             stack.extend(item.values())
         elif isinstance(item, list):
