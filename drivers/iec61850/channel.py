@@ -37,10 +37,11 @@ class WorkerChannel:
         self._pending: dict[int, asyncio.Future[wire.Message]] = {}
         self._ids = itertools.count(1)
         self._tasks: list[asyncio.Task[None]] = []
+        self._killed = False
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
+        return self._proc is not None and self._proc.returncode is None and not self._killed
 
     @property
     def pid(self) -> int | None:
@@ -92,6 +93,7 @@ class WorkerChannel:
     def kill(self) -> None:
         if self.alive:
             assert self._proc is not None
+            self._killed = True
             with contextlib.suppress(ProcessLookupError):
                 self._proc.kill()
 

@@ -42,6 +42,7 @@ class Iec61850Driver(Driver):
         self._sink: ReadingSink | None = None
         self._reporting = False
         self._plans: dict[tuple[str, ...], codec.ReadPlan] = {}
+        self._warm: set[codec.ReadPlan] = set()  # plans the worker has read (types known)
         readable = [p for p in device.points if p.direction.readable]
         self._report_plan = (readable, self._plan(readable))
 
@@ -103,6 +104,7 @@ class Iec61850Driver(Driver):
     async def close(self) -> None:
         channel, self._channel = self._channel, None
         self._reporting = False
+        self._warm.clear()
         if channel is not None:
             await channel.close(self._options.worker_grace)
 
@@ -127,11 +129,14 @@ class Iec61850Driver(Driver):
         if not points:
             return []
         plan = self._plan(points)
-        data_sets = {d.reference: len(d.members) for d in self._options.data_sets}
-        requests = sum(2 + data_sets.get(u.ref, 0) for u in plan.units)  # first read: types too
+        requests = len(plan.units)
+        if plan not in self._warm:  # the first read also asks the IED for types, directories
+            members = {d.reference: len(d.members) for d in self._options.data_sets}
+            requests += sum(1 + members.get(u.ref, 0) for u in plan.units)
         answer = await self._call(
             {"op": wire.READ, "units": [u.to_wire() for u in plan.units]}, requests
         )
+        self._warm.add(plan)
         if "error" in answer:
             why = str(answer["error"].get("message"))
             return [invalid(p, why) for p in points]

@@ -64,6 +64,9 @@ _MODEL_NAMES = {
 }
 
 
+OPEN_ATTEMPTS = 4
+
+
 class LinkLost(Exception):
     """The association is gone; the driver reconnects."""
 
@@ -288,14 +291,25 @@ class ClientWorker:
     # connection
 
     def _open(self) -> Any:
-        con = iec.IedConnection_create()
-        iec.IedConnection_setConnectTimeout(con, self.request_timeout_ms)
-        iec.IedConnection_setRequestTimeout(con, self.request_timeout_ms)
-        _, err = iec.IedConnection_connect(con, self.host, self.port)
-        if err != iec.IED_ERROR_OK:
+        """A new association, probed: about one in ten that the library reports as
+        connected is dead on arrival (every request fails at once with connection-lost
+        and nothing reaches the IED), so each is checked with a GetNameList and reopened."""
+        err = iec.IED_ERROR_OK
+        for _ in range(OPEN_ATTEMPTS):
+            con = iec.IedConnection_create()
+            iec.IedConnection_setConnectTimeout(con, self.request_timeout_ms)
+            iec.IedConnection_setRequestTimeout(con, self.request_timeout_ms)
+            _, err = iec.IedConnection_connect(con, self.host, self.port)
+            if err == iec.IED_ERROR_OK:
+                devices, err = iec.IedConnection_getLogicalDeviceList(con)
+                if err == iec.IED_ERROR_OK:
+                    iec.LinkedList_destroy(devices)
+                    return con
+                iec.IedConnection_close(con)
             iec.IedConnection_destroy(con)
-            raise LinkLost(f"connect to {self.host}:{self.port}: {_error_text(err)}")
-        return con
+            if err != iec.IED_ERROR_CONNECTION_LOST:
+                break
+        raise LinkLost(f"connect to {self.host}:{self.port}: {_error_text(err)}")
 
     def connect(self, request: wire.Message) -> wire.Message:
         if self.con is not None:

@@ -7,11 +7,13 @@ mapping asks for (`sbo`, and the device option `enhanced_security`); the device'
 sets and report control blocks are created as the options list them. A data set member
 that no mapped point lives in is an error, so the file cannot promise what the IED lacks.
 
-Serving: the server runs threadless, pumped from the simulator's event loop, so control
-handlers and value updates happen on one thread. (With the library's own server thread a
-control handler waits for the GIL while holding the data model lock the updating thread
-wants: a deadlock.) `refresh()` copies the physics into the model (value, `q`, and `t` when
-the value changed). The library only answers while the loop pumps it, every `PUMP_S`.
+Serving: the library's own server thread answers clients; the simulator's loop only
+updates values (`refresh()`: value, `q`, and `t` when the value changed). Two rules keep
+the GIL and the library's locks apart: the loop never calls `IedServer_lockDataModel`
+(a control handler runs under that lock and waits for the GIL: a deadlock), and the
+handlers touch no model value: the operate handler applies the value to the physics and
+asks the loop to refresh. (Threadless serving was tried: the library then sends reports
+only while it handles incoming data, and handling blocks 1-10 ms per call.)
 
 Set points written as attributes (SP, CF): the bindings offer no write handler, so the
 IED stores what a client writes (write access is allowed for the FCs of writable points)
@@ -55,7 +57,6 @@ from gateway.protocols.iec61850 import (
 
 log = logging.getLogger(__name__)
 
-PUMP_S = 0.005
 
 _FC = {
     Fc.MX: iec.IEC61850_FC_MX,
@@ -133,8 +134,11 @@ class _ModelBuilder:
             parent = iec.toModelNode(node)
         return self._nodes[reference]
 
-    def attribute(self, obj: ObjectRef, path: tuple[str, ...], fc: int, kind: int) -> Any:
-        """The attribute at `path` in `obj`; constructed attributes are made on the way."""
+    def attribute(
+        self, obj: ObjectRef, path: tuple[str, ...], fc: int, kind: int, trigger: int
+    ) -> Any:
+        """The attribute at `path` in `obj`; constructed attributes are made on the way,
+        each with the trigger (a report's data change is seen on every level)."""
         parent = iec.toModelNode(self.data_object(obj))
         reference = str(obj)
         for i, name in enumerate(path):
@@ -142,9 +146,8 @@ class _ModelBuilder:
             leaf = i == len(path) - 1
             node = self._nodes.get(reference)
             if node is None:
-                trg = iec.TRG_OPT_DATA_CHANGED if leaf else 0
                 node = iec.DataAttribute_create(
-                    name, parent, kind if leaf else iec.IEC61850_CONSTRUCTED, fc, trg, 0, 0
+                    name, parent, kind if leaf else iec.IEC61850_CONSTRUCTED, fc, trigger, 0, 0
                 )
                 self._nodes[reference] = node
             parent = iec.IedModel_getModelNodeByObjectReference(self.model, reference)
@@ -218,7 +221,7 @@ class Iec61850FrontEnd(FrontEnd):
         self._server: Any = None
         self._served: list[_Served] = []
         self._subscribers: list[Any] = []
-        self._pump_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # model
 
@@ -255,11 +258,13 @@ class Iec61850FrontEnd(FrontEnd):
 
     def _readable(self, builder: _ModelBuilder, point: Point, address: Iec61850Address) -> _Served:
         fc = _FC[address.fc]
-        value = builder.attribute(address.obj, address.attribute, fc, _LEAF_TYPE[address.data_type])
+        kind, changed = _LEAF_TYPE[address.data_type], iec.TRG_OPT_DATA_CHANGED
+        value = builder.attribute(address.obj, address.attribute, fc, kind, changed)
         quality = stamp = None
         if address.fc in (Fc.MX, Fc.ST):
-            quality = builder.attribute(address.obj, ("q",), fc, iec.IEC61850_QUALITY)
-            stamp = builder.attribute(address.obj, ("t",), fc, iec.IEC61850_TIMESTAMP)
+            qchg = iec.TRG_OPT_QUALITY_CHANGED
+            quality = builder.attribute(address.obj, ("q",), fc, iec.IEC61850_QUALITY, qchg)
+            stamp = builder.attribute(address.obj, ("t",), fc, iec.IEC61850_TIMESTAMP, 0)
         return _Served(point, address, value, quality, stamp, self._knows(point))
 
     def _control_object(
@@ -335,7 +340,7 @@ class Iec61850FrontEnd(FrontEnd):
         subscriber.setControlObject(obj)
         # the subscriber owns (and frees) its handlers: nothing is freed twice at exit
         subscriber.setCheckHandler(_Check(lambda v: self._check(point, v)).__disown__())
-        subscriber.setControlHandler(_Operate(lambda v: self._apply(point, v)).__disown__())
+        subscriber.setControlHandler(_Operate(lambda v: self._operate(point, v)).__disown__())
         if not subscriber.subscribe():
             raise ValueError(
                 f"{self.device.id}: control {address.obj} is served twice in this simulator "
@@ -366,27 +371,28 @@ class Iec61850FrontEnd(FrontEnd):
         self.grid.apply(point.der, point.quantity, float(value))
         log.info("%s: %s := %s", self.device.id, point.id, value)
 
+    def _operate(self, point: Point, raw: float | bool | int) -> None:
+        """On the library's thread: apply, and let the loop show the new status."""
+        self._apply(point, raw)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._refresh)
+
     # serving
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._build()
+        await self.refresh()
         iec.IedServer_setLocalIpAddress(self._server, self.host)
-        iec.IedServer_startThreadless(self._server, self.port)
+        iec.IedServer_start(self._server, self.port)
         if not iec.IedServer_isRunning(self._server):
             self._release()
             raise OSError(f"{self.device.id}: cannot serve MMS on {self.host}:{self.port}")
-        await self.refresh()
-        self._pump_task = asyncio.create_task(self._pump(), name=f"iec61850 {self.device.id}")
-
-    async def _pump(self) -> None:
-        server = self._server
-        while True:
-            if iec.IedServer_waitReady(server, 0) > 0:
-                iec.IedServer_processIncomingData(server)
-            iec.IedServer_performPeriodicTasks(server)
-            await asyncio.sleep(PUMP_S)
 
     async def refresh(self) -> None:
+        self._refresh()
+
+    def _refresh(self) -> None:
         server = self._server
         now_ms = int(self.grid.clock.now().timestamp() * 1000) if self._served else 0
         for served in self._served:
@@ -459,14 +465,9 @@ class Iec61850FrontEnd(FrontEnd):
             iec.IedServer_updateDbposValue(server, attribute, 2 if raw else 1)
 
     async def stop(self) -> None:
-        task, self._pump_task = self._pump_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         if self._server is not None:
             with contextlib.suppress(Exception):
-                iec.IedServer_stopThreadless(self._server)
+                iec.IedServer_stop(self._server)  # joins the library's thread
         self._release()
 
     def _release(self) -> None:
@@ -481,4 +482,4 @@ class Iec61850FrontEnd(FrontEnd):
         self._served.clear()
 
 
-__all__ = ["PUMP_S", "Iec61850FrontEnd"]
+__all__ = ["Iec61850FrontEnd"]

@@ -8,7 +8,9 @@
 
 The reference is `logical device / logical node . data object(s) . data attribute(s)`;
 data object names start upper case and attribute names lower case, as IEC 61850-7-2
-names them, which is how the DO (the owner of `q` and `t`) is found in a path.
+names them, which is how the DO (the owner of `q` and `t`) is found in a path; the
+phase sub-objects of WYE and DEL (phsA, ..., neut, net, res, phsAB, ...) are the
+lower-case exceptions.
 
 Controls name the data object; the point's `type` picks the CDC (float32 APC, int32 INC,
 bool SPC, dbpos DPC), `sbo` picks select-before-operate, and the device option
@@ -29,6 +31,10 @@ from gateway.protocols.base import Address, AddressError, PointTyping, ProtocolS
 _LD = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _LN = re.compile(r"^(LLN0|[A-Za-z0-9_]{0,11}[A-Z]{4}[0-9]{0,12})$")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+#: sub data objects of the WYE and DEL CDCs: data objects despite their lower-case names
+_PHASE_OBJECTS = frozenset(
+    {"phsA", "phsB", "phsC", "neut", "net", "res", "phsAB", "phsBC", "phsCA"}
+)
 
 
 class Fc(enum.StrEnum):
@@ -148,7 +154,7 @@ def parse_object_ref(text: str, field: str = "address") -> tuple[ObjectRef, tupl
     for name in names:
         if not _NAME.match(name):
             raise AddressError(field, f"{name!r} in {text!r} is not a valid name")
-        if name[0].isupper():
+        if name[0].isupper() or (name in _PHASE_OBJECTS and objects and not attrs):
             if attrs:
                 raise AddressError(
                     field, f"data object {name!r} follows data attribute {attrs[-1]!r}"
