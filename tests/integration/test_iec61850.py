@@ -90,6 +90,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sim(config: Path) -> Iterator[SimProcess]:
     with sim_process([DEVICE], config=config, extra=["--speed", "4"]) as process:
         yield process
+    assert process.proc.returncode == 0  # controls were served: the IED still exits cleanly
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from gateway.cli import main
 from gateway.loader import check_files
 from gateway.protocols.base import AddressError, PointTyping
 from gateway.protocols.iec61850 import (
@@ -172,7 +173,9 @@ devices:
 """
 
 
-def test_loader_names_file_line_device_point_and_field(tmp_path: Path) -> None:
+def test_loader_names_file_line_device_point_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "ied.yaml"
     path.write_text(textwrap.dedent(MAPPING), encoding="utf-8")
     problems = check_files([path])
@@ -191,3 +194,7 @@ def test_loader_names_file_line_device_point_and_field(tmp_path: Path) -> None:
     assert "unknown data type 'int24'" in found[("pos", "type")].message
     assert found[(None, "data_sets.0.members")].line == 8
     assert "names a data object" in found[(None, "data_sets.0.members")].message
+    assert main(["check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:11, device 'ied1', point 'p_set', field 'type': a control needs a type" in err
+    assert "4 problem(s) found" in err
