@@ -227,6 +227,7 @@ class Iec61850FrontEnd(FrontEnd):
 
     def _build(self) -> None:
         builder = _ModelBuilder(self.device.id.replace("-", "_")[:32])
+        self._model = builder.model
         controls: list[tuple[Point, Iec61850Address, Any]] = []
         for point, address in self._addresses():
             if address.is_control:
@@ -234,7 +235,6 @@ class Iec61850FrontEnd(FrontEnd):
             else:
                 self._served.append(self._readable(builder, point, address))
         self._data_sets(builder)
-        self._model = builder.model
         self._server = iec.IedServer_create(self._model)
         for point, address, obj in controls:
             self._subscribe(point, address, obj)
@@ -298,12 +298,17 @@ class Iec61850FrontEnd(FrontEnd):
         return served
 
     def _data_sets(self, builder: _ModelBuilder) -> None:
+        served = {(a.obj, a.read_fc) for _, a in self._addresses()}
         for data_set in self.options.data_sets:
             ld, ln = data_set.owner
             owner = builder.logical_node(ld, ln)
             created = iec.DataSet_create(data_set.name, owner)
             for obj, fc in data_set.fcds:
-                if builder.node(str(obj)) is None:
+                n = len(obj.data_object)
+                if not any(
+                    (o.ld, o.ln, o.data_object[:n], f) == (obj.ld, obj.ln, obj.data_object, fc)
+                    for o, f in served
+                ):
                     raise ValueError(
                         f"{self.device.id}: data set {data_set.reference} member {obj}@{fc.value}"
                         " is no mapped point's data object"
@@ -381,7 +386,11 @@ class Iec61850FrontEnd(FrontEnd):
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._build()
+        try:
+            self._build()
+        except BaseException:
+            self._release()
+            raise
         await self.refresh()
         iec.IedServer_setLocalIpAddress(self._server, self.host)
         iec.IedServer_start(self._server, self.port)
