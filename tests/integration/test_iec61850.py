@@ -284,8 +284,7 @@ async def test_hung_and_killed_ied_block_neither_other_ied_nor_loop(config: Path
                 await a.read(readable(dev_a))
             assert all(r.quality.good for r in await b.read(readable(dev_b)))
         finally:
-            with_stopped = sim_a.proc.poll() is None
-            if with_stopped:
+            if sim_a.proc.poll() is None:  # never leave it stopped for the teardown
                 os.kill(sim_a.proc.pid, signal.SIGCONT)
             await a.close()
             await b.close()
