@@ -237,7 +237,9 @@ class LoopWatch:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
-async def test_hung_and_killed_ied_block_neither_other_ied_nor_loop(config: Path) -> None:
+async def test_hung_and_killed_ied_block_neither_other_ied_nor_loop(tmp_path: Path) -> None:
+    # a long request timeout: a loop blocked by the hung request would stall that long
+    config = write_config(tmp_path, timeout=1.5)
     with (
         sim_process([DEVICE], config=config) as sim_a,
         sim_process([DEVICE], config=config) as sim_b,
