@@ -12,7 +12,8 @@
     │   ├── NotWritable          the point is read-only
     │   └── LimitViolation       the value is outside the point's write limits
     ├── RawRangeError            a value does not fit a protocol data type (e.g. 70000 as int16)
-    └── StoreError               the SQLite store failed
+    ├── StoreError               the SQLite store failed
+    └── ServiceError             the service cannot run as installed (listener, token, install)
 
 Third-party exceptions are translated into these at one boundary (the driver adapter or the
 loader); anything that reaches an operator names the file, device, point or field at fault.
@@ -109,3 +110,8 @@ class RawRangeError(GatewayError, ValueError):
 
 class StoreError(GatewayError):
     """The SQLite store failed."""
+
+
+class ServiceError(GatewayError):
+    """The service cannot start or be installed as asked (a listener that cannot bind, an
+    unreadable token file, an install root that is not usable); the message names it."""
