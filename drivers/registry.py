@@ -9,6 +9,7 @@ from gateway.mapping import Device
 
 #: protocol name -> "module:ClassName"
 DRIVERS: dict[str, str] = {
+    "iec104": "drivers.iec104.driver:Iec104Driver",
     "modbus": "drivers.modbus.driver:ModbusDriver",
 }
 

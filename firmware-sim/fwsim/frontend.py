@@ -37,6 +37,7 @@ class FrontEnd(ABC):
 
 #: protocol name -> "module:ClassName"
 FRONT_ENDS: dict[str, str] = {
+    "iec104": "fwsim.iec104_server:Iec104FrontEnd",
     "modbus": "fwsim.modbus_server:ModbusFrontEnd",
 }
 
