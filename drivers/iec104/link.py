@@ -36,12 +36,6 @@ _FREEZE = {
     CounterFreeze.FREEZE_RESET: c104.Frz.FREEZE_WITH_RESET,
     CounterFreeze.RESET: c104.Frz.COUNTER_RESET,
 }
-# c104 has its own bit values for the counter quality; the codec expects the standard BCR
-_BCR = (
-    (c104.BinaryCounterQuality.Carry.value, 0x20),
-    (c104.BinaryCounterQuality.Adjusted.value, 0x40),
-    (c104.BinaryCounterQuality.Invalid.value, 0x80),
-)
 _C104_ERRORS = (ValueError, RuntimeError, IndexError, TypeError)
 #: how long a raw copy of an answer may trail c104's handling of it
 _LATE_ANSWER_S = 0.25
@@ -60,11 +54,10 @@ def _plain(value: object) -> float | int | bool | None:
 
 
 def _bits(q: object) -> int:
-    if isinstance(q, c104.Quality):
+    # On the receiving side c104's flag value is the wire octet's bits (QDS, or BCR: CY 0x20,
+    # CA 0x40, IV 0x80), even where its flag names disagree (it calls 0x40 "Carry").
+    if isinstance(q, c104.Quality | c104.BinaryCounterQuality):
         return int(q.value)
-    if isinstance(q, c104.BinaryCounterQuality):
-        v = q.value
-        return sum(std for lib, std in _BCR if v & lib)
     return 0
 
 
@@ -126,7 +119,7 @@ class _Relay:
                 test=bool(message.is_test),
                 negative=bool(message.is_negative),
             )
-        except _C104_ERRORS:
+        except Exception:  # c104 drops a callback that raises; report the object instead
             sample = Sample(ca, ioa, int(message.type.value), None, 0, None, int(message.cot.value))
         self._samples(sample)
 

@@ -97,7 +97,7 @@ def _moved(old: float | int | bool | None, new: float | int | bool | None) -> bo
     return abs(new - old) > max(1e-3, 2e-3 * abs(old))
 
 
-def _measured_raw(point: Point, kind: Kind, value: float) -> tuple[float | int | bool, int]:
+def measured_raw(point: Point, kind: Kind, value: float) -> tuple[float | int | bool, int]:
     """The raw value of a monitoring object and its QDS/BCR bits (OV/CY when clamped)."""
     if kind.binary:
         return value >= 0.5, 0
@@ -261,7 +261,7 @@ class Iec104FrontEnd(FrontEnd):
             return None, forced | table["IV"]
         if not math.isfinite(value):
             return None, forced | table["IV"]
-        raw, bits = _measured_raw(p, m.type_id.kind, value)
+        raw, bits = measured_raw(p, m.type_id.kind, value)
         return raw, forced | bits
 
     # -- c104 callbacks (on c104's threads; short, no asyncio) ---------------------------
@@ -277,7 +277,7 @@ class Iec104FrontEnd(FrontEnd):
         mapped = self._commands.get((message.common_address, point.io_address))
         if mapped is None:
             return c104.ResponseState.FAILURE
-        refusal = self._apply(mapped, point.value)
+        refusal = self.apply_command(mapped, point.value)
         if refusal:
             self.commands_refused += 1
             log.info("IEC 104 %s: refused %s: %s", self.device.id, mapped.id, refusal)
@@ -285,7 +285,7 @@ class Iec104FrontEnd(FrontEnd):
         self.commands_confirmed += 1
         return c104.ResponseState.SUCCESS
 
-    def _apply(self, point: Point, raw_value: object) -> str:
+    def apply_command(self, point: Point, raw_value: object) -> str:
         """Apply one command to the model; the reason for refusing it, or ''."""
         if isinstance(raw_value, c104.Double):
             if raw_value not in (c104.Double.ON, c104.Double.OFF):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from gateway.protocols.base import Address, AddressError, PointTyping, ProtocolSpec, register
 
@@ -329,13 +329,21 @@ class Iec104Options(BaseModel):
     #: client thread tick of the protocol library (>= 50 ms)
     tick_rate_ms: int = Field(default=100, ge=50, le=1000)
 
-    @model_validator(mode="after")
-    def _timers(self) -> Iec104Options:
-        if self.t2 >= self.t1:
-            raise ValueError(f"t2 ({self.t2} s) must be less than t1 ({self.t1} s)")
-        if self.w > self.k:
-            raise ValueError(f"w ({self.w}) must not exceed k ({self.k})")
-        return self
+    @field_validator("t2")
+    @classmethod
+    def _t2_below_t1(cls, t2: int, info: ValidationInfo) -> int:
+        t1 = info.data.get("t1")
+        if t1 is not None and t2 >= t1:
+            raise ValueError(f"t2 ({t2} s) must be less than t1 ({t1} s)")
+        return t2
+
+    @field_validator("w")
+    @classmethod
+    def _w_within_k(cls, w: int, info: ValidationInfo) -> int:
+        k = info.data.get("k")
+        if k is not None and w > k:
+            raise ValueError(f"w ({w}) must not exceed k ({k})")
+        return w
 
 
 SPEC = register(
