@@ -115,13 +115,11 @@ class Iec104Driver(Driver):
         self._link = link
         self._down_reason = "connecting"
         await asyncio.to_thread(link.start)
-        try:
-            await asyncio.wait_for(opened.wait(), self.options.t0)
-        except TimeoutError:
+        if not await self._wait_opened(link, opened):
             await self.close()
             raise LinkError(
                 self.device.id, f"no connection to {ip}:{port} within t0={self.options.t0} s"
-            ) from None
+            )
         if self._link is not link or not link.is_open:
             reason = self._down_reason
             await self.close()
@@ -133,6 +131,21 @@ class Iec104Driver(Driver):
             await self.close()
             raise
         self._cycles = asyncio.create_task(self._run_cycles(), name=f"iec104-{self.device.id}")
+
+    async def _wait_opened(self, link: Link, opened: asyncio.Event) -> bool:
+        """Wait up to t0 for the link to open or fail; repeat STARTDT when it stays
+        unanswered for the device timeout."""
+        deadline = time.monotonic() + self.options.t0
+        while not opened.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(opened.wait(), min(remaining, self.device.timeout))
+            except TimeoutError:
+                if link.awaiting_startdt:
+                    await asyncio.to_thread(link.start_data_transfer)
+        return True
 
     async def read(self, points: Sequence[Point]) -> list[Reading]:
         if not self._up:

@@ -220,6 +220,15 @@ class Link:
     def is_open(self) -> bool:
         return bool(self._con.state == c104.ConnectionState.OPEN)
 
+    @property
+    def awaiting_startdt(self) -> bool:
+        """Connected, data transfer not started (STARTDT not yet confirmed)."""
+        return bool(self._con.state == c104.ConnectionState.OPEN_MUTED)
+
+    def start_data_transfer(self) -> None:
+        """Send STARTDT act (again): c104 now and then opens a connection without it."""
+        self._con.unmute()
+
     def start(self) -> None:
         try:
             self._client.start()
@@ -232,8 +241,9 @@ class Link:
         self._client.stop()
 
     # The calls below block until the outstation answers (at most about twice the
-    # timeout). A positive verdict of c104 is trusted; a negative one is checked against
-    # the answers seen on the wire (see confirm.py).
+    # timeout). Station requests are sent without c104's wait and judged by the answers
+    # seen on the wire alone; for commands a positive verdict of c104 is trusted and a
+    # negative one checked against the answers on the wire (see confirm.py).
 
     def interrogate(self, common_address: int) -> tuple[Verdict, str]:
         """General interrogation: confirmed once ACT_CON and ACT_TERM arrived."""
@@ -244,7 +254,7 @@ class Link:
                 common_address=common_address,
                 cause=c104.Cot.ACTIVATION,
                 qualifier=c104.Qoi.STATION,
-                wait_for_response=True,
+                wait_for_response=False,
             ),
             confirm.judge_interrogation,
         )
@@ -261,7 +271,7 @@ class Link:
                 cause=c104.Cot.ACTIVATION,
                 qualifier=c104.Rqt.GENERAL,
                 freeze=_FREEZE[freeze],
-                wait_for_response=True,
+                wait_for_response=False,
             ),
             confirm.judge_interrogation,
         )
@@ -270,7 +280,7 @@ class Link:
         return self._exchange(
             "clock synchronisation",
             (common_address, confirm.C_CS_NA_1, 0),
-            lambda: self._con.clock_sync(common_address=common_address, wait_for_response=True),
+            lambda: self._con.clock_sync(common_address=common_address, wait_for_response=False),
             lambda seen: confirm.judge_command(seen, select=False),
         )
 
@@ -282,7 +292,8 @@ class Link:
         raw: float | int | bool,
         select: bool,
     ) -> tuple[Verdict, str]:
-        """Send one command, select-before-execute if `select`."""
+        """Send one command, select-before-execute if `select`. c104 waits for the answers
+        itself here (it has no other way to send a command); see `_exchange`."""
         point = self._commands[(common_address, ioa)]
 
         def send() -> bool:
@@ -298,11 +309,11 @@ class Link:
         key = (common_address, type_id.value, ioa)
         what = f"command to IOA {ioa}"
         with self._command_lock:
-            verdict = self._exchange(what, key, send, judge)
+            verdict = self._exchange(what, key, send, judge, c104_waits=True)
             if verdict[0] is Verdict.SELECTED:
                 # c104 missed the select's confirmation and never sent the execute;
                 # nothing was executed, so selecting again is safe
-                verdict = self._exchange(what, key, send, judge)
+                verdict = self._exchange(what, key, send, judge, c104_waits=True)
             return verdict
 
     def _exchange(
@@ -311,9 +322,11 @@ class Link:
         key: Key,
         send: Callable[[], bool],
         judge: Callable[[Sequence[Confirmation]], tuple[Verdict, str]],
+        c104_waits: bool = False,
     ) -> tuple[Verdict, str]:
-        """Send via c104, then judge by c104's verdict or, when it reports a failure, by
-        the answers seen on the wire (waiting out the rest of the timeout for them)."""
+        """Send via c104 and judge by the answers seen on the wire, waiting for them up to
+        the timeout. If c104 waited for the answer itself (`c104_waits`), its positive
+        verdict stands."""
 
         def decided(seen: Sequence[Confirmation]) -> bool:
             return judge(seen)[0] in (Verdict.CONFIRMED, Verdict.REJECTED)
@@ -325,13 +338,16 @@ class Link:
         except _C104_ERRORS as exc:
             self._answers.collect(key, decided, 0.0)
             raise LinkError(self.device_id, f"{what} failed in c104: {exc}") from exc
-        # the raw copy of an answer may reach us a little after c104 handled it: wait for
-        # it briefly so that it cannot be taken for the answer to the next request
-        remaining = self._timeout - (time.monotonic() - started)
-        seen = self._answers.collect(key, decided, _LATE_ANSWER_S if ok else remaining)
-        if ok:
+        if not ok and not c104_waits:
+            self._answers.collect(key, decided, 0.0)
+            raise LinkError(self.device_id, f"{what} not sent: the connection is not open")
+        if ok and c104_waits:
+            # the raw copy of an answer may reach us a little after c104 handled it: wait
+            # for it briefly so that it cannot be taken for the answer to the next request
+            self._answers.collect(key, decided, _LATE_ANSWER_S)
             return Verdict.CONFIRMED, ""
-        return judge(seen)
+        remaining = self._timeout - (time.monotonic() - started) if self.is_open else 0.0
+        return judge(self._answers.collect(key, decided, remaining))
 
 
 def _command_value(

@@ -184,13 +184,13 @@ async def test_counter_interrogation_reads_integrated_totals(gen: Iec104Driver) 
 async def test_values_not_refreshed_read_as_old(types_sim: SimProcess) -> None:
     dev = device(TYPES_CONFIG, "gen-rtu", types_sim.ports["gen-rtu"])
     dev._options = Iec104Options(
-        interrogation_cycle=0, counter_interrogation_cycle=0, stale_after=0.3, t1=5, t2=2
+        interrogation_cycle=0, counter_interrogation_cycle=0, stale_after=1.0, t1=5, t2=2
     )
     driver = Iec104Driver(dev)
     await driver.connect()
     try:
         assert (await read(driver, "gen.energy"))["gen.energy"].quality.good
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.5)
         r = (await read(driver, "gen.energy"))["gen.energy"]
         assert r.quality.validity is Validity.QUESTIONABLE and F.OLD in r.quality.flags
         assert "not refreshed" in r.detail and r.value is not None
