@@ -13,6 +13,7 @@ import logging
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ class SetpointStep:
 STEPS = (
     SetpointStep("bess1.p_set", 20.0, "bess1.p", 20.0, 0.5),
     SetpointStep("bess1.q_set", -10.0, "bess1.q", -10.0, 0.5),
-    SetpointStep("pv1.limit", 50.0, "pv1.limit", 50.0, 0.05),
+    SetpointStep("pv1.limit", 50.0, "pv1.p", 30.0, 0.5),  # 60 kW park at noon, capped at 50 %
     SetpointStep("load1.curtail", 25.0, "load1.curtail", 25.0, 0.05),
 )
 
@@ -151,17 +152,23 @@ def run_demo(config_path: Path, as_json: bool = False) -> int:
     probe = load_config(config_path)
     ports = {d.id: free_port() for d in probe.devices if d.connection.host is not None}
     config = load_config(config_path, port_overrides=ports)
-    if not as_json:
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):  # the summary says it all
         logging.getLogger().setLevel(logging.WARNING)
-    sim = start_sim(config_path, ports)
-    try:
-        with tempfile.TemporaryDirectory(prefix="mgms-demo-") as state:
-            config.gateway.state_dir = Path(state)
+    # simulated time starts at noon so the PV park produces and curtailment shows
+    noon = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    with tempfile.TemporaryDirectory(prefix="mgms-demo-") as state:
+        sim_log_path = Path(state) / "sim.log"
+        with sim_log_path.open("w") as sim_log:
+            sim = start_sim(config_path, ports, extra=["--start", noon.isoformat()], log=sim_log)
             try:
-                summary = asyncio.run(run_gateway_demo(config))
-            except GatewayError as exc:
-                summary = {"ok": False, "error": str(exc)}
-    finally:
-        sim.stop()
+                config.gateway.state_dir = Path(state)
+                try:
+                    summary = asyncio.run(run_gateway_demo(config))
+                except GatewayError as exc:
+                    summary = {"ok": False, "error": str(exc)}
+            finally:
+                sim.stop()
+        if not summary.get("ok"):
+            log.error("simulator log:\n%s", sim_log_path.read_text()[-4000:])
     print(json.dumps(summary) if as_json else _human(summary))
     return 0 if summary.get("ok") else 1

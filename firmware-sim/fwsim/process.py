@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,16 +56,20 @@ def start_sim(
     devices: Sequence[str] = (),
     extra: Sequence[str] = (),
     ready_timeout: float = 30.0,
+    log: IO[str] | None = None,
 ) -> SimProcess:
     """Start the simulator for `config` with device ports overridden by `ports` (only
-    `devices` if given); return once it printed its ready line."""
+    `devices` if given); return once it printed its ready line. The simulator's log goes
+    to `log` (default: inherited stderr)."""
     cmd = [sys.executable, "-m", "gateway.cli", "sim", "--config", str(config)]
     for dev, port in ports.items():
         cmd += ["--port", f"{dev}={port}"]
     for dev in devices:
         cmd += ["--device", dev]
     cmd += list(extra)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=child_env(), cwd=ROOT)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=child_env(), cwd=ROOT
+    )
     assert proc.stdout is not None
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:

@@ -15,8 +15,15 @@ NOON = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
 
 
 def battery(**ratings: float) -> Der:
-    base = {"p_min_kw": -50, "p_max_kw": 50, "energy_kwh": 100, "soc_min_pct": 10,
-            "soc_max_pct": 90, "efficiency_charge": 0.9, "efficiency_discharge": 0.9}
+    base = {
+        "p_min_kw": -50,
+        "p_max_kw": 50,
+        "energy_kwh": 100,
+        "soc_min_pct": 10,
+        "soc_max_pct": 90,
+        "efficiency_charge": 0.9,
+        "efficiency_discharge": 0.9,
+    }
     base.update(ratings)
     return Der(id="b", type=DerType.BATTERY, ratings=Ratings(**base))
 
