@@ -2,7 +2,8 @@
 
 What it sends, by the type id in the mapping:
 - time-tagged types (M_SP_TB_1, M_DP_TB_1, M_ME_TD/TE/TF_1): spontaneously on change,
-  with the simulated clock's time as CP56Time2a;
+  with a CP56Time2a time tag from the outstation's clock (the host clock, shifted by the
+  last clock synchronisation command; the simulated world's clock only drives physics);
 - single and double points without time tag: spontaneously on change;
 - measured values without time tag (M_ME_NA/NB/NC_1): periodically every
   `poll_interval` of the device (cause "periodic");
@@ -153,6 +154,7 @@ class Iec104FrontEnd(FrontEnd):
     def __init__(self, device: Device, grid: Microgrid, host: str, port: int) -> None:
         super().__init__(device, grid, host, port)
         self._forced = injected_quality(device, os.environ.get(QUALITY_ENV))
+        self._clock_offset = datetime.timedelta(0)  # set by clock synchronisation
         self._server: c104.Server | None = None
         self._monitors: list[_Monitor] = []
         self._by_ioa: dict[tuple[int, int], _Monitor] = {}
@@ -237,7 +239,7 @@ class Iec104FrontEnd(FrontEnd):
 
     def _publish(self, transmit: bool) -> None:
         """Copy the model into the served objects; send spontaneous ones that moved."""
-        now = self.grid.clock.now()
+        now = self._clock()
         for m in self._monitors:
             raw, bits = self._sample(m)
             if raw == m.last and bits == m.last_bits:
@@ -266,10 +268,16 @@ class Iec104FrontEnd(FrontEnd):
 
     # -- c104 callbacks (on c104's threads; short, no asyncio) ---------------------------
 
+    def _clock(self) -> datetime.datetime:
+        return datetime.datetime.now(datetime.UTC) + self._clock_offset
+
     def _on_clock_sync(
         self, server: c104.Server, ip: str, date_time: datetime.datetime
     ) -> c104.ResponseState:
-        return c104.ResponseState.SUCCESS  # the simulated clock keeps its own time
+        # c104 gives the master's time as a naive local time
+        now = datetime.datetime.now(datetime.UTC)
+        self._clock_offset = date_time.astimezone(datetime.UTC) - now
+        return c104.ResponseState.SUCCESS
 
     def _on_command(
         self, point: c104.Point, previous_info: c104.Information, message: c104.IncomingMessage
@@ -313,8 +321,7 @@ class Iec104FrontEnd(FrontEnd):
             raw, bits = self._sample(monitor)
             if raw is not None:
                 monitor.last, monitor.last_bits = raw, bits
-                now = self.grid.clock.now()
-                monitor.c104_point.info = _info(monitor.type_id, raw, bits, now)
+                monitor.c104_point.info = _info(monitor.type_id, raw, bits, self._clock())
         return ""
 
     def _return_info(self, point: Point) -> _Monitor | None:
