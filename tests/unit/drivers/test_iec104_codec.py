@@ -22,9 +22,11 @@ from drivers.iec104.codec import (
     is_monitoring_cause,
 )
 from drivers.iec104.confirm import ACT_CON, ACT_TERM, Confirmation, Verdict
-from gateway.mapping import Point
-from gateway.model import QualityFlag, Validity
+from drivers.iec104.driver import Iec104Driver
+from gateway.mapping import Device, Point
+from gateway.model import QualityFlag, Reading, Validity
 from gateway.protocols.iec104 import TypeId
+from gateway.protocols.iec104 import parse as parse_address
 
 F = QualityFlag
 
@@ -263,3 +265,50 @@ def test_judge_interrogation() -> None:
         "confirmed, not terminated",
     )
     assert confirm.judge_interrogation([c(ACT_CON, negative=True)])[0] is Verdict.REJECTED
+
+
+# -- routing of received objects (driver, no network) --------------------------------
+
+
+def routing_driver() -> tuple[Iec104Driver, list[Reading]]:
+    dev = Device.model_validate(
+        {
+            "id": "rtu",
+            "protocol": "iec104",
+            "connection": {"host": "127.0.0.1", "port": 2404},
+            "points": [
+                {"id": "p", "address": "1/1/M_ME_NC_1", "unit": "KiloW"},
+                {"id": "s", "address": "1/2/M_DP_NA_1", "unit": "UNITLESS"},
+            ],
+        }
+    )
+    dev._addresses = {p.id: parse_address(p.address, p.typing) for p in dev.points}
+    driver = Iec104Driver(dev)
+    pushed: list[Reading] = []
+    driver._sink = pushed.append
+    return driver, pushed
+
+
+def test_causes_decide_what_is_pushed() -> None:
+    driver, pushed = routing_driver()
+    driver._on_sample(sample(1.0, cot=20))  # interrogated: cache only
+    assert pushed == [] and driver._current(driver.device.points[0], 0).value == 1.0
+    driver._on_sample(sample(2.0, cot=COT_SPONTANEOUS, type_id=36))  # the time-tagged twin
+    driver._on_sample(sample(3.0, cot=COT_PERIODIC))
+    assert [r.value for r in pushed] == [2.0, 3.0]
+    driver._on_sample(sample(9.0, test=True))
+    driver._on_sample(sample(9.0, negative=True))
+    driver._on_sample(sample(9.0, cot=7))  # activation confirmation: no data
+    driver._on_sample(sample(9.0, ioa=99))  # not mapped
+    assert [r.value for r in pushed] == [2.0, 3.0] and driver.ignored == 4
+
+
+def test_foreign_type_makes_the_point_invalid_until_the_right_one_comes() -> None:
+    driver, _ = routing_driver()
+    s_point = driver.device.points[1]
+    driver._on_sample(sample(True, ioa=2, type_id=1, cot=20))  # M_SP_NA_1, mapped M_DP_NA_1
+    r = driver._current(s_point, 0)
+    assert r.quality.validity is Validity.INVALID
+    assert "outstation sends M_SP_NA_1 for IOA 2, mapped M_DP_NA_1" in r.detail
+    driver._on_sample(sample(2, ioa=2, type_id=31, cot=COT_SPONTANEOUS))  # M_DP_TB_1
+    assert driver._current(s_point, 0).value is True
