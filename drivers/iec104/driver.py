@@ -95,17 +95,19 @@ class Iec104Driver(Driver):
 
     async def connect(self) -> None:
         await self.close()
-        host, port = self.device.connection.host, self.device.connection.port
+        host, port = self.device.connection.host, self.device.connection.port or 2404
         if host is None:
             raise LinkError(self.device.id, "IEC 104 needs connection.host")
         ip = await self._ipv4(host)
+        # values count only once this connection has reported them
+        self._cache.clear()
+        self._mismatch.clear()
         loop = asyncio.get_running_loop()
         opened = self._opened = asyncio.Event()
-        self._generation += 1
         link = Link(
             self.device.id,
             ip,
-            port or 2404,
+            port,
             list(self._addresses.values()),
             self.options,
             self.device.timeout,
@@ -192,6 +194,7 @@ class Iec104Driver(Driver):
 
     async def close(self) -> None:
         self._up = False
+        self._generation += 1  # callbacks still queued from the old link are dropped
         if self._down_reason in ("connecting", "connected"):
             self._down_reason = "closed"
         if self._cycles is not None:
@@ -357,7 +360,10 @@ class Iec104Driver(Driver):
         reading = codec.decode(point, mapped, sample)
         self._cache[point.id] = _Cached(reading, time.monotonic())
         if self._sink is not None and sample.cot in codec.EVENT_CAUSES:
-            self._sink(reading)
+            try:
+                self._sink(reading)
+            except Exception:  # a subscriber's bug must not stop the data flow
+                log.exception("device %r: subscriber failed on %s", self.device.id, point.id)
 
     def _current(self, point: Point, now: float) -> Reading:
         if point.id in self._mismatch:
