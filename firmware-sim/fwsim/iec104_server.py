@@ -159,8 +159,6 @@ class Iec104FrontEnd(FrontEnd):
         self._monitors: list[_Monitor] = []
         self._by_ioa: dict[tuple[int, int], _Monitor] = {}
         self._commands: dict[tuple[int, int], Point] = {}
-        self.commands_confirmed = 0
-        self.commands_refused = 0
 
     async def start(self) -> None:
         server = c104.Server(ip=self.host, port=self.port, tick_rate_ms=TICK_MS)
@@ -181,9 +179,14 @@ class Iec104FrontEnd(FrontEnd):
                 self._add_command(station, point, addr, monitor)
         self._server = server
         self._publish(transmit=False)
-        await asyncio.to_thread(server.start)
+        try:
+            await asyncio.to_thread(server.start)
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"device {self.device.id!r}: cannot serve IEC 104 on {self.host}:{self.port}: {exc}"
+            ) from exc
         if not server.is_running:
-            raise RuntimeError(f"IEC 104 server did not start on {self.host}:{self.port}")
+            raise RuntimeError(f"device {self.device.id!r}: IEC 104 server did not start")
 
     def _add_monitor(
         self, station: c104.Station, point: Point, ioa: int, addr: Iec104Address, report_ms: int
@@ -287,10 +290,8 @@ class Iec104FrontEnd(FrontEnd):
             return c104.ResponseState.FAILURE
         refusal = self.apply_command(mapped, point.value)
         if refusal:
-            self.commands_refused += 1
             log.info("IEC 104 %s: refused %s: %s", self.device.id, mapped.id, refusal)
             return c104.ResponseState.FAILURE
-        self.commands_confirmed += 1
         return c104.ResponseState.SUCCESS
 
     def apply_command(self, point: Point, raw_value: object) -> str:
