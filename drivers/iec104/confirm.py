@@ -88,8 +88,14 @@ def judge_command(seen: Sequence[Confirmation], select: bool) -> tuple[Verdict, 
     return Verdict.NO_ANSWER, ""
 
 
-def command_decided(seen: Sequence[Confirmation], select: bool) -> bool:
-    return judge_command(seen, select)[0] in (Verdict.CONFIRMED, Verdict.REJECTED)
+def command_settled(seen: Sequence[Confirmation], select: bool) -> bool:
+    """Nothing more to wait for: refused, or confirmed (and, for select-before-execute,
+    terminated: the outstation's sequence must end before the next command)."""
+    verdict = judge_command(seen, select)[0]
+    if verdict is Verdict.REJECTED:
+        return True
+    terminated = any(c.cot == ACT_TERM for c in seen)
+    return verdict is Verdict.CONFIRMED and (terminated or not select)
 
 
 def judge_interrogation(seen: Sequence[Confirmation]) -> tuple[Verdict, str]:
@@ -104,5 +110,5 @@ def judge_interrogation(seen: Sequence[Confirmation]) -> tuple[Verdict, str]:
     return Verdict.NO_ANSWER, "confirmed, not terminated" if confirmed else ""
 
 
-def interrogation_decided(seen: Sequence[Confirmation]) -> bool:
+def interrogation_settled(seen: Sequence[Confirmation]) -> bool:
     return judge_interrogation(seen)[0] is not Verdict.NO_ANSWER

@@ -257,6 +257,7 @@ class Link:
                 wait_for_response=False,
             ),
             confirm.judge_interrogation,
+            confirm.interrogation_settled,
         )
 
     def interrogate_counters(
@@ -274,6 +275,7 @@ class Link:
                 wait_for_response=False,
             ),
             confirm.judge_interrogation,
+            confirm.interrogation_settled,
         )
 
     def clock_sync(self, common_address: int) -> tuple[Verdict, str]:
@@ -282,6 +284,7 @@ class Link:
             (common_address, confirm.C_CS_NA_1, 0),
             lambda: self._con.clock_sync(common_address=common_address, wait_for_response=False),
             lambda seen: confirm.judge_command(seen, select=False),
+            lambda seen: confirm.command_settled(seen, select=False),
         )
 
     def command(
@@ -296,24 +299,30 @@ class Link:
         itself here (it has no other way to send a command); see `_exchange`."""
         point = self._commands[(common_address, ioa)]
 
-        def send() -> bool:
-            point.command_mode = (
-                c104.CommandMode.SELECT_AND_EXECUTE if select else c104.CommandMode.DIRECT
-            )
-            point.value = _command_value(type_id.kind, raw)
-            return bool(point.transmit(cause=c104.Cot.ACTIVATION))
+        def send(mode: c104.CommandMode) -> Callable[[], bool]:
+            def transmit() -> bool:
+                point.command_mode = mode
+                point.value = _command_value(type_id.kind, raw)
+                return bool(point.transmit(cause=c104.Cot.ACTIVATION))
+
+            return transmit
 
         def judge(seen: Sequence[Confirmation]) -> tuple[Verdict, str]:
             return confirm.judge_command(seen, select)
 
+        def settled(seen: Sequence[Confirmation]) -> bool:
+            return confirm.command_settled(seen, select)
+
         key = (common_address, type_id.value, ioa)
         what = f"command to IOA {ioa}"
+        direct, sbe = c104.CommandMode.DIRECT, c104.CommandMode.SELECT_AND_EXECUTE
         with self._command_lock:
-            verdict = self._exchange(what, key, send, judge, c104_waits=True)
+            mode = sbe if select else direct
+            verdict = self._exchange(what, key, send(mode), judge, settled, c104_waits=True)
             if verdict[0] is Verdict.SELECTED:
-                # c104 missed the select's confirmation and never sent the execute;
-                # nothing was executed, so selecting again is safe
-                verdict = self._exchange(what, key, send, judge, c104_waits=True)
+                # c104 missed the select's confirmation and so never sent the execute:
+                # send it now, the same command without the select bit
+                verdict = self._exchange(what, key, send(direct), judge, settled, c104_waits=True)
             return verdict
 
     def _exchange(
@@ -322,32 +331,29 @@ class Link:
         key: Key,
         send: Callable[[], bool],
         judge: Callable[[Sequence[Confirmation]], tuple[Verdict, str]],
+        settled: Callable[[Sequence[Confirmation]], bool],
         c104_waits: bool = False,
     ) -> tuple[Verdict, str]:
-        """Send via c104 and judge by the answers seen on the wire, waiting for them up to
-        the timeout. If c104 waited for the answer itself (`c104_waits`), its positive
-        verdict stands."""
-
-        def decided(seen: Sequence[Confirmation]) -> bool:
-            return judge(seen)[0] in (Verdict.CONFIRMED, Verdict.REJECTED)
-
+        """Send via c104 and judge by the answers seen on the wire, waiting until they
+        have `settled` (at most the timeout). If c104 waited for the answers itself
+        (`c104_waits`), its positive verdict stands."""
         self._answers.expect(key)
         started = time.monotonic()
         try:
             ok = send()
         except _C104_ERRORS as exc:
-            self._answers.collect(key, decided, 0.0)
+            self._answers.collect(key, settled, 0.0)
             raise LinkError(self.device_id, f"{what} failed in c104: {exc}") from exc
         if not ok and not c104_waits:
-            self._answers.collect(key, decided, 0.0)
+            self._answers.collect(key, settled, 0.0)
             raise LinkError(self.device_id, f"{what} not sent: the connection is not open")
         if ok and c104_waits:
             # the raw copy of an answer may reach us a little after c104 handled it: wait
             # for it briefly so that it cannot be taken for the answer to the next request
-            self._answers.collect(key, decided, _LATE_ANSWER_S)
+            self._answers.collect(key, settled, _LATE_ANSWER_S)
             return Verdict.CONFIRMED, ""
         remaining = self._timeout - (time.monotonic() - started) if self.is_open else 0.0
-        return judge(self._answers.collect(key, decided, remaining))
+        return judge(self._answers.collect(key, settled, remaining))
 
 
 def _command_value(

@@ -312,3 +312,14 @@ def test_foreign_type_makes_the_point_invalid_until_the_right_one_comes() -> Non
     assert "outstation sends M_SP_NA_1 for IOA 2, mapped M_DP_NA_1" in r.detail
     driver._on_sample(sample(2, ioa=2, type_id=31, cot=COT_SPONTANEOUS))  # M_DP_TB_1
     assert driver._current(s_point, 0).value is True
+
+
+def test_settled_waits_for_the_end_of_a_select_before_execute() -> None:
+    sel, exe, term = c(ACT_CON, select=True), c(ACT_CON), c(ACT_TERM, select=True)
+    assert not confirm.command_settled([sel, exe], select=True)
+    assert confirm.command_settled([sel, exe, term], select=True)
+    assert confirm.command_settled([exe], select=False)
+    assert confirm.command_settled([c(ACT_CON, negative=True, select=True)], select=True)
+    assert not confirm.command_settled([sel], select=True)
+    assert not confirm.interrogation_settled([c(ACT_CON)])
+    assert confirm.interrogation_settled([c(ACT_CON), c(ACT_TERM)])
