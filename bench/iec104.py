@@ -5,7 +5,9 @@ raw client), then measures, interleaved in blocks so both sides see the same loa
 
 - reads: the driver answers `read` from the values the outstation sent on its own
   (spontaneous, periodic, interrogations); the naive way polls each point with a read
-  command (C_RD_NA_1) over a raw c104 connection. Points per second of each.
+  command (C_RD_NA_1) over a raw c104 connection. Points per second of each, and the
+  latency of one read command (c104 misses some answers and then waits its timeout,
+  which drags the naive points per second down; the median shows the round trip).
 - commands: a set point (direct) and a start/stop (select-before-execute) through the
   driver (with its confirmation tracking) against the bare c104 `transmit()`. Latency
   median and p99 of each, and how many c104 reported as failed although the outstation
@@ -76,8 +78,13 @@ class RawClient:
                 self.con.unmute()
             time.sleep(0.05)
 
-    def poll_all(self) -> int:
-        return sum(bool(p.read()) for p in self.monitors)
+    def poll_all(self, latencies: list[float]) -> int:
+        answered = 0
+        for p in self.monitors:
+            started = time.perf_counter()
+            answered += bool(p.read())
+            latencies.append(time.perf_counter() - started)
+        return answered
 
     def set_point(self, value: float) -> bool:
         p = self.commands[2001]
@@ -111,7 +118,9 @@ async def measure(port: int, raw_port: int, rounds: int) -> dict[str, object]:
     await asyncio.to_thread(raw.start)
     t: dict[str, float] = {"driver_read": 0.0, "raw_read": 0.0}
     reads = {"driver": 0, "raw": 0}
-    lat: dict[str, list[float]] = {k: [] for k in ("drv_sp", "raw_sp", "drv_sbe", "raw_sbe")}
+    lat: dict[str, list[float]] = {
+        k: [] for k in ("drv_sp", "raw_sp", "drv_sbe", "raw_sbe", "raw_read")
+    }
     raw_failed = {"set_point": 0, "select_before_execute": 0}
     driver_failed = 0
     try:
@@ -125,7 +134,7 @@ async def measure(port: int, raw_port: int, rounds: int) -> dict[str, object]:
             t["driver_read"] += time.perf_counter() - started
             started = time.perf_counter()
             for _ in range(block):
-                reads["raw"] += await asyncio.to_thread(raw.poll_all)
+                reads["raw"] += await asyncio.to_thread(raw.poll_all, lat["raw_read"])
             t["raw_read"] += time.perf_counter() - started
             for i in range(block):
                 value = 20.0 + (done + i) % 2 * 10
@@ -164,6 +173,7 @@ async def measure(port: int, raw_port: int, rounds: int) -> dict[str, object]:
         "read_points_per_s": {"driver_cache": round(drv_pps), "raw_read_commands": round(raw_pps)},
         "read_speedup": round(drv_pps / raw_pps, 1),
         "raw_read_answered": f"{reads['raw']}/{n}",
+        "raw_read_command": summary(lat["raw_read"]),
         "set_point": {"driver": sp, "raw_c104": raw_sp},
         "set_point_median_ratio": round(sp["median_ms"] / raw_sp["median_ms"], 2),
         "sbe": {"driver": sbe, "raw_c104": raw_sbe},
