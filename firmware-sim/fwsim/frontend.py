@@ -24,7 +24,8 @@ class FrontEnd(ABC):
 
     @abstractmethod
     async def start(self) -> None:
-        """Listen on (host, port); return once connections are accepted."""
+        """Listen on (host, port), or open `device.connection.serial` for a serial device
+        (host and port unused); return once requests are served."""
 
     @abstractmethod
     async def refresh(self) -> None:
@@ -38,6 +39,7 @@ class FrontEnd(ABC):
 #: protocol name -> "module:ClassName"
 FRONT_ENDS: dict[str, str] = {
     "iec104": "fwsim.iec104_server:Iec104FrontEnd",
+    "iec61850": "fwsim.iec61850_server:Iec61850FrontEnd",
     "modbus": "fwsim.modbus_server:ModbusFrontEnd",
 }
 
