@@ -50,6 +50,7 @@ STEPS = (
     SetpointStep("load1.curtail", 25.0, "load1.curtail", 25.0, 0.05),
     SetpointStep("bess2.p_set", 15.0, "bess2.p", 15.0, 0.5),
     SetpointStep("bess2.q_set", -5.0, "bess2.q", -5.0, 0.5),
+    SetpointStep("chp1.p_set", 30.0, "chp1.p", 30.0, 0.5),
     SetpointStep("load1.limit", 150.0, "load1.limit_active", 150.0, 0.01),
     SetpointStep("load1.disconnect", 1, "load1.supply", 0.0, 0.01),
     SetpointStep("load1.reconnect", 1, "load1.supply", 1.0, 0.01),
