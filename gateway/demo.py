@@ -98,7 +98,7 @@ async def _run_step(gw: Gateway, step: SetpointStep) -> StepResult:
         step.value,
         result.status.value,
         step.effect_point,
-        observed,
+        None if observed is None else round(observed, 3),
         effect_ms is not None,
         None if effect_ms is None else round(effect_ms, 1),
     )
