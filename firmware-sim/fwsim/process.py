@@ -74,12 +74,13 @@ def start_sim(
     ready_timeout: float = 30.0,
     log: IO[str] | None = None,
     serial_ports: Mapping[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> SimProcess:
     """Start the simulator for `config` with device ports overridden by `ports` and the
     simulator's end of serial lines by `serial_ports` (only `devices` if given); return
     once it printed its ready line. The simulator's log goes to `log` (default: inherited
-    stderr)."""
-    cmd = [sys.executable, "-m", "gateway.cli", "sim", "--config", str(config)]
+    stderr). `prefix` runs it under a wrapper, e.g. `ip netns exec NAME`."""
+    cmd = [*prefix, sys.executable, "-m", "gateway.cli", "sim", "--config", str(config)]
     for dev, port in ports.items():
         cmd += ["--port", f"{dev}={port}"]
     for dev, path in (serial_ports or {}).items():

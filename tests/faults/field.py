@@ -1,0 +1,108 @@
+"""The fault suite's field: every device in its own simulator process, on ports fixed for
+the whole test, so one device can be killed and restarted while the others run."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+from gateway.app import Gateway
+from gateway.loader import load_config
+from gateway.model import QualityFlag
+from tests.support.procs import SimProcess, free_port, start_sim
+
+FIELD_CONFIG = Path(__file__).parent / "data" / "config.yaml"
+#: one device per protocol in FIELD_CONFIG
+DEVICES = {
+    "modbus": "bess1-inverter",
+    "iec104": "chp1-rtu",
+    "iec61850": "bess2-ied",
+    "dlms": "load1-customer-meter",
+}
+WITNESS = "pcc-meter"
+#: restarts per simulator: a few in `make test`, 10 with MGMS_LONG_FAULTS=1
+LONG = os.environ.get("MGMS_LONG_FAULTS", "") not in ("", "0")
+RESTARTS = 10 if LONG else 3
+
+
+class Field:
+    """Simulator processes of `config`, one per device, each on its own fixed port."""
+
+    def __init__(
+        self,
+        devices: Sequence[str],
+        config: Path = FIELD_CONFIG,
+        prefix: Sequence[str] = (),
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.config = config
+        self.prefix = list(prefix)
+        self.ports = {d: free_port(host) for d in devices}
+        self.sims: dict[str, SimProcess] = {}
+
+    def start(self, device: str) -> None:
+        assert device not in self.sims, f"{device} already runs"
+        self.sims[device] = start_sim(
+            self.config, {device: self.ports[device]}, devices=[device], prefix=self.prefix
+        )
+
+    def kill(self, device: str) -> None:
+        """SIGKILL: the device vanishes without closing its connections politely."""
+        self.sims.pop(device).stop(signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for device in list(self.sims):
+            self.sims.pop(device).stop()
+
+
+@contextmanager
+def field(devices: Sequence[str], **kwargs: object) -> Iterator[Field]:
+    f = Field(devices, **kwargs)  # type: ignore[arg-type]
+    try:
+        for device in devices:
+            f.start(device)
+        yield f
+    finally:
+        f.stop_all()
+
+
+def field_config(directory: Path, hosts: Mapping[str, str]) -> Path:
+    """FIELD_CONFIG with the devices in `hosts` moved to those addresses, written to
+    `directory` (simulator and gateway read the same file)."""
+    mapping = yaml.safe_load((FIELD_CONFIG.parent / "field.yaml").read_text())
+    for device in mapping["devices"]:
+        device["connection"]["host"] = hosts.get(device["id"], device["connection"]["host"])
+        options = device.get("options", {})
+        if "password_file" in options:
+            options["password_file"] = str(FIELD_CONFIG.parent / options["password_file"])
+    (directory / "field.yaml").write_text(yaml.safe_dump(mapping))
+    config = directory / "config.yaml"
+    text = FIELD_CONFIG.read_text().replace("../../../var/test-faults", "state")
+    config.write_text(text)
+    return config
+
+
+def gateway_for(
+    state_dir: Path, ports: Mapping[str, int], config: Path = FIELD_CONFIG
+) -> Gateway:
+    """A gateway for the devices in `ports` only, its store in `state_dir`."""
+    loaded = load_config(config, port_overrides=ports)
+    for mapping in loaded.mappings.values():
+        mapping.devices = [d for d in mapping.devices if d.id in ports]
+    loaded.gateway.state_dir = state_dir
+    return Gateway(loaded)
+
+
+def is_comm_failure(gw: Gateway, point: str) -> bool:
+    reading = gw.table.latest(point)
+    return reading is not None and QualityFlag.COMM_FAILURE in reading.quality.flags
+
+
+def is_good(gw: Gateway, point: str) -> bool:
+    reading = gw.table.latest(point)
+    return reading is not None and reading.quality.good
