@@ -2,7 +2,8 @@
 takes spontaneous data, and reconnects with capped exponential backoff.
 
 A device that fails never stops another: each session is its own task and only a
-LinkError (or an unexpected driver bug, logged with the device) ends a connection.
+DriverError (the link failed, the device refused the association, an answer did not
+decode) or an unexpected driver bug (logged with its traceback) ends a connection.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from drivers.base import Driver
 from gateway.backoff import Backoff
-from gateway.errors import LinkError
+from gateway.errors import DriverError, LinkError
 from gateway.mapping import Device
 from gateway.points import PointTable
 
@@ -77,7 +78,7 @@ class DeviceSession:
                 try:
                     await self._connect()
                     await self._poll_forever()
-                except LinkError as exc:
+                except DriverError as exc:  # the device's fault, said in the message
                     await self._down(str(exc))
                 except Exception as exc:  # a driver bug must not end acquisition
                     log.exception(
@@ -100,6 +101,13 @@ class DeviceSession:
             except TimeoutError:
                 raise LinkError(self.device.id, "connect timed out") from None
         await self.driver.subscribe(lambda r: self.table.update((r,)))
+        if not self._points:  # nothing to poll: the connection is all there is to know
+            await self._link_up()
+
+    async def _link_up(self) -> None:
+        """The device answers. Not at connect: a device (or a Modbus TCP gateway with dead
+        units behind it) may accept connections and never answer, and must neither reset
+        the backoff nor log a link up for every attempt."""
         self._backoff.reset()
         self.up = True
         self._went_up.set()
@@ -124,6 +132,8 @@ class DeviceSession:
         while True:
             if self._points:
                 await self.poll_once()
+                if not self.up:
+                    await self._link_up()
             next_at += interval
             delay = next_at - time.monotonic()
             if delay < 0:  # overran: skip missed ticks rather than bursting

@@ -5,6 +5,7 @@ every socket call of a driver runs here, on the driver's own worker thread, and 
 gurux exception is translated here into the gateway's errors (the one boundary):
 
 - the link fails or times out              -> LinkError
+- an answer is not a WRAPPER frame         -> LinkError (the stream is out of step)
 - the meter refuses the association        -> DeviceRejected (naming the likely cause)
 - the meter refuses one attribute/method   -> `Refused` outcome (not an exception)
 - an answer does not decode                -> DecodeError
@@ -421,7 +422,14 @@ class Session:
         header = _receive_exactly(sock, _HEADER.size)
         version, _src, _dst, length = _HEADER.unpack(header)
         if version != _WRAPPER_VERSION:
-            raise DecodeError(self.device, f"not a WRAPPER frame (version {version})")
+            # no frame boundary to resynchronize on: whatever follows would be read as the
+            # answer to the next request, so the association is dropped
+            self.abort()
+            raise LinkError(
+                self.device,
+                f"{self.host}:{self.port}: answer is not a WRAPPER frame (version {version});"
+                " stream out of step, association dropped",
+            )
         return header + _receive_exactly(sock, length)
 
 

@@ -118,10 +118,14 @@ class Iec104Driver(Driver):
         self._down_reason = "connecting"
         await asyncio.to_thread(link.start)
         if not await self._wait_opened(link, opened):
-            await self.close()
-            raise LinkError(
-                self.device.id, f"no connection to {ip}:{port} within t0={self.options.t0} s"
+            t0 = f"within t0={self.options.t0} s"
+            problem = (
+                f"{ip}:{port} accepted the connection but did not confirm STARTDT {t0}"
+                if link.awaiting_startdt
+                else f"no connection to {ip}:{port} {t0}"
             )
+            await self.close()
+            raise LinkError(self.device.id, problem)
         if self._link is not link or not link.is_open:
             reason = self._down_reason
             await self.close()
@@ -250,8 +254,10 @@ class Iec104Driver(Driver):
 
     def _on_state(self, is_open: bool, state: str) -> None:
         if is_open:
-            self._down_reason = "connected"
-            if self._opened is not None:
+            # c104 reopens a lost connection by itself; the driver stays down until the
+            # session reconnects, and keeps saying why it went down
+            if self._opened is not None and not self._opened.is_set():
+                self._down_reason = "connected"
                 self._opened.set()
             return
         if state in ("CLOSED_AWAIT_OPEN", "OPEN_MUTED"):

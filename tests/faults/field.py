@@ -3,12 +3,14 @@ the whole test, so one device can be killed and restarted while the others run."
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import yaml
 
 from gateway.app import Gateway
@@ -71,15 +73,21 @@ def field(devices: Sequence[str], **kwargs: object) -> Iterator[Field]:
         f.stop_all()
 
 
-def field_config(directory: Path, hosts: Mapping[str, str]) -> Path:
-    """FIELD_CONFIG with the devices in `hosts` moved to those addresses, written to
-    `directory` (simulator and gateway read the same file)."""
+def field_config(
+    directory: Path,
+    hosts: Mapping[str, str] | None = None,
+    options: Mapping[str, Mapping[str, object]] | None = None,
+) -> Path:
+    """FIELD_CONFIG with the devices in `hosts` moved to those addresses and `options`
+    merged into the devices' options, written to `directory`."""
     mapping = yaml.safe_load((FIELD_CONFIG.parent / "field.yaml").read_text())
     for device in mapping["devices"]:
-        device["connection"]["host"] = hosts.get(device["id"], device["connection"]["host"])
-        options = device.get("options", {})
-        if "password_file" in options:
-            options["password_file"] = str(FIELD_CONFIG.parent / options["password_file"])
+        connection = device["connection"]
+        connection["host"] = (hosts or {}).get(device["id"], connection["host"])
+        merged = {**device.get("options", {}), **(options or {}).get(device["id"], {})}
+        if "password_file" in merged:
+            merged["password_file"] = str(FIELD_CONFIG.parent / merged["password_file"])
+        device["options"] = merged
     (directory / "field.yaml").write_text(yaml.safe_dump(mapping))
     config = directory / "config.yaml"
     text = FIELD_CONFIG.read_text().replace("../../../var/test-faults", "state")
@@ -87,9 +95,7 @@ def field_config(directory: Path, hosts: Mapping[str, str]) -> Path:
     return config
 
 
-def gateway_for(
-    state_dir: Path, ports: Mapping[str, int], config: Path = FIELD_CONFIG
-) -> Gateway:
+def gateway_for(state_dir: Path, ports: Mapping[str, int], config: Path = FIELD_CONFIG) -> Gateway:
     """A gateway for the devices in `ports` only, its store in `state_dir`."""
     loaded = load_config(config, port_overrides=ports)
     for mapping in loaded.mappings.values():
@@ -106,3 +112,13 @@ def is_comm_failure(gw: Gateway, point: str) -> bool:
 def is_good(gw: Gateway, point: str) -> bool:
     reading = gw.table.latest(point)
     return reading is not None and reading.quality.good
+
+
+def errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Errors the gateway logged (an unexpected driver error would be one); pymodbus logs
+    every missing answer as an error of its own."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.ERROR and r.name.startswith(("gateway", "drivers"))
+    ]

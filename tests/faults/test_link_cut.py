@@ -58,7 +58,9 @@ async def test_link_cut_and_restored(tmp_path: Path) -> None:
                     assert all(is_good(gw, p) for p in readable(gw, WITNESS))
                     await asyncio.to_thread(link.restore)
                     await until(lambda: all(gw.sessions[d].up for d in behind), within=30)
-                    await until(lambda: all(is_good(gw, p) for d in behind for p in readable(gw, d)))
+                    await until(
+                        lambda: all(is_good(gw, p) for d in behind for p in readable(gw, d))
+                    )
                 events = await gw.store.events()
             assert remote.proc.poll() is None and witness.proc.poll() is None
         finally:
