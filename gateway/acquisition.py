@@ -43,7 +43,8 @@ class DeviceSession:
         self.driver = driver
         self.table = table
         self.lock = asyncio.Lock()
-        self.up = False
+        self.up = False  # connected: writes may go out
+        self._announced = False  # the device answered on this connection
         self.reconnects = 0
         self.polls = 0
         self.last_poll_s = 0.0
@@ -101,27 +102,29 @@ class DeviceSession:
             except TimeoutError:
                 raise LinkError(self.device.id, "connect timed out") from None
         await self.driver.subscribe(lambda r: self.table.update((r,)))
-        if not self._points:  # nothing to poll: the connection is all there is to know
-            await self._link_up()
-
-    async def _link_up(self) -> None:
-        """The device answers. Not at connect: a device (or a Modbus TCP gateway with dead
-        units behind it) may accept connections and never answer, and must neither reset
-        the backoff nor log a link up for every attempt."""
-        self._backoff.reset()
         self.up = True
         self._went_up.set()
         self._settled.set()
+        if not self._points:  # nothing to poll: the connection is all there is to know
+            await self._answered()
+
+    async def _answered(self) -> None:
+        """The device answered on this connection: only now is the link logged up and the
+        backoff reset. A device (or a Modbus TCP gateway with dead units behind it) may
+        accept every connection and never answer; that is one link down, not a link up
+        and down per attempt with no backoff."""
+        self._announced = True
+        self._backoff.reset()
         log.info("device %r: link up", self.device.id, extra={"device": self.device.id})
         await self._events("link_up", device=self.device.id)
 
     async def _down(self, detail: str) -> None:
-        if self.up or self.reconnects == 0:
+        if self._announced or self.reconnects == 0:
             log.warning(
                 "device %r: link down: %s", self.device.id, detail, extra={"device": self.device.id}
             )
             await self._events("link_down", device=self.device.id, reason=detail)
-        self.up = False
+        self.up = self._announced = False
         self._went_up.clear()
         self._settled.set()
         self.table.mark_device_down(self.device, detail)
@@ -132,8 +135,8 @@ class DeviceSession:
         while True:
             if self._points:
                 await self.poll_once()
-                if not self.up:
-                    await self._link_up()
+                if not self._announced:
+                    await self._answered()
             next_at += interval
             delay = next_at - time.monotonic()
             if delay < 0:  # overran: skip missed ticks rather than bursting

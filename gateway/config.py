@@ -1,7 +1,8 @@
 """The gateway config: the microgrid, its DERs, the coupling point and the mapping files.
 
 Power in kW, energy in kWh, SOC in percent. DER P > 0 injects into the microgrid;
-coupling-point P > 0 imports from the grid.
+coupling-point P > 0 imports from the grid. Numbers must be finite (NaN compares false with
+every bound, so a NaN rating would pass every check).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class ControlManner(enum.StrEnum):
 
 
 class Ratings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     p_min_kw: float = 0.0
     p_max_kw: float = 0.0
@@ -73,7 +74,7 @@ class Der(BaseModel):
 
 
 class CouplingPoint(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     #: the id points use as `der:` for coupling-point measurements
     id: str = Field(default="pcc", pattern=_ID)
@@ -123,7 +124,7 @@ class OpsConfig(BaseModel):
 
 
 class GatewayConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     microgrid: Microgrid
     state_dir: Path

@@ -22,6 +22,18 @@ from gateway.protocols.base import AddressError
 
 Loc = tuple[str | int, ...]
 
+#: larger files are refused before reading: a mapping is text of kilobytes, not a log
+MAX_FILE_BYTES = 16 * 1024 * 1024
+#: nesting deeper than this is not a mapping (the deepest real path is about 8)
+MAX_DEPTH = 64
+#: YAML nodes visited, aliases followed; stops alias bombs (a few repeated aliases that
+#: expand to billions of nodes) and self-referencing aliases
+MAX_NODES = 1_000_000
+
+
+class _TooComplex(Exception):
+    pass
+
 
 class _Source:
     """A parsed YAML file with the line of every node, addressed by its path."""
@@ -35,6 +47,14 @@ class _Source:
     def read(cls, path: Path, problems: list[Problem]) -> _Source | None:
         src = cls(path)
         try:
+            # a device file or FIFO (say /dev/zero) would never end
+            if path.exists() and not path.is_file():
+                problems.append(Problem(str(path), "cannot read: not a regular file"))
+                return None
+            if path.stat().st_size > MAX_FILE_BYTES:
+                limit = MAX_FILE_BYTES // (1024 * 1024)
+                problems.append(Problem(str(path), f"cannot read: larger than {limit} MiB"))
+                return None
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(Problem(str(path), f"cannot read: {exc}"))
@@ -42,28 +62,44 @@ class _Source:
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
             src.data = yaml.safe_load(text)
+            if node is not None:
+                src._index(node, (), [0])
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else None
             problems.append(Problem(str(path), f"invalid YAML: {exc}", line=line))
             return None
-        if node is not None:
-            src._index(node, ())
+        except _TooComplex as exc:
+            problems.append(Problem(str(path), f"too complex: {exc}"))
+            return None
+        except RecursionError:
+            problems.append(Problem(str(path), "too complex: nested too deeply to parse"))
+            return None
         if not isinstance(src.data, dict):
             problems.append(Problem(str(path), "top level must be a mapping", line=1))
             return None
         return src
 
-    def _index(self, node: yaml.Node, loc: Loc) -> None:
+    def _index(self, node: yaml.Node, loc: Loc, visited: list[int]) -> None:
+        visited[0] += 1
+        if len(loc) > MAX_DEPTH:
+            raise _TooComplex(
+                f"nested deeper than {MAX_DEPTH} levels (an alias that contains itself?)"
+            )
+        if visited[0] > MAX_NODES:
+            raise _TooComplex(
+                f"more than {MAX_NODES} nodes once aliases are expanded"
+                " (aliases that repeat each other?)"
+            )
         self.lines[loc] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 if isinstance(key, yaml.ScalarNode):
                     self.lines[(*loc, key.value)] = key.start_mark.line + 1
-                    self._index(value, (*loc, key.value))
+                    self._index(value, (*loc, key.value), visited)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
-                self._index(item, (*loc, i))
+                self._index(item, (*loc, i), visited)
 
     def line(self, loc: Loc) -> int | None:
         while loc:

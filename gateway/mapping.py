@@ -2,7 +2,8 @@
 
 The raw YAML is validated by pydantic field by field; cross-field checks that need more
 than one point (duplicates, overlapping addresses, DER references) live in the loader.
-Engineering value = raw * scale + offset.
+Engineering value = raw * scale + offset. Numbers must be finite: a NaN write limit would
+let every value through, a NaN scale turn every reading into NaN.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class Quantity(enum.StrEnum):
 
 
 class Limits(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     min: float | None = None
     max: float | None = None
 
@@ -86,7 +87,7 @@ class Limits(BaseModel):
 
 
 class Point(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     id: str = Field(pattern=_ID_PATTERN)
     address: str
@@ -210,7 +211,7 @@ class Connection(BaseModel):
 
 
 class Device(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     id: str = Field(pattern=_ID_PATTERN)
     protocol: str
