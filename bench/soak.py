@@ -1,0 +1,318 @@
+"""Soak: the whole gateway polling every device of a config for a bounded time while the
+field fails under it; prints one JSON line of figures.
+
+Every device runs in its own simulator process. After a calm phase (`--calm`, no
+faults), the field part kills one simulator (SIGKILL) every `--restart-every` seconds in
+turn, keeps it down `--down` seconds, restarts it and waits for the gateway to have it
+back with good values. Figures:
+
+- `field.restarts` / `field.restarts_survived`: kills, and how many the gateway came
+  back from on its own within `--recover-within` seconds; `field.recovery_ms`: from the
+  restart of the simulator to good values of all its points;
+- `field.link_events_extra`: link events beyond one down and one up per kill (0: every
+  transition was logged exactly once);
+- `field.samples_lost`: readings the point table delivered that are not in the SQLite
+  store after the gateway stopped (must be 0); `field.points_unrecovered`: readable points
+  not good at the end;
+- `poll_ms`: poll latency percentiles of all devices in the calm phase and under faults,
+  with `p99_faults_over_calm`, what the faults cost the healthy devices' polls;
+- `rss_mb`: the gateway process's resident memory after warm-up and at the end.
+
+The run is a list of load parts sharing one gateway (`Part`): each drives its load until
+the deadline and then reports its own figures under its name. The field part is built
+here; the northbound and flexibility layers add theirs in `build_parts` (activations at a
+sustained rate with their p50/p99, hostile inbound messages tried and applied, outbox
+messages lost), against the same gateway and in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import statistics
+import sys
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
+
+from fwsim.process import SimProcess, free_port, start_sim  # noqa: E402
+from gateway.app import Gateway  # noqa: E402
+from gateway.config import LoadedConfig  # noqa: E402
+from gateway.loader import load_config  # noqa: E402
+
+DEMO_CONFIG = ROOT / "config" / "demo.yaml"
+
+
+def rss_mb() -> float:
+    """Resident memory of this process (the gateway runs in it), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def percentiles(samples: list[float]) -> dict[str, float | int]:
+    if len(samples) < 2:
+        return {"n": len(samples)}
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return {
+        "n": len(samples),
+        "p50": round(cuts[49] * 1e3, 2),
+        "p99": round(cuts[98] * 1e3, 2),
+        "max": round(max(samples) * 1e3, 2),
+    }
+
+
+class Part(Protocol):
+    """A load that runs against the gateway for the soak's duration."""
+
+    name: str
+
+    async def run(self, gw: Gateway, deadline: float) -> None:
+        """Drive the load until `deadline` (loop time); return early only on failure."""
+
+    def figures(self) -> dict[str, Any]:
+        """This part's figures, measured, never estimated."""
+
+
+class Simulators:
+    """One simulator process per device, each on its own fixed port."""
+
+    def __init__(self, config: Path, devices: list[str]) -> None:
+        self.config = config
+        self.ports = {d: free_port() for d in devices}
+        self.procs: dict[str, SimProcess] = {}
+
+    def start(self, device: str) -> None:
+        self.procs[device] = start_sim(self.config, {device: self.ports[device]}, [device])
+
+    def start_all(self) -> None:
+        # from this thread: a simulator gets SIGTERM when the thread that started it
+        # ends (PR_SET_PDEATHSIG follows the parent thread), so never from a short-lived pool
+        for device in self.ports:
+            self.start(device)
+
+    def kill(self, device: str) -> None:
+        self.procs.pop(device).stop(signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for device in list(self.procs):
+            self.procs.pop(device).stop()
+
+
+class FieldFaults:
+    """Kills and restarts one simulator at a time, round robin, and checks the gateway
+    gets every device back."""
+
+    name = "field"
+
+    def __init__(self, sims: Simulators, every: float, down: float, recover_within: float) -> None:
+        self.sims = sims
+        self.every = every
+        self.down = down
+        self.recover_within = recover_within
+        self.restarts = 0
+        self.survived = 0
+        self.recovery_s: list[float] = []
+        self.not_recovered: list[str] = []
+
+    async def run(self, gw: Gateway, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        devices = list(self.sims.ports)
+        turn = 0
+        while loop.time() + self.every <= deadline:
+            device = devices[turn % len(devices)]
+            turn += 1
+            started = loop.time()
+            await asyncio.to_thread(self.sims.kill, device)
+            self.restarts += 1
+            await asyncio.sleep(self.down)
+            await asyncio.to_thread(self.sims.start, device)
+            if await _recovered(gw, device, self.recover_within):
+                self.survived += 1
+                self.recovery_s.append(loop.time() - started - self.down)
+            else:
+                self.not_recovered.append(device)
+            await asyncio.sleep(max(0.0, started + self.every - loop.time()))
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "restarts": self.restarts,
+            "restarts_survived": self.survived,
+            "not_recovered": self.not_recovered,
+            "recovery_ms": percentiles(self.recovery_s),
+        }
+
+
+def _all_good(gw: Gateway, device: str) -> bool:
+    session = gw.sessions[device]
+    points = [p.id for p in session.device.points if p.direction.readable]
+    return session.up and all(
+        (r := gw.table.latest(p)) is not None and r.quality.good for p in points
+    )
+
+
+async def _recovered(gw: Gateway, device: str, within: float) -> bool:
+    return await _wait(lambda: _all_good(gw, device), within)
+
+
+class PollLatency:
+    """Records every poll of every device, split by phase."""
+
+    def __init__(self, protocols: dict[str, str]) -> None:
+        self.protocols = protocols
+        self.phase = "calm"
+        self.samples: dict[str, list[float]] = defaultdict(list)
+        self.by_protocol: dict[str, list[float]] = defaultdict(list)
+
+    def __call__(self, device: str, seconds: float) -> None:
+        self.samples[self.phase].append(seconds)
+        if self.phase == "faults":
+            self.by_protocol[self.protocols[device]].append(seconds)
+
+    def figures(self) -> dict[str, Any]:
+        calm, faults = self.samples["calm"], self.samples["faults"]
+        out: dict[str, Any] = {
+            "calm": percentiles(calm),
+            "faults": percentiles(faults),
+            "faults_by_protocol": {p: percentiles(s) for p, s in sorted(self.by_protocol.items())},
+        }
+        if len(calm) > 1 and len(faults) > 1:
+            out["p99_faults_over_calm"] = round(out["faults"]["p99"] / out["calm"]["p99"], 2)
+        return out
+
+
+def build_parts(gw: Gateway, sims: Simulators, args: argparse.Namespace) -> list[Part]:
+    """The loads of the faults phase. Northbound and flexibility parts are added here."""
+    return [FieldFaults(sims, args.restart_every, args.down, args.recover_within)]
+
+
+def stored_samples(store: Path) -> int:
+    with sqlite3.connect(store) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
+
+
+async def soak(config: LoadedConfig, sims: Simulators, args: argparse.Namespace) -> dict[str, Any]:
+    protocols = {d.id: d.protocol for d in config.devices}
+    latency = PollLatency(protocols)
+    delivered = 0
+
+    def count(_reading: object) -> None:
+        nonlocal delivered
+        delivered += 1
+
+    loop = asyncio.get_running_loop()
+    async with Gateway(config) as gw:
+        assert gw.store is not None
+        gw.table.listen(count)
+        gw.poll_listeners.append(latency)
+        if not await _wait(lambda: all(_all_good(gw, d) for d in gw.sessions), 60):
+            bad = [d for d in gw.sessions if not _all_good(gw, d)]
+            raise SystemExit(f"devices not up with good values after 60 s: {bad}")
+        rss_start = rss_mb()
+        await asyncio.sleep(args.calm)
+        latency.phase = "faults"
+        parts = build_parts(gw, sims, args)
+        deadline = loop.time() + args.duration
+        async with asyncio.TaskGroup() as group:
+            for part in parts:
+                group.create_task(part.run(gw, deadline), name=f"soak-{part.name}")
+        latency.phase = "end"
+        await _wait(lambda: all(_all_good(gw, d) for d in gw.sessions), args.recover_within)
+        unrecovered = [
+            p.id
+            for d in gw.sessions.values()
+            for p in d.device.points
+            if p.direction.readable
+            and not ((r := gw.table.latest(p.id)) is not None and r.quality.good)
+        ]
+        events = await gw.store.events(limit=1_000_000)
+        store_path = gw.store.path
+        rss_end = rss_mb()
+    # the store is flushed and closed now: every delivered reading must be in it
+    samples_lost = delivered - stored_samples(store_path)
+    figures = {p.name: p.figures() for p in parts}
+    restarts = sum(f.get("restarts", 0) for f in figures.values())
+    link_events = sum(e.kind in ("link_down", "link_up") for e in events)
+    # one link_up per device at start, then one down and one up per kill
+    expected = len(protocols) + 2 * restarts
+    figures.setdefault("field", {}).update(
+        {
+            "samples_delivered": delivered,
+            "samples_lost": samples_lost,
+            "points_unrecovered": len(unrecovered),
+            "link_events_extra": link_events - expected,
+        }
+    )
+    return {
+        "bench": "soak",
+        "devices": len(protocols),
+        "protocols": sorted(set(protocols.values())),
+        "calm_s": args.calm,
+        "duration_s": args.duration,
+        **figures,
+        "poll_ms": latency.figures(),
+        "rss_mb": {"start": rss_start, "end": rss_end, "growth": round(rss_end - rss_start, 1)},
+    }
+
+
+async def _wait(predicate: Callable[[], bool], within: float) -> bool:
+    """True once `predicate()` holds, False after `within` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        if predicate():
+            return True
+        if asyncio.get_running_loop().time() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=DEMO_CONFIG)
+    parser.add_argument("--duration", type=float, default=120.0, help="faults phase, s")
+    parser.add_argument("--calm", type=float, default=20.0, help="calm phase before, s")
+    parser.add_argument("--restart-every", type=float, default=8.0, help="s between kills")
+    parser.add_argument("--down", type=float, default=1.0, help="s a killed simulator stays down")
+    parser.add_argument("--recover-within", type=float, default=30.0)
+    parser.add_argument(
+        "--reconnect-max", type=float, default=1.0, help="cap of the reconnect backoff, s"
+    )
+    parser.add_argument(
+        "--poll-interval", type=float, default=None, help="poll every device this often, s"
+    )
+    args = parser.parse_args()
+    config = load_config(args.config)
+    devices = [d.id for d in config.devices if d.connection.serial is None]
+    sims = Simulators(args.config, devices)
+    with tempfile.TemporaryDirectory(prefix="mgms-soak-") as state:
+        config = load_config(args.config, port_overrides=sims.ports)
+        for mapping in config.mappings.values():
+            mapping.devices = [d for d in mapping.devices if d.id in sims.ports]
+            for device in mapping.devices:
+                device.poll_interval = args.poll_interval or device.poll_interval
+        config.gateway.state_dir = Path(state)
+        config.gateway.reconnect_max_s = args.reconnect_max
+        config.gateway.ops.enabled = False
+        try:
+            sims.start_all()
+            result = asyncio.run(soak(config, sims, args))
+        finally:
+            sims.stop_all()
+    print(json.dumps(result), flush=True)
+    ok = result["field"]["samples_lost"] == 0 and not result["field"]["not_recovered"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
