@@ -1,0 +1,5 @@
+"""The fault suite: simulators killed and restarted, field links cut in a network
+namespace, devices that never answer, answer garbage or answer late, hostile config and
+mapping files. `make test` runs the quick form (3 restarts per simulator, 2 link cuts, a
+hundred examples per fuzz property); `MGMS_LONG_FAULTS=1` runs the long one (10 restarts
+and 10 cuts, thousands of examples)."""

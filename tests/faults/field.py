@@ -35,23 +35,17 @@ RESTARTS = 10 if LONG else 3
 class Field:
     """Simulator processes of `config`, one per device, each on its own fixed port."""
 
-    def __init__(
-        self,
-        devices: Sequence[str],
-        config: Path = FIELD_CONFIG,
-        prefix: Sequence[str] = (),
-        host: str = "127.0.0.1",
-    ) -> None:
+    def __init__(self, devices: Sequence[str], config: Path = FIELD_CONFIG) -> None:
         self.config = config
-        self.prefix = list(prefix)
-        self.ports = {d: free_port(host) for d in devices}
+        self.ports = {d: free_port() for d in devices}
         self.sims: dict[str, SimProcess] = {}
 
     def start(self, device: str) -> None:
+        """Blocks about a second. From a worker thread (asyncio.to_thread) the simulator
+        lives as long as that thread: PR_SET_PDEATHSIG follows the parent thread; the
+        loop's default executor keeps its threads until the loop shuts it down."""
         assert device not in self.sims, f"{device} already runs"
-        self.sims[device] = start_sim(
-            self.config, {device: self.ports[device]}, devices=[device], prefix=self.prefix
-        )
+        self.sims[device] = start_sim(self.config, {device: self.ports[device]}, [device])
 
     def kill(self, device: str) -> None:
         """SIGKILL: the device vanishes without closing its connections politely."""
@@ -63,8 +57,8 @@ class Field:
 
 
 @contextmanager
-def field(devices: Sequence[str], **kwargs: object) -> Iterator[Field]:
-    f = Field(devices, **kwargs)  # type: ignore[arg-type]
+def field(devices: Sequence[str], config: Path = FIELD_CONFIG) -> Iterator[Field]:
+    f = Field(devices, config)
     try:
         for device in devices:
             f.start(device)
@@ -102,6 +96,10 @@ def gateway_for(state_dir: Path, ports: Mapping[str, int], config: Path = FIELD_
         mapping.devices = [d for d in mapping.devices if d.id in ports]
     loaded.gateway.state_dir = state_dir
     return Gateway(loaded)
+
+
+def readable(gw: Gateway, device: str) -> list[str]:
+    return [p.id for p in gw.sessions[device].device.points if p.direction.readable]
 
 
 def is_comm_failure(gw: Gateway, point: str) -> bool:

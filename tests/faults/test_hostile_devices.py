@@ -21,6 +21,7 @@ from tests.faults.field import (
     gateway_for,
     is_comm_failure,
     is_good,
+    readable,
 )
 from tests.faults.rogue import Answers, Behaviour, Proxy, Rogue
 from tests.support.procs import ROOT, free_port, start_sim
@@ -43,10 +44,6 @@ REASONS = {
         "dlms": "not a WRAPPER frame",
     },
 }
-
-
-def readable(gw: Gateway, device: str) -> list[str]:
-    return [p.id for p in gw.sessions[device].device.points if p.direction.readable]
 
 
 @pytest.mark.parametrize("behaviour", list(Behaviour), ids=lambda b: b.value)

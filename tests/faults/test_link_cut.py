@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import Gateway
 from tests.faults.field import (
     DEVICES,
     LONG,
@@ -21,6 +20,7 @@ from tests.faults.field import (
     gateway_for,
     is_comm_failure,
     is_good,
+    readable,
 )
 from tests.faults.netns import netns_link
 from tests.support.procs import free_port, start_sim
@@ -29,10 +29,6 @@ from tests.support.waiting import until
 pytestmark = pytest.mark.integration
 
 CUTS = 10 if LONG else 2
-
-
-def readable(gw: Gateway, device: str) -> list[str]:
-    return [p.id for p in gw.sessions[device].device.points if p.direction.readable]
 
 
 @pytest.mark.timeout(60 + 40 * CUTS)

@@ -18,18 +18,15 @@ from tests.faults.field import (
     field,
     gateway_for,
     is_comm_failure,
+    is_good,
+    readable,
 )
-from tests.faults.field import is_good as good
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
 
 #: polls every other device must complete while one is down
 POLLS_DURING_OUTAGE = 3
-
-
-def readable(gw: Gateway, device: str) -> list[str]:
-    return [p.id for p in gw.sessions[device].device.points if p.direction.readable]
 
 
 async def outage(gw: Gateway, f: Field, device: str) -> None:
@@ -45,10 +42,10 @@ async def outage(gw: Gateway, f: Field, device: str) -> None:
     assert not gw.sessions[device].up
     for d in others:
         assert gw.sessions[d].up, d
-        assert all(good(gw, p) for p in readable(gw, d)), d
+        assert all(is_good(gw, p) for p in readable(gw, d)), d
     await asyncio.to_thread(f.start, device)
     await until(lambda: gw.sessions[device].up)
-    await until(lambda: all(good(gw, p) for p in readable(gw, device)))
+    await until(lambda: all(is_good(gw, p) for p in readable(gw, device)))
 
 
 @pytest.mark.timeout(60 + 40 * RESTARTS)
@@ -60,7 +57,7 @@ async def test_simulators_killed_and_restarted(
         async with gateway_for(tmp_path, f.ports) as gw:
             assert gw.store is not None
             assert await gw.wait_connected(20)
-            await until(lambda: all(good(gw, p) for d in devices for p in readable(gw, d)))
+            await until(lambda: all(is_good(gw, p) for d in devices for p in readable(gw, d)))
             for _ in range(RESTARTS):
                 for device in devices:
                     await outage(gw, f, device)
