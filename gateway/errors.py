@@ -10,7 +10,9 @@
     │   ├── UnknownPoint         no such point id
     │   ├── NotWritable          the point is read-only
     │   └── LimitViolation       the value is outside the point's write limits
-    └── StoreError               the SQLite store failed
+    ├── StoreError               the SQLite store failed
+    └── FlexError                a flexibility function could not run
+        └── SolverError          the LP solver failed (an infeasible plan is a result, not this)
 
 Third-party exceptions are translated into these at one boundary (the driver adapter or the
 loader); anything that reaches an operator names the file, device, point or field at fault.
@@ -98,3 +100,15 @@ class LimitViolation(CommandError):
 
 class StoreError(GatewayError):
     """The SQLite store failed."""
+
+
+class FlexError(GatewayError):
+    """A flexibility function (forecast, schedule, control, verification) could not run."""
+
+
+class SolverError(FlexError):
+    """The LP solver failed or gave no usable answer; `problem` names the LP."""
+
+    def __init__(self, problem: str, message: str) -> None:
+        self.problem = problem
+        super().__init__(f"{problem}: {message}")
