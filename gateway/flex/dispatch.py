@@ -179,11 +179,11 @@ def dispatch(inp: DispatchInput) -> Dispatch:
         # flow = fixed + sum(P) in [-import, export]  <=>  -fixed - sum(P) in [-export, import]
         pcc_rows(members, -fixed, -line.export_limit_kw, line.import_limit_kw, tag, M_LIMIT)
     for keep in inp.keep:
-        members = [by_id[i] for i in keep.ders if i in by_id]
-        cols = {d.id: p_col[d.id] for d in members if d.id in p_col}
+        kept = [by_id[i] for i in keep.ders if i in by_id]
+        cols = {d.id: p_col[d.id] for d in kept if d.id in p_col}
         subject = f"{keep.service} {keep.id}"
         if keep.up_kw > 0:  # sum(hi - P) >= up
-            hi_sum = sum(d.p_hi for d in members) - sum(d.p_kw for d in members if d.id not in cols)
+            hi_sum = sum(d.p_hi for d in kept) - sum(d.p_kw for d in kept if d.id not in cols)
             tag = same(
                 ReasonCode.RESERVE,
                 subject,
@@ -196,7 +196,7 @@ def dispatch(inp: DispatchInput) -> Dispatch:
             lp.coef(row, slack[0], -1.0)
             slacks.append((int(slack[0]), tag, False))
         if keep.down_kw > 0:  # sum(P - lo) >= down
-            lo_sum = sum(d.p_lo for d in members) - sum(d.p_kw for d in members if d.id not in cols)
+            lo_sum = sum(d.p_lo for d in kept) - sum(d.p_kw for d in kept if d.id not in cols)
             tag = same(
                 ReasonCode.RESERVE,
                 subject,

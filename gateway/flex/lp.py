@@ -13,6 +13,7 @@ import bisect
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import highspy
 import numpy as np
@@ -40,7 +41,9 @@ class _Block:
     label: Label
 
     def name(self, i: int) -> object:
-        return self.label(i - self.start) if callable(self.label) else self.label
+        if callable(self.label):
+            return cast(Callable[[int], object], self.label)(i - self.start)
+        return self.label
 
 
 class _Names:
@@ -200,7 +203,7 @@ class Lp:
         lp.a_matrix_.index_ = index
         lp.a_matrix_.value_ = value
         # the low-level class: the high-level wrapper prints a banner on construction
-        solver = highspy._Highs()
+        solver = highspy._Highs()  # type: ignore[attr-defined]
         try:
             solver.setOptionValue("output_flag", False)
             solver.setOptionValue("time_limit", float(time_limit_s))

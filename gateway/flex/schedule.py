@@ -639,7 +639,7 @@ def schedule(inp: PlanInput, candidate: Reservation | None = None) -> PlanResult
             text = f"reservation {res.id} ({res.service}) cannot be held in full"
             tag = same(ReasonCode.RESERVE, f"{res.service} {res.id}", text)
             violations += group(
-                [Hit(tag.at(i), False) for i in np.flatnonzero(short > 1e-3)], inp.horizon
+                [Hit(tag.at(int(i)), False) for i in np.flatnonzero(short > 1e-3)], inp.horizon
             )
     return PlanResult(
         horizon=inp.horizon,

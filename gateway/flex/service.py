@@ -1,0 +1,583 @@
+"""The flexibility service: the CRP use case end to end inside the gateway.
+
+The composition root builds one `FlexService` and
+- runs `run()` in its task group (control cycles, plan execution, periodic forecasts and
+  verifications);
+- lets the northbound pipeline call `notify(reservation)` and `activate(activation)`
+  (they check, decide, record and return the decision for the response) and
+  `forecast()` when the AMS asks for a Flexibility Forecast.
+Messages for the AMS (forecasts and verifications) go to the `FlexPublisher` (the
+northbound outbox).
+
+LP solves run in a worker thread; the point table is read on the event loop thread only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import numpy as np
+
+from gateway.config import LoadedConfig
+from gateway.flex import flexibility
+from gateway.flex.baseline import History
+from gateway.flex.conflict import (
+    NotificationCheck,
+    check_activation,
+    check_notification,
+    clamp_setpoint,
+    envelope,
+    find_reservation,
+)
+from gateway.flex.control import Controller, SetpointWriter, Target
+from gateway.flex.dispatch import Dispatch, DispatchInput, dispatch
+from gateway.flex.inputs import FlexModel, InputBuilder
+from gateway.flex.intervals import Horizon
+from gateway.flex.model import (
+    Activation,
+    ActivationDecision,
+    DecisionStatus,
+    FlexibilityForecast,
+    NotificationDecision,
+    Reservation,
+    Verification,
+)
+from gateway.flex.records import FlexRecords
+from gateway.flex.schedule import PlanResult, schedule
+from gateway.flex.verify import Baseline, Measurements, Setpoint, verify
+from gateway.mapping import Quantity
+from gateway.points import PointTable
+
+log = logging.getLogger(__name__)
+
+
+class Clock(Protocol):
+    """Time of the service; simulated time in tests and the demo."""
+
+    def now(self) -> datetime: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class WallClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class FlexPublisher(Protocol):
+    """Where messages for the AMS go (the northbound outbox)."""
+
+    async def forecast(self, message: FlexibilityForecast) -> None: ...
+
+    async def verification(self, message: Verification) -> None: ...
+
+
+@dataclass
+class Running:
+    """The activation in force."""
+
+    activation: Activation
+    reservation: Reservation | None
+    baseline: Baseline
+    decision: ActivationDecision
+    setpoints: list[Setpoint] = field(default_factory=list)
+    #: distributed DERs that received their target (supervised from then on)
+    targeted: dict[str, float] = field(default_factory=dict)
+    verified_until: datetime | None = None
+    cycles: int = 0
+    supervised_notes: set[str] = field(default_factory=set)
+    last: Dispatch | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def baseline_to_json(b: Baseline) -> dict[str, Any]:
+    return {
+        "start": b.horizon.start.isoformat(),
+        "step_s": b.horizon.step.total_seconds(),
+        "p": list(b.p_kw),
+        "q": list(b.q_kvar),
+    }
+
+
+def baseline_from_json(raw: dict[str, Any]) -> Baseline:
+    h = Horizon(
+        datetime.fromisoformat(raw["start"]), timedelta(seconds=raw["step_s"]), len(raw["p"])
+    )
+    return Baseline(h, tuple(raw["p"]), tuple(raw["q"]))
+
+
+class FlexService:
+    def __init__(
+        self,
+        config: LoadedConfig,
+        points: PointTable,
+        controller: Controller,
+        records: FlexRecords,
+        publisher: FlexPublisher,
+        history: History | None = None,
+        clock: Clock | None = None,
+        external: Callable[[], dict[str, list[float | None]]] | None = None,
+    ) -> None:
+        self.model = FlexModel.build(config, points)
+        self.points = points
+        self.inputs = InputBuilder(self.model, points, history)
+        self.history = history
+        self.records = records
+        self.publisher = publisher
+        self.clock = clock or WallClock()
+        self.writer = SetpointWriter(controller, points, self.model.settings.setpoint_deadband_kw)
+        self.external = external
+        self.reservations: list[Reservation] = []
+        self.plan: PlanResult | None = None
+        self.running: Running | None = None
+        self._lock = asyncio.Lock()
+        self._commanded: set[str] = set()
+        self._plan_at: datetime | None = None
+        self._last_forecast: datetime | None = None
+
+    # -- business API for the northbound pipeline ------------------------------------------
+
+    async def forecast(self) -> FlexibilityForecast:
+        """A fresh Flexibility Forecast (also published)."""
+        async with self._lock:
+            now = self.clock.now()
+            inp, plan = await self._replan(now)
+            ff = await asyncio.to_thread(flexibility.forecast, self.model.microgrid, inp, plan, now)
+            self._last_forecast = now
+        await self.publisher.forecast(ff)
+        return ff
+
+    async def notify(self, reservation: Reservation) -> NotificationDecision:
+        """Check a Reserve Notification, hold what fits, record the decision."""
+        async with self._lock:
+            now = self.clock.now()
+            known = await asyncio.to_thread(self.records.reservation_status, reservation.id)
+            if known is not None:  # a repeated delivery gets the same answer
+                status, accepted, reasons = known
+                return NotificationDecision(
+                    reservation.id, DecisionStatus(status), accepted, reasons
+                )
+            others = [r for r in self.reservations if r.end > now]
+            horizon = self.model.horizon(now, reservation.end)
+            inp = self.inputs.plan_input(now, horizon, others, self._external())
+            check: NotificationCheck = await asyncio.to_thread(
+                check_notification, inp, reservation, now
+            )
+            decision = check.decision
+            await asyncio.to_thread(
+                self.records.save_reservation,
+                now,
+                reservation,
+                decision.status.value,
+                decision.accepted,
+                decision.reasons,
+            )
+            if decision.accepted is not None:
+                self.reservations = [*others, decision.accepted]
+                self.plan = check.plan
+                self._plan_at = now
+            log.info(
+                "reservation %s %s %s",
+                reservation.id,
+                decision.status.value,
+                "; ".join(map(str, decision.reasons)),
+            )
+        if decision.accepted is not None:
+            await self.forecast()  # the flexibility left changed
+        return decision
+
+    async def activate(self, act: Activation) -> ActivationDecision:
+        """Check a Reserve Activation and put it in force (or refuse it), recorded."""
+        async with self._lock:
+            now = self.clock.now()
+            known = await asyncio.to_thread(self.records.activation, act.id)
+            if known is not None:
+                return ActivationDecision(
+                    act.id, DecisionStatus(known.status), known.p_kw, known.q_kvar, known.reasons
+                )
+            reservation = find_reservation(act, self.reservations)
+            plan = self.plan
+            if plan is None or plan.horizon.index(max(now, act.start)) is None:
+                _, plan = await self._replan(now)
+            at = max(now, act.start)
+            i = plan.horizon.index(at)
+            env = None
+            if reservation is not None and i is not None:
+                env = envelope(
+                    reservation, plan.pcc_p, plan.horizon, i, self.model.grid, self._q_base()
+                )
+            trial = None
+            if env is not None or self.model.settings.allow_unreserved_activation:
+                p, q = act.p_kw, act.q_kvar
+                if env is not None:
+                    p, q, _ = clamp_setpoint(act, env)
+                trial = await self._dispatch(now, plan, act, reservation, p, q, held=set())
+            running = self.running.activation if self.running is not None else None
+            decision = check_activation(
+                act,
+                now,
+                reservation,
+                running,
+                env,
+                trial,
+                self.model.settings.allow_unreserved_activation,
+            )
+            base = None
+            if decision.status is not DecisionStatus.REFUSED:
+                base = self._baseline(plan, act)
+                if self.running is not None:  # superseded by a newer one of the same reservation
+                    await self._end(now, "superseded by activation " + act.id)
+                self.running = Running(act, reservation, base, decision)
+            await asyncio.to_thread(
+                self.records.save_activation,
+                now,
+                act,
+                decision.status.value,
+                decision.p_kw,
+                decision.q_kvar,
+                decision.reasons,
+                None if base is None else baseline_to_json(base),
+                "active" if base is not None else "refused",
+            )
+            log.info(
+                "activation %s %s %s",
+                act.id,
+                decision.status.value,
+                "; ".join(map(str, decision.reasons)),
+            )
+            if (
+                self.running is not None
+                and self.running.activation.id == act.id
+                and act.start <= now
+            ):
+                await self._cycle(now)
+        return decision
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load what the records hold: accepted reservations, interrupted activations."""
+        now = self.clock.now()
+        self.reservations = await asyncio.to_thread(self.records.accepted_reservations, now)
+        for rec in await asyncio.to_thread(self.records.open_activations):
+            act = rec.activation
+            base = baseline_from_json(rec.baseline) if rec.baseline else None
+            if base is None:
+                continue
+            reservation = find_reservation(act, self.reservations)
+            decision = ActivationDecision(
+                act.id, DecisionStatus(rec.status), rec.p_kw, rec.q_kvar, rec.reasons
+            )
+            running = Running(act, reservation, base, decision)
+            running.setpoints = [
+                Setpoint(t, p, q)
+                for t, p, q in await asyncio.to_thread(self.records.pcc_setpoints, act.id)
+            ]
+            sent = await asyncio.to_thread(self.records.sent_setpoints, act.id)
+            last = sent[-1][0] if sent else act.start
+            note = (
+                f"control interrupted by a gateway restart between {last:%H:%M:%S} and "
+                f"{now:%H:%M:%S} UTC"
+            )
+            running.notes.append(note)
+            done = [v.end for v in await asyncio.to_thread(self.records.verification, act.id)]
+            running.verified_until = max(done) if done else None
+            self.running = running
+            end = act.end
+            if reservation is not None:
+                end = reservation.end if end is None else min(end, reservation.end)
+            if end is not None and end <= now:
+                await self._end(end, "closed out after the restart")
+            else:
+                log.warning("activation %s resumed: %s", act.id, note)
+
+    async def run(self) -> None:
+        """Control cycles until cancelled."""
+        await self.start()
+        while True:
+            async with self._lock:
+                await self.step()
+            await self.clock.sleep(self.model.settings.control_cycle_s)
+
+    async def step(self) -> None:
+        """One cycle: the activation (if any), else the plan; forecasts at interval starts."""
+        now = self.clock.now()
+        if self.plan is None or self._plan_at is None or now - self._plan_at >= self.model.step:
+            await self._replan(now)
+        if self.running is not None:
+            await self._cycle(now)
+        else:
+            await self._execute_plan(now)
+        due = self._last_forecast is None or now - self._last_forecast >= self.model.step
+        if due:
+            inp, plan = await self._replan(now)
+            ff = await asyncio.to_thread(flexibility.forecast, self.model.microgrid, inp, plan, now)
+            self._last_forecast = now
+            await self.publisher.forecast(ff)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _external(self) -> dict[str, list[float | None]] | None:
+        return self.external() if self.external is not None else None
+
+    def _q_base(self) -> float:
+        return self.points.value(self.model.pcc, Quantity.REACTIVE_POWER) or 0.0
+
+    async def _replan(self, now: datetime) -> tuple[Any, PlanResult]:
+        self.reservations = [r for r in self.reservations if r.end > now]
+        horizon = self.model.horizon(now, max((r.end for r in self.reservations), default=None))
+        inp = self.inputs.plan_input(now, horizon, self.reservations, self._external())
+        plan = await asyncio.to_thread(schedule, inp)
+        for reason in plan.violations:
+            log.warning("plan: %s", reason)
+        self.plan, self._plan_at = plan, now
+        return inp, plan
+
+    def _baseline(self, plan: PlanResult, act: Activation) -> Baseline:
+        q = self._q_base()
+        return Baseline(
+            plan.horizon,
+            tuple(float(x) for x in plan.pcc_p),
+            tuple(q for _ in range(plan.horizon.count)),
+        )
+
+    def _keep_bands(
+        self, now: datetime, reservation: Reservation | None
+    ) -> list[tuple[str, str, float, float]]:
+        out = []
+        for r in self.reservations:
+            if reservation is not None and r.id == reservation.id:
+                continue
+            band = r.band_at(now)
+            if band is not None and (band.p_up_kw > 0 or band.p_down_kw > 0):
+                out.append((r.id, r.service, band.p_up_kw, band.p_down_kw))
+        return out
+
+    async def _dispatch(
+        self,
+        now: datetime,
+        plan: PlanResult | None,
+        act: Activation,
+        reservation: Reservation | None,
+        p: float | None,
+        q: float | None,
+        held: set[str],
+    ) -> Dispatch:
+        until = act.end or (reservation.end if reservation is not None else now + self.model.step)
+        _, ders, keep = self.inputs.snapshot(
+            now, plan, until, held, self._keep_bands(now, reservation)
+        )
+        pcc_p = self.points.value(self.model.pcc, Quantity.ACTIVE_POWER)
+        pcc_q = self.points.value(self.model.pcc, Quantity.REACTIVE_POWER)
+        if pcc_p is None:  # no measurement: predict from the DERs alone
+            pcc_p = -sum(d.p_kw for d in ders)
+        inp = DispatchInput(
+            tuple(ders),
+            pcc_p,
+            pcc_q or 0.0,
+            p,
+            q if pcc_q is not None else None,
+            self.model.grid,
+            keep,
+        )
+        return await asyncio.to_thread(dispatch, inp)
+
+    async def _cycle(self, now: datetime) -> None:
+        run = self.running
+        assert run is not None
+        act = run.activation
+        end = act.end
+        if run.reservation is not None:
+            end = run.reservation.end if end is None else min(end, run.reservation.end)
+        if end is not None and now >= end:
+            await self._end(end, "")
+            return
+        if now < act.start:
+            return
+        i = run.baseline.horizon.index(now)
+        p, q = act.p_kw, act.q_kvar
+        if run.reservation is not None and i is not None:
+            env = envelope(
+                run.reservation,
+                np.array(run.baseline.p_kw),
+                run.baseline.horizon,
+                i,
+                self.model.grid,
+                run.baseline.q_at(i) or 0.0,
+            )
+            p, q, _ = clamp_setpoint(act, env)
+            if env.q_max_kvar == env.q_min_kvar:
+                q = None
+        if not run.setpoints or (run.setpoints[-1].p_kw, run.setpoints[-1].q_kvar) != (p, q):
+            sp = Setpoint(max(now, act.start), p, q)
+            run.setpoints.append(sp)
+            await asyncio.to_thread(self.records.pcc_setpoint, act.id, sp.start, p, q)
+        held = set(run.targeted)
+        result = await self._dispatch(now, self.plan, act, run.reservation, p, q, held)
+        run.last = result
+        targets: dict[str, Target] = {}
+        for der_id, cap in self.model.caps.items():
+            if not (cap.p_controllable or cap.q_controllable):
+                continue
+            if cap.distributed:
+                if der_id in run.targeted:
+                    continue  # its own controller pursues the target; supervised below
+                run.targeted[der_id] = result.p[der_id]
+            targets[der_id] = Target(
+                der_id,
+                result.p[der_id] if cap.p_controllable else None,
+                result.q[der_id] if (cap.q_controllable and q is not None) else None,
+            )
+        await self._write(now, act.id, targets)
+        run.cycles += 1
+        self._supervise(run, now)
+        await self._verify_completed(now, final=False)
+
+    async def _write(
+        self, now: datetime, origin_id: str, targets: dict[str, Target], force: bool = False
+    ) -> None:
+        states = self.model.states(self.points)
+        results, notes = await self.writer.apply(
+            targets, self.model.caps, states, f"flex:{origin_id}", now, force=force
+        )
+        self._commanded.update(t for t in targets)
+        rows = [
+            (
+                item.der,
+                item.command.point,
+                float(item.command.value),
+                item.meaning,
+                res.status.value,
+                item.note or res.detail,
+            )
+            for item, res in results
+        ]
+        await asyncio.to_thread(self.records.setpoints, origin_id, now, rows)
+        for note in notes:
+            log.warning("%s: %s", origin_id, note)
+            if self.running is not None and note not in self.running.notes:
+                self.running.notes.append(note)
+
+    def _supervise(self, run: Running, now: datetime) -> None:
+        """A distributed DER far from its target is noted once (the loop compensates)."""
+        if run.cycles < 3:
+            return
+        for der_id, target in run.targeted.items():
+            measured = self.points.value(der_id, Quantity.ACTIVE_POWER)
+            if measured is None or der_id in run.supervised_notes:
+                continue
+            if abs(measured - target) > max(1.0, 0.1 * abs(target)):
+                run.supervised_notes.add(der_id)
+                note = f"{der_id} (distributed) is at {measured:.1f} kW, target {target:.1f} kW"
+                run.notes.append(note)
+                log.warning("%s: %s", run.activation.id, note)
+
+    async def _verify_completed(self, now: datetime, final: bool) -> Verification | None:
+        """Publish the verification of the intervals completed by `now` (all intervals, cut
+        at `now`, when final)."""
+        run = self.running
+        if run is None or self.history is None:
+            return None
+        act = run.activation
+        h = run.baseline.horizon
+        if final:
+            upto = now
+        else:
+            i = h.index(now)
+            upto = h.start_of(i) if i is not None else min(now, h.end)
+            if upto <= act.start or (run.verified_until is not None and upto <= run.verified_until):
+                return None
+        v = verify(
+            act.id,
+            run.reservation.id if run.reservation is not None else act.reservation_id,
+            run.baseline,
+            act.start,
+            upto if final else act.end,
+            upto,
+            run.setpoints,
+            self._measurements(act.start, upto),
+            final=final,
+            note="; ".join(run.notes),
+            reasons=run.decision.reasons,
+        )
+        if not final and run.verified_until is not None:
+            fresh = tuple(x for x in v.intervals if x.start >= run.verified_until)
+            v = replace(v, intervals=fresh)
+        run.verified_until = upto
+        if not v.intervals and not final:
+            return None
+        await asyncio.to_thread(self.records.save_verification, v)
+        await self.publisher.verification(v)
+        return v
+
+    def _measurements(self, start: datetime, end: datetime) -> Measurements:
+        assert self.history is not None
+        margin = timedelta(minutes=1)
+
+        def series(q: Quantity) -> list[tuple[datetime, float]]:
+            found = self.points.find(self.model.pcc, q)
+            if not found or self.history is None:
+                return []
+            return list(self.history.samples(found[0].point.id, start - margin, end))
+
+        return Measurements(
+            p=series(Quantity.ACTIVE_POWER),
+            q=series(Quantity.REACTIVE_POWER),
+            e_import=series(Quantity.ENERGY_IMPORT),
+            e_export=series(Quantity.ENERGY_EXPORT),
+            q_import=series(Quantity.REACTIVE_ENERGY_IMPORT),
+            q_export=series(Quantity.REACTIVE_ENERGY_EXPORT),
+        )
+
+    async def _end(self, at: datetime, note: str) -> None:
+        """Return the DERs to their plan, send the final verification, close the record."""
+        run = self.running
+        assert run is not None
+        now = self.clock.now()
+        await self._release(now, run.activation.id)
+        if note:
+            run.notes.append(note)
+        await self._verify_completed(max(at, run.activation.start), final=True)
+        summary = "; ".join(run.notes) or f"ended at {at:%H:%M:%S} UTC"
+        await asyncio.to_thread(
+            self.records.end_activation, run.activation.id, now, "ended", summary
+        )
+        self.running = None
+
+    async def _release(self, now: datetime, origin_id: str) -> None:
+        targets = self._plan_targets(now, everyone=True)
+        self.writer.forget()
+        await self._write(now, origin_id, targets, force=True)
+
+    def _plan_targets(self, now: datetime, everyone: bool) -> dict[str, Target]:
+        """The plan's set point for each controllable DER now (natural where no plan)."""
+        plan = self.plan
+        i = None if plan is None else plan.horizon.index(now)
+        states = self.model.states(self.points)
+        out = {}
+        for der_id, cap in self.model.caps.items():
+            if not cap.p_controllable:
+                continue
+            natural = cap.natural_now(states[der_id])
+            value = natural
+            if plan is not None and i is not None and der_id in plan.p:
+                value = float(plan.p[der_id][i])
+            moved = abs(value - natural) > self.model.settings.setpoint_deadband_kw
+            if everyone or moved or der_id in self._commanded:
+                q = 0.0 if cap.q_controllable else None
+                out[der_id] = Target(der_id, value, q)
+        return out
+
+    async def _execute_plan(self, now: datetime) -> None:
+        """Outside activations the DERs follow the plan (e.g. pre-charging for a reserve)."""
+        targets = self._plan_targets(now, everyone=False)
+        if targets:
+            await self._write(now, "plan", targets)
