@@ -13,7 +13,6 @@ import bisect
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
 import highspy
 import numpy as np
@@ -41,9 +40,7 @@ class _Block:
     label: Label
 
     def name(self, i: int) -> object:
-        if callable(self.label):
-            return cast(Callable[[int], object], self.label)(i - self.start)
-        return self.label
+        return self.label(i - self.start) if callable(self.label) else self.label
 
 
 class _Names:
@@ -131,10 +128,10 @@ class Lp:
         cost: ArrayLike = 0.0,
         label: Label = "",
     ) -> Index:
-        lo_v, hi_v = _vector(lo, n, f"{self.name} {label}"), _vector(hi, n, f"{self.name}")
+        lo_v, hi_v = _vector(lo, n, self.name), _vector(hi, n, self.name)
         if (lo_v > hi_v + 1e-9).any():
             k = int(np.argmax(lo_v > hi_v + 1e-9))
-            name = label if isinstance(label, str) else label(k)
+            name = _Block(0, n, label).name(k)
             raise ValueError(f"{self.name}: {name}: lower bound {lo_v[k]} above {hi_v[k]}")
         self._col_lo.append(lo_v)
         self._col_hi.append(np.maximum(hi_v, lo_v))
