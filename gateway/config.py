@@ -135,7 +135,8 @@ class FlexSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    interval_min: int = Field(default=15, ge=1, le=60)
+    #: interval length in seconds (900: the 15-minute settlement period)
+    interval_s: int = Field(default=900, ge=1, le=3600)
     horizon_h: float = Field(default=24.0, gt=0, le=168)
     #: seconds between two corrections of an active activation
     control_cycle_s: float = Field(default=2.0, gt=0, le=300)
@@ -154,8 +155,8 @@ class FlexSettings(BaseModel):
 
     @model_validator(mode="after")
     def _grid(self) -> FlexSettings:
-        if 1440 % self.interval_min:
-            raise ValueError(f"interval_min {self.interval_min} does not divide a day")
+        if 86400 % self.interval_s:
+            raise ValueError(f"interval_s {self.interval_s} does not divide a day")
         return self
 
 

@@ -32,10 +32,28 @@ Floats = NDArray[np.float64]
 Sample = tuple[datetime, float]
 
 
-class History(Protocol):
-    """Stored samples of one point, oldest first (the store implements this)."""
+class StoredSample(Protocol):
+    @property
+    def time(self) -> datetime: ...
 
-    def samples(self, point: str, start: datetime, end: datetime) -> Sequence[Sample]: ...
+    @property
+    def value(self) -> float | None: ...
+
+
+class History(Protocol):
+    """Stored samples of one point with start <= time < end, oldest first (gateway.store.Store
+    implements this)."""
+
+    async def range(self, point: str, start: datetime, end: datetime) -> Sequence[StoredSample]: ...
+
+
+def pairs(samples: Sequence[StoredSample]) -> list[Sample]:
+    """(time, value) of the samples that carry a finite value."""
+    return [
+        (s.time, float(s.value))
+        for s in samples
+        if s.value is not None and math.isfinite(float(s.value))
+    ]
 
 
 @dataclass(frozen=True)

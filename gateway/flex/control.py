@@ -18,9 +18,10 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from gateway.config import DerType
+from gateway.errors import CommandError
 from gateway.flex.capability import DerCapability, DerState
 from gateway.mapping import Point, Quantity
-from gateway.model import Command, CommandMode, CommandResult
+from gateway.model import Command, CommandMode, CommandResult, CommandStatus
 from gateway.points import PointTable
 
 #: engineering unit -> multiplier from kW (or kvar)
@@ -28,7 +29,8 @@ _FROM_KILO = {"KiloW": 1.0, "W": 1000.0, "MegaW": 1e-3, "KiloVAR": 1.0, "VAR": 1
 
 
 class Controller(Protocol):
-    """The gateway's write path (gateway/control.py provides it)."""
+    """The gateway's write path (gateway.control.Controller); may raise CommandError when it
+    refuses a command before sending it."""
 
     async def write(self, command: Command) -> CommandResult: ...
 
@@ -179,7 +181,10 @@ class SetpointWriter:
                 last = self._sent.get(key)
                 if not force and last is not None and abs(last - item.meaning) < self._deadband:
                     continue
-                result = await self._controller.write(item.command)
+                try:
+                    result = await self._controller.write(item.command)
+                except CommandError as exc:  # refused before sending: nothing changed
+                    result = CommandResult(item.command, CommandStatus.REJECTED, str(exc))
                 results.append((item, result))
                 if result.ok:
                     self._sent[key] = item.meaning

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 
 from gateway.config import DerType, FlexSettings, LoadedConfig
 from gateway.flex import baseline
-from gateway.flex.baseline import ForecastMethod, History, Sample
+from gateway.flex.baseline import ForecastMethod, History, Sample, pairs
 from gateway.flex.capability import DerCapability, DerState, EnergyNeed, Storage
 from gateway.flex.dispatch import DerNow, Headroom
 from gateway.flex.intervals import Horizon
@@ -56,7 +56,7 @@ class FlexModel:
 
     @property
     def step(self) -> timedelta:
-        return timedelta(minutes=self.settings.interval_min)
+        return timedelta(seconds=self.settings.interval_s)
 
     def horizon(self, now: datetime, until: datetime | None = None) -> Horizon:
         length = timedelta(hours=self.settings.horizon_h)
@@ -97,12 +97,12 @@ class InputBuilder:
         found = self.points.find(der, quantity)
         return found[0].point.id if found else None
 
-    def _samples(self, point: str | None, start: datetime, end: datetime) -> Sequence[Sample]:
+    async def _samples(self, point: str | None, start: datetime, end: datetime) -> list[Sample]:
         if point is None or self.history is None:
-            return ()
-        return self.history.samples(point, start, end)
+            return []
+        return pairs(await self.history.range(point, start, end))
 
-    def _forecast(
+    async def _forecast(
         self,
         point: str | None,
         horizon: Horizon,
@@ -111,11 +111,11 @@ class InputBuilder:
         external: Sequence[float | None] | None,
     ) -> Floats:
         start = horizon.start - timedelta(days=self.method.days)
-        samples = self._samples(point, start, now)
+        samples = await self._samples(point, start, now)
         values = baseline.forecast(samples, horizon, now, self.method, external)
         return np.where(np.isfinite(values), values, fallback)
 
-    def natural(
+    async def natural(
         self,
         cap: DerCapability,
         state: DerState,
@@ -131,19 +131,19 @@ class InputBuilder:
         if der.type is DerType.GENERATOR:
             return np.full(horizon.count, now_value)
         if der.type is DerType.EV_CHARGER:
-            _, needs = cap.ev_sessions(horizon, now, self._ev_delivered(cap, now))
+            _, needs = cap.ev_sessions(horizon, now, await self._ev_delivered(cap, now))
             return cap.ev_natural(horizon.count, needs, horizon.step_h)
         if der.type is DerType.PV:
             point = self._point(der.id, Quantity.AVAILABLE_POWER) or self._point(
                 der.id, Quantity.ACTIVE_POWER
             )
-            values = self._forecast(point, horizon, now, now_value, external)
+            values = await self._forecast(point, horizon, now, now_value, external)
             return np.clip(values, 0.0, max(der.ratings.p_max_kw, 0.0))
         point = self._point(der.id, Quantity.ACTIVE_POWER)
-        values = self._forecast(point, horizon, now, now_value, external)
+        values = await self._forecast(point, horizon, now, now_value, external)
         return np.clip(values, min(der.ratings.p_min_kw, 0.0), 0.0)
 
-    def _ev_delivered(self, cap: DerCapability, now: datetime) -> float:
+    async def _ev_delivered(self, cap: DerCapability, now: datetime) -> float:
         """Energy the running EV session received so far (from the stored P)."""
         session = cap.der.ev
         if session is None:
@@ -153,14 +153,14 @@ class InputBuilder:
         )
         if arrive > now:
             arrive -= timedelta(days=1)
-        samples = self._samples(self._point(cap.id, Quantity.ACTIVE_POWER), arrive, now)
+        samples = await self._samples(self._point(cap.id, Quantity.ACTIVE_POWER), arrive, now)
         if len(samples) < 2:
             return 0.0
         t = np.array([(s[0] - arrive).total_seconds() for s in samples])
         v = np.array([s[1] for s in samples])
         return float(-np.sum(v[:-1] * np.diff(t)) / 3600)
 
-    def other(self, horizon: Horizon, now: datetime, states: dict[str, DerState]) -> Floats:
+    async def other(self, horizon: Horizon, now: datetime, states: dict[str, DerState]) -> Floats:
         """Coupling-point P that no DER explains (pcc + sum of DER P), forecast per interval."""
         pcc_point = self._point(self.model.pcc, Quantity.ACTIVE_POWER)
         pcc_now = self.points.value(self.model.pcc, Quantity.ACTIVE_POWER)
@@ -173,12 +173,12 @@ class InputBuilder:
             horizon.step,
             days * (timedelta(days=1) // horizon.step) + 1,
         )
-        means = baseline.interval_means(self._samples(pcc_point, past.start, now), past)
+        means = baseline.interval_means(await self._samples(pcc_point, past.start, now), past)
         for der in self.model.caps:
             point = self._point(der, Quantity.ACTIVE_POWER)
             if point is None:
                 continue
-            der_means = baseline.interval_means(self._samples(point, past.start, now), past)
+            der_means = baseline.interval_means(await self._samples(point, past.start, now), past)
             means = means + np.where(np.isfinite(der_means), der_means, 0.0)
         pseudo: list[Sample] = [
             (past.start_of(i) + horizon.step / 2, float(means[i]))
@@ -189,7 +189,7 @@ class InputBuilder:
         values = baseline.forecast(pseudo, horizon, now, self.method)
         return np.where(np.isfinite(values), values, now_value)
 
-    def plan_input(
+    async def plan_input(
         self,
         now: datetime,
         horizon: Horizon,
@@ -200,13 +200,14 @@ class InputBuilder:
         ders = []
         for der_id, cap in self.model.caps.items():
             state = states[der_id]
-            nat = self.natural(cap, state, horizon, now, (external or {}).get(der_id))
+            nat = await self.natural(cap, state, horizon, now, (external or {}).get(der_id))
             lo, hi = np.empty(horizon.count), np.empty(horizon.count)
             for t in range(horizon.count):
                 lo[t], hi[t] = cap.p_range(float(nat[t]), state.online)
             needs: tuple[EnergyNeed, ...] = ()
             if cap.type is DerType.EV_CHARGER:
-                plugged, need_list = cap.ev_sessions(horizon, now, self._ev_delivered(cap, now))
+                delivered = await self._ev_delivered(cap, now)
+                plugged, need_list = cap.ev_sessions(horizon, now, delivered)
                 lo = np.where(plugged, lo, 0.0)
                 hi = np.where(plugged, hi, 0.0)
                 needs = tuple(need_list)
@@ -230,7 +231,7 @@ class InputBuilder:
         return PlanInput(
             horizon=horizon,
             ders=tuple(ders),
-            other_p=self.other(horizon, now, states),
+            other_p=await self.other(horizon, now, states),
             grid=self.model.grid,
             reserves=self.model.reserves(horizon),
             reservations=tuple(reservations),

@@ -25,7 +25,7 @@ import numpy as np
 
 from gateway.config import LoadedConfig
 from gateway.flex import flexibility
-from gateway.flex.baseline import History
+from gateway.flex.baseline import History, Sample, pairs
 from gateway.flex.conflict import (
     NotificationCheck,
     check_activation,
@@ -167,7 +167,7 @@ class FlexService:
                 )
             others = [r for r in self.reservations if r.end > now]
             horizon = self.model.horizon(now, reservation.end)
-            inp = self.inputs.plan_input(now, horizon, others, self._external())
+            inp = await self.inputs.plan_input(now, horizon, others, self._external())
             check: NotificationCheck = await asyncio.to_thread(
                 check_notification, inp, reservation, now
             )
@@ -334,7 +334,7 @@ class FlexService:
     async def _replan(self, now: datetime) -> tuple[Any, PlanResult]:
         self.reservations = [r for r in self.reservations if r.end > now]
         horizon = self.model.horizon(now, max((r.end for r in self.reservations), default=None))
-        inp = self.inputs.plan_input(now, horizon, self.reservations, self._external())
+        inp = await self.inputs.plan_input(now, horizon, self.reservations, self._external())
         plan = await asyncio.to_thread(schedule, inp)
         for reason in plan.violations:
             log.warning("plan: %s", reason)
@@ -503,7 +503,7 @@ class FlexService:
             upto if final else act.end,
             upto,
             run.setpoints,
-            self._measurements(act.start, upto),
+            await self._measurements(act.start, upto),
             final=final,
             note="; ".join(run.notes),
             reasons=run.decision.reasons,
@@ -518,23 +518,22 @@ class FlexService:
         await self.publisher.verification(v)
         return v
 
-    def _measurements(self, start: datetime, end: datetime) -> Measurements:
-        assert self.history is not None
+    async def _measurements(self, start: datetime, end: datetime) -> Measurements:
         margin = timedelta(minutes=1)
 
-        def series(q: Quantity) -> list[tuple[datetime, float]]:
+        async def series(q: Quantity) -> list[Sample]:
             found = self.points.find(self.model.pcc, q)
             if not found or self.history is None:
                 return []
-            return list(self.history.samples(found[0].point.id, start - margin, end))
+            return pairs(await self.history.range(found[0].point.id, start - margin, end + margin))
 
         return Measurements(
-            p=series(Quantity.ACTIVE_POWER),
-            q=series(Quantity.REACTIVE_POWER),
-            e_import=series(Quantity.ENERGY_IMPORT),
-            e_export=series(Quantity.ENERGY_EXPORT),
-            q_import=series(Quantity.REACTIVE_ENERGY_IMPORT),
-            q_export=series(Quantity.REACTIVE_ENERGY_EXPORT),
+            p=await series(Quantity.ACTIVE_POWER),
+            q=await series(Quantity.REACTIVE_POWER),
+            e_import=await series(Quantity.ENERGY_IMPORT),
+            e_export=await series(Quantity.ENERGY_EXPORT),
+            q_import=await series(Quantity.REACTIVE_ENERGY_IMPORT),
+            q_export=await series(Quantity.REACTIVE_ENERGY_EXPORT),
         )
 
     async def _end(self, at: datetime, note: str) -> None:
