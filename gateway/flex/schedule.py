@@ -42,8 +42,11 @@ M_RESERVE = 1e3
 #: accepting the candidate: a uniform share of its bands first, then more where it fits
 W_SHARE = 10.0
 W_ACCEPT = 1.0
-#: cost weight of the hypothetical worst-case trajectories relative to the base plan
+#: cost weight of the hypothetical worst-case trajectories relative to the base plan; in
+#: them stored energy costs more than anything else, so the worst case leans on the DERs
+#: without an energy limit and the storage energy it leaves stays on offer
 WORST_CASE_COST = 0.01
+WORST_CASE_STORAGE_PER_KWH = 0.05
 EPS = 1e-6
 
 
@@ -217,8 +220,12 @@ class _Builder:
         n = self.T - first
         sl = slice(first, self.T)
         lo, hi, nat = d.p_lo[sl], d.p_hi[sl], d.nat_clipped[sl]
-        weight = 1.0 if kind == "base" else WORST_CASE_COST
-        c = d.cap.cost_per_kwh * self.dt * weight
+        if kind == "base":
+            c = d.cap.cost_per_kwh * self.dt
+        elif d.storage is not None:
+            c = (d.cap.cost_per_kwh * WORST_CASE_COST + WORST_CASE_STORAGE_PER_KWH) * self.dt
+        else:
+            c = d.cap.cost_per_kwh * WORST_CASE_COST * self.dt
         name = d.id
 
         def tags(code: ReasonCode, lower: str, upper: str) -> Callable[[int], Tag]:
@@ -296,18 +303,30 @@ class _Builder:
         return traj
 
     def _ramp(self, d: DerPlanInput, traj: Trajectory, n: int) -> None:
-        if d.ramp_kw is None or n < 2:
+        """|P_t - P_t-1| <= ramp; a worst-case trajectory starts from the base plan's P in
+        the interval before it."""
+        if d.ramp_kw is None:
             return
         if d.ramp_kw >= float((d.p_hi - d.p_lo).max(initial=0.0)):
             return  # the ramp can cross the whole range within one interval
         tag = same(ReasonCode.RAMP, d.id, f"{d.id} ramp {d.ramp_kw:.1f} kW per interval")
-        step = np.diff(traj.const)
-        rows = self.lp.add_rows(
-            n - 1, -d.ramp_kw - step, d.ramp_kw - step, tag.series(traj.first + 1)
-        )
-        for cols, coef in traj.terms:
-            self.lp.coef(rows, cols[1:], coef)
-            self.lp.coef(rows, cols[:-1], -coef)
+        if n >= 2:
+            step = np.diff(traj.const)
+            rows = self.lp.add_rows(
+                n - 1, -d.ramp_kw - step, d.ramp_kw - step, tag.series(traj.first + 1)
+            )
+            for cols, coef in traj.terms:
+                self.lp.coef(rows, cols[1:], coef)
+                self.lp.coef(rows, cols[:-1], -coef)
+        base = self.traj["base"].get(d.id)
+        if traj.first > 0 and base is not None:
+            k = traj.first
+            step0 = float(traj.const[0] - base.const[k - 1])
+            row = self.lp.add_rows(1, -d.ramp_kw - step0, d.ramp_kw - step0, tag.at(k))
+            for cols, coef in traj.terms:
+                self.lp.coef(row, cols[0], coef)
+            for cols, coef in base.terms:
+                self.lp.coef(row, cols[k - 1], -coef)
 
     def _needs(self, d: DerPlanInput, kind: str) -> None:
         """EV energy needs hold in every trajectory (intervals before a worst-case

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from fwsim.clock import SimClock
-from fwsim.physics import Microgrid, PvModel, UnknownQuantity
+from fwsim.physics import LoadModel, Microgrid, PvModel, UnknownQuantity
 from gateway.config import Der, LoadedConfig
 from gateway.flex.model import FlexibilityForecast, Verification
 from gateway.loader import load_config
@@ -103,13 +103,16 @@ class Publisher:
 
 
 class Weather:
-    """A day-by-day cloud factor and a slow random walk on top of the clear-sky PV, and
-    noise on the load: history that a forecast can get wrong."""
+    """A day-by-day cloud factor and a slow random walk on top of the clear-sky PV, a
+    day-by-day level and noise on the load: history that a forecast can get wrong. It acts
+    on P only (the meter's energy counters do not see it): use it for forecast tests."""
 
-    def __init__(self, seed: int = 7, cloud_min: float = 0.55) -> None:
+    def __init__(self, seed: int = 7, cloud_min: float = 0.55, load_spread: float = 0.1) -> None:
         self.rng = random.Random(seed)
         self.cloud_min = cloud_min
+        self.load_spread = load_spread
         self.days: dict[int, float] = {}
+        self.load_days: dict[int, float] = {}
         self.walk = 0.0
 
     def pv_factor(self, t: datetime) -> float:
@@ -118,6 +121,13 @@ class Weather:
             self.days[day] = self.rng.uniform(self.cloud_min, 1.0)
         self.walk = max(-0.15, min(0.15, 0.98 * self.walk + self.rng.gauss(0, 0.01)))
         return max(0.0, min(1.0, self.days[day] + self.walk))
+
+    def load_factor(self, t: datetime) -> float:
+        day = t.toordinal()
+        if day not in self.load_days:
+            spread = self.load_spread
+            self.load_days[day] = self.rng.uniform(1 - spread, 1 + spread)
+        return self.load_days[day] * (1 + self.rng.gauss(0, 0.02))
 
 
 class Bench:
@@ -150,12 +160,16 @@ class Bench:
     def _apply_weather(self) -> None:
         if self.weather is None:
             return
-        factor = self.weather.pv_factor(self.clock.now())
+        now = self.clock.now()
+        factor = self.weather.pv_factor(now)
+        load = self.weather.load_factor(now)
         for model in self.grid.ders.values():
             if isinstance(model, PvModel):
                 # clouds lower what is available; the inverter's own ceiling stays apart
                 model.available_kw *= factor
                 model.p_kw = min(model.p_kw, model.available_kw)
+            elif isinstance(model, LoadModel):
+                model.p_kw *= load
 
     def sample(self) -> None:
         now = self.clock.now()
