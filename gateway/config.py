@@ -149,6 +149,9 @@ class FlexSettings(BaseModel):
     persistence_tau_min: float = Field(default=60.0, gt=0)
     #: weight of an external forecast against the history forecast where both exist
     external_weight: float = Field(default=0.8, ge=0, le=1)
+    #: share of a battery's usable energy the reservation plan keeps untouched in its worst
+    #: case, for what the forecast gets wrong
+    energy_margin_pct: float = Field(default=5.0, ge=0, le=50)
     #: accept activations that no accepted reservation covers
     allow_unreserved_activation: bool = False
     reserves: list[StandingReserve] = Field(default_factory=list)

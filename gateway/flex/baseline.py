@@ -137,7 +137,8 @@ def forecast(
     recent = [v for t, v in samples if now - horizon.step < t <= now and math.isfinite(v)]
     if recent:
         last = float(np.mean(recent))
-        ref = _profile_at(means, past, now, method)
+        # the profile where the recent samples lie (their mean time), not where `now` is
+        ref = _profile_at(means, past, now - horizon.step / 2, method)
         mids = (
             np.array([(horizon.start_of(i) - now).total_seconds() for i in range(horizon.count)])
             + horizon.step.total_seconds() / 2

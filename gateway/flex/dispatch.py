@@ -8,7 +8,8 @@ LP (HiGHS), one snapshot:
   pcc_p = pcc_p_measured - sum_d (P_d - P_d_measured)       (coupling point P > 0 imports)
   pcc_q = pcc_q_measured - sum_d (Q_d - Q_d_measured)
   objective tiers: coupling-point / line limit slack 1e6/kW > standing reserve and other
-  reservation headroom 1e4/kW > set-point shortfall 1e2/kW > cost_per_kwh * |P - base|.
+  reservation headroom 1e4/kW > set-point shortfall 1e2/kW > a battery's energy meant for
+  the reserved intervals ahead 2/kW > cost_per_kwh * |P - base|.
 Whatever the DERs cannot reach stays as shortfall; the binding limits in the tracking tier
 say why. A DER whose set point is its own controller's business (distributed manner) takes
 part in the first solve and is then held at its measurement (`held`): the loop corrects
@@ -29,6 +30,8 @@ M_LIMIT = 1e6
 M_RESERVE = 1e4
 W_TRACK = 1e2
 W_TRACK_Q = 1e1
+#: per kW of a battery beyond its preferred range (energy meant for later intervals)
+W_ENERGY_AHEAD = 2.0
 #: cost of moving Q by 1 kvar, relative to P (reactive power is nearly free, not quite)
 Q_COST = 1e-4
 
@@ -46,6 +49,10 @@ class DerNow:
     q_base: float = 0.0
     #: supervised only (a distributed DER that already has its target)
     held: bool = False
+    #: a battery's preferred range: within it the energy the reserved intervals ahead need
+    #: stays stored; leaving it costs more than any DER but less than missing the set point
+    keep_lo: float | None = None
+    keep_hi: float | None = None
 
     @property
     def id(self) -> str:
@@ -108,6 +115,17 @@ def dispatch(inp: DispatchInput) -> Dispatch:
         minus = lp.add_vars(1, 0.0, INF, d.cap.cost_per_kwh, None)
         row = lp.add_rows(1, base, base, None)  # P - plus + minus = base
         lp.coef(row, [p_col[d.id], plus[0], minus[0]], [1.0, -1.0, 1.0])
+        ahead = same(
+            ReasonCode.ENERGY, d.id, f"{d.id} energy kept for the reserved intervals ahead"
+        )
+        if d.keep_hi is not None and d.keep_hi < hi:
+            row = lp.add_rows(1, -INF, max(d.keep_hi, lo), ahead)
+            over = lp.add_vars(1, 0.0, INF, W_ENERGY_AHEAD, ahead)
+            lp.coef(row, [p_col[d.id], over[0]], [1.0, -1.0])
+        if d.keep_lo is not None and d.keep_lo > lo:
+            row = lp.add_rows(1, min(d.keep_lo, hi), INF, ahead)
+            under = lp.add_vars(1, 0.0, INF, W_ENERGY_AHEAD, ahead)
+            lp.coef(row, [p_col[d.id], under[0]], [1.0, 1.0])
     for d in q_movable:
         q_lo, q_hi = d.cap.q_bounds()
         tag = same(ReasonCode.REACTIVE, d.id, f"{d.id} reactive capability")

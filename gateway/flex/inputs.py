@@ -236,6 +236,7 @@ class InputBuilder:
             reserves=self.model.reserves(horizon),
             reservations=tuple(reservations),
             other_q=other_q,
+            energy_margin=self.model.settings.energy_margin_pct / 100,
         )
 
     def snapshot(
@@ -248,28 +249,21 @@ class InputBuilder:
     ) -> tuple[dict[str, DerState], list[DerNow], tuple[Headroom, ...]]:
         """DER states and their reach now; `until` is how long storage must sustain it."""
         states = self.model.states(self.points)
-        hours = max(
-            (until - now).total_seconds() / 3600, self.model.settings.control_cycle_s / 3600
-        )
         index = None if plan is None else plan.horizon.index(now)
-        reserve_energy = self._reserve_energy()
         out = []
         for der_id, cap in self.model.caps.items():
             state = states[der_id]
             natural = cap.natural_now(state)
             lo, hi = cap.p_range(natural, state.online)
             storage = cap.storage(state)
+            prefer: tuple[float | None, float | None] = (None, None)
             if storage is not None:
-                up_e, down_e = reserve_energy.get(der_id, (0.0, 0.0))
-                kept = Storage(
-                    storage.e0_kwh,
-                    storage.e_min_kwh + up_e,
-                    storage.e_max_kwh - down_e,
-                    storage.eta_charge,
-                    storage.eta_discharge,
-                )
-                hi = min(hi, kept.max_discharge_kw(storage.e0_kwh, hours))
-                lo = max(lo, -kept.max_charge_kw(storage.e0_kwh, hours))
+                # what the standing reserves keep is a hard floor; over how long it must
+                # last: the current interval under a plan, else the activation
+                last = until if plan is None or index is None else plan.horizon.end_of(index)
+                lo, hi = self._energy_reach(der_id, storage, None, None, now, last, lo, hi)
+                if plan is not None and index is not None:
+                    prefer = self._energy_reach(der_id, storage, plan, index, now, until, lo, hi)
             if cap.type is DerType.EV_CHARGER and cap.der.ev is not None:
                 single = Horizon.covering(now, self.model.step, self.model.step)
                 plugged, _ = cap.ev_sessions(single, now)
@@ -289,6 +283,8 @@ class InputBuilder:
                     p_base=base,
                     q_base=0.0,
                     held=der_id in held,
+                    keep_lo=prefer[0],
+                    keep_hi=prefer[1],
                 )
             )
         keep = [
@@ -301,6 +297,35 @@ class InputBuilder:
             Headroom(rid, service, all_ders, up, down) for rid, service, up, down in keep_bands
         ]
         return states, out, tuple(keep)
+
+    def _energy_reach(
+        self,
+        der_id: str,
+        st: Storage,
+        plan: PlanResult | None,
+        index: int | None,
+        now: datetime,
+        until: datetime,
+        lo: float,
+        hi: float,
+    ) -> tuple[float, float]:
+        """With a plan: the range that leaves the plan's energy floor (ceiling) in store at
+        the end of the current interval, so the reserved bands ahead stay covered. Without:
+        the range whose energy lasts until `until` above what standing reserves keep."""
+        if plan is not None and index is not None and der_id in plan.energy_floor:
+            left_h = (plan.horizon.end_of(index) - now).total_seconds() / 3600
+            hours = max(left_h, self.model.settings.control_cycle_s / 3600)
+            floor = float(plan.energy_floor[der_id][index + 1])
+            ceiling = float(plan.energy_ceiling[der_id][index + 1])
+        else:
+            up_e, down_e = self._reserve_energy().get(der_id, (0.0, 0.0))
+            floor, ceiling = st.e_min_kwh + up_e, st.e_max_kwh - down_e
+            hours = max(
+                (until - now).total_seconds() / 3600, self.model.settings.control_cycle_s / 3600
+            )
+        hi = min(hi, max(st.e0_kwh - floor, 0.0) * st.eta_discharge / hours)
+        lo = max(lo, -max(ceiling - st.e0_kwh, 0.0) / st.eta_charge / hours)
+        return lo, hi
 
     def _reserve_energy(self) -> dict[str, tuple[float, float]]:
         """Stored energy each battery keeps for the standing reserves: (above floor, below

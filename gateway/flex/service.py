@@ -23,10 +23,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from gateway.config import LoadedConfig
+from gateway.config import DerType, LoadedConfig
 from gateway.flex import flexibility
 from gateway.flex.baseline import History, Sample, pairs
 from gateway.flex.conflict import (
+    TOLERANCE_KW,
     NotificationCheck,
     check_activation,
     check_notification,
@@ -139,7 +140,8 @@ class FlexService:
         self.plan: PlanResult | None = None
         self.running: Running | None = None
         self._lock = asyncio.Lock()
-        self._commanded: set[str] = set()
+        #: DERs the plan currently moves away from their natural output
+        self._steered: set[str] = set()
         self._plan_at: datetime | None = None
         self._last_forecast: datetime | None = None
 
@@ -310,15 +312,15 @@ class FlexService:
     async def step(self) -> None:
         """One cycle: the activation (if any), else the plan; forecasts at interval starts."""
         now = self.clock.now()
+        fresh = None
         if self.plan is None or self._plan_at is None or now - self._plan_at >= self.model.step:
-            await self._replan(now)
+            fresh = await self._replan(now)
         if self.running is not None:
             await self._cycle(now)
         else:
             await self._execute_plan(now)
-        due = self._last_forecast is None or now - self._last_forecast >= self.model.step
-        if due:
-            inp, plan = await self._replan(now)
+        if self._last_forecast is None or now - self._last_forecast >= self.model.step:
+            inp, plan = fresh or await self._replan(now)
             ff = await asyncio.to_thread(flexibility.forecast, self.model.microgrid, inp, plan, now)
             self._last_forecast = now
             await self.publisher.forecast(ff)
@@ -422,13 +424,21 @@ class FlexService:
             await asyncio.to_thread(self.records.pcc_setpoint, act.id, sp.start, p, q)
         held = set(run.targeted)
         result = await self._dispatch(now, self.plan, act, run.reservation, p, q, held)
+        retarget: set[str] = set()
+        if held and not result.met:
+            # the centralized DERs alone fall short: new targets for the distributed ones
+            free = await self._dispatch(now, self.plan, act, run.reservation, p, q, set())
+            if abs(free.shortfall_p_kw) < abs(result.shortfall_p_kw) - TOLERANCE_KW:
+                deadband = self.model.settings.setpoint_deadband_kw
+                retarget = {i for i in held if abs(free.p[i] - run.targeted[i]) > deadband}
+                result = free
         run.last = result
         targets: dict[str, Target] = {}
         for der_id, cap in self.model.caps.items():
             if not (cap.p_controllable or cap.q_controllable):
                 continue
             if cap.distributed:
-                if der_id in run.targeted:
+                if der_id in run.targeted and der_id not in retarget:
                     continue  # its own controller pursues the target; supervised below
                 run.targeted[der_id] = result.p[der_id]
             targets[der_id] = Target(
@@ -448,7 +458,6 @@ class FlexService:
         results, notes = await self.writer.apply(
             targets, self.model.caps, states, f"flex:{origin_id}", now, force=force
         )
-        self._commanded.update(t for t in targets)
         rows = [
             (
                 item.der,
@@ -460,21 +469,28 @@ class FlexService:
             )
             for item, res in results
         ]
-        await asyncio.to_thread(self.records.setpoints, origin_id, now, rows)
+        if rows:
+            await asyncio.to_thread(self.records.setpoints, origin_id, now, rows)
         for note in notes:
             log.warning("%s: %s", origin_id, note)
             if self.running is not None and note not in self.running.notes:
                 self.running.notes.append(note)
 
     def _supervise(self, run: Running, now: datetime) -> None:
-        """A distributed DER far from its target is noted once (the loop compensates)."""
+        """A distributed DER far from its target is noted once (the loop compensates). A
+        curtail-only DER (PV) cannot exceed what is available: its target counts up to that."""
         if run.cycles < 3:
             return
+        states = self.model.states(self.points)
         for der_id, target in run.targeted.items():
-            measured = self.points.value(der_id, Quantity.ACTIVE_POWER)
+            measured = states[der_id].p_kw
             if measured is None or der_id in run.supervised_notes:
                 continue
-            if abs(measured - target) > max(1.0, 0.1 * abs(target)):
+            cap = self.model.caps[der_id]
+            expected = target
+            if cap.type is DerType.PV:
+                expected = min(target, cap.natural_now(states[der_id]))
+            if abs(measured - expected) > max(1.0, 0.1 * abs(expected)):
                 run.supervised_notes.add(der_id)
                 note = f"{der_id} (distributed) is at {measured:.1f} kW, target {target:.1f} kW"
                 run.notes.append(note)
@@ -552,31 +568,38 @@ class FlexService:
         self.running = None
 
     async def _release(self, now: datetime, origin_id: str) -> None:
-        targets = self._plan_targets(now, everyone=True)
+        """After an activation every controllable DER goes back to its plan."""
         self.writer.forget()
-        await self._write(now, origin_id, targets, force=True)
+        self._steered = set(self.model.caps)
+        await self._write(now, origin_id, self._plan_targets(now), force=True)
 
-    def _plan_targets(self, now: datetime, everyone: bool) -> dict[str, Target]:
-        """The plan's set point for each controllable DER now (natural where no plan)."""
+    def _plan_targets(self, now: datetime) -> dict[str, Target]:
+        """Set points of the DERs the plan moves away from their natural output (e.g. a
+        battery pre-charging for a reserve); DERs the plan no longer moves but the MGMS
+        steered are released once (a battery to 0, a PV ceiling lifted, a load uncurtailed).
+        Forecast noise never steers a DER: only the plan's own deviation from natural does."""
         plan = self.plan
         i = None if plan is None else plan.horizon.index(now)
         states = self.model.states(self.points)
         out = {}
+        moving: set[str] = set()
         for der_id, cap in self.model.caps.items():
             if not cap.p_controllable:
                 continue
-            natural = cap.natural_now(states[der_id])
-            value = natural
+            q = 0.0 if cap.q_controllable else None
             if plan is not None and i is not None and der_id in plan.p:
-                value = float(plan.p[der_id][i])
-            moved = abs(value - natural) > self.model.settings.setpoint_deadband_kw
-            if everyone or moved or der_id in self._commanded:
-                q = 0.0 if cap.q_controllable else None
-                out[der_id] = Target(der_id, value, q)
+                deviation = float(plan.p[der_id][i] - plan.natural[der_id][i])
+                if abs(deviation) > self.model.settings.setpoint_deadband_kw:
+                    out[der_id] = Target(der_id, float(plan.p[der_id][i]), q)
+                    moving.add(der_id)
+                    continue
+            if der_id in self._steered:
+                out[der_id] = Target(der_id, cap.natural_now(states[der_id]), q)
+        self._steered = moving
         return out
 
     async def _execute_plan(self, now: datetime) -> None:
         """Outside activations the DERs follow the plan (e.g. pre-charging for a reserve)."""
-        targets = self._plan_targets(now, everyone=False)
+        targets = self._plan_targets(now)
         if targets:
             await self._write(now, "plan", targets)

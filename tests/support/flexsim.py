@@ -157,6 +157,14 @@ class Bench:
     def now(self) -> datetime:
         return self.clock.now()
 
+    @classmethod
+    def warmed(cls, start: datetime, days: float = 2.0, sample_s: float = 2.0) -> Bench:
+        """A bench at `start` with `days` of history behind it (sampled every minute)."""
+        bench = cls(start - timedelta(days=days), sample_s=60.0)
+        bench.advance(days * 86400, step=60.0)
+        bench.sample_s = sample_s
+        return bench
+
     def _apply_weather(self) -> None:
         if self.weather is None:
             return

@@ -7,62 +7,62 @@ import numpy as np
 import pytest
 
 from gateway.flex import flexibility
-from gateway.flex.schedule import schedule
+from gateway.flex.model import FlexibilityForecast
+from gateway.flex.schedule import PlanInput, PlanResult, schedule
 from tests.support.flexplan import FCR, HORIZON, check_plan, demo_input, up_band
 
 SAMPLE = (2, 30, 46, 68, 80)  # night, morning, noon, evening peak, late
 
 
-def forecast(**kw: object) -> tuple[object, object, object]:
-    inp = demo_input(**kw)  # type: ignore[arg-type]
+def forecast(inp: PlanInput) -> tuple[PlanInput, PlanResult, FlexibilityForecast]:
     plan = schedule(inp)
     return inp, plan, flexibility.forecast("demo", inp, plan, HORIZON.start)
 
 
 @pytest.mark.parametrize("soc", [50.0, 12.0, 88.0])
 def test_every_offer_is_deliverable_and_tight(soc: float) -> None:
-    inp, plan, ff = forecast(soc=soc, reserves=(FCR,))
+    inp, plan, ff = forecast(demo_input(soc=soc, reserves=(FCR,)))
     for i in SAMPLE:
-        iv = ff.intervals[i]  # type: ignore[attr-defined]
-        assert iv.baseline_p_kw == pytest.approx(plan.pcc_p[i])  # type: ignore[attr-defined]
+        iv = ff.intervals[i]
+        assert iv.baseline_p_kw == pytest.approx(plan.pcc_p[i])
         for up, down in ((iv.p_up_kw, 0.0), (0.0, iv.p_down_kw)):
             if up + down < 0.5:
                 continue
             res = up_band("probe", i, i, up, down)
-            got = schedule(inp, res)  # type: ignore[arg-type]
-            check_plan(inp, got)  # type: ignore[arg-type]
+            got = schedule(inp, res)
+            check_plan(inp, got)
             a_up, a_down = got.accepted["probe"]
             assert a_up[i] == pytest.approx(up, abs=1e-3) and a_down[i] == pytest.approx(
                 down, abs=1e-3
             )
             more = up_band("probe", i, i, up + 2.0 if up else 0.0, down + 2.0 if down else 0.0)
-            extra = schedule(inp, more).accepted["probe"]  # type: ignore[arg-type]
+            extra = schedule(inp, more).accepted["probe"]
             if soc == 50.0:  # power-limited: the offer is the real edge
                 assert extra[0][i] + extra[1][i] < up + down + 1.0
 
 
 def test_selling_a_band_lowers_the_offer_by_it_and_keeps_the_rest_deliverable() -> None:
-    _, _, before = forecast()
+    _, _, before = forecast(demo_input())
     sold = up_band("r1", 68, 75, 30.0)
-    inp, plan, after = forecast(reservations=(sold,))
+    inp, _, after = forecast(demo_input(reservations=(sold,)))
     for i in range(68, 76):
-        b, a = before.intervals[i], after.intervals[i]  # type: ignore[attr-defined]
+        b, a = before.intervals[i], after.intervals[i]
         # never more than what is left; here the load can carry the sold band, so no less
         assert a.p_up_kw <= b.p_up_kw - 30.0 + 1e-3
         assert a.p_up_kw >= b.p_up_kw - 30.0 - 0.5
     # outside the sold period only the energy it may use limits the offer
-    assert after.intervals[40].p_up_kw == pytest.approx(before.intervals[40].p_up_kw, abs=1e-6)  # type: ignore[attr-defined]
+    assert after.intervals[40].p_up_kw == pytest.approx(before.intervals[40].p_up_kw, abs=1e-6)
     i = 70
-    left = after.intervals[i].p_up_kw  # type: ignore[attr-defined]
-    both = schedule(inp, up_band("r2", i, i, left))  # type: ignore[arg-type]
+    left = after.intervals[i].p_up_kw
+    both = schedule(inp, up_band("r2", i, i, left))
     assert both.accepted["r2"][0][i] == pytest.approx(left, abs=1e-3)
     assert both.accepted["r1"][0][68:76] == pytest.approx(np.full(8, 30.0), abs=1e-6)
 
 
 def test_reactive_limits_follow_the_s_rating_at_planned_power() -> None:
-    _, _, ff = forecast()
-    noon = ff.intervals[47]  # type: ignore[attr-defined]
-    night = ff.intervals[4]  # type: ignore[attr-defined]
+    _, _, ff = forecast(demo_input())
+    noon = ff.intervals[47]
+    night = ff.intervals[4]
     # at night the PV inverter's whole S (66) and the battery's (60) are free: 126 > 100 limit
     assert night.q_max_kvar == pytest.approx(100.0) and night.q_min_kvar == pytest.approx(-100.0)
     # at noon the PV runs near 60 kW: sqrt(66^2 - P^2) left, plus the idle battery's 60
