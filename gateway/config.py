@@ -7,6 +7,7 @@ coupling-point P > 0 imports from the grid.
 from __future__ import annotations
 
 import enum
+import ipaddress
 from datetime import datetime, time
 from pathlib import Path
 
@@ -169,6 +170,40 @@ class Microgrid(BaseModel):
     name: str = ""
 
 
+class OpsConfig(BaseModel):
+    """The operations listener: /healthz, /readyz, /metrics and the status page."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    #: an IP address; loopback by default (reach it over SSH); any other needs a token
+    listen: str = "127.0.0.1"
+    port: int = Field(default=8780, ge=0, le=65535)
+    #: file holding the operator's bearer token (required off loopback; /healthz stays open)
+    operator_token_file: Path | None = None
+    #: how long start-up waits for every device's first connection attempt before READY
+    ready_wait_s: float = Field(default=15.0, ge=0)
+    #: how long a stop waits for shutdown hooks (activation, outbox) before closing links
+    drain_s: float = Field(default=5.0, ge=0)
+
+    @model_validator(mode="after")
+    def _guarded_off_loopback(self) -> OpsConfig:
+        try:
+            address = ipaddress.ip_address(self.listen)
+        except ValueError:
+            raise ValueError(f"listen must be an IP address, got {self.listen!r}") from None
+        if not address.is_loopback and self.operator_token_file is None:
+            raise ValueError(
+                f"listen {self.listen} is not loopback: set operator_token_file so only "
+                "operators can read the status page and metrics"
+            )
+        return self
+
+    @property
+    def loopback(self) -> bool:
+        return ipaddress.ip_address(self.listen).is_loopback
+
+
 class GatewayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -181,6 +216,7 @@ class GatewayConfig(BaseModel):
     retention_days: float = Field(default=30.0, gt=0)
     #: cap of the reconnect backoff in seconds
     reconnect_max_s: float = Field(default=30.0, gt=0)
+    ops: OpsConfig = Field(default_factory=OpsConfig)
     internal_limits: list[InternalLimit] = Field(default_factory=list)
     flex: FlexSettings = Field(default_factory=FlexSettings)
 

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 
-async def until(predicate: Callable[[], object], within: float = 5.0, step: float = 0.01) -> None:
+async def until(predicate: Callable[[], object], within: float = 20.0, step: float = 0.01) -> None:
     """Return once predicate() is truthy; TimeoutError after `within` seconds."""
 
     async def poll() -> None:
