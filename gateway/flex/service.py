@@ -45,6 +45,8 @@ from gateway.flex.model import (
     DecisionStatus,
     FlexibilityForecast,
     NotificationDecision,
+    Reason,
+    ReasonCode,
     Reservation,
     Verification,
 )
@@ -97,6 +99,22 @@ class Running:
     supervised_notes: set[str] = field(default_factory=set)
     last: Dispatch | None = None
     notes: list[str] = field(default_factory=list)
+
+
+def _fits(asked: Reservation, held: Reservation) -> str:
+    """How much of a reservation would fit, as the smallest share of its bands."""
+    shares = []
+    for want, got in zip(asked.bands, held.bands, strict=True):
+        for a, b in (
+            (want.p_up_kw, got.p_up_kw),
+            (want.p_down_kw, got.p_down_kw),
+            (want.q_up_kvar, got.q_up_kvar),
+            (want.q_down_kvar, got.q_down_kvar),
+        ):
+            if a > 0:
+                shares.append(b / a)
+    share = min(shares, default=0.0)
+    return f"at most {100 * share:.0f} % of the reserved bands fit; nothing was held"
 
 
 def baseline_to_json(b: Baseline) -> dict[str, Any]:
@@ -157,8 +175,14 @@ class FlexService:
         await self.publisher.forecast(ff)
         return ff
 
-    async def notify(self, reservation: Reservation) -> NotificationDecision:
-        """Check a Reserve Notification, hold what fits, record the decision."""
+    def reservation(self, reservation_id: str) -> Reservation | None:
+        """An accepted reservation still held."""
+        return next((r for r in self.reservations if r.id == reservation_id), None)
+
+    async def notify(self, reservation: Reservation, partial: bool = True) -> NotificationDecision:
+        """Check a Reserve Notification, hold what fits, record the decision. With
+        `partial` off, a reservation that does not fit whole is refused (nothing held) and
+        the reasons say how much would fit."""
         async with self._lock:
             now = self.clock.now()
             known = await asyncio.to_thread(self.records.reservation_status, reservation.id)
@@ -174,6 +198,13 @@ class FlexService:
                 check_notification, inp, reservation, now
             )
             decision = check.decision
+            if not partial and decision.status is DecisionStatus.CURTAILED:
+                assert decision.accepted is not None
+                fits = _fits(reservation, decision.accepted)
+                fits_reason = Reason(ReasonCode.BAND, reservation.id, fits)
+                decision = NotificationDecision(
+                    reservation.id, DecisionStatus.REFUSED, None, (*decision.reasons, fits_reason)
+                )
             await asyncio.to_thread(
                 self.records.save_reservation,
                 now,
@@ -182,7 +213,7 @@ class FlexService:
                 decision.accepted,
                 decision.reasons,
             )
-            if decision.accepted is not None:
+            if decision.accepted is not None and check.plan is not None:
                 self.reservations = [*others, decision.accepted]
                 self.plan = check.plan
                 self._plan_at = now
