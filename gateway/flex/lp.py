@@ -58,7 +58,14 @@ class _Names:
 
 
 def _vector(value: ArrayLike, n: int, what: str) -> Floats:
-    arr = np.broadcast_to(np.asarray(value, dtype=np.float64), (n,)).copy()
+    if isinstance(value, float | int):
+        arr = np.full(n, float(value))
+    else:
+        arr = np.array(value, dtype=np.float64).reshape(-1)
+        if arr.size == 1 and n != 1:
+            arr = np.full(n, arr[0])
+        elif arr.size != n:
+            raise ValueError(f"{what}: {arr.size} values for {n} entries")
     if np.isnan(arr).any():
         raise ValueError(f"{what}: NaN in LP data")
     return arr
@@ -152,15 +159,17 @@ class Lp:
         return idx
 
     def coef(self, rows: ArrayLike, cols: ArrayLike, vals: ArrayLike) -> None:
-        """Add coefficients A[rows, cols] += vals (broadcast together)."""
-        r, c, v = np.broadcast_arrays(
-            np.asarray(rows, dtype=np.int64),
-            np.asarray(cols, dtype=np.int64),
-            np.asarray(vals, dtype=np.float64),
-        )
-        self._a_rows.append(r.ravel().copy())
-        self._a_cols.append(c.ravel().copy())
-        self._a_vals.append(v.ravel().copy())
+        """Add coefficients A[rows, cols] += vals (a single value repeats to the others'
+        length)."""
+        r = np.array(rows, dtype=np.int64).reshape(-1)
+        c = np.array(cols, dtype=np.int64).reshape(-1)
+        v = np.array(vals, dtype=np.float64).reshape(-1)
+        n = max(r.size, c.size, v.size)
+        if {r.size, c.size, v.size} - {1, n}:
+            raise ValueError(f"{self.name}: coefficient arrays of {r.size}, {c.size}, {v.size}")
+        self._a_rows.append(r if r.size == n else np.full(n, r[0], dtype=np.int64))
+        self._a_cols.append(c if c.size == n else np.full(n, c[0], dtype=np.int64))
+        self._a_vals.append(v if v.size == n else np.full(n, v[0]))
 
     def _matrix(self) -> tuple[NDArray[np.int32], NDArray[np.int32], Floats]:
         if not self._a_rows:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 from numpy.typing import NDArray
@@ -138,14 +139,22 @@ class PlanInput:
         return next((d for d in self.ders if d.id == der_id), None)
 
 
+def _span(horizon: Horizon, start: datetime, end: datetime) -> range:
+    """Horizon intervals overlapping [start, end)."""
+    first = max((start - horizon.start) // horizon.step, 0)
+    last = min(-((horizon.start - end) // horizon.step), horizon.count)  # ceil
+    return range(first, max(last, first))
+
+
 def bands_on(reservation: Reservation, horizon: Horizon) -> tuple[Floats, Floats]:
     """Up and down P band per horizon interval (the largest band overlapping it)."""
     up, down = np.zeros(horizon.count), np.zeros(horizon.count)
     for band in reservation.bands:
-        for i in range(horizon.count):
-            if band.start < horizon.end_of(i) and horizon.start_of(i) < band.end:
-                up[i] = max(up[i], band.p_up_kw)
-                down[i] = max(down[i], band.p_down_kw)
+        span = _span(horizon, band.start, band.end)
+        if span:
+            sl = slice(span.start, span.stop)
+            up[sl] = np.maximum(up[sl], band.p_up_kw)
+            down[sl] = np.maximum(down[sl], band.p_down_kw)
     return up, down
 
 
