@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from gateway.flex.intervals import Horizon
 from gateway.flex.model import (
     Activation,
     Band,
@@ -23,6 +24,11 @@ from gateway.flex.model import (
 )
 from gateway.flex.verify import MIN_REQUEST
 from gateway.smartapi import flexibility as sa
+from gateway.smartapi.messages import TimeSeries
+from gateway.smartapi.vocab import QuantityKind
+
+#: a power unit -> kW
+_TO_KW = {"KiloW": 1.0, "W": 1e-3, "MegaW": 1e3}
 
 
 def reservation_of(notification: sa.ReserveNotification) -> Reservation:
@@ -181,3 +187,42 @@ def _missing() -> sa.VerificationInterval:
     return sa.VerificationInterval(
         p_set_kw=0.0, p_baseline_kw=0.0, p_measured_kw=0.0, p_delivered_kw=0.0, p_percent=0.0
     )
+
+
+class ExternalForecasts:
+    """The latest external forecast per DER (a Smart API active-power time series, e.g. a PV
+    forecast from a forecast service), as the service's `external` source: each call maps
+    them onto the horizon asked for. An interval takes the time mean of the values that
+    overlap it; intervals the series does not cover are None (the history decides)."""
+
+    def __init__(self) -> None:
+        self._series: dict[str, TimeSeries] = {}
+
+    def update(self, der: str, series: TimeSeries) -> None:
+        if series.quantity is not QuantityKind.ACTIVE_POWER or series.unit not in _TO_KW:
+            raise ValueError(
+                f"DER {der!r}: an external forecast must be active power in W, kW or MW, "
+                f"not {series.quantity} in {series.unit}"
+            )
+        self._series[der] = series
+
+    def __call__(self, horizon: Horizon) -> dict[str, list[float | None]]:
+        return {der: on_horizon(s, horizon) for der, s in self._series.items()}
+
+
+def on_horizon(series: TimeSeries, horizon: Horizon) -> list[float | None]:
+    factor = _TO_KW[series.unit]
+    out: list[float | None] = []
+    for i in range(horizon.count):
+        a, b = horizon.start_of(i), horizon.end_of(i)
+        total = weight = 0.0
+        for k, value in enumerate(series.values):
+            s0 = series.start + k * series.step
+            s1 = s0 + series.step
+            overlap = (min(b, s1) - max(a, s0)).total_seconds()
+            if overlap > 0:
+                total += value * overlap
+                weight += overlap
+        full = weight >= 0.5 * (b - a).total_seconds()
+        out.append(factor * total / weight if full else None)
+    return out

@@ -7,7 +7,8 @@ The composition root builds one `FlexService` and
   (they check, decide, record and return the decision for the response) and
   `forecast()` when the AMS asks for a Flexibility Forecast.
 Messages for the AMS (forecasts and verifications) go to the `FlexPublisher` (the
-northbound outbox).
+northbound outbox). `external`, if given, returns per DER an external forecast of its P on
+the horizon asked for (gateway.flex.messages.ExternalForecasts holds Smart API series).
 
 LP solves run in a worker thread; the point table is read on the event loop thread only.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -143,7 +144,7 @@ class FlexService:
         publisher: FlexPublisher,
         history: History | None = None,
         clock: Clock | None = None,
-        external: Callable[[], dict[str, list[float | None]]] | None = None,
+        external: Callable[[Horizon], Mapping[str, Sequence[float | None]]] | None = None,
     ) -> None:
         self.model = FlexModel.build(config, points)
         self.points = points
@@ -193,7 +194,7 @@ class FlexService:
                 )
             others = [r for r in self.reservations if r.end > now]
             horizon = self.model.horizon(now, reservation.end)
-            inp = await self.inputs.plan_input(now, horizon, others, self._external())
+            inp = await self.inputs.plan_input(now, horizon, others, self._external(horizon))
             check: NotificationCheck = await asyncio.to_thread(
                 check_notification, inp, reservation, now
             )
@@ -358,8 +359,8 @@ class FlexService:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _external(self) -> dict[str, list[float | None]] | None:
-        return self.external() if self.external is not None else None
+    def _external(self, horizon: Horizon) -> Mapping[str, Sequence[float | None]] | None:
+        return self.external(horizon) if self.external is not None else None
 
     def _q_base(self) -> float:
         return self.points.value(self.model.pcc, Quantity.REACTIVE_POWER) or 0.0
@@ -367,7 +368,8 @@ class FlexService:
     async def _replan(self, now: datetime) -> tuple[Any, PlanResult]:
         self.reservations = [r for r in self.reservations if r.end > now]
         horizon = self.model.horizon(now, max((r.end for r in self.reservations), default=None))
-        inp = await self.inputs.plan_input(now, horizon, self.reservations, self._external())
+        external = self._external(horizon)
+        inp = await self.inputs.plan_input(now, horizon, self.reservations, external)
         plan = await asyncio.to_thread(schedule, inp)
         for reason in plan.violations:
             log.warning("plan: %s", reason)

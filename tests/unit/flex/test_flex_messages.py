@@ -115,3 +115,32 @@ def test_verification_message_counts_from_the_coupling_point_and_fills_gaps() ->
     )
     assert interim is not None and interim.id == f"a-1.v{int(T0.timestamp())}"
     assert verification_message(Verification("a-1", None, (), False), SENDER, "m", T0) is None
+
+
+def test_external_forecast_series_onto_the_horizon() -> None:
+    from gateway.flex.intervals import Horizon
+    from gateway.flex.messages import ExternalForecasts
+    from gateway.smartapi.messages import TimeSeries
+    from gateway.smartapi.vocab import QuantityKind
+
+    # hourly values in W from 17:00; the horizon has quarter hours from 16:45
+    series = TimeSeries(
+        quantity=QuantityKind.ACTIVE_POWER,
+        unit="W",
+        start=T0,
+        step=timedelta(hours=1),
+        values=(20000.0, 8000.0),
+    )
+    forecasts = ExternalForecasts()
+    forecasts.update("pv1", series)
+    got = forecasts(Horizon(T0 - Q, Q, 10))["pv1"]
+    assert got[0] is None  # before the series
+    assert got[1:5] == [pytest.approx(20.0)] * 4 and got[5:9] == [pytest.approx(8.0)] * 4
+    assert got[9] is None
+    with pytest.raises(ValueError, match="must be active power"):
+        forecasts.update(
+            "pv1",
+            TimeSeries(
+                quantity=QuantityKind.ENERGY, unit="KiloW-HR", start=T0, step=Q, values=(1.0,)
+            ),
+        )

@@ -291,3 +291,17 @@ async def test_the_plan_precharges_before_a_reserved_period(tmp_path: Path) -> N
     assert final.final and len(final.intervals) == 12
     assert min(iv.delivered_pct or 0.0 for iv in final.intervals) >= 95.0
     w.records.close()
+
+
+async def test_an_external_pv_forecast_moves_the_baseline(world: World) -> None:
+    from gateway.flex.intervals import Horizon
+
+    def cloudy(horizon: Horizon) -> dict[str, list[float | None]]:
+        return {"pv1": [0.0] * horizon.count}  # the forecast service expects no sun
+
+    plain = await world.service.forecast()
+    world.service.external = cloudy
+    clouded = await world.service.forecast()
+    # PV produces ~14 kW now; with 80 % weight on a forecast of 0 the import rises
+    i = 3
+    assert clouded.intervals[i].baseline_p_kw > plain.intervals[i].baseline_p_kw + 5.0
