@@ -251,20 +251,11 @@ class DerCapability:
         return out
 
     def q_bounds(self) -> tuple[float, float]:
-        """Fixed Q bounds used as column bounds in an LP (the facets do the rest)."""
-        if not self.q_controllable:
-            return 0.0, 0.0
+        """Fixed Q bounds for an LP column (the facets add the P-dependent part): the
+        widest range any P allows, by the same rules as `q_range`."""
         r = self.der.ratings
-        big = r.s_max_kva if r.s_max_kva is not None else math.inf
-        lo = r.q_min_kvar if r.q_min_kvar is not None else -big
-        hi = r.q_max_kvar if r.q_max_kvar is not None else big
-        if math.isinf(lo) or math.isinf(hi):
-            if self._pf_slope() is None:
-                return 0.0, 0.0
-            reach = self._pf_slope() or 0.0
-            p_abs = max(abs(r.p_min_kw), abs(r.p_max_kw))
-            lo, hi = -reach * p_abs, reach * p_abs
-        return min(lo, 0.0), max(hi, 0.0)
+        p_abs = max(abs(r.p_min_kw), abs(r.p_max_kw))
+        return self._q_window(0.0, p_abs)
 
     # -- over a horizon -----------------------------------------------------------------
 

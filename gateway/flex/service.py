@@ -52,7 +52,7 @@ from gateway.flex.model import (
     Verification,
 )
 from gateway.flex.records import FlexRecords
-from gateway.flex.schedule import PlanResult, schedule
+from gateway.flex.schedule import PlanInput, PlanResult, schedule
 from gateway.flex.verify import Baseline, Measurements, Setpoint, verify
 from gateway.mapping import Quantity
 from gateway.points import PointTable
@@ -365,7 +365,7 @@ class FlexService:
     def _q_base(self) -> float:
         return self.points.value(self.model.pcc, Quantity.REACTIVE_POWER) or 0.0
 
-    async def _replan(self, now: datetime) -> tuple[Any, PlanResult]:
+    async def _replan(self, now: datetime) -> tuple[PlanInput, PlanResult]:
         self.reservations = [r for r in self.reservations if r.end > now]
         horizon = self.model.horizon(now, max((r.end for r in self.reservations), default=None))
         external = self._external(horizon)
