@@ -9,6 +9,7 @@ from gateway.mapping import Device
 
 #: protocol name -> "module:ClassName"
 DRIVERS: dict[str, str] = {
+    "iec61850": "drivers.iec61850.driver:Iec61850Driver",
     "modbus": "drivers.modbus.driver:ModbusDriver",
 }
 

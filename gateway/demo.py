@@ -48,6 +48,8 @@ STEPS = (
     SetpointStep("bess1.q_set", -10.0, "bess1.q", -10.0, 0.5),
     SetpointStep("pv1.limit", 50.0, "pv1.p", 30.0, 0.5),  # 60 kW park at noon, capped at 50 %
     SetpointStep("load1.curtail", 25.0, "load1.curtail", 25.0, 0.05),
+    SetpointStep("bess2.p_set", 15.0, "bess2.p", 15.0, 0.5),
+    SetpointStep("bess2.q_set", -5.0, "bess2.q", -5.0, 0.5),
 )
 
 

@@ -38,6 +38,7 @@ class FrontEnd(ABC):
 
 #: protocol name -> "module:ClassName"
 FRONT_ENDS: dict[str, str] = {
+    "iec61850": "fwsim.iec61850_server:Iec61850FrontEnd",
     "modbus": "fwsim.modbus_server:ModbusFrontEnd",
 }
 
