@@ -23,7 +23,8 @@ from gateway.model import Command, CommandResult, CommandStatus, Reading
 from gateway.points import PointTable
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "config" / "demo.yaml"
+#: the flexibility tests' microgrid (the demo's battery, PV and load over Modbus)
+FLEX_CONFIG = Path(__file__).resolve().parent / "flex-microgrid.yaml"
 
 
 class ManualClock(SimClock):
@@ -140,7 +141,7 @@ class Bench:
         weather: Weather | None = None,
         sample_s: float = 1.0,
     ) -> None:
-        self.config = config or load_config(DEMO)
+        self.config = config or load_config(FLEX_CONFIG)
         self.clock = ManualClock(start)
         gw = self.config.gateway
         self.grid = Microgrid.build(gw.ders, gw.coupling_point, self.clock)
@@ -233,5 +234,5 @@ class BenchClock:
 
 
 def demo_ders() -> dict[str, Der]:
-    """The demo config's DERs by id."""
-    return {d.id: d for d in load_config(DEMO).gateway.ders}
+    """The test microgrid's DERs by id."""
+    return {d.id: d for d in load_config(FLEX_CONFIG).gateway.ders}

@@ -10,7 +10,7 @@ from gateway.flex.capability import POLYGON_SIDES, DerCapability, DerState, q_po
 from gateway.flex.intervals import Horizon
 from gateway.loader import load_config
 from gateway.points import PointTable
-from tests.support.flexsim import DEMO, demo_ders
+from tests.support.flexsim import FLEX_CONFIG, demo_ders
 
 
 def cap(der: Der, p: bool = True, q: bool = True, curtail: float = 0.0) -> DerCapability:
@@ -18,7 +18,7 @@ def cap(der: Der, p: bool = True, q: bool = True, curtail: float = 0.0) -> DerCa
 
 
 def test_roles_from_the_mapping_decide_what_is_controllable() -> None:
-    config = load_config(DEMO)
+    config = load_config(FLEX_CONFIG)
     table = PointTable(config)
     caps = {d.id: DerCapability.of(d, table) for d in config.gateway.ders}
     assert caps["bess1"].p_controllable and caps["bess1"].q_controllable

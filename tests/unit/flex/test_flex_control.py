@@ -11,18 +11,18 @@ from gateway.loader import load_config
 from gateway.mapping import Quantity
 from gateway.model import Command, CommandMode, CommandResult, CommandStatus
 from gateway.points import PointTable
-from tests.support.flexsim import DEMO
+from tests.support.flexsim import FLEX_CONFIG
 
 NOW = datetime(2024, 6, 3, 17, 0, tzinfo=UTC)
 
 
 @pytest.fixture
 def table() -> PointTable:
-    return PointTable(load_config(DEMO))
+    return PointTable(load_config(FLEX_CONFIG))
 
 
 def caps(table: PointTable) -> dict[str, DerCapability]:
-    config = load_config(DEMO)
+    config = load_config(FLEX_CONFIG)
     return {d.id: DerCapability.of(d, table) for d in config.gateway.ders}
 
 
