@@ -1,6 +1,6 @@
-"""A whole CRP cycle through the real gateway: the simulated demo microgrid served over
-Modbus TCP by `mgms sim` in its own process, the gateway's acquisition, store and write
-path, and the flexibility service on top (wall-clock time, 10-second intervals)."""
+"""Whole CRP cycles through the real gateway: the simulated demo microgrid served by
+`mgms sim` in its own process, the gateway's acquisition, store and write path, and the
+flexibility service on top (wall-clock time, 10-second intervals)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from gateway.app import Gateway
 from gateway.config import FlexSettings
-from gateway.flex.cycle import crp_cycle
+from gateway.flex.cycle import CycleReport, crp_cycle
 from gateway.flex.model import DecisionStatus, FlexibilityForecast, Verification
 from gateway.flex.records import FlexRecords
 from gateway.flex.service import FlexService, WallClock
@@ -39,30 +39,39 @@ class Collect:
         self.verifications.append(message)
 
 
-async def test_crp_cycle_over_modbus(tmp_path: Path) -> None:
-    devices = [d.id for d in load_config(DEMO_CONFIG).devices if d.protocol == "modbus"]
+async def run_cycle(tmp_path: Path, protocols: set[str] | None, up_kw: float) -> CycleReport:
+    """One CRP cycle on the demo devices of `protocols` (None: all of them)."""
+    demo = load_config(DEMO_CONFIG)
+    devices = [d.id for d in demo.devices if protocols is None or d.protocol in protocols]
     with sim_process(devices, extra=["--start", EVENING]) as sim:
         config = load_config(DEMO_CONFIG, port_overrides=sim.ports)
-        config.mappings = {p: m for p, m in config.mappings.items() if p.name == "modbus.yaml"}
+        for mapping in config.mappings.values():
+            mapping.devices = [d for d in mapping.devices if d.id in devices]
         config.gateway.state_dir = tmp_path
         config.gateway.flex = FlexSettings(interval_s=10, control_cycle_s=1.0, horizon_h=0.25)
         records = FlexRecords(tmp_path / "flex.sqlite")
-        collect = Collect()
         async with Gateway(config) as gw:
             assert gw.controller is not None and gw.store is not None
-            assert await gw.wait_connected(20)
+            assert await gw.wait_connected(30)
             await until(lambda: gw.table.value("pcc", Quantity.ENERGY_IMPORT) is not None)
+            for der in config.gateway.ders:  # every mapped battery reports its charge
+                if gw.table.find(der.id, Quantity.STATE_OF_CHARGE):
+                    await until(lambda d=der.id: gw.table.value(d, Quantity.STATE_OF_CHARGE))
             service = FlexService(
-                config, gw.table, gw.controller, records, collect, gw.store, WallClock()
+                config, gw.table, gw.controller, records, Collect(), gw.store, WallClock()
             )
             loop = asyncio.create_task(service.run())
             try:
-                report = await crp_cycle(service, up_kw=25.0, intervals=2)
+                report = await crp_cycle(service, up_kw=up_kw, intervals=2)
             finally:
                 loop.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop
         records.close()
+    return report
+
+
+def check_delivered(report: CycleReport, up_kw: float) -> None:
     assert report.notification.status is DecisionStatus.ACCEPTED
     assert report.activation is not None and report.activation.status is DecisionStatus.ACCEPTED
     assert report.effect_ms is not None  # the meter reached the set point within the interval
@@ -70,18 +79,42 @@ async def test_crp_cycle_over_modbus(tmp_path: Path) -> None:
     assert v is not None and len(v.intervals) == 2
     for iv in v.intervals:
         assert iv.source == "energy_counters"  # the meter's counters, read over Modbus
-        assert iv.requested_kw == pytest.approx(25.0, abs=3.0)
+        assert iv.requested_kw == pytest.approx(up_kw, abs=3.0)
         assert iv.delivered_pct is not None and iv.delivered_pct >= 90.0
-    assert collect.verifications[-1].final
-    # the battery carried it and went back to its plan (idle) afterwards
-    sent = records_points(tmp_path)
-    assert "bess1.p_set" in sent
 
 
-def records_points(tmp_path: Path) -> set[str]:
+async def test_crp_cycle_over_modbus(tmp_path: Path) -> None:
+    report = await run_cycle(tmp_path, {"modbus"}, 25.0)
+    check_delivered(report, 25.0)
+    assert "bess1.p_set" in sent_points(tmp_path)
+
+
+async def test_crp_cycle_over_every_demo_protocol(tmp_path: Path) -> None:
+    """More than the Modbus battery can give: the batteries behind every protocol of the
+    demo take their share, in cost order."""
+    report = await run_cycle(tmp_path, None, 65.0)
+    check_delivered(report, 65.0)
+    sent = sent_points(tmp_path)
+    demo = load_config(DEMO_CONFIG)
+    setpoints = {
+        p.id
+        for d in demo.devices
+        for p in d.points
+        if p.quantity is Quantity.ACTIVE_POWER_SETPOINT
+        and p.der in {x.id for x in demo.gateway.ders}
+    }
+    assert setpoints <= sent, f"set points never written: {setpoints - sent}"
+
+
+def sent_points(tmp_path: Path) -> set[str]:
     records = FlexRecords(tmp_path / "flex.sqlite")
     try:
         acts = [a for _, k, a, _, _ in records.audit_log("activation") if k == "activation"]
-        return {p for a in acts for _, _, p, _, _ in records.sent_setpoints(a)}
+        return {
+            p
+            for a in acts
+            for _, _, p, _, status in records.sent_setpoints(a)
+            if status == "confirmed"
+        }
     finally:
         records.close()
