@@ -59,6 +59,10 @@ from gateway.points import PointTable
 
 log = logging.getLogger(__name__)
 
+#: how long after an interval (or activation) ends its verification waits, so that the
+#: store holds the meter's readings beyond the end (counters are interpolated there)
+VERIFY_DELAY = timedelta(seconds=3)
+
 
 class Clock(Protocol):
     """Time of the service; simulated time in tests and the demo."""
@@ -161,6 +165,8 @@ class FlexService:
         self._lock = asyncio.Lock()
         #: DERs the plan currently moves away from their natural output
         self._steered: set[str] = set()
+        #: ended activations waiting for their final verification (and when they ended)
+        self._closing: list[tuple[Running, datetime]] = []
         self._plan_at: datetime | None = None
         self._last_forecast: datetime | None = None
 
@@ -351,6 +357,7 @@ class FlexService:
             await self._cycle(now)
         else:
             await self._execute_plan(now)
+        await self._close_due(now)
         if self._last_forecast is None or now - self._last_forecast >= self.model.step:
             inp, plan = fresh or await self._replan(now)
             ff = await asyncio.to_thread(flexibility.forecast, self.model.microgrid, inp, plan, now)
@@ -482,7 +489,8 @@ class FlexService:
         await self._write(now, act.id, targets)
         run.cycles += 1
         self._supervise(run, now)
-        await self._verify_completed(now, final=False)
+        # an interval is verified once the meter's readings beyond its end are stored
+        await self._verify_completed(run, now - VERIFY_DELAY, final=False)
 
     async def _write(
         self, now: datetime, origin_id: str, targets: dict[str, Target], force: bool = False
@@ -529,11 +537,12 @@ class FlexService:
                 run.notes.append(note)
                 log.warning("%s: %s", run.activation.id, note)
 
-    async def _verify_completed(self, now: datetime, final: bool) -> Verification | None:
+    async def _verify_completed(
+        self, run: Running, now: datetime, final: bool
+    ) -> Verification | None:
         """Publish the verification of the intervals completed by `now` (all intervals, cut
         at `now`, when final)."""
-        run = self.running
-        if run is None or self.history is None:
+        if self.history is None:
             return None
         act = run.activation
         h = run.baseline.horizon
@@ -586,19 +595,27 @@ class FlexService:
         )
 
     async def _end(self, at: datetime, note: str) -> None:
-        """Return the DERs to their plan, send the final verification, close the record."""
+        """Return the DERs to their plan now; the final verification and the record's close
+        follow once the readings beyond the end are stored (`_close_due`)."""
         run = self.running
         assert run is not None
-        now = self.clock.now()
-        await self._release(now, run.activation.id)
+        await self._release(self.clock.now(), run.activation.id)
         if note:
             run.notes.append(note)
-        await self._verify_completed(max(at, run.activation.start), final=True)
-        summary = "; ".join(run.notes) or f"ended at {at:%H:%M:%S} UTC"
-        await asyncio.to_thread(
-            self.records.end_activation, run.activation.id, now, "ended", summary
-        )
         self.running = None
+        self._closing.append((run, max(at, run.activation.start)))
+        await self._close_due(self.clock.now())
+
+    async def _close_due(self, now: datetime, force: bool = False) -> None:
+        for run, at in list(self._closing):
+            if not force and now < at + VERIFY_DELAY:
+                continue
+            self._closing.remove((run, at))
+            await self._verify_completed(run, at, final=True)
+            summary = "; ".join(run.notes) or f"ended at {at:%H:%M:%S} UTC"
+            await asyncio.to_thread(
+                self.records.end_activation, run.activation.id, now, "ended", summary
+            )
 
     async def _release(self, now: datetime, origin_id: str) -> None:
         """After an activation every controllable DER goes back to its plan."""
