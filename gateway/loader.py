@@ -151,7 +151,10 @@ def _read_device(
         problems.extend(_errors(src, exc, loc, dev_id, None))
     elif dev is not None:
         try:
-            dev._options = spec_for(dev.protocol).options_model.model_validate(dev.options)
+            # relative file references in options resolve against the mapping file
+            dev._options = spec_for(dev.protocol).options_model.model_validate(
+                dev.options, context={"base_dir": src.path.parent}
+            )
         except ValidationError as opt_exc:
             problems.extend(_errors(src, opt_exc, (*loc, "options"), dev_id, None))
     if not isinstance(raw_points, list):
