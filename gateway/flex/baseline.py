@@ -48,12 +48,16 @@ class History(Protocol):
 
 
 def pairs(samples: Sequence[StoredSample]) -> list[Sample]:
-    """(time, value) of the samples that carry a finite value."""
-    return [
-        (s.time, float(s.value))
-        for s in samples
-        if s.value is not None and math.isfinite(float(s.value))
-    ]
+    """(time, value) of the samples that carry a finite value, at the device's own time
+    stamp where the protocol carried one (a meter's load profile), else the gateway's."""
+    out = []
+    for s in samples:
+        if s.value is None or not math.isfinite(float(s.value)):
+            continue
+        stamp = getattr(s, "source_time", None)
+        out.append((stamp if isinstance(stamp, datetime) else s.time, float(s.value)))
+    out.sort(key=lambda x: x[0])
+    return out
 
 
 @dataclass(frozen=True)

@@ -577,21 +577,27 @@ class FlexService:
         return v
 
     async def _measurements(self, start: datetime, end: datetime) -> Measurements:
+        """Coupling-point history around [start, end): energy counters of the billing meter
+        (a DLMS meter, whose load profile carries its own time stamps) where one is mapped,
+        else the first counter; power samples of the first power point."""
         margin = timedelta(minutes=1)
 
-        async def series(q: Quantity) -> list[Sample]:
+        async def series(q: Quantity, billing: bool = False) -> list[Sample]:
             found = self.points.find(self.model.pcc, q)
+            if billing:
+                found = sorted(found, key=lambda m: m.device.protocol != "dlms")
             if not found or self.history is None:
                 return []
-            return pairs(await self.history.range(found[0].point.id, start - margin, end + margin))
+            rows = await self.history.range(found[0].point.id, start - margin, end + margin)
+            return pairs(rows)
 
         return Measurements(
             p=await series(Quantity.ACTIVE_POWER),
             q=await series(Quantity.REACTIVE_POWER),
-            e_import=await series(Quantity.ENERGY_IMPORT),
-            e_export=await series(Quantity.ENERGY_EXPORT),
-            q_import=await series(Quantity.REACTIVE_ENERGY_IMPORT),
-            q_export=await series(Quantity.REACTIVE_ENERGY_EXPORT),
+            e_import=await series(Quantity.ENERGY_IMPORT, billing=True),
+            e_export=await series(Quantity.ENERGY_EXPORT, billing=True),
+            q_import=await series(Quantity.REACTIVE_ENERGY_IMPORT, billing=True),
+            q_export=await series(Quantity.REACTIVE_ENERGY_EXPORT, billing=True),
         )
 
     async def _end(self, at: datetime, note: str) -> None:
