@@ -110,31 +110,34 @@ async def test_demo_cycle_over_modbus(tmp_path: Path) -> None:
 
 
 async def test_crp_cycle_over_every_demo_protocol(tmp_path: Path) -> None:
-    """More than the Modbus battery can give: the batteries behind every protocol of the
-    demo take their share, in cost order."""
+    """More than the Modbus battery can give: the battery behind the IEC 61850 IED takes its
+    share, the coupling point is verified from the DLMS billing meter's counters, and every
+    controllable DER (the IEC 104 CHP too) is written back to its plan at the end."""
     report = await run_cycle(tmp_path, None, 65.0)
     check_delivered(report, 65.0)
-    sent = sent_points(tmp_path)
+    sent = sent_values(tmp_path)
+    assert max(sent["bess1.p_set"]) == pytest.approx(50.0, abs=1.0)  # cheapest, full out
+    assert max(sent["bess2.p_set"]) > 5.0  # the rest, over MMS
     demo = load_config(DEMO_CONFIG)
+    ders = {x.id for x in demo.gateway.ders}
     setpoints = {
         p.id
         for d in demo.devices
         for p in d.points
-        if p.quantity is Quantity.ACTIVE_POWER_SETPOINT
-        and p.der in {x.id for x in demo.gateway.ders}
+        if p.quantity is Quantity.ACTIVE_POWER_SETPOINT and p.der in ders
     }
-    assert setpoints <= sent, f"set points never written: {setpoints - sent}"
+    assert setpoints <= set(sent), f"set points never written: {setpoints - set(sent)}"
 
 
-def sent_points(tmp_path: Path) -> set[str]:
+def sent_values(tmp_path: Path) -> dict[str, list[float]]:
+    """Confirmed writes of the flexibility functions, by point."""
     records = FlexRecords(tmp_path / "flex.sqlite")
     try:
-        acts = [a for _, k, a, _, _ in records.audit_log("activation") if k == "activation"]
-        return {
-            p
-            for a in acts
-            for _, _, p, _, status in records.sent_setpoints(a)
-            if status == "confirmed"
-        }
+        out: dict[str, list[float]] = {}
+        for _, kind, act, _, _ in records.audit_log("activation"):
+            for _, _, point, value, status in records.sent_setpoints(act):
+                if kind == "activation" and status == "confirmed":
+                    out.setdefault(point, []).append(value)
+        return out
     finally:
         records.close()
