@@ -65,7 +65,7 @@ class Ratings(BaseModel):
 class EvSession(BaseModel):
     """The daily charging session of an EV charger (times of day in UTC)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     arrival: time
     departure: time
@@ -106,7 +106,7 @@ class InternalLimit(BaseModel):
     """A line or transformer inside the microgrid feeding a group of DERs: the net injection
     of the group (sum of their P) must stay within -import_limit_kw .. export_limit_kw."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     id: str = Field(pattern=_ID)
     ders: list[str] = Field(min_length=1)
@@ -119,7 +119,7 @@ class StandingReserve(BaseModel):
     """Another service the microgrid holds (e.g. a frequency containment reserve): the named
     DERs keep up_kw / down_kw of headroom and the energy to sustain it for sustain_min."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     id: str = Field(pattern=_ID)
     service: str = Field(min_length=1)
@@ -135,7 +135,7 @@ class StandingReserve(BaseModel):
 class FlexSettings(BaseModel):
     """Flexibility functions: interval grid, forecast method, control loop, other reserves."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     #: interval length in seconds (900: the 15-minute settlement period)
     interval_s: int = Field(default=900, ge=1, le=3600)
@@ -174,7 +174,7 @@ class Microgrid(BaseModel):
 class OpsConfig(BaseModel):
     """The operations listener: /healthz, /readyz, /metrics and the status page."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = True
     #: an IP address; loopback by default (reach it over SSH); any other needs a token

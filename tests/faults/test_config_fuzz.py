@@ -261,6 +261,23 @@ def test_numbers_must_be_finite(tmp_path: Path) -> None:
     }
 
 
+def test_config_numbers_must_be_finite(tmp_path: Path) -> None:
+    """A NaN rating passes `p_min <= p_max`; an infinite drain time never ends a stop."""
+    config = tmp_path / "gw.yaml"
+    text = DEMO_CONFIG.read_text().replace("../", f"{ROOT}/")
+    text = text.replace("      p_max_kw: 50\n", "      p_max_kw: .nan\n", 1)
+    config.write_text(text + "ops: {drain_s: .inf}\n")
+    lines = text.splitlines()
+    problems = {(p.field, p.line): p.message for p in check_files([config])}
+    assert problems == {
+        (
+            "ders.0.ratings.p_max_kw",
+            lines.index("      p_max_kw: .nan") + 1,
+        ): "Input should be a finite number",
+        ("ops.drain_s", text.count("\n") + 1): "Input should be a finite number",
+    }
+
+
 # `mgms check` and `mgms run` as an operator runs them
 
 
