@@ -334,13 +334,18 @@ def _cross_check(
                     )
 
 
+def _list(value: Any) -> list[Any]:
+    """`value` if the file has a list there; what else it has is reported elsewhere."""
+    return value if isinstance(value, list) else []
+
+
 def _duplicate_point_ids_within(src: _Source, problems: list[Problem]) -> None:
     """Duplicates inside one file are found even when the file has other errors."""
     seen: dict[str, int | None] = {}
-    for i, dev in enumerate(src.data.get("devices") or []):
+    for i, dev in enumerate(_list(src.data.get("devices"))):
         if not isinstance(dev, dict):
             continue
-        for j, pt in enumerate(dev.get("points") or []):
+        for j, pt in enumerate(_list(dev.get("points"))):
             pid = _raw_id(pt)
             if pid is None:
                 continue
