@@ -3,6 +3,7 @@ the whole test, so one device can be killed and restarted while the others run."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -100,6 +101,23 @@ def gateway_for(state_dir: Path, ports: Mapping[str, int], config: Path = FIELD_
 
 def readable(gw: Gateway, device: str) -> list[str]:
     return [p.id for p in gw.sessions[device].device.points if p.direction.readable]
+
+
+async def link_events(
+    gw: Gateway, device: str, expected: Sequence[str], within: float = 10.0
+) -> list[str]:
+    """The device's link_up/link_down events in the store, once they are `expected` or
+    `within` seconds passed: a link_up is written just after the poll that made the
+    values good, so a test that saw good values may be a moment early."""
+    assert gw.store is not None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        events = await gw.store.events()
+        kinds = [e.kind for e in events if e.device == device and e.kind.startswith("link_")]
+        if kinds == list(expected) or loop.time() > deadline:
+            return kinds
+        await asyncio.sleep(0.05)
 
 
 def is_comm_failure(gw: Gateway, point: str) -> bool:

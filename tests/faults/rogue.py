@@ -16,7 +16,7 @@ import enum
 import random
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from tests.support.procs import free_port
 
@@ -46,7 +46,7 @@ class _Listener:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
         return self
 

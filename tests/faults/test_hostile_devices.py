@@ -6,6 +6,7 @@ store as one event whose reason says what happened, and the other devices keep p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from tests.faults.field import (
     gateway_for,
     is_comm_failure,
     is_good,
+    link_events,
     readable,
 )
 from tests.faults.rogue import Answers, Behaviour, Proxy, Rogue
@@ -50,11 +52,9 @@ REASONS = {
 async def test_device_that_never_answers_or_answers_garbage(
     tmp_path: Path, behaviour: Behaviour, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rogues = {protocol: Rogue(behaviour) for protocol in DEVICES}
     with field([WITNESS]) as f:
-        for rogue in rogues.values():
-            await rogue.__aenter__()
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            rogues = {p: await stack.enter_async_context(Rogue(behaviour)) for p in DEVICES}
             ports = {DEVICES[p]: r.port for p, r in rogues.items()} | f.ports
             async with gateway_for(tmp_path, ports) as gw:
                 assert gw.store is not None
@@ -66,9 +66,6 @@ async def test_device_that_never_answers_or_answers_garbage(
                 for protocol in DEVICES:
                     assert all(is_comm_failure(gw, p) for p in readable(gw, DEVICES[protocol]))
                 events = await gw.store.events()
-        finally:
-            for rogue in rogues.values():
-                await rogue.__aexit__(None, None, None)
     for protocol, device in DEVICES.items():
         assert rogues[protocol].received > 0  # the driver asked, then gave up waiting
         logged = [e for e in events if e.device == device]
@@ -106,57 +103,53 @@ async def test_answers_slow_garbled_or_swallowed_mid_session(
     devices = list(DEVICES.values())
     ports = {d: free_port() for d in [*devices, WITNESS]}
     sim = start_sim(field_config(tmp_path), ports, [*devices, WITNESS])
-    proxies = {d: Proxy(ports[d]) for d in devices}
-    for proxy in proxies.values():
-        await proxy.__aenter__()
     try:
-        via_proxy = {d: proxies[d].port for d in devices} | {WITNESS: ports[WITNESS]}
-        async with gateway_for(tmp_path / "state", via_proxy) as gw:
-            assert gw.store is not None and gw.controller is not None
-            await recovered(gw, devices, proxies)
+        async with contextlib.AsyncExitStack() as stack:
+            proxies = {d: await stack.enter_async_context(Proxy(ports[d])) for d in devices}
+            via_proxy = {d: proxies[d].port for d in devices} | {WITNESS: ports[WITNESS]}
+            async with gateway_for(tmp_path / "state", via_proxy) as gw:
+                assert gw.store is not None and gw.controller is not None
+                await recovered(gw, devices, proxies)
 
-            # answers late but within the device timeouts: nothing fails
-            delays(gw, proxies, 0.4)
-            polls = {d: gw.sessions[d].polls for d in devices}
-            await until(lambda: all(gw.sessions[d].polls >= polls[d] + 3 for d in devices))
-            assert all(gw.sessions[d].up for d in devices)
-            assert all(is_good(gw, p) for d in devices for p in readable(gw, d))
-            assert max(gw.sessions[d].last_poll_s for d in devices) > 0.2  # it was slow
+                # answers late but within the device timeouts: nothing fails
+                delays(gw, proxies, 0.4)
+                polls = {d: gw.sessions[d].polls for d in devices}
+                await until(lambda: all(gw.sessions[d].polls >= polls[d] + 3 for d in devices))
+                assert all(gw.sessions[d].up for d in devices)
+                assert all(is_good(gw, p) for d in devices for p in readable(gw, d))
+                assert max(gw.sessions[d].last_poll_s for d in devices) > 0.2  # it was slow
 
-            # garbage instead of answers: every driver drops the link (none keeps
-            # reading a stream that is out of step) and reconnects once answers are sane
-            for proxy in proxies.values():
-                proxy.answers = Answers.GARBAGE
-            await all_down(gw, devices)
-            await recovered(gw, devices, proxies)
+                # garbage instead of answers: every driver drops the link (none keeps
+                # reading a stream that is out of step) and reconnects once answers are sane
+                for proxy in proxies.values():
+                    proxy.answers = Answers.GARBAGE
+                await all_down(gw, devices)
+                await recovered(gw, devices, proxies)
 
-            # answers later than the timeouts: polls fail in time; IEC 104 has no polls
-            # (the outstation reports), a command to it times out in time
-            delays(gw, proxies, 3.0)
-            polled = [d for d in devices if d != DEVICES["iec104"]]
-            await all_down(gw, polled)
-            result = await asyncio.wait_for(
-                gw.controller.write(Command("chp1.p_set", 20.0)), timeout=10
-            )
-            assert result.status is CommandStatus.TIMEOUT, result
-            assert "within 1 s" in result.detail
-            await recovered(gw, devices, proxies)
+                # answers later than the timeouts: polls fail in time; IEC 104 has no polls
+                # (the outstation reports), a command to it times out in time
+                delays(gw, proxies, 3.0)
+                polled = [d for d in devices if d != DEVICES["iec104"]]
+                await all_down(gw, polled)
+                result = await asyncio.wait_for(
+                    gw.controller.write(Command("chp1.p_set", 20.0)), timeout=10
+                )
+                assert result.status is CommandStatus.TIMEOUT, result
+                assert "within 1 s" in result.detail
+                await recovered(gw, devices, proxies)
 
-            # answers swallowed (the TCP connection stays up)
-            for proxy in proxies.values():
-                proxy.answers = Answers.SWALLOW
-            await all_down(gw, devices)
-            await recovered(gw, devices, proxies)
-            assert gw.sessions[WITNESS].up and gw.sessions[WITNESS].reconnects == 0
-            events = await gw.store.events()
+                # answers swallowed (the TCP connection stays up)
+                for proxy in proxies.values():
+                    proxy.answers = Answers.SWALLOW
+                await all_down(gw, devices)
+                await recovered(gw, devices, proxies)
+                assert gw.sessions[WITNESS].up and gw.sessions[WITNESS].reconnects == 0
+                for device in devices:
+                    failures = 2 if device == DEVICES["iec104"] else 3
+                    expected = ["link_up"] + ["link_down", "link_up"] * failures
+                    assert await link_events(gw, device, expected) == expected, device
     finally:
-        for proxy in proxies.values():
-            await proxy.__aexit__(None, None, None)
         sim.stop()
-    for device in devices:
-        failures = 2 if device == DEVICES["iec104"] else 3
-        kinds = [e.kind for e in events if e.device == device and e.kind.startswith("link_")]
-        assert kinds == ["link_up"] + ["link_down", "link_up"] * failures, (device, kinds)
     assert not errors_logged(caplog)
 
 

@@ -19,6 +19,7 @@ from tests.faults.field import (
     gateway_for,
     is_comm_failure,
     is_good,
+    link_events,
     readable,
 )
 from tests.support.waiting import until
@@ -63,11 +64,10 @@ async def test_simulators_killed_and_restarted(
                     await outage(gw, f, device)
             tasks = [t for t in asyncio.all_tasks() if t.get_name().startswith("device:")]
             assert len(tasks) == len(devices) and not any(t.done() for t in tasks)
-            events = await gw.store.events()
-    for device in devices:
-        kinds = [e.kind for e in events if e.device == device]
-        assert kinds == ["link_up"] + ["link_down", "link_up"] * RESTARTS, device
-        downs = [e for e in events if e.device == device and e.kind == "link_down"]
-        assert all(e.detail["reason"] for e in downs)
+            expected = ["link_up"] + ["link_down", "link_up"] * RESTARTS
+            for device in devices:
+                assert await link_events(gw, device, expected) == expected, device
+            events = await gw.store.events("link_down")
+    assert all(e.detail["reason"] for e in events)
     assert gw.sessions[devices[0]].reconnects >= RESTARTS
     assert not errors_logged(caplog)
