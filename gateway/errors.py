@@ -10,7 +10,11 @@
     │   ├── UnknownPoint         no such point id
     │   ├── NotWritable          the point is read-only
     │   └── LimitViolation       the value is outside the point's write limits
-    └── StoreError               the SQLite store failed
+    ├── StoreError               the SQLite store failed
+    └── NorthError               northbound communication with the AMS
+        ├── TlsSetupError        a certificate, key or CA file cannot be loaded
+        ├── DeliveryError        an outbound message was not accepted (link down, timeout, non-2xx)
+        └── InboundRejected      an inbound message failed a pipeline step (HTTP status + reason)
 
 Third-party exceptions are translated into these at one boundary (the driver adapter or the
 loader); anything that reaches an operator names the file, device, point or field at fault.
@@ -98,3 +102,42 @@ class LimitViolation(CommandError):
 
 class StoreError(GatewayError):
     """The SQLite store failed."""
+
+
+class NorthError(GatewayError):
+    """Northbound communication with the aggregator (AMS) failed."""
+
+
+class TlsSetupError(NorthError):
+    """A certificate, key or CA file cannot be loaded."""
+
+
+class DeliveryError(NorthError):
+    """An outbound message was not accepted; the outbox retries it.
+
+    `permanent` is set when the peer refused the message itself (4xx other than 408/429):
+    it is still retried, since the AMS may be fixed, but the log says so at ERROR.
+    """
+
+    def __init__(self, destination: str, message: str, *, permanent: bool = False) -> None:
+        self.destination = destination
+        self.permanent = permanent
+        super().__init__(f"{destination}: {message}")
+
+
+class InboundRejected(NorthError):
+    """An inbound message failed one step of the pipeline; nothing of it was applied.
+
+    `status` is the HTTP status answered, `reason` a stable code (docs/northbound.md),
+    `message_id` the message's id when it was read that far.
+    """
+
+    def __init__(
+        self, status: int, reason: str, message: str, *, message_id: str | None = None
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.message_id = message_id
+        self.detail = message
+        where = f"message {message_id}: " if message_id else ""
+        super().__init__(f"{where}{reason}: {message}")
