@@ -91,6 +91,15 @@ def make_ca(common_name: str = "MGMS development CA", days: float = 3650) -> Iss
     return Issuer(key, cert)
 
 
+def load_issuer(cert_path: Path, key_path: Path) -> Issuer:
+    """A CA from its PEM files (to issue more certificates from a dev CA)."""
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{key_path}: expected an EC private key")
+    return Issuer(key, cert)
+
+
 def issue(
     ca: Issuer,
     common_name: str,
@@ -200,11 +209,12 @@ class DevPki:
         return self.files[name]
 
 
-#: name -> (common name, SAN URI) of the TLS certificates made by init_dev_pki
-DEV_PARTIES: dict[str, tuple[str, str]] = {
-    "gateway": ("mgms-gateway", GATEWAY_IDENTITY),
-    "ams": ("ams", AMS_IDENTITY),
-    "operator": ("operator", OPERATOR_IDENTITY),
+#: name -> (common name, SAN URIs) of the TLS certificates made by init_dev_pki
+DEV_PARTIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gateway": ("mgms-gateway", (GATEWAY_IDENTITY,)),
+    "ams": ("ams", (AMS_IDENTITY,)),
+    "operator": ("operator", (OPERATOR_IDENTITY,)),
+    "broker": ("mqtt-broker", ()),  # an MQTT broker for the demo's MQTT transport
 }
 
 
@@ -220,8 +230,8 @@ def init_dev_pki(directory: Path, *, force: bool = False) -> DevPki:
     ca = make_ca()
     ca_path, ca_key = write_pair(directory, "ca", ca)
     files: dict[str, Path] = {"ca": ca_path, "ca-key": ca_key}
-    for name, (common_name, uri) in DEV_PARTIES.items():
-        cert_path, key_path = write_pair(directory, name, issue(ca, common_name, uris=[uri]))
+    for name, (common_name, uris) in DEV_PARTIES.items():
+        cert_path, key_path = write_pair(directory, name, issue(ca, common_name, uris=uris))
         files[name] = cert_path
         files[f"{name}-key"] = key_path
     for party in ("gateway", "ams"):

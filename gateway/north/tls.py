@@ -108,23 +108,23 @@ class PeerIdentity:
 
 @dataclass(frozen=True)
 class Peer:
-    """A peer the allow-list admits: its certificate identity (None in development mode
-    for a client without a certificate), its role and the senders it may speak as."""
+    """Who sent an inbound message, as far as the transport vouches for it: the verified
+    certificate's identity (None when the transport cannot show one), the role the
+    allow-list gives it, and the Smart API senders it may sign as (None: any trusted
+    signer, only for the development relaxation)."""
 
     identity: PeerIdentity | None
     role: Role
-    #: empty with `anonymous`: any trusted signer is accepted
-    senders: tuple[str, ...]
-
-    @property
-    def anonymous(self) -> bool:
-        return self.identity is None
+    senders: frozenset[str] | None
+    #: how the transport knows the role, for messages and logs
+    via: str = "certificate"
 
     def may_send_as(self, sender: str) -> bool:
-        return self.anonymous or sender in self.senders
+        return self.senders is None or sender in self.senders
 
     def __str__(self) -> str:
-        return f"{self.identity or 'anonymous client'} ({self.role.value})"
+        who = str(self.identity) if self.identity else self.via
+        return f"{who} ({self.role.value})"
 
 
 class AllowList:
@@ -139,9 +139,15 @@ class AllowList:
         if identity is None:
             if self._relax is None:
                 return None
-            return Peer(None, self._relax.anonymous_role, ())
+            return Peer(None, self._relax.anonymous_role, None, via="anonymous client (dev)")
         for name in identity.names:
             rule = self._rules.get(name)
             if rule is not None:
-                return Peer(identity, rule.role, rule.senders)
+                return Peer(identity, rule.role, frozenset(rule.senders))
         return None
+
+    def role_peer(self, role: Role, via: str) -> Peer:
+        """A peer vouched for by role only, e.g. an MQTT publisher on a topic the broker's
+        ACL reserves for that role: it may sign as any sender the allow-list gives the role."""
+        senders = frozenset(s for r in self._rules.values() if r.role is role for s in r.senders)
+        return Peer(None, role, senders, via=via)
