@@ -218,5 +218,5 @@ async def test_development_flag_admits_anonymous_clients_and_says_so(
 
 def test_unreadable_key_is_a_setup_error(pki: PkiFiles, tmp_path: Path) -> None:
     tls = TlsFiles(ca=(pki.ca,), cert=pki.pair("ams")[0], key=tmp_path / "missing.key")
-    with pytest.raises(TlsSetupError, match="missing.key"):
+    with pytest.raises(TlsSetupError, match=r"missing\.key"):
         client_context(tls)
