@@ -11,6 +11,24 @@
     │   ├── NotWritable          the point is read-only
     │   └── LimitViolation       the value is outside the point's write limits
     ├── StoreError               the SQLite store failed
+    ├── SmartApiError            a Smart API message was refused (carries a Smart API error code)
+    │   ├── MessageParseError    the body does not parse as its content type
+    │   ├── UnsupportedMediaType the content type is not one the codec speaks
+    │   ├── MessageDecodeError   the graph parses but is not a valid message (names term and node)
+    │   │   ├── MissingTerm      a required term is absent
+    │   │   ├── WrongUnit        a unit is unknown or does not fit the quantity kind
+    │   │   ├── WrongDatatype    a literal has the wrong datatype or an ill-typed lexical form
+    │   │   ├── NonFiniteValue   a number is NaN or infinite
+    │   │   └── InvalidTerm      a term has a value the profile does not allow (unknown class,
+    │   │                        repeated single value, inconsistent lists or intervals)
+    │   ├── ShapeViolation       the graph does not conform to the shipped SHACL shapes
+    │   └── SecurityError        signing, encryption or replay checks failed; nothing is applied
+    │       ├── SignatureMissing a signature is required and absent
+    │       ├── SignatureInvalid the hash or signature does not match (tampered, wrong key)
+    │       ├── UntrustedSigner  the signer's key is unknown or not trusted for the sender
+    │       ├── ReplayRejected   the message id was seen before or generatedAt is outside the window
+    │       ├── DecryptionFailed an encrypted part cannot be decrypted or authenticated
+    │       └── KeyFileError     a key, certificate or trust file cannot be read
     └── NorthError               northbound communication with the AMS
         ├── TlsSetupError        a certificate, key or CA file cannot be loaded
         ├── DeliveryError        an outbound message was not accepted (link down, timeout, non-2xx)
@@ -102,6 +120,106 @@ class LimitViolation(CommandError):
 
 class StoreError(GatewayError):
     """The SQLite store failed."""
+
+
+class SmartApiError(GatewayError):
+    """A Smart API message was refused. `code` is the Smart API errorCode we answer with and
+    `status` the HTTP status of that answer."""
+
+    code = 400
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        self.detail = message
+        super().__init__(message)
+
+
+class MessageParseError(SmartApiError):
+    """The body does not parse as the declared content type."""
+
+
+class UnsupportedMediaType(SmartApiError):
+    code = 415
+    status = 415
+
+
+class MessageDecodeError(SmartApiError):
+    """The graph parsed but is not a valid message; names the term and the node at fault."""
+
+    code = 422
+    status = 422
+
+    def __init__(self, term: str, node: str, message: str) -> None:
+        self.term = term
+        self.node = node
+        super().__init__(f"{message} (term {term}, node {node})")
+
+
+class MissingTerm(MessageDecodeError):
+    """A required term is absent."""
+
+
+class WrongUnit(MessageDecodeError):
+    """A unit is unknown or does not fit the value's quantity kind."""
+
+
+class WrongDatatype(MessageDecodeError):
+    """A literal has the wrong datatype or a lexical form that does not parse."""
+
+
+class NonFiniteValue(MessageDecodeError):
+    """A number is NaN or infinite."""
+
+
+class InvalidTerm(MessageDecodeError):
+    """A term carries a value the profile does not allow."""
+
+
+class ShapeViolation(SmartApiError):
+    """The graph does not conform to the shipped shapes; `violations` lists each finding."""
+
+    code = 422
+    status = 422
+
+    def __init__(self, violations: list[str]) -> None:
+        self.violations = list(violations)
+        super().__init__("; ".join(self.violations))
+
+
+class SecurityError(SmartApiError):
+    """A signature, encryption or replay check failed; the message is not applied."""
+
+    code = 401
+    status = 401
+
+
+class SignatureMissing(SecurityError):
+    pass
+
+
+class SignatureInvalid(SecurityError):
+    pass
+
+
+class UntrustedSigner(SecurityError):
+    code = 403
+    status = 403
+
+
+class ReplayRejected(SecurityError):
+    code = 409
+    status = 409
+
+
+class DecryptionFailed(SecurityError):
+    pass
+
+
+class KeyFileError(SecurityError):
+    """A key, certificate or trust file cannot be read (names the file)."""
+
+    code = 500
+    status = 500
 
 
 class NorthError(GatewayError):

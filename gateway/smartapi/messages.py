@@ -1,0 +1,229 @@
+"""Smart API messages as frozen typed objects: Request, Response, Notification and Error,
+with Activities (Read/Write) on entities that carry value objects and time series.
+
+Objects are validated when built, so a message that exists is a message the codec can emit:
+ids are safe tokens, times are timezone-aware UTC, numbers are finite and every unit fits
+its quantity kind.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from gateway.model import Quality
+from gateway.smartapi.vocab import EntityKind, QuantityKind, unit_fits
+from gateway.units import UNITS
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:~\-]{0,127}$")
+_IRI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`]+$")
+
+Scalar = float | int | bool
+
+
+def new_message_id() -> str:
+    return str(uuid.uuid4())
+
+
+def check_id(what: str, value: str) -> None:
+    if not _ID.match(value):
+        raise ValueError(f"{what} {value!r} is not a token of 1-128 [A-Za-z0-9._:~-]")
+
+
+def check_iri(what: str, value: str) -> None:
+    if not _IRI.match(value):
+        raise ValueError(f"{what} {value!r} is not an absolute IRI")
+
+
+def check_time(what: str, value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} {value.isoformat()} has no timezone")
+    return value.astimezone(UTC)
+
+
+def check_finite(what: str, value: object) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{what} is not finite: {value}")
+
+
+def _utc(obj: object, name: str) -> None:
+    value = getattr(obj, name)
+    if value is not None:
+        object.__setattr__(obj, name, check_time(name, value))
+
+
+class Method(enum.StrEnum):
+    READ = "Read"
+    WRITE = "Write"
+
+
+class SeriesRole(enum.StrEnum):
+    """What the values of a time series mean (product namespace `mgms:`)."""
+
+    BASELINE = "Baseline"
+    MAXIMUM = "Maximum"
+    MINIMUM = "Minimum"
+    RESERVED_UP = "ReservedUp"
+    RESERVED_DOWN = "ReservedDown"
+    SET_POINT = "SetPoint"
+    MEASURED = "Measured"
+    DELIVERED = "Delivered"
+    DELIVERED_PERCENT = "DeliveredPercent"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ValueObject:
+    """One value (or, in a Read request, one wanted quantity) of an entity.
+
+    `point` and `role` name the gateway point and its semantic role when the value comes
+    from (or goes to) a mapped point.
+    """
+
+    quantity: QuantityKind | None = None
+    unit: str | None = None
+    value: Scalar | None = None
+    point: str | None = None
+    role: str | None = None
+    quality: Quality | None = None
+    time: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.unit is not None and self.unit not in UNITS:
+            raise ValueError(f"unknown unit {self.unit!r}")
+        if self.quantity is not None and self.unit is not None:
+            if not unit_fits(self.quantity, self.unit):
+                raise ValueError(f"unit {self.unit} does not fit quantity {self.quantity}")
+        if self.value is not None and self.unit is None:
+            raise ValueError("a value needs a unit")
+        check_finite("value", self.value)
+        if self.point is not None:
+            check_id("point", self.point)
+        _utc(self, "time")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeSeries:
+    """Equidistant values from `start`, one every `step`."""
+
+    quantity: QuantityKind
+    unit: str
+    start: datetime
+    step: timedelta
+    values: tuple[float, ...]
+    role: SeriesRole | None = None
+    #: for a series in percent: the quantity kind it is a percentage of
+    of: QuantityKind | None = None
+
+    def __post_init__(self) -> None:
+        if not unit_fits(self.quantity, self.unit):
+            raise ValueError(f"unit {self.unit} does not fit quantity {self.quantity}")
+        if self.step <= timedelta(0):
+            raise ValueError(f"time step {self.step} is not positive")
+        if not self.values:
+            raise ValueError("a time series needs at least one value")
+        for i, v in enumerate(self.values):
+            check_finite(f"value {i}", v)
+        _utc(self, "start")
+
+    @property
+    def end(self) -> datetime:
+        return self.start + self.step * len(self.values)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Entity:
+    iri: str
+    kinds: frozenset[EntityKind] = frozenset({EntityKind.DEVICE})
+    identifier: str | None = None
+    name: str | None = None
+    value_objects: tuple[ValueObject, ...] = ()
+    time_series: tuple[TimeSeries, ...] = ()
+    parts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_iri("entity", self.iri)
+        for part in self.parts:
+            check_iri("part", part)
+        if not self.kinds:
+            raise ValueError(f"entity {self.iri} has no class")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Activity:
+    method: Method
+    entities: tuple[Entity, ...]
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not self.entities:
+            raise ValueError("an activity needs at least one entity")
+        _utc(self, "start")
+        _utc(self, "end")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError(f"activity ends ({self.end}) before it starts ({self.start})")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    id: str
+    sender: str
+    generated_at: datetime
+
+    def __post_init__(self) -> None:
+        check_id("message id", self.id)
+        check_iri("sender", self.sender)
+        _utc(self, "generated_at")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request(Message):
+    activities: tuple[Activity, ...]
+
+    def __post_init__(self) -> None:
+        Message.__post_init__(self)
+        if not self.activities:
+            raise ValueError("a request needs at least one activity")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Response(Message):
+    activities: tuple[Activity, ...] = ()
+    in_reply_to: str | None = None
+
+    def __post_init__(self) -> None:
+        Message.__post_init__(self)
+        if self.in_reply_to is not None:
+            check_id("in reply to", self.in_reply_to)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Notification(Message):
+    activities: tuple[Activity, ...]
+
+    def __post_init__(self) -> None:
+        Message.__post_init__(self)
+        if not self.activities:
+            raise ValueError("a notification needs at least one activity")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorMessage(Message):
+    """A Smart API Error: `code` follows HTTP status semantics, `message` says why."""
+
+    code: int
+    message: str
+    in_reply_to: str | None = None
+
+    def __post_init__(self) -> None:
+        Message.__post_init__(self)
+        if not 100 <= self.code <= 999:
+            raise ValueError(f"error code {self.code} out of range")
+        if not self.message:
+            raise ValueError("an error needs a message")
+        if self.in_reply_to is not None:
+            check_id("in reply to", self.in_reply_to)

@@ -1,0 +1,189 @@
+"""Every namespace and term the Smart API profile uses, in one place.
+
+Current QUDT (qudt.org/schema/qudt, qudt.org/vocab/unit, qudt.org/vocab/quantitykind) is
+what we emit; the Smart API 1.1 forms (NASA QUDT unit and quantity properties and units,
+quantity kinds in the Smart API namespace) are accepted on input and rewritten by
+`gateway.smartapi.legacy`. Terms Smart API lacks (interval roles, references between the
+flexibility messages, reading quality) live in the product namespace `MGMS`.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+from rdflib import Namespace, URIRef
+from rdflib.namespace import DCTERMS, RDF, XSD
+
+__all__ = [
+    "DCTERMS",
+    "MGMS",
+    "NASA_QUDT",
+    "NASA_UNIT",
+    "PREFIXES",
+    "QK",
+    "QUDT",
+    "RDF",
+    "SEC",
+    "SMARTAPI",
+    "UNIT",
+    "XSD",
+    "EntityKind",
+    "QuantityKind",
+    "unit_fits",
+]
+
+SMARTAPI: Final = Namespace("http://smart-api.io/ontology/1.0/smartapi#")
+QUDT: Final = Namespace("http://qudt.org/schema/qudt/")
+UNIT: Final = Namespace("http://qudt.org/vocab/unit/")
+QK: Final = Namespace("http://qudt.org/vocab/quantitykind/")
+NASA_QUDT: Final = Namespace("http://data.nasa.gov/qudt/owl/qudt#")
+NASA_UNIT: Final = Namespace("http://data.nasa.gov/qudt/owl/unit#")
+#: product terms: roles of time series, references between flexibility messages, quality
+MGMS: Final = Namespace("urn:mgms:profile:1.0#")
+#: product secure profile: graph signatures and encrypted parts
+SEC: Final = Namespace("urn:mgms:security:1.0#")
+
+#: prefixes bound in every serialization we emit (Turtle prefixes, JSON-LD @context)
+PREFIXES: Final[dict[str, str]] = {
+    "smartapi": str(SMARTAPI),
+    "qudt": str(QUDT),
+    "unit": str(UNIT),
+    "quantitykind": str(QK),
+    "mgms": str(MGMS),
+    "sec": str(SEC),
+    "dcterms": str(DCTERMS),
+    "rdf": str(RDF),
+    "xsd": str(XSD),
+}
+
+# Smart API message classes and core properties.
+REQUEST: Final = SMARTAPI.Request
+RESPONSE: Final = SMARTAPI.Response
+NOTIFICATION: Final = SMARTAPI.Notification
+ERROR: Final = SMARTAPI.Error
+ACTIVITY: Final = SMARTAPI.Activity
+READ: Final = SMARTAPI.Read
+WRITE: Final = SMARTAPI.Write
+VALUE_OBJECT: Final = SMARTAPI.ValueObject
+TIME_SERIES: Final = SMARTAPI.TimeSeries
+TEMPORAL_CONTEXT: Final = SMARTAPI.TemporalContext
+EVALUATION: Final = SMARTAPI.Evaluation
+ENTITY: Final = SMARTAPI.Entity
+MESSAGE_TYPES: Final = (REQUEST, RESPONSE, NOTIFICATION, ERROR)
+
+# Legacy signing/encryption stubs (Smart API 1.1).
+REFERENCE: Final = SMARTAPI.Reference
+MULTIPART_REFERENCE: Final = SMARTAPI.MultipartReference
+ENCRYPTED_REFERENCE: Final = SMARTAPI.EncryptedReference
+PUBLIC_KEY_TYPE: Final = SMARTAPI.PublicKey
+
+
+class QuantityKind(enum.StrEnum):
+    """QUDT quantity kinds the profile carries (local names under qudt.org/vocab/quantitykind)."""
+
+    ACTIVE_POWER = "ActivePower"
+    REACTIVE_POWER = "ReactivePower"
+    APPARENT_POWER = "ApparentPower"
+    ENERGY = "Energy"
+    REACTIVE_ENERGY = "ReactiveEnergy"
+    STATE_OF_CHARGE = "StateOfCharge"
+    VOLTAGE = "Voltage"
+    ELECTRIC_CURRENT = "ElectricCurrent"
+    FREQUENCY = "Frequency"
+    TEMPERATURE = "Temperature"
+    DIMENSIONLESS = "Dimensionless"
+
+    @property
+    def iri(self) -> URIRef:
+        return QK[self.value]
+
+
+#: units (gateway.units local names) each quantity kind may carry; anything else is a
+#: wrong unit on input
+UNITS_OF: Final[dict[QuantityKind, frozenset[str]]] = {
+    QuantityKind.ACTIVE_POWER: frozenset({"W", "KiloW", "MegaW"}),
+    QuantityKind.REACTIVE_POWER: frozenset({"VAR", "KiloVAR"}),
+    QuantityKind.APPARENT_POWER: frozenset({"KiloV-A"}),
+    QuantityKind.ENERGY: frozenset({"W-HR", "KiloW-HR", "MegaW-HR"}),
+    QuantityKind.REACTIVE_ENERGY: frozenset({"KiloVAR-HR"}),
+    QuantityKind.STATE_OF_CHARGE: frozenset({"PERCENT"}),
+    QuantityKind.VOLTAGE: frozenset({"V", "KiloV"}),
+    QuantityKind.ELECTRIC_CURRENT: frozenset({"A"}),
+    QuantityKind.FREQUENCY: frozenset({"HZ"}),
+    QuantityKind.TEMPERATURE: frozenset({"DEG_C"}),
+    QuantityKind.DIMENSIONLESS: frozenset({"UNITLESS", "PERCENT", "SEC"}),
+}
+
+#: factor that turns a value in the unit into the profile's base unit of its kind
+#: (kW, kvar, kWh), so decoders hand the flexibility code one unit
+TO_BASE: Final[dict[str, float]] = {
+    "W": 1e-3,
+    "KiloW": 1.0,
+    "MegaW": 1e3,
+    "VAR": 1e-3,
+    "KiloVAR": 1.0,
+    "W-HR": 1e-3,
+    "KiloW-HR": 1.0,
+    "MegaW-HR": 1e3,
+}
+
+
+def unit_fits(kind: QuantityKind, unit: str) -> bool:
+    return unit in UNITS_OF[kind]
+
+
+#: Smart API 1.1 / NASA QUDT unit local names -> current QUDT local names
+LEGACY_UNITS: Final[dict[str, str]] = {
+    "Watt": "W",
+    "Kilowatt": "KiloW",
+    "Megawatt": "MegaW",
+    "VoltAmpereReactive": "VAR",
+    "KilovoltAmpereReactive": "KiloVAR",
+    "KilovoltAmpere": "KiloV-A",
+    "WattHour": "W-HR",
+    "Kilowatthour": "KiloW-HR",
+    "KilowattHour": "KiloW-HR",
+    "Megawatthour": "MegaW-HR",
+    "Volt": "V",
+    "Kilovolt": "KiloV",
+    "Ampere": "A",
+    "Hertz": "HZ",
+    "Percent": "PERCENT",
+    "DegreeCelsius": "DEG_C",
+    "SecondTime": "SEC",
+    "Unitless": "UNITLESS",
+}
+
+#: Smart API 1.1 quantity kinds (in the smartapi namespace) -> current QUDT quantity kinds
+LEGACY_QUANTITIES: Final[dict[URIRef, QuantityKind]] = {
+    SMARTAPI.ActivePower: QuantityKind.ACTIVE_POWER,
+    SMARTAPI.ReactivePower: QuantityKind.REACTIVE_POWER,
+    SMARTAPI.ApparentPower: QuantityKind.APPARENT_POWER,
+    SMARTAPI.Energy: QuantityKind.ENERGY,
+    SMARTAPI.StateOfCharge: QuantityKind.STATE_OF_CHARGE,
+    SMARTAPI.Voltage: QuantityKind.VOLTAGE,
+    SMARTAPI.Current: QuantityKind.ELECTRIC_CURRENT,
+    SMARTAPI.Frequency: QuantityKind.FREQUENCY,
+    SMARTAPI.Temperature: QuantityKind.TEMPERATURE,
+}
+
+
+class EntityKind(enum.StrEnum):
+    """Entity classes: Smart API's where it has one, the product namespace otherwise."""
+
+    DEVICE = str(SMARTAPI.Device)
+    DER = str(SMARTAPI.DistributedEnergyResource)
+    BATTERY = str(SMARTAPI.Battery)
+    PV = str(SMARTAPI.PhotovoltaicPanel)
+    INVERTER = str(SMARTAPI.Inverter)
+    ENERGY_STORAGE = str(SMARTAPI.EnergyStorage)
+    MICROGRID = str(MGMS.Microgrid)
+    COUPLING_POINT = str(MGMS.CouplingPoint)
+    CONTROLLABLE_LOAD = str(MGMS.ControllableLoad)
+    GENERATOR = str(MGMS.Generator)
+    EV_CHARGER = str(MGMS.EvCharger)
+
+    @property
+    def iri(self) -> URIRef:
+        return URIRef(self.value)
