@@ -27,19 +27,21 @@ ACL = """\
 user mgms-gateway
 topic write {root}/+/forecast
 topic write {root}/+/verification
-topic write {root}/+/answer
+topic write {root}/+/reply/ams
 topic write {root}/+/status
 topic read {root}/+/notification
 topic read {root}/+/activation
+topic read {root}/+/reply/gateway
 
 # the AMS: the other way round
 user ams
 topic read {root}/+/forecast
 topic read {root}/+/verification
-topic read {root}/+/answer
+topic read {root}/+/reply/ams
 topic read {root}/+/status
 topic write {root}/+/notification
 topic write {root}/+/activation
+topic write {root}/+/reply/gateway
 """
 
 

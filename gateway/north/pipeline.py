@@ -1,0 +1,240 @@
+"""The inbound pipeline, the same for HTTPS and MQTT:
+
+    parse -> verify signature -> validate shapes (typed message) -> authorize -> business
+    checks -> apply -> record the answer
+
+Each step that fails answers with a Smart API Error whose message starts with a stable
+reason code (docs/northbound.md lists them) and an HTTP-like status; nothing of a refused
+message is applied. Inbound messages are idempotent by id: the ledger keeps the first
+answer to every authenticated message and a repeat (same id, same bytes) gets it again.
+A different body under a known id is refused as `id-conflict` (409) after it has been
+authenticated; before that it is refused by whichever check it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from gateway.errors import InboundRejected, SmartApiError
+from gateway.north.config import Role
+from gateway.north.ledger import Ledger
+from gateway.north.ports import InboundMessage, MessageCodec, ReserveHandler
+from gateway.north.tls import Peer
+from gateway.north.wire import TURTLE, Answer, Channel, media_type
+from gateway.smartapi.flexibility import ReserveActivation, ReserveNotification
+from gateway.smartapi.messages import ErrorMessage, Response, new_message_id
+
+log = logging.getLogger(__name__)
+
+_EXPECTED: dict[Channel, type] = {
+    Channel.NOTIFICATION: ReserveNotification,
+    Channel.ACTIVATION: ReserveActivation,
+}
+
+
+def reason_of(exc: SmartApiError) -> str:
+    """`SignatureInvalid` -> `signature-invalid`; `MessageParseError` -> `malformed`."""
+    if type(exc).__name__ == "MessageParseError":
+        return "malformed"
+    if type(exc).__name__ == "ReplayRejected":
+        return "replayed"
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", type(exc).__name__).lower()
+
+
+def rejection(exc: SmartApiError, message_id: str | None) -> InboundRejected:
+    return InboundRejected(exc.status, reason_of(exc), exc.detail, message_id=message_id)
+
+
+class InboundPipeline:
+    """Runs inbound Reserve Notifications and Activations through every check to the
+    reserve handler. `identity` is our Smart API sender, `microgrid` our microgrid id."""
+
+    def __init__(
+        self,
+        codec: MessageCodec[Any],
+        ledger: Ledger,
+        handler: ReserveHandler,
+        *,
+        identity: str,
+        microgrid: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._codec = codec
+        self._ledger = ledger
+        self._handler = handler
+        self._identity = identity
+        self._microgrid = microgrid
+        self._clock = clock
+        self._apply_lock = asyncio.Lock()
+        self._id_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        #: answers given, by reason (`accepted`, `repeat` or a refusal reason)
+        self.counts: Counter[str] = Counter()
+
+    @property
+    def accepted_types(self) -> frozenset[str]:
+        return self._codec.accepted_types
+
+    # -- answers ----------------------------------------------------------------------------
+
+    def _answer_type(self, content_type: str | None) -> str:
+        ctype = media_type(content_type)
+        return ctype if ctype in self._codec.accepted_types and ctype != "" else TURTLE
+
+    def _reply(
+        self, status: int, reply: Response | ErrorMessage, content_type: str | None
+    ) -> Answer:
+        ctype = self._answer_type(content_type)
+        if ctype.startswith("multipart/"):
+            ctype = TURTLE  # answers are plain Turtle even to a legacy multipart request
+        return Answer(status, ctype, self._codec.encode(reply, ctype))
+
+    def refuse(self, rejection: InboundRejected, content_type: str | None = None) -> Answer:
+        self.counts[rejection.reason] += 1
+        error = ErrorMessage(
+            id=new_message_id(),
+            sender=self._identity,
+            generated_at=self._clock(),
+            code=rejection.status,
+            message=f"{rejection.reason}: {rejection.detail}",
+            in_reply_to=rejection.message_id,
+        )
+        return self._reply(rejection.status, error, content_type)
+
+    def _accept(self, message_id: str, content_type: str) -> Answer:
+        self.counts["accepted"] += 1
+        ok = Response(
+            id=new_message_id(),
+            sender=self._identity,
+            generated_at=self._clock(),
+            in_reply_to=message_id,
+        )
+        return self._reply(200, ok, content_type)
+
+    # -- the pipeline -----------------------------------------------------------------------
+
+    async def handle(self, channel: Channel, body: bytes, content_type: str, peer: Peer) -> Answer:
+        digest = hashlib.sha256(body).hexdigest()
+        try:
+            parsed = self._codec.parse(body, content_type)
+        except SmartApiError as exc:
+            return self._refused(channel, peer, rejection(exc, None), content_type)
+        message_id = self._codec.message_id(parsed)
+        if message_id is None:
+            # without an id there is no idempotency; the decoder names what is missing
+            try:
+                self._codec.decode(parsed)
+            except SmartApiError as exc:
+                return self._refused(channel, peer, rejection(exc, None), content_type)
+            exc2 = InboundRejected(400, "malformed", "the message has no id")
+            return self._refused(channel, peer, exc2, content_type)
+        async with self._serialized(message_id):
+            prior = await self._ledger.get(message_id)
+            if prior is not None and prior.digest == digest:
+                self.counts["repeat"] += 1
+                log.info("%s %s repeated by %s: first answer again", channel, message_id, peer)
+                return prior.answer
+            try:
+                message = self._authenticate(channel, parsed, message_id, peer)
+            except InboundRejected as exc:
+                return self._refused(channel, peer, exc, content_type)
+            if prior is not None:
+                conflict = InboundRejected(
+                    409,
+                    "id-conflict",
+                    "a different message with this id was received before",
+                    message_id=message_id,
+                )
+                return self._refused(channel, peer, conflict, content_type)
+            answer = await self._business(channel, message, peer, content_type)
+            if answer.status < 500:
+                await self._ledger.record(message_id, digest, channel, message.sender, answer)
+            return answer
+
+    def _authenticate(
+        self, channel: Channel, parsed: object, message_id: str, peer: Peer
+    ) -> InboundMessage:
+        try:
+            self._codec.verify(parsed)
+            message = self._codec.decode(parsed)
+        except SmartApiError as exc:
+            raise rejection(exc, message_id) from exc
+        expected = _EXPECTED[channel]
+        if not isinstance(message, expected):
+            raise InboundRejected(
+                422,
+                "wrong-channel",
+                f"a {type(message).__name__} cannot be sent to the {channel.value} endpoint",
+                message_id=message_id,
+            )
+        if peer.role is not Role.AMS:
+            raise InboundRejected(
+                403,
+                "role-not-allowed",
+                f"{peer} may not send {channel.value}s",
+                message_id=message_id,
+            )
+        if not peer.may_send_as(message.sender):
+            raise InboundRejected(
+                403,
+                "sender-not-allowed",
+                f"{peer} may not send as {message.sender}",
+                message_id=message_id,
+            )
+        return cast(InboundMessage, message)
+
+    async def _business(
+        self, channel: Channel, message: InboundMessage, peer: Peer, content_type: str
+    ) -> Answer:
+        try:
+            if message.microgrid != self._microgrid:
+                raise InboundRejected(
+                    422,
+                    "wrong-microgrid",
+                    f"message is for microgrid {message.microgrid!r}, this is {self._microgrid!r}",
+                )
+            async with self._apply_lock:
+                if isinstance(message, ReserveNotification):
+                    await self._handler.check_notification(message)
+                    await self._handler.apply_notification(message)
+                else:
+                    await self._handler.check_activation(message)
+                    await self._handler.apply_activation(message)
+        except InboundRejected as exc:
+            exc.message_id = message.id
+            return self._refused(channel, peer, exc, content_type)
+        except Exception as exc:
+            # the handler failed while applying: not recorded, so a repeat tries again
+            log.exception("%s %s: applying failed", channel, message.id)
+            failed = InboundRejected(
+                500, "apply-failed", f"{type(exc).__name__}: {exc}", message_id=message.id
+            )
+            return self._refused(channel, peer, failed, content_type)
+        log.info("%s %s from %s accepted", channel, message.id, peer)
+        return self._accept(message.id, content_type)
+
+    def _refused(
+        self, channel: Channel, peer: Peer, exc: InboundRejected, content_type: str
+    ) -> Answer:
+        log.warning("%s from %s refused: %s", channel, peer, exc)
+        return self.refuse(exc, content_type)
+
+    @asynccontextmanager
+    async def _serialized(self, message_id: str) -> AsyncIterator[None]:
+        """One message id at a time: a concurrent repeat waits for the first answer."""
+        lock, users = self._id_locks.setdefault(message_id, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._id_locks[message_id]

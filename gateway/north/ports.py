@@ -1,0 +1,81 @@
+"""The two interfaces the northbound layer needs from its neighbours.
+
+`MessageCodec` is what the pipeline needs from the Smart API layer (gateway/smartapi):
+parse, verify the signature, validate against the shapes and decode into a typed message,
+and serialize our answers and outbound messages. `gateway.north.codec.SmartApiCodec` is
+the implementation on gateway/smartapi.
+
+`ReserveHandler` is what it needs from the flexibility layer: the business checks of an
+inbound Reserve Notification or Activation and applying it. The pipeline calls `check_*`
+and then `apply_*` for one message at a time (never two concurrently), only after the
+message passed parsing, signature, shapes and authorization. `check_*` refuses with
+`ReserveRejected` (nothing applied); `apply_*` must be idempotent by message id, because
+a message applied just before a crash is applied again when the AMS repeats it.
+`gateway.north.reserves.SqliteReserveBook` is the default implementation.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, TypeVar
+
+from gateway.smartapi.flexibility import (
+    FlexibilityForecast,
+    ReserveActivation,
+    ReserveNotification,
+    ReserveVerification,
+)
+from gateway.smartapi.messages import ErrorMessage, Response
+
+InboundMessage = ReserveNotification | ReserveActivation
+OutboundMessage = FlexibilityForecast | ReserveVerification
+Reply = Response | ErrorMessage
+
+P = TypeVar("P")
+
+
+class MessageCodec(Protocol[P]):
+    """Smart API as the pipeline needs it. Every method raises a `SmartApiError` subclass
+    (gateway.errors) naming what is wrong; `P` is the codec's parsed form."""
+
+    #: media types `parse` reads
+    accepted_types: frozenset[str]
+
+    def parse(self, body: bytes, content_type: str) -> P:
+        """Syntax only: MessageParseError, UnsupportedMediaType."""
+        ...
+
+    def message_id(self, parsed: P) -> str | None:
+        """The message's id if it can be read (for idempotency and error replies)."""
+        ...
+
+    def verify(self, parsed: P) -> None:
+        """The signature over the message, by a key trusted for its sender; replay window.
+        SecurityError and subclasses."""
+        ...
+
+    def decode(self, parsed: P) -> InboundMessage | Reply | OutboundMessage:
+        """Shapes and the typed message: ShapeViolation, MessageDecodeError."""
+        ...
+
+    def encode(self, message: OutboundMessage | Reply | InboundMessage, content_type: str) -> bytes:
+        """Serialize and sign `message` in `content_type` (one of `accepted_types`)."""
+        ...
+
+
+class ReserveHandler(Protocol):
+    """The flexibility layer's side of an inbound Reserve Notification or Activation."""
+
+    async def check_notification(self, notification: ReserveNotification) -> None: ...
+
+    async def apply_notification(self, notification: ReserveNotification) -> None: ...
+
+    async def check_activation(self, activation: ReserveActivation) -> None: ...
+
+    async def apply_activation(self, activation: ReserveActivation) -> None: ...
+
+
+class ForecastSink(Protocol):
+    """Told about every forecast the gateway sends (the default reserve book needs the
+    baselines to check activations against the reserved band)."""
+
+    async def record_forecast(self, forecast: FlexibilityForecast) -> None: ...
