@@ -168,7 +168,8 @@ async def test_reconnects_after_the_broker_restarts(
     async with running(gw, ams):
         broker.proc.terminate()
         broker.proc.wait(10)
-        with pytest.raises(DeliveryError):
+        await until(lambda: not gw.connected.is_set())
+        with pytest.raises(DeliveryError, match="not connected"):
             await gw.deliver(item("f1", Channel.FORECAST, b"down"))
         with mosquitto(broker.directory, pki, port=broker.port):
             await until(lambda: len(connects) >= 2 and ams.connected.is_set(), within=15)
