@@ -118,9 +118,7 @@ def _canonicalize(triples: Iterable[Triple]) -> bytes:
         on_path = {start}
         while stack:
             node = stack[-1]
-            pending = [
-                o for _, o in edges.get(node, ()) if o.startswith("_:") and o not in labels
-            ]
+            pending = [o for _, o in edges.get(node, ()) if o.startswith("_:") and o not in labels]
             if pending:
                 for child in pending:
                     if child in on_path:
@@ -139,8 +137,8 @@ def _canonicalize(triples: Iterable[Triple]) -> bytes:
     def key(term: str) -> str:
         return labels[term] if term.startswith("_:") else term
 
-    lines = {f"{key(s)} {p} {key(o)} .\n" for s, p, o in triples}
-    return "".join(sorted(lines)).encode()
+    out = {f"{key(s)} {p} {key(o)} .\n" for s, p, o in triples}
+    return "".join(sorted(out)).encode()
 
 
 def _graph_term(term: RdfNode) -> str:
@@ -153,7 +151,9 @@ def _graph_term(term: RdfNode) -> str:
     raise InvalidTerm("term", str(term), "unsupported RDF term")
 
 
-def canonical_graph(graph: Graph, exclude: Iterable[tuple[RdfNode, RdfNode, RdfNode]] = ()) -> bytes:
+def canonical_graph(
+    graph: Graph, exclude: Iterable[tuple[RdfNode, RdfNode, RdfNode]] = ()
+) -> bytes:
     """Canonical N-Triples of an rdflib graph, leaving out the `exclude` triples."""
     skip = set(exclude)
     return _canonicalize(
@@ -185,9 +185,7 @@ def canonical_tree(roots: list[Node]) -> bytes:
 
     def visit(node: Node) -> str:
         pairs = [(f"<{p}>", term(o)) for p, o in node.props]
-        subject = (
-            f"<{node.iri}>" if node.iri is not None else label({f"{p} {o}" for p, o in pairs})
-        )
+        subject = f"<{node.iri}>" if node.iri is not None else label({f"{p} {o}" for p, o in pairs})
         out.update(f"{subject} {p} {o} .\n" for p, o in pairs)
         return subject
 

@@ -189,4 +189,6 @@ class ReserveVerification(ProfileMessage):
         self._check_intervals(self.intervals)
 
 
-InformationObject = FlexibilityForecast | ReserveNotification | ReserveActivation | ReserveVerification
+InformationObject = (
+    FlexibilityForecast | ReserveNotification | ReserveActivation | ReserveVerification
+)

@@ -94,9 +94,12 @@ class ValueObject:
     def __post_init__(self) -> None:
         if self.unit is not None and self.unit not in UNITS:
             raise ValueError(f"unknown unit {self.unit!r}")
-        if self.quantity is not None and self.unit is not None:
-            if not unit_fits(self.quantity, self.unit):
-                raise ValueError(f"unit {self.unit} does not fit quantity {self.quantity}")
+        if (
+            self.quantity is not None
+            and self.unit is not None
+            and not unit_fits(self.quantity, self.unit)
+        ):
+            raise ValueError(f"unit {self.unit} does not fit quantity {self.quantity}")
         if self.value is not None and self.unit is None:
             raise ValueError("a value needs a unit")
         check_finite("value", self.value)
@@ -134,10 +137,35 @@ class TimeSeries:
         return self.start + self.step * len(self.values)
 
 
+def _vo_key(vo: ValueObject) -> tuple[str, ...]:
+    return (
+        vo.point or "",
+        vo.role or "",
+        vo.quantity or "",
+        vo.unit or "",
+        repr(vo.value),
+        str(vo.quality),
+        vo.time.isoformat() if vo.time else "",
+    )
+
+
+def _ts_key(ts: TimeSeries) -> tuple[str, ...]:
+    return (ts.role or "", ts.quantity, ts.of or "", ts.unit, ts.start.isoformat(), str(ts.step))
+
+
+def _activity_key(a: Activity) -> tuple[str, ...]:
+    return (a.method, *(e.iri for e in a.entities), repr(a.start), repr(a.end), repr(a))
+
+
+def _sort_activities(msg: object) -> None:
+    activities = msg.activities  # type: ignore[attr-defined]
+    object.__setattr__(msg, "activities", tuple(sorted(activities, key=_activity_key)))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Entity:
     iri: str
-    kinds: frozenset[EntityKind] = frozenset({EntityKind.DEVICE})
+    kinds: frozenset[EntityKind] = frozenset()
     identifier: str | None = None
     name: str | None = None
     value_objects: tuple[ValueObject, ...] = ()
@@ -146,10 +174,12 @@ class Entity:
 
     def __post_init__(self) -> None:
         check_iri("entity", self.iri)
+        # RDF keeps no order among repeated properties: hold them in one canonical order
+        object.__setattr__(self, "value_objects", tuple(sorted(self.value_objects, key=_vo_key)))
+        object.__setattr__(self, "time_series", tuple(sorted(self.time_series, key=_ts_key)))
+        object.__setattr__(self, "parts", tuple(sorted(self.parts)))
         for part in self.parts:
             check_iri("part", part)
-        if not self.kinds:
-            raise ValueError(f"entity {self.iri} has no class")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,6 +192,7 @@ class Activity:
     def __post_init__(self) -> None:
         if not self.entities:
             raise ValueError("an activity needs at least one entity")
+        object.__setattr__(self, "entities", tuple(sorted(self.entities, key=lambda e: e.iri)))
         _utc(self, "start")
         _utc(self, "end")
         if self.start is not None and self.end is not None and self.end <= self.start:
@@ -188,6 +219,7 @@ class Request(Message):
         Message.__post_init__(self)
         if not self.activities:
             raise ValueError("a request needs at least one activity")
+        _sort_activities(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,6 +231,7 @@ class Response(Message):
         Message.__post_init__(self)
         if self.in_reply_to is not None:
             check_id("in reply to", self.in_reply_to)
+        _sort_activities(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -209,6 +242,7 @@ class Notification(Message):
         Message.__post_init__(self)
         if not self.activities:
             raise ValueError("a notification needs at least one activity")
+        _sort_activities(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

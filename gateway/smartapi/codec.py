@@ -1,0 +1,152 @@
+"""The Smart API codec: messages <-> bytes in Turtle, JSON-LD and N-Triples.
+
+Encoding writes Turtle and N-Triples straight from the message tree (no rdflib graph);
+JSON-LD goes through rdflib with the profile's compact @context. Decoding parses with
+rdflib, rewrites Smart API 1.1 forms (`legacy.normalize`), runs the fast shape check
+(`check.ensure_valid`, which agrees with the shipped SHACL shapes) and builds the model.
+rdflib's exceptions are translated here into `MessageParseError`.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Any
+
+from rdflib import Graph
+
+from gateway.errors import MessageParseError, UnsupportedMediaType
+from gateway.smartapi import check, legacy
+from gateway.smartapi.decode import decode_graph
+from gateway.smartapi.encode import AnyMessage, to_tree
+from gateway.smartapi.tree import Node, to_graph, to_ntriples, to_turtle
+from gateway.smartapi.vocab import PREFIXES
+
+
+class Format(enum.StrEnum):
+    TURTLE = "text/turtle"
+    JSONLD = "application/ld+json"
+    NTRIPLES = "application/n-triples"
+
+    @property
+    def rdflib_name(self) -> str:
+        return {"text/turtle": "turtle", "application/ld+json": "json-ld"}.get(self.value, "nt")
+
+
+_ALIASES = {
+    "text/turtle": Format.TURTLE,
+    "application/x-turtle": Format.TURTLE,
+    "application/ld+json": Format.JSONLD,
+    "application/n-triples": Format.NTRIPLES,
+    "text/plain": Format.NTRIPLES,  # the historical N-Triples media type
+}
+
+#: the JSON-LD @context of every JSON-LD document we emit
+JSONLD_CONTEXT: dict[str, str] = dict(PREFIXES)
+
+
+def media_format(content_type: str | None) -> Format:
+    """The format of a Content-Type header value (parameters ignored)."""
+    if not content_type:
+        return Format.TURTLE  # Smart API's default
+    base = content_type.split(";", 1)[0].strip().lower()
+    try:
+        return _ALIASES[base]
+    except KeyError:
+        raise UnsupportedMediaType(
+            f"content type {base!r} is not text/turtle, application/ld+json or "
+            "application/n-triples"
+        ) from None
+
+
+def negotiate(accept: str | None, default: Format = Format.TURTLE) -> Format:
+    """The best format for an Accept header (q-values honoured; */* gives the default)."""
+    if not accept:
+        return default
+    choices: list[tuple[float, int, Format]] = []
+    for order, item in enumerate(accept.split(",")):
+        parts = [p.strip() for p in item.split(";")]
+        media = parts[0].lower()
+        q = 1.0
+        for param in parts[1:]:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        fmt = _ALIASES.get(media)
+        if fmt is None and media in ("*/*", "text/*", "application/*"):
+            fmt = default
+        if fmt is not None and q > 0:
+            choices.append((-q, order, fmt))
+    if not choices:
+        raise UnsupportedMediaType(f"cannot answer in any of {accept!r}")
+    return min(choices)[2]
+
+
+def serialize(roots: list[Node], fmt: Format = Format.TURTLE) -> bytes:
+    if fmt is Format.TURTLE:
+        return to_turtle(roots).encode()
+    if fmt is Format.NTRIPLES:
+        return to_ntriples(roots).encode()
+    return serialize_graph(to_graph(roots), fmt)
+
+
+def serialize_graph(graph: Graph, fmt: Format) -> bytes:
+    if fmt is Format.JSONLD:
+        text = graph.serialize(format="json-ld", context=JSONLD_CONTEXT, auto_compact=True)
+    else:
+        text = graph.serialize(format=fmt.rdflib_name)
+    return text.encode()
+
+
+def encode(msg: AnyMessage, fmt: Format = Format.TURTLE) -> bytes:
+    return serialize(to_tree(msg), fmt)
+
+
+def _reject_remote_contexts(data: Any) -> None:
+    """A JSON-LD @context given by URL would make the parser fetch it: refuse."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            context = item.get("@context")
+            contexts = context if isinstance(context, list) else [context]
+            if any(isinstance(c, str) for c in contexts):
+                raise MessageParseError("JSON-LD @context by reference is not accepted")
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def parse(body: bytes, content_type: str | None) -> Graph:
+    """Parse the body into a graph; any syntax problem is a MessageParseError."""
+    fmt = media_format(content_type)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MessageParseError(f"body is not UTF-8: {exc}") from exc
+    if fmt is Format.JSONLD:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise MessageParseError(f"invalid JSON: {exc}") from exc
+        _reject_remote_contexts(data)
+    graph = Graph()
+    try:
+        graph.parse(data=text, format=fmt.rdflib_name)
+    except Exception as exc:  # rdflib raises many unrelated types; translate them all here
+        raise MessageParseError(f"invalid {fmt.value}: {exc}") from exc
+    return graph
+
+
+def prepare(graph: Graph) -> Graph:
+    """Legacy forms rewritten and the fast shape check passed (raises its typed error)."""
+    legacy.normalize(graph)
+    check.ensure_valid(graph)
+    return graph
+
+
+def decode(body: bytes, content_type: str | None) -> AnyMessage:
+    return decode_graph(prepare(parse(body, content_type)))
