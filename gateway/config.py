@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.mapping import Device, MappingFile
+from gateway.north.config import NorthConfig
 
 _ID = r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$"
 
@@ -99,6 +100,8 @@ class GatewayConfig(BaseModel):
     retention_days: float = Field(default=30.0, gt=0)
     #: cap of the reconnect backoff in seconds
     reconnect_max_s: float = Field(default=30.0, gt=0)
+    #: the link to the aggregator (AMS); absent: the gateway runs without one
+    north: NorthConfig | None = None
 
 
 class LoadedConfig(BaseModel):

@@ -38,6 +38,7 @@ class Role(enum.StrEnum):
 
     AMS = "ams"  # the aggregator: sends notifications and activations, reads state
     OPERATOR = "operator"  # the microgrid operator: reads and writes through the access endpoint
+    MGMS = "mgms"  # a gateway, as the AMS (simulator) sees it: sends forecasts, verifications
 
 
 class PeerRule(BaseModel):

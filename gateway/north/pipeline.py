@@ -26,18 +26,38 @@ from typing import Any, cast
 from gateway.errors import InboundRejected, SmartApiError
 from gateway.north.config import Role
 from gateway.north.ledger import Ledger
-from gateway.north.ports import InboundMessage, MessageCodec, ReserveHandler
+from gateway.north.ports import Applier, Expectation, MessageCodec, ReserveHandler
 from gateway.north.tls import Peer
 from gateway.north.wire import TURTLE, Answer, Channel, media_type
-from gateway.smartapi.flexibility import ReserveActivation, ReserveNotification
+from gateway.smartapi.flexibility import FlexMessage, ReserveActivation, ReserveNotification
 from gateway.smartapi.messages import ErrorMessage, Response, new_message_id
 
 log = logging.getLogger(__name__)
 
-_EXPECTED: dict[Channel, type] = {
-    Channel.NOTIFICATION: ReserveNotification,
-    Channel.ACTIVATION: ReserveActivation,
-}
+
+class ReserveApplier:
+    """The gateway's applier: Reserve Notifications and Activations from the AMS role,
+    checked and applied by the flexibility layer's ReserveHandler."""
+
+    def __init__(self, handler: ReserveHandler) -> None:
+        self._handler = handler
+
+    def expects(self, channel: Channel) -> Expectation | None:
+        if channel is Channel.NOTIFICATION:
+            return Expectation(ReserveNotification, Role.AMS)
+        if channel is Channel.ACTIVATION:
+            return Expectation(ReserveActivation, Role.AMS)
+        return None
+
+    async def check_and_apply(self, message: FlexMessage) -> None:
+        if isinstance(message, ReserveNotification):
+            await self._handler.check_notification(message)
+            await self._handler.apply_notification(message)
+        elif isinstance(message, ReserveActivation):
+            await self._handler.check_activation(message)
+            await self._handler.apply_activation(message)
+        else:  # expects() admits nothing else
+            raise TypeError(f"unexpected {type(message).__name__}")
 
 
 def reason_of(exc: SmartApiError) -> str:
@@ -54,14 +74,16 @@ def rejection(exc: SmartApiError, message_id: str | None) -> InboundRejected:
 
 
 class InboundPipeline:
-    """Runs inbound Reserve Notifications and Activations through every check to the
-    reserve handler. `identity` is our Smart API sender, `microgrid` our microgrid id."""
+    """Runs inbound messages through every check to the applier (the gateway: Reserve
+    Notifications and Activations to the reserve handler; the AMS simulator: forecasts and
+    verifications to its record). `identity` is our Smart API sender, `microgrid` the id of
+    the microgrid every message must name."""
 
     def __init__(
         self,
         codec: MessageCodec[Any],
         ledger: Ledger,
-        handler: ReserveHandler,
+        applier: Applier,
         *,
         identity: str,
         microgrid: str,
@@ -69,7 +91,7 @@ class InboundPipeline:
     ) -> None:
         self._codec = codec
         self._ledger = ledger
-        self._handler = handler
+        self._applier = applier
         self._identity = identity
         self._microgrid = microgrid
         self._clock = clock
@@ -160,21 +182,21 @@ class InboundPipeline:
 
     def _authenticate(
         self, channel: Channel, parsed: object, message_id: str, peer: Peer
-    ) -> InboundMessage:
+    ) -> FlexMessage:
         try:
             self._codec.verify(parsed)
             message = self._codec.decode(parsed)
         except SmartApiError as exc:
             raise rejection(exc, message_id) from exc
-        expected = _EXPECTED[channel]
-        if not isinstance(message, expected):
+        expected = self._applier.expects(channel)
+        if expected is None or not isinstance(message, expected.type):
             raise InboundRejected(
                 422,
                 "wrong-channel",
                 f"a {type(message).__name__} cannot be sent to the {channel.value} endpoint",
                 message_id=message_id,
             )
-        if peer.role is not Role.AMS:
+        if peer.role is not expected.role:
             raise InboundRejected(
                 403,
                 "role-not-allowed",
@@ -188,10 +210,10 @@ class InboundPipeline:
                 f"{peer} may not send as {message.sender}",
                 message_id=message_id,
             )
-        return cast(InboundMessage, message)
+        return cast(FlexMessage, message)
 
     async def _business(
-        self, channel: Channel, message: InboundMessage, peer: Peer, content_type: str
+        self, channel: Channel, message: FlexMessage, peer: Peer, content_type: str
     ) -> Answer:
         try:
             if message.microgrid != self._microgrid:
@@ -201,12 +223,7 @@ class InboundPipeline:
                     f"message is for microgrid {message.microgrid!r}, this is {self._microgrid!r}",
                 )
             async with self._apply_lock:
-                if isinstance(message, ReserveNotification):
-                    await self._handler.check_notification(message)
-                    await self._handler.apply_notification(message)
-                else:
-                    await self._handler.check_activation(message)
-                    await self._handler.apply_activation(message)
+                await self._applier.check_and_apply(message)
         except InboundRejected as exc:
             exc.message_id = message.id
             return self._refused(channel, peer, exc, content_type)

@@ -16,15 +16,19 @@ a message applied just before a crash is applied again when the AMS repeats it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from gateway.north.config import Role
+from gateway.north.wire import Channel
 from gateway.smartapi.flexibility import (
     FlexibilityForecast,
+    FlexMessage,
     ReserveActivation,
     ReserveNotification,
     ReserveVerification,
 )
-from gateway.smartapi.messages import ErrorMessage, Response
+from gateway.smartapi.messages import ErrorMessage, Message, Response
 
 InboundMessage = ReserveNotification | ReserveActivation
 OutboundMessage = FlexibilityForecast | ReserveVerification
@@ -37,8 +41,10 @@ class MessageCodec(Protocol[P]):
     """Smart API as the pipeline needs it. Every method raises a `SmartApiError` subclass
     (gateway.errors) naming what is wrong; `P` is the codec's parsed form."""
 
-    #: media types `parse` reads
-    accepted_types: frozenset[str]
+    @property
+    def accepted_types(self) -> frozenset[str]:
+        """Media types `parse` reads."""
+        ...
 
     def parse(self, body: bytes, content_type: str) -> P:
         """Syntax only: MessageParseError, UnsupportedMediaType."""
@@ -53,13 +59,31 @@ class MessageCodec(Protocol[P]):
         SecurityError and subclasses."""
         ...
 
-    def decode(self, parsed: P) -> InboundMessage | Reply | OutboundMessage:
+    def decode(self, parsed: P) -> Message:
         """Shapes and the typed message: ShapeViolation, MessageDecodeError."""
         ...
 
-    def encode(self, message: OutboundMessage | Reply | InboundMessage, content_type: str) -> bytes:
+    def encode(self, message: Message, content_type: str) -> bytes:
         """Serialize and sign `message` in `content_type` (one of `accepted_types`)."""
         ...
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What an inbound channel carries and which peer role may send it."""
+
+    type: type
+    role: Role
+
+
+class Applier(Protocol):
+    """The business end of the inbound pipeline: which message each channel carries, and
+    the checks and effect of one message. `check_and_apply` refuses with
+    InboundRejected/ReserveRejected before changing anything."""
+
+    def expects(self, channel: Channel) -> Expectation | None: ...
+
+    async def check_and_apply(self, message: FlexMessage) -> None: ...
 
 
 class ReserveHandler(Protocol):

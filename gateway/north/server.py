@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Self
 
 from aiohttp import web
@@ -24,13 +24,17 @@ from aiohttp import web
 from gateway.errors import InboundRejected
 from gateway.north.config import Role, ServerConfig
 from gateway.north.tls import AllowList, Peer, PeerIdentity
-from gateway.north.wire import ACCESS_PATH, INBOUND, Answer, Channel, Inbound, media_type
+from gateway.north.wire import ACCESS_PATH, Answer, Channel, Inbound, media_type
 
 log = logging.getLogger(__name__)
 
 AccessHandler = Callable[[web.Request, Peer], Awaitable[web.StreamResponse]]
 
-_ROLE_FOR_CHANNEL = {Channel.NOTIFICATION: Role.AMS, Channel.ACTIVATION: Role.AMS}
+#: what the gateway serves: the AMS's notifications and activations
+GATEWAY_CHANNELS: Mapping[Channel, Role] = {
+    Channel.NOTIFICATION: Role.AMS,
+    Channel.ACTIVATION: Role.AMS,
+}
 
 
 def _respond(answer: Answer) -> web.Response:
@@ -82,9 +86,9 @@ class _Routes:
             raise InboundRejected(413, "too-large", f"body exceeds {limit} bytes")
         return body, request.headers.get("Content-Type", "")
 
-    def channel_handler(self, channel: Channel) -> Callable[[web.Request], Awaitable[web.Response]]:
-        required = _ROLE_FOR_CHANNEL[channel]
-
+    def channel_handler(
+        self, channel: Channel, required: Role
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
             ctype = request.headers.get("Content-Type")
             try:
@@ -129,15 +133,17 @@ def build_app(
     *,
     access: AccessHandler | None = None,
     access_roles: Collection[Role] = (Role.AMS, Role.OPERATOR),
+    channels: Mapping[Channel, Role] = GATEWAY_CHANNELS,
 ) -> web.Application:
-    """The aiohttp application; `access` handles the Smart API access endpoint with the
-    admitted peer (its role decides what it may read or write)."""
+    """The aiohttp application: one POST endpoint per channel, open to the given role;
+    `access` handles the Smart API access endpoint with the admitted peer (its role
+    decides what it may read or write)."""
     # the body limit is enforced by the handlers (to answer with a Smart API Error); this
     # is aiohttp's own backstop for anything else that reads a body
     app = web.Application(client_max_size=config.max_body_bytes)
     routes = _Routes(inbound, allow, config, access, access_roles)
-    for channel in INBOUND:
-        app.router.add_post(channel.path, routes.channel_handler(channel))
+    for channel, role in channels.items():
+        app.router.add_post(channel.path, routes.channel_handler(channel, role))
         app.router.add_route("*", channel.path, routes.not_allowed)
     if access is not None:
         app.router.add_post(ACCESS_PATH, routes.access)

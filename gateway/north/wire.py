@@ -60,8 +60,10 @@ def media_type(content_type: str | None) -> str:
 class Inbound(Protocol):
     """The inbound pipeline as the transports see it."""
 
-    #: media types accepted as request bodies
-    accepted_types: frozenset[str]
+    @property
+    def accepted_types(self) -> frozenset[str]:
+        """Media types accepted as request bodies."""
+        ...
 
     async def handle(
         self, channel: Channel, body: bytes, content_type: str, peer: Peer

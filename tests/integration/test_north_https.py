@@ -1,0 +1,264 @@
+"""The CRP flow over HTTPS with mutual TLS on loopback: the gateway's North against the AMS
+simulator, and every class of refusal of the inbound pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.north.ams_sim import AmsSimulator
+from gateway.north.codec import SmartApiCodec
+from gateway.north.reserves import SqliteReserveBook
+from gateway.north.service import North
+from gateway.north.wire import JSON_LD, TURTLE, Answer, Channel
+from gateway.smartapi import codec
+from gateway.smartapi.flexibility import (
+    FlexibilityForecast,
+    ReserveActivation,
+    ReserveNotification,
+    ReserveVerification,
+)
+from gateway.smartapi.messages import ErrorMessage, Response
+from tests.support import north as support
+from tests.support.pki import PkiFiles, make_test_pki
+from tests.support.procs import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PkiFiles:
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+@dataclass
+class Pair:
+    north: North
+    ams: AmsSimulator
+
+    @property
+    def book(self) -> SqliteReserveBook:
+        assert self.north.reserve_book is not None
+        return self.north.reserve_book
+
+
+@pytest.fixture
+async def pair(pki: PkiFiles, tmp_path: Path) -> AsyncIterator[Pair]:
+    gw_port, ams_port = free_port(), free_port()
+    config = support.gateway_config(pki, ams_port=ams_port, port=gw_port)
+    async with (
+        support.running_ams(pki, tmp_path / "ams", gateway_port=gw_port, port=ams_port) as ams,
+        support.running_gateway(config, tmp_path / "gw") as north,
+    ):
+        yield Pair(north, ams)
+
+
+def decoded(answer: Answer) -> Response | ErrorMessage:
+    message = codec.decode(answer.body, answer.content_type)
+    assert isinstance(message, Response | ErrorMessage)
+    return message
+
+
+def refused(answer: Answer, status: int, reason: str) -> ErrorMessage:
+    message = decoded(answer)
+    assert isinstance(message, ErrorMessage), answer.body.decode()
+    assert (answer.status, message.code) == (status, status), message.message
+    assert message.message.startswith(f"{reason}: "), message.message
+    return message
+
+
+async def reserved(pair: Pair) -> tuple[FlexibilityForecast, ReserveNotification]:
+    """Forecast sent and received, notification accepted: the state activations need."""
+    f = support.forecast()
+    assert await pair.north.send(f)
+    got = await asyncio.wait_for(pair.ams.next_message(Channel.FORECAST), 10)
+    assert isinstance(got, FlexibilityForecast)
+    n = pair.ams.notification_for(got)
+    sent = await pair.ams.send(n)
+    assert sent.answer.status == 200, sent.answer.body.decode()
+    return got, n
+
+
+async def test_full_crp_cycle(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    assert f == pair.ams.messages(Channel.FORECAST)[0]
+    a = pair.ams.activation_for(n, f, fraction=0.5)
+    sent = await pair.ams.send(a)
+    reply = decoded(sent.answer)
+    assert isinstance(reply, Response)
+    assert reply.in_reply_to == a.id
+    assert sent.latency_ms > 0
+    stored = await pair.book.activations()
+    assert [(s.id, s.p_kw) for s in stored] == [(a.id, a.p_kw)]
+    assert a.p_kw == pytest.approx(40.0 - 0.5 * 15.0)  # baseline - half the reserved down band
+
+    v = support.verification(a.id)
+    assert await pair.north.send(v)
+    got = await asyncio.wait_for(pair.ams.next_message(Channel.VERIFICATION), 10)
+    assert isinstance(got, ReserveVerification)
+    assert got == v
+    await support.drained(pair.north)
+    stats = await pair.north.stats()
+    assert stats.outbox.delivered == 2
+    assert stats.inbound["accepted"] == 2
+
+
+async def test_json_ld_request_gets_a_json_ld_answer(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    answer = await pair.ams.post(Channel.ACTIVATION, codec.encode(a, codec.Format.JSONLD), JSON_LD)
+    assert answer.status == 200
+    assert answer.content_type.startswith(JSON_LD)
+    assert isinstance(decoded(answer), Response)
+
+
+async def test_repeat_gets_the_first_answer_and_applies_once(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    body = SmartApiCodec().encode(a, TURTLE)
+    first, again, concurrent = (
+        await pair.ams.post(Channel.ACTIVATION, body, TURTLE),
+        await pair.ams.post(Channel.ACTIVATION, body, TURTLE),
+        await asyncio.gather(*(pair.ams.post(Channel.ACTIVATION, body, TURTLE) for _ in range(3))),
+    )
+    assert first.status == 200
+    assert again == first
+    assert all(c == first for c in concurrent)
+    assert len(await pair.book.activations()) == 1
+    counts = (await pair.north.stats()).inbound
+    assert counts["repeat"] == 4
+
+
+async def test_same_id_with_other_content_is_a_conflict(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f, fraction=0.5)
+    assert (await pair.ams.send(a)).answer.status == 200
+    changed = ReserveActivation(
+        **{**_fields(a), "p_kw": a.p_kw - 1.0}  # type: ignore[arg-type]
+    )
+    answer = await pair.ams.post(Channel.ACTIVATION, codec.encode(changed), TURTLE)
+    refused(answer, 409, "id-conflict")
+    assert [s.p_kw for s in await pair.book.activations()] == [a.p_kw]
+
+
+def _fields(obj: object) -> dict[str, object]:
+    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}  # type: ignore[attr-defined]
+
+
+async def test_malformed_body(pair: Pair) -> None:
+    answer = await pair.ams.post(Channel.ACTIVATION, b"this is not turtle <<<", TURTLE)
+    refused(answer, 400, "malformed")
+
+
+async def test_unsupported_media_type(pair: Pair) -> None:
+    answer = await pair.ams.post(Channel.ACTIVATION, b"<a/>", "application/xml")
+    refused(answer, 415, "unsupported-media-type")
+
+
+async def test_oversize_body(pair: Pair) -> None:
+    answer = await pair.ams.post(Channel.ACTIVATION, b"#" * (256 * 1024 + 1), TURTLE)
+    refused(answer, 413, "too-large")
+
+
+async def test_shape_violation_names_the_term(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    text = codec.encode(pair.ams.activation_for(n, f)).decode()
+    broken = "\n".join(
+        line for line in text.splitlines() if "qudt:hasUnit unit:KiloW ;" not in line
+    )
+    answer = await pair.ams.post(Channel.ACTIVATION, broken.encode(), TURTLE)
+    error = refused(answer, 422, "missing-term")
+    assert "hasUnit" in error.message
+    assert await pair.book.activations() == []
+
+
+async def test_message_on_the_wrong_endpoint(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    answer = await pair.ams.post(Channel.NOTIFICATION, codec.encode(a), TURTLE)
+    refused(answer, 422, "wrong-channel")
+    assert await pair.book.activations() == []
+
+
+async def test_sender_the_certificate_may_not_speak_for(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    forged = ReserveActivation(**{**_fields(a), "sender": "https://other.example/ams"})  # type: ignore[arg-type]
+    answer = await pair.ams.post(Channel.ACTIVATION, codec.encode(forged), TURTLE)
+    refused(answer, 403, "sender-not-allowed")
+    assert await pair.book.activations() == []
+
+
+async def test_other_microgrid(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    other = ReserveActivation(**{**_fields(a), "microgrid": "elsewhere"})  # type: ignore[arg-type]
+    refused(
+        await pair.ams.post(Channel.ACTIVATION, codec.encode(other), TURTLE), 422, "wrong-microgrid"
+    )
+
+
+async def test_unknown_notification(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    stray = ReserveActivation(**{**_fields(a), "notification": "no-such-notification"})  # type: ignore[arg-type]
+    answer = await pair.ams.post(Channel.ACTIVATION, codec.encode(stray), TURTLE)
+    refused(answer, 422, "unknown-notification")
+    assert await pair.book.activations() == []
+
+
+async def test_set_point_outside_the_reserved_band(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f, fraction=1.5)  # 1.5 x the reserved down band
+    error = refused((await pair.ams.send(a)).answer, 422, "outside-band")
+    assert "17.5" in error.message  # the set point 40 - 1.5*15
+    assert await pair.book.activations() == []
+
+
+async def test_activation_outside_the_reserved_window(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    late = ReserveActivation(
+        **{  # type: ignore[arg-type]
+            **_fields(a),
+            "start": n.interval_start(len(n.intervals)),
+            "end": n.interval_start(len(n.intervals)) + timedelta(minutes=5),
+        }
+    )
+    refused(
+        await pair.ams.post(Channel.ACTIVATION, codec.encode(late), TURTLE), 422, "outside-window"
+    )
+
+
+async def test_activation_that_already_ended(pair: Pair) -> None:
+    start = support.interval_start() - timedelta(hours=1)
+    f = support.forecast(start=start)
+    assert await pair.north.send(f)
+    got = await asyncio.wait_for(pair.ams.next_message(Channel.FORECAST), 10)
+    assert isinstance(got, FlexibilityForecast)
+    n = pair.ams.notification_for(got)
+    assert (await pair.ams.send(n)).answer.status == 200
+    a = pair.ams.activation_for(n, got, start=start, duration=timedelta(minutes=5))
+    refused((await pair.ams.send(a)).answer, 422, "expired")
+
+
+async def test_notification_beyond_offered_flexibility(pair: Pair) -> None:
+    f = support.forecast()
+    assert await pair.north.send(f)
+    got = await asyncio.wait_for(pair.ams.next_message(Channel.FORECAST), 10)
+    assert isinstance(got, FlexibilityForecast)
+    greedy = pair.ams.notification_for(got, share=1.2)
+    refused((await pair.ams.send(greedy)).answer, 422, "exceeds-offered-flexibility")
+    assert await pair.book.notification(greedy.id) is None
+
+
+async def test_gateway_answers_are_stamped_with_its_identity(pair: Pair) -> None:
+    answer = await pair.ams.post(Channel.ACTIVATION, b"garbage", TURTLE)
+    error = refused(answer, 400, "malformed")
+    assert error.sender == pair.north.config.identity
+    assert error.generated_at <= datetime.now(UTC)

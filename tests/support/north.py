@@ -1,0 +1,190 @@
+"""Northbound test parts: a gateway `North` and an AMS simulator on loopback over the test
+PKI, and the messages of a CRP cycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from gateway.north.ams_sim import AmsSimConfig, AmsSimulator
+from gateway.north.certs import AMS_IDENTITY, GATEWAY_IDENTITY, OPERATOR_IDENTITY
+from gateway.north.config import (
+    AmsEndpoints,
+    MqttConfig,
+    NorthConfig,
+    PeerRule,
+    RetryPolicy,
+    Role,
+    ServerConfig,
+    SigningKeys,
+    Timeouts,
+    TlsFiles,
+)
+from gateway.north.service import North
+from gateway.north.wire import Channel
+from gateway.smartapi.flexibility import (
+    FlexibilityForecast,
+    ForecastInterval,
+    ReserveVerification,
+    VerificationInterval,
+)
+from gateway.smartapi.messages import new_message_id
+from tests.support.pki import PkiFiles
+from tests.support.waiting import until
+
+MICROGRID = "demo-microgrid"
+STEP = timedelta(minutes=15)
+#: fast retries for tests; the one-hour floor of give_up_after_s still holds
+FAST_RETRY = RetryPolicy(initial_s=0.05, max_s=0.2)
+
+
+def interval_start(now: datetime | None = None) -> datetime:
+    """The start of the current 15-minute interval."""
+    now = now or datetime.now(UTC)
+    return now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
+
+
+def forecast(
+    *, intervals: int = 8, start: datetime | None = None, microgrid: str = MICROGRID
+) -> FlexibilityForecast:
+    """Baseline import 40 kW, adjustable 10..70 kW; Q 5 kvar within -20..30."""
+    return FlexibilityForecast(
+        id=new_message_id(),
+        sender=GATEWAY_IDENTITY,
+        generated_at=datetime.now(UTC),
+        microgrid=microgrid,
+        start=start or interval_start(),
+        step=STEP,
+        intervals=tuple(
+            ForecastInterval(
+                p_kw=40.0,
+                p_min_kw=10.0,
+                p_max_kw=70.0,
+                q_kvar=5.0,
+                q_min_kvar=-20.0,
+                q_max_kvar=30.0,
+            )
+            for _ in range(intervals)
+        ),
+    )
+
+
+def verification(activation_id: str, *, start: datetime | None = None) -> ReserveVerification:
+    return ReserveVerification(
+        id=new_message_id(),
+        sender=GATEWAY_IDENTITY,
+        generated_at=datetime.now(UTC),
+        microgrid=MICROGRID,
+        start=start or interval_start(),
+        step=STEP,
+        activation=activation_id,
+        intervals=(
+            VerificationInterval(
+                p_set_kw=25.0,
+                p_baseline_kw=40.0,
+                p_measured_kw=26.0,
+                p_delivered_kw=-14.0,
+                p_percent=93.3,
+            ),
+        ),
+    )
+
+
+def tls_files(pki: PkiFiles, party: str) -> TlsFiles:
+    cert, key = pki.pair(party)
+    return TlsFiles(ca=(pki.ca,), cert=cert, key=key)
+
+
+def gateway_config(
+    pki: PkiFiles,
+    *,
+    ams_port: int,
+    port: int = 0,
+    mqtt: MqttConfig | None = None,
+    retry: RetryPolicy = FAST_RETRY,
+    max_body_bytes: int = 256 * 1024,
+) -> NorthConfig:
+    ams = f"https://127.0.0.1:{ams_port}"
+    return NorthConfig(
+        transport="mqtt" if mqtt else "https",
+        identity=GATEWAY_IDENTITY,
+        tls=tls_files(pki, "gateway"),
+        signing=SigningKeys(
+            key=pki.dev["gateway-signing"], trusted={AMS_IDENTITY: pki.dev["ams-signing-pub"]}
+        ),
+        allow=(
+            PeerRule(subject="ams", role=Role.AMS, senders=(AMS_IDENTITY,)),
+            PeerRule(subject="operator", role=Role.OPERATOR, senders=(OPERATOR_IDENTITY,)),
+        ),
+        server=ServerConfig(port=port, max_body_bytes=max_body_bytes),
+        ams=AmsEndpoints(
+            forecast_url=f"{ams}{Channel.FORECAST.path}",  # type: ignore[arg-type]
+            verification_url=f"{ams}{Channel.VERIFICATION.path}",  # type: ignore[arg-type]
+            timeouts=Timeouts(connect_s=2, read_s=5, total_s=10),
+        ),
+        mqtt=mqtt,
+        outbox=retry,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(
+    config: NorthConfig, state_dir: Path, **kwargs: Any
+) -> AsyncIterator[North]:
+    async with North(config, microgrid=MICROGRID, state_dir=state_dir, **kwargs) as north:
+        task = asyncio.create_task(north.run())
+        try:
+            async with asyncio.timeout(10):
+                await north.started()
+            yield north
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@contextlib.asynccontextmanager
+async def running_ams(
+    pki: PkiFiles,
+    state_dir: Path,
+    *,
+    gateway_port: int | None,
+    port: int = 0,
+    mqtt: MqttConfig | None = None,
+) -> AsyncIterator[AmsSimulator]:
+    url = f"https://127.0.0.1:{gateway_port}" if gateway_port else None
+    config = AmsSimConfig.dev(
+        pki.dev.directory,
+        microgrid=MICROGRID,
+        state_dir=state_dir,
+        gateway_url=url,
+        port=port,
+        mqtt=mqtt,
+    )
+    async with AmsSimulator(config) as ams:
+        task = asyncio.create_task(ams.run())
+        try:
+            async with asyncio.timeout(10):
+                await ams.listening()
+                if ams.config.mqtt is not None:
+                    while ams.mqtt is None:
+                        await asyncio.sleep(0.01)
+                    await ams.mqtt.connected.wait()
+            yield ams
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def drained(north: North, within: float = 10.0) -> None:
+    """Until the outbox has nothing pending (the peer's receipt precedes our bookkeeping)."""
+
+    async def empty() -> bool:
+        return (await north.outbox.stats()).pending == 0
+
+    await until(empty, within=within)
