@@ -72,7 +72,6 @@ def run(
     *,
     speed: float = 1.0,
     devices: set[str] | None = None,
-
 ) -> int:
     async def main() -> None:
         stop = asyncio.Event()

@@ -25,7 +25,7 @@ from gateway.errors import (
     WrongUnit,
 )
 from gateway.smartapi import vocab as v
-from gateway.smartapi.decode import NUMERIC, Reader, curie
+from gateway.smartapi.decode import NUMERIC, Reader, curie, show
 from gateway.smartapi.encode import FORECAST_COLUMNS, RESERVE_COLUMNS, VERIFICATION_COLUMNS, Column
 from gateway.smartapi.messages import SeriesRole
 from gateway.smartapi.vocab import MGMS, QUDT, SMARTAPI, UNIT, QuantityKind
@@ -111,16 +111,18 @@ class _Checker:
                 or value.datatype not in (None, XSD.string)
                 or (value.language is not None)
             ):
-                self.fail(WrongDatatype, name, node, f"{value.n3()} is not an xsd:string")
+                self.fail(WrongDatatype, name, node, f"{show(value)} is not an xsd:string")
             elif pattern is not None and not pattern.search(str(value)):
-                self.fail(InvalidTerm, name, node, f"{value.n3()} does not match {pattern.pattern}")
+                self.fail(
+                    InvalidTerm, name, node, f"{show(value)} does not match {pattern.pattern}"
+                )
 
     def datetimes(self, node: RdfNode, path: URIRef, required: bool) -> None:
         for value in self.count(node, path, 1 if required else 0, 1):
             if not isinstance(value, Literal) or value.datatype != XSD.dateTime or value.ill_typed:
-                self.fail(WrongDatatype, curie(path), node, f"{value.n3()} is not an xsd:dateTime")
+                self.fail(WrongDatatype, curie(path), node, f"{show(value)} is not an xsd:dateTime")
             elif not _TZ.search(str(value)):
-                self.fail(WrongDatatype, curie(path), node, f"{value.n3()} has no timezone")
+                self.fail(WrongDatatype, curie(path), node, f"{show(value)} has no timezone")
 
     def number(self, value: RdfNode, allow_boolean: bool, term: str, node: RdfNode) -> None:
         if (
@@ -128,13 +130,13 @@ class _Checker:
             or value.ill_typed
             or not (value.datatype in NUMERIC or (allow_boolean and value.datatype == XSD.boolean))
         ):
-            shown = value.n3() if isinstance(value, Literal) else self.reader.describe(value)
+            shown = show(value) if isinstance(value, Literal) else self.reader.describe(value)
             self.fail(WrongDatatype, term, node, f"{shown} is not a number")
             return
         if value.datatype in _DOUBLES:
             number = float(value.toPython())
             if not (-_DOUBLE_MAX <= number <= _DOUBLE_MAX):
-                self.fail(NonFiniteValue, term, node, f"{value.n3()} is not finite")
+                self.fail(NonFiniteValue, term, node, f"{show(value)} is not finite")
 
     def one_of(
         self,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import json
+import warnings
 from typing import Any
 
 from rdflib import Graph
@@ -135,7 +136,11 @@ def parse(body: bytes, content_type: str | None) -> Graph:
         _reject_remote_contexts(data)
     graph = Graph()
     try:
-        graph.parse(data=text, format=fmt.rdflib_name)
+        with warnings.catch_warnings():
+            # rdflib 7.6's JSON-LD parser builds a ConjunctiveGraph internally and warns
+            # about its own use of it; nothing for us to act on
+            warnings.filterwarnings("ignore", "ConjunctiveGraph is deprecated", DeprecationWarning)
+            graph.parse(data=text, format=fmt.rdflib_name)
     except Exception as exc:  # rdflib raises many unrelated types; translate them all here
         raise MessageParseError(f"invalid {fmt.value}: {exc}") from exc
     return graph

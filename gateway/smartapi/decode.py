@@ -99,6 +99,15 @@ def curie(iri: RdfNode) -> str:
     return f"<{text}>"
 
 
+def show(term: RdfNode) -> str:
+    """A term for an error message (rdflib's n3() warns on ill-typed numbers)."""
+    if isinstance(term, Literal):
+        if term.language:
+            return f'"{term}"@{term.language}'
+        return f'"{term}"' + (f"^^{curie(term.datatype)}" if term.datatype else "")
+    return curie(term)
+
+
 class Reader:
     """Typed access to one graph's terms; raises the typed decode errors."""
 
@@ -171,7 +180,7 @@ class Reader:
             return None
         if not isinstance(term, Literal) or term.datatype not in _STRING_TYPES:
             raise WrongDatatype(
-                curie(predicate), self.describe(node), f"{term.n3()} is not an xsd:string"
+                curie(predicate), self.describe(node), f"{show(term)} is not an xsd:string"
             )
         return str(term)
 
@@ -187,18 +196,18 @@ class Reader:
         if not isinstance(term, Literal) or (
             term.datatype not in NUMERIC and term.datatype != XSD.boolean
         ):
-            shown = term.n3() if isinstance(term, Literal) else self.describe(term)
+            shown = show(term) if isinstance(term, Literal) else self.describe(term)
             raise WrongDatatype(name, self.describe(node), f"{shown} is not a number")
         value = term.toPython()
         if term.ill_typed or isinstance(value, Literal):
-            raise WrongDatatype(name, self.describe(node), f"{term.n3()} does not parse")
+            raise WrongDatatype(name, self.describe(node), f"{show(term)} does not parse")
         if isinstance(value, bool):
             return value
         if isinstance(value, int):
             return value
         number = float(value)
         if not math.isfinite(number):
-            raise NonFiniteValue(name, self.describe(node), f"{term.n3()} is not finite")
+            raise NonFiniteValue(name, self.describe(node), f"{show(term)} is not finite")
         return number
 
     def datetime(self, node: RdfNode, predicate: URIRef, required: bool = True) -> datetime | None:
@@ -212,11 +221,11 @@ class Reader:
             or not isinstance(value, datetime)
         ):
             raise WrongDatatype(
-                curie(predicate), self.describe(node), f"{term.n3()} is not an xsd:dateTime"
+                curie(predicate), self.describe(node), f"{show(term)} is not an xsd:dateTime"
             )
         if value.tzinfo is None:
             raise WrongDatatype(
-                curie(predicate), self.describe(node), f"{term.n3()} has no timezone"
+                curie(predicate), self.describe(node), f"{show(term)} has no timezone"
             )
         return value
 
@@ -233,7 +242,7 @@ class Reader:
         if not isinstance(value, timedelta):
             # isodate gives a Duration with months/years, which has no fixed length
             raise WrongDatatype(
-                curie(predicate), self.describe(node), f"{term.n3()} is not a fixed duration"
+                curie(predicate), self.describe(node), f"{show(term)} is not a fixed duration"
             )
         return value
 

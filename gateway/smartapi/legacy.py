@@ -82,7 +82,12 @@ def _entries_holder(graph: Graph, node: RdfNode) -> RdfNode | None:
 
 
 def _rewrite_indexed_arrays(graph: Graph) -> None:
-    for series in set(graph.subjects(SMARTAPI.list)) | set(graph.subjects(DCTERMS.abstract)):
+    # a series names its list by smartapi:list, or (1.1) by dcterms:abstract on the series
+    # itself; a dcterms:abstract inside the list node is a hop of the list shape
+    series_nodes = set(graph.subjects(SMARTAPI.list)) | {
+        s for s in graph.subjects(DCTERMS.abstract) if (s, SMARTAPI.timeStep, None) in graph
+    }
+    for series in series_nodes:
         for predicate in (SMARTAPI.list, DCTERMS.abstract):
             for start in list(graph.objects(series, predicate)):
                 holder = _entries_holder(graph, start)
