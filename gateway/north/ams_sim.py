@@ -221,9 +221,12 @@ class AmsSimulator:
             self._listening.set()
             await self.mqtt.run()
 
-    async def listening(self) -> int:
-        """Wait until the HTTPS server listens; its port."""
+    async def ready(self) -> int:
+        """Wait until the HTTPS server listens (and the MQTT session is up, if configured);
+        the HTTPS port."""
         await self._listening.wait()
+        if self.mqtt is not None:
+            await self.mqtt.connected.wait()
         assert self.port is not None
         return self.port
 

@@ -169,11 +169,7 @@ async def running_ams(
         task = asyncio.create_task(ams.run())
         try:
             async with asyncio.timeout(10):
-                await ams.listening()
-                if ams.config.mqtt is not None:
-                    while ams.mqtt is None:
-                        await asyncio.sleep(0.01)
-                    await ams.mqtt.connected.wait()
+                await ams.ready()
             yield ams
         finally:
             task.cancel()
