@@ -1,0 +1,434 @@
+"""The Smart API access endpoint: `POST /smartapi/v1.0e1.0/access/`.
+
+`AccessService.handle(body, content_type, peer_role, accept)` is the transport-free core
+(the northbound HTTPS server and the MQTT bridge call it with the peer's role from its TLS
+certificate); `add_routes` mounts it on an aiohttp application.
+
+- Read requests are answered from the point table: an entity alone gives all its points, a
+  value object with `mgms:point` gives that point, one with a quantity kind gives the
+  entity's points of that kind.
+- Write requests go through the controller (`write(Command) -> CommandResult`). Every
+  value object is resolved and checked (known point, writable, unit, limits) before the
+  first command is sent, so a bad request changes nothing.
+- Reserve Notifications and Activations go to `on_information`, which accepts or refuses
+  them with a reason (e.g. the activation would break another reserved service).
+- Anything refused is answered with a Smart API Error naming the reason; its errorCode is
+  the HTTP status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from aiohttp import web
+from rdflib import Graph
+
+from gateway.config import LoadedConfig
+from gateway.errors import (
+    CommandError,
+    LimitViolation,
+    NotWritable,
+    SmartApiError,
+    UnsupportedMediaType,
+    WrongUnit,
+)
+from gateway.mapping import Quantity
+from gateway.model import Command, CommandMode, CommandResult, utcnow
+from gateway.points import MappedPoint, PointTable
+from gateway.smartapi.codec import Format, negotiate, parse, prepare, serialize
+from gateway.smartapi.decode import decode_graph
+from gateway.smartapi.encode import AnyMessage, to_tree
+from gateway.smartapi.fielddata import (
+    SETPOINT_ROLES,
+    entities,
+    owner_of,
+    quantity_kind,
+    value_object,
+)
+from gateway.smartapi.flexibility import ReserveActivation, ReserveNotification
+from gateway.smartapi.messages import (
+    Activity,
+    Entity,
+    ErrorMessage,
+    Method,
+    Request,
+    Response,
+    ValueObject,
+    new_message_id,
+)
+from gateway.smartapi.tree import Node
+from gateway.smartapi.vocab import TO_BASE, UNITS_OF
+
+log = logging.getLogger(__name__)
+
+ACCESS_PATH = "/smartapi/v1.0e1.0/access/"
+#: where the HTTPS server puts the authenticated peer's role on the aiohttp request
+PEER_ROLE_KEY = web.RequestKey("mgms_peer_role", str)
+
+Writer = Callable[[Command], Awaitable[CommandResult]]
+Instruction = ReserveNotification | ReserveActivation
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The flexibility functions' answer to a reserve notification or activation."""
+
+    accepted: bool
+    reason: str = ""
+    #: HTTP/Smart API code of a refusal (409: conflicts with a reserved service or a limit)
+    code: int = 409
+
+
+InstructionHandler = Callable[[Instruction], Awaitable[Decision]]
+
+
+class Opener(Protocol):
+    """Inbound security: verifies, decrypts and replay-checks, returning the graph."""
+
+    def open(self, body: bytes, content_type: str | None) -> Graph: ...
+
+
+class Sealer(Protocol):
+    """Outbound security: signs (and may encrypt) the answer's tree."""
+
+    def seal(self, roots: list[Node]) -> list[Node]: ...
+
+
+@dataclass(frozen=True)
+class AccessReply:
+    status: int
+    body: bytes
+    content_type: str
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    #: roles (from the peer's certificate) that may send Write requests and instructions
+    writers: frozenset[str] = frozenset({"ams", "operator"})
+    #: roles that may read; None: any authenticated peer
+    readers: frozenset[str] | None = None
+    #: answer reads from peers without a role (plain HTTP in development only)
+    allow_anonymous_read: bool = False
+    command_timeout: timedelta = timedelta(seconds=5)
+
+
+class Forbidden(SmartApiError):
+    code = 403
+    status = 403
+
+
+class NotFound(SmartApiError):
+    code = 404
+    status = 404
+
+
+class WriteFailed(SmartApiError):
+    code = 502
+    status = 502
+
+
+@dataclass
+class _Planned:
+    entity_iri: str
+    mapped: MappedPoint
+    value: float | int | bool
+    wanted: ValueObject
+
+
+@dataclass
+class AccessService:
+    config: LoadedConfig
+    table: PointTable
+    write: Writer
+    sender: str
+    policy: AccessPolicy = field(default_factory=AccessPolicy)
+    on_instruction: InstructionHandler | None = None
+    opener: Opener | None = None
+    sealer: Sealer | None = None
+    clock: Callable[[], datetime] = utcnow
+
+    async def handle(
+        self,
+        body: bytes,
+        content_type: str | None,
+        peer_role: str | None,
+        accept: str | None = None,
+    ) -> AccessReply:
+        try:
+            fmt = negotiate(accept)
+        except UnsupportedMediaType as exc:
+            return self._error_reply(exc, Format.TURTLE, None)
+        request_id: str | None = None
+        try:
+            graph = (
+                self.opener.open(body, content_type)
+                if self.opener is not None
+                else parse(body, content_type)
+            )
+            msg = decode_graph(prepare(graph))
+            request_id = msg.id
+            answer = await self._dispatch(msg, peer_role)
+        except SmartApiError as exc:
+            log.info("smartapi request %s refused: %s", request_id or "?", exc)
+            return self._error_reply(exc, fmt, request_id)
+        return self._reply(200, answer, fmt)
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    async def _dispatch(self, msg: AnyMessage, role: str | None) -> Response:
+        if isinstance(msg, ReserveNotification | ReserveActivation):
+            self._require_writer(role)
+            if self.on_instruction is None:
+                raise NotFound(f"{type(msg).__name__} is not accepted by this gateway")
+            if msg.microgrid != self.config.gateway.microgrid.id:
+                raise NotFound(f"microgrid {msg.microgrid!r} is not served here")
+            decision = await self.on_instruction(msg)
+            if not decision.accepted:
+                refusal = SmartApiError(f"{type(msg).__name__} {msg.id} refused: {decision.reason}")
+                refusal.code = refusal.status = decision.code
+                raise refusal
+            return self._response(msg.id, ())
+        if not isinstance(msg, Request):
+            raise SmartApiError(f"a {type(msg).__name__} is not a request this endpoint answers")
+        activities: list[Activity] = []
+        writes = [a for a in msg.activities if a.method is Method.WRITE]
+        if writes:
+            self._require_writer(role)
+        else:
+            self._require_reader(role)
+        plans = [self._plan_writes(a) for a in writes]  # all checked before any is sent
+        for activity in msg.activities:
+            if activity.method is Method.READ:
+                activities.append(self._read(activity))
+        for plan in plans:
+            activities.append(await self._execute(plan, origin=msg.sender))
+        return self._response(msg.id, tuple(activities))
+
+    def _require_writer(self, role: str | None) -> None:
+        if role not in self.policy.writers:
+            raise Forbidden(f"peer role {role!r} may not write")
+
+    def _require_reader(self, role: str | None) -> None:
+        if role is None:
+            if not self.policy.allow_anonymous_read:
+                raise Forbidden("reading needs an authenticated peer")
+            return
+        if self.policy.readers is not None and role not in self.policy.readers:
+            raise Forbidden(f"peer role {role!r} may not read")
+
+    def _response(self, in_reply_to: str, activities: tuple[Activity, ...]) -> Response:
+        return Response(
+            id=new_message_id(),
+            sender=self.sender,
+            generated_at=self.clock(),
+            in_reply_to=in_reply_to,
+            activities=activities,
+        )
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _points_of(self, iri: str) -> list[MappedPoint]:
+        return [m for m in self.table if owner_of(self.config, m).iri == iri]
+
+    def _known_entities(self) -> dict[str, Entity]:
+        return {e.iri: e for e in entities(self.config, self.table, snapshot={})}
+
+    def _read(self, activity: Activity) -> Activity:
+        known = self._known_entities()
+        answered: list[Entity] = []
+        for wanted in activity.entities:
+            if wanted.iri not in known:
+                raise NotFound(f"unknown entity <{wanted.iri}>")
+            points = [m for m in self._points_of(wanted.iri) if m.point.direction.readable]
+            chosen: list[MappedPoint] = []
+            if not wanted.value_objects:
+                chosen = points
+            for vo in wanted.value_objects:
+                match = [m for m in points if _matches(m, vo)]
+                if not match:
+                    raise NotFound(f"entity <{wanted.iri}> has no readable point for {_what(vo)}")
+                chosen.extend(m for m in match if m not in chosen)
+            base = known[wanted.iri]
+            answered.append(
+                Entity(
+                    iri=base.iri,
+                    kinds=base.kinds,
+                    identifier=base.identifier,
+                    name=base.name,
+                    parts=base.parts if not wanted.value_objects else (),
+                    value_objects=tuple(
+                        value_object(m.point, self.table.latest(m.point.id)) for m in chosen
+                    ),
+                )
+            )
+        return Activity(method=Method.READ, entities=tuple(answered))
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def _plan_writes(self, activity: Activity) -> list[_Planned]:
+        known = self._known_entities()
+        plan: list[_Planned] = []
+        for wanted in activity.entities:
+            if wanted.iri not in known:
+                raise NotFound(f"unknown entity <{wanted.iri}>")
+            if not wanted.value_objects:
+                raise SmartApiError(f"write to <{wanted.iri}> carries no value object")
+            points = self._points_of(wanted.iri)
+            for vo in wanted.value_objects:
+                plan.append(self._plan_one(wanted.iri, points, vo))
+        return plan
+
+    def _plan_one(self, iri: str, points: list[MappedPoint], vo: ValueObject) -> _Planned:
+        if vo.value is None or vo.unit is None:
+            raise SmartApiError(f"write of {_what(vo)} to <{iri}> has no value")
+        if vo.point is not None:
+            match = [m for m in points if m.point.id == vo.point]
+        else:
+            role = _role(vo)
+            match = [m for m in points if role is not None and m.point.quantity is role]
+        if not match:
+            raise NotFound(f"entity <{iri}> has no point to write {_what(vo)}")
+        mapped = match[0]
+        point = mapped.point
+        if not point.direction.writable:
+            raise _command_refusal(NotWritable(point.id, "point is read-only"))
+        value = _convert(vo.value, vo.unit, point.unit, iri, point.id)
+        if point.limits is not None and not isinstance(value, bool):
+            problem = point.limits.violation(float(value))
+            if problem is not None:
+                raise _command_refusal(LimitViolation(point.id, problem))
+        return _Planned(iri, mapped, value, vo)
+
+    async def _execute(self, plan: list[_Planned], origin: str) -> Activity:
+        done: dict[str, list[ValueObject]] = {}
+        timeout = self.policy.command_timeout.total_seconds()
+        for step in plan:
+            point = step.mapped.point
+            command = Command(
+                point=point.id,
+                value=step.value,
+                mode=CommandMode.SELECT_BEFORE_OPERATE if point.sbo else CommandMode.DIRECT,
+                origin=f"smartapi:{origin}",
+                deadline=self.clock() + self.policy.command_timeout,
+            )
+            try:
+                async with asyncio.timeout(timeout):
+                    result = await self.write(command)
+            except TimeoutError:
+                raise WriteFailed(
+                    _partial(f"point {point.id!r}: no answer in {timeout} s", done)
+                ) from None
+            except CommandError as exc:
+                raise _command_refusal(exc, _partial("", done)) from exc
+            if not result.ok:
+                reason = f"point {point.id!r}: {result.status.value} {result.detail}".strip()
+                raise WriteFailed(_partial(reason, done))
+            done.setdefault(step.entity_iri, []).append(
+                ValueObject(
+                    quantity=step.wanted.quantity,
+                    unit=point.unit,
+                    value=step.value,
+                    point=point.id,
+                    role=point.quantity.value,
+                    time=result.completed_at,
+                )
+            )
+        return Activity(
+            method=Method.WRITE,
+            entities=tuple(Entity(iri=i, value_objects=tuple(v)) for i, v in done.items()),
+        )
+
+    # -- replies ----------------------------------------------------------------------------
+
+    def _reply(self, status: int, msg: AnyMessage, fmt: Format) -> AccessReply:
+        roots = to_tree(msg)
+        if self.sealer is not None:
+            roots = self.sealer.seal(roots)
+        return AccessReply(status, serialize(roots, fmt), f"{fmt.value}; charset=utf-8")
+
+    def _error_reply(self, exc: SmartApiError, fmt: Format, in_reply_to: str | None) -> AccessReply:
+        error = ErrorMessage(
+            id=new_message_id(),
+            sender=self.sender,
+            generated_at=self.clock(),
+            code=exc.code,
+            message=f"{type(exc).__name__}: {exc}",
+            in_reply_to=in_reply_to,
+        )
+        return self._reply(exc.status, error, fmt)
+
+
+def _matches(mapped: MappedPoint, vo: ValueObject) -> bool:
+    if vo.point is not None and mapped.point.id != vo.point:
+        return False
+    if vo.role is not None and mapped.point.quantity.value != vo.role:
+        return False
+    if vo.quantity is not None:
+        return quantity_kind(mapped.point) is vo.quantity
+    return True
+
+
+def _role(vo: ValueObject) -> Quantity | None:
+    if vo.role is not None:
+        try:
+            return Quantity(vo.role)
+        except ValueError:
+            return None
+    return SETPOINT_ROLES.get(vo.quantity) if vo.quantity is not None else None
+
+
+def _what(vo: ValueObject) -> str:
+    if vo.point is not None:
+        return f"point {vo.point!r}"
+    return f"{vo.role or vo.quantity or 'any quantity'}"
+
+
+def _convert(
+    value: float | int | bool, unit: str, target: str, iri: str, point: str
+) -> float | int | bool:
+    if unit == target or isinstance(value, bool):
+        return value
+    same_kind = any(unit in units and target in units for units in UNITS_OF.values())
+    if same_kind and unit in TO_BASE and target in TO_BASE:
+        return float(value) * TO_BASE[unit] / TO_BASE[target]
+    raise WrongUnit("qudt:hasUnit", f"<{iri}>", f"point {point!r} takes {target}, not {unit}")
+
+
+def _command_refusal(exc: CommandError, extra: str = "") -> SmartApiError:
+    error = Forbidden(str(exc)) if isinstance(exc, NotWritable) else SmartApiError(str(exc))
+    if not isinstance(exc, NotWritable):
+        error.code = error.status = 422
+    if extra:
+        error.detail = f"{exc}; {extra}"
+        error.args = (error.detail,)
+    return error
+
+
+def _partial(reason: str, done: dict[str, list[ValueObject]]) -> str:
+    applied = [vo.point for vos in done.values() for vo in vos]
+    suffix = f"already applied: {', '.join(str(p) for p in applied)}" if applied else ""
+    return "; ".join(x for x in (reason, suffix) if x) or "nothing applied"
+
+
+def add_routes(app: web.Application, service: AccessService) -> None:
+    """Mount the access endpoint; the TLS server sets request[PEER_ROLE_KEY] beforehand."""
+
+    async def access(request: web.Request) -> web.Response:
+        body = await request.read()
+        role = request.get(PEER_ROLE_KEY)
+        reply = await service.handle(
+            body,
+            request.headers.get("Content-Type"),
+            role if isinstance(role, str) else None,
+            request.headers.get("Accept"),
+        )
+        return web.Response(
+            status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type}
+        )
+
+    app.router.add_post(ACCESS_PATH, access)
