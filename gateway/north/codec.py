@@ -1,4 +1,9 @@
-"""The pipeline's MessageCodec on the Smart API layer (gateway.smartapi)."""
+"""The pipeline's MessageCodec on the Smart API layer (gateway.smartapi).
+
+Inbound security (signature by a key trusted for the sender, decryption, replay window) is
+the Smart API layer's `Opener`; outbound signing its `Sealer` (gateway.smartapi.access
+defines both interfaces). The service builds them from the config's `signing:` keys.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ from rdflib import Graph, Literal
 from gateway.errors import MessageDecodeError
 from gateway.north.wire import JSON_LD, TURTLE
 from gateway.smartapi import codec
+from gateway.smartapi.access import Opener, Sealer
 from gateway.smartapi.decode import decode_graph, message_node
-from gateway.smartapi.encode import AnyMessage
+from gateway.smartapi.encode import AnyMessage, to_tree
 from gateway.smartapi.messages import Message
 from gateway.smartapi.vocab import SMARTAPI
 
@@ -20,22 +26,28 @@ class SmartApiCodec:
 
     accepted_types = frozenset({TURTLE, JSON_LD})
 
-    def parse(self, body: bytes, content_type: str) -> Graph:
+    def __init__(self, opener: Opener | None = None, sealer: Sealer | None = None) -> None:
+        self._opener = opener
+        self._sealer = sealer
+
+    def open(self, body: bytes, content_type: str) -> Graph:
+        if self._opener is not None:
+            return self._opener.open(body, content_type)
         return codec.parse(body, content_type)
 
-    def message_id(self, parsed: Graph) -> str | None:
+    def message_id(self, opened: Graph) -> str | None:
         try:
-            node = message_node(parsed)
+            node = message_node(opened)
         except MessageDecodeError:
             return None
-        value = parsed.value(node, SMARTAPI.id)
+        value = opened.value(node, SMARTAPI.id)
         return str(value) if isinstance(value, Literal) else None
 
-    def verify(self, parsed: Graph) -> None:
-        return None
-
-    def decode(self, parsed: Graph) -> AnyMessage:
-        return decode_graph(codec.prepare(parsed))
+    def decode(self, opened: Graph) -> AnyMessage:
+        return decode_graph(codec.prepare(opened))
 
     def encode(self, message: Message, content_type: str) -> bytes:
-        return codec.encode(cast(AnyMessage, message), codec.media_format(content_type))
+        roots = to_tree(cast(AnyMessage, message))
+        if self._sealer is not None:
+            roots = self._sealer.seal(roots)
+        return codec.serialize(roots, codec.media_format(content_type))

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS inbound (
     answer       BLOB NOT NULL,
     received_at  REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS inbound_digest ON inbound (digest);
 """
 
 
@@ -59,6 +60,10 @@ class Ledger:
     async def get(self, message_id: str) -> Entry | None:
         return await self._db.call(partial(_get, message_id=message_id))
 
+    async def by_digest(self, digest: str) -> Entry | None:
+        """The answer to a message with exactly these bytes (sha256 hex)."""
+        return await self._db.call(partial(_by_digest, digest=digest))
+
     async def record(
         self, message_id: str, digest: str, channel: str, sender: str, answer: Answer
     ) -> None:
@@ -82,6 +87,17 @@ def _get(conn: sqlite3.Connection, message_id: str) -> Entry | None:
     row = conn.execute(
         "SELECT digest, status, content_type, answer FROM inbound WHERE message_id = ?",
         (message_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    digest, status, content_type, body = row
+    return Entry(digest, Answer(status, content_type, bytes(body)))
+
+
+def _by_digest(conn: sqlite3.Connection, digest: str) -> Entry | None:
+    row = conn.execute(
+        "SELECT digest, status, content_type, answer FROM inbound WHERE digest = ? LIMIT 1",
+        (digest,),
     ).fetchone()
     if row is None:
         return None

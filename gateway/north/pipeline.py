@@ -1,14 +1,14 @@
 """The inbound pipeline, the same for HTTPS and MQTT:
 
-    parse -> verify signature -> validate shapes (typed message) -> authorize -> business
+    parse + verify signature -> validate shapes (typed message) -> authorize -> business
     checks -> apply -> record the answer
 
 Each step that fails answers with a Smart API Error whose message starts with a stable
 reason code (docs/northbound.md lists them) and an HTTP-like status; nothing of a refused
-message is applied. Inbound messages are idempotent by id: the ledger keeps the first
-answer to every authenticated message and a repeat (same id, same bytes) gets it again.
-A different body under a known id is refused as `id-conflict` (409) after it has been
-authenticated; before that it is refused by whichever check it fails.
+message is applied. Inbound messages are idempotent: the ledger keeps the first answer to
+every authenticated message, and a repeat (the same bytes, hence the same id) gets it
+again without being parsed. A different body under a known id is refused as `id-conflict`
+(409) once it has been authenticated; before that, by whichever check it fails.
 """
 
 from __future__ import annotations
@@ -144,48 +144,42 @@ class InboundPipeline:
 
     async def handle(self, channel: Channel, body: bytes, content_type: str, peer: Peer) -> Answer:
         digest = hashlib.sha256(body).hexdigest()
-        try:
-            parsed = self._codec.parse(body, content_type)
-        except SmartApiError as exc:
-            return self._refused(channel, peer, rejection(exc, None), content_type)
-        message_id = self._codec.message_id(parsed)
-        if message_id is None:
-            # without an id there is no idempotency; the decoder names what is missing
-            try:
-                self._codec.decode(parsed)
-            except SmartApiError as exc:
-                return self._refused(channel, peer, rejection(exc, None), content_type)
-            exc2 = InboundRejected(400, "malformed", "the message has no id")
-            return self._refused(channel, peer, exc2, content_type)
-        async with self._serialized(message_id):
-            prior = await self._ledger.get(message_id)
-            if prior is not None and prior.digest == digest:
+        # identical bodies one at a time, so a repeat racing the original gets its answer
+        async with self._serialized(f"body:{digest}"):
+            prior = await self._ledger.by_digest(digest)
+            if prior is not None:
                 self.counts["repeat"] += 1
-                log.info("%s %s repeated by %s: first answer again", channel, message_id, peer)
+                log.info("%s repeated by %s: first answer again", channel, peer)
                 return prior.answer
             try:
-                message = self._authenticate(channel, parsed, message_id, peer)
+                message = self._authenticate(channel, body, content_type, peer)
             except InboundRejected as exc:
                 return self._refused(channel, peer, exc, content_type)
-            if prior is not None:
-                conflict = InboundRejected(
-                    409,
-                    "id-conflict",
-                    "a different message with this id was received before",
-                    message_id=message_id,
-                )
-                return self._refused(channel, peer, conflict, content_type)
-            answer = await self._business(channel, message, peer, content_type)
-            if answer.status < 500:
-                await self._ledger.record(message_id, digest, channel, message.sender, answer)
-            return answer
+            async with self._serialized(f"id:{message.id}"):
+                if await self._ledger.get(message.id) is not None:
+                    conflict = InboundRejected(
+                        409,
+                        "id-conflict",
+                        "a different message with this id was received before",
+                        message_id=message.id,
+                    )
+                    return self._refused(channel, peer, conflict, content_type)
+                answer = await self._business(channel, message, peer, content_type)
+                if answer.status < 500:
+                    await self._ledger.record(message.id, digest, channel, message.sender, answer)
+                return answer
 
     def _authenticate(
-        self, channel: Channel, parsed: object, message_id: str, peer: Peer
+        self, channel: Channel, body: bytes, content_type: str, peer: Peer
     ) -> FlexMessage:
+        """Parse, signature, shapes, and the peer's right to send this message."""
         try:
-            self._codec.verify(parsed)
-            message = self._codec.decode(parsed)
+            opened = self._codec.open(body, content_type)
+        except SmartApiError as exc:
+            raise rejection(exc, None) from exc
+        message_id = self._codec.message_id(opened)
+        try:
+            message = self._codec.decode(opened)
         except SmartApiError as exc:
             raise rejection(exc, message_id) from exc
         expected = self._applier.expects(channel)

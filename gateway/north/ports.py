@@ -46,20 +46,16 @@ class MessageCodec(Protocol[P]):
         """Media types `parse` reads."""
         ...
 
-    def parse(self, body: bytes, content_type: str) -> P:
-        """Syntax only: MessageParseError, UnsupportedMediaType."""
+    def open(self, body: bytes, content_type: str) -> P:
+        """Parse and check the signature by a key trusted for the sender, decrypt, check
+        the replay window: MessageParseError, UnsupportedMediaType, SecurityError."""
         ...
 
-    def message_id(self, parsed: P) -> str | None:
-        """The message's id if it can be read (for idempotency and error replies)."""
+    def message_id(self, opened: P) -> str | None:
+        """The message's id if it can be read (names the message in an error reply)."""
         ...
 
-    def verify(self, parsed: P) -> None:
-        """The signature over the message, by a key trusted for its sender; replay window.
-        SecurityError and subclasses."""
-        ...
-
-    def decode(self, parsed: P) -> Message:
+    def decode(self, opened: P) -> Message:
         """Shapes and the typed message: ShapeViolation, MessageDecodeError."""
         ...
 
