@@ -14,13 +14,12 @@ from typing import Self
 import aiohttp
 
 from gateway.errors import DeliveryError
+from gateway.north.codec import answer_text
 from gateway.north.config import AmsEndpoints
 from gateway.north.outbox import QueuedMessage
 from gateway.north.wire import Channel
 
 log = logging.getLogger(__name__)
-
-_ANSWER_PREVIEW = 300  # bytes of a refusal kept for the log and the outbox's last_error
 
 
 class HttpsSender:
@@ -65,6 +64,7 @@ class HttpsSender:
             ) as resp:
                 answer = await resp.read()
                 status = resp.status
+                content_type = resp.headers.get("Content-Type", "")
         except TimeoutError:
             raise DeliveryError(msg.destination, f"{url}: timed out") from None
         except aiohttp.ClientError as exc:
@@ -73,9 +73,8 @@ class HttpsSender:
             raise DeliveryError(msg.destination, f"{url}: TLS: {exc}") from exc
         if 200 <= status < 300:
             return
-        preview = answer[:_ANSWER_PREVIEW].decode("utf-8", "replace")
         raise DeliveryError(
             msg.destination,
-            f"{url} answered HTTP {status}: {preview}",
+            f"{url} answered HTTP {status}: {answer_text(answer, content_type)}",
             permanent=400 <= status < 500 and status not in (408, 429),
         )

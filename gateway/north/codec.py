@@ -11,13 +11,13 @@ from typing import cast
 
 from rdflib import Graph, Literal
 
-from gateway.errors import MessageDecodeError
+from gateway.errors import MessageDecodeError, SmartApiError
 from gateway.north.wire import JSON_LD, TURTLE
 from gateway.smartapi import codec
 from gateway.smartapi.access import Opener, Sealer
 from gateway.smartapi.decode import decode_graph, message_node
 from gateway.smartapi.encode import AnyMessage, to_tree
-from gateway.smartapi.messages import Message
+from gateway.smartapi.messages import ErrorMessage, Message
 from gateway.smartapi.vocab import SMARTAPI
 
 
@@ -51,3 +51,15 @@ class SmartApiCodec:
         if self._sealer is not None:
             roots = self._sealer.seal(roots)
         return codec.serialize(roots, codec.media_format(content_type))
+
+
+def answer_text(body: bytes, content_type: str, limit: int = 300) -> str:
+    """What a refusal says, for logs and the outbox's last_error: the Smart API Error's
+    message when the body is one, else the start of the body."""
+    try:
+        message = codec.decode(body, content_type)
+    except SmartApiError:
+        message = None
+    if isinstance(message, ErrorMessage):
+        return message.message[:limit]
+    return body[:limit].decode("utf-8", "replace")

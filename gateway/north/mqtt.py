@@ -38,6 +38,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.errors import DeliveryError
+from gateway.north.codec import answer_text
 from gateway.north.config import MqttConfig
 from gateway.north.outbox import QueuedMessage
 from gateway.north.wire import TURTLE, Answer, Channel
@@ -289,9 +290,8 @@ class MqttEndpoint:
             Channel(msg.destination), msg.message_id, msg.content_type, msg.body
         )
         if not answer.ok:
-            preview = answer.body[:300].decode("utf-8", "replace")
             raise DeliveryError(
                 msg.destination,
-                f"answered {answer.status}: {preview}",
+                f"answered {answer.status}: {answer_text(answer.body, answer.content_type)}",
                 permanent=400 <= answer.status < 500,
             )

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from typing import Self
+from typing import Protocol, Self
 
 from aiohttp import web
 
@@ -28,7 +28,24 @@ from gateway.north.wire import ACCESS_PATH, Answer, Channel, Inbound, media_type
 
 log = logging.getLogger(__name__)
 
-AccessHandler = Callable[[web.Request, Peer], Awaitable[web.StreamResponse]]
+
+class AccessReply(Protocol):
+    @property
+    def status(self) -> int: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def content_type(self) -> str: ...
+
+
+class AccessCore(Protocol):
+    """The Smart API access endpoint without its transport
+    (gateway.smartapi.access.AccessService)."""
+
+    async def handle(
+        self, body: bytes, content_type: str | None, peer_role: str | None, accept: str | None
+    ) -> AccessReply: ...
+
 
 #: what the gateway serves: the AMS's notifications and activations
 GATEWAY_CHANNELS: Mapping[Channel, Role] = {
@@ -47,7 +64,7 @@ class _Routes:
         inbound: Inbound,
         allow: AllowList,
         config: ServerConfig,
-        access: AccessHandler | None,
+        access: AccessCore | None,
         access_roles: Collection[Role],
     ) -> None:
         self._inbound = inbound
@@ -65,14 +82,14 @@ class _Routes:
             raise InboundRejected(403, "peer-not-allowed", f"{who} is not in the allow-list")
         return peer
 
-    async def _body(self, request: web.Request) -> tuple[bytes, str]:
+    async def _body(self, request: web.Request, *, check_type: bool = True) -> tuple[bytes, str]:
         limit = self._config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise InboundRejected(
                 413, "too-large", f"body of {request.content_length} bytes exceeds {limit}"
             )
         ctype = media_type(request.headers.get("Content-Type"))
-        if ctype not in self._inbound.accepted_types:
+        if check_type and ctype not in self._inbound.accepted_types:
             accepted = ", ".join(sorted(self._inbound.accepted_types))
             raise InboundRejected(
                 415, "unsupported-media-type", f"{ctype or 'no type'}; accepted: {accepted}"
@@ -108,7 +125,7 @@ class _Routes:
 
         return handle
 
-    async def access(self, request: web.Request) -> web.StreamResponse:
+    async def access(self, request: web.Request) -> web.Response:
         assert self._access is not None
         try:
             peer = self._peer(request)
@@ -116,10 +133,17 @@ class _Routes:
                 raise InboundRejected(
                     403, "role-not-allowed", f"{peer} may not use the access endpoint"
                 )
+            # the access core reads its own media types (and says which it does not)
+            body, ctype = await self._body(request, check_type=False)
         except InboundRejected as exc:
             log.warning("refused access from %s: %s", request.remote, exc)
             return _respond(self._inbound.refuse(exc, request.headers.get("Content-Type")))
-        return await self._access(request, peer)
+        reply = await self._access.handle(
+            body, ctype or None, peer.role.value, request.headers.get("Accept")
+        )
+        return web.Response(
+            status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type}
+        )
 
     async def not_allowed(self, request: web.Request) -> web.Response:
         exc = InboundRejected(405, "method-not-allowed", f"{request.method} {request.path}")
@@ -131,7 +155,7 @@ def build_app(
     allow: AllowList,
     config: ServerConfig,
     *,
-    access: AccessHandler | None = None,
+    access: AccessCore | None = None,
     access_roles: Collection[Role] = (Role.AMS, Role.OPERATOR),
     channels: Mapping[Channel, Role] = GATEWAY_CHANNELS,
 ) -> web.Application:

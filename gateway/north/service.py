@@ -30,7 +30,7 @@ from gateway.north.outbox import OutboundMessage, Outbox, OutboxStats
 from gateway.north.pipeline import InboundPipeline, ReserveApplier
 from gateway.north.ports import ForecastSink, MessageCodec, ReserveHandler
 from gateway.north.reserves import SqliteReserveBook
-from gateway.north.server import AccessHandler, HttpsServer, build_app
+from gateway.north.server import AccessCore, HttpsServer, build_app
 from gateway.north.tls import AllowList, client_context, server_context
 from gateway.north.wire import INBOUND, TURTLE, Answer, Channel
 from gateway.smartapi.flexibility import FlexibilityForecast, ReserveVerification
@@ -63,7 +63,7 @@ class North:
         state_dir: Path,
         handler: ReserveHandler | None = None,
         forecast_sink: ForecastSink | None = None,
-        access: AccessHandler | None = None,
+        access: AccessCore | None = None,
         codec: MessageCodec[Any] | None = None,
     ) -> None:
         self.config = config

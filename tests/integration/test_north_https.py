@@ -9,24 +9,42 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from gateway.loader import load_config
+from gateway.model import Command, CommandResult, Reading
 from gateway.north.ams_sim import AmsSimulator
+from gateway.north.certs import GATEWAY_IDENTITY, OPERATOR_IDENTITY
 from gateway.north.codec import SmartApiCodec
+from gateway.north.config import TlsFiles
 from gateway.north.reserves import SqliteReserveBook
 from gateway.north.service import North
+from gateway.north.tls import client_context
 from gateway.north.wire import JSON_LD, TURTLE, Answer, Channel
+from gateway.points import PointTable
 from gateway.smartapi import codec
+from gateway.smartapi.access import ACCESS_PATH, AccessService
+from gateway.smartapi.encode import der_iri
 from gateway.smartapi.flexibility import (
     FlexibilityForecast,
     ReserveActivation,
     ReserveNotification,
     ReserveVerification,
 )
-from gateway.smartapi.messages import ErrorMessage, Response
+from gateway.smartapi.messages import (
+    Activity,
+    Entity,
+    ErrorMessage,
+    Method,
+    Request,
+    Response,
+    ValueObject,
+)
+from gateway.smartapi.vocab import QuantityKind
 from tests.support import north as support
 from tests.support.pki import PkiFiles, make_test_pki
-from tests.support.procs import free_port
+from tests.support.procs import DEMO_CONFIG, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -262,3 +280,53 @@ async def test_gateway_answers_are_stamped_with_its_identity(pair: Pair) -> None
     error = refused(answer, 400, "malformed")
     assert error.sender == pair.north.config.identity
     assert error.generated_at <= datetime.now(UTC)
+
+
+async def test_access_endpoint_is_mounted_behind_the_allow_list(
+    pki: PkiFiles, tmp_path: Path
+) -> None:
+    config = load_config(DEMO_CONFIG)
+    table = PointTable(config)
+    table.update([Reading(point="bess1.soc", value=55.0, unit="PERCENT")])
+
+    async def no_writes(command: Command) -> CommandResult:
+        raise AssertionError(f"unexpected write {command}")
+
+    access = AccessService(config=config, table=table, write=no_writes, sender=GATEWAY_IDENTITY)
+    north_config = support.gateway_config(pki, ams_port=free_port())
+    read = Request(
+        id="read-1",
+        sender=OPERATOR_IDENTITY,
+        generated_at=datetime.now(UTC),
+        activities=(
+            Activity(
+                method=Method.READ,
+                entities=(
+                    Entity(
+                        iri=der_iri(support.MICROGRID, "bess1"),
+                        value_objects=(ValueObject(quantity=QuantityKind.STATE_OF_CHARGE),),
+                    ),
+                ),
+            ),
+        ),
+    )
+    async with support.running_gateway(north_config, tmp_path / "gw", access=access) as north:
+        assert north.server is not None
+        url = f"https://127.0.0.1:{north.server.port}{ACCESS_PATH}"
+        answers = {}
+        for who, (cert, key) in {
+            "operator": pki.pair("operator"),
+            "intruder": pki.intruder,
+        }.items():
+            ctx = client_context(TlsFiles(ca=(pki.ca,), cert=cert, key=key))
+            async with (
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session,
+                session.post(url, data=codec.encode(read), headers={"Content-Type": TURTLE}) as r,
+            ):
+                answers[who] = Answer(r.status, r.headers["Content-Type"], await r.read())
+    reply = decoded(answers["operator"])
+    assert answers["operator"].status == 200, answers["operator"].body.decode()
+    assert isinstance(reply, Response)
+    (vo,) = reply.activities[0].entities[0].value_objects
+    assert (vo.point, vo.value) == ("bess1.soc", 55.0)
+    refused(answers["intruder"], 403, "peer-not-allowed")
