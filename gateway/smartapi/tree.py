@@ -302,3 +302,56 @@ def to_turtle(roots: list[Node], newline: str = "\n") -> str:
         subject = _curie(node.iri) if node.iri else "[]"
         out.append(f"{newline}{subject}" + body(node, "    ") + f" .{newline}")
     return "".join(out)
+
+
+def find_named(roots: list[Node], iri: str) -> Node | None:
+    """The node with this IRI that carries properties, anywhere in the tree."""
+    stack: list[Obj] = list(roots)
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, Node):
+            if obj.iri == iri and obj.props:
+                return obj
+            stack.extend(o for _, o in obj.props)
+        elif isinstance(obj, Coll):
+            stack.extend(obj.items)
+    return None
+
+
+def named_below(root: Node) -> list[str]:
+    """IRIs of the nodes with properties nested under `root` (e.g. a message's entities)."""
+    out: list[str] = []
+    stack: list[Obj] = [o for _, o in root.props]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, Node):
+            if obj.iri is not None and obj.props and obj.iri not in out:
+                out.append(obj.iri)
+            stack.extend(o for _, o in obj.props)
+        elif isinstance(obj, Coll):
+            stack.extend(obj.items)
+    return out
+
+
+def replace_named(roots: list[Node], iri: str, new: Node) -> list[Node]:
+    """A copy of the tree with the node named `iri` replaced; the input is not changed."""
+
+    def swap(obj: Obj) -> Obj:
+        if isinstance(obj, Node):
+            if obj.iri == iri and obj.props:
+                return new
+            return Node(obj.iri, [(p, swap(o)) for p, o in obj.props])
+        if isinstance(obj, Coll):
+            return Coll(tuple(swap(i) for i in obj.items))  # type: ignore[misc]
+        return obj
+
+    return [swap(r) for r in roots]  # type: ignore[misc]
+
+
+def message_id_of(root: Node) -> str:
+    from gateway.smartapi.vocab import SMARTAPI
+
+    for predicate, obj in root.props:
+        if predicate == str(SMARTAPI.id) and isinstance(obj, Lit):
+            return obj.lexical
+    raise ValueError("tree root is not a message")
