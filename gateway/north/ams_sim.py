@@ -31,8 +31,16 @@ import aiohttp
 
 from gateway.errors import DeliveryError
 from gateway.north import certs
-from gateway.north.codec import SmartApiCodec
-from gateway.north.config import MqttConfig, PeerRule, Role, ServerConfig, Timeouts, TlsFiles
+from gateway.north.codec import secured
+from gateway.north.config import (
+    MqttConfig,
+    PeerRule,
+    Role,
+    ServerConfig,
+    SigningKeys,
+    Timeouts,
+    TlsFiles,
+)
 from gateway.north.ledger import Ledger
 from gateway.north.mqtt import AMS_SIDE, MqttEndpoint, Topics
 from gateway.north.pipeline import InboundPipeline
@@ -48,9 +56,13 @@ from gateway.smartapi.flexibility import (
     ReserveNotification,
     ReserveVerification,
 )
-from gateway.smartapi.messages import new_message_id
+from gateway.smartapi.messages import Message, new_message_id
 
 log = logging.getLogger(__name__)
+
+#: forecasts and verifications come from the gateway's outbox, which may deliver them up
+#: to a day late after an outage: the AMS must not refuse them as stale before that
+STALE_AFTER_S = 25 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,7 @@ class AmsSimConfig:
     allow: tuple[PeerRule, ...]
     microgrid: str
     state_dir: Path
+    signing: SigningKeys
     #: the gateway's HTTPS base URL (https://127.0.0.1:8443); None with MQTT only
     gateway_url: str | None = None
     server: ServerConfig = field(default_factory=lambda: ServerConfig(port=0))
@@ -133,6 +146,12 @@ class AmsSimConfig:
             ),
             microgrid=microgrid,
             state_dir=state_dir,
+            signing=SigningKeys(
+                key=pki_dir / "ams-signing.key",
+                key_id=certs.SIGNERS["ams"][0],
+                trust=pki_dir / "trust-ams.yaml",
+                replay_window_s=STALE_AFTER_S,
+            ),
             gateway_url=gateway_url,
             server=ServerConfig(port=port),
             mqtt=mqtt,
@@ -142,7 +161,7 @@ class AmsSimConfig:
 class AmsSimulator:
     def __init__(self, config: AmsSimConfig, *, codec: MessageCodec[Any] | None = None) -> None:
         self.config = config
-        self._codec: MessageCodec[Any] = codec or SmartApiCodec()
+        self._codec: MessageCodec[Any] = codec or secured(config.signing, config.identity)
         self._recorder = _Recorder()
         self._stack = AsyncExitStack()
         self._client_ssl: ssl.SSLContext = client_context(config.tls)
@@ -171,6 +190,7 @@ class AmsSimulator:
                 self._recorder,
                 identity=self.config.identity,
                 microgrid=self.config.microgrid,
+                max_age=timedelta(seconds=self.config.signing.replay_window_s),
             )
             t = self.config.timeouts
             timeout = aiohttp.ClientTimeout(
@@ -259,6 +279,10 @@ class AmsSimulator:
         else:
             answer = await self.post(channel, body, TURTLE)
         return Sent(message, answer, (time.perf_counter() - started) * 1000.0)
+
+    def encode(self, message: Message, content_type: str = TURTLE) -> bytes:
+        """`message` serialized and signed with the simulator's key."""
+        return self._codec.encode(message, content_type)
 
     async def post(self, channel: Channel, body: bytes, content_type: str) -> Answer:
         """POST raw bytes to the gateway's endpoint (also for malformed and tampered tests)."""

@@ -2,8 +2,9 @@
 
 Makes a private CA, TLS certificates for the gateway, the AMS and an operator (EC P-256,
 loopback host names, both server and client use so either side can be client or server),
-and Ed25519 Smart API signing keys for the gateway and the AMS. Private keys are written
-mode 0600. Not for production: a real deployment uses certificates from the operator's PKI.
+Ed25519 Smart API signing keys for the gateway, the AMS and the operator, and the trust
+files naming which signers each side accepts. Private keys are written mode 0600. Not for
+production: a real deployment uses certificates and keys from the operator's PKI.
 """
 
 from __future__ import annotations
@@ -26,6 +27,18 @@ LOOPBACK_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 GATEWAY_IDENTITY = "https://mgms.example/gateway"
 AMS_IDENTITY = "https://ams.example/ams"
 OPERATOR_IDENTITY = "https://mgms.example/operator"
+
+#: party -> (signing key id, Smart API identity, role in the peer's trust file)
+SIGNERS: dict[str, tuple[str, str, str]] = {
+    "gateway": ("gateway-1", GATEWAY_IDENTITY, "mgms"),
+    "ams": ("ams-1", AMS_IDENTITY, "ams"),
+    "operator": ("operator-1", OPERATOR_IDENTITY, "operator"),
+}
+#: trust file -> the parties whose signatures it trusts
+TRUST_FILES: dict[str, tuple[str, ...]] = {
+    "trust-gateway.yaml": ("ams", "operator"),
+    "trust-ams.yaml": ("gateway",),
+}
 
 
 @dataclass(frozen=True)
@@ -234,8 +247,26 @@ def init_dev_pki(directory: Path, *, force: bool = False) -> DevPki:
         cert_path, key_path = write_pair(directory, name, issue(ca, common_name, uris=uris))
         files[name] = cert_path
         files[f"{name}-key"] = key_path
-    for party in ("gateway", "ams"):
+    for party in SIGNERS:
         key_path, pub_path = write_signing_key(directory, f"{party}-signing")
         files[f"{party}-signing"] = key_path
         files[f"{party}-signing-pub"] = pub_path
+    for name, parties in TRUST_FILES.items():
+        files[name.removesuffix(".yaml")] = write_trust_file(directory / name, parties)
     return DevPki(directory, ca_path, files)
+
+
+def write_trust_file(path: Path, parties: tuple[str, ...]) -> Path:
+    """A trust file (gateway.smartapi.security.keys format) naming the parties' public
+    signing keys, which sit beside it."""
+    lines = ["# Smart API signers trusted here (written by `mgms certs init`)", "peers:"]
+    for party in parties:
+        key_id, sender, role = SIGNERS[party]
+        lines += [
+            f"  - key_id: {key_id}",
+            f"    sender: {sender}",
+            f"    public_key: {party}-signing.pub",
+            f"    roles: [{role}]",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -12,6 +12,10 @@ Example::
         ca: [certs/ca.pem]
         cert: certs/gateway.pem
         key: certs/gateway.key
+      signing:
+        key: certs/gateway-signing.key
+        key_id: gateway-1
+        trust: certs/trust-gateway.yaml
       allow:                      # certificate subject -> role (and Smart API senders)
         - subject: ams
           role: ams
@@ -89,20 +93,27 @@ class TlsFiles(BaseModel):
 
 
 class SigningKeys(BaseModel):
-    """Smart API message signing: our private key and the public keys we trust, by sender."""
+    """Smart API message security (gateway.smartapi.security): our signing key, and the
+    peers whose signatures we trust (a trust file: key id, sender, public key, roles)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: PEM private key (Ed25519, ECDSA P-256 or RSA); signs everything we send
     key: Path
-    #: sender identity (generatedBy) -> PEM public key or certificate
-    trusted: dict[str, Path] = Field(default_factory=dict)
+    #: the key id our signatures name (the peer's trust file lists it with our public key)
+    key_id: str = Field(min_length=1)
+    #: trusted peers, see gateway/smartapi/security/keys.py for the format
+    trust: Path
+    #: refuse unsigned inbound messages (only a development setup turns this off)
+    require_signature: bool = True
+    #: an inbound message generated longer ago (or ahead) than this is refused as stale
+    replay_window_s: float = Field(default=300.0, gt=0)
+    #: accept the Smart API 1.1 multipart signing scheme inbound
+    accept_legacy: bool = True
 
     def resolved(self, base: Path) -> SigningKeys:
         return self.model_copy(
-            update={
-                "key": _under(base, self.key),
-                "trusted": {s: _under(base, p) for s, p in self.trusted.items()},
-            }
+            update={"key": _under(base, self.key), "trust": _under(base, self.trust)}
         )
 
 

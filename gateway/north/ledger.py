@@ -1,9 +1,11 @@
 """Inbound ledger: the first answer to every authenticated inbound message, by message id.
 
-A repeat of a message (same id, same bytes) gets the recorded answer again and nothing is
-applied twice. Only messages that passed signature and authorization are recorded, so a
-forged message cannot claim an id ahead of the genuine one. Entries older than
-`keep_s` are pruned at open.
+A repeat of a message gets the recorded answer again and nothing is applied twice. Only
+messages that passed signature and authorization are recorded, so a forged message cannot
+claim an id ahead of the genuine one. Each entry keeps the sha256 of the body as received
+(`digest`: an exact repeat is found before parsing) and of the message's content
+(`fingerprint`: the same message signed again is found after verifying). Entries older
+than `keep_s` are pruned at open.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from gateway.north.wire import Answer
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbound (
     message_id   TEXT PRIMARY KEY,
-    digest       TEXT NOT NULL,      -- sha256 of the body as received
+    digest       TEXT NOT NULL,
+    fingerprint  TEXT NOT NULL,
     channel      TEXT NOT NULL,
     sender       TEXT NOT NULL,
     status       INTEGER NOT NULL,
@@ -32,10 +35,24 @@ CREATE TABLE IF NOT EXISTS inbound (
 CREATE INDEX IF NOT EXISTS inbound_digest ON inbound (digest);
 """
 
+_COLUMNS = "message_id, fingerprint, status, content_type, answer"
+
+
+@dataclass(frozen=True)
+class Record:
+    """What identifies an inbound message in the ledger."""
+
+    message_id: str
+    digest: str
+    fingerprint: str
+    channel: str
+    sender: str
+
 
 @dataclass(frozen=True)
 class Entry:
-    digest: str
+    message_id: str
+    fingerprint: str
     answer: Answer
 
 
@@ -58,20 +75,19 @@ class Ledger:
         await self._db.close()
 
     async def get(self, message_id: str) -> Entry | None:
-        return await self._db.call(partial(_get, message_id=message_id))
+        return await self._db.call(partial(_one, where="message_id", value=message_id))
 
     async def by_digest(self, digest: str) -> Entry | None:
-        """The answer to a message with exactly these bytes (sha256 hex)."""
-        return await self._db.call(partial(_by_digest, digest=digest))
+        """The entry of a message received with exactly these bytes (sha256 hex)."""
+        return await self._db.call(partial(_one, where="digest", value=digest))
 
-    async def record(
-        self, message_id: str, digest: str, channel: str, sender: str, answer: Answer
-    ) -> None:
+    async def record(self, record: Record, answer: Answer) -> None:
         row = (
-            message_id,
-            digest,
-            channel,
-            sender,
+            record.message_id,
+            record.digest,
+            record.fingerprint,
+            record.channel,
+            record.sender,
             answer.status,
             answer.content_type,
             answer.body,
@@ -83,31 +99,20 @@ class Ledger:
         return await self._db.call(_count)
 
 
-def _get(conn: sqlite3.Connection, message_id: str) -> Entry | None:
+def _one(conn: sqlite3.Connection, where: str, value: str) -> Entry | None:
+    column = {"message_id": "message_id", "digest": "digest"}[where]  # never user text in SQL
     row = conn.execute(
-        "SELECT digest, status, content_type, answer FROM inbound WHERE message_id = ?",
-        (message_id,),
+        f"SELECT {_COLUMNS} FROM inbound WHERE {column} = ? LIMIT 1", (value,)
     ).fetchone()
     if row is None:
         return None
-    digest, status, content_type, body = row
-    return Entry(digest, Answer(status, content_type, bytes(body)))
-
-
-def _by_digest(conn: sqlite3.Connection, digest: str) -> Entry | None:
-    row = conn.execute(
-        "SELECT digest, status, content_type, answer FROM inbound WHERE digest = ? LIMIT 1",
-        (digest,),
-    ).fetchone()
-    if row is None:
-        return None
-    digest, status, content_type, body = row
-    return Entry(digest, Answer(status, content_type, bytes(body)))
+    message_id, fingerprint, status, content_type, body = row
+    return Entry(message_id, fingerprint, Answer(status, content_type, bytes(body)))
 
 
 def _insert(conn: sqlite3.Connection, row: tuple[object, ...]) -> None:
     # the first answer wins; the pipeline serializes by id, so a conflict is not expected
-    conn.execute("INSERT OR IGNORE INTO inbound VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+    conn.execute("INSERT OR IGNORE INTO inbound VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
 
 
 def _prune(conn: sqlite3.Connection, cutoff: float) -> None:

@@ -5,10 +5,15 @@
 
 Each step that fails answers with a Smart API Error whose message starts with a stable
 reason code (docs/northbound.md lists them) and an HTTP-like status; nothing of a refused
-message is applied. Inbound messages are idempotent: the ledger keeps the first answer to
-every authenticated message, and a repeat (the same bytes, hence the same id) gets it
-again without being parsed. A different body under a known id is refused as `id-conflict`
-(409) once it has been authenticated; before that, by whichever check it fails.
+message is applied.
+
+Inbound messages are idempotent by message id: the ledger (SQLite, kept a week) holds the
+first answer to every authenticated message. A repeat gets that answer again and nothing
+is applied twice: byte for byte the same body is recognized before parsing; the same
+message signed again (new signature, same content) after its signature is verified. A
+different message under a known id is refused as `id-conflict` (409). The ledger is also
+the replay protection: together with the freshness window on `generatedAt` (`stale`,
+409) no message is applied twice, across restarts too.
 """
 
 from __future__ import annotations
@@ -20,12 +25,12 @@ import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from gateway.errors import InboundRejected, SmartApiError
 from gateway.north.config import Role
-from gateway.north.ledger import Ledger
+from gateway.north.ledger import Entry, Ledger, Record
 from gateway.north.ports import Applier, Expectation, MessageCodec, ReserveHandler
 from gateway.north.tls import Peer
 from gateway.north.wire import TURTLE, Answer, Channel, media_type
@@ -87,6 +92,7 @@ class InboundPipeline:
         *,
         identity: str,
         microgrid: str,
+        max_age: timedelta = timedelta(minutes=5),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._codec = codec
@@ -95,6 +101,7 @@ class InboundPipeline:
         self._identity = identity
         self._microgrid = microgrid
         self._clock = clock
+        self._max_age = max_age
         self._apply_lock = asyncio.Lock()
         self._id_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         #: answers given, by reason (`accepted`, `repeat` or a refusal reason)
@@ -148,26 +155,54 @@ class InboundPipeline:
         async with self._serialized(f"body:{digest}"):
             prior = await self._ledger.by_digest(digest)
             if prior is not None:
-                self.counts["repeat"] += 1
-                log.info("%s repeated by %s: first answer again", channel, peer)
-                return prior.answer
+                return self._repeat(channel, peer, prior)
             try:
                 message = self._authenticate(channel, body, content_type, peer)
             except InboundRejected as exc:
                 return self._refused(channel, peer, exc, content_type)
+            fingerprint = self._codec.fingerprint(message)
             async with self._serialized(f"id:{message.id}"):
-                if await self._ledger.get(message.id) is not None:
-                    conflict = InboundRejected(
-                        409,
-                        "id-conflict",
-                        "a different message with this id was received before",
-                        message_id=message.id,
-                    )
-                    return self._refused(channel, peer, conflict, content_type)
-                answer = await self._business(channel, message, peer, content_type)
-                if answer.status < 500:
-                    await self._ledger.record(message.id, digest, channel, message.sender, answer)
+                prior = await self._ledger.get(message.id)
+                if prior is not None and prior.fingerprint == fingerprint:
+                    return self._repeat(channel, peer, prior)  # the same message, re-signed
+                if prior is not None:
+                    answer = self._refused(channel, peer, self._conflict(message), content_type)
+                    return answer  # not recorded: the first answer stays the one for this id
+                answer = await self._checked(channel, message, peer, content_type)
+                record = Record(message.id, digest, fingerprint, channel, message.sender)
+                await self._ledger.record(record, answer)
                 return answer
+
+    def _repeat(self, channel: Channel, peer: Peer, prior: Entry) -> Answer:
+        self.counts["repeat"] += 1
+        log.info("%s %s repeated by %s: first answer again", channel, prior.message_id, peer)
+        return prior.answer
+
+    @staticmethod
+    def _conflict(message: FlexMessage) -> InboundRejected:
+        return InboundRejected(
+            409,
+            "id-conflict",
+            "a different message with this id was received before",
+            message_id=message.id,
+        )
+
+    async def _checked(
+        self, channel: Channel, message: FlexMessage, peer: Peer, content_type: str
+    ) -> Answer:
+        """Freshness, then the business checks and apply."""
+        age = self._clock() - message.generated_at
+        if abs(age) > self._max_age:
+            when = "old" if age > timedelta(0) else "in the future"
+            stale = InboundRejected(
+                409,
+                "stale",
+                f"generated {abs(age).total_seconds():.0f} s {when}; the window is "
+                f"{self._max_age.total_seconds():.0f} s",
+                message_id=message.id,
+            )
+            return self._refused(channel, peer, stale, content_type)
+        return await self._business(channel, message, peer, content_type)
 
     def _authenticate(
         self, channel: Channel, body: bytes, content_type: str, peer: Peer
@@ -222,7 +257,8 @@ class InboundPipeline:
             exc.message_id = message.id
             return self._refused(channel, peer, exc, content_type)
         except Exception as exc:
-            # the handler failed while applying: not recorded, so a repeat tries again
+            # the handler failed while applying; recorded like any answer, so the AMS
+            # retries with a new message rather than a repeat
             log.exception("%s %s: applying failed", channel, message.id)
             failed = InboundRejected(
                 500, "apply-failed", f"{type(exc).__name__}: {exc}", message_id=message.id

@@ -59,6 +59,11 @@ class MessageCodec(Protocol[P]):
         """Shapes and the typed message: ShapeViolation, MessageDecodeError."""
         ...
 
+    def fingerprint(self, message: Message) -> str:
+        """A digest of the message's content, the same however it was serialized or
+        signed (tells a re-signed repeat from a different message under the same id)."""
+        ...
+
     def encode(self, message: Message, content_type: str) -> bytes:
         """Serialize and sign `message` in `content_type` (one of `accepted_types`)."""
         ...

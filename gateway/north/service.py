@@ -17,12 +17,13 @@ import logging
 import ssl
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Self
 
 from gateway.config import LoadedConfig
 from gateway.north.client import HttpsSender
-from gateway.north.codec import SmartApiCodec
+from gateway.north.codec import secured
 from gateway.north.config import NorthConfig, Role
 from gateway.north.ledger import Ledger
 from gateway.north.mqtt import GATEWAY_SIDE, MqttEndpoint, Topics
@@ -68,11 +69,11 @@ class North:
     ) -> None:
         self.config = config
         self.microgrid = microgrid
-        self._state_dir = state_dir
+        self.state_dir = state_dir
         self._handler = handler
         self._sink = forecast_sink
         self._access = access
-        self._codec: MessageCodec[Any] = codec or SmartApiCodec()
+        self._codec: MessageCodec[Any] = codec or secured(config.signing, config.identity)
         self._stack = AsyncExitStack()
         self.outbox = Outbox(state_dir / OUTBOX_FILE, config.outbox)
         self.pipeline: InboundPipeline | None = None
@@ -98,10 +99,10 @@ class North:
             self._server_ssl = server_context(self.config.tls)
             self._client_ssl = client_context(self.config.tls)
             await self._stack.enter_async_context(self.outbox)
-            ledger = await self._stack.enter_async_context(Ledger(self._state_dir / LEDGER_FILE))
+            ledger = await self._stack.enter_async_context(Ledger(self.state_dir / LEDGER_FILE))
             handler = self._handler
             if handler is None:
-                book = SqliteReserveBook(self._state_dir / RESERVES_FILE)
+                book = SqliteReserveBook(self.state_dir / RESERVES_FILE)
                 self.reserve_book = await self._stack.enter_async_context(book)
                 handler = self.reserve_book
                 if self._sink is None:
@@ -112,6 +113,7 @@ class North:
                 ReserveApplier(handler),
                 identity=self.config.identity,
                 microgrid=self.microgrid,
+                max_age=timedelta(seconds=self.config.signing.replay_window_s),
             )
         except BaseException:
             await self._stack.aclose()

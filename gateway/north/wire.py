@@ -11,6 +11,8 @@ from gateway.north.tls import Peer
 
 TURTLE = "text/turtle"
 JSON_LD = "application/ld+json"
+#: Smart API 1.1 signed/encrypted messages: multipart/related; type="text/turtle"; start=Main
+MULTIPART = "multipart/related"
 
 #: the Smart API access path (DESIGN.md §5); the flexibility channels live beside it
 SMARTAPI_BASE = "/smartapi/v1.0e1.0"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,8 +16,7 @@ from gateway.loader import load_config
 from gateway.model import Command, CommandResult, Reading
 from gateway.north.ams_sim import AmsSimulator
 from gateway.north.certs import GATEWAY_IDENTITY, OPERATOR_IDENTITY
-from gateway.north.codec import SmartApiCodec
-from gateway.north.config import TlsFiles
+from gateway.north.config import NorthConfig, ServerConfig, TlsFiles
 from gateway.north.reserves import SqliteReserveBook
 from gateway.north.service import North
 from gateway.north.tls import client_context
@@ -129,7 +128,7 @@ async def test_full_crp_cycle(pair: Pair) -> None:
 async def test_json_ld_request_gets_a_json_ld_answer(pair: Pair) -> None:
     f, n = await reserved(pair)
     a = pair.ams.activation_for(n, f)
-    answer = await pair.ams.post(Channel.ACTIVATION, codec.encode(a, codec.Format.JSONLD), JSON_LD)
+    answer = await pair.ams.post(Channel.ACTIVATION, pair.ams.encode(a, JSON_LD), JSON_LD)
     assert answer.status == 200
     assert answer.content_type.startswith(JSON_LD)
     assert isinstance(decoded(answer), Response)
@@ -138,7 +137,7 @@ async def test_json_ld_request_gets_a_json_ld_answer(pair: Pair) -> None:
 async def test_repeat_gets_the_first_answer_and_applies_once(pair: Pair) -> None:
     f, n = await reserved(pair)
     a = pair.ams.activation_for(n, f)
-    body = SmartApiCodec().encode(a, TURTLE)
+    body = pair.ams.encode(a)
     first, again, concurrent = (
         await pair.ams.post(Channel.ACTIVATION, body, TURTLE),
         await pair.ams.post(Channel.ACTIVATION, body, TURTLE),
@@ -152,16 +151,40 @@ async def test_repeat_gets_the_first_answer_and_applies_once(pair: Pair) -> None
     assert counts["repeat"] == 4
 
 
-async def test_same_id_with_other_content_is_a_conflict(pair: Pair) -> None:
+async def test_same_message_signed_again_is_a_repeat(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    first, second = pair.ams.encode(a), pair.ams.encode(a)
+    assert first != second  # a fresh signature each time
+    answers = [await pair.ams.post(Channel.ACTIVATION, b, TURTLE) for b in (first, second)]
+    assert answers[0].status == 200
+    assert answers[1] == answers[0]
+    assert len(await pair.book.activations()) == 1
+
+
+async def test_same_id_with_other_content_is_refused(pair: Pair) -> None:
     f, n = await reserved(pair)
     a = pair.ams.activation_for(n, f, fraction=0.5)
     assert (await pair.ams.send(a)).answer.status == 200
-    changed = ReserveActivation(
-        **{**_fields(a), "p_kw": a.p_kw - 1.0}  # type: ignore[arg-type]
-    )
-    answer = await pair.ams.post(Channel.ACTIVATION, codec.encode(changed), TURTLE)
-    refused(answer, 409, "id-conflict")
-    assert [s.p_kw for s in await pair.book.activations()] == [a.p_kw]
+    changed = ReserveActivation(**{**_fields(a), "p_kw": a.p_kw - 1.0})  # type: ignore[arg-type]
+    body = pair.ams.encode(changed)
+    refused(await pair.ams.post(Channel.ACTIVATION, body, TURTLE), 409, "id-conflict")
+    # the ledger outlives the process
+    config, state_dir = pair.north.config, pair.north.state_dir
+    async with support.running_gateway(
+        config.model_copy(update={"server": _free(config)}), state_dir
+    ) as restarted:
+        assert restarted.server is not None
+        pair.ams.config = replace(
+            pair.ams.config, gateway_url=f"https://127.0.0.1:{restarted.server.port}"
+        )
+        refused(await pair.ams.post(Channel.ACTIVATION, body, TURTLE), 409, "id-conflict")
+        assert restarted.reserve_book is not None
+        assert [s.p_kw for s in await restarted.reserve_book.activations()] == [a.p_kw]
+
+
+def _free(config: NorthConfig) -> ServerConfig:
+    return config.server.model_copy(update={"port": free_port()})
 
 
 def _fields(obj: object) -> dict[str, object]:
@@ -183,13 +206,11 @@ async def test_oversize_body(pair: Pair) -> None:
     refused(answer, 413, "too-large")
 
 
-async def test_shape_violation_names_the_term(pair: Pair) -> None:
+async def test_shape_violation_names_the_term(pki: PkiFiles, pair: Pair) -> None:
     f, n = await reserved(pair)
-    text = codec.encode(pair.ams.activation_for(n, f)).decode()
-    broken = "\n".join(
-        line for line in text.splitlines() if "qudt:hasUnit unit:KiloW ;" not in line
-    )
-    answer = await pair.ams.post(Channel.ACTIVATION, broken.encode(), TURTLE)
+    a = pair.ams.activation_for(n, f)
+    broken = support.signed(pki, "ams", a, drop="http://qudt.org/schema/qudt/hasUnit")
+    answer = await pair.ams.post(Channel.ACTIVATION, broken, TURTLE)
     error = refused(answer, 422, "missing-term")
     assert "hasUnit" in error.message
     assert await pair.book.activations() == []
@@ -198,18 +219,68 @@ async def test_shape_violation_names_the_term(pair: Pair) -> None:
 async def test_message_on_the_wrong_endpoint(pair: Pair) -> None:
     f, n = await reserved(pair)
     a = pair.ams.activation_for(n, f)
-    answer = await pair.ams.post(Channel.NOTIFICATION, codec.encode(a), TURTLE)
+    answer = await pair.ams.post(Channel.NOTIFICATION, pair.ams.encode(a), TURTLE)
     refused(answer, 422, "wrong-channel")
     assert await pair.book.activations() == []
 
 
-async def test_sender_the_certificate_may_not_speak_for(pair: Pair) -> None:
+async def test_sender_the_certificate_may_not_speak_for(pki: PkiFiles, pair: Pair) -> None:
+    """Well signed by the operator's key, but sent over the AMS's TLS connection."""
     f, n = await reserved(pair)
     a = pair.ams.activation_for(n, f)
-    forged = ReserveActivation(**{**_fields(a), "sender": "https://other.example/ams"})  # type: ignore[arg-type]
-    answer = await pair.ams.post(Channel.ACTIVATION, codec.encode(forged), TURTLE)
+    as_operator = ReserveActivation(**{**_fields(a), "sender": OPERATOR_IDENTITY})  # type: ignore[arg-type]
+    body = support.signed(pki, "operator", as_operator)
+    answer = await pair.ams.post(Channel.ACTIVATION, body, TURTLE)
     refused(answer, 403, "sender-not-allowed")
     assert await pair.book.activations() == []
+
+
+async def test_tampered_message_is_refused(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f, fraction=0.5)
+    body = pair.ams.encode(a).decode()
+    p = repr(a.p_kw)
+    assert body.count(f"rdf:value {a.p_kw:.1f}E0") == 1, body
+    tampered = body.replace(f"rdf:value {a.p_kw:.1f}E0", "rdf:value 1.0E0")
+    answer = await pair.ams.post(Channel.ACTIVATION, tampered.encode(), TURTLE)
+    refused(answer, 401, "signature-invalid")
+    assert p and await pair.book.activations() == []
+
+
+async def test_unsigned_message_is_refused(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    answer = await pair.ams.post(
+        Channel.ACTIVATION, codec.encode(pair.ams.activation_for(n, f)), TURTLE
+    )
+    refused(answer, 401, "signature-missing")
+    assert await pair.book.activations() == []
+
+
+async def test_signature_by_an_untrusted_key_is_refused(pki: PkiFiles, pair: Pair) -> None:
+    """The gateway's own key is not in its trust file."""
+    f, n = await reserved(pair)
+    body = support.signed(pki, "gateway", pair.ams.activation_for(n, f))
+    refused(await pair.ams.post(Channel.ACTIVATION, body, TURTLE), 403, "untrusted-signer")
+
+
+async def test_key_speaking_for_another_sender_is_refused(pki: PkiFiles, pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    spoofed = ReserveActivation(**{**_fields(a), "sender": OPERATOR_IDENTITY})  # type: ignore[arg-type]
+    body = support.signed(pki, "ams", spoofed)
+    refused(await pair.ams.post(Channel.ACTIVATION, body, TURTLE), 403, "untrusted-signer")
+
+
+async def test_stale_message_is_refused(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    old = ReserveActivation(
+        **{**_fields(a), "generated_at": datetime.now(UTC) - timedelta(minutes=10)}  # type: ignore[arg-type]
+    )
+    error = refused(
+        await pair.ams.post(Channel.ACTIVATION, pair.ams.encode(old), TURTLE), 409, "stale"
+    )
+    assert "stale" in error.message
 
 
 async def test_other_microgrid(pair: Pair) -> None:
@@ -217,7 +288,9 @@ async def test_other_microgrid(pair: Pair) -> None:
     a = pair.ams.activation_for(n, f)
     other = ReserveActivation(**{**_fields(a), "microgrid": "elsewhere"})  # type: ignore[arg-type]
     refused(
-        await pair.ams.post(Channel.ACTIVATION, codec.encode(other), TURTLE), 422, "wrong-microgrid"
+        await pair.ams.post(Channel.ACTIVATION, pair.ams.encode(other), TURTLE),
+        422,
+        "wrong-microgrid",
     )
 
 
@@ -225,7 +298,7 @@ async def test_unknown_notification(pair: Pair) -> None:
     f, n = await reserved(pair)
     a = pair.ams.activation_for(n, f)
     stray = ReserveActivation(**{**_fields(a), "notification": "no-such-notification"})  # type: ignore[arg-type]
-    answer = await pair.ams.post(Channel.ACTIVATION, codec.encode(stray), TURTLE)
+    answer = await pair.ams.post(Channel.ACTIVATION, pair.ams.encode(stray), TURTLE)
     refused(answer, 422, "unknown-notification")
     assert await pair.book.activations() == []
 
@@ -249,7 +322,9 @@ async def test_activation_outside_the_reserved_window(pair: Pair) -> None:
         }
     )
     refused(
-        await pair.ams.post(Channel.ACTIVATION, codec.encode(late), TURTLE), 422, "outside-window"
+        await pair.ams.post(Channel.ACTIVATION, pair.ams.encode(late), TURTLE),
+        422,
+        "outside-window",
     )
 
 
@@ -321,7 +396,11 @@ async def test_access_endpoint_is_mounted_behind_the_allow_list(
             ctx = client_context(TlsFiles(ca=(pki.ca,), cert=cert, key=key))
             async with (
                 aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session,
-                session.post(url, data=codec.encode(read), headers={"Content-Type": TURTLE}) as r,
+                session.post(
+                    url,
+                    data=support.signed(pki, "operator", read),
+                    headers={"Content-Type": TURTLE},
+                ) as r,
             ):
                 answers[who] = Answer(r.status, r.headers["Content-Type"], await r.read())
     reply = decoded(answers["operator"])

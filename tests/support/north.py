@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.north.ams_sim import AmsSimConfig, AmsSimulator
-from gateway.north.certs import AMS_IDENTITY, GATEWAY_IDENTITY, OPERATOR_IDENTITY
+from gateway.north.certs import AMS_IDENTITY, GATEWAY_IDENTITY, OPERATOR_IDENTITY, SIGNERS
 from gateway.north.config import (
     AmsEndpoints,
     MqttConfig,
@@ -25,14 +25,19 @@ from gateway.north.config import (
     TlsFiles,
 )
 from gateway.north.service import North
-from gateway.north.wire import Channel
+from gateway.north.wire import TURTLE, Channel
+from gateway.smartapi.codec import media_format, serialize
+from gateway.smartapi.encode import to_tree
 from gateway.smartapi.flexibility import (
     FlexibilityForecast,
     ForecastInterval,
     ReserveVerification,
     VerificationInterval,
 )
-from gateway.smartapi.messages import new_message_id
+from gateway.smartapi.messages import Message, new_message_id
+from gateway.smartapi.security.keys import Identity
+from gateway.smartapi.security.profile import OutboundSecurity
+from gateway.smartapi.tree import Node
 from tests.support.pki import PkiFiles
 from tests.support.waiting import until
 
@@ -114,7 +119,7 @@ def gateway_config(
         identity=GATEWAY_IDENTITY,
         tls=tls_files(pki, "gateway"),
         signing=SigningKeys(
-            key=pki.dev["gateway-signing"], trusted={AMS_IDENTITY: pki.dev["ams-signing-pub"]}
+            key=pki.dev["gateway-signing"], key_id="gateway-1", trust=pki.dev["trust-gateway"]
         ),
         allow=(
             PeerRule(subject="ams", role=Role.AMS, senders=(AMS_IDENTITY,)),
@@ -184,3 +189,27 @@ async def drained(north: North, within: float = 10.0) -> None:
         return (await north.outbox.stats()).pending == 0
 
     await until(empty, within=within)
+
+
+def signed(
+    pki: PkiFiles,
+    party: str,
+    message: Message,
+    *,
+    content_type: str = TURTLE,
+    drop: str | None = None,
+) -> bytes:
+    """`message` as `party` (gateway, ams, operator) would send it, signed with its key;
+    `drop` removes every triple with that predicate IRI before signing (a well-signed
+    message that breaks the shapes)."""
+    key_id, sender, _ = SIGNERS[party]
+    roots = to_tree(message)  # type: ignore[arg-type]
+    if drop is not None:
+        stack: list[object] = list(roots)
+        while stack:
+            node = stack.pop()
+            if isinstance(node, Node):
+                node.props = [(p, o) for p, o in node.props if p != drop]
+                stack.extend(o for _, o in node.props)
+    sealer = OutboundSecurity(Identity.from_file(key_id, sender, pki.dev[f"{party}-signing"]))
+    return serialize(sealer.seal(roots), media_format(content_type))
