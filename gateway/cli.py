@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per second")
             p.add_argument("--device", action="append", default=[], help="serve only these")
 
+    from gateway.north.commands import add_parsers as add_north_parsers
+
+    add_north_parsers(sub)  # certs init, ams-sim
+
     p = sub.add_parser("demo", help="simulators + gateway on loopback, then a summary")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     p.add_argument("--json", action="store_true", help="print one JSON object")
