@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.errors import ConfigError
@@ -24,6 +25,14 @@ def _port_overrides(items: Sequence[str]) -> dict[str, int]:
     return out
 
 
+def _utc_time(text: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     problems = check_files(args.files)
     for problem in problems:
@@ -40,7 +49,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, port_overrides=_port_overrides(args.port))
     devices = set(args.device) if args.device else None
-    return run(config, speed=args.speed, devices=devices)
+    return run(config, speed=args.speed, devices=devices, start=args.start)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -82,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sim":
             p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per second")
             p.add_argument("--device", action="append", default=[], help="serve only these")
+            p.add_argument(
+                "--start",
+                type=_utc_time,
+                default=None,
+                help="simulated start time, ISO 8601 (default: now)",
+            )
 
     from gateway.north.commands import add_parsers as add_north_parsers
 

@@ -4,12 +4,14 @@
     ├── ConfigError              a config or mapping file is wrong (carries every Problem found)
     ├── DriverError              something between the gateway and a field device
     │   ├── LinkError            the link is down or timed out; the caller reconnects
+    │   │   └── RequestTimeout   one request got no answer within the device timeout
     │   ├── DeviceRejected       the device answered with a refusal (exception, negative confirm)
     │   └── DecodeError          the device answered something that does not decode
     ├── CommandError             a command was refused before anything was sent
     │   ├── UnknownPoint         no such point id
     │   ├── NotWritable          the point is read-only
     │   └── LimitViolation       the value is outside the point's write limits
+    ├── RawRangeError            a value does not fit a protocol data type (e.g. 70000 as int16)
     ├── StoreError               the SQLite store failed
     ├── SmartApiError            a Smart API message was refused (carries a Smart API error code)
     │   ├── MessageParseError    the body does not parse as its content type
@@ -91,6 +93,10 @@ class LinkError(DriverError):
     """The link to the device is down or a request timed out; reconnect and retry."""
 
 
+class RequestTimeout(LinkError):
+    """A request got no answer within the device timeout (the link may still be up)."""
+
+
 class DeviceRejected(DriverError):
     """The device refused a request (e.g. a Modbus exception response)."""
 
@@ -117,6 +123,11 @@ class NotWritable(CommandError):
 
 class LimitViolation(CommandError):
     """The value lies outside the point's write limits."""
+
+
+class RawRangeError(GatewayError, ValueError):
+    """A value cannot be encoded in a protocol data type; raised by the codecs before
+    anything is sent."""
 
 
 class StoreError(GatewayError):

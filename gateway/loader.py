@@ -6,6 +6,7 @@ device, point and field, so an integrator fixes a mapping in one pass.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,10 @@ def _read_device(
     if not isinstance(raw_points, list):
         problems.append(src.problem((*loc, "points"), "points must be a list", device=dev_id))
         return None
+    # addresses are checked even when other device fields are wrong, if the protocol is known
+    spec = None
+    with contextlib.suppress(ValueError, TypeError):
+        spec = spec_for(raw.get("protocol"))  # type: ignore[arg-type]
     points: list[Point] = []
     addresses: dict[str, Address] = {}
     placed: list[tuple[int, Point, Address]] = []
@@ -167,10 +172,10 @@ def _read_device(
             problems.extend(_errors(src, pexc, ploc, dev_id, pt_id))
             continue
         points.append(pt)
-        if dev is None:
+        if spec is None:
             continue
         try:
-            addr = spec_for(dev.protocol).parse_address(pt.address, pt.typing)
+            addr = spec.parse_address(pt.address, pt.typing)
         except AddressError as aexc:
             problems.append(
                 src.problem(
@@ -180,8 +185,7 @@ def _read_device(
             continue
         addresses[pt.id] = addr
         placed.append((j, pt, addr))
-    if dev is not None:
-        _check_overlaps(src, loc, dev.id, placed, problems)
+    _check_overlaps(src, loc, dev_id, placed, problems)
     if dev is None or len(problems) > before:
         return None
     assert isinstance(dev, Device)
@@ -193,7 +197,7 @@ def _read_device(
 def _check_overlaps(
     src: _Source,
     loc: Loc,
-    dev_id: str,
+    dev_id: str | None,
     placed: list[tuple[int, Point, Address]],
     problems: list[Problem],
 ) -> None:
@@ -214,17 +218,6 @@ def _check_overlaps(
         seen.append((j, pt, addr))
 
 
-def _point_locs(src: _Source) -> dict[str, Loc]:
-    out: dict[str, Loc] = {}
-    for i, dev in enumerate(src.data.get("devices") or []):
-        if isinstance(dev, dict):
-            for j, pt in enumerate(dev.get("points") or []):
-                pid = _raw_id(pt)
-                if pid is not None and pid not in out:
-                    out[pid] = ("devices", i, "points", j)
-    return out
-
-
 def _cross_check(
     sources: list[tuple[_Source, MappingFile]],
     known_ders: set[str] | None,
@@ -234,7 +227,6 @@ def _cross_check(
     seen_points: dict[str, str] = {}
     seen_devices: dict[str, str] = {}
     for src, mapping in sources:
-        locs = _point_locs(src)
         for i, dev in enumerate(mapping.devices):
             if dev.id in seen_devices:
                 problems.append(
@@ -246,8 +238,8 @@ def _cross_check(
                     )
                 )
             seen_devices.setdefault(dev.id, str(src.path))
-            for pt in dev.points:
-                loc = locs.get(pt.id, ("devices", i))
+            for j, pt in enumerate(dev.points):  # a loaded file kept every point in order
+                loc: Loc = ("devices", i, "points", j)
                 if pt.id in seen_points:
                     problems.append(
                         src.problem(

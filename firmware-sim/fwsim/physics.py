@@ -63,6 +63,7 @@ class DerModel(ABC):
             Quantity.REACTIVE_POWER: lambda: self.q_kvar,
             Quantity.REACTIVE_POWER_SETPOINT: lambda: self.q_set_kvar,
             Quantity.STATUS: lambda: 1.0 if self.online else 0.0,
+            Quantity.SWITCH: lambda: 1.0 if self.online else 0.0,
         }
 
     def setters(self) -> dict[Quantity, Callable[[float], None]]:

@@ -72,13 +72,14 @@ def run(
     *,
     speed: float = 1.0,
     devices: set[str] | None = None,
+    start: datetime | None = None,
 ) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(config, speed=speed, devices=devices, stop=stop)
+        await serve(config, speed=speed, start=start, devices=devices, stop=stop)
 
     asyncio.run(main())
     sys.stdout.flush()

@@ -1,21 +1,23 @@
-"""Wait for a condition in async tests without a fixed sleep."""
+"""Waiting for a condition in async tests, bounded."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 
-async def until(
-    check: Callable[[], bool | Awaitable[bool]], *, within: float = 5.0, every: float = 0.01
-) -> None:
-    """Return once `check()` is true; TimeoutError after `within` seconds."""
-    async with asyncio.timeout(within):
+async def until(predicate: Callable[[], object], within: float = 5.0, step: float = 0.01) -> None:
+    """Return once predicate() is truthy (awaited when it returns an awaitable, e.g. a
+    database query); TimeoutError after `within` seconds."""
+
+    async def poll() -> None:
         while True:
-            result = check()
+            result = predicate()
             if inspect.isawaitable(result):
                 result = await result
             if result:
                 return
-            await asyncio.sleep(every)
+            await asyncio.sleep(step)
+
+    await asyncio.wait_for(poll(), within)

@@ -1,0 +1,1 @@
+"""Modbus driver: register codec, read plan and the client adapter."""

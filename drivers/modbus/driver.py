@@ -1,0 +1,306 @@
+"""The Modbus driver: the read plan and the codec on a pymodbus asyncio client.
+
+pymodbus exceptions are translated here and nowhere else: a refused connection, a lost
+link or a missing answer become `LinkError` (`RequestTimeout` for a missing answer), a
+Modbus exception response marks only the points of the failed request invalid. A failed
+request of several points is split in halves until the exception is pinned on the points
+it belongs to; when the device says the request itself is wrong (illegal function, address
+or value) the split is remembered for this connection, so the next poll does not pay for
+the failed request again.
+
+The client comes from a factory so another transport (RTU on a serial line) can reuse the
+driver unchanged; pymodbus's own reconnect is off, the gateway's session reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.client.base import ModbusBaseClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.pdu import ModbusPDU
+
+from drivers.base import Driver, invalid, to_engineering, to_raw
+from drivers.modbus import codec
+from drivers.modbus.plan import ReadRequest, plan_reads, split
+from gateway.errors import LinkError, RawRangeError, RequestTimeout
+from gateway.mapping import Device, Point
+from gateway.model import (
+    Command,
+    CommandMode,
+    CommandResult,
+    CommandStatus,
+    QualityFlag,
+    Reading,
+)
+from gateway.protocols.modbus import ModbusAddress, ModbusOptions, Table
+
+ClientFactory = Callable[[Device], ModbusBaseClient]
+
+#: exception codes that say the request itself is wrong for this device, not a passing state
+_STRUCTURAL = frozenset({1, 2, 3})
+
+#: added to the device timeout as a guard around the client's own timeout
+_GUARD_S = 0.5
+
+
+def tcp_client(device: Device) -> ModbusBaseClient:
+    """A Modbus TCP client for the device's host and port (502 by default)."""
+    conn = device.connection
+    if conn.host is None:
+        raise ValueError(f"device {device.id!r}: Modbus RTU on a serial line is not supported yet")
+    return AsyncModbusTcpClient(
+        conn.host,
+        port=conn.port if conn.port is not None else 502,
+        name=device.id,
+        timeout=device.timeout,
+        retries=0,
+        reconnect_delay=0,  # no background reconnect task: the gateway's session decides
+    )
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A request the device answered with a Modbus exception (code) or garbage (None)."""
+
+    code: int | None
+    detail: str
+
+
+class ModbusDriver(Driver):
+    def __init__(
+        self,
+        device: Device,
+        client_factory: ClientFactory = tcp_client,
+        options: ModbusOptions | None = None,
+    ) -> None:
+        """`options` overrides the device's (the benchmark compares plans with it)."""
+        super().__init__(device)
+        typed = options if options is not None else device.typed_options
+        assert isinstance(typed, ModbusOptions)
+        self.options = typed
+        self._factory = client_factory
+        self._client: ModbusBaseClient | None = None
+        self._plans: dict[tuple[str, ...], list[ReadRequest]] = {}
+        #: Modbus requests sent since the driver was built (reads and writes)
+        self.requests_sent = 0
+
+    def address(self, point: Point) -> ModbusAddress:
+        address = self.device.address_of(point.id)
+        assert isinstance(address, ModbusAddress)
+        return address
+
+    def plan(self, points: Sequence[Point]) -> list[ReadRequest]:
+        """The requests that read `points` (as learned on this connection)."""
+        key = tuple(p.id for p in points)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = plan_reads(((p.id, self.address(p)) for p in points), self.options)
+            self._plans[key] = plan
+        return plan
+
+    # -- link ---------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self._client.connected
+
+    def _where(self) -> str:
+        conn = self.device.connection
+        return f"{conn.host}:{conn.port}" if conn.host else str(conn.serial)
+
+    async def connect(self) -> None:
+        await self.close()
+        client = self._factory(self.device)
+        try:
+            async with asyncio.timeout(self.device.timeout + _GUARD_S):
+                up = await client.connect()
+        except TimeoutError:
+            up = False
+        if not up:
+            client.close()
+            raise LinkError(self.device.id, f"cannot connect to {self._where()}")
+        self._client = client
+        self._plans.clear()  # a new connection may be a different device firmware
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _live_client(self) -> ModbusBaseClient:
+        # pymodbus would try to reconnect on its own when the link is gone; say so instead
+        if self._client is None or not self._client.connected:
+            raise LinkError(self.device.id, f"not connected to {self._where()}")
+        return self._client
+
+    async def _call(self, send: Callable[[], Awaitable[ModbusPDU]], what: str) -> ModbusPDU:
+        """Send one client request with the device timeout; translate pymodbus errors
+        (the client raises some when the request is built, so that happens in here)."""
+        self.requests_sent += 1
+        timeout = self.device.timeout
+        try:
+            async with asyncio.timeout(timeout + _GUARD_S):
+                return await send()
+        except (ModbusIOException, TimeoutError):
+            if not self.connected:
+                raise LinkError(self.device.id, f"{what}: link lost") from None
+            raise RequestTimeout(self.device.id, f"{what}: no answer within {timeout} s") from None
+        except ConnectionException as exc:
+            raise LinkError(self.device.id, f"{what}: link lost ({exc})") from None
+        except ModbusException as exc:
+            raise LinkError(self.device.id, f"{what}: {exc}") from None
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def read(self, points: Sequence[Point]) -> list[Reading]:
+        client = self._live_client()
+        plan = self.plan(points)
+        by_id = {p.id: p for p in points}
+        readings: dict[str, Reading] = {}
+        used: list[ReadRequest] = []
+        for request in plan:
+            used += await self._read_request(client, request, by_id, readings)
+        if used != plan:  # a split the device asked for: read that way from now on
+            self._plans[tuple(p.id for p in points)] = used
+        return [readings[p.id] for p in points]
+
+    async def _read_request(
+        self,
+        client: ModbusBaseClient,
+        request: ReadRequest,
+        points: dict[str, Point],
+        readings: dict[str, Reading],
+    ) -> list[ReadRequest]:
+        """Read one request into `readings`; return the requests to use next time."""
+        answer = await self._fetch(client, request)
+        if isinstance(answer, _Refused):
+            if answer.code is not None and len(request.points) > 1:
+                used: list[ReadRequest] = []
+                for part in split(request):
+                    used += await self._read_request(client, part, points, readings)
+                return used if answer.code in _STRUCTURAL else [request]
+            for point_id, _ in request.points:
+                readings[point_id] = invalid(points[point_id], answer.detail)
+            return [request]
+        for point_id, address in request.points:
+            readings[point_id] = self._decode(points[point_id], address, request, answer)
+        return [request]
+
+    async def _fetch(
+        self, client: ModbusBaseClient, request: ReadRequest
+    ) -> list[int] | list[bool] | _Refused:
+        readers = {
+            Table.COIL: client.read_coils,
+            Table.DISCRETE: client.read_discrete_inputs,
+            Table.HOLDING: client.read_holding_registers,
+            Table.INPUT: client.read_input_registers,
+        }
+        what = f"read {request.unit}/{request.table.value}/{request.address} x{request.count}"
+        reader = readers[request.table]
+        response = await self._call(
+            lambda: reader(request.address, count=request.count, device_id=request.unit), what
+        )
+        if response.isError():
+            return _Refused(response.exception_code, codec.exception_text(response.exception_code))
+        if request.table.is_bit:
+            bits = list(response.bits)
+            if len(bits) >= request.count:
+                return bits[: request.count]
+        else:
+            registers = list(response.registers)
+            if len(registers) == request.count:
+                return registers
+        return _Refused(None, f"{what}: answer has the wrong length")
+
+    def _decode(
+        self,
+        point: Point,
+        address: ModbusAddress,
+        request: ReadRequest,
+        answer: list[int] | list[bool],
+    ) -> Reading:
+        offset = request.offset(address)
+        try:
+            raw: codec.RawValue
+            if address.table.is_bit:
+                raw = bool(answer[offset])
+            else:
+                words = [int(w) for w in answer[offset : offset + address.count]]
+                raw = codec.decode(address, words)
+        except ValueError as exc:
+            return invalid(point, f"does not decode: {exc}", QualityFlag.INCONSISTENT)
+        if isinstance(raw, float) and not math.isfinite(raw):
+            flag = QualityFlag.INCONSISTENT if math.isnan(raw) else QualityFlag.OVERFLOW
+            return invalid(point, f"device sent {raw}", flag)
+        return Reading(point=point.id, value=to_engineering(point, raw), unit=point.unit)
+
+    # -- writing ------------------------------------------------------------------------
+
+    async def write(self, point: Point, command: Command) -> CommandResult:
+        address = self.address(point)
+
+        def result(status: CommandStatus, detail: str = "") -> CommandResult:
+            return CommandResult(command, status, detail)
+
+        if command.mode is CommandMode.SELECT_BEFORE_OPERATE:
+            return result(CommandStatus.REJECTED, "not sent: Modbus has no select-before-operate")
+        if not address.table.writable:
+            return result(CommandStatus.REJECTED, f"not sent: {address.table.value} is read-only")
+        if command.deadline is not None and command.deadline <= datetime.now(UTC):
+            return result(CommandStatus.TIMEOUT, "not sent: deadline already passed")
+        try:
+            request = self._write_request(address, to_raw(point, command.value))
+        except RawRangeError as exc:
+            return result(CommandStatus.REJECTED, f"not sent: {exc}")
+        try:
+            client = self._live_client()
+            send, confirms = request
+            response = await self._call(lambda: send(client), f"write {address}")
+        except RequestTimeout as exc:
+            return result(CommandStatus.TIMEOUT, str(exc))
+        except LinkError as exc:
+            return result(CommandStatus.LINK_DOWN, str(exc))
+        if response.isError():
+            return result(CommandStatus.REJECTED, codec.exception_text(response.exception_code))
+        if not confirms(response):
+            return result(CommandStatus.REJECTED, f"write {address}: answer does not echo it")
+        return result(CommandStatus.CONFIRMED)
+
+    def _write_request(
+        self, address: ModbusAddress, raw: codec.RawValue
+    ) -> tuple[Callable[[ModbusBaseClient], Awaitable[ModbusPDU]], Callable[[ModbusPDU], bool]]:
+        """How to send a raw value to a writable address, and how to check the answer's
+        echo. Raises RawRangeError before anything is sent."""
+        at, unit = address.address, address.unit
+        if address.table is Table.COIL:
+            bit = codec.encode_bit(raw)
+            return (
+                lambda c: c.write_coil(at, bit, device_id=unit),
+                lambda r: bool(r.bits) and bool(r.bits[0]) == bit,
+            )
+        if address.bit is not None:
+            # the bit alone, atomically: mask write (function 22) instead of read-modify-write
+            mask = codec.encode(address, True)[0]
+            and_mask, or_mask = ~mask & 0xFFFF, mask if codec.encode_bit(raw) else 0
+            return (
+                lambda c: c.mask_write_register(
+                    address=at, and_mask=and_mask, or_mask=or_mask, device_id=unit
+                ),
+                lambda r: (r.address, r.and_mask, r.or_mask) == (at, and_mask, or_mask),
+            )
+        words = codec.encode(address, raw)
+        if len(words) == 1:
+            return (
+                lambda c: c.write_register(at, words[0], device_id=unit),
+                lambda r: (r.address, list(r.registers)) == (at, words),
+            )
+        return (
+            lambda c: c.write_registers(at, words, device_id=unit),
+            lambda r: (r.address, r.count) == (at, len(words)),
+        )

@@ -1,0 +1,118 @@
+"""Acquisition: one session per device that connects, polls on the device's interval,
+takes spontaneous data, and reconnects with capped exponential backoff.
+
+A device that fails never stops another: each session is its own task and only a
+LinkError (or an unexpected driver bug, logged with the device) ends a connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from drivers.base import Driver
+from gateway.backoff import Backoff
+from gateway.errors import LinkError
+from gateway.mapping import Device
+from gateway.points import PointTable
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[..., Awaitable[None]]
+
+
+class DeviceSession:
+    """Owns one driver. `lock` serializes requests so a write and a poll never interleave
+    on protocols whose clients are not safe for concurrent use."""
+
+    def __init__(
+        self,
+        device: Device,
+        driver: Driver,
+        table: PointTable,
+        events: EventSink,
+        reconnect_max_s: float = 30.0,
+    ) -> None:
+        self.device = device
+        self.driver = driver
+        self.table = table
+        self.lock = asyncio.Lock()
+        self.up = False
+        self.reconnects = 0
+        self.polls = 0
+        self.last_poll_s = 0.0
+        self._events = events
+        self._backoff = Backoff(initial=0.2, cap=reconnect_max_s)
+        self._points = [p for p in device.points if p.direction.readable]
+        self._went_up = asyncio.Event()
+
+    async def wait_up(self, within: float) -> bool:
+        try:
+            await asyncio.wait_for(self._went_up.wait(), within)
+        except TimeoutError:
+            return False
+        return True
+
+    async def run(self) -> None:
+        """Connect, poll, reconnect; forever (until cancelled)."""
+        try:
+            while True:
+                try:
+                    await self._connect()
+                    await self._poll_forever()
+                except LinkError as exc:
+                    await self._down(str(exc))
+                except Exception as exc:  # a driver bug must not end acquisition
+                    log.exception("device %r: unexpected driver error", self.device.id)
+                    await self._down(f"driver error: {exc!r}")
+                await self.driver.close()
+                await asyncio.sleep(self._backoff.next_delay())
+                self.reconnects += 1
+        finally:
+            await self.driver.close()
+
+    async def _connect(self) -> None:
+        async with self.lock:
+            await asyncio.wait_for(self.driver.connect(), self.device.timeout * 5)
+        await self.driver.subscribe(lambda r: self.table.update((r,)))
+        self._backoff.reset()
+        self.up = True
+        self._went_up.set()
+        log.info("device %r: link up", self.device.id)
+        await self._events("link_up", device=self.device.id)
+
+    async def _down(self, detail: str) -> None:
+        if self.up or self.reconnects == 0:
+            log.warning("device %r: link down: %s", self.device.id, detail)
+            await self._events("link_down", device=self.device.id, reason=detail)
+        self.up = False
+        self._went_up.clear()
+        self.table.mark_device_down(self.device, detail)
+
+    async def _poll_forever(self) -> None:
+        interval = self.device.poll_interval
+        next_at = time.monotonic()
+        while True:
+            if self._points:
+                await self.poll_once()
+            next_at += interval
+            delay = next_at - time.monotonic()
+            if delay < 0:  # overran: skip missed ticks rather than bursting
+                next_at = time.monotonic()
+                delay = 0
+            await asyncio.sleep(delay)
+
+    async def poll_once(self) -> None:
+        started = time.perf_counter()
+        async with self.lock:
+            try:
+                readings = await asyncio.wait_for(
+                    self.driver.read(self._points), self.device.timeout * 2 + 1
+                )
+            except TimeoutError:
+                raise LinkError(self.device.id, "poll timed out") from None
+        self.last_poll_s = time.perf_counter() - started
+        self.polls += 1
+        self.table.update(readings)

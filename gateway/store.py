@@ -1,0 +1,241 @@
+"""SQLite store in the state directory: samples with retention and an append-only audit log.
+
+WAL mode so readers never block the writer. The connection is used from one worker thread
+at a time (every call goes through `asyncio.to_thread` under a lock); samples are buffered
+on the event loop and written in batches, because a commit per reading would cost a sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import StoreError
+from gateway.model import Quality, QualityFlag, Reading, Validity
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS samples (
+    point TEXT NOT NULL,
+    ts REAL NOT NULL,          -- gateway time, unix seconds
+    value REAL,
+    quality TEXT NOT NULL,
+    source_ts REAL
+);
+CREATE INDEX IF NOT EXISTS samples_point_ts ON samples (point, ts);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,        -- write, write_refused, link_up, link_down, error, ...
+    device TEXT,
+    point TEXT,
+    detail TEXT NOT NULL       -- JSON object
+);
+CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_append_only_d BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+"""
+
+
+@dataclass(frozen=True)
+class Sample:
+    point: str
+    time: datetime
+    value: float | None
+    quality: Quality
+    source_time: datetime | None
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    time: datetime
+    kind: str
+    device: str | None
+    point: str | None
+    detail: dict[str, Any]
+
+
+def _ts(t: datetime) -> float:
+    return t.timestamp()
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def _quality_text(q: Quality) -> str:
+    return str(q)
+
+
+def _parse_quality(text: str) -> Quality:
+    validity, _, flags = text.partition("[")
+    return Quality(
+        Validity(validity),
+        frozenset(QualityFlag(f) for f in flags.rstrip("]").split(",") if f),
+    )
+
+
+def _numeric(value: object) -> float | None:
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float):
+        return float(value)
+    return None
+
+
+class Store:
+    """Open with `await Store.open(path)`; close with `await store.close()`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._lock = threading.Lock()
+        self._pending: list[Reading] = []
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        return await asyncio.to_thread(cls.open_sync, path)
+
+    @classmethod
+    def open_sync(cls, path: Path) -> Store:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open store {path}: {exc}") from exc
+        return cls(conn, path)
+
+    async def close(self) -> None:
+        await self.flush()
+        await asyncio.to_thread(self._conn.close)
+
+    # -- writing -----------------------------------------------------------------------
+
+    def add(self, reading: Reading) -> None:
+        """Buffer a reading (event loop thread); `flush` writes the buffer in one commit."""
+        self._pending.append(reading)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def flush(self) -> int:
+        batch, self._pending = self._pending, []
+        if batch:
+            await asyncio.to_thread(self._write_samples, batch)
+        return len(batch)
+
+    def _write_samples(self, batch: Sequence[Reading]) -> None:
+        rows = [
+            (
+                r.point,
+                _ts(r.gateway_time),
+                _numeric(r.value),
+                _quality_text(r.quality),
+                None if r.source_time is None else _ts(r.source_time),
+            )
+            for r in batch
+        ]
+        self._run(lambda c: c.executemany("INSERT INTO samples VALUES (?,?,?,?,?)", rows))
+
+    async def event(
+        self,
+        kind: str,
+        *,
+        device: str | None = None,
+        point: str | None = None,
+        **detail: Any,
+    ) -> None:
+        """Append one audit event (writes, refusals, link changes, errors)."""
+        row = (
+            _ts(datetime.now(UTC)),
+            kind,
+            device,
+            point,
+            json.dumps(detail, default=str, sort_keys=True),
+        )
+        await asyncio.to_thread(
+            self._run,
+            lambda c: c.execute(
+                "INSERT INTO events (ts, kind, device, point, detail) VALUES (?,?,?,?,?)", row
+            ),
+        )
+
+    async def prune(self, retention: timedelta) -> int:
+        """Delete samples older than `retention`; returns how many."""
+        cutoff = _ts(datetime.now(UTC) - retention)
+        cur = await asyncio.to_thread(
+            self._run, lambda c: c.execute("DELETE FROM samples WHERE ts < ?", (cutoff,))
+        )
+        return int(cur.rowcount)
+
+    def _run(self, op: Any) -> Any:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                result = op(self._conn)
+                self._conn.execute("COMMIT")
+                return result
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise StoreError(f"store {self.path}: {exc}") from exc
+
+    # -- queries -----------------------------------------------------------------------
+
+    def _query(self, sql: str, args: Iterable[Any]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return list(self._conn.execute(sql, tuple(args)).fetchall())
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self.path}: {exc}") from exc
+
+    async def latest(self, point: str) -> Sample | None:
+        rows = await asyncio.to_thread(
+            self._query,
+            "SELECT point, ts, value, quality, source_ts FROM samples "
+            "WHERE point = ? ORDER BY ts DESC LIMIT 1",
+            (point,),
+        )
+        return _sample(rows[0]) if rows else None
+
+    async def range(self, point: str, start: datetime, end: datetime) -> list[Sample]:
+        """Samples of a point with start <= gateway time < end, oldest first."""
+        rows = await asyncio.to_thread(
+            self._query,
+            "SELECT point, ts, value, quality, source_ts FROM samples "
+            "WHERE point = ? AND ts >= ? AND ts < ? ORDER BY ts",
+            (point, _ts(start), _ts(end)),
+        )
+        return [_sample(r) for r in rows]
+
+    async def events(self, kind: str | None = None, limit: int = 1000) -> list[Event]:
+        sql = "SELECT id, ts, kind, device, point, detail FROM events"
+        args: tuple[Any, ...] = ()
+        if kind is not None:
+            sql += " WHERE kind = ?"
+            args = (kind,)
+        rows = await asyncio.to_thread(self._query, sql + " ORDER BY id LIMIT ?", (*args, limit))
+        return [
+            Event(r[0], _dt(r[1]) or datetime.now(UTC), r[2], r[3], r[4], json.loads(r[5]))
+            for r in rows
+        ]
+
+
+def _sample(row: tuple[Any, ...]) -> Sample:
+    point, ts, value, quality, source_ts = row
+    return Sample(
+        point, _dt(ts) or datetime.now(UTC), value, _parse_quality(quality), _dt(source_ts)
+    )
