@@ -21,6 +21,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway.north.config import (
+    AmsEndpoints,
+    MqttConfig,
+    NorthConfig,
+    PeerRule,
+    RetryPolicy,
+    Role,
+    ServerConfig,
+    SigningKeys,
+    TlsFiles,
+)
+from gateway.north.wire import Channel
+
 LOOPBACK_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 
 #: Smart API identities (generatedBy) of the demo parties; also in their certificates' SAN URI
@@ -270,3 +283,43 @@ def write_trust_file(path: Path, parties: tuple[str, ...]) -> Path:
         ]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def dev_north_config(
+    directory: Path,
+    *,
+    ams_url: str,
+    port: int = 0,
+    mqtt: MqttConfig | None = None,
+    outbox: RetryPolicy | None = None,
+) -> NorthConfig:
+    """The gateway's `north:` section for the files of `init_dev_pki(directory)`: our
+    certificate and signing key, the AMS and the operator allowed, the AMS at `ams_url`
+    (https://host:port) with the simulator's paths. For the demo and the tests."""
+    return NorthConfig(
+        transport="mqtt" if mqtt else "https",
+        identity=GATEWAY_IDENTITY,
+        tls=TlsFiles(
+            ca=(directory / "ca.pem",),
+            cert=directory / "gateway.pem",
+            key=directory / "gateway.key",
+        ),
+        signing=SigningKeys(
+            key=directory / "gateway-signing.key",
+            key_id=SIGNERS["gateway"][0],
+            trust=directory / "trust-gateway.yaml",
+        ),
+        allow=(
+            PeerRule(subject=DEV_PARTIES["ams"][0], role=Role.AMS, senders=(AMS_IDENTITY,)),
+            PeerRule(
+                subject=DEV_PARTIES["operator"][0], role=Role.OPERATOR, senders=(OPERATOR_IDENTITY,)
+            ),
+        ),
+        server=ServerConfig(port=port),
+        ams=AmsEndpoints(
+            forecast_url=f"{ams_url}{Channel.FORECAST.path}",  # type: ignore[arg-type]
+            verification_url=f"{ams_url}{Channel.VERIFICATION.path}",  # type: ignore[arg-type]
+        ),
+        mqtt=mqtt,
+        outbox=outbox or RetryPolicy(),
+    )

@@ -9,6 +9,7 @@ identity)` builds both from the config's `signing:` section.
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from typing import cast
 
 from rdflib import Graph, Literal
@@ -24,6 +25,7 @@ from gateway.smartapi.encode import AnyMessage, to_tree
 from gateway.smartapi.messages import ErrorMessage, Message
 from gateway.smartapi.security.keys import Identity, TrustStore
 from gateway.smartapi.security.profile import InboundSecurity, OutboundSecurity
+from gateway.smartapi.security.replay import ReplayGuard
 from gateway.smartapi.vocab import SMARTAPI
 
 
@@ -78,6 +80,23 @@ def secured(signing: SigningKeys, identity: str) -> SmartApiCodec:
         accept_legacy=signing.accept_legacy,
     )
     return SmartApiCodec(inbound, OutboundSecurity(me))
+
+
+def access_security(
+    signing: SigningKeys, identity: str
+) -> tuple[InboundSecurity, OutboundSecurity]:
+    """Opener and sealer for the Smart API access endpoint (gateway.smartapi.access): the
+    same keys and trusted peers as the CRP channels, with the in-memory replay guard (the
+    access endpoint has no ledger)."""
+    me = Identity.from_file(signing.key_id, identity, signing.key)
+    inbound = InboundSecurity(
+        trust=TrustStore.from_file(signing.trust),
+        identity=me,
+        require_signature=signing.require_signature,
+        replay=ReplayGuard(window=timedelta(seconds=signing.replay_window_s)),
+        accept_legacy=signing.accept_legacy,
+    )
+    return inbound, OutboundSecurity(me)
 
 
 def answer_text(body: bytes, content_type: str, limit: int = 300) -> str:

@@ -37,6 +37,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from gateway.backoff import Backoff
 from gateway.errors import DeliveryError
 from gateway.north.codec import answer_text
 from gateway.north.config import MqttConfig
@@ -148,24 +149,18 @@ class MqttEndpoint:
 
     async def run(self) -> None:
         """Stay connected until cancelled, reconnecting with capped exponential backoff."""
-        delay = _RECONNECT_FIRST_S
+        backoff = Backoff(initial=_RECONNECT_FIRST_S, cap=self._reconnect_max_s)
         while True:
             try:
                 async with self._new_client() as client:
-                    delay = _RECONNECT_FIRST_S
+                    backoff.reset()
                     await self._session(client)
             except aiomqtt.MqttError as exc:
-                log.warning(
-                    "MQTT %s:%d: %s; reconnecting in %.1f s",
-                    self._config.host,
-                    self._config.port,
-                    exc,
-                    delay,
-                )
+                cfg = self._config
+                log.warning("MQTT %s:%d: %s; reconnecting", cfg.host, cfg.port, exc)
             finally:
                 self._disconnected()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self._reconnect_max_s)
+            await asyncio.sleep(backoff.next_delay())
 
     async def _session(self, client: aiomqtt.Client) -> None:
         timeout = self._config.connect_timeout_s

@@ -11,21 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from gateway.north.ams_sim import AmsSimConfig, AmsSimulator
-from gateway.north.certs import AMS_IDENTITY, GATEWAY_IDENTITY, OPERATOR_IDENTITY, SIGNERS
+from gateway.north.certs import GATEWAY_IDENTITY, SIGNERS, dev_north_config
 from gateway.north.config import (
-    AmsEndpoints,
     MqttConfig,
     NorthConfig,
-    PeerRule,
     RetryPolicy,
-    Role,
-    ServerConfig,
-    SigningKeys,
     Timeouts,
     TlsFiles,
 )
 from gateway.north.service import North
-from gateway.north.wire import TURTLE, Channel
+from gateway.north.wire import TURTLE
 from gateway.smartapi.codec import media_format, serialize
 from gateway.smartapi.encode import to_tree
 from gateway.smartapi.flexibility import (
@@ -113,26 +108,21 @@ def gateway_config(
     retry: RetryPolicy = FAST_RETRY,
     max_body_bytes: int = 256 * 1024,
 ) -> NorthConfig:
-    ams = f"https://127.0.0.1:{ams_port}"
-    return NorthConfig(
-        transport="mqtt" if mqtt else "https",
-        identity=GATEWAY_IDENTITY,
-        tls=tls_files(pki, "gateway"),
-        signing=SigningKeys(
-            key=pki.dev["gateway-signing"], key_id="gateway-1", trust=pki.dev["trust-gateway"]
-        ),
-        allow=(
-            PeerRule(subject="ams", role=Role.AMS, senders=(AMS_IDENTITY,)),
-            PeerRule(subject="operator", role=Role.OPERATOR, senders=(OPERATOR_IDENTITY,)),
-        ),
-        server=ServerConfig(port=port, max_body_bytes=max_body_bytes),
-        ams=AmsEndpoints(
-            forecast_url=f"{ams}{Channel.FORECAST.path}",  # type: ignore[arg-type]
-            verification_url=f"{ams}{Channel.VERIFICATION.path}",  # type: ignore[arg-type]
-            timeouts=Timeouts(connect_s=2, read_s=5, total_s=10),
-        ),
+    config = dev_north_config(
+        pki.dev.directory,
+        ams_url=f"https://127.0.0.1:{ams_port}",
+        port=port,
         mqtt=mqtt,
         outbox=retry,
+    )
+    assert config.ams is not None
+    return config.model_copy(
+        update={
+            "server": config.server.model_copy(update={"max_body_bytes": max_body_bytes}),
+            "ams": config.ams.model_copy(
+                update={"timeouts": Timeouts(connect_s=2, read_s=5, total_s=10)}
+            ),
+        }
     )
 
 
