@@ -299,70 +299,83 @@ class AmsSimulator:
 
     # -- message builders -------------------------------------------------------------------
 
-    def notification_for(
-        self,
-        forecast: FlexibilityForecast,
-        *,
-        share: float = 0.5,
-        intervals: int | None = None,
-        purchase: str | None = None,
-    ) -> ReserveNotification:
-        """Reserve `share` of the flexibility the forecast offers, for its first
-        `intervals` intervals (all by default)."""
-        rows = forecast.intervals[: intervals or len(forecast.intervals)]
-        bands = tuple(
-            ReservedInterval(
-                p_up_kw=share * i.p_up_kw,
-                p_down_kw=share * i.p_down_kw,
-                q_up_kvar=share * i.q_up_kvar,
-                q_down_kvar=share * i.q_down_kvar,
-            )
-            for i in rows
-        )
-        return ReserveNotification(
-            id=new_message_id(),
-            sender=self.config.identity,
-            generated_at=datetime.now(UTC),
-            microgrid=forecast.microgrid,
-            start=forecast.start,
-            step=forecast.step,
-            purchase=purchase or f"purchase-{new_message_id()[:8]}",
-            intervals=bands,
-        )
+    def notification_for(self, forecast: FlexibilityForecast, **kwargs: Any) -> ReserveNotification:
+        """`reserve_notification` from this simulator."""
+        return reserve_notification(forecast, sender=self.config.identity, **kwargs)
 
     def activation_for(
-        self,
-        notification: ReserveNotification,
-        forecast: FlexibilityForecast,
-        *,
-        fraction: float = 1.0,
-        start: datetime | None = None,
-        duration: timedelta | None = None,
-        direction: str = "down",
+        self, notification: ReserveNotification, forecast: FlexibilityForecast, **kwargs: Any
     ) -> ReserveActivation:
-        """Activate `fraction` of the reserved band (`down`: less import, `up`: more) in
-        the interval containing `start` (default: now, or the first interval)."""
-        now = datetime.now(UTC)
-        start = start or max(now, notification.start)
-        index = int((start - notification.start) / notification.step)
-        base = forecast.intervals[index]
-        band = notification.intervals[index]
-        sign = -1.0 if direction == "down" else 1.0
-        p = base.p_kw + sign * fraction * (band.p_down_kw if sign < 0 else band.p_up_kw)
-        end = notification.interval_start(index + 1)
-        if duration is not None:
-            end = min(end, start + duration)
-        return ReserveActivation(
-            id=new_message_id(),
-            sender=self.config.identity,
-            generated_at=now,
-            microgrid=notification.microgrid,
-            notification=notification.id,
-            p_kw=p,
-            q_kvar=base.q_kvar,
-            start=start,
-            end=end,
+        """`reserve_activation` from this simulator."""
+        return reserve_activation(notification, forecast, sender=self.config.identity, **kwargs)
+
+
+def reserve_notification(
+    forecast: FlexibilityForecast,
+    *,
+    sender: str,
+    share: float = 0.5,
+    intervals: int | None = None,
+    purchase: str | None = None,
+) -> ReserveNotification:
+    """Reserve `share` of the flexibility the forecast offers, for its first `intervals`
+    intervals (all by default)."""
+    rows = forecast.intervals[: intervals or len(forecast.intervals)]
+    bands = tuple(
+        ReservedInterval(
+            p_up_kw=share * i.p_up_kw,
+            p_down_kw=share * i.p_down_kw,
+            q_up_kvar=share * i.q_up_kvar,
+            q_down_kvar=share * i.q_down_kvar,
         )
+        for i in rows
+    )
+    return ReserveNotification(
+        id=new_message_id(),
+        sender=sender,
+        generated_at=datetime.now(UTC),
+        microgrid=forecast.microgrid,
+        start=forecast.start,
+        step=forecast.step,
+        purchase=purchase or f"purchase-{new_message_id()[:8]}",
+        intervals=bands,
+    )
+
+
+def reserve_activation(
+    notification: ReserveNotification,
+    forecast: FlexibilityForecast,
+    *,
+    sender: str,
+    fraction: float = 1.0,
+    start: datetime | None = None,
+    duration: timedelta | None = None,
+    direction: str = "down",
+) -> ReserveActivation:
+    """Activate `fraction` of the reserved band (`down`: less import, `up`: more) in the
+    interval containing `start` (default: now, or the first interval), until that interval
+    ends or `duration` passed."""
+    now = datetime.now(UTC)
+    start = start or max(now, notification.start)
+    index = int((start - notification.start) / notification.step)
+    base = forecast.intervals[index]
+    band = notification.intervals[index]
+    sign = -1.0 if direction == "down" else 1.0
+    p = base.p_kw + sign * fraction * (band.p_down_kw if sign < 0 else band.p_up_kw)
+    end = notification.interval_start(index + 1)
+    if duration is not None:
+        end = min(end, start + duration)
+    return ReserveActivation(
+        id=new_message_id(),
+        sender=sender,
+        generated_at=now,
+        microgrid=notification.microgrid,
+        notification=notification.id,
+        p_kw=p,
+        q_kvar=base.q_kvar,
+        start=start,
+        end=end,
+    )
 
 
 def summary(sent: Sequence[Sent]) -> dict[str, object]:
