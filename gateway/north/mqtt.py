@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
@@ -145,6 +146,8 @@ class MqttEndpoint:
             timeout=self._config.connect_timeout_s,
             tls_context=self._ssl,
             will=will,
+            # small request/answer exchanges: Nagle plus delayed ACKs would add ~40 ms each
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
 
     async def run(self) -> None:

@@ -13,6 +13,9 @@ Checks (each refusal names the interval and the numbers):
   point lies inside the reserved band around our forecast baseline
   (`outside-band`; `no-baseline` when no forecast covers the interval).
 
+Written with synchronous=NORMAL (WAL): what was applied survives a crash of the process,
+and the inbound ledger keeps the AMS from applying anything twice.
+
 Sign convention of the coupling point: P > 0 imports. The band of an interval is
 [baseline - down, baseline + up] for P and for Q.
 """
@@ -118,7 +121,7 @@ class SqliteReserveBook:
     def __init__(
         self, path: Path, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     ) -> None:
-        self._db = SqliteThread(path, _SCHEMA)
+        self._db = SqliteThread(path, _SCHEMA, synchronous="NORMAL")
         self._clock = clock
 
     async def __aenter__(self) -> SqliteReserveBook:

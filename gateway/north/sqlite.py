@@ -2,8 +2,9 @@
 
 SQLite calls block (a durable commit waits for fsync), so every call runs on one dedicated
 thread that owns the connection; the asyncio loop only awaits. WAL mode lets readers (an
-operator's `sqlite3` shell, the stats) run while we write; `synchronous=FULL` makes a
-committed row survive power loss, which is what "stored before sent" means for the outbox.
+operator's `sqlite3` shell, the stats) run while we write; `synchronous=FULL` (the
+default here) makes a committed row survive power loss, which is what "stored before sent"
+means for the outbox; files that can do with surviving a process crash choose NORMAL.
 """
 
 from __future__ import annotations

@@ -1,135 +1,23 @@
-"""A real mosquitto broker for tests: TLS with client certificates on a free loopback port.
-
-The broker authenticates clients by certificate (the subject CN becomes the user name) and
-enforces the topic ACL of docs/northbound.md: the gateway publishes forecasts,
-verifications, answers and its status; the AMS publishes notifications and activations.
-"""
+"""A real mosquitto broker for tests, with the test PKI (fwsim.broker does the work)."""
 
 from __future__ import annotations
 
-import getpass
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
+from fwsim.broker import Broker, BrokerFiles
+from fwsim.broker import mosquitto as run_mosquitto
 from tests.support.pki import PkiFiles
-from tests.support.procs import free_port
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-ACL = """\
-# the gateway: publishes what goes to the AMS, reads what comes from it
-user mgms-gateway
-topic write {root}/+/forecast
-topic write {root}/+/verification
-topic write {root}/+/reply/ams
-topic write {root}/+/status
-topic read {root}/+/notification
-topic read {root}/+/activation
-topic read {root}/+/reply/gateway
-
-# the AMS: the other way round
-user ams
-topic read {root}/+/forecast
-topic read {root}/+/verification
-topic read {root}/+/reply/ams
-topic read {root}/+/status
-topic write {root}/+/notification
-topic write {root}/+/activation
-topic write {root}/+/reply/gateway
-"""
-
-
-@dataclass(frozen=True)
-class Broker:
-    host: str
-    port: int
-    directory: Path
-    proc: subprocess.Popen[bytes]
-
-    @property
-    def log(self) -> str:
-        path = self.directory / "mosquitto.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-
-def write_config(directory: Path, pki: PkiFiles, port: int, topic_root: str) -> Path:
-    cert, key = pki.pair("broker")
-    (directory / "acl").write_text(ACL.format(root=topic_root))
-    conf = directory / "mosquitto.conf"
-    conf.write_text(
-        "\n".join(
-            [
-                f"user {getpass.getuser()}",
-                "per_listener_settings false",
-                "allow_anonymous false",
-                f"acl_file {directory / 'acl'}",
-                "persistence true",
-                f"persistence_location {directory}/",
-                f"log_dest file {directory / 'mosquitto.log'}",
-                "log_type error",
-                "log_type warning",
-                "log_type notice",
-                "log_type subscribe",
-                f"listener {port} 127.0.0.1",
-                f"cafile {pki.ca}",
-                f"certfile {cert}",
-                f"keyfile {key}",
-                "tls_version tlsv1.2",
-                "require_certificate true",
-                "use_identity_as_username true",
-                "",
-            ]
-        )
-    )
-    return conf
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mosquitto exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"mosquitto did not listen on port {port} within {timeout} s")
+__all__ = ["Broker", "mosquitto"]
 
 
 @contextmanager
 def mosquitto(
     directory: Path, pki: PkiFiles, *, port: int | None = None, topic_root: str = "smartapi"
 ) -> Iterator[Broker]:
-    """Run mosquitto with TLS and client certificates; stop it on exit. Pass the `port` of
-    an earlier broker on the same `directory` to restart it with its persisted sessions."""
-    directory.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    conf = write_config(directory, pki, port, topic_root)
-    proc = subprocess.Popen(
-        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    broker = Broker("127.0.0.1", port, directory, proc)
-    try:
-        try:
-            _wait_listening(port, proc, timeout=10.0)
-        except RuntimeError as exc:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            raise RuntimeError(f"{exc}\n{err}\n{broker.log}") from exc
+    cert, key = pki.pair("broker")
+    files = BrokerFiles(ca=pki.ca, cert=cert, key=key)
+    with run_mosquitto(directory, files, port=port, topic_root=topic_root) as broker:
         yield broker
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
