@@ -10,7 +10,10 @@ inbound Reserve Notification or Activation and applying it. The pipeline calls `
 and then `apply_*` for one message at a time (never two concurrently), only after the
 message passed parsing, signature, shapes and authorization. `check_*` refuses with
 `ReserveRejected` (nothing applied); `apply_*` must be idempotent by message id, because
-a message applied just before a crash is applied again when the AMS repeats it.
+a message applied just before a crash is applied again when the AMS repeats it. A layer
+that decides in one step (check, hold and record together) may leave `check_*` empty and
+raise `ReserveRejected` from `apply_*`, provided nothing is kept of a refused message.
+Any other exception from `apply_*` is answered 500 `apply-failed`.
 `gateway.north.reserves.SqliteReserveBook` is the default implementation.
 """
 

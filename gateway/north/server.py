@@ -96,11 +96,11 @@ class _Routes:
             )
         try:
             async with asyncio.timeout(self._config.request_timeout_s):
-                body = await request.content.read(limit + 1)
+                body = await request.read()  # up to the app's client_max_size (= limit)
         except TimeoutError:
             raise InboundRejected(408, "timeout", "the request body did not arrive") from None
-        if len(body) > limit:
-            raise InboundRejected(413, "too-large", f"body exceeds {limit} bytes")
+        except web.HTTPRequestEntityTooLarge:
+            raise InboundRejected(413, "too-large", f"body exceeds {limit} bytes") from None
         return body, request.headers.get("Content-Type", "")
 
     def channel_handler(
@@ -162,8 +162,7 @@ def build_app(
     """The aiohttp application: one POST endpoint per channel, open to the given role;
     `access` handles the Smart API access endpoint with the admitted peer (its role
     decides what it may read or write)."""
-    # the body limit is enforced by the handlers (to answer with a Smart API Error); this
-    # is aiohttp's own backstop for anything else that reads a body
+    # request.read() stops at this size; the handlers turn that into a Smart API Error
     app = web.Application(client_max_size=config.max_body_bytes)
     routes = _Routes(inbound, allow, config, access, access_roles)
     for channel, role in channels.items():
@@ -185,7 +184,9 @@ class HttpsServer:
         self.port = config.port
 
     async def __aenter__(self) -> Self:
-        runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        # lingering_time=0: a refused request's unread body is not waited for; the
+        # connection is closed instead (a slow or oversize sender cannot hold it open)
+        runner = web.AppRunner(self._app, access_log=None, handle_signals=False, lingering_time=0)
         await runner.setup()
         site = web.TCPSite(runner, self._config.host, self._config.port, ssl_context=self._ssl)
         try:

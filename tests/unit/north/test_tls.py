@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import warnings
@@ -174,7 +175,6 @@ async def test_tls_below_1_2_is_refused(pki: PkiFiles) -> None:
 
 
 async def test_negotiates_tls13_and_falls_back_to_12(pki: PkiFiles) -> None:
-    import asyncio
 
     inbound = Echo()
     async with serving(pki, inbound) as port:
@@ -220,3 +220,39 @@ def test_unreadable_key_is_a_setup_error(pki: PkiFiles, tmp_path: Path) -> None:
     tls = TlsFiles(ca=(pki.ca,), cert=pki.pair("ams")[0], key=tmp_path / "missing.key")
     with pytest.raises(TlsSetupError, match=r"missing\.key"):
         client_context(tls)
+
+
+async def test_a_body_that_does_not_arrive_times_out(pki: PkiFiles) -> None:
+    inbound = Echo()
+    tls = files(pki, "gateway")
+    config = ServerConfig(port=0, request_timeout_s=0.3)
+    app = build_app(inbound, AllowList(ALLOW, tls), config)
+    async with HttpsServer(app, config, server_context(tls)) as server:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1",
+            server.port,
+            ssl=client_context(files(pki, "ams")),
+            server_hostname="localhost",
+        )
+        writer.write(
+            f"POST {Channel.ACTIVATION.path} HTTP/1.1\r\nHost: localhost\r\n"
+            f"Content-Type: {TURTLE}\r\nContent-Length: 100\r\n\r\nonly ten..".encode()
+        )
+        await writer.drain()
+        async with asyncio.timeout(5):
+            status_line = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+    assert status_line.split()[1] == b"408"
+    assert inbound.peers == []
+
+
+async def test_only_post_is_served(pki: PkiFiles) -> None:
+    async with serving(pki, Echo()) as port:
+        connector = aiohttp.TCPConnector(ssl=client_context(files(pki, "ams")))
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get(f"https://127.0.0.1:{port}{Channel.ACTIVATION.path}") as resp,
+        ):
+            assert resp.status == 405
+            assert (await resp.text()).startswith("method-not-allowed")
