@@ -20,7 +20,6 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -376,11 +375,3 @@ def reserve_activation(
         start=start,
         end=end,
     )
-
-
-def summary(sent: Sequence[Sent]) -> dict[str, object]:
-    return {
-        "count": len(sent),
-        "statuses": [s.answer.status for s in sent],
-        "latency_ms": [round(s.latency_ms, 2) for s in sent],
-    }

@@ -19,14 +19,13 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from gateway.config import LoadedConfig
 from gateway.north.client import HttpsSender
 from gateway.north.codec import secured
 from gateway.north.config import NorthConfig, Role
 from gateway.north.ledger import Ledger
-from gateway.north.mqtt import GATEWAY_SIDE, MqttEndpoint, Topics
 from gateway.north.outbox import OutboundMessage, Outbox, OutboxStats
 from gateway.north.pipeline import InboundPipeline, ReserveApplier
 from gateway.north.ports import ForecastSink, MessageCodec, ReserveHandler
@@ -35,6 +34,9 @@ from gateway.north.server import AccessCore, HttpsServer, build_app
 from gateway.north.tls import AllowList, client_context, server_context
 from gateway.north.wire import INBOUND, TURTLE, Answer, Channel
 from gateway.smartapi.flexibility import FlexibilityForecast, ReserveVerification
+
+if TYPE_CHECKING:  # aiomqtt is the optional `mqtt` extra: imported only to use it
+    from gateway.north.mqtt import MqttEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +155,8 @@ class North:
         await self._started.wait()
 
     def _mqtt_endpoint(self, pipeline: InboundPipeline, allow: AllowList) -> MqttEndpoint:
+        from gateway.north.mqtt import GATEWAY_SIDE, MqttEndpoint, Topics
+
         mqtt = self.config.mqtt
         assert mqtt is not None  # the config model guarantees it
         peer = allow.role_peer(Role.AMS, via="MQTT broker ACL")
