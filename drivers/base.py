@@ -39,6 +39,12 @@ class Driver(ABC):
     async def write(self, point: Point, command: Command) -> CommandResult:
         """Send one command (value in engineering units) and report the device's answer."""
 
+    def read_budget(self, points: Sequence[Point]) -> float:
+        """Seconds a read of `points` may take on a healthy link; a caller that waits
+        longer may declare the link dead. Drivers whose reads take several requests
+        (a slow serial line, many units) say more."""
+        return self.device.timeout * 2 + 1
+
     async def subscribe(self, sink: ReadingSink) -> bool:
         """Start pushing spontaneous readings to `sink`; False if the protocol has none."""
         return False

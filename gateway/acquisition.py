@@ -109,7 +109,7 @@ class DeviceSession:
         async with self.lock:
             try:
                 readings = await asyncio.wait_for(
-                    self.driver.read(self._points), self.device.timeout * 2 + 1
+                    self.driver.read(self._points), self.driver.read_budget(self._points)
                 )
             except TimeoutError:
                 raise LinkError(self.device.id, "poll timed out") from None

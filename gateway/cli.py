@@ -25,6 +25,16 @@ def _port_overrides(items: Sequence[str]) -> dict[str, int]:
     return out
 
 
+def _serial_overrides(items: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        device, sep, path = item.partition("=")
+        if not sep or not device or not path:
+            raise SystemExit(f"--serial expects DEVICE=PATH, got {item!r}")
+        out[device] = path
+    return out
+
+
 def _utc_time(text: str) -> datetime:
     try:
         t = datetime.fromisoformat(text)
@@ -49,7 +59,13 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, port_overrides=_port_overrides(args.port))
     devices = set(args.device) if args.device else None
-    return run(config, speed=args.speed, devices=devices, start=args.start)
+    return run(
+        config,
+        speed=args.speed,
+        devices=devices,
+        start=args.start,
+        serial_ports=_serial_overrides(args.serial),
+    )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -96,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
                 type=_utc_time,
                 default=None,
                 help="simulated start time, ISO 8601 (default: now)",
+            )
+            p.add_argument(
+                "--serial",
+                action="append",
+                default=[],
+                metavar="DEVICE=PATH",
+                help="serve a serial device on PATH, the simulator's end of its line"
+                " (e.g. the second pty of a socat pair; repeatable)",
             )
 
     from gateway.north.commands import add_parsers as add_north_parsers

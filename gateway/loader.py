@@ -186,6 +186,19 @@ def _read_device(
         addresses[pt.id] = addr
         placed.append((j, pt, addr))
     _check_overlaps(src, loc, dev_id, placed, problems)
+    if dev is not None and spec is not None and spec.check_device is not None:
+        rows = {pt.id: j for j, pt, _ in placed}
+        for issue in spec.check_device(dev.connection, addresses):
+            where: Loc = (
+                (*loc, *issue.field.split("."))
+                if issue.point is None
+                else (*loc, "points", rows[issue.point], issue.field)
+            )
+            problems.append(
+                src.problem(
+                    where, issue.message, device=dev_id, point=issue.point, field=issue.field
+                )
+            )
     if dev is None or len(problems) > before:
         return None
     assert isinstance(dev, Device)
@@ -223,11 +236,30 @@ def _cross_check(
     known_ders: set[str] | None,
     problems: list[Problem],
 ) -> None:
-    """Ids unique across all files; DER references known (when a config is given)."""
+    """Ids unique across all files; DER references known (when a config is given); one
+    device per serial line (a port opens once, exclusively)."""
     seen_points: dict[str, str] = {}
     seen_devices: dict[str, str] = {}
+    seen_lines: dict[str, str] = {}
     for src, mapping in sources:
         for i, dev in enumerate(mapping.devices):
+            serial = dev.connection.serial
+            if serial is not None:
+                port_loc: Loc = ("devices", i, "connection", "serial", "port")
+                if serial.port in seen_lines:
+                    problems.append(
+                        src.problem(
+                            port_loc,
+                            f"serial port {serial.port} is already the line of"
+                            f" {seen_lines[serial.port]}; one device per serial line:"
+                            " map every unit of the line in that device",
+                            device=dev.id,
+                            field="connection.serial.port",
+                        )
+                    )
+                seen_lines.setdefault(
+                    serial.port, f"device {dev.id!r} ({src.path}:{src.line(port_loc)})"
+                )
             if dev.id in seen_devices:
                 problems.append(
                     src.problem(

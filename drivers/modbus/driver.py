@@ -8,19 +8,26 @@ it belongs to; when the device says the request itself is wrong (illegal functio
 or value) the split is remembered for this connection, so the next poll does not pay for
 the failed request again.
 
-The client comes from a factory so another transport (RTU on a serial line) can reuse the
-driver unchanged; pymodbus's own reconnect is off, the gateway's session reconnects.
+A unit that does not answer is not a dead link when others on the same link do: on a
+serial line (or behind a TCP gateway) one unit may be switched off while the rest work.
+So a request without an answer marks that unit silent for the rest of the poll: its points
+come back invalid (`comm_failure`) and its other requests are skipped. Only when nothing
+answered in a poll is the link down (`RequestTimeout`).
+
+The client comes from `transport.client_for`: Modbus TCP, or RTU on a serial line with the
+line's inter-frame gap kept between requests. pymodbus's own reconnect is off, the
+gateway's session reconnects.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import termios
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
@@ -28,6 +35,7 @@ from pymodbus.pdu import ModbusPDU
 from drivers.base import Driver, invalid, to_engineering, to_raw
 from drivers.modbus import codec
 from drivers.modbus.plan import ReadRequest, plan_reads, split
+from drivers.modbus.transport import ClientFactory, client_for, line_timing
 from gateway.errors import LinkError, RawRangeError, RequestTimeout
 from gateway.mapping import Device, Point
 from gateway.model import (
@@ -40,28 +48,11 @@ from gateway.model import (
 )
 from gateway.protocols.modbus import ModbusAddress, ModbusOptions, Table
 
-ClientFactory = Callable[[Device], ModbusBaseClient]
-
 #: exception codes that say the request itself is wrong for this device, not a passing state
 _STRUCTURAL = frozenset({1, 2, 3})
 
 #: added to the device timeout as a guard around the client's own timeout
 _GUARD_S = 0.5
-
-
-def tcp_client(device: Device) -> ModbusBaseClient:
-    """A Modbus TCP client for the device's host and port (502 by default)."""
-    conn = device.connection
-    if conn.host is None:
-        raise ValueError(f"device {device.id!r}: Modbus RTU on a serial line is not supported yet")
-    return AsyncModbusTcpClient(
-        conn.host,
-        port=conn.port if conn.port is not None else 502,
-        name=device.id,
-        timeout=device.timeout,
-        retries=0,
-        reconnect_delay=0,  # no background reconnect task: the gateway's session decides
-    )
 
 
 @dataclass(frozen=True)
@@ -76,7 +67,7 @@ class ModbusDriver(Driver):
     def __init__(
         self,
         device: Device,
-        client_factory: ClientFactory = tcp_client,
+        client_factory: ClientFactory = client_for,
         options: ModbusOptions | None = None,
     ) -> None:
         """`options` overrides the device's (the benchmark compares plans with it)."""
@@ -84,11 +75,16 @@ class ModbusDriver(Driver):
         typed = options if options is not None else device.typed_options
         assert isinstance(typed, ModbusOptions)
         self.options = typed
+        self.timing = line_timing(device, typed)
         self._factory = client_factory
         self._client: ModbusBaseClient | None = None
         self._plans: dict[tuple[str, ...], list[ReadRequest]] = {}
         #: Modbus requests sent since the driver was built (reads and writes)
         self.requests_sent = 0
+        #: requests that got an answer (data or a Modbus exception)
+        self.answers = 0
+        #: loop time from which the line has been quiet long enough for the next request
+        self._quiet_at = 0.0
 
     def address(self, point: Point) -> ModbusAddress:
         address = self.device.address_of(point.id)
@@ -112,19 +108,26 @@ class ModbusDriver(Driver):
 
     def _where(self) -> str:
         conn = self.device.connection
-        return f"{conn.host}:{conn.port}" if conn.host else str(conn.serial)
+        if conn.serial is not None:
+            return f"serial port {conn.serial}"
+        return f"{conn.host}:{conn.port}"
 
     async def connect(self) -> None:
         await self.close()
-        client = self._factory(self.device)
+        client = self._factory(self.device, self.timing.request_timeout)
+        why = ""
         try:
-            async with asyncio.timeout(self.device.timeout + _GUARD_S):
+            async with asyncio.timeout(self.timing.request_timeout + _GUARD_S):
                 up = await client.connect()
         except TimeoutError:
             up = False
+        except (OSError, termios.error, ValueError) as exc:
+            # pyserial: the port refuses the character format (a pty has no parity)
+            up, why = False, f": {exc}"
         if not up:
             client.close()
-            raise LinkError(self.device.id, f"cannot connect to {self._where()}")
+            verb = "open" if self.device.connection.serial is not None else "connect to"
+            raise LinkError(self.device.id, f"cannot {verb} {self._where()}{why}")
         self._client = client
         self._plans.clear()  # a new connection may be a different device firmware
 
@@ -140,21 +143,30 @@ class ModbusDriver(Driver):
         return self._client
 
     async def _call(self, send: Callable[[], Awaitable[ModbusPDU]], what: str) -> ModbusPDU:
-        """Send one client request with the device timeout; translate pymodbus errors
+        """Send one client request with the request timeout; translate pymodbus errors
         (the client raises some when the request is built, so that happens in here)."""
+        loop = asyncio.get_running_loop()
+        if (wait := self._quiet_at - loop.time()) > 0:
+            await asyncio.sleep(wait)  # the inter-frame gap of a serial line
         self.requests_sent += 1
-        timeout = self.device.timeout
+        timeout = self.timing.request_timeout
         try:
             async with asyncio.timeout(timeout + _GUARD_S):
-                return await send()
+                response = await send()
+            self.answers += 1
+            return response
         except (ModbusIOException, TimeoutError):
             if not self.connected:
                 raise LinkError(self.device.id, f"{what}: link lost") from None
-            raise RequestTimeout(self.device.id, f"{what}: no answer within {timeout} s") from None
+            raise RequestTimeout(
+                self.device.id, f"{what}: no answer within {timeout:.3g} s"
+            ) from None
         except ConnectionException as exc:
             raise LinkError(self.device.id, f"{what}: link lost ({exc})") from None
         except ModbusException as exc:
             raise LinkError(self.device.id, f"{what}: {exc}") from None
+        finally:
+            self._quiet_at = loop.time() + self.timing.frame_gap
 
     # -- reading ------------------------------------------------------------------------
 
@@ -164,11 +176,31 @@ class ModbusDriver(Driver):
         by_id = {p.id: p for p in points}
         readings: dict[str, Reading] = {}
         used: list[ReadRequest] = []
+        answers, timeout = self.answers, self.timing.request_timeout
+        silent: dict[int, RequestTimeout] = {}
         for request in plan:
-            used += await self._read_request(client, request, by_id, readings)
+            if request.unit not in silent:
+                try:
+                    used += await self._read_request(client, request, by_id, readings)
+                    continue
+                except RequestTimeout as exc:
+                    silent[request.unit] = exc
+            used.append(request)
+            detail = f"unit {request.unit} did not answer within {timeout:.3g} s"
+            for point_id, _ in request.points:
+                if point_id not in readings:  # a split may have read some before the silence
+                    readings[point_id] = invalid(by_id[point_id], detail, QualityFlag.COMM_FAILURE)
+        if silent and self.answers == answers:  # nothing on the link answered: it is down
+            raise next(iter(silent.values()))
         if used != plan:  # a split the device asked for: read that way from now on
             self._plans[tuple(p.id for p in points)] = used
         return [readings[p.id] for p in points]
+
+    def read_budget(self, points: Sequence[Point]) -> float:
+        """The longest a healthy read of `points` can take: every request of the plan (and
+        the halves of a split) waiting its full timeout after the inter-frame gap."""
+        per_request = self.timing.request_timeout + self.timing.frame_gap + _GUARD_S
+        return 2 * len(self.plan(points)) * per_request + 1.0
 
     async def _read_request(
         self,

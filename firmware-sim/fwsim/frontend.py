@@ -24,7 +24,8 @@ class FrontEnd(ABC):
 
     @abstractmethod
     async def start(self) -> None:
-        """Listen on (host, port); return once connections are accepted."""
+        """Listen on (host, port), or open `device.connection.serial` for a serial device
+        (host and port unused); return once requests are served."""
 
     @abstractmethod
     async def refresh(self) -> None:

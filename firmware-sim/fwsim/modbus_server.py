@@ -1,10 +1,16 @@
-"""Modbus TCP front end: serves one mapping-file device from the simulated microgrid.
+"""Modbus front end: serves one mapping-file device from the simulated microgrid, over
+TCP (`ModbusTcpServer`) or as RTU on a serial line (`ModbusSerialServer`).
 
-Built on pymodbus's simulator API (`SimDevice`/`SimData` with `ModbusTcpServer`), one
-`SimDevice` per unit id, so one server can stand for several units behind a gateway (or,
-later, on one RTU line). Each unit has the four Modbus tables as separate blocks; a table
-spans from the lowest to the highest register (or bit) of its mapped points, as a SunSpec
-model block does, and unmapped registers inside the span read as 0.
+Built on pymodbus's simulator API (`SimDevice`/`SimData`), one `SimDevice` per unit id, so
+one server stands for several units behind a TCP gateway or on one RTU line. Each unit has
+the four Modbus tables as separate blocks; a table spans from the lowest to the highest
+register (or bit) of its mapped points, as a SunSpec model block does, and unmapped
+registers inside the span read as 0.
+
+On a serial line the units behave as on a multi-drop bus: a frame for a unit id that is not
+on the line gets no answer at all (over TCP, exception 04). When the line goes away (the
+pty pair or the adapter is gone) the front end opens it again every `REOPEN_EVERY_S`, from
+`refresh()`, until it is back.
 
 Values travel through the driver's codec (`drivers.modbus.codec`), so the simulator and
 the gateway decode the same mapping the same way. `refresh()` renders the model's values
@@ -26,13 +32,17 @@ is checked against every point in the 16-bit groups it touches.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import termios
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.pdu import ModbusPDU
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.server.base import ModbusBaseServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.base import to_engineering, to_raw
@@ -43,6 +53,9 @@ from gateway.mapping import Device, Point
 from gateway.protocols.modbus import ModbusAddress, Table
 
 log = logging.getLogger(__name__)
+
+#: seconds between attempts to open a serial line that went away
+REOPEN_EVERY_S = 0.5
 
 #: function code -> table, as pymodbus's simulator runtime maps them
 _TABLE_OF_FUNCTION = {
@@ -238,14 +251,24 @@ def unit_images(device: Device, grid: Microgrid) -> list[UnitImage]:
 
 
 class ModbusFrontEnd(FrontEnd):
+    """A serial device (`connection.serial`) is served on its serial port; host and port
+    are then unused."""
+
     def __init__(self, device: Device, grid: Microgrid, host: str, port: int) -> None:
         super().__init__(device, grid, host, port)
         self.units = unit_images(device, grid)
-        self._server: ModbusTcpServer | None = None
+        self._unit_ids = frozenset(unit.unit for unit in self.units)
+        self._server: ModbusBaseServer | None = None
+        #: the serial line went away; refresh() opens it again
+        self.line_lost = False
+        self._reopen_at = 0.0
 
     async def start(self) -> None:
         for unit in self.units:
             unit.refresh()
+        if self.device.connection.serial is not None:
+            await self._open_line()
+            return
         server = ModbusTcpServer(
             [unit.sim_device() for unit in self.units], address=(self.host, self.port)
         )
@@ -256,9 +279,61 @@ class ModbusFrontEnd(FrontEnd):
             self.port = int(sockets[0].getsockname()[1])
         log.info("modbus %s listening on %s:%d", self.device.id, self.host, self.port)
 
+    async def _open_line(self) -> None:
+        """Serve RTU on the serial line; raise RuntimeError when it cannot be opened (pymodbus
+        says only that it could not listen; pyserial's own errors come through as they are)."""
+        line = self.device.connection.serial
+        assert line is not None
+        server = ModbusSerialServer(
+            [unit.sim_device() for unit in self.units],
+            port=line.port,
+            baudrate=line.baudrate,
+            parity=line.parity,
+            stopbits=line.stopbits,
+            bytesize=line.bytesize,
+            ignore_missing_devices=True,
+            trace_pdu=self._addressed,  # type: ignore[arg-type]  # it may return None
+            trace_connect=self._line_state,
+        )
+        try:
+            await server.serve_forever(background=True)
+        except (RuntimeError, OSError, termios.error, ValueError) as exc:
+            server.close()
+            raise RuntimeError(f"modbus {self.device.id}: cannot serve {line}: {exc}") from None
+        self._server = server
+        self.line_lost = False
+        log.info(
+            "modbus %s serving RTU units %s on %s", self.device.id, sorted(self._unit_ids), line
+        )
+
+    def _addressed(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU | None:
+        """A received frame for a unit not on this line is dropped (None): no answer."""
+        if sending or pdu.dev_id in self._unit_ids:
+            return pdu
+        return None
+
+    def _line_state(self, up: bool) -> None:
+        if not up and self._server is not None:
+            self.line_lost = True
+
     async def refresh(self) -> None:
         for unit in self.units:
             unit.refresh()
+        if self.line_lost:
+            await self._reopen()
+
+    async def _reopen(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now < self._reopen_at:
+            return
+        self._reopen_at = now + REOPEN_EVERY_S
+        if self._server is not None:
+            log.warning("modbus %s: serial line lost, reopening", self.device.id)
+            await self.stop()
+        try:
+            await self._open_line()
+        except RuntimeError:
+            log.debug("modbus %s: serial line not back yet", self.device.id)
 
     async def stop(self) -> None:
         server, self._server = self._server, None

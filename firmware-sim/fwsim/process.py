@@ -34,9 +34,16 @@ def child_env() -> dict[str, str]:
 
 
 class SimProcess:
-    def __init__(self, proc: subprocess.Popen[str], ports: dict[str, int]) -> None:
+    def __init__(
+        self,
+        proc: subprocess.Popen[str],
+        ports: dict[str, int],
+        serial: dict[str, str] | None = None,
+    ) -> None:
         self.proc = proc
         self.ports = ports
+        #: serial device -> the port path the simulator serves
+        self.serial = serial or {}
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         if self.proc.poll() is None:
@@ -57,13 +64,17 @@ def start_sim(
     extra: Sequence[str] = (),
     ready_timeout: float = 30.0,
     log: IO[str] | None = None,
+    serial_ports: Mapping[str, str] | None = None,
 ) -> SimProcess:
-    """Start the simulator for `config` with device ports overridden by `ports` (only
-    `devices` if given); return once it printed its ready line. The simulator's log goes
-    to `log` (default: inherited stderr)."""
+    """Start the simulator for `config` with device ports overridden by `ports` and the
+    simulator's end of serial lines by `serial_ports` (only `devices` if given); return
+    once it printed its ready line. The simulator's log goes to `log` (default: inherited
+    stderr)."""
     cmd = [sys.executable, "-m", "gateway.cli", "sim", "--config", str(config)]
     for dev, port in ports.items():
         cmd += ["--port", f"{dev}={port}"]
+    for dev, path in (serial_ports or {}).items():
+        cmd += ["--serial", f"{dev}={path}"]
     for dev in devices:
         cmd += ["--device", dev]
     cmd += list(extra)
@@ -81,7 +92,8 @@ def start_sim(
             if line.startswith("{"):
                 msg = json.loads(line)
                 if msg.get("ready"):
-                    return SimProcess(proc, {k: int(v) for k, v in msg["ports"].items()})
+                    ports_up = {k: int(v) for k, v in msg["ports"].items()}
+                    return SimProcess(proc, ports_up, dict(msg.get("serial", {})))
         elif proc.poll() is not None:
             break
     proc.kill()

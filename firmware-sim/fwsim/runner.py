@@ -1,7 +1,13 @@
 """Runs the simulated microgrid: physics plus a front end for every mapped device.
 
-Started by `mgms sim --config FILE`; prints one JSON line `{"ready": true, "ports": {...}}`
-on stdout once every front end listens, so a parent process can wait for it.
+Started by `mgms sim --config FILE`; prints one JSON line
+`{"ready": true, "ports": {...}, "serial": {...}}` on stdout once every front end listens
+(TCP devices by port, serial devices by the port path they serve), so a parent process can
+wait for it.
+
+A serial device's mapping names the gateway's end of the line. The simulator serves the
+other end: `serial_ports` (`mgms sim --serial DEVICE=PATH`) names it, e.g. the second pty
+of a `socat` pair; without it the simulator opens the mapped port itself.
 """
 
 from __future__ import annotations
@@ -12,12 +18,14 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Mapping
 from datetime import datetime
 
 from fwsim.clock import SimClock
 from fwsim.frontend import FrontEnd, create_front_end
 from fwsim.physics import Microgrid
 from gateway.config import LoadedConfig
+from gateway.mapping import Device
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +37,16 @@ def build_grid(
     return Microgrid.build(config.gateway.ders, config.gateway.coupling_point, clock)
 
 
+def on_serial_port(device: Device, port: str) -> Device:
+    """The device as the simulator serves it: on `port`, the other end of its line."""
+    line = device.connection.serial
+    assert line is not None
+    connection = device.connection.model_copy(
+        update={"serial": line.model_copy(update={"port": port})}
+    )
+    return device.model_copy(update={"connection": connection})
+
+
 async def serve(
     config: LoadedConfig,
     *,
@@ -36,6 +54,7 @@ async def serve(
     start: datetime | None = None,
     tick_s: float = 0.1,
     devices: set[str] | None = None,
+    serial_ports: Mapping[str, str] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Serve until `stop` is set (or SIGTERM/SIGINT when run as a program)."""
@@ -47,15 +66,24 @@ async def serve(
             if devices is not None and device.id not in devices:
                 continue
             conn = device.connection
-            if conn.host is None or conn.port is None:
-                continue  # serial devices are served by their own front end
-            front = create_front_end(device, grid, conn.host, conn.port)
+            if conn.serial is not None:
+                port = (serial_ports or {}).get(device.id, conn.serial.port)
+                front = create_front_end(on_serial_port(device, port), grid, "", 0)
+            elif conn.host is not None and conn.port is not None:
+                front = create_front_end(device, grid, conn.host, conn.port)
+            else:
+                continue
             await front.start()
             fronts.append(front)
         for front in fronts:
             await front.refresh()
-        ports = {f.device.id: f.port for f in fronts}
-        print(json.dumps({"ready": True, "ports": ports}), flush=True)
+        ports = {f.device.id: f.port for f in fronts if f.device.connection.serial is None}
+        serial = {
+            f.device.id: f.device.connection.serial.port
+            for f in fronts
+            if f.device.connection.serial is not None
+        }
+        print(json.dumps({"ready": True, "ports": ports, "serial": serial}), flush=True)
         while not stop.is_set():
             grid.step()
             for front in fronts:
@@ -73,13 +101,21 @@ def run(
     speed: float = 1.0,
     devices: set[str] | None = None,
     start: datetime | None = None,
+    serial_ports: Mapping[str, str] | None = None,
 ) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(config, speed=speed, start=start, devices=devices, stop=stop)
+        await serve(
+            config,
+            speed=speed,
+            start=start,
+            devices=devices,
+            serial_ports=serial_ports,
+            stop=stop,
+        )
 
     asyncio.run(main())
     sys.stdout.flush()

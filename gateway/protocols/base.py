@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from gateway.mapping import Connection
 
 
 class Address(ABC):
@@ -44,6 +47,21 @@ AddressParser = Callable[[str, PointTyping], Address]
 
 
 @dataclass(frozen=True)
+class DeviceIssue:
+    """A device setting the protocol cannot use, or a point that does not fit the device's
+    connection. `field` is dotted from the device (`connection.serial.bytesize`) or, with
+    `point`, a field of that point (`address`)."""
+
+    field: str
+    message: str
+    point: str | None = None
+
+
+DeviceCheck = Callable[["Connection", Mapping[str, Address]], list[DeviceIssue]]
+"""Checks a device's connection against its protocol and its points' parsed addresses."""
+
+
+@dataclass(frozen=True)
 class ProtocolSpec:
     name: str
     parse_address: AddressParser
@@ -51,6 +69,8 @@ class ProtocolSpec:
     #: data types a point of this protocol may declare (None: the address implies the type)
     data_types: frozenset[str]
     default_port: int | None = None
+    #: checks that need the connection and the addresses together (None: nothing to check)
+    check_device: DeviceCheck | None = None
 
 
 _REGISTRY: dict[str, ProtocolSpec] = {}

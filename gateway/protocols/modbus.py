@@ -4,16 +4,32 @@
 is the 0-based PDU address (0..65535). The point's `type` gives the register count and
 `word_order`/`byte_order` how multi-register values are laid out; a `bit` makes a
 register point a bit field.
+
+A device is Modbus TCP (`connection.host`) or Modbus RTU on a serial line
+(`connection.serial`); on a serial line every unit on that line belongs to the one device,
+characters have 8 data bits and unit 0 is the broadcast address, which no unit answers.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.protocols.base import Address, AddressError, PointTyping, ProtocolSpec, register
+from gateway.protocols.base import (
+    Address,
+    AddressError,
+    DeviceIssue,
+    PointTyping,
+    ProtocolSpec,
+    register,
+)
+
+if TYPE_CHECKING:
+    from gateway.mapping import Connection
 
 
 class Table(enum.StrEnum):
@@ -175,6 +191,33 @@ class ModbusOptions(BaseModel):
     coalesce: bool = True
 
 
+def check_device(connection: Connection, addresses: Mapping[str, Address]) -> list[DeviceIssue]:
+    """RTU rules: 8 data bits, and no point on the broadcast unit 0."""
+    serial = connection.serial
+    if serial is None:
+        return []
+    issues = []
+    if serial.bytesize != 8:
+        issues.append(
+            DeviceIssue(
+                "connection.serial.bytesize",
+                f"Modbus RTU sends 8 data bits, not {serial.bytesize}"
+                " (7 bits is Modbus ASCII, which the gateway does not speak)",
+            )
+        )
+    for point_id, address in addresses.items():
+        if isinstance(address, ModbusAddress) and address.unit == 0:
+            issues.append(
+                DeviceIssue(
+                    "address",
+                    "unit 0 is the broadcast address on a serial line and never answers;"
+                    " RTU units are 1..247",
+                    point=point_id,
+                )
+            )
+    return issues
+
+
 SPEC = register(
     ProtocolSpec(
         name="modbus",
@@ -182,5 +225,6 @@ SPEC = register(
         options_model=ModbusOptions,
         data_types=frozenset(t.value for t in DataType),
         default_port=502,
+        check_device=check_device,
     )
 )
