@@ -23,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from aiohttp import web
 from rdflib import Graph
@@ -99,8 +99,9 @@ class Sealer(Protocol):
     def seal(self, roots: list[Node]) -> list[Node]: ...
 
 
-@dataclass(frozen=True)
-class AccessReply:
+class AccessReply(NamedTuple):
+    """What to send back: unpacks as (status, body, content_type)."""
+
     status: int
     body: bytes
     content_type: str

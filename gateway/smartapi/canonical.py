@@ -109,30 +109,38 @@ def _canonicalize(triples: Iterable[Triple]) -> bytes:
                     "blank node", o, "blank node is the object of more than one triple"
                 )
             parent[o] = s
-    labels: dict[str, str] = {}
-    for start in edges.keys() | parent.keys():
-        if start in labels:
+    # children before parents, walking down from the blank nodes without a blank parent;
+    # with in-degree <= 1, a blank node not reached that way sits on a cycle
+    order: list[str] = []
+    visited: set[str] = set()
+    blanks = edges.keys() | parent.keys()
+    for start in blanks:
+        if start in visited or parent.get(start, "").startswith("_:"):
             continue
-        # iterative post-order: a node is labelled once all its blank children are
-        stack = [start]
-        on_path = {start}
+        visited.add(start)
+        stack: list[tuple[str, bool]] = [(start, False)]
         while stack:
-            node = stack[-1]
-            pending = [o for _, o in edges.get(node, ()) if o.startswith("_:") and o not in labels]
-            if pending:
-                for child in pending:
-                    if child in on_path:
-                        raise InvalidTerm("blank node", child, "blank nodes form a cycle")
-                    on_path.add(child)
-                    stack.append(child)
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
                 continue
-            stack.pop()
-            on_path.discard(node)
-            lines = sorted(
-                {f"{p} {labels[o] if o.startswith('_:') else o}" for p, o in edges.get(node, ())}
-            )
-            digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:32]
-            labels[node] = f"_:c{digest}"
+            stack.append((node, True))
+            for _, o in edges.get(node, ()):
+                if o.startswith("_:"):
+                    if o in visited:
+                        raise InvalidTerm("blank node", o, "blank nodes form a cycle")
+                    visited.add(o)
+                    stack.append((o, False))
+    if len(visited) != len(blanks):
+        stray = sorted(blanks - visited)[0]
+        raise InvalidTerm("blank node", stray, "blank nodes form a cycle")
+    labels: dict[str, str] = {}
+    sha256 = hashlib.sha256
+    for node in order:
+        lines = sorted(
+            {f"{p} {labels[o] if o.startswith('_:') else o}" for p, o in edges.get(node, ())}
+        )
+        labels[node] = "_:c" + sha256("\n".join(lines).encode()).hexdigest()[:32]
 
     def key(term: str) -> str:
         return labels[term] if term.startswith("_:") else term
@@ -141,14 +149,20 @@ def _canonicalize(triples: Iterable[Triple]) -> bytes:
     return "".join(sorted(out)).encode()
 
 
-def _graph_term(term: RdfNode) -> str:
+def _graph_term(term: RdfNode, cache: dict[RdfNode, str]) -> str:
+    found = cache.get(term)
+    if found is not None:
+        return found
     if isinstance(term, BNode):
-        return f"_:{term}"
-    if isinstance(term, URIRef):
-        return nt_iri(str(term))
-    if isinstance(term, Literal):
-        return canonical_literal(term)
-    raise InvalidTerm("term", str(term), "unsupported RDF term")
+        text = f"_:{term}"
+    elif isinstance(term, URIRef):
+        text = nt_iri(str(term))
+    elif isinstance(term, Literal):
+        text = canonical_literal(term)
+    else:
+        raise InvalidTerm("term", str(term), "unsupported RDF term")
+    cache[term] = text
+    return text
 
 
 def canonical_graph(
@@ -156,8 +170,9 @@ def canonical_graph(
 ) -> bytes:
     """Canonical N-Triples of an rdflib graph, leaving out the `exclude` triples."""
     skip = set(exclude)
+    cache: dict[RdfNode, str] = {}
     return _canonicalize(
-        (_graph_term(s), _graph_term(p), _graph_term(o))
+        (_graph_term(s, cache), _graph_term(p, cache), _graph_term(o, cache))
         for s, p, o in graph
         if (s, p, o) not in skip
     )

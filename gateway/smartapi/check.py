@@ -251,6 +251,7 @@ class _Checker:
 
     def _list_members(self, heads: list[RdfNode]) -> list[RdfNode]:
         """Values of the path smartapi:list/rdf:rest*/rdf:first."""
+        firsts, rests = self.reader.list_cells()
         seen: set[RdfNode] = set()
         frontier = list(heads)
         members: dict[RdfNode, None] = {}
@@ -259,9 +260,9 @@ class _Checker:
             if cell in seen:
                 continue
             seen.add(cell)
-            for first in self.g.objects(cell, RDF.first):
+            for first in firsts.get(cell, ()):
                 members[first] = None
-            frontier.extend(self.g.objects(cell, RDF.rest))
+            frontier.extend(rests.get(cell, ()))
         return list(members)
 
     def information_object(self, node: RdfNode, flex_class: RdfNode) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from rdflib import Graph
 
 from gateway.errors import MessageParseError, UnsupportedMediaType
-from gateway.smartapi import check, legacy
+from gateway.smartapi import check, fastparse, legacy
 from gateway.smartapi.decode import decode_graph
 from gateway.smartapi.encode import AnyMessage, to_tree
 from gateway.smartapi.tree import Node, to_graph, to_ntriples, to_turtle
@@ -107,14 +107,15 @@ def encode(msg: AnyMessage, fmt: Format = Format.TURTLE) -> bytes:
 
 
 def _reject_remote_contexts(data: Any) -> None:
-    """A JSON-LD @context given by URL would make the parser fetch it: refuse."""
+    """A JSON-LD @context given by URL (or an @import in one) would make the parser fetch
+    it over the network: refuse."""
     stack = [data]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             context = item.get("@context")
             contexts = context if isinstance(context, list) else [context]
-            if any(isinstance(c, str) for c in contexts):
+            if any(isinstance(c, str) for c in contexts) or "@import" in item:
                 raise MessageParseError("JSON-LD @context by reference is not accepted")
             stack.extend(item.values())
         elif isinstance(item, list):
@@ -134,6 +135,9 @@ def parse(body: bytes, content_type: str | None) -> Graph:
         except json.JSONDecodeError as exc:
             raise MessageParseError(f"invalid JSON: {exc}") from exc
         _reject_remote_contexts(data)
+    graph = Graph()
+    if fmt is not Format.JSONLD and fastparse.parse_into(graph, text):
+        return graph
     graph = Graph()
     try:
         with warnings.catch_warnings():

@@ -113,6 +113,20 @@ class Reader:
 
     def __init__(self, graph: Graph) -> None:
         self.g = graph
+        self._lists: tuple[dict[RdfNode, list[RdfNode]], dict[RdfNode, list[RdfNode]]] | None = None
+
+    def list_cells(self) -> tuple[dict[RdfNode, list[RdfNode]], dict[RdfNode, list[RdfNode]]]:
+        """rdf:first and rdf:rest of every cell, read once: walking long collections with
+        one store lookup per step costs milliseconds."""
+        if self._lists is None:
+            first: dict[RdfNode, list[RdfNode]] = {}
+            rest: dict[RdfNode, list[RdfNode]] = {}
+            for s, o in self.g.subject_objects(RDF.first):
+                first.setdefault(s, []).append(o)
+            for s, o in self.g.subject_objects(RDF.rest):
+                rest.setdefault(s, []).append(o)
+            self._lists = first, rest
+        return self._lists
 
     # -- naming ------------------------------------------------------------------------------
 
@@ -335,12 +349,19 @@ def _list_items(r: Reader, owner: RdfNode, head: RdfNode) -> list[float]:
     values: list[float] = []
     cell = head
     seen: set[RdfNode] = set()
+    firsts, rests = r.list_cells()
     while cell != RDF.nil:
         if cell in seen:
             raise InvalidTerm("smartapi:list", r.describe(owner), "list is cyclic")
         seen.add(cell)
-        item = r.one(cell, RDF.first)
-        assert item is not None
+        items, nexts = firsts.get(cell, []), rests.get(cell, [])
+        if len(items) != 1 or len(nexts) != 1:
+            raise MissingTerm(
+                "rdf:first" if len(items) != 1 else "rdf:rest",
+                r.describe(cell),
+                "a list cell needs exactly one rdf:first and one rdf:rest",
+            )
+        item = items[0]
         # a member is a literal or an Evaluation node carrying rdf:value
         if isinstance(item, Literal):
             number = r.literal_number(item, "smartapi:list", cell)
@@ -351,9 +372,7 @@ def _list_items(r: Reader, owner: RdfNode, head: RdfNode) -> list[float]:
         if isinstance(number, bool):
             raise WrongDatatype("smartapi:list", r.describe(cell), "boolean in a time series")
         values.append(float(number))
-        nxt = r.one(cell, RDF.rest)
-        assert nxt is not None
-        cell = nxt
+        cell = nexts[0]
     return values
 
 

@@ -84,6 +84,10 @@ def test_negotiation() -> None:
         (b"{not json", "application/ld+json"),
         (b'{"@context": "https://example.org/remote", "@id": "urn:x"}', "application/ld+json"),
         (b"<urn:a> <urn:b> .", "application/n-triples"),
+        (
+            b'{"@context": {"@import": "https://example.org/c"}, "@id": "urn:x"}',
+            "application/ld+json",
+        ),
     ],
 )
 def test_unparseable_bodies(body: bytes, ctype: str) -> None:
