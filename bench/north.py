@@ -197,7 +197,6 @@ async def main() -> None:
         }
     )
     print(json.dumps(figures))
-    await asyncio.get_running_loop().shutdown_default_executor()
 
 
 if __name__ == "__main__":

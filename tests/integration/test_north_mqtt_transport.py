@@ -36,14 +36,6 @@ def broker(pki: PkiFiles, tmp_path: Path) -> Iterator[Broker]:
         yield b
 
 
-@pytest.fixture(autouse=True)
-async def _join_default_executor() -> AsyncIterator[None]:
-    """aiomqtt connects in the loop's default executor; join its thread before the
-    thread-leak check."""
-    yield
-    await asyncio.get_running_loop().shutdown_default_executor()
-
-
 class Recorder:
     def __init__(self, status: int = 200) -> None:
         self.status = status
