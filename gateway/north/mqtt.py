@@ -33,6 +33,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -52,6 +53,7 @@ GATEWAY_SIDE, AMS_SIDE = "gateway", "ams"
 _RETAINED = frozenset({Channel.FORECAST})
 _RECONNECT_FIRST_S = 0.2
 
+T = TypeVar("T")
 InboundHandler = Callable[[Channel, bytes, str], Awaitable[Answer]]
 
 
@@ -78,6 +80,24 @@ class Topics:
             return Channel(topic[len(prefix) :])
         except ValueError:
             return None
+
+
+def _honour_cancellation() -> None:
+    """Raise if this task was asked to stop.
+
+    aiomqtt awaits every acknowledgement with asyncio.wait_for, which on Python 3.11 returns
+    the result instead of raising when a cancellation arrives together with the answer
+    (fixed in 3.12). The task would then run on after being stopped, so every aiomqtt call
+    is followed by this check (`_acked`)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def _acked(call: Awaitable[T]) -> T:
+    result = await call
+    _honour_cancellation()
+    return result
 
 
 def _props(**values: object) -> Properties:
@@ -156,6 +176,7 @@ class MqttEndpoint:
         while True:
             try:
                 async with self._new_client() as client:
+                    _honour_cancellation()
                     backoff.reset()
                     await self._session(client)
             except aiomqtt.MqttError as exc:
@@ -163,15 +184,18 @@ class MqttEndpoint:
                 log.warning("MQTT %s:%d: %s; reconnecting", cfg.host, cfg.port, exc)
             finally:
                 self._disconnected()
+            _honour_cancellation()
             await asyncio.sleep(backoff.next_delay())
 
     async def _session(self, client: aiomqtt.Client) -> None:
         timeout = self._config.connect_timeout_s
         wanted = [(self.topics.channel(c), 1) for c in sorted(self._inbound)]
         wanted.append((self.topics.reply(self._side), 1))
-        await client.subscribe(wanted, timeout=timeout)
+        await _acked(client.subscribe(wanted, timeout=timeout))
         if self._announce:
-            await client.publish(self.topics.status, b"online", qos=1, retain=True, timeout=timeout)
+            await _acked(
+                client.publish(self.topics.status, b"online", qos=1, retain=True, timeout=timeout)
+            )
         self._client = client
         self.connected.set()
         log.info(
@@ -182,6 +206,7 @@ class MqttEndpoint:
         try:
             async for message in client.messages:
                 await self._dispatch(client, message)
+                _honour_cancellation()
         finally:
             if self._announce and self._client is client:
                 with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
@@ -221,12 +246,14 @@ class MqttEndpoint:
         correlation = _prop(props, "CorrelationData")
         if correlation:
             reply.CorrelationData = correlation
-        await client.publish(
-            str(reply_to),
-            answer.body,
-            qos=1,
-            properties=reply,
-            timeout=self._config.connect_timeout_s,
+        await _acked(
+            client.publish(
+                str(reply_to),
+                answer.body,
+                qos=1,
+                properties=reply,
+                timeout=self._config.connect_timeout_s,
+            )
         )
 
     def _answered(self, props: Properties | None, payload: bytes) -> None:
@@ -262,13 +289,15 @@ class MqttEndpoint:
                 ContentType=content_type,
             )
             try:
-                await client.publish(
-                    self.topics.channel(channel),
-                    body,
-                    qos=1,
-                    retain=channel in _RETAINED,
-                    properties=props,
-                    timeout=self._config.connect_timeout_s,
+                await _acked(
+                    client.publish(
+                        self.topics.channel(channel),
+                        body,
+                        qos=1,
+                        retain=channel in _RETAINED,
+                        properties=props,
+                        timeout=self._config.connect_timeout_s,
+                    )
                 )
             except (aiomqtt.MqttError, TimeoutError) as exc:
                 raise DeliveryError(channel.value, f"publish failed: {exc}") from exc

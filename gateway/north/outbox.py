@@ -231,8 +231,10 @@ class Outbox:
                 continue
             if next_attempt_at > now and not kick.is_set():
                 # only a kick shortens the head's backoff, not a new message behind it
+                # (asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(kick.wait(), next_attempt_at - now)
+                    async with asyncio.timeout(next_attempt_at - now):
+                        await kick.wait()
                 continue
             kick.clear()
             await self._attempt(destination, sender, item)
