@@ -9,6 +9,9 @@ from gateway.mapping import Device
 
 #: protocol name -> "module:ClassName"
 DRIVERS: dict[str, str] = {
+    "dlms": "drivers.dlms.driver:DlmsDriver",
+    "iec104": "drivers.iec104.driver:Iec104Driver",
+    "iec61850": "drivers.iec61850.driver:Iec61850Driver",
     "modbus": "drivers.modbus.driver:ModbusDriver",
 }
 

@@ -21,6 +21,8 @@ from gateway.points import PointTable
 log = logging.getLogger(__name__)
 
 EventSink = Callable[..., Awaitable[None]]
+PollListener = Callable[[str, float], None]
+"""Told (device id, seconds) after every completed poll; metrics hook in here."""
 
 
 class DeviceSession:
@@ -34,6 +36,7 @@ class DeviceSession:
         table: PointTable,
         events: EventSink,
         reconnect_max_s: float = 30.0,
+        on_poll: PollListener | None = None,
     ) -> None:
         self.device = device
         self.driver = driver
@@ -47,10 +50,22 @@ class DeviceSession:
         self._backoff = Backoff(initial=0.2, cap=reconnect_max_s)
         self._points = [p for p in device.points if p.direction.readable]
         self._went_up = asyncio.Event()
+        self._settled = asyncio.Event()  # the first connection attempt has ended either way
+        self._on_poll = on_poll
 
     async def wait_up(self, within: float) -> bool:
         try:
-            await asyncio.wait_for(self._went_up.wait(), within)
+            async with asyncio.timeout(within):
+                await self._went_up.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def wait_settled(self, within: float) -> bool:
+        """True once the first connection attempt succeeded or failed, within `within` s."""
+        try:
+            async with asyncio.timeout(within):
+                await self._settled.wait()
         except TimeoutError:
             return False
         return True
@@ -65,7 +80,11 @@ class DeviceSession:
                 except LinkError as exc:
                     await self._down(str(exc))
                 except Exception as exc:  # a driver bug must not end acquisition
-                    log.exception("device %r: unexpected driver error", self.device.id)
+                    log.exception(
+                        "device %r: unexpected driver error",
+                        self.device.id,
+                        extra={"device": self.device.id},
+                    )
                     await self._down(f"driver error: {exc!r}")
                 await self.driver.close()
                 await asyncio.sleep(self._backoff.next_delay())
@@ -75,20 +94,28 @@ class DeviceSession:
 
     async def _connect(self) -> None:
         async with self.lock:
-            await asyncio.wait_for(self.driver.connect(), self.device.timeout * 5)
+            try:
+                async with asyncio.timeout(self.device.timeout * 5):
+                    await self.driver.connect()
+            except TimeoutError:
+                raise LinkError(self.device.id, "connect timed out") from None
         await self.driver.subscribe(lambda r: self.table.update((r,)))
         self._backoff.reset()
         self.up = True
         self._went_up.set()
-        log.info("device %r: link up", self.device.id)
+        self._settled.set()
+        log.info("device %r: link up", self.device.id, extra={"device": self.device.id})
         await self._events("link_up", device=self.device.id)
 
     async def _down(self, detail: str) -> None:
         if self.up or self.reconnects == 0:
-            log.warning("device %r: link down: %s", self.device.id, detail)
+            log.warning(
+                "device %r: link down: %s", self.device.id, detail, extra={"device": self.device.id}
+            )
             await self._events("link_down", device=self.device.id, reason=detail)
         self.up = False
         self._went_up.clear()
+        self._settled.set()
         self.table.mark_device_down(self.device, detail)
 
     async def _poll_forever(self) -> None:
@@ -107,12 +134,15 @@ class DeviceSession:
     async def poll_once(self) -> None:
         started = time.perf_counter()
         async with self.lock:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that arrives as the read completes, and the session would outlive a stop
             try:
-                readings = await asyncio.wait_for(
-                    self.driver.read(self._points), self.driver.read_budget(self._points)
-                )
+                async with asyncio.timeout(self.driver.read_budget(self._points)):
+                    readings = await self.driver.read(self._points)
             except TimeoutError:
                 raise LinkError(self.device.id, "poll timed out") from None
         self.last_poll_s = time.perf_counter() - started
         self.polls += 1
+        if self._on_poll is not None:
+            self._on_poll(self.device.id, self.last_poll_s)
         self.table.update(readings)

@@ -6,17 +6,26 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
 from drivers.base import Driver
 from drivers.registry import create_driver
-from gateway.acquisition import DeviceSession
+from gateway.acquisition import DeviceSession, PollListener
 from gateway.config import LoadedConfig
 from gateway.control import Controller
 from gateway.mapping import Device
+from gateway.ops.health import Health
+from gateway.ops.instruments import instrument
+from gateway.ops.metrics import Registry
+from gateway.ops.notify import Notifier
+from gateway.ops.reload import Loader, ReloadPlan
+from gateway.ops.server import OpsServer
+from gateway.ops.service import supervise
+from gateway.ops.status import StatusBoard
 from gateway.points import PointTable
 from gateway.store import Store
 
@@ -24,6 +33,21 @@ log = logging.getLogger(__name__)
 
 STORE_FLUSH_S = 1.0
 PRUNE_EVERY_S = 3600.0
+RECANCEL_S = 0.5
+
+
+async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel and wait until every task ended. On Python 3.11 `asyncio.wait_for` (used
+    inside libraries, e.g. pymodbus' connect) can swallow a cancellation that arrives as
+    its operation completes, so a task still running is cancelled again."""
+    pending = {t for t in tasks if not t.done()}
+    for task in pending:
+        task.cancel()
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
+        for task in pending:
+            log.debug("stop: cancelling %s again", task.get_name())
+            task.cancel()
 
 
 class Gateway:
@@ -43,30 +67,94 @@ class Gateway:
         self._stack = contextlib.AsyncExitStack()
         self._group: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # operations: metrics, health checks, status page sources, lifecycle hooks
+        self.metrics = Registry()
+        self.health = Health()
+        self.status = StatusBoard()
+        self.poll_listeners: list[PollListener] = []
+        self.started_at = time.time()
+        self.started_monotonic = time.monotonic()
+        self.last_flush = time.monotonic()
+        self._device_tasks: dict[str, asyncio.Task[None]] = {}
+        self._shutdown_hooks: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        self._reload_hooks: list[Callable[[LoadedConfig], Awaitable[None]]] = []
+        instrument(self)
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         assert self._group is not None, "gateway not started"
         task = self._group.create_task(coro, name=name)
+        self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(task)
         return task
+
+    def on_shutdown(self, name: str, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run `hook` when the gateway stops, before links close (finish an activation,
+        flush an outbox). Hooks run last-registered first, bounded by `ops.drain_s` in all."""
+        self._shutdown_hooks.append((name, hook))
+
+    def on_reload(self, hook: Callable[[LoadedConfig], Awaitable[None]]) -> None:
+        """Call `hook(new_config)` after a reload was applied (DERs, limits may change)."""
+        self._reload_hooks.append(hook)
+
+    def _session(self, device: Device, driver: Driver) -> DeviceSession:
+        assert self.store is not None
+        return DeviceSession(
+            device,
+            driver,
+            self.table,
+            self.store.event,
+            reconnect_max_s=self.config.gateway.reconnect_max_s,
+            on_poll=self._poll_done,
+        )
+
+    def _poll_done(self, device: str, seconds: float) -> None:
+        for listener in self.poll_listeners:
+            listener(device, seconds)
+
+    def _start(self, session: DeviceSession) -> None:
+        self.sessions[session.device.id] = session
+        self._device_tasks[session.device.id] = self.spawn(
+            session.run(), f"device:{session.device.id}"
+        )
+
+    async def _stop(self, device_id: str) -> None:
+        session = self.sessions.pop(device_id)
+        task = self._device_tasks.pop(device_id)
+        async with session.lock:  # let an in-flight poll or write finish first
+            task.cancel()
+        await _cancel_and_wait([task])
+
+    async def reconfigure(self, plan: ReloadPlan) -> None:
+        """Apply a reload: only sessions of added, changed or removed devices restart.
+        Drivers for new definitions are built before anything stops, so a device the
+        drivers cannot serve leaves the running gateway untouched."""
+        fresh = [self._session(d, self._driver_factory(d)) for d in (*plan.added, *plan.changed)]
+        for device_id in (*plan.removed, *(d.id for d in plan.changed)):
+            await self._stop(device_id)
+        self.config = plan.config
+        self.table.remap(plan.config)
+        for session in fresh:
+            self._start(session)
+        for hook in self._reload_hooks:
+            try:
+                await hook(plan.config)
+            except Exception:
+                log.exception("reload hook %r failed", hook)
 
     async def __aenter__(self) -> Gateway:
         cfg = self.config.gateway
         self.store = await Store.open(cfg.state_dir / "gateway.sqlite")
         self._stack.push_async_callback(self.store.close)
         self.table.listen(self.store.add)
-        for device in self.config.devices:
-            self.sessions[device.id] = DeviceSession(
-                device,
-                self._driver_factory(device),
-                self.table,
-                self.store.event,
-                reconnect_max_s=cfg.reconnect_max_s,
-            )
+        try:
+            sessions = [self._session(d, self._driver_factory(d)) for d in self.config.devices]
+        except BaseException:
+            await self._stack.aclose()
+            raise
         self.controller = Controller(self.table, self.sessions, self.store)
         self._group = await self._stack.enter_async_context(asyncio.TaskGroup())
-        for session in self.sessions.values():
-            self.spawn(session.run(), f"device:{session.device.id}")
+        for session in sessions:
+            self._start(session)
         self.spawn(self._housekeeping(), "store")
         await self.store.event("start", microgrid=cfg.microgrid.id, devices=len(self.sessions))
         return self
@@ -77,8 +165,8 @@ class Gateway:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for task in self._tasks:
-            task.cancel()
+        await self._drain()
+        await _cancel_and_wait(self._tasks)
         if self.store is not None:
             with contextlib.suppress(Exception):
                 await self.store.event("stop")
@@ -89,6 +177,17 @@ class Gateway:
         results = await asyncio.gather(*(s.wait_up(within) for s in self.sessions.values()))
         return all(results)
 
+    async def _drain(self) -> None:
+        deadline = time.monotonic() + self.config.gateway.ops.drain_s
+        for name, hook in reversed(self._shutdown_hooks):
+            try:
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.05)):
+                    await hook()
+            except TimeoutError:
+                log.warning("stop: %s did not finish in time", name, extra={"hook": name})
+            except Exception:
+                log.exception("stop: %s failed", name, extra={"hook": name})
+
     async def _housekeeping(self) -> None:
         assert self.store is not None
         retention = timedelta(days=self.config.gateway.retention_days)
@@ -96,6 +195,7 @@ class Gateway:
         while True:
             await asyncio.sleep(STORE_FLUSH_S)
             await self.store.flush()
+            self.last_flush = time.monotonic()
             since_prune += STORE_FLUSH_S
             if since_prune >= PRUNE_EVERY_S:
                 since_prune = 0.0
@@ -104,20 +204,38 @@ class Gateway:
                     log.info("store: pruned %d samples older than %s", removed, retention)
 
 
-async def serve(config: LoadedConfig, stop: asyncio.Event) -> None:
-    async with Gateway(config):
-        log.info("gateway %r running: %d devices", config.gateway.microgrid.id, len(config.devices))
-        await stop.wait()
-        log.info("stopping")
+async def serve(
+    config: LoadedConfig,
+    stop: asyncio.Event,
+    *,
+    reload_requested: asyncio.Event | None = None,
+    load: Loader | None = None,
+) -> None:
+    """Run the gateway as a service until `stop` is set; `reload_requested` re-reads the
+    files through `load`."""
+    notifier = Notifier.from_env()
+    try:
+        async with Gateway(config) as gw, OpsServer(gw, config.gateway.ops):
+            log.info(
+                "gateway %r running: %d devices", config.gateway.microgrid.id, len(config.devices)
+            )
+            await supervise(gw, notifier, stop, reload_requested, load)
+        log.info("stopped")
+    finally:
+        notifier.close()
 
 
-def run(config: LoadedConfig) -> int:
+def run(config: LoadedConfig, load: Loader | None = None) -> int:
+    """`mgms run`: SIGTERM/SIGINT stop the gateway cleanly (exit 0), SIGHUP reloads."""
+
     async def main() -> None:
         stop = asyncio.Event()
+        reload_requested = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(config, stop)
+        loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
+        await serve(config, stop, reload_requested=reload_requested, load=load)
 
     asyncio.run(main())
     return 0

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ServiceError
 from gateway.loader import check_files, load_config
+from gateway.ops.install import add_install_arguments, add_uninstall_arguments
+from gateway.ops.install import run as run_install
+from gateway.ops.logs import setup_logging
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
 
@@ -71,14 +73,19 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from gateway.app import run
 
-    config = load_config(args.config, port_overrides=_port_overrides(args.port))
-    return run(config)
+    overrides = _port_overrides(args.port)
+    config = load_config(args.config, port_overrides=overrides)
+    return run(config, load=lambda: load_config(args.config, port_overrides=overrides))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
     return run_demo(args.config, as_json=args.json)
+
+
+def _cmd_install(args: argparse.Namespace) -> int:
+    return run_install(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
                 " (e.g. the second pty of a socat pair; repeatable)",
             )
 
+    p = sub.add_parser("install", help="install as a systemd service (see docs/deployment.md)")
+    add_install_arguments(p)
+    p.set_defaults(func=_cmd_install, action="install")
+    p = sub.add_parser("uninstall", help="remove the service; keeps config, keys and state")
+    add_uninstall_arguments(p)
+    p.set_defaults(func=_cmd_install, action="uninstall")
+
     from gateway.north.commands import add_parsers as add_north_parsers
 
     add_north_parsers(sub)  # certs init, ams-sim
@@ -135,16 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(verbose=args.verbose)
     try:
         result: int = args.func(args)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
-        return 2
+        return 2  # the unit does not restart on 2: only an operator can fix the files
+    except ServiceError as exc:
+        print(exc, file=sys.stderr)
+        return 1  # e.g. the ops port still taken: worth a restart
     return result
 
 

@@ -7,6 +7,8 @@ coupling-point P > 0 imports from the grid.
 from __future__ import annotations
 
 import enum
+import ipaddress
+from datetime import datetime, time
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -46,6 +48,10 @@ class Ratings(BaseModel):
     ramp_kw_per_s: float | None = Field(default=None, gt=0)
     min_stable_kw: float | None = Field(default=None, ge=0)
     cost_per_kwh: float = 0.0
+    #: reactive capability as a power-factor limit: |Q| <= tan(acos(pf)) * |P|
+    power_factor_min: float | None = Field(default=None, gt=0, le=1)
+    #: controllable load: share of its demand that may be curtailed, percent
+    curtailable_pct: float | None = Field(default=None, ge=0, le=100)
 
     @model_validator(mode="after")
     def _ordered(self) -> Ratings:
@@ -56,6 +62,17 @@ class Ratings(BaseModel):
         return self
 
 
+class EvSession(BaseModel):
+    """The daily charging session of an EV charger (times of day in UTC)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arrival: time
+    departure: time
+    #: energy the vehicle must receive between arrival and departure
+    energy_kwh: float = Field(gt=0)
+
+
 class Der(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -63,12 +80,15 @@ class Der(BaseModel):
     type: DerType
     control: ControlManner = ControlManner.CENTRALIZED
     ratings: Ratings = Field(default_factory=Ratings)
+    ev: EvSession | None = None
     description: str = ""
 
     @model_validator(mode="after")
     def _battery_needs_energy(self) -> Der:
         if self.type is DerType.BATTERY and self.ratings.energy_kwh is None:
             raise ValueError("a battery needs ratings.energy_kwh")
+        if self.ev is not None and self.type is not DerType.EV_CHARGER:
+            raise ValueError("ev: is only for an ev_charger")
         return self
 
 
@@ -82,10 +102,107 @@ class CouplingPoint(BaseModel):
     q_limit_kvar: float | None = Field(default=None, gt=0)
 
 
+class InternalLimit(BaseModel):
+    """A line or transformer inside the microgrid feeding a group of DERs: the net injection
+    of the group (sum of their P) must stay within -import_limit_kw .. export_limit_kw."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=_ID)
+    ders: list[str] = Field(min_length=1)
+    import_limit_kw: float = Field(gt=0)
+    export_limit_kw: float = Field(gt=0)
+    description: str = ""
+
+
+class StandingReserve(BaseModel):
+    """Another service the microgrid holds (e.g. a frequency containment reserve): the named
+    DERs keep up_kw / down_kw of headroom and the energy to sustain it for sustain_min."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=_ID)
+    service: str = Field(min_length=1)
+    ders: list[str] = Field(min_length=1)
+    up_kw: float = Field(default=0.0, ge=0)
+    down_kw: float = Field(default=0.0, ge=0)
+    sustain_min: float = Field(default=15.0, ge=0)
+    #: contract period; open ends mean always
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+class FlexSettings(BaseModel):
+    """Flexibility functions: interval grid, forecast method, control loop, other reserves."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: interval length in seconds (900: the 15-minute settlement period)
+    interval_s: int = Field(default=900, ge=1, le=3600)
+    horizon_h: float = Field(default=24.0, gt=0, le=168)
+    #: seconds between two corrections of an active activation
+    control_cycle_s: float = Field(default=2.0, gt=0, le=300)
+    #: set points changing less than this are not rewritten
+    setpoint_deadband_kw: float = Field(default=0.2, ge=0)
+    history_days: int = Field(default=7, ge=1, le=60)
+    #: weight of day d-1 relative to day d in the same-time-of-day profile
+    day_weight_decay: float = Field(default=0.7, gt=0, le=1)
+    #: e-folding time of the last measured deviation from the profile
+    persistence_tau_min: float = Field(default=60.0, gt=0)
+    #: weight of an external forecast against the history forecast where both exist
+    external_weight: float = Field(default=0.8, ge=0, le=1)
+    #: share of a battery's usable energy the reservation plan keeps untouched in its worst
+    #: case, for what the forecast gets wrong
+    energy_margin_pct: float = Field(default=5.0, ge=0, le=50)
+    #: accept activations that no accepted reservation covers
+    allow_unreserved_activation: bool = False
+    reserves: list[StandingReserve] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _grid(self) -> FlexSettings:
+        if 86400 % self.interval_s:
+            raise ValueError(f"interval_s {self.interval_s} does not divide a day")
+        return self
+
+
 class Microgrid(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(pattern=_ID)
     name: str = ""
+
+
+class OpsConfig(BaseModel):
+    """The operations listener: /healthz, /readyz, /metrics and the status page."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    #: an IP address; loopback by default (reach it over SSH); any other needs a token
+    listen: str = "127.0.0.1"
+    port: int = Field(default=8780, ge=0, le=65535)
+    #: file holding the operator's bearer token (required off loopback; /healthz stays open)
+    operator_token_file: Path | None = None
+    #: how long start-up waits for every device's first connection attempt before READY
+    ready_wait_s: float = Field(default=15.0, ge=0)
+    #: how long a stop waits for shutdown hooks (activation, outbox) before closing links
+    drain_s: float = Field(default=5.0, ge=0)
+
+    @model_validator(mode="after")
+    def _guarded_off_loopback(self) -> OpsConfig:
+        try:
+            address = ipaddress.ip_address(self.listen)
+        except ValueError:
+            raise ValueError(f"listen must be an IP address, got {self.listen!r}") from None
+        if not address.is_loopback and self.operator_token_file is None:
+            raise ValueError(
+                f"listen {self.listen} is not loopback: set operator_token_file so only "
+                "operators can read the status page and metrics"
+            )
+        return self
+
+    @property
+    def loopback(self) -> bool:
+        return ipaddress.ip_address(self.listen).is_loopback
 
 
 class GatewayConfig(BaseModel):
@@ -100,8 +217,22 @@ class GatewayConfig(BaseModel):
     retention_days: float = Field(default=30.0, gt=0)
     #: cap of the reconnect backoff in seconds
     reconnect_max_s: float = Field(default=30.0, gt=0)
+    ops: OpsConfig = Field(default_factory=OpsConfig)
+    internal_limits: list[InternalLimit] = Field(default_factory=list)
+    flex: FlexSettings = Field(default_factory=FlexSettings)
     #: the link to the aggregator (AMS); absent: the gateway runs without one
     north: NorthConfig | None = None
+
+    @model_validator(mode="after")
+    def _known_ders_referenced(self) -> GatewayConfig:
+        known = {d.id for d in self.ders}
+        used = [(f"internal limit {x.id!r}", x.ders) for x in self.internal_limits]
+        used += [(f"reserve {r.id!r}", r.ders) for r in self.flex.reserves]
+        for owner, ders in used:
+            unknown = sorted(set(ders) - known)
+            if unknown:
+                raise ValueError(f"{owner} names unknown DER(s) {', '.join(unknown)}")
+        return self
 
 
 class LoadedConfig(BaseModel):

@@ -48,6 +48,12 @@ STEPS = (
     SetpointStep("bess1.q_set", -10.0, "bess1.q", -10.0, 0.5),
     SetpointStep("pv1.limit", 50.0, "pv1.p", 30.0, 0.5),  # 60 kW park at noon, capped at 50 %
     SetpointStep("load1.curtail", 25.0, "load1.curtail", 25.0, 0.05),
+    SetpointStep("bess2.p_set", 15.0, "bess2.p", 15.0, 0.5),
+    SetpointStep("bess2.q_set", -5.0, "bess2.q", -5.0, 0.5),
+    SetpointStep("chp1.p_set", 30.0, "chp1.p", 30.0, 0.5),
+    SetpointStep("load1.limit", 150.0, "load1.limit_active", 150.0, 0.01),
+    SetpointStep("load1.disconnect", 1, "load1.supply", 0.0, 0.01),
+    SetpointStep("load1.reconnect", 1, "load1.supply", 1.0, 0.01),
 )
 
 
@@ -92,7 +98,7 @@ async def _run_step(gw: Gateway, step: SetpointStep) -> StepResult:
         step.value,
         result.status.value,
         step.effect_point,
-        observed,
+        None if observed is None else round(observed, 3),
         effect_ms is not None,
         None if effect_ms is None else round(effect_ms, 1),
     )

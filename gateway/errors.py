@@ -13,6 +13,10 @@
     │   └── LimitViolation       the value is outside the point's write limits
     ├── RawRangeError            a value does not fit a protocol data type (e.g. 70000 as int16)
     ├── StoreError               the SQLite store failed
+    ├── FlexError                a flexibility function could not run
+    │   ├── SolverError          the LP solver failed (an infeasible plan is a result, not this)
+    │   └── ReserveRefused       a reserve notification or activation was refused (stable reason)
+    ├── ServiceError             the service cannot run as installed (listener, token, install)
     ├── SmartApiError            a Smart API message was refused (carries a Smart API error code)
     │   ├── MessageParseError    the body does not parse as its content type
     │   ├── UnsupportedMediaType the content type is not one the codec speaks
@@ -132,6 +136,34 @@ class RawRangeError(GatewayError, ValueError):
 
 class StoreError(GatewayError):
     """The SQLite store failed."""
+
+
+class FlexError(GatewayError):
+    """A flexibility function (forecast, schedule, control, verification) could not run."""
+
+
+class SolverError(FlexError):
+    """The LP solver failed or gave no usable answer; `problem` names the LP."""
+
+    def __init__(self, problem: str, message: str) -> None:
+        self.problem = problem
+        super().__init__(f"{problem}: {message}")
+
+
+class ReserveRefused(FlexError):
+    """The flexibility functions refused a Reserve Notification or Activation; `reason` is
+    a stable code (docs/flexibility.md), `detail` names the conflicting service or limit.
+    Nothing of the refused message was kept."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+class ServiceError(GatewayError):
+    """The service cannot start or be installed as asked (a listener that cannot bind, an
+    unreadable token file, an install root that is not usable); the message names it."""
 
 
 class SmartApiError(GatewayError):

@@ -151,7 +151,10 @@ def _read_device(
         problems.extend(_errors(src, exc, loc, dev_id, None))
     elif dev is not None:
         try:
-            dev._options = spec_for(dev.protocol).options_model.model_validate(dev.options)
+            # relative file references in options resolve against the mapping file
+            dev._options = spec_for(dev.protocol).options_model.model_validate(
+                dev.options, context={"base_dir": src.path.parent}
+            )
         except ValidationError as opt_exc:
             problems.extend(_errors(src, opt_exc, (*loc, "options"), dev_id, None))
     if not isinstance(raw_points, list):
@@ -380,6 +383,8 @@ def _load_config(
     base = path.parent
     cfg.state_dir = (base / cfg.state_dir).resolve()
     cfg.mappings = [(base / m).resolve() for m in cfg.mappings]
+    if cfg.ops.operator_token_file is not None:
+        cfg.ops.operator_token_file = (base / cfg.ops.operator_token_file).resolve()
     der_ids = [d.id for d in cfg.ders]
     for i, der_id in enumerate(der_ids):
         if der_id in der_ids[:i] or der_id == cfg.coupling_point.id:

@@ -130,7 +130,12 @@ class Point(BaseModel):
     @property
     def typing(self) -> PointTyping:
         return PointTyping(
-            type=self.type, word_order=self.word_order, byte_order=self.byte_order, bit=self.bit
+            type=self.type,
+            word_order=self.word_order,
+            byte_order=self.byte_order,
+            bit=self.bit,
+            direction=self.direction.value,
+            sbo=self.sbo,
         )
 
 

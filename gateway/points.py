@@ -25,11 +25,14 @@ class MappedPoint:
 class PointTable:
     def __init__(self, config: LoadedConfig) -> None:
         self._mapped: dict[str, MappedPoint] = {}
-        for device in config.devices:
-            for point in device.points:
-                self._mapped[point.id] = MappedPoint(point, device)
         self._latest: dict[str, Reading] = {}
         self._listeners: list[Listener] = []
+        self.remap(config)
+
+    def remap(self, config: LoadedConfig) -> None:
+        """Follow a reloaded config: new points appear, removed points and their values go."""
+        self._mapped = {p.id: MappedPoint(p, d) for d in config.devices for p in d.points}
+        self._latest = {k: r for k, r in self._latest.items() if k in self._mapped}
 
     def __contains__(self, point_id: object) -> bool:
         return point_id in self._mapped

@@ -38,6 +38,9 @@ class FrontEnd(ABC):
 
 #: protocol name -> "module:ClassName"
 FRONT_ENDS: dict[str, str] = {
+    "dlms": "fwsim.dlms_server:DlmsFrontEnd",
+    "iec104": "fwsim.iec104_server:Iec104FrontEnd",
+    "iec61850": "fwsim.iec61850_server:Iec61850FrontEnd",
     "modbus": "fwsim.modbus_server:ModbusFrontEnd",
 }
 

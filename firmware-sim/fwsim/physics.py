@@ -182,7 +182,10 @@ class LoadModel(DerModel):
 
 @dataclass
 class GeneratorModel(DerModel):
+    """A dispatchable unit (e.g. CHP) with a generation meter (`energy_export`, kWh)."""
+
     p_set_kw: float = 0.0
+    energy_kwh: float = 0.0
 
     def step(self, now: datetime, dt_s: float) -> None:
         r = self.der.ratings
@@ -190,10 +193,15 @@ class GeneratorModel(DerModel):
         if r.min_stable_kw and 0 < target < r.min_stable_kw:
             target = 0.0
         self.p_kw = self._ramp(target, dt_s)
+        self.energy_kwh += max(self.p_kw, 0.0) * dt_s / 3600
         self._follow_q()
 
     def quantities(self) -> dict[Quantity, Callable[[], float]]:
-        return {**super().quantities(), Quantity.ACTIVE_POWER_SETPOINT: lambda: self.p_set_kw}
+        return {
+            **super().quantities(),
+            Quantity.ACTIVE_POWER_SETPOINT: lambda: self.p_set_kw,
+            Quantity.ENERGY_EXPORT: lambda: self.energy_kwh,
+        }
 
     def setters(self) -> dict[Quantity, Callable[[float], None]]:
         return {**super().setters(), Quantity.ACTIVE_POWER_SETPOINT: self._set_p}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import select
@@ -21,6 +22,14 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the parent dies, so a killed demo or
+    test run leaves no simulator behind (Linux prctl PR_SET_PDEATHSIG)."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def child_env() -> dict[str, str]:
@@ -79,7 +88,13 @@ def start_sim(
         cmd += ["--device", dev]
     cmd += list(extra)
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=child_env(), cwd=ROOT
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env=child_env(),
+        cwd=ROOT,
+        preexec_fn=_die_with_parent,
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + ready_timeout

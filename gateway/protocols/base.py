@@ -40,6 +40,11 @@ class PointTyping(BaseModel):
     word_order: str | None = None
     byte_order: str | None = None
     bit: int | None = None
+    #: the point's direction ("read", "write", "read-write"), for protocols whose address
+    #: differs by direction (IEC 104 names a monitoring and/or a command object)
+    direction: str = "read"
+    #: select-before-operate requested for the point's commands
+    sbo: bool = False
 
 
 AddressParser = Callable[[str, PointTyping], Address]

@@ -1,0 +1,14 @@
+"""Smart API semantic layer: field data and flexibility information as linked data.
+
+- `vocab`: namespaces and terms; `messages`, `flexibility`: the frozen message model;
+- `codec` (with `encode`, `decode`, `tree`, `fastparse`, `legacy`, `check`, `shapes`):
+  model <-> Turtle / JSON-LD / N-Triples, Smart API 1.1 input forms, SHACL shapes and the
+  fast check that agrees with them;
+- `fielddata`: the microgrid and its live state as entities and value objects;
+- `access`: the `POST /smartapi/v1.0e1.0/access/` core (`AccessService.handle`) and its
+  aiohttp route;
+- `security`: keys and trusted peers, the secure profile (canonical-graph signatures,
+  AES-GCM parts, replay guard) and the Smart API 1.1 multipart scheme.
+
+The profile is written down in docs/smartapi-profile.md.
+"""

@@ -97,6 +97,7 @@ async def test_store_history_and_reconnect_after_simulator_restart(tmp_path: Pat
         sim.stop()
 
 
+@pytest.mark.timeout(300)  # every protocol's simulator starts; slow when the machine is loaded
 def test_mgms_demo_json() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "demo", "--json"],

@@ -58,7 +58,7 @@ def demo_sim() -> Iterator[SimProcess]:
 @pytest.fixture
 async def drivers(demo_sim: SimProcess) -> AsyncIterator[dict[str, ModbusDriver]]:
     config = load_config(DEMO_CONFIG, port_overrides=demo_sim.ports)
-    out = {d.id: ModbusDriver(d) for d in config.devices}
+    out = {d.id: ModbusDriver(d) for d in config.devices if d.id in DEMO_DEVICES}
     try:
         for driver in out.values():
             await driver.connect()

@@ -7,9 +7,9 @@ import inspect
 from collections.abc import Callable
 
 
-async def until(predicate: Callable[[], object], within: float = 5.0, step: float = 0.01) -> None:
-    """Return once predicate() is truthy (awaited when it returns an awaitable, e.g. a
-    database query); TimeoutError after `within` seconds."""
+async def until(predicate: Callable[[], object], within: float = 20.0, step: float = 0.01) -> None:
+    """Return once predicate() is truthy (a coroutine's result is awaited, e.g. a device
+    read); TimeoutError after `within` seconds."""
 
     async def poll() -> None:
         while True:

@@ -1,0 +1,201 @@
+"""One Conditional Re-Profiling cycle driven from inside the gateway, as the AMS would:
+a Flexibility Forecast, a Reserve Notification for the next intervals, a Reserve
+Activation at the start of the reserved period, and the Reserve Verification at its end.
+`mgms demo` and the benchmarks run it against the simulated microgrid; the service's
+`run()` must be running meanwhile (`demo_cycle` does all of it on a running gateway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.config import FlexSettings, LoadedConfig
+from gateway.flex.baseline import History
+from gateway.flex.control import Controller
+from gateway.flex.intervals import floor_time
+from gateway.flex.model import (
+    Activation,
+    ActivationDecision,
+    Band,
+    FlexibilityForecast,
+    NotificationDecision,
+    Reservation,
+    Verification,
+)
+from gateway.flex.records import FlexRecords
+from gateway.flex.service import FlexService, WallClock
+from gateway.mapping import Quantity
+from gateway.points import PointTable
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    forecast: FlexibilityForecast
+    notification: NotificationDecision
+    activation: ActivationDecision | None
+    verification: Verification | None
+    setpoint_kw: float | None
+    baseline_kw: float | None
+    #: wall-clock latencies
+    notify_ms: float
+    activate_ms: float | None
+    #: from the activation until the coupling point read within the tolerance of the set point
+    effect_ms: float | None
+
+    @property
+    def delivered_pct(self) -> float | None:
+        return None if self.verification is None else self.verification.delivered_pct
+
+
+async def _until(service: FlexService, at: datetime) -> None:
+    while service.clock.now() < at:
+        left = (at - service.clock.now()).total_seconds()
+        await service.clock.sleep(min(max(left, 0.01), 1.0))
+
+
+async def crp_cycle(
+    service: FlexService,
+    *,
+    up_kw: float = 30.0,
+    intervals: int = 2,
+    tolerance_kw: float = 1.0,
+) -> CycleReport:
+    """Reserve `up_kw` of up flexibility for `intervals` intervals from the next interval
+    start, activate it in full at that start, and wait for the final verification."""
+    step = service.model.step
+    forecast = await service.forecast()
+    first = floor_time(service.clock.now(), step) + step
+    tag = uuid.uuid4().hex[:8]
+    bands = tuple(
+        Band(first + k * step, first + (k + 1) * step, p_up_kw=up_kw) for k in range(intervals)
+    )
+    t0 = time.perf_counter()
+    notified = await service.notify(Reservation(f"cycle-{tag}", bands))
+    notify_ms = (time.perf_counter() - t0) * 1000
+    if notified.accepted is None:
+        return CycleReport(forecast, notified, None, None, None, None, notify_ms, None, None)
+    await _until(service, first)
+    plan = service.plan
+    assert plan is not None
+    i = plan.horizon.index(service.clock.now())
+    baseline = float(plan.pcc_p[i or 0])
+    end = first + intervals * step
+    act = Activation(
+        f"cycle-{tag}-act", first, end, p_kw=baseline - up_kw, reservation_id=f"cycle-{tag}"
+    )
+    t0 = time.perf_counter()
+    decision = await service.activate(act)
+    activate_ms = (time.perf_counter() - t0) * 1000
+    effect_ms = None
+    while service.clock.now() < end and decision.p_kw is not None:
+        pcc = service.points.value(service.model.pcc, Quantity.ACTIVE_POWER)
+        running = service.running
+        target = running.setpoints[-1].p_kw if running and running.setpoints else decision.p_kw
+        if pcc is not None and target is not None and abs(pcc - target) <= tolerance_kw:
+            effect_ms = (time.perf_counter() - t0) * 1000
+            break
+        await service.clock.sleep(0.05)
+    await _until(service, end)
+    verification = None
+    for _ in range(400):  # closed a few seconds after the end, once the readings are in
+        record = await asyncio.to_thread(service.records.activation, act.id)
+        if record is not None and record.state == "ended":
+            rows = await asyncio.to_thread(service.records.verification, act.id)
+            verification = Verification(act.id, act.reservation_id, tuple(rows), final=True)
+            break
+        await service.clock.sleep(service.model.settings.control_cycle_s / 2)
+    return CycleReport(
+        forecast,
+        notified,
+        decision,
+        verification,
+        decision.p_kw,
+        baseline,
+        notify_ms,
+        activate_ms,
+        effect_ms,
+    )
+
+
+#: flexibility settings short enough for a demo: a cycle in about 30 seconds
+DEMO_SETTINGS = FlexSettings(interval_s=10, control_cycle_s=1.0, horizon_h=0.25, history_days=1)
+
+
+class _Keep:
+    """A publisher that keeps the messages (the demo has no AMS)."""
+
+    def __init__(self) -> None:
+        self.forecasts: list[FlexibilityForecast] = []
+        self.verifications: list[Verification] = []
+
+    async def forecast(self, message: FlexibilityForecast) -> None:
+        self.forecasts.append(message)
+
+    async def verification(self, message: Verification) -> None:
+        self.verifications.append(message)
+
+
+async def demo_cycle(
+    config: LoadedConfig,
+    points: PointTable,
+    controller: Controller,
+    history: History,
+    state_dir: Path,
+    up_kw: float = 25.0,
+) -> dict[str, Any]:
+    """Run the flexibility service on a running gateway's parts for one CRP cycle with
+    `DEMO_SETTINGS`, and summarize it for `mgms demo --json`."""
+    config.gateway.flex = DEMO_SETTINGS
+    records = FlexRecords(state_dir / "flex-demo.sqlite")
+    publisher = _Keep()
+    service = FlexService(config, points, controller, records, publisher, history, WallClock())
+    loop = asyncio.create_task(service.run(), name="flex-demo")
+    try:
+        report = await crp_cycle(service, up_kw=up_kw, intervals=2)
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+        records.close()
+    v = report.verification
+    return {
+        "ok": v is not None and (report.delivered_pct or 0.0) >= 90.0,
+        "notification": report.notification.status.value,
+        "activation": None if report.activation is None else report.activation.status.value,
+        "reasons": [str(r) for r in report.notification.reasons]
+        + ([str(r) for r in report.activation.reasons] if report.activation else []),
+        "setpoint_kw": _round(report.setpoint_kw),
+        "baseline_kw": _round(report.baseline_kw),
+        "notify_ms": _round(report.notify_ms),
+        "activate_ms": _round(report.activate_ms),
+        "effect_ms": _round(report.effect_ms),
+        "forecasts_published": len(publisher.forecasts),
+        "verification": None
+        if v is None
+        else {
+            "delivered_pct": _round(v.delivered_pct),
+            "intervals": [
+                {
+                    "start": i.start.isoformat(),
+                    "set_kw": _round(i.set_p_kw),
+                    "baseline_kw": _round(i.baseline_p_kw),
+                    "measured_kw": _round(i.measured_p_kw),
+                    "delivered_kw": _round(i.delivered_kw),
+                    "delivered_pct": _round(i.delivered_pct),
+                    "source": i.source,
+                }
+                for i in v.intervals
+            ],
+        },
+    }
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)

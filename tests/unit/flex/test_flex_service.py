@@ -1,0 +1,307 @@
+"""CRP scenarios end to end in simulated time: the flexibility service on the firmware-sim
+physics of the demo microgrid (battery, PV, load, coupling meter), readings and commands
+going through the point table and the mapped point roles."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.config import FlexSettings, StandingReserve
+from gateway.flex.model import Activation, Band, DecisionStatus, ReasonCode, Reservation
+from gateway.flex.records import FlexRecords
+from gateway.flex.service import FlexService
+from gateway.mapping import Quantity
+from tests.support.flexsim import Bench, BenchClock, Publisher
+
+START = datetime(2024, 6, 3, 16, 50, tzinfo=UTC)
+T17 = datetime(2024, 6, 3, 17, 0, tzinfo=UTC)
+FIVE = timedelta(minutes=5)
+
+
+class World:
+    def __init__(self, tmp: Path, bench: Bench) -> None:
+        self.tmp = tmp
+        self.bench = bench
+        self.publisher = Publisher()
+        self.records = FlexRecords(tmp / "flex.sqlite")
+        self.service = self.new_service()
+
+    def new_service(self) -> FlexService:
+        return FlexService(
+            self.bench.config,
+            self.bench.table,
+            self.bench.controller,
+            self.records,
+            self.publisher,
+            self.bench.history,
+            BenchClock(self.bench),
+        )
+
+    async def run_until(self, t: datetime) -> None:
+        cycle = self.bench.config.gateway.flex.control_cycle_s
+        while self.bench.now() < t:
+            await self.service.step()
+            self.bench.advance(cycle)
+
+    def pcc(self) -> float:
+        value = self.bench.table.value("pcc", Quantity.ACTIVE_POWER)
+        assert value is not None
+        return value
+
+    def baseline_now(self) -> float:
+        plan = self.service.plan
+        assert plan is not None
+        i = plan.horizon.index(self.bench.now())
+        assert i is not None
+        return float(plan.pcc_p[i])
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    bench = Bench.warmed(START)
+    bench.config.gateway.flex = FlexSettings(interval_s=300, control_cycle_s=5.0, horizon_h=6)
+    w = World(tmp_path, bench)
+    yield w
+    w.records.close()
+
+
+def bands(first: datetime, n: int, up: float, down: float = 0.0) -> tuple[Band, ...]:
+    return tuple(
+        Band(first + k * FIVE, first + (k + 1) * FIVE, p_up_kw=up, p_down_kw=down) for k in range(n)
+    )
+
+
+async def test_crp_cycle_met(world: World) -> None:
+    ff = await world.service.forecast()
+    assert world.publisher.forecasts == [ff]
+    assert ff.intervals[0].p_up_kw > 60  # battery 50 kW plus part of the load
+    decision = await world.service.notify(Reservation("res-1", bands(T17, 4, 40.0)))
+    assert decision.status is DecisionStatus.ACCEPTED
+    # the offer shrank by what was sold
+    left = world.publisher.forecasts[-1].intervals[2]
+    assert left.p_up_kw == pytest.approx(ff.intervals[2].p_up_kw - 40.0, abs=2.0)
+    await world.run_until(T17)
+    base = world.baseline_now()
+    act = Activation("act-1", T17, T17 + 3 * FIVE, p_kw=base - 30.0, reservation_id="res-1")
+    d = await world.service.activate(act)
+    assert d.status is DecisionStatus.ACCEPTED
+    await world.run_until(T17 + 3 * FIVE - timedelta(seconds=10))
+    assert world.pcc() == pytest.approx(base - 30.0, abs=1.0)  # closed loop on the meter
+    await world.run_until(T17 + 4 * FIVE)
+    final = world.publisher.verifications[-1]
+    assert final.final and final.activation_id == "act-1" and final.reservation_id == "res-1"
+    assert len(final.intervals) == 3
+    for iv in final.intervals:
+        assert iv.source == "energy_counters"
+        # one absolute set point; the baseline rises with the evening load
+        assert iv.set_p_kw == pytest.approx(base - 30.0)
+        assert iv.requested_kw == pytest.approx(iv.baseline_p_kw - iv.set_p_kw)
+        assert iv.requested_kw >= 30.0 - 1e-6
+        assert iv.delivered_pct is not None and iv.delivered_pct >= 95.0
+    assert final.delivered_pct is not None and final.delivered_pct >= 95.0
+    # interim verifications went out as each interval ended; the last one is the final
+    assert [v.final for v in world.publisher.verifications] == [False, False, True]
+    assert [len(v.intervals) for v in world.publisher.verifications] == [1, 1, 3]
+    # afterwards the battery is back on its plan (idle)
+    assert world.bench.table.value("bess1", Quantity.ACTIVE_POWER) == pytest.approx(0.0, abs=0.5)
+    assert world.service.running is None
+    record = world.records.activation("act-1")
+    assert record is not None and record.state == "ended"
+    assert world.records.verification("act-1") == list(final.intervals)
+    points = {p for _, _, p, _, _ in world.records.sent_setpoints("act-1")}
+    assert "bess1.p_set" in points
+
+
+async def test_partial_delivery_is_reported_honestly(world: World) -> None:
+    await world.service.forecast()
+    d = await world.service.notify(Reservation("res-2", bands(T17, 3, 60.0)))
+    assert d.status is DecisionStatus.ACCEPTED
+    await world.run_until(T17)
+    world.bench.grid.ders["bess1"].online = False  # the battery trips after the sale
+    world.bench.advance(1)
+    world.bench.sample()
+    base = world.baseline_now()
+    act = Activation("act-2", T17, T17 + 2 * FIVE, p_kw=base - 60.0, reservation_id="res-2")
+    d = await world.service.activate(act)
+    assert d.status is DecisionStatus.CURTAILED
+    assert d.p_kw == pytest.approx(base - 60.0)  # still pursued: the most it can
+    assert any("load1 curtailable share 60 %" in r.message for r in d.reasons)
+    await world.run_until(T17 + 3 * FIVE)
+    final = world.publisher.verifications[-1]
+    assert final.final
+    pct = final.delivered_pct
+    assert pct is not None and 40.0 < pct < 90.0
+    assert final.reasons == d.reasons
+
+
+async def test_refused_by_the_conflict_check(world: World) -> None:
+    world.bench.config.gateway.flex = FlexSettings(
+        interval_s=300,
+        control_cycle_s=5.0,
+        horizon_h=6,
+        reserves=[StandingReserve(id="fcr1", service="FCR", ders=["bess1"], up_kw=50, down_kw=50)],
+    )
+    world.service = world.new_service()
+    world.bench.grid.ders["load1"].online = False  # nothing but the battery could move
+    world.bench.grid.ders["pv1"].online = False
+    world.bench.advance(1)
+    world.bench.sample()
+    d = await world.service.notify(Reservation("res-3", bands(T17, 2, 20.0)))
+    assert d.status is DecisionStatus.REFUSED and d.accepted is None
+    assert any(r.code is ReasonCode.RESERVE and r.subject == "FCR fcr1" for r in d.reasons)
+    audit = world.records.audit_log("reservation")
+    assert audit[-1][2:4] == ("res-3", "refused")
+    assert any("fcr1" in r.message for r in audit[-1][4])
+    # an activation for it finds no reservation
+    act = Activation("act-3", T17, T17 + FIVE, p_kw=0.0, reservation_id="res-3")
+    a = await world.service.activate(act)
+    assert a.status is DecisionStatus.REFUSED and a.reasons[0].code is ReasonCode.NO_RESERVATION
+    assert world.bench.controller.written == []  # nothing was touched
+
+
+async def test_second_activation_of_another_reservation_is_refused(world: World) -> None:
+    await world.service.notify(Reservation("res-a", bands(T17, 2, 20.0)))
+    await world.service.notify(Reservation("res-b", bands(T17, 2, 10.0)))
+    await world.run_until(T17)
+    base = world.baseline_now()
+    first = await world.service.activate(
+        Activation("a", T17, T17 + 2 * FIVE, p_kw=base - 20, reservation_id="res-a")
+    )
+    assert first.status is DecisionStatus.ACCEPTED
+    second = await world.service.activate(
+        Activation("b", T17, T17 + 2 * FIVE, p_kw=base - 10, reservation_id="res-b")
+    )
+    assert second.status is DecisionStatus.REFUSED
+    assert "activation a of reservation res-a" in second.reasons[0].message
+    # the same message delivered twice gets the same answer and changes nothing
+    again = await world.service.activate(
+        Activation("b", T17, T17 + 2 * FIVE, p_kw=0.0, reservation_id="res-b")
+    )
+    assert again == second
+
+
+async def test_distributed_der_gets_one_target_and_is_supervised(world: World) -> None:
+    # curtailing the (distributed) load is made cheaper than cycling the battery
+    load = next(d for d in world.bench.config.gateway.ders if d.id == "load1")
+    load.ratings.cost_per_kwh = 0.01
+    world.service = world.new_service()
+    await world.service.notify(Reservation("res-d", bands(T17, 3, 45.0)))
+    await world.run_until(T17)
+    base = world.baseline_now()
+    written_before = len(world.bench.controller.written)
+    await world.service.activate(
+        Activation("act-d", T17, T17 + 2 * FIVE, p_kw=base - 45.0, reservation_id="res-d")
+    )
+    await world.run_until(T17 + 2 * FIVE - timedelta(seconds=10))
+    during = world.bench.controller.written[written_before:]
+    load_cmds = [c for c in during if c.point == "load1.curtail"]
+    bess_cmds = [c for c in during if c.point == "bess1.p_set"]
+    assert len(load_cmds) == 1  # the load's own controller got its target once
+    assert load_cmds[0].value == pytest.approx(60.0)  # all it may curtail: the cheaper part
+    assert len(bess_cmds) > 3  # the battery is corrected as the demand drifts
+    # the set point is held within the band of each interval around its baseline
+    running = world.service.running
+    assert running is not None
+    assert world.pcc() == pytest.approx(running.setpoints[-1].p_kw, abs=1.0)
+    await world.run_until(T17 + 3 * FIVE)
+    final = world.publisher.verifications[-1]
+    assert all(iv.delivered_pct is not None and iv.delivered_pct >= 95 for iv in final.intervals)
+    # released: the load is no longer curtailed
+    assert world.bench.grid.ders["load1"].curtail_pct == 0.0  # type: ignore[attr-defined]
+
+
+async def test_distributed_der_gets_a_new_target_when_the_rest_falls_short(world: World) -> None:
+    # more than the battery's 50 kW: as the evening demand grows under a fixed curtailment
+    # the battery saturates, and the load's controller is given a new target
+    await world.service.notify(Reservation("res-e", bands(T17, 3, 65.0)))
+    await world.run_until(T17)
+    base = world.baseline_now()
+    await world.service.activate(
+        Activation("act-e", T17, T17 + 2 * FIVE, p_kw=base - 65.0, reservation_id="res-e")
+    )
+    await world.run_until(T17 + 3 * FIVE)
+    load_cmds = [c for c in world.bench.controller.written if c.point == "load1.curtail"]
+    assert len(load_cmds) >= 3  # first target, at least one new target, the release
+    final = world.publisher.verifications[-1]
+    assert all(iv.delivered_pct is not None and iv.delivered_pct >= 95 for iv in final.intervals)
+
+
+async def test_an_activation_survives_a_restart(world: World) -> None:
+    await world.service.notify(Reservation("res-r", bands(T17, 4, 30.0)))
+    await world.run_until(T17)
+    base = world.baseline_now()
+    await world.service.activate(
+        Activation("act-r", T17, T17 + 3 * FIVE, p_kw=base - 30.0, reservation_id="res-r")
+    )
+    await world.run_until(T17 + FIVE + timedelta(seconds=30))
+    # the gateway stops for two minutes; the battery keeps its last set point meanwhile
+    world.bench.advance(120)
+    world.service = world.new_service()
+    await world.service.start()
+    assert world.service.running is not None
+    await world.run_until(T17 + 4 * FIVE)
+    final = world.publisher.verifications[-1]
+    assert final.final and final.activation_id == "act-r"
+    assert "restart" in final.note
+    assert [iv.start for iv in final.intervals] == [T17 + k * FIVE for k in range(3)]
+
+
+async def test_an_activation_that_ended_during_a_restart_is_closed_out(world: World) -> None:
+    await world.service.notify(Reservation("res-c", bands(T17, 2, 30.0)))
+    await world.run_until(T17)
+    base = world.baseline_now()
+    await world.service.activate(
+        Activation("act-c", T17, T17 + FIVE, p_kw=base - 30.0, reservation_id="res-c")
+    )
+    await world.run_until(T17 + timedelta(minutes=2))
+    world.bench.advance(600)  # down past the activation's end
+    world.service = world.new_service()
+    await world.service.start()
+    assert world.service.running is None
+    final = world.publisher.verifications[-1]
+    assert final.final and "closed out after the restart" in final.note
+    record = world.records.activation("act-c")
+    assert record is not None and record.state == "ended"
+
+
+async def test_the_plan_precharges_before_a_reserved_period(tmp_path: Path) -> None:
+    """An almost empty battery and an up band for an hour from 17:00: the plan charges it
+    in time, and the whole band is then delivered."""
+    bench = Bench.warmed(datetime(2024, 6, 3, 16, 0, tzinfo=UTC))
+    bench.config.gateway.flex = FlexSettings(interval_s=300, control_cycle_s=10.0, horizon_h=6)
+    bench.grid.ders["bess1"].soc_pct = 12.0  # type: ignore[attr-defined]
+    bench.sample()
+    w = World(tmp_path, bench)
+    d = await w.service.notify(Reservation("res-p", bands(T17, 12, 70.0)))
+    assert d.status is DecisionStatus.ACCEPTED
+    await w.run_until(T17)
+    soc = bench.table.value("bess1", Quantity.STATE_OF_CHARGE)
+    assert soc is not None and soc > 25.0
+    base = w.baseline_now()
+    end = T17 + timedelta(hours=1)
+    await w.service.activate(
+        Activation("act-p", T17, end, p_kw=base - 70.0, reservation_id="res-p")
+    )
+    await w.run_until(end + FIVE)
+    final = w.publisher.verifications[-1]
+    assert final.final and len(final.intervals) == 12
+    assert min(iv.delivered_pct or 0.0 for iv in final.intervals) >= 95.0
+    w.records.close()
+
+
+async def test_an_external_pv_forecast_moves_the_baseline(world: World) -> None:
+    from gateway.flex.intervals import Horizon
+
+    def cloudy(horizon: Horizon) -> dict[str, list[float | None]]:
+        return {"pv1": [0.0] * horizon.count}  # the forecast service expects no sun
+
+    plain = await world.service.forecast()
+    world.service.external = cloudy
+    clouded = await world.service.forecast()
+    # PV produces ~14 kW now; with 80 % weight on a forecast of 0 the import rises
+    i = 3
+    assert clouded.intervals[i].baseline_p_kw > plain.intervals[i].baseline_p_kw + 5.0

@@ -1,0 +1,122 @@
+"""The lifecycle around a gateway: READY after the first connection attempts, the watchdog
+fed only while alive, reloads on request, STOPPING, and shutdown hooks with links up."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.app import Gateway
+from gateway.model import Command, CommandStatus
+from gateway.ops.health import CheckResult
+from gateway.ops.notify import Notifier
+from gateway.ops.service import supervise
+from tests.support.memory_driver import MemoryDevice
+from tests.support.waiting import until
+from tests.unit.gateway.ops.conftest import Rig, field_factory
+
+
+@pytest.fixture
+def systemd(tmp_path: Path) -> Iterator[tuple[socket.socket, Notifier]]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.setblocking(False)
+    notifier = Notifier(str(tmp_path / "notify.sock"), watchdog_usec=100_000)
+    try:
+        yield sock, notifier
+    finally:
+        notifier.close()
+        sock.close()
+
+
+def drain(sock: socket.socket) -> list[str]:
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            return out
+
+
+async def test_ready_watchdog_reload_stopping(
+    rig: Rig, systemd: tuple[socket.socket, Notifier]
+) -> None:
+    sock, notifier = systemd
+    stop, reload_requested = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(supervise(rig.gw, notifier, stop, reload_requested, rig.load))
+    messages: list[str] = []
+    await until(lambda: messages.extend(drain(sock)) or any("WATCHDOG" in m for m in messages))
+    ready = next(m for m in messages if m.startswith("READY=1"))
+    assert "STATUS=running: 2/2 devices up" in ready
+    assert messages[0].startswith("STATUS=starting: connecting 2 devices")
+
+    # not alive: no more pings, so systemd would restart the service
+    alive = [False]
+    rig.gw.health.add_liveness("test", lambda: CheckResult(alive[0], "stuck"))
+    await asyncio.sleep(0.15)
+    drain(sock)
+    await asyncio.sleep(0.3)
+    assert not any("WATCHDOG" in m for m in drain(sock))
+    alive[0] = True
+    await until(lambda: any("WATCHDOG" in m for m in drain(sock)))
+
+    reload_requested.set()
+    messages = []
+    await until(lambda: messages.extend(drain(sock)) or any("reloaded" in m for m in messages))
+    assert any(m.startswith("RELOADING=1") for m in messages)
+    assert not reload_requested.is_set()
+
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert any(m.startswith("STOPPING=1") for m in drain(sock))
+
+
+async def test_a_dead_device_does_not_hold_readiness_back(tmp_path: Path, rig: Rig) -> None:
+    """READY comes once every first connection attempt ended, also a failed one."""
+    dead = MemoryDevice()
+    dead.link_up = False
+    fields = {"dev-a": MemoryDevice(), "dev-b": dead}
+    config = rig.load()
+    config.gateway.ops.ready_wait_s = 120.0
+    async with Gateway(config, driver_factory=field_factory(fields)) as gw:
+        stop = asyncio.Event()
+        started = time.monotonic()
+        stop.set()  # return right after READY
+        await supervise(gw, Notifier(None), stop)
+        assert time.monotonic() - started < 60  # it did not sit out ready_wait_s
+        assert not gw.sessions["dev-b"].up and gw.sessions["dev-a"].up
+
+
+async def test_shutdown_hooks_run_last_first_while_links_are_up(tmp_path: Path, rig: Rig) -> None:
+    fields: dict[str, MemoryDevice] = {}
+    order: list[str] = []
+    gw = Gateway(rig.load(), driver_factory=field_factory(fields))
+    async with gw:
+        assert await gw.wait_connected(2)
+
+        async def finish_activation() -> None:  # registered last, so it runs first
+            assert gw.controller is not None
+            result = await gw.controller.write(Command("a.set", 0.0, origin="shutdown"))
+            order.append(f"activation:{result.status.value}")
+
+        async def flush_outbox() -> None:
+            order.append("outbox")
+
+        async def hangs() -> None:
+            order.append("hangs")
+            await asyncio.sleep(30)
+
+        gw.on_shutdown("hangs", hangs)
+        gw.on_shutdown("outbox", flush_outbox)
+        gw.on_shutdown("activation", finish_activation)
+        stopping = time.monotonic()
+    took = time.monotonic() - stopping
+    assert order == [f"activation:{CommandStatus.CONFIRMED.value}", "outbox", "hangs"]
+    assert took < 15  # the hanging hook (30 s) was cut off after drain_s (1 s)
+    assert fields["dev-a"].values["a.set"] == 0.0
+    assert gw.store is not None
