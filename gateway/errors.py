@@ -39,7 +39,6 @@
         ├── TlsSetupError        a certificate, key or CA file cannot be loaded
         ├── DeliveryError        an outbound message was not accepted (link down, timeout, non-2xx)
         └── InboundRejected      an inbound message failed a pipeline step (HTTP status + reason)
-            └── ReserveRejected  the flexibility layer refused a notification or activation
 
 Third-party exceptions are translated into these at one boundary (the driver adapter or the
 loader); anything that reaches an operator names the file, device, point or field at fault.
@@ -303,12 +302,3 @@ class InboundRejected(NorthError):
         self.detail = message
         where = f"message {message_id}: " if message_id else ""
         super().__init__(f"{where}{reason}: {message}")
-
-
-class ReserveRejected(InboundRejected):
-    """The flexibility layer refused a Reserve Notification or Activation (unknown
-    notification, outside the reserved band or time window, would break a limit).
-    `reason` is a stable code such as `outside-band`; answered with 422."""
-
-    def __init__(self, reason: str, message: str, *, status: int = 422) -> None:
-        super().__init__(status, reason, message)

@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from gateway.errors import InboundRejected, SmartApiError
+from gateway.errors import InboundRejected, ReserveRefused, SmartApiError
 from gateway.north.config import Role
 from gateway.north.ledger import Entry, Ledger, Record
 from gateway.north.ports import Applier, Expectation, MessageCodec, ReserveHandler
@@ -63,6 +63,13 @@ class ReserveApplier:
             await self._handler.apply_activation(message)
         else:  # expects() admits nothing else
             raise TypeError(f"unexpected {type(message).__name__}")
+
+
+#: HTTP status of a flexibility refusal (ReserveRefused.reason); 422 for any other reason
+REFUSAL_STATUS: dict[str, int] = {
+    "conflicts-with-reserve": 409,  # another reserved service holds the capacity
+    "control-failed": 502,  # a set point could not be written to a device
+}
 
 
 def reason_of(exc: SmartApiError) -> str:
@@ -256,6 +263,10 @@ class InboundPipeline:
         except InboundRejected as exc:
             exc.message_id = message.id
             return self._refused(channel, peer, exc, content_type)
+        except ReserveRefused as exc:
+            status = REFUSAL_STATUS.get(exc.reason, 422)
+            refusal = InboundRejected(status, exc.reason, exc.detail, message_id=message.id)
+            return self._refused(channel, peer, refusal, content_type)
         except Exception as exc:
             # the handler failed while applying; recorded like any answer, so the AMS
             # retries with a new message rather than a repeat

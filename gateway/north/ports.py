@@ -9,10 +9,11 @@ the implementation on gateway/smartapi.
 inbound Reserve Notification or Activation and applying it. The pipeline calls `check_*`
 and then `apply_*` for one message at a time (never two concurrently), only after the
 message passed parsing, signature, shapes and authorization. `check_*` refuses with
-`ReserveRejected` (nothing applied); `apply_*` must be idempotent by message id, because
-a message applied just before a crash is applied again when the AMS repeats it. A layer
+`gateway.errors.ReserveRefused(reason, detail)` (nothing applied); `apply_*` must be
+idempotent by message id, because a message applied just before a crash is applied again
+when the AMS repeats it. A layer
 that decides in one step (check, hold and record together) may leave `check_*` empty and
-raise `ReserveRejected` from `apply_*`, provided nothing is kept of a refused message.
+raise `ReserveRefused` from `apply_*`, provided nothing is kept of a refused message.
 Any other exception from `apply_*` is answered 500 `apply-failed`.
 `gateway.north.reserves.SqliteReserveBook` is the default implementation.
 """
@@ -83,7 +84,7 @@ class Expectation:
 class Applier(Protocol):
     """The business end of the inbound pipeline: which message each channel carries, and
     the checks and effect of one message. `check_and_apply` refuses with
-    InboundRejected/ReserveRejected before changing anything."""
+    InboundRejected or ReserveRefused before changing anything."""
 
     def expects(self, channel: Channel) -> Expectation | None: ...
 

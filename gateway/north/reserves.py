@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
-from gateway.errors import ReserveRejected
+from gateway.errors import ReserveRefused
 from gateway.north.sqlite import SqliteThread
 from gateway.smartapi.flexibility import (
     FlexibilityForecast,
@@ -154,7 +154,7 @@ class SqliteReserveBook:
     async def check_notification(self, notification: ReserveNotification) -> None:
         end = notification.interval_start(len(notification.intervals))
         if end <= self._clock():
-            raise ReserveRejected("expired", f"the reserved period ended at {end.isoformat()}")
+            raise ReserveRefused("expired", f"the reserved period ended at {end.isoformat()}")
         for index, band in enumerate(notification.intervals):
             at = notification.interval_start(index)
             base = await self.baseline(at)
@@ -167,7 +167,7 @@ class SqliteReserveBook:
                 ("Q down", band.q_down_kvar, base.q_kvar - base.q_min_kvar),
             ):
                 if want > offered + _EPS:
-                    raise ReserveRejected(
+                    raise ReserveRefused(
                         "exceeds-offered-flexibility",
                         f"interval {at.isoformat()}: reserved {name} {want:g} exceeds the "
                         f"{offered:g} offered in our forecast",
@@ -198,30 +198,30 @@ class SqliteReserveBook:
     async def check_activation(self, activation: ReserveActivation) -> None:
         n = await self.notification(activation.notification)
         if n is None:
-            raise ReserveRejected(
+            raise ReserveRefused(
                 "unknown-notification", f"no reserve notification {activation.notification}"
             )
         if n.sender != activation.sender:
-            raise ReserveRejected(
+            raise ReserveRefused(
                 "foreign-notification",
                 f"notification {n.id} was sent by {n.sender}, not {activation.sender}",
             )
         end = activation.end or n.end
         if activation.start < n.start or end > n.end:
-            raise ReserveRejected(
+            raise ReserveRefused(
                 "outside-window",
                 f"activation {activation.start.isoformat()}..{end.isoformat()} is outside the "
                 f"reserved period {n.start.isoformat()}..{n.end.isoformat()}",
             )
         if end <= self._clock():
-            raise ReserveRejected("expired", f"the activation ended at {end.isoformat()}")
+            raise ReserveRefused("expired", f"the activation ended at {end.isoformat()}")
         first = int((activation.start - n.start) / n.step)
         last = int((end - n.start - timedelta(microseconds=1)) / n.step)
         for index in range(first, last + 1):
             at = n.start + n.step * index
             base = await self.baseline(at)
             if base is None:
-                raise ReserveRejected(
+                raise ReserveRefused(
                     "no-baseline",
                     f"interval {at.isoformat()}: no forecast baseline to check against",
                 )
@@ -236,7 +236,7 @@ class SqliteReserveBook:
                 ),
             ):
                 if not low - _EPS <= value <= high + _EPS:
-                    raise ReserveRejected(
+                    raise ReserveRefused(
                         "outside-band",
                         f"interval {at.isoformat()}: {name} set point {value:g} is outside the "
                         f"reserved band {low:g}..{high:g}",

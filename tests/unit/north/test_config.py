@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -34,10 +35,8 @@ north:
 
 def write_config(tmp_path: Path, north: str) -> Path:
     demo = DEMO_CONFIG.read_text()
-    mapping = ROOT / "mappings" / "demo" / "modbus.yaml"
-    text = demo.replace("../mappings/demo/modbus.yaml", str(mapping)).replace(
-        "state_dir: ../var/demo", f"state_dir: {tmp_path / 'state'}"
-    )
+    text = demo.replace("../mappings/", f"{ROOT / 'mappings'}/")
+    text = re.sub(r"(?m)^state_dir: .*$", f"state_dir: {tmp_path / 'state'}", text)
     path = tmp_path / "gateway.yaml"
     path.write_text(text + north)
     return path

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import ReserveRejected
+from gateway.errors import ReserveRefused
 from gateway.north.ams_sim import reserve_notification
 from gateway.north.certs import AMS_IDENTITY, OPERATOR_IDENTITY
 from gateway.north.codec import secured
@@ -152,7 +152,7 @@ async def test_a_failing_apply_answers_500_and_stays_answered(rig: Rig) -> None:
 async def test_reserve_rejected_carries_its_own_status(rig: Rig) -> None:
     class Conflicting(CountingBook):
         async def check_notification(self, notification: ReserveNotification) -> None:
-            raise ReserveRejected("conflicts-with-reserve", "overlaps purchase p-0", status=409)
+            raise ReserveRefused("conflicts-with-reserve", "overlaps purchase p-0")
 
     rig.pipeline._applier = ReserveApplier(Conflicting(rig.handler.book))
     answer = await rig.post(Channel.NOTIFICATION, support.signed(rig.pki, "ams", notification()))
