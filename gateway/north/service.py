@@ -1,9 +1,12 @@
 """Northbound, assembled from the config: what the composition root builds and runs.
 
-    north = North.from_config(loaded)           # or handler=<the flexibility layer's>
-    async with north:                           # opens the state files, loads TLS
-        tg.create_task(north.run())             # HTTPS server, MQTT, outbox delivery
-        await north.send(forecast)              # durable; delivered when the AMS takes it
+    north = North.from_config(loaded)              # builds nothing, reads no file yet
+    north.handler = FlexReserveHandler(service)    # default: the SQLite reserve book
+    opener, sealer = north.access_security()
+    north.access = AccessService(..., opener=opener, sealer=sealer)
+    async with north:                              # keys, TLS files, state files
+        tg.create_task(north.run())                # HTTPS server, MQTT, outbox delivery
+        await north.send(forecast)                 # durable on return
 
 State files in the gateway's state directory: `north-outbox.sqlite` (outbound messages),
 `north-inbound.sqlite` (first answer to each inbound message) and, with the default
@@ -23,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from gateway.config import LoadedConfig
 from gateway.north.client import HttpsSender
-from gateway.north.codec import secured
+from gateway.north.codec import access_security, secured
 from gateway.north.config import NorthConfig, Role
 from gateway.north.ledger import Ledger
 from gateway.north.outbox import OutboundMessage, Outbox, OutboxStats
@@ -34,6 +37,7 @@ from gateway.north.server import AccessCore, HttpsServer, build_app
 from gateway.north.tls import AllowList, client_context, server_context
 from gateway.north.wire import INBOUND, TURTLE, Answer, Channel
 from gateway.smartapi.flexibility import FlexibilityForecast, ReserveVerification
+from gateway.smartapi.security.profile import InboundSecurity, OutboundSecurity
 
 if TYPE_CHECKING:  # aiomqtt is the optional `mqtt` extra: imported only to use it
     from gateway.north.mqtt import MqttEndpoint
@@ -72,10 +76,13 @@ class North:
         self.config = config
         self.microgrid = microgrid
         self.state_dir = state_dir
-        self._handler = handler
+        #: the reserve handler; may be set after construction, before `async with`
+        self.handler = handler
         self._sink = forecast_sink
-        self._access = access
-        self._codec: MessageCodec[Any] = codec or secured(config.signing, config.identity)
+        #: the Smart API access core; may be set after construction, before `run()`
+        self.access = access
+        self._codec_override = codec
+        self._codec: MessageCodec[Any] | None = None
         self._stack = AsyncExitStack()
         self.outbox = Outbox(state_dir / OUTBOX_FILE, config.outbox)
         self.pipeline: InboundPipeline | None = None
@@ -97,12 +104,13 @@ class North:
 
     async def __aenter__(self) -> Self:
         try:
-            # TLS files are read now: a missing or bad file fails the start, not a send
+            # keys and TLS files are read now: a missing or bad file fails the start
+            self._codec = self._codec_override or secured(self.config.signing, self.config.identity)
             self._server_ssl = server_context(self.config.tls)
             self._client_ssl = client_context(self.config.tls)
             await self._stack.enter_async_context(self.outbox)
             ledger = await self._stack.enter_async_context(Ledger(self.state_dir / LEDGER_FILE))
-            handler = self._handler
+            handler = self.handler
             if handler is None:
                 book = SqliteReserveBook(self.state_dir / RESERVES_FILE)
                 self.reserve_book = await self._stack.enter_async_context(book)
@@ -134,7 +142,7 @@ class North:
             raise RuntimeError("North.run() outside `async with North(...)`")
         pipeline = self.pipeline
         allow = AllowList(self.config.allow, self.config.tls)
-        app = build_app(pipeline, allow, self.config.server, access=self._access)
+        app = build_app(pipeline, allow, self.config.server, access=self.access)
         async with HttpsServer(app, self.config.server, self._server_ssl) as server:
             self.server = server
             async with asyncio.TaskGroup() as tg:
@@ -185,11 +193,17 @@ class North:
         channel = (
             Channel.FORECAST if isinstance(message, FlexibilityForecast) else Channel.VERIFICATION
         )
+        if self._codec is None:
+            raise RuntimeError("North.send() outside `async with North(...)`")
         body = self._codec.encode(message, TURTLE)
         fresh = await self.outbox.put(OutboundMessage(message.id, channel.value, TURTLE, body))
         if fresh and isinstance(message, FlexibilityForecast) and self._sink is not None:
             await self._sink.record_forecast(message)
         return fresh
+
+    def access_security(self) -> tuple[InboundSecurity, OutboundSecurity]:
+        """Opener and sealer for the Smart API access core, with our keys and trust."""
+        return access_security(self.config.signing, self.config.identity)
 
     async def stats(self) -> NorthStats:
         return NorthStats(
