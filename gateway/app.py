@@ -18,6 +18,7 @@ from gateway.acquisition import DeviceSession, PollListener
 from gateway.config import LoadedConfig
 from gateway.control import Controller
 from gateway.mapping import Device
+from gateway.market import Market, attach_market
 from gateway.ops.health import Health
 from gateway.ops.instruments import instrument
 from gateway.ops.metrics import Registry
@@ -64,6 +65,7 @@ class Gateway:
         self.sessions: dict[str, DeviceSession] = {}
         self.store: Store | None = None
         self.controller: Controller | None = None
+        self.market: Market | None = None
         self._stack = contextlib.AsyncExitStack()
         self._group: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -156,8 +158,19 @@ class Gateway:
         for session in sessions:
             self._start(session)
         self.spawn(self._housekeeping(), "store")
+        try:
+            self.market = await attach_market(self)
+        except BaseException:
+            await _cancel_and_wait(self._tasks)
+            await self._stack.aclose()
+            raise
         await self.store.event("start", microgrid=cfg.microgrid.id, devices=len(self.sessions))
         return self
+
+    @property
+    def stack(self) -> contextlib.AsyncExitStack:
+        """Closed when the gateway stops, after its tasks ended (parts register here)."""
+        return self._stack
 
     async def __aexit__(
         self,

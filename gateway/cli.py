@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_uninstall_arguments(p)
     p.set_defaults(func=_cmd_install, action="uninstall")
 
+    from gateway.north.commands import add_parsers as add_north_parsers
+
+    add_north_parsers(sub)  # certs init, ams-sim
+
     p = sub.add_parser("demo", help="simulators + gateway on loopback, then a summary")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     p.add_argument("--json", action="store_true", help="print one JSON object")

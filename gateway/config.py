@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.mapping import Device, MappingFile
+from gateway.north.config import NorthConfig
 
 _ID = r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$"
 
@@ -220,6 +221,8 @@ class GatewayConfig(BaseModel):
     ops: OpsConfig = Field(default_factory=OpsConfig)
     internal_limits: list[InternalLimit] = Field(default_factory=list)
     flex: FlexSettings = Field(default_factory=FlexSettings)
+    #: the link to the aggregator (AMS); absent: the gateway runs without one
+    north: NorthConfig | None = None
 
     @model_validator(mode="after")
     def _known_ders_referenced(self) -> GatewayConfig:

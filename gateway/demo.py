@@ -8,6 +8,7 @@ devices, then prints a summary (or one JSON object) and exits 0 only if all went
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import tempfile
@@ -20,6 +21,7 @@ from typing import Any
 from fwsim.process import free_port, start_sim
 from gateway.app import Gateway
 from gateway.config import LoadedConfig
+from gateway.demo_market import ams_for, crp_cycle, cycle_ok
 from gateway.errors import GatewayError
 from gateway.loader import load_config
 from gateway.model import Command
@@ -104,8 +106,14 @@ async def _run_step(gw: Gateway, step: SetpointStep) -> StepResult:
     )
 
 
-async def run_gateway_demo(config: LoadedConfig) -> dict[str, Any]:
-    async with Gateway(config) as gw:
+async def run_gateway_demo(config: LoadedConfig, *, market: bool = False) -> dict[str, Any]:
+    """Protocol round trips; with `market`, then one CRP cycle with a simulated AMS over
+    mutual TLS (the config gets a development north section in its state directory)."""
+    async with contextlib.AsyncExitStack() as stack:
+        ams = None
+        if market:
+            ams = await stack.enter_async_context(ams_for(config, config.gateway.state_dir))
+        gw = await stack.enter_async_context(Gateway(config))
         connected = await gw.wait_connected(CONNECT_TIMEOUT_S)
         await _wait_all_good(gw, CONNECT_TIMEOUT_S)
         steps = [await _run_step(gw, s) for s in STEPS if s.point in gw.table]
@@ -128,14 +136,19 @@ async def run_gateway_demo(config: LoadedConfig) -> dict[str, Any]:
             and all(p["good"] == p["total"] for p in points.values())
             and all(s.ok for s in steps)
         )
-        return {
+        summary: dict[str, Any] = {
             "microgrid": config.gateway.microgrid.id,
             "ok": ok,
             "points": points,
             "writes": writes,
             "setpoints": [asdict(s) for s in steps],
-            "reconnects": sum(s.reconnects for s in gw.sessions.values()),
         }
+        if ams is not None:
+            cycle = await crp_cycle(ams)
+            summary.update(cycle)
+            summary["ok"] = ok and cycle_ok(cycle)
+        summary["reconnects"] = sum(s.reconnects for s in gw.sessions.values())
+        return summary
 
 
 def _human(summary: dict[str, Any]) -> str:
@@ -150,6 +163,27 @@ def _human(summary: dict[str, Any]) -> str:
             f"  set {s['point']} = {s['value']}: {s['status']}; {s['effect_point']} reads "
             f"{s['observed']} — {took}"
         )
+    if "forecast" in summary:
+        f, n, a = summary["forecast"], summary["notification"], summary["activation"]
+        lines.append(
+            f"  forecast {f['intervals']} intervals: baseline {f['p_baseline_kw']} kW at the "
+            f"coupling point, adjustable {f['p_range_kw'][0]}..{f['p_range_kw'][1]} kW"
+        )
+        lines.append(f"  reserve notification: HTTP {n['status']} in {n['latency_ms']} ms")
+        lines.append(
+            f"  reserve activation to {a['p_set_kw']} kW: HTTP {a['status']} in "
+            f"{a['latency_ms']} ms"
+        )
+        v = summary["verification"]
+        if v is None:
+            lines.append("  reserve verification: NOT received")
+        else:
+            for i in v["intervals"]:
+                lines.append(
+                    f"  verified: set {i['p_set_kw']} kW, baseline {i['p_baseline_kw']} kW, "
+                    f"measured {i['p_measured_kw']} kW, delivered {i['p_delivered_kw']} kW "
+                    f"({i['p_percent']} %)"
+                )
     lines.append("demo " + ("passed" if summary["ok"] else "FAILED"))
     return "\n".join(lines)
 
@@ -169,7 +203,7 @@ def run_demo(config_path: Path, as_json: bool = False) -> int:
             try:
                 config.gateway.state_dir = Path(state)
                 try:
-                    summary = asyncio.run(run_gateway_demo(config))
+                    summary = asyncio.run(run_gateway_demo(config, market=True))
                 except GatewayError as exc:
                     summary = {"ok": False, "error": str(exc)}
             finally:

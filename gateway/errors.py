@@ -17,24 +17,28 @@
     │   ├── SolverError          the LP solver failed (an infeasible plan is a result, not this)
     │   └── ReserveRefused       a reserve notification or activation was refused (stable reason)
     ├── ServiceError             the service cannot run as installed (listener, token, install)
-    └── SmartApiError            a Smart API message was refused (carries a Smart API error code)
-        ├── MessageParseError    the body does not parse as its content type
-        ├── UnsupportedMediaType the content type is not one the codec speaks
-        ├── MessageDecodeError   the graph parses but is not a valid message (names term and node)
-        │   ├── MissingTerm      a required term is absent
-        │   ├── WrongUnit        a unit is unknown or does not fit the quantity kind
-        │   ├── WrongDatatype    a literal has the wrong datatype or an ill-typed lexical form
-        │   ├── NonFiniteValue   a number is NaN or infinite
-        │   └── InvalidTerm      a term has a value the profile does not allow (unknown class,
-        │                        repeated single value, inconsistent lists or intervals)
-        ├── ShapeViolation       the graph does not conform to the shipped SHACL shapes
-        └── SecurityError        signing, encryption or replay checks failed; nothing is applied
-            ├── SignatureMissing a signature is required and absent
-            ├── SignatureInvalid the hash or signature does not match (tampered, wrong key)
-            ├── UntrustedSigner  the signer's key is unknown or not trusted for the sender
-            ├── ReplayRejected   the message id was seen before or generatedAt is outside the window
-            ├── DecryptionFailed an encrypted part cannot be decrypted or authenticated
-            └── KeyFileError     a key, certificate or trust file cannot be read
+    ├── SmartApiError            a Smart API message was refused (carries a Smart API error code)
+    │   ├── MessageParseError    the body does not parse as its content type
+    │   ├── UnsupportedMediaType the content type is not one the codec speaks
+    │   ├── MessageDecodeError   the graph parses but is not a valid message (names term and node)
+    │   │   ├── MissingTerm      a required term is absent
+    │   │   ├── WrongUnit        a unit is unknown or does not fit the quantity kind
+    │   │   ├── WrongDatatype    a literal has the wrong datatype or an ill-typed lexical form
+    │   │   ├── NonFiniteValue   a number is NaN or infinite
+    │   │   └── InvalidTerm      a term has a value the profile does not allow (unknown class,
+    │   │                        repeated single value, inconsistent lists or intervals)
+    │   ├── ShapeViolation       the graph does not conform to the shipped SHACL shapes
+    │   └── SecurityError        signing, encryption or replay checks failed; nothing is applied
+    │       ├── SignatureMissing a signature is required and absent
+    │       ├── SignatureInvalid the hash or signature does not match (tampered, wrong key)
+    │       ├── UntrustedSigner  the signer's key is unknown or not trusted for the sender
+    │       ├── ReplayRejected   the message id was seen before or generatedAt is outside the window
+    │       ├── DecryptionFailed an encrypted part cannot be decrypted or authenticated
+    │       └── KeyFileError     a key, certificate or trust file cannot be read
+    └── NorthError               northbound communication with the AMS
+        ├── TlsSetupError        a certificate, key or CA file cannot be loaded
+        ├── DeliveryError        an outbound message was not accepted (link down, timeout, non-2xx)
+        └── InboundRejected      an inbound message failed a pipeline step (HTTP status + reason)
 
 Third-party exceptions are translated into these at one boundary (the driver adapter or the
 loader); anything that reaches an operator names the file, device, point or field at fault.
@@ -259,3 +263,42 @@ class KeyFileError(SecurityError):
 
     code = 500
     status = 500
+
+
+class NorthError(GatewayError):
+    """Northbound communication with the aggregator (AMS) failed."""
+
+
+class TlsSetupError(NorthError):
+    """A certificate, key or CA file cannot be loaded."""
+
+
+class DeliveryError(NorthError):
+    """An outbound message was not accepted; the outbox retries it.
+
+    `permanent` is set when the peer refused the message itself (4xx other than 408/429):
+    it is still retried, since the AMS may be fixed, but the log says so at ERROR.
+    """
+
+    def __init__(self, destination: str, message: str, *, permanent: bool = False) -> None:
+        self.destination = destination
+        self.permanent = permanent
+        super().__init__(f"{destination}: {message}")
+
+
+class InboundRejected(NorthError):
+    """An inbound message failed one step of the pipeline; nothing of it was applied.
+
+    `status` is the HTTP status answered, `reason` a stable code (docs/northbound.md),
+    `message_id` the message's id when it was read that far.
+    """
+
+    def __init__(
+        self, status: int, reason: str, message: str, *, message_id: str | None = None
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.message_id = message_id
+        self.detail = message
+        where = f"message {message_id}: " if message_id else ""
+        super().__init__(f"{where}{reason}: {message}")

@@ -115,3 +115,13 @@ def test_mgms_demo_json() -> None:
     for protocol, counts in summary["writes"].items():
         assert counts["confirmed"] == counts["sent"] > 0, protocol
     assert summary["points"]["modbus"]["total"] == 24
+    assert set(summary["points"]) == {"modbus", "iec104", "iec61850", "dlms"}
+    # the CRP cycle over mutual TLS with the AMS simulator
+    assert summary["forecast"]["intervals"] > 0
+    assert summary["notification"]["status"] == 200
+    assert summary["activation"]["status"] == 200
+    verification = summary["verification"]
+    assert verification["activation"] == summary["activation"]["id"]
+    assert verification["percent_delivered"] >= 90.0
+    for interval in verification["intervals"]:
+        assert interval["p_set_kw"] == summary["activation"]["p_set_kw"]

@@ -1,0 +1,240 @@
+"""The `north:` section of the gateway config: how the gateway talks to the aggregator (AMS).
+
+Relative paths are relative to the config file; `NorthConfig.resolved(base)` makes them
+absolute (the service does this once at start with the config file's directory).
+
+Example::
+
+    north:
+      transport: https            # or mqtt
+      identity: https://mgms.example/demo-microgrid   # our Smart API sender (generatedBy)
+      tls:
+        ca: [certs/ca.pem]
+        cert: certs/gateway.pem
+        key: certs/gateway.key
+      signing:
+        key: certs/gateway-signing.key
+        key_id: gateway-1
+        trust: certs/trust-gateway.yaml
+      allow:                      # certificate subject -> role (and Smart API senders)
+        - subject: ams
+          role: ams
+          senders: [https://ams.example/ams]
+      server: {host: 127.0.0.1, port: 8443}
+      ams:
+        forecast_url: https://127.0.0.1:9443/smartapi/forecast
+        verification_url: https://127.0.0.1:9443/smartapi/verification
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_HOUR_S = 3600.0
+
+
+class Role(enum.StrEnum):
+    """What a peer may do; given by the allow-list to a certificate subject."""
+
+    AMS = "ams"  # the aggregator: sends notifications and activations, reads state
+    OPERATOR = "operator"  # the microgrid operator: reads and writes through the access endpoint
+    MGMS = "mgms"  # a gateway, as the AMS (simulator) sees it: sends forecasts, verifications
+
+
+class PeerRule(BaseModel):
+    """One allow-list entry: a certificate that matches `subject` gets `role`.
+
+    `subject` matches the certificate's subject common name, one of its subjectAltName DNS
+    names or URIs, or its SHA-256 fingerprint written `sha256:<hex>`. `senders` lists the
+    Smart API identities (`generatedBy`) this peer may sign messages as; a message whose
+    sender is not listed is refused even when its signature is good.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    subject: str = Field(min_length=1)
+    role: Role
+    senders: tuple[str, ...] = ()
+
+
+class DevRelax(BaseModel):
+    """Development only, logged at WARNING on every start: accept clients without a
+    certificate and give them `anonymous_role` (their messages must still be signed by a
+    trusted sender)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    anonymous_role: Role
+
+
+class TlsFiles(BaseModel):
+    """Our certificate and key, and the CAs we trust for peers (both directions)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ca: tuple[Path, ...] = Field(min_length=1)
+    cert: Path
+    key: Path
+    #: the only way to relax mutual TLS; absent in production
+    dev_relax: DevRelax | None = None
+
+    def resolved(self, base: Path) -> TlsFiles:
+        return self.model_copy(
+            update={
+                "ca": tuple(_under(base, p) for p in self.ca),
+                "cert": _under(base, self.cert),
+                "key": _under(base, self.key),
+            }
+        )
+
+
+class SigningKeys(BaseModel):
+    """Smart API message security (gateway.smartapi.security): our signing key, and the
+    peers whose signatures we trust (a trust file: key id, sender, public key, roles)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: PEM private key (Ed25519, ECDSA P-256 or RSA); signs everything we send
+    key: Path
+    #: the key id our signatures name (the peer's trust file lists it with our public key)
+    key_id: str = Field(min_length=1)
+    #: trusted peers, see gateway/smartapi/security/keys.py for the format
+    trust: Path
+    #: refuse unsigned inbound messages (only a development setup turns this off)
+    require_signature: bool = True
+    #: an inbound message generated longer ago (or ahead) than this is refused as stale
+    replay_window_s: float = Field(default=300.0, gt=0)
+    #: accept the Smart API 1.1 multipart signing scheme inbound
+    accept_legacy: bool = True
+
+    def resolved(self, base: Path) -> SigningKeys:
+        return self.model_copy(
+            update={"key": _under(base, self.key), "trust": _under(base, self.trust)}
+        )
+
+
+class ServerConfig(BaseModel):
+    """The HTTPS server the AMS posts notifications and activations to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8443, ge=0, le=65535)
+    #: larger request bodies are refused with 413 before they are read
+    max_body_bytes: int = Field(default=1 << 20, gt=0)
+    #: seconds a request may take from its first byte to the answer
+    request_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class Timeouts(BaseModel):
+    """Per-phase client timeouts in seconds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: TCP connect plus TLS handshake
+    connect_s: float = Field(default=5.0, gt=0)
+    #: between two reads of the answer
+    read_s: float = Field(default=10.0, gt=0)
+    #: the whole exchange
+    total_s: float = Field(default=30.0, gt=0)
+
+
+class AmsEndpoints(BaseModel):
+    """Where the gateway sends Flexibility Forecasts and Reserve Verifications over HTTPS."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    forecast_url: AnyHttpUrl
+    verification_url: AnyHttpUrl
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+
+    @field_validator("forecast_url", "verification_url")
+    @classmethod
+    def _https_only(cls, url: AnyHttpUrl) -> AnyHttpUrl:
+        if url.scheme != "https":
+            raise ValueError(f"{url} must be https")
+        return url
+
+
+class MqttConfig(BaseModel):
+    """The broker for the MQTT transport (TLS with our client certificate)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8883, ge=1, le=65535)
+    #: default: mgms-<microgrid id>; stable, so the broker keeps our session
+    client_id: str | None = None
+    #: first topic level; see docs/northbound.md for the scheme
+    topic_root: str = Field(default="smartapi", pattern=r"^[^#+/]+$")
+    keepalive_s: int = Field(default=30, ge=5)
+    #: session kept by the broker while we are offline (QoS 1 messages are queued)
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class RetryPolicy(BaseModel):
+    """Outbox retries: capped exponential backoff, for at least an hour by default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    initial_s: float = Field(default=1.0, gt=0)
+    max_s: float = Field(default=60.0, gt=0)
+    factor: float = Field(default=2.0, ge=1.0)
+    #: a message not delivered this long after it was queued is given up (kept, marked expired)
+    give_up_after_s: float = Field(default=24 * _HOUR_S, ge=_HOUR_S)
+    #: delivered and expired messages are kept this long for audit and duplicate detection
+    keep_done_s: float = Field(default=7 * 24 * _HOUR_S, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetryPolicy:
+        if self.initial_s > self.max_s:
+            raise ValueError(f"initial_s {self.initial_s} is greater than max_s {self.max_s}")
+        return self
+
+    def delay(self, attempts: int) -> float:
+        """Seconds to wait after the `attempts`-th failed attempt (1-based)."""
+        exponent = max(attempts - 1, 0)
+        # cap the exponent so the float never overflows on a long outage
+        return min(self.initial_s * self.factor ** min(exponent, 64), self.max_s)
+
+
+class NorthConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    transport: Literal["https", "mqtt"] = "https"
+    #: our Smart API identity, the `generatedBy` of every message we send
+    identity: str = Field(min_length=1)
+    tls: TlsFiles
+    signing: SigningKeys
+    allow: tuple[PeerRule, ...] = Field(min_length=1)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    ams: AmsEndpoints | None = None
+    mqtt: MqttConfig | None = None
+    outbox: RetryPolicy = Field(default_factory=RetryPolicy)
+
+    @model_validator(mode="after")
+    def _transport_configured(self) -> NorthConfig:
+        if self.transport == "https" and self.ams is None:
+            raise ValueError("transport https needs an `ams:` section with the AMS URLs")
+        if self.transport == "mqtt" and self.mqtt is None:
+            raise ValueError("transport mqtt needs an `mqtt:` section with the broker")
+        subjects = [r.subject for r in self.allow]
+        dupes = sorted({s for s in subjects if subjects.count(s) > 1})
+        if dupes:
+            raise ValueError(f"allow-list names a subject twice: {', '.join(dupes)}")
+        return self
+
+    def resolved(self, base: Path) -> NorthConfig:
+        """This config with every relative file path made absolute against `base`."""
+        return self.model_copy(
+            update={"tls": self.tls.resolved(base), "signing": self.signing.resolved(base)}
+        )
+
+
+def _under(base: Path, path: Path) -> Path:
+    return path if path.is_absolute() else (base / path).resolve()

@@ -1,0 +1,213 @@
+"""Northbound, assembled from the config: what the composition root builds and runs.
+
+    north = North.from_config(loaded)              # builds nothing, reads no file yet
+    north.handler = FlexReserveHandler(service)    # default: the SQLite reserve book
+    opener, sealer = north.access_security()
+    north.access = AccessService(..., opener=opener, sealer=sealer)
+    async with north:                              # keys, TLS files, state files
+        tg.create_task(north.run())                # HTTPS server, MQTT, outbox delivery
+        await north.send(forecast)                 # durable on return
+
+State files in the gateway's state directory: `north-outbox.sqlite` (outbound messages),
+`north-inbound.sqlite` (first answer to each inbound message) and, with the default
+reserve handler, `north-reserves.sqlite`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+from gateway.config import LoadedConfig
+from gateway.north.client import HttpsSender
+from gateway.north.codec import access_security, secured
+from gateway.north.config import NorthConfig, Role
+from gateway.north.ledger import Ledger
+from gateway.north.outbox import OutboundMessage, Outbox, OutboxStats
+from gateway.north.pipeline import InboundPipeline, ReserveApplier
+from gateway.north.ports import ForecastSink, MessageCodec, ReserveHandler
+from gateway.north.reserves import SqliteReserveBook
+from gateway.north.server import AccessCore, HttpsServer, build_app
+from gateway.north.tls import AllowList, client_context, server_context
+from gateway.north.wire import INBOUND, TURTLE, Answer, Channel
+from gateway.smartapi.flexibility import FlexibilityForecast, ReserveVerification
+from gateway.smartapi.security.profile import InboundSecurity, OutboundSecurity
+
+if TYPE_CHECKING:  # aiomqtt is the optional `mqtt` extra: imported only to use it
+    from gateway.north.mqtt import MqttEndpoint
+
+log = logging.getLogger(__name__)
+
+OUTBOX_FILE = "north-outbox.sqlite"
+LEDGER_FILE = "north-inbound.sqlite"
+RESERVES_FILE = "north-reserves.sqlite"
+
+
+@dataclass(frozen=True)
+class NorthStats:
+    outbox: OutboxStats
+    #: inbound answers by reason (`accepted`, `repeat`, or the refusal reason)
+    inbound: dict[str, int]
+    mqtt_connected: bool | None
+
+
+class North:
+    """The gateway's northbound side. `handler` is the flexibility layer's ReserveHandler
+    (default: a SqliteReserveBook in the state directory, which also records forecasts);
+    `access` serves the Smart API access endpoint."""
+
+    def __init__(
+        self,
+        config: NorthConfig,
+        *,
+        microgrid: str,
+        state_dir: Path,
+        handler: ReserveHandler | None = None,
+        forecast_sink: ForecastSink | None = None,
+        access: AccessCore | None = None,
+        codec: MessageCodec[Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.microgrid = microgrid
+        self.state_dir = state_dir
+        #: the reserve handler; may be set after construction, before `async with`
+        self.handler = handler
+        self._sink = forecast_sink
+        #: the Smart API access core; may be set after construction, before `run()`
+        self.access = access
+        self._codec_override = codec
+        self._codec: MessageCodec[Any] | None = None
+        self._stack = AsyncExitStack()
+        self.outbox = Outbox(state_dir / OUTBOX_FILE, config.outbox)
+        self.pipeline: InboundPipeline | None = None
+        self.reserve_book: SqliteReserveBook | None = None
+        self.mqtt: MqttEndpoint | None = None
+        self.server: HttpsServer | None = None
+        self._client_ssl: ssl.SSLContext | None = None
+        self._server_ssl: ssl.SSLContext | None = None
+        self._started = asyncio.Event()
+
+    @classmethod
+    def from_config(cls, loaded: LoadedConfig, **kwargs: Any) -> North:
+        """From the loaded gateway config (its `north:` section must be present)."""
+        gw = loaded.gateway
+        if gw.north is None:
+            raise ValueError(f"{loaded.source}: no `north:` section")
+        config = gw.north.resolved(loaded.source.parent)
+        return cls(config, microgrid=gw.microgrid.id, state_dir=gw.state_dir, **kwargs)
+
+    async def __aenter__(self) -> Self:
+        try:
+            # keys and TLS files are read now: a missing or bad file fails the start
+            self._codec = self._codec_override or secured(self.config.signing, self.config.identity)
+            self._server_ssl = server_context(self.config.tls)
+            self._client_ssl = client_context(self.config.tls)
+            await self._stack.enter_async_context(self.outbox)
+            ledger = await self._stack.enter_async_context(Ledger(self.state_dir / LEDGER_FILE))
+            handler = self.handler
+            if handler is None:
+                book = SqliteReserveBook(self.state_dir / RESERVES_FILE)
+                self.reserve_book = await self._stack.enter_async_context(book)
+                handler = self.reserve_book
+                if self._sink is None:
+                    self._sink = self.reserve_book
+            self.pipeline = InboundPipeline(
+                self._codec,
+                ledger,
+                ReserveApplier(handler),
+                identity=self.config.identity,
+                microgrid=self.microgrid,
+                max_age=timedelta(seconds=self.config.signing.replay_window_s),
+            )
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve HTTPS, keep the MQTT session (transport mqtt) and deliver the outbox, until
+        cancelled."""
+        if self.pipeline is None or self._server_ssl is None or self._client_ssl is None:
+            raise RuntimeError("North.run() outside `async with North(...)`")
+        pipeline = self.pipeline
+        allow = AllowList(self.config.allow, self.config.tls)
+        app = build_app(pipeline, allow, self.config.server, access=self.access)
+        async with HttpsServer(app, self.config.server, self._server_ssl) as server:
+            self.server = server
+            async with asyncio.TaskGroup() as tg:
+                if self.config.transport == "mqtt":
+                    self.mqtt = self._mqtt_endpoint(pipeline, allow)
+                    tg.create_task(self.mqtt.run())
+                    tg.create_task(self.outbox.run(self.mqtt))
+                    self._started.set()
+                else:
+                    assert self.config.ams is not None  # the config model guarantees it
+                    async with HttpsSender(self.config.ams, self._client_ssl) as sender:
+                        tg.create_task(self.outbox.run(sender))
+                        self._started.set()
+                        await asyncio.Event().wait()  # keep the sender open until cancelled
+
+    async def started(self) -> None:
+        """Wait until the server listens and delivery runs (tests, the demo)."""
+        await self._started.wait()
+
+    def _mqtt_endpoint(self, pipeline: InboundPipeline, allow: AllowList) -> MqttEndpoint:
+        from gateway.north.mqtt import GATEWAY_SIDE, MqttEndpoint, Topics
+
+        mqtt = self.config.mqtt
+        assert mqtt is not None  # the config model guarantees it
+        peer = allow.role_peer(Role.AMS, via="MQTT broker ACL")
+
+        async def handle(channel: Channel, body: bytes, content_type: str) -> Answer:
+            return await pipeline.handle(channel, body, content_type, peer)
+
+        assert self._client_ssl is not None
+        return MqttEndpoint(
+            mqtt,
+            self._client_ssl,
+            client_id=mqtt.client_id or f"mgms-{self.microgrid}",
+            topics=Topics(mqtt.topic_root, self.microgrid),
+            side=GATEWAY_SIDE,
+            inbound=INBOUND,
+            handle=handle,
+            on_connected=self.outbox.kick,
+            announce_status=True,
+        )
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def send(self, message: FlexibilityForecast | ReserveVerification) -> bool:
+        """Queue a forecast or verification for the AMS; True once it is durable (False:
+        this message id was queued before). Signed and serialized here."""
+        channel = (
+            Channel.FORECAST if isinstance(message, FlexibilityForecast) else Channel.VERIFICATION
+        )
+        if self._codec is None:
+            raise RuntimeError("North.send() outside `async with North(...)`")
+        body = self._codec.encode(message, TURTLE)
+        fresh = await self.outbox.put(OutboundMessage(message.id, channel.value, TURTLE, body))
+        if fresh and isinstance(message, FlexibilityForecast) and self._sink is not None:
+            await self._sink.record_forecast(message)
+        return fresh
+
+    def access_security(self) -> tuple[InboundSecurity, OutboundSecurity]:
+        """Opener and sealer for the Smart API access core, with our keys and trust."""
+        return access_security(self.config.signing, self.config.identity)
+
+    async def stats(self) -> NorthStats:
+        return NorthStats(
+            outbox=await self.outbox.stats(),
+            inbound=dict(self.pipeline.counts) if self.pipeline else {},
+            mqtt_connected=self.mqtt.connected.is_set() if self.mqtt else None,
+        )

@@ -1,0 +1,411 @@
+"""The CRP flow over HTTPS with mutual TLS on loopback: the gateway's North against the AMS
+simulator, and every class of refusal of the inbound pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.loader import load_config
+from gateway.model import Command, CommandResult, Reading
+from gateway.north.ams_sim import AmsSimulator
+from gateway.north.certs import GATEWAY_IDENTITY, OPERATOR_IDENTITY
+from gateway.north.config import NorthConfig, ServerConfig, TlsFiles
+from gateway.north.reserves import SqliteReserveBook
+from gateway.north.service import North
+from gateway.north.tls import client_context
+from gateway.north.wire import JSON_LD, TURTLE, Answer, Channel
+from gateway.points import PointTable
+from gateway.smartapi import codec
+from gateway.smartapi.access import ACCESS_PATH, AccessService
+from gateway.smartapi.encode import der_iri
+from gateway.smartapi.flexibility import (
+    FlexibilityForecast,
+    ReserveActivation,
+    ReserveNotification,
+    ReserveVerification,
+)
+from gateway.smartapi.messages import (
+    Activity,
+    Entity,
+    ErrorMessage,
+    Method,
+    Request,
+    Response,
+    ValueObject,
+)
+from gateway.smartapi.vocab import QuantityKind
+from tests.support import north as support
+from tests.support.pki import PkiFiles, make_test_pki
+from tests.support.procs import DEMO_CONFIG, free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PkiFiles:
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+@dataclass
+class Pair:
+    north: North
+    ams: AmsSimulator
+
+    @property
+    def book(self) -> SqliteReserveBook:
+        assert self.north.reserve_book is not None
+        return self.north.reserve_book
+
+
+@pytest.fixture
+async def pair(pki: PkiFiles, tmp_path: Path) -> AsyncIterator[Pair]:
+    gw_port, ams_port = free_port(), free_port()
+    config = support.gateway_config(pki, ams_port=ams_port, port=gw_port)
+    async with (
+        support.running_ams(pki, tmp_path / "ams", gateway_port=gw_port, port=ams_port) as ams,
+        support.running_gateway(config, tmp_path / "gw") as north,
+    ):
+        yield Pair(north, ams)
+
+
+def decoded(answer: Answer) -> Response | ErrorMessage:
+    message = codec.decode(answer.body, answer.content_type)
+    assert isinstance(message, Response | ErrorMessage)
+    return message
+
+
+def refused(answer: Answer, status: int, reason: str) -> ErrorMessage:
+    message = decoded(answer)
+    assert isinstance(message, ErrorMessage), answer.body.decode()
+    assert (answer.status, message.code) == (status, status), message.message
+    assert message.message.startswith(f"{reason}: "), message.message
+    return message
+
+
+async def reserved(pair: Pair) -> tuple[FlexibilityForecast, ReserveNotification]:
+    """Forecast sent and received, notification accepted: the state activations need."""
+    f = support.forecast()
+    assert await pair.north.send(f)
+    got = await asyncio.wait_for(pair.ams.next_message(Channel.FORECAST), 10)
+    assert isinstance(got, FlexibilityForecast)
+    n = pair.ams.notification_for(got)
+    sent = await pair.ams.send(n)
+    assert sent.answer.status == 200, sent.answer.body.decode()
+    return got, n
+
+
+async def test_full_crp_cycle(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    assert f == pair.ams.messages(Channel.FORECAST)[0]
+    a = pair.ams.activation_for(n, f, fraction=0.5)
+    sent = await pair.ams.send(a)
+    reply = decoded(sent.answer)
+    assert isinstance(reply, Response)
+    assert reply.in_reply_to == a.id
+    assert sent.latency_ms > 0
+    stored = await pair.book.activations()
+    assert [(s.id, s.p_kw) for s in stored] == [(a.id, a.p_kw)]
+    assert a.p_kw == pytest.approx(40.0 - 0.5 * 15.0)  # baseline - half the reserved down band
+
+    v = support.verification(a.id)
+    assert await pair.north.send(v)
+    got = await asyncio.wait_for(pair.ams.next_message(Channel.VERIFICATION), 10)
+    assert isinstance(got, ReserveVerification)
+    assert got == v
+    await support.drained(pair.north)
+    stats = await pair.north.stats()
+    assert stats.outbox.delivered == 2
+    assert stats.inbound["accepted"] == 2
+
+
+async def test_json_ld_request_gets_a_json_ld_answer(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    answer = await pair.ams.post(Channel.ACTIVATION, pair.ams.encode(a, JSON_LD), JSON_LD)
+    assert answer.status == 200
+    assert answer.content_type.startswith(JSON_LD)
+    assert isinstance(decoded(answer), Response)
+
+
+async def test_repeat_gets_the_first_answer_and_applies_once(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    body = pair.ams.encode(a)
+    first, again, concurrent = (
+        await pair.ams.post(Channel.ACTIVATION, body, TURTLE),
+        await pair.ams.post(Channel.ACTIVATION, body, TURTLE),
+        await asyncio.gather(*(pair.ams.post(Channel.ACTIVATION, body, TURTLE) for _ in range(3))),
+    )
+    assert first.status == 200
+    assert again == first
+    assert all(c == first for c in concurrent)
+    assert len(await pair.book.activations()) == 1
+    counts = (await pair.north.stats()).inbound
+    assert counts["repeat"] == 4
+
+
+async def test_same_message_signed_again_is_a_repeat(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    first, second = pair.ams.encode(a), pair.ams.encode(a)
+    assert first != second  # a fresh signature each time
+    answers = [await pair.ams.post(Channel.ACTIVATION, b, TURTLE) for b in (first, second)]
+    assert answers[0].status == 200
+    assert answers[1] == answers[0]
+    assert len(await pair.book.activations()) == 1
+
+
+async def test_same_id_with_other_content_is_refused(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f, fraction=0.5)
+    assert (await pair.ams.send(a)).answer.status == 200
+    changed = ReserveActivation(**{**_fields(a), "p_kw": a.p_kw - 1.0})  # type: ignore[arg-type]
+    body = pair.ams.encode(changed)
+    refused(await pair.ams.post(Channel.ACTIVATION, body, TURTLE), 409, "id-conflict")
+    # the ledger outlives the process
+    config, state_dir = pair.north.config, pair.north.state_dir
+    async with support.running_gateway(
+        config.model_copy(update={"server": _free(config)}), state_dir
+    ) as restarted:
+        assert restarted.server is not None
+        pair.ams.config = replace(
+            pair.ams.config, gateway_url=f"https://127.0.0.1:{restarted.server.port}"
+        )
+        refused(await pair.ams.post(Channel.ACTIVATION, body, TURTLE), 409, "id-conflict")
+        assert restarted.reserve_book is not None
+        assert [s.p_kw for s in await restarted.reserve_book.activations()] == [a.p_kw]
+
+
+def _free(config: NorthConfig) -> ServerConfig:
+    return config.server.model_copy(update={"port": free_port()})
+
+
+def _fields(obj: object) -> dict[str, object]:
+    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}  # type: ignore[attr-defined]
+
+
+async def test_malformed_body(pair: Pair) -> None:
+    answer = await pair.ams.post(Channel.ACTIVATION, b"this is not turtle <<<", TURTLE)
+    refused(answer, 400, "malformed")
+
+
+async def test_unsupported_media_type(pair: Pair) -> None:
+    answer = await pair.ams.post(Channel.ACTIVATION, b"<a/>", "application/xml")
+    refused(answer, 415, "unsupported-media-type")
+
+
+async def test_oversize_body(pair: Pair) -> None:
+    answer = await pair.ams.post(Channel.ACTIVATION, b"#" * (256 * 1024 + 1), TURTLE)
+    refused(answer, 413, "too-large")
+
+
+async def test_shape_violation_names_the_term(pki: PkiFiles, pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    broken = support.signed(pki, "ams", a, drop="http://qudt.org/schema/qudt/hasUnit")
+    answer = await pair.ams.post(Channel.ACTIVATION, broken, TURTLE)
+    error = refused(answer, 422, "missing-term")
+    assert "hasUnit" in error.message
+    assert await pair.book.activations() == []
+
+
+async def test_message_on_the_wrong_endpoint(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    answer = await pair.ams.post(Channel.NOTIFICATION, pair.ams.encode(a), TURTLE)
+    refused(answer, 422, "wrong-channel")
+    assert await pair.book.activations() == []
+
+
+async def test_sender_the_certificate_may_not_speak_for(pki: PkiFiles, pair: Pair) -> None:
+    """Well signed by the operator's key, but sent over the AMS's TLS connection."""
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    as_operator = ReserveActivation(**{**_fields(a), "sender": OPERATOR_IDENTITY})  # type: ignore[arg-type]
+    body = support.signed(pki, "operator", as_operator)
+    answer = await pair.ams.post(Channel.ACTIVATION, body, TURTLE)
+    refused(answer, 403, "sender-not-allowed")
+    assert await pair.book.activations() == []
+
+
+async def test_tampered_message_is_refused(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f, fraction=0.5)
+    body = pair.ams.encode(a).decode()
+    p = repr(a.p_kw)
+    assert body.count(f"rdf:value {a.p_kw:.1f}E0") == 1, body
+    tampered = body.replace(f"rdf:value {a.p_kw:.1f}E0", "rdf:value 1.0E0")
+    answer = await pair.ams.post(Channel.ACTIVATION, tampered.encode(), TURTLE)
+    refused(answer, 401, "signature-invalid")
+    assert p and await pair.book.activations() == []
+
+
+async def test_unsigned_message_is_refused(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    answer = await pair.ams.post(
+        Channel.ACTIVATION, codec.encode(pair.ams.activation_for(n, f)), TURTLE
+    )
+    refused(answer, 401, "signature-missing")
+    assert await pair.book.activations() == []
+
+
+async def test_signature_by_an_untrusted_key_is_refused(pki: PkiFiles, pair: Pair) -> None:
+    """The gateway's own key is not in its trust file."""
+    f, n = await reserved(pair)
+    body = support.signed(pki, "gateway", pair.ams.activation_for(n, f))
+    refused(await pair.ams.post(Channel.ACTIVATION, body, TURTLE), 403, "untrusted-signer")
+
+
+async def test_key_speaking_for_another_sender_is_refused(pki: PkiFiles, pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    spoofed = ReserveActivation(**{**_fields(a), "sender": OPERATOR_IDENTITY})  # type: ignore[arg-type]
+    body = support.signed(pki, "ams", spoofed)
+    refused(await pair.ams.post(Channel.ACTIVATION, body, TURTLE), 403, "untrusted-signer")
+
+
+async def test_stale_message_is_refused(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    old = ReserveActivation(
+        **{**_fields(a), "generated_at": datetime.now(UTC) - timedelta(minutes=10)}  # type: ignore[arg-type]
+    )
+    error = refused(
+        await pair.ams.post(Channel.ACTIVATION, pair.ams.encode(old), TURTLE), 409, "stale"
+    )
+    assert "stale" in error.message
+
+
+async def test_other_microgrid(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    other = ReserveActivation(**{**_fields(a), "microgrid": "elsewhere"})  # type: ignore[arg-type]
+    refused(
+        await pair.ams.post(Channel.ACTIVATION, pair.ams.encode(other), TURTLE),
+        422,
+        "wrong-microgrid",
+    )
+
+
+async def test_unknown_notification(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    stray = ReserveActivation(**{**_fields(a), "notification": "no-such-notification"})  # type: ignore[arg-type]
+    answer = await pair.ams.post(Channel.ACTIVATION, pair.ams.encode(stray), TURTLE)
+    refused(answer, 422, "unknown-notification")
+    assert await pair.book.activations() == []
+
+
+async def test_set_point_outside_the_reserved_band(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f, fraction=1.5)  # 1.5 x the reserved down band
+    error = refused((await pair.ams.send(a)).answer, 422, "outside-band")
+    assert "17.5" in error.message  # the set point 40 - 1.5*15
+    assert await pair.book.activations() == []
+
+
+async def test_activation_outside_the_reserved_window(pair: Pair) -> None:
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    late = ReserveActivation(
+        **{  # type: ignore[arg-type]
+            **_fields(a),
+            "start": n.interval_start(len(n.intervals)),
+            "end": n.interval_start(len(n.intervals)) + timedelta(minutes=5),
+        }
+    )
+    refused(
+        await pair.ams.post(Channel.ACTIVATION, pair.ams.encode(late), TURTLE),
+        422,
+        "outside-window",
+    )
+
+
+async def test_activation_that_already_ended(pair: Pair) -> None:
+    start = support.interval_start() - timedelta(hours=1)
+    f = support.forecast(start=start)
+    assert await pair.north.send(f)
+    got = await asyncio.wait_for(pair.ams.next_message(Channel.FORECAST), 10)
+    assert isinstance(got, FlexibilityForecast)
+    n = pair.ams.notification_for(got)
+    assert (await pair.ams.send(n)).answer.status == 200
+    a = pair.ams.activation_for(n, got, start=start, duration=timedelta(minutes=5))
+    refused((await pair.ams.send(a)).answer, 422, "expired")
+
+
+async def test_notification_beyond_offered_flexibility(pair: Pair) -> None:
+    f = support.forecast()
+    assert await pair.north.send(f)
+    got = await asyncio.wait_for(pair.ams.next_message(Channel.FORECAST), 10)
+    assert isinstance(got, FlexibilityForecast)
+    greedy = pair.ams.notification_for(got, share=1.2)
+    refused((await pair.ams.send(greedy)).answer, 422, "exceeds-offered-flexibility")
+    assert await pair.book.notification(greedy.id) is None
+
+
+async def test_gateway_answers_are_stamped_with_its_identity(pair: Pair) -> None:
+    answer = await pair.ams.post(Channel.ACTIVATION, b"garbage", TURTLE)
+    error = refused(answer, 400, "malformed")
+    assert error.sender == pair.north.config.identity
+    assert error.generated_at <= datetime.now(UTC)
+
+
+async def test_access_endpoint_is_mounted_behind_the_allow_list(
+    pki: PkiFiles, tmp_path: Path
+) -> None:
+    config = load_config(DEMO_CONFIG)
+    table = PointTable(config)
+    table.update([Reading(point="bess1.soc", value=55.0, unit="PERCENT")])
+
+    async def no_writes(command: Command) -> CommandResult:
+        raise AssertionError(f"unexpected write {command}")
+
+    access = AccessService(config=config, table=table, write=no_writes, sender=GATEWAY_IDENTITY)
+    north_config = support.gateway_config(pki, ams_port=free_port())
+    read = Request(
+        id="read-1",
+        sender=OPERATOR_IDENTITY,
+        generated_at=datetime.now(UTC),
+        activities=(
+            Activity(
+                method=Method.READ,
+                entities=(
+                    Entity(
+                        iri=der_iri(support.MICROGRID, "bess1"),
+                        value_objects=(ValueObject(quantity=QuantityKind.STATE_OF_CHARGE),),
+                    ),
+                ),
+            ),
+        ),
+    )
+    async with support.running_gateway(north_config, tmp_path / "gw", access=access) as north:
+        assert north.server is not None
+        url = f"https://127.0.0.1:{north.server.port}{ACCESS_PATH}"
+        answers = {}
+        for who, (cert, key) in {
+            "operator": pki.pair("operator"),
+            "intruder": pki.intruder,
+        }.items():
+            ctx = client_context(TlsFiles(ca=(pki.ca,), cert=cert, key=key))
+            async with (
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session,
+                session.post(
+                    url,
+                    data=support.signed(pki, "operator", read),
+                    headers={"Content-Type": TURTLE},
+                ) as r,
+            ):
+                answers[who] = Answer(r.status, r.headers["Content-Type"], await r.read())
+    reply = decoded(answers["operator"])
+    assert answers["operator"].status == 200, answers["operator"].body.decode()
+    assert isinstance(reply, Response)
+    (vo,) = reply.activities[0].entities[0].value_objects
+    assert (vo.point, vo.value) == ("bess1.soc", 55.0)
+    refused(answers["intruder"], 403, "peer-not-allowed")

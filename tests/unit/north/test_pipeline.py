@@ -1,0 +1,159 @@
+"""The inbound pipeline in process: the real codec and security, the real ledger and reserve
+book; the order of the checks and what gets recorded."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ReserveRefused
+from gateway.north.ams_sim import reserve_notification
+from gateway.north.certs import AMS_IDENTITY, OPERATOR_IDENTITY
+from gateway.north.codec import secured
+from gateway.north.config import Role
+from gateway.north.ledger import Ledger
+from gateway.north.pipeline import InboundPipeline, ReserveApplier
+from gateway.north.reserves import SqliteReserveBook
+from gateway.north.tls import Peer
+from gateway.north.wire import TURTLE, Answer, Channel
+from gateway.smartapi import codec
+from gateway.smartapi.flexibility import ReserveActivation, ReserveNotification
+from gateway.smartapi.messages import ErrorMessage
+from tests.support import north as support
+from tests.support.pki import PkiFiles, make_test_pki
+
+AMS = Peer(None, Role.AMS, frozenset({AMS_IDENTITY}), via="test")
+OPERATOR = Peer(None, Role.OPERATOR, frozenset({OPERATOR_IDENTITY}), via="test")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PkiFiles:
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+class CountingBook:
+    """The reserve book, counting the calls that reach it; can be told to fail."""
+
+    def __init__(self, book: SqliteReserveBook) -> None:
+        self.book = book
+        self.calls: list[str] = []
+        self.fail_apply = False
+
+    async def check_notification(self, notification: ReserveNotification) -> None:
+        self.calls.append("check_notification")
+        await self.book.check_notification(notification)
+
+    async def apply_notification(self, notification: ReserveNotification) -> None:
+        self.calls.append("apply_notification")
+        await self.book.apply_notification(notification)
+
+    async def check_activation(self, activation: ReserveActivation) -> None:
+        self.calls.append("check_activation")
+        await self.book.check_activation(activation)
+
+    async def apply_activation(self, activation: ReserveActivation) -> None:
+        self.calls.append("apply_activation")
+        if self.fail_apply:
+            raise OSError("inverter did not answer")
+        await self.book.apply_activation(activation)
+
+
+@dataclass
+class Rig:
+    pipeline: InboundPipeline
+    handler: CountingBook
+    pki: PkiFiles
+
+    async def post(self, channel: Channel, body: bytes, peer: Peer = AMS) -> Answer:
+        return await self.pipeline.handle(channel, body, TURTLE, peer)
+
+
+@pytest.fixture
+async def rig(pki: PkiFiles, tmp_path: Path) -> AsyncIterator[Rig]:
+    config = support.gateway_config(pki, ams_port=1)
+    async with (
+        Ledger(tmp_path / "ledger.sqlite") as ledger,
+        SqliteReserveBook(tmp_path / "book.sqlite") as book,
+    ):
+        handler = CountingBook(book)
+        pipeline = InboundPipeline(
+            secured(config.signing, config.identity),
+            ledger,
+            ReserveApplier(handler),
+            identity=config.identity,
+            microgrid=support.MICROGRID,
+        )
+        f = support.forecast()
+        await book.record_forecast(f)
+        yield Rig(pipeline, handler, pki)
+
+
+def error(answer: Answer) -> str:
+    message = codec.decode(answer.body, answer.content_type)
+    assert isinstance(message, ErrorMessage)
+    return message.message.split(":")[0]
+
+
+def notification(share: float = 0.5) -> ReserveNotification:
+    return reserve_notification(support.forecast(), sender=AMS_IDENTITY, share=share)
+
+
+async def test_signature_is_checked_before_the_shapes(rig: Rig) -> None:
+    unsigned_and_broken = codec.encode(notification()).replace(b"smartapi:id", b"smartapi:idx")
+    answer = await rig.post(Channel.NOTIFICATION, unsigned_and_broken)
+    assert (answer.status, error(answer)) == (401, "signature-missing")
+    assert rig.handler.calls == []
+
+
+async def test_role_is_checked_before_the_business(rig: Rig) -> None:
+    body = support.signed(rig.pki, "ams", notification())
+    answer = await rig.post(Channel.NOTIFICATION, body, peer=OPERATOR)
+    assert (answer.status, error(answer)) == (403, "role-not-allowed")
+    assert rig.handler.calls == []
+
+
+async def test_a_refusal_is_recorded_and_repeated_without_asking_again(rig: Rig) -> None:
+    body = support.signed(rig.pki, "ams", notification(share=1.5))
+    first = await rig.post(Channel.NOTIFICATION, body)
+    assert (first.status, error(first)) == (422, "exceeds-offered-flexibility")
+    again = await rig.post(Channel.NOTIFICATION, body)
+    assert again == first
+    assert rig.handler.calls == ["check_notification"]
+    assert rig.pipeline.counts["repeat"] == 1
+
+
+async def test_a_failing_apply_answers_500_and_stays_answered(rig: Rig) -> None:
+    n = notification()
+    assert (await rig.post(Channel.NOTIFICATION, support.signed(rig.pki, "ams", n))).ok
+    f = support.forecast()
+    a = ReserveActivation(
+        id="act-1",
+        sender=AMS_IDENTITY,
+        generated_at=n.generated_at,
+        microgrid=support.MICROGRID,
+        notification=n.id,
+        p_kw=f.intervals[0].p_kw,
+        q_kvar=f.intervals[0].q_kvar,
+        start=n.start,
+        end=n.interval_start(1),
+    )
+    rig.handler.fail_apply = True
+    body = support.signed(rig.pki, "ams", a)
+    answer = await rig.post(Channel.ACTIVATION, body)
+    assert (answer.status, error(answer)) == (500, "apply-failed")
+    assert "inverter did not answer" in codec.decode(answer.body, TURTLE).message  # type: ignore[union-attr]
+    assert await rig.post(Channel.ACTIVATION, body) == answer
+    assert rig.handler.calls.count("apply_activation") == 1
+
+
+async def test_reserve_rejected_carries_its_own_status(rig: Rig) -> None:
+    class Conflicting(CountingBook):
+        async def check_notification(self, notification: ReserveNotification) -> None:
+            raise ReserveRefused("conflicts-with-reserve", "overlaps purchase p-0")
+
+    rig.pipeline._applier = ReserveApplier(Conflicting(rig.handler.book))
+    answer = await rig.post(Channel.NOTIFICATION, support.signed(rig.pki, "ams", notification()))
+    assert (answer.status, error(answer)) == (409, "conflicts-with-reserve")
