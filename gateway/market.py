@@ -9,7 +9,6 @@ by the flexibility service; its forecasts and verifications leave through the ou
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -73,9 +72,15 @@ async def attach_market(gw: Gateway) -> Market | None:
 
 async def _sample_outbox(market: Market) -> None:
     """Outbox statistics need a query; metrics and readiness read this cached copy."""
+    failing = False
     while True:
-        with contextlib.suppress(Exception):
+        try:
             market.outbox = await market.north.outbox.stats()
+            failing = False
+        except Exception as exc:  # metrics must not stop the gateway; say it once
+            if not failing:
+                log.warning("outbox statistics unavailable: %s", exc)
+            failing = True
         await asyncio.sleep(OUTBOX_SAMPLE_S)
 
 
