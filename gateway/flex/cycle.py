@@ -1,24 +1,20 @@
 """One Conditional Re-Profiling cycle driven from inside the gateway, as the AMS would:
 a Flexibility Forecast, a Reserve Notification for the next intervals, a Reserve
 Activation at the start of the reserved period, and the Reserve Verification at its end.
-`mgms demo` and the benchmarks run it against the simulated microgrid; the service's
-`run()` must be running meanwhile (`demo_cycle` does all of it on a running gateway).
+The benchmarks and tests run it against the simulated microgrid; the service's `run()`
+must be running meanwhile. (`mgms demo` drives the same cycle from the AMS simulator over
+the wire: gateway/demo_market.py.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Any
 
-from gateway.config import FlexSettings, LoadedConfig
-from gateway.flex.baseline import History
-from gateway.flex.control import Controller
+from gateway.config import FlexSettings
 from gateway.flex.intervals import floor_time
 from gateway.flex.model import (
     Activation,
@@ -29,10 +25,8 @@ from gateway.flex.model import (
     Reservation,
     Verification,
 )
-from gateway.flex.records import FlexRecords
-from gateway.flex.service import FlexService, WallClock
+from gateway.flex.service import FlexService
 from gateway.mapping import Quantity
-from gateway.points import PointTable
 
 
 @dataclass(frozen=True)
@@ -126,76 +120,3 @@ async def crp_cycle(
 
 #: flexibility settings short enough for a demo: a cycle in about 30 seconds
 DEMO_SETTINGS = FlexSettings(interval_s=10, control_cycle_s=1.0, horizon_h=0.25, history_days=1)
-
-
-class _Keep:
-    """A publisher that keeps the messages (the demo has no AMS)."""
-
-    def __init__(self) -> None:
-        self.forecasts: list[FlexibilityForecast] = []
-        self.verifications: list[Verification] = []
-
-    async def forecast(self, message: FlexibilityForecast) -> None:
-        self.forecasts.append(message)
-
-    async def verification(self, message: Verification) -> None:
-        self.verifications.append(message)
-
-
-async def demo_cycle(
-    config: LoadedConfig,
-    points: PointTable,
-    controller: Controller,
-    history: History,
-    state_dir: Path,
-    up_kw: float = 25.0,
-) -> dict[str, Any]:
-    """Run the flexibility service on a running gateway's parts for one CRP cycle with
-    `DEMO_SETTINGS`, and summarize it for `mgms demo --json`."""
-    config.gateway.flex = DEMO_SETTINGS
-    records = FlexRecords(state_dir / "flex-demo.sqlite")
-    publisher = _Keep()
-    service = FlexService(config, points, controller, records, publisher, history, WallClock())
-    loop = asyncio.create_task(service.run(), name="flex-demo")
-    try:
-        report = await crp_cycle(service, up_kw=up_kw, intervals=2)
-    finally:
-        loop.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loop
-        records.close()
-    v = report.verification
-    return {
-        "ok": v is not None and (report.delivered_pct or 0.0) >= 90.0,
-        "notification": report.notification.status.value,
-        "activation": None if report.activation is None else report.activation.status.value,
-        "reasons": [str(r) for r in report.notification.reasons]
-        + ([str(r) for r in report.activation.reasons] if report.activation else []),
-        "setpoint_kw": _round(report.setpoint_kw),
-        "baseline_kw": _round(report.baseline_kw),
-        "notify_ms": _round(report.notify_ms),
-        "activate_ms": _round(report.activate_ms),
-        "effect_ms": _round(report.effect_ms),
-        "forecasts_published": len(publisher.forecasts),
-        "verification": None
-        if v is None
-        else {
-            "delivered_pct": _round(v.delivered_pct),
-            "intervals": [
-                {
-                    "start": i.start.isoformat(),
-                    "set_kw": _round(i.set_p_kw),
-                    "baseline_kw": _round(i.baseline_p_kw),
-                    "measured_kw": _round(i.measured_p_kw),
-                    "delivered_kw": _round(i.delivered_kw),
-                    "delivered_pct": _round(i.delivered_pct),
-                    "source": i.source,
-                }
-                for i in v.intervals
-            ],
-        },
-    }
-
-
-def _round(x: float | None) -> float | None:
-    return None if x is None else round(x, 2)
