@@ -22,7 +22,7 @@ from gateway.flex.model import (
     Verification,
     VerifiedInterval,
 )
-from gateway.flex.verify import MIN_REQUEST
+from gateway.flex.verify import MIN_REQUEST, UNMEASURED
 from gateway.smartapi import flexibility as sa
 from gateway.smartapi.messages import TimeSeries
 from gateway.smartapi.vocab import QuantityKind
@@ -157,6 +157,8 @@ def _token(text: str) -> str:
 
 
 def _verified(i: VerifiedInterval) -> sa.VerificationInterval:
+    if i.source == UNMEASURED:
+        return _missing()
     # the message counts delivered from the coupling point: measured - baseline
     pct = i.delivered_pct
     if pct is None:  # nothing asked: held at the baseline is full delivery

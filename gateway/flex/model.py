@@ -230,7 +230,7 @@ class VerifiedInterval:
     delivered_kw: float
     delivered_pct: float | None
     delivered_kwh: float
-    #: "energy_counters" or "power_samples"
+    #: "energy_counters", "power_samples" or "unmeasured" (no measurement: nothing delivered)
     source: str
     set_q_kvar: float | None = None
     baseline_q_kvar: float | None = None

@@ -321,6 +321,10 @@ class FlexService:
                 Setpoint(t, p, q)
                 for t, p, q in await asyncio.to_thread(self.records.pcc_setpoints, act.id)
             ]
+            if not running.setpoints and rec.p_kw is not None:
+                # killed before its first control cycle: what was decided is what was asked
+                # from its start, so the verification does not take the baseline for it
+                running.setpoints = [Setpoint(act.start, rec.p_kw, rec.q_kvar)]
             sent = await asyncio.to_thread(self.records.sent_setpoints, act.id)
             last = sent[-1][0] if sent else act.start
             note = (

@@ -3,12 +3,18 @@ was, what the coupling point measured and how much of the request was delivered.
 
 For each interval k of the grid that the activation covers, over the covered window
 [a, b) (the interval cut to the activation's start and end):
-  set_k       time mean of the coupling-point set point over [a, b)
+  set_k       time mean of the coupling-point set point over [a, b); the first set point
+              counts from the activation's start: time before the gateway received or
+              resumed it (a restart) counts as asked and not delivered
   baseline_k  the baseline of interval k recorded when the activation started
   measured_k  mean coupling-point P over [a, b): from the energy counters,
               (dE_import - dE_export) / (b - a) with the counters interpolated at a and b,
-              where both counters bracket the window; otherwise the time mean of the P
-              samples (each held until the next)
+              where both counters bracket the window (they integrate across any gap in
+              the readings); otherwise the time mean of the P samples (each held until
+              the next), unless the samples have a hole (the gateway was down, the link
+              was cut) longer than HOLE_SPACINGS typical spacings: a value is never
+              carried across time nobody measured. An interval with no measurement is
+              reported as `unmeasured` in a final verification: nothing is claimed.
   requested_k |baseline_k - set_k|; the direction is up when set_k < baseline_k
   delivered_k up: baseline_k - measured_k, down: measured_k - baseline_k (negative when the
               coupling point moved the wrong way)
@@ -20,7 +26,7 @@ Q is verified the same way when the activation set Q (reactive counters or Q sam
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
@@ -31,6 +37,10 @@ from gateway.flex.model import Reason, Verification, VerifiedInterval
 
 #: below this request (kW / kvar) a percentage says nothing
 MIN_REQUEST = 0.5
+#: power samples further apart than this many typical spacings leave a hole, not a hold
+HOLE_SPACINGS = 2.5
+#: source of an interval without any measurement (final verifications report it)
+UNMEASURED = "unmeasured"
 
 
 @dataclass(frozen=True)
@@ -76,9 +86,24 @@ def _arrays(samples: Sequence[Sample], origin: datetime) -> tuple[np.ndarray, np
     return t[ok], v[ok]
 
 
+def _hole(t: np.ndarray, before: np.ndarray, inside: np.ndarray, span: float) -> bool:
+    """Whether the samples informing [0, span) leave a hole: a gap longer than
+    HOLE_SPACINGS times the series' median spacing (only judged with 3 samples or more)."""
+    if t.size < 3:
+        return False
+    spacing = float(np.median(np.diff(np.sort(t))))
+    if spacing <= 0:
+        return False
+    edges = [float(t[before[-1]])] if before.size else [0.0]
+    edges += [float(t[k]) for k in inside]
+    edges.append(span)
+    return bool(np.max(np.diff(edges)) > HOLE_SPACINGS * spacing)
+
+
 def held_mean(samples: Sequence[Sample], a: datetime, b: datetime) -> float | None:
     """Time mean over [a, b) of samples held until the next one (the last sample before a
-    counts from a). None when no sample informs the window."""
+    counts from a). None when no sample informs the window, or when the samples leave a
+    hole in it (see `_hole`)."""
     t, v = _arrays(samples, a)
     span = (b - a).total_seconds()
     if t.size == 0 or span <= 0:
@@ -86,6 +111,8 @@ def held_mean(samples: Sequence[Sample], a: datetime, b: datetime) -> float | No
     before = np.flatnonzero(t <= 0)
     inside = np.flatnonzero((t > 0) & (t < span))
     if before.size == 0 and inside.size == 0:
+        return None
+    if _hole(t, before, inside, span):
         return None
     times = [0.0] if before.size else [float(t[inside[0]])]
     values = [float(v[before[-1]])] if before.size else [float(v[inside[0]])]
@@ -214,6 +241,8 @@ def verify(
     `until`, when final)."""
     h = baseline.horizon
     stop = until if end is None else min(end, until)
+    if setpoints and setpoints[0].start > start:
+        setpoints = [replace(setpoints[0], start=start), *setpoints[1:]]
     out = []
     for i in range(h.count):
         if h.end_of(i) <= start or h.start_of(i) >= stop:
@@ -221,6 +250,34 @@ def verify(
         if not final and h.end_of(i) > until:
             continue  # still running
         verified = verify_interval(baseline, i, start, stop, setpoints, meas)
+        if verified is None and final:
+            verified = unmeasured(baseline, i, start, stop, setpoints)
         if verified is not None:
             out.append(verified)
     return Verification(activation_id, reservation_id, tuple(out), final, note, reasons)
+
+
+def unmeasured(
+    baseline: Baseline, i: int, start: datetime, end: datetime, setpoints: Sequence[Setpoint]
+) -> VerifiedInterval | None:
+    """Interval i without a measurement: what was asked, nothing delivered."""
+    h = baseline.horizon
+    a, b = max(h.start_of(i), start), min(h.end_of(i), end)
+    if b <= a:
+        return None
+    set_p = _set_mean(setpoints, a, b, q=False)
+    base = baseline.p_at(i)
+    requested = abs(base - set_p) if set_p is not None else 0.0
+    return VerifiedInterval(
+        start=h.start_of(i),
+        end=h.end_of(i),
+        covered_s=(b - a).total_seconds(),
+        set_p_kw=base if set_p is None else set_p,
+        baseline_p_kw=base,
+        measured_p_kw=0.0,
+        requested_kw=requested,
+        delivered_kw=0.0,
+        delivered_pct=0.0,
+        delivered_kwh=0.0,
+        source=UNMEASURED,
+    )

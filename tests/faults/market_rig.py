@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import signal
 import sqlite3
@@ -190,7 +191,7 @@ class Witness:
 
 
 def _interp(rows: list[tuple[datetime, float]], t: datetime) -> float:
-    for (t0, v0), (t1, v1) in zip(rows, rows[1:], strict=False):
+    for (t0, v0), (t1, v1) in itertools.pairwise(rows):
         if t0 <= t <= t1:
             span = (t1 - t0).total_seconds()
             return v0 if span == 0 else v0 + (v1 - v0) * (t - t0).total_seconds() / span
@@ -218,6 +219,13 @@ class State:
                 "flex.sqlite", "SELECT id, status, state, note FROM flex_activation"
             )
         ]
+
+    def activation_p(self, activation_id: str) -> float:
+        """The coupling-point P the gateway decided for an activation."""
+        [(p,)] = self._rows(
+            "flex.sqlite", "SELECT p_kw FROM flex_activation WHERE id = ?", (activation_id,)
+        )
+        return float(p)
 
     def reservations(self) -> list[tuple[str, str]]:
         return [
@@ -268,6 +276,8 @@ class Rig:
     witness: Witness
     state: State
     ams_port: int
+    #: the set-point registers before the gateway first started
+    initial: dict[str, float]
     kills: list[str] = field(default_factory=list)
     #: set points found on a device without a matching record right after a kill
     unrecorded: list[dict[str, Any]] = field(default_factory=list)
@@ -279,19 +289,21 @@ class Rig:
     def ams_up(self) -> None:
         self.proxy.upstream = self.ams_port
 
-    async def kill_and_restart(self, label: str) -> None:
+    async def kill_and_restart(self, label: str, down_until: datetime | None = None) -> None:
         """SIGKILL the gateway, compare the devices with the records, start it again on the
-        same state directory and wait until it is ready."""
+        same state directory (not before `down_until`) and wait until it is ready."""
         await asyncio.to_thread(self.gateway.kill)
         self.kills.append(label)
         devices = await self.witness.read(SETPOINTS)
         recorded = self.state.last_setpoints()
         for point, value in devices.items():
-            last = recorded.get(point)
-            if last is not None and abs(last[0] - value) > 0.11:
+            last = recorded.get(point, (self.initial[point], "initial"))
+            if abs(last[0] - value) > 0.11:
                 self.unrecorded.append(
                     {"kill": label, "point": point, "device": value, "record": last}
                 )
+        if down_until is not None:
+            await asyncio.sleep(max((down_until - datetime.now(UTC)).total_seconds(), 0.0))
         self.gateway.start()
         await self.gateway.wait_ready()
 
@@ -322,9 +334,11 @@ async def market_rig(tmp: Path, pki: PkiFiles) -> AsyncIterator[Rig]:
                 gateway = GatewayProcess(path, sim.ports, ops_port, tmp / "gateway.log")
                 try:
                     await asyncio.wait_for(ams.ready(), 10)
+                    initial = await witness.read(SETPOINTS)
                     gateway.start()
                     await gateway.wait_ready()
-                    yield Rig(gateway, ams, proxy, witness, State(tmp / "state"), ams_port)
+                    state = State(tmp / "state")
+                    yield Rig(gateway, ams, proxy, witness, state, ams_port, initial)
                 finally:
                     await asyncio.to_thread(gateway.stop)
                     for task in (witness_task, ams_task):

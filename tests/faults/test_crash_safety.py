@@ -33,9 +33,9 @@ from typing import Any
 
 import pytest
 
-from gateway.demo_market import RESERVED_SHARE, _from_next_interval
+from gateway.demo_market import RESERVED_SHARE
 from gateway.errors import DeliveryError
-from gateway.flex.messages import _token
+from gateway.flex.messages import _missing, _token
 from gateway.north.wire import TURTLE, Answer, Channel
 from gateway.smartapi.flexibility import (
     FlexibilityForecast,
@@ -50,12 +50,19 @@ from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
 
-PHASES = ("notified", "activating", "activated", "controlling", "outbox", "verifying")
+PHASES = ("notified", "activating", "activated", "outage", "controlling", "outbox", "verifying")
+#: reserved and activated intervals per cycle: one for an outage, one for a restart and
+#: the kills inside it, one verified from the meter's counters across a kill
+INTERVALS = 3
+#: how long before its start an activation is sent when the gateway dies before it begins
+LEAD_S = 2.0
 #: the quick run: one cycle, four kills (one of them with the AMS refusing)
-QUICK = ("notified", "activating", "outbox", "verifying")
+QUICK = ("notified", "activated", "outage", "controlling", "outbox", "verifying")
 LONG_CYCLES = 8
 #: activation decisions that put it in force (curtailed: clamped to the reserved band)
 APPLIED = ("accepted", "curtailed")
+#: how the verification shows an interval without measurement
+MISSING = _missing()
 #: the verification's measured power against the meter read by the witness
 MEASURED_TOL_KW = 1.5
 #: the gateway verifies an interval this long after it ended (gateway.flex.service)
@@ -80,6 +87,8 @@ class Cycle:
     activation: ReserveActivation | None = None
     answers: dict[str, list[Answer]] = field(default_factory=dict)
     offsets: dict[str, float] = field(default_factory=dict)
+    #: per verified interval: what the gateway claimed against what the meter measured
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def _post(rig: Rig, channel: Channel, body: bytes) -> Answer | None:
@@ -87,6 +96,18 @@ async def _post(rig: Rig, channel: Channel, body: bytes) -> Answer | None:
         return await rig.ams.post(channel, body, TURTLE)
     except DeliveryError:
         return None
+
+
+def _from(forecast: FlexibilityForecast, earliest: datetime) -> FlexibilityForecast:
+    """The forecast from its first interval that starts at `earliest` or later."""
+    skip = 0
+    while forecast.start + skip * forecast.step < earliest:
+        skip += 1
+    return replace(
+        forecast,
+        start=forecast.start + skip * forecast.step,
+        intervals=forecast.intervals[skip:],
+    )
 
 
 async def _sleep_until(t: datetime) -> None:
@@ -97,13 +118,15 @@ async def run_cycle(rig: Rig, kills: tuple[str, ...], rng: random.Random) -> Cyc
     """One CRP cycle with the gateway killed at `kills`; the AMS repeats what it did not
     see answered, or what was answered just before a kill."""
     cycle = Cycle(kills)
-    seen = len(rig.ams.messages(Channel.FORECAST))
+    # the first cycle takes the forecast the gateway sent at its start, later ones a fresh
+    # forecast (the flexibility left after the last cycle)
+    seen = max(len(rig.ams.messages(Channel.FORECAST)) - (0 if rig.kills else 1), 0)
     received = await asyncio.wait_for(
         rig.ams.next_message(Channel.FORECAST, after=seen), timeout=30
     )
     assert isinstance(received, FlexibilityForecast)
-    forecast = _from_next_interval(received)
-    notification = rig.ams.notification_for(forecast, share=RESERVED_SHARE, intervals=2)
+    forecast = _from(received, datetime.now(UTC) + timedelta(seconds=LEAD_S + 2.0))
+    notification = rig.ams.notification_for(forecast, share=RESERVED_SHARE, intervals=INTERVALS)
     cycle.notification = notification
     body = rig.ams.encode(notification)
     answers = cycle.answers.setdefault("notification", [])
@@ -116,18 +139,27 @@ async def run_cycle(rig: Rig, kills: tuple[str, ...], rng: random.Random) -> Cyc
         assert repeat is not None
         answers.append(repeat)
 
-    await _sleep_until(notification.start)
-    one = rig.ams.activation_for(notification, forecast, fraction=1.0, direction="down")
+    one = rig.ams.activation_for(
+        notification, forecast, fraction=1.0, direction="down", start=notification.start
+    )
     # the whole reserved period: a kill lands inside the activation more often
     activation = replace(one, end=notification.interval_start(len(notification.intervals)))
     cycle.activation = activation
+    outage = None
+    if "outage" in kills:
+        # sent ahead of its start and the gateway killed before it began: dead for the
+        # whole first interval
+        await _sleep_until(activation.start - timedelta(seconds=LEAD_S))
+        outage = notification.interval_start(1) + timedelta(seconds=0.5)
+    else:
+        await _sleep_until(activation.start)
     body = rig.ams.encode(activation)
     answers = cycle.answers.setdefault("activation", [])
     if "activating" in kills:
         sending = asyncio.create_task(_post(rig, Channel.ACTIVATION, body))
         cycle.offsets["activating"] = offset = rng.uniform(0.0, 0.3)
         await asyncio.sleep(offset)
-        await rig.kill_and_restart("activating")
+        await rig.kill_and_restart("activating", outage)
         got = await sending
         if got is not None:
             answers.append(got)
@@ -139,7 +171,7 @@ async def run_cycle(rig: Rig, kills: tuple[str, ...], rng: random.Random) -> Cyc
         assert got is not None
         answers.append(got)
         if "activated" in kills:
-            await rig.kill_and_restart("activated")
+            await rig.kill_and_restart("activated", outage)
             repeat = await _post(rig, Channel.ACTIVATION, body)
             assert repeat is not None
             answers.append(repeat)
@@ -149,14 +181,17 @@ async def run_cycle(rig: Rig, kills: tuple[str, ...], rng: random.Random) -> Cyc
     assert end is not None
 
     if "controlling" in kills:
-        cycle.offsets["controlling"] = offset = rng.uniform(0.5, 8.0)
+        left = (end - start).total_seconds()
+        cycle.offsets["controlling"] = offset = rng.uniform(0.5, max(0.6, min(8.0, left / 2)))
         await _sleep_until(start + timedelta(seconds=offset))
         await rig.kill_and_restart("controlling")
     if "outbox" in kills:
-        # the AMS goes away before the first interval's verification is due; the gateway
+        # the AMS goes away before the next interval's verification is due; the gateway
         # dies with it queued and comes back to an AMS that is still away, then slow
-        first_end = notification.interval_start(1)
-        await _sleep_until(max(first_end - timedelta(seconds=2), datetime.now(UTC)))
+        now = datetime.now(UTC)
+        bounds = [notification.interval_start(k) for k in range(len(notification.intervals) + 1)]
+        boundary = min((t for t in bounds if t > now), default=end)
+        await _sleep_until(max(boundary - timedelta(seconds=2), now))
         rig.ams_down()
         cycle.offsets["outbox"] = offset = rng.uniform(0.0, 1.5)
         await until(
@@ -193,8 +228,9 @@ async def check_cycle(rig: Rig, cycle: Cycle, where: str) -> None:
     assert len(decisions) == 1 and decisions[0] in APPLIED, (where, decisions)
     [(_, status, state, note)] = [r for r in rig.state.activations() if r[0] == act.id]
     assert status in APPLIED and state == "ended", (where, status, state, note)
-    if {"activating", "activated", "controlling", "outbox"} & set(cycle.kills):
+    if {"activated", "controlling"} & set(cycle.kills):
         assert "restart" in note, (where, note)
+    decided = rig.state.activation_p(act.id)
     # a repeat gets the first answer, byte for byte
     for kind, answers in cycle.answers.items():
         assert all(a.status == 200 for a in answers), (where, kind, answers)
@@ -207,10 +243,22 @@ async def check_cycle(rig: Rig, cycle: Cycle, where: str) -> None:
     assert v.intervals, where
     rows = rig.state.verified(act.id)
     assert len(rows) == len(v.intervals), (where, rows)
+    verdicts = cycle.verdicts
     for k, got in enumerate(v.intervals):
         a = max(v.start + k * v.step, act.start)
         b = min(v.start + (k + 1) * v.step, act.end)
+        if got == MISSING:  # no measurement: nothing claimed
+            verdicts.append({"interval": k, "measured": None})
+            continue
         truth = rig.witness.mean_power(a, b)
+        verdicts.append(
+            {
+                "interval": k,
+                "measured": round(got.p_measured_kw, 2),
+                "truth": round(truth, 2),
+                "percent": round(got.p_percent, 1),
+            }
+        )
         assert got.p_measured_kw == pytest.approx(truth, abs=MEASURED_TOL_KW), (
             where,
             k,
@@ -218,6 +266,9 @@ async def check_cycle(rig: Rig, cycle: Cycle, where: str) -> None:
             truth,
         )
         assert got.p_delivered_kw == pytest.approx(got.p_measured_kw - got.p_baseline_kw)
+        # what was asked counts in every interval, the gateway alive or not
+        asked = abs(decided - got.p_baseline_kw)
+        assert abs(got.p_set_kw - decided) <= 0.25 * asked + 0.5, (where, k, got, decided)
     # what the devices hold is what the records say was written last
     await asyncio.sleep(2.0)
     devices = await rig.witness.read(SETPOINTS)
@@ -244,6 +295,7 @@ def summary(rig: Rig, cycles: list[Cycle], s: int, took: float) -> dict[str, Any
         "seed": s,
         "kills": rig.kills,
         "offsets": [c.offsets for c in cycles],
+        "verified": [c.verdicts for c in cycles],
         "unrecorded_setpoints_after_kill": rig.unrecorded,
         "seconds": round(took, 1),
     }
@@ -269,13 +321,25 @@ async def crash_run(tmp_path: Path, pki: PkiFiles, plans: list[tuple[str, ...]],
         print("crash safety:", summary(rig, cycles, s, time.monotonic() - started))
 
 
+def normalized(plan: tuple[str, ...]) -> tuple[str, ...]:
+    """An outage follows a kill at the activation; `activating` and `activated` exclude
+    each other."""
+    kills = set(plan)
+    if "activating" in kills:
+        kills.discard("activated")
+    elif "outage" in kills:
+        kills.add("activated")
+    return tuple(p for p in PHASES if p in kills)
+
+
 def plans(s: int) -> list[tuple[str, ...]]:
     """The quick cycle; with MGMS_LONG_FAULTS=1 then more cycles, each killed at a random
     choice of phases."""
     out = [QUICK]
     rng = random.Random(s ^ 0x5EED)
     for _ in range(LONG_CYCLES if LONG else 0):
-        out.append(tuple(p for p in PHASES if rng.random() < 0.6) or (rng.choice(PHASES),))
+        plan = tuple(p for p in PHASES if rng.random() < 0.5) or (rng.choice(PHASES),)
+        out.append(normalized(plan))
     return out
 
 
