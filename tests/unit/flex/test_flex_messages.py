@@ -144,3 +144,15 @@ def test_external_forecast_series_onto_the_horizon() -> None:
                 quantity=QuantityKind.ENERGY, unit="KiloW-HR", start=T0, step=Q, values=(1.0,)
             ),
         )
+
+
+def test_an_unmeasured_interval_claims_nothing() -> None:
+    from dataclasses import replace
+
+    gone = replace(verified(1, 40.0, 0.0), measured_p_kw=0.0, source="unmeasured")
+    v = Verification("a-1", "n-1", (verified(0, 11.0, 96.7), gone), True)
+    msg = verification_message(v, SENDER, "demo-microgrid", T0 + 2 * Q)
+    assert msg is not None
+    _, second = msg.intervals
+    assert second.p_percent == 0.0 and second.p_measured_kw == 0.0
+    assert second.p_delivered_kw == 0.0

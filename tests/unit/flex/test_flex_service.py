@@ -305,3 +305,29 @@ async def test_an_external_pv_forecast_moves_the_baseline(world: World) -> None:
     # PV produces ~14 kW now; with 80 % weight on a forecast of 0 the import rises
     i = 3
     assert clouded.intervals[i].baseline_p_kw > plain.intervals[i].baseline_p_kw + 5.0
+
+
+async def test_an_activation_killed_before_its_first_cycle_is_verified_as_asked(
+    world: World,
+) -> None:
+    """Accepted ahead of its start, then the gateway dies before the first control cycle
+    and stays down past the end: the verification asks what was decided, from the start,
+    and finds it not delivered (no set point reached the battery)."""
+    await world.service.notify(Reservation("res-k", bands(T17, 2, 30.0)))
+    await world.run_until(T17 - timedelta(minutes=1))
+    base = world.baseline_now()
+    decision = await world.service.activate(
+        Activation("act-k", T17, T17 + 2 * FIVE, p_kw=base - 30.0, reservation_id="res-k")
+    )
+    assert decision.p_kw is not None
+    assert world.records.pcc_setpoints("act-k") == []  # not begun when the gateway died
+    world.bench.advance(13 * 60)  # down past the activation's end
+    world.service = world.new_service()
+    await world.service.start()
+    final = world.publisher.verifications[-1]
+    assert final.final and final.activation_id == "act-k"
+    assert [iv.start for iv in final.intervals] == [T17, T17 + FIVE]
+    for iv in final.intervals:
+        assert iv.set_p_kw == pytest.approx(decision.p_kw)
+        assert iv.requested_kw == pytest.approx(30.0, abs=3.0)
+        assert iv.delivered_pct is not None and abs(iv.delivered_pct) < 10.0

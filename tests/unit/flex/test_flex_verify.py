@@ -123,3 +123,46 @@ def test_set_point_changes_are_time_weighted_and_q_is_verified() -> None:
     assert iv.set_p_kw == pytest.approx((20 * 300 + 35 * 600) / 900)
     assert iv.delivered_pct == pytest.approx(100.0)
     assert iv.set_q_kvar == 15.0 and iv.delivered_q_kvar == pytest.approx(9.0)
+
+
+def test_held_mean_does_not_hold_a_value_across_a_hole() -> None:
+    every_second = [(T0 + k * S, 10.0) for k in range(-2, 4)]
+    after_hole = [(T0 + k * S, 30.0) for k in range(9, 12)]
+    # 3 s to 9 s unread (the gateway was down): 10 kW held for 6 s would be made up
+    assert held_mean(every_second + after_hole, T0, T0 + 10 * S) is None
+    assert held_mean(every_second, T0, T0 + 3 * S) == pytest.approx(10.0)
+    # a window starting well before the first sample is not measured either
+    assert held_mean(after_hole, T0, T0 + 12 * S) is None
+
+
+def test_an_interval_without_measurement_is_reported_unmeasured_in_the_final() -> None:
+    base = grid((60.0, 60.0))
+    p = [(T0 + Q + k * 10 * S, 31.0) for k in range(-1, 92)]  # only the second interval
+    args = ("a1", "r1", base, T0, T0 + 2 * Q, T0 + 2 * Q, [Setpoint(T0, 30.0)])
+    partial = verify(*args, Measurements(p=p), final=False)
+    assert [iv.start for iv in partial.intervals] == [T0 + Q]
+    first, second = verify(*args, Measurements(p=p), final=True).intervals
+    assert first.source == "unmeasured" and first.delivered_pct == 0.0
+    assert first.requested_kw == 30.0 and first.delivered_kw == 0.0
+    assert second.source == "power_samples" and second.delivered_pct == pytest.approx(29 / 0.3)
+
+
+def test_the_first_set_point_counts_from_the_activation_start() -> None:
+    """Resumed after a restart that lasted a whole interval: that interval was asked too."""
+    base = grid((60.0, 60.0))
+    p = [(T0 + k * 10 * S, 60.0 if k < 90 else 31.0) for k in range(-1, 182)]
+    v = verify(
+        "a1",
+        "r1",
+        base,
+        T0,
+        T0 + 2 * Q,
+        T0 + 2 * Q,
+        [Setpoint(T0 + Q, 30.0)],
+        Measurements(p=p),
+        final=True,
+    )
+    first, second = v.intervals
+    assert first.set_p_kw == 30.0 and first.requested_kw == 30.0
+    assert first.delivered_pct == pytest.approx(0.0)
+    assert second.delivered_pct == pytest.approx(29 / 0.3)
