@@ -402,6 +402,15 @@ class FlexRecords:
         )
         return [interval_from_json(b) for (b,) in rows]
 
+    def final_verification(self, activation_id: str) -> list[VerifiedInterval]:
+        """The final verification's intervals, if it was computed."""
+        rows = self._query(
+            "SELECT body FROM flex_verification WHERE activation_id = ? AND final = 1"
+            " ORDER BY interval_start",
+            (activation_id,),
+        )
+        return [interval_from_json(b) for (b,) in rows]
+
     def audit_log(
         self, kind: str | None = None
     ) -> list[tuple[datetime, str, str, str, tuple[Reason, ...]]]:

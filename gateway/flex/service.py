@@ -169,11 +169,13 @@ class FlexService:
         self._closing: list[tuple[Running, datetime]] = []
         self._plan_at: datetime | None = None
         self._last_forecast: datetime | None = None
+        self._started = False
 
     # -- business API for the northbound pipeline ------------------------------------------
 
     async def forecast(self) -> FlexibilityForecast:
         """A fresh Flexibility Forecast (also published)."""
+        await self.start()
         async with self._lock:
             now = self.clock.now()
             inp, plan = await self._replan(now)
@@ -190,6 +192,7 @@ class FlexService:
         """Check a Reserve Notification, hold what fits, record the decision. With
         `partial` off, a reservation that does not fit whole is refused (nothing held) and
         the reasons say how much would fit."""
+        await self.start()
         async with self._lock:
             now = self.clock.now()
             known = await asyncio.to_thread(self.records.reservation_status, reservation.id)
@@ -236,6 +239,7 @@ class FlexService:
 
     async def activate(self, act: Activation) -> ActivationDecision:
         """Check a Reserve Activation and put it in force (or refuse it), recorded."""
+        await self.start()
         async with self._lock:
             now = self.clock.now()
             known = await asyncio.to_thread(self.records.activation, act.id)
@@ -304,7 +308,17 @@ class FlexService:
     # -- the loop ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load what the records hold: accepted reservations, interrupted activations."""
+        """Load what the records hold: accepted reservations, interrupted activations. Once;
+        `notify`, `activate` and `forecast` call it first, so a message that arrives just
+        after a restart (the AMS repeating what it saw no answer to) is decided on what
+        the records hold, not on an empty book."""
+        async with self._lock:
+            if self._started:
+                return
+            self._started = True
+            await self._load()
+
+    async def _load(self) -> None:
         now = self.clock.now()
         self.reservations = await asyncio.to_thread(self.records.accepted_reservations, now)
         for rec in await asyncio.to_thread(self.records.open_activations):
@@ -621,7 +635,17 @@ class FlexService:
             if not force and now < at + VERIFY_DELAY:
                 continue
             self._closing.remove((run, at))
-            await self._verify_completed(run, at, final=True)
+            act = run.activation
+            done = await asyncio.to_thread(self.records.final_verification, act.id)
+            if done:
+                # computed before a restart, and maybe sent: the same message again (the
+                # outbox drops it if queued), so what the AMS holds is what the records say
+                rid = run.reservation.id if run.reservation is not None else act.reservation_id
+                note = "; ".join(run.notes)
+                v = Verification(act.id, rid, tuple(done), True, note, run.decision.reasons)
+                await self.publisher.verification(v)
+            else:
+                await self._verify_completed(run, at, final=True)
             summary = "; ".join(run.notes) or f"ended at {at:%H:%M:%S} UTC"
             await asyncio.to_thread(
                 self.records.end_activation, run.activation.id, now, "ended", summary

@@ -4,6 +4,7 @@ going through the point table and the mapped point roles."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ from gateway.flex.model import Activation, Band, DecisionStatus, ReasonCode, Res
 from gateway.flex.records import FlexRecords
 from gateway.flex.service import FlexService
 from gateway.mapping import Quantity
-from tests.support.flexsim import Bench, BenchClock, Publisher
+from tests.support.flexsim import Bench, BenchClock, Publisher, Stored
 
 START = datetime(2024, 6, 3, 16, 50, tzinfo=UTC)
 T17 = datetime(2024, 6, 3, 17, 0, tzinfo=UTC)
@@ -331,3 +332,54 @@ async def test_an_activation_killed_before_its_first_cycle_is_verified_as_asked(
         assert iv.set_p_kw == pytest.approx(decision.p_kw)
         assert iv.requested_kw == pytest.approx(30.0, abs=3.0)
         assert iv.delivered_pct is not None and abs(iv.delivered_pct) < 10.0
+
+
+async def test_a_repeat_just_after_a_restart_finds_the_recorded_reservation(
+    world: World,
+) -> None:
+    """The AMS repeats an activation the moment the restarted gateway answers again, before
+    its control loop ran: the reservation the records hold is found (not refused as
+    unknown)."""
+    await world.service.notify(Reservation("res-e", bands(T17, 2, 30.0)))
+    await world.run_until(T17)
+    base = world.baseline_now()
+    world.service = world.new_service()  # restarted; run() has not begun yet
+    decision = await world.service.activate(
+        Activation("act-e", T17, T17 + FIVE, p_kw=base - 30.0, reservation_id="res-e")
+    )
+    assert decision.status is not DecisionStatus.REFUSED, decision.reasons  # curtailed at most
+
+
+async def test_a_final_verification_computed_before_a_kill_is_sent_as_recorded(
+    world: World,
+) -> None:
+    """Killed after the final verification was queued but before the activation was
+    closed: at the restart the same final goes out again (the outbox keeps the first copy),
+    not a recomputation that would leave the records disagreeing with the AMS."""
+    await world.service.notify(Reservation("res-f", bands(T17, 1, 30.0)))
+    await world.run_until(T17)
+    base = world.baseline_now()
+    await world.service.activate(
+        Activation("act-f", T17, T17 + FIVE, p_kw=base - 30.0, reservation_id="res-f")
+    )
+    await world.run_until(T17 + FIVE + timedelta(seconds=30))
+    first = world.publisher.verifications[-1]
+    assert first.final
+    # the crash window: the record still open; the store now holds a different reading at
+    # the end of the interval (one buffered when the first verification was computed)
+    db = sqlite3.connect(world.records.path)
+    db.execute("UPDATE flex_activation SET state = 'active' WHERE id = 'act-f'")
+    db.commit()
+    db.close()
+    rows = world.bench.history._rows["pcc.e_import"]
+    k = next(i for i, r in enumerate(rows) if r.time >= T17 + FIVE)
+    assert rows[k].value is not None
+    rows[k] = Stored(rows[k].time, rows[k].value + 5.0)
+    world.service = world.new_service()
+    await world.service.start()
+    again = world.publisher.verifications[-1]
+    assert again is not first and again.final
+    assert again.intervals == first.intervals
+    assert world.records.verification("act-f") == list(first.intervals)
+    record = world.records.activation("act-f")
+    assert record is not None and record.state == "ended"
