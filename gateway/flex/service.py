@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 #: how long after an interval (or activation) ends its verification waits, so that the
 #: store holds the meter's readings beyond the end (counters are interpolated there)
 VERIFY_DELAY = timedelta(seconds=3)
+#: how long the first decision after a start waits for the first readings
+READINGS_WAIT_S = 15.0
 
 
 class Clock(Protocol):
@@ -317,6 +319,30 @@ class FlexService:
                 return
             self._started = True
             await self._load()
+            await self._await_readings()
+
+    async def _await_readings(self) -> None:
+        """After a (re)start the point table is empty until the first polls: wait (bounded)
+        for the active power of the coupling point and of every DER, so that no plan,
+        baseline or decision is made from nothing."""
+        needed = [
+            der
+            for der in (self.model.pcc, *self.model.caps)
+            if self.points.find(der, Quantity.ACTIVE_POWER)
+        ]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READINGS_WAIT_S
+        while True:
+            missing = [d for d in needed if self.points.value(d, Quantity.ACTIVE_POWER) is None]
+            if not missing or loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.1)
+        if missing:
+            log.warning(
+                "no active power reading of %s after %.0f s: deciding without it",
+                ", ".join(missing),
+                READINGS_WAIT_S,
+            )
 
     async def _load(self) -> None:
         now = self.clock.now()

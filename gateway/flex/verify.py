@@ -9,10 +9,11 @@ For each interval k of the grid that the activation covers, over the covered win
   baseline_k  the baseline of interval k recorded when the activation started
   measured_k  mean coupling-point P over [a, b): from the energy counters,
               (dE_import - dE_export) / (b - a) with the counters interpolated at a and b,
-              where both counters bracket the window (they integrate across any gap in
-              the readings); otherwise the time mean of the P samples (each held until
-              the next), unless the samples have a hole (the gateway was down, the link
-              was cut) longer than HOLE_SPACINGS typical spacings: a value is never
+              where both counters bracket the window and neither a nor b falls in a hole
+              of the readings (a gap inside the window is no matter: the counters
+              integrate across it); otherwise the time mean of the P samples (each held
+              until the next), unless the samples have a hole (the gateway was down, the
+              link was cut) longer than HOLE_SPACINGS typical spacings: a value is never
               carried across time nobody measured. An interval with no measurement is
               reported as `unmeasured` in a final verification: nothing is claimed.
   requested_k |baseline_k - set_k|; the direction is up when set_k < baseline_k
@@ -100,6 +101,18 @@ def _hole(t: np.ndarray, before: np.ndarray, inside: np.ndarray, span: float) ->
     return bool(np.max(np.diff(edges)) > HOLE_SPACINGS * spacing)
 
 
+def _in_hole(t: np.ndarray, at: float) -> bool:
+    """Whether `at` lies in a hole of the readings (see `_hole`): a counter interpolated
+    there spreads the hole's energy evenly, which the real power may not have done."""
+    if t.size < 3:
+        return False
+    spacing = float(np.median(np.diff(t)))
+    k = int(np.searchsorted(t, at))
+    if k == 0 or k >= t.size or t[k] == at:
+        return False
+    return bool(t[k] - t[k - 1] > HOLE_SPACINGS * spacing)
+
+
 def held_mean(samples: Sequence[Sample], a: datetime, b: datetime) -> float | None:
     """Time mean over [a, b) of samples held until the next one (the last sample before a
     counts from a). None when no sample informs the window, or when the samples leave a
@@ -141,6 +154,8 @@ def counter_mean(
         span = (b - a).total_seconds()
         if t.size < 2 or t[0] > 0 or t[-1] < span:
             return None
+        if _in_hole(t, 0.0) or _in_hole(t, span):
+            return None  # a guess of when the energy of the hole flowed, not a reading
         deltas.append(float(np.interp(span, t, v) - np.interp(0.0, t, v)))
     return (deltas[0] - deltas[1]) / hours
 

@@ -289,9 +289,12 @@ class Rig:
     def ams_up(self) -> None:
         self.proxy.upstream = self.ams_port
 
-    async def kill_and_restart(self, label: str, down_until: datetime | None = None) -> None:
+    async def kill_and_restart(
+        self, label: str, down_until: datetime | None = None, *, ready: bool = True
+    ) -> None:
         """SIGKILL the gateway, compare the devices with the records, start it again on the
-        same state directory (not before `down_until`) and wait until it is ready."""
+        same state directory (not before `down_until`) and wait until it is ready (with
+        `ready` off, return once the process runs: the AMS retries meanwhile)."""
         await asyncio.to_thread(self.gateway.kill)
         self.kills.append(label)
         devices = await self.witness.read(SETPOINTS)
@@ -305,7 +308,8 @@ class Rig:
         if down_until is not None:
             await asyncio.sleep(max((down_until - datetime.now(UTC)).total_seconds(), 0.0))
         self.gateway.start()
-        await self.gateway.wait_ready()
+        if ready:
+            await self.gateway.wait_ready()
 
     def received(self, channel: Channel) -> list[str]:
         return [m.id for m in self.ams.messages(channel)]

@@ -98,6 +98,14 @@ async def _post(rig: Rig, channel: Channel, body: bytes) -> Answer | None:
         return None
 
 
+async def _repeat(rig: Rig, channel: Channel, body: bytes) -> Answer:
+    """The AMS repeats a message until the restarting gateway answers (every 50 ms)."""
+    async with asyncio.timeout(30):
+        while (answer := await _post(rig, channel, body)) is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    return answer
+
+
 def _from(forecast: FlexibilityForecast, earliest: datetime) -> FlexibilityForecast:
     """The forecast from its first interval that starts at `earliest` or later."""
     skip = 0
@@ -134,10 +142,11 @@ async def run_cycle(rig: Rig, kills: tuple[str, ...], rng: random.Random) -> Cyc
     assert first is not None
     answers.append(first)
     if "notified" in kills:
-        await rig.kill_and_restart("notified")
-        repeat = await _post(rig, Channel.NOTIFICATION, body)
+        await rig.kill_and_restart("notified", ready=False)
+        repeat = await _repeat(rig, Channel.NOTIFICATION, body)
         assert repeat is not None
         answers.append(repeat)
+        await rig.gateway.wait_ready()
 
     one = rig.ams.activation_for(
         notification, forecast, fraction=1.0, direction="down", start=notification.start
@@ -159,22 +168,21 @@ async def run_cycle(rig: Rig, kills: tuple[str, ...], rng: random.Random) -> Cyc
         sending = asyncio.create_task(_post(rig, Channel.ACTIVATION, body))
         cycle.offsets["activating"] = offset = rng.uniform(0.0, 0.3)
         await asyncio.sleep(offset)
-        await rig.kill_and_restart("activating", outage)
+        await rig.kill_and_restart("activating", outage, ready=False)
         got = await sending
         if got is not None:
             answers.append(got)
-        repeat = await _post(rig, Channel.ACTIVATION, body)
-        assert repeat is not None
+        repeat = await _repeat(rig, Channel.ACTIVATION, body)
         answers.append(repeat)
+        await rig.gateway.wait_ready()
     else:
         got = await _post(rig, Channel.ACTIVATION, body)
         assert got is not None
         answers.append(got)
         if "activated" in kills:
-            await rig.kill_and_restart("activated", outage)
-            repeat = await _post(rig, Channel.ACTIVATION, body)
-            assert repeat is not None
-            answers.append(repeat)
+            await rig.kill_and_restart("activated", outage, ready=False)
+            answers.append(await _repeat(rig, Channel.ACTIVATION, body))
+            await rig.gateway.wait_ready()
     assert answers[-1].status == 200, answers[-1].body.decode(errors="replace")
     start = max(activation.start, datetime.now(UTC))
     end = activation.end
@@ -334,6 +342,9 @@ def normalized(plan: tuple[str, ...]) -> tuple[str, ...]:
 def plans(s: int) -> list[tuple[str, ...]]:
     """The quick cycle; with MGMS_LONG_FAULTS=1 then more cycles, each killed at a random
     choice of phases."""
+    given = os.environ.get("MGMS_CRASH_PLAN")
+    if given:  # e.g. "notified,activating;controlling,verifying": one cycle per group
+        return [normalized(tuple(g.split(","))) for g in given.split(";")]
     out = [QUICK]
     rng = random.Random(s ^ 0x5EED)
     for _ in range(LONG_CYCLES if LONG else 0):

@@ -4,6 +4,7 @@ going through the point table and the mapped point roles."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from gateway.flex.model import Activation, Band, DecisionStatus, ReasonCode, Res
 from gateway.flex.records import FlexRecords
 from gateway.flex.service import FlexService
 from gateway.mapping import Quantity
+from gateway.points import PointTable
 from tests.support.flexsim import Bench, BenchClock, Publisher, Stored
 
 START = datetime(2024, 6, 3, 16, 50, tzinfo=UTC)
@@ -383,3 +385,25 @@ async def test_a_final_verification_computed_before_a_kill_is_sent_as_recorded(
     assert world.records.verification("act-f") == list(first.intervals)
     record = world.records.activation("act-f")
     assert record is not None and record.state == "ended"
+
+
+async def test_the_first_decision_after_a_start_waits_for_readings(world: World) -> None:
+    """Restarted with an empty point table (no poll yet): the activation the AMS repeats
+    right away is decided once the readings are in, on the real baseline, not on zeros."""
+    await world.service.notify(Reservation("res-w", bands(T17, 2, 30.0)))
+    await world.run_until(T17)
+    base = world.baseline_now()
+    assert base > 20.0  # the evening import
+    world.bench.table = PointTable(world.bench.config)  # what a fresh process holds
+    world.bench.table.listen(world.bench.history.add)
+    world.service = world.new_service()
+    act = Activation("act-w", T17, T17 + FIVE, p_kw=base - 30.0, reservation_id="res-w")
+    deciding = asyncio.create_task(world.service.activate(act))
+    await asyncio.sleep(0.3)
+    assert not deciding.done()  # waiting for the first poll
+    world.bench.sample()
+    decision = await asyncio.wait_for(deciding, 5)
+    assert decision.status is not DecisionStatus.REFUSED, decision.reasons
+    record = world.records.activation("act-w")
+    assert record is not None and record.baseline is not None
+    assert record.baseline["p"][0] == pytest.approx(base, abs=5.0)

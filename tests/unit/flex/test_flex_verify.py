@@ -166,3 +166,14 @@ def test_the_first_set_point_counts_from_the_activation_start() -> None:
     assert first.set_p_kw == 30.0 and first.requested_kw == 30.0
     assert first.delivered_pct == pytest.approx(0.0)
     assert second.delivered_pct == pytest.approx(29 / 0.3)
+
+
+def test_counters_are_not_interpolated_inside_a_hole() -> None:
+    """The gateway was down from 5 s before to 60 s after the start: how the energy of the
+    hole splits around the start is unknown; a hole inside the window is no matter."""
+    steady = [(T0 + k * S, 0.01 * k) for k in range(-20, -4)]
+    resumed = [(T0 + k * S, 0.01 * k) for k in range(60, 920)]
+    exports = [(T0 + k * S, 0.0) for k in range(-20, 920)]
+    assert counter_mean(steady + resumed, exports, T0, T0 + Q) is None
+    inside = [(T0 + k * S, 0.01 * k) for k in range(-20, 920) if not 100 <= k < 200]
+    assert counter_mean(inside, exports, T0, T0 + Q) == pytest.approx(36.0)
