@@ -12,7 +12,7 @@ the deadband) are not rewritten.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -168,7 +168,10 @@ class SetpointWriter:
         now: datetime,
         write_within: timedelta = timedelta(seconds=5),
         force: bool = False,
+        before: Callable[[Planned], Awaitable[None]] | None = None,
     ) -> tuple[list[tuple[Planned, CommandResult]], list[str]]:
+        """Write what changed; `before` runs ahead of every command sent (or refused), in
+        the order of the results (the flexibility records write ahead with it)."""
         results: list[tuple[Planned, CommandResult]] = []
         notes: list[str] = []
         for der_id, target in targets.items():
@@ -181,6 +184,8 @@ class SetpointWriter:
                 last = self._sent.get(key)
                 if not force and last is not None and abs(last - item.meaning) < self._deadband:
                     continue
+                if before is not None:
+                    await before(item)
                 try:
                     result = await self._controller.write(item.command)
                 except CommandError as exc:  # refused before sending: nothing changed

@@ -1,7 +1,9 @@
 """Durable records of the flexibility functions in SQLite: reservations, activations (with
 the baseline recorded at their start), the set points sent, the verifications and the
 audit log of every decision with its reasons. They survive a restart, so an interrupted
-activation can be resumed or closed out.
+activation can be resumed or closed out. A set point is recorded before it is sent
+(`sending`) and settled with the device's answer, so a write the gateway was killed in
+is known at the next start.
 
 Blocking: every call is a short SQLite transaction; the service calls it from a worker
 thread. One connection, guarded by a lock (check_same_thread is off for that reason).
@@ -88,6 +90,12 @@ CREATE TABLE IF NOT EXISTS flex_audit (
     reasons TEXT NOT NULL
 );
 """
+
+
+#: status of a set point recorded before its write was sent, until its result is known
+SENDING = "sending"
+#: status of a write the gateway stopped in (killed): it may or may not have arrived
+UNKNOWN = "unknown"
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -309,6 +317,39 @@ class FlexRecords:
                 " detail) VALUES (?,?,?,?,?,?,?,?)",
                 [(activation_id, _iso(at), *row) for row in rows],
             )
+
+    def intend_setpoint(
+        self, activation_id: str, at: datetime, der: str, point: str, value: float, meaning: float
+    ) -> int:
+        """Record a write before it is sent (status `sending`); its seq, for `settle`."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO flex_setpoint (activation_id, at, der, point, value, meaning, status,"
+                " detail) VALUES (?,?,?,?,?,?,?,?)",
+                (activation_id, _iso(at), der, point, value, meaning, SENDING, ""),
+            )
+            seq = cur.lastrowid
+        assert seq is not None
+        return seq
+
+    def settle_setpoints(self, rows: list[tuple[int, str, str]]) -> None:
+        """rows: (seq, status, detail) of writes recorded by `intend_setpoint`."""
+        if not rows:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE flex_setpoint SET status = ?, detail = ? WHERE seq = ?",
+                [(status, detail, seq) for seq, status, detail in rows],
+            )
+
+    def unsettled_setpoints(self) -> list[tuple[int, str, str, str, float]]:
+        """(seq, activation id, der, point, value) of writes the gateway stopped in."""
+        rows = self._query(
+            "SELECT seq, activation_id, der, point, value FROM flex_setpoint WHERE status = ?"
+            " ORDER BY seq",
+            (SENDING,),
+        )
+        return [(q, a, d, p, float(v)) for q, a, d, p, v in rows]
 
     def save_verification(self, v: Verification) -> None:
         with self._tx() as db:

@@ -36,7 +36,7 @@ from gateway.flex.conflict import (
     envelope,
     find_reservation,
 )
-from gateway.flex.control import Controller, SetpointWriter, Target
+from gateway.flex.control import Controller, Planned, SetpointWriter, Target
 from gateway.flex.dispatch import Dispatch, DispatchInput, dispatch
 from gateway.flex.inputs import FlexModel, InputBuilder
 from gateway.flex.intervals import Horizon
@@ -51,7 +51,7 @@ from gateway.flex.model import (
     Reservation,
     Verification,
 )
-from gateway.flex.records import FlexRecords
+from gateway.flex.records import UNKNOWN, FlexRecords
 from gateway.flex.schedule import PlanInput, PlanResult, schedule
 from gateway.flex.verify import Baseline, Measurements, Setpoint, verify
 from gateway.mapping import Quantity
@@ -320,6 +320,25 @@ class FlexService:
             self._started = True
             await self._load()
             await self._await_readings()
+            await self._settle_interrupted_writes()
+
+    async def _settle_interrupted_writes(self) -> None:
+        """Writes recorded as `sending` were cut by a kill: the device may hold the new
+        value or the old one. Say so, mark them `unknown` and write those DERs again: an
+        activation in force rewrites every DER at its next cycle (the writer remembers
+        nothing after a start); otherwise they go back to their plan."""
+        cut = await asyncio.to_thread(self.records.unsettled_setpoints)
+        if not cut:
+            return
+        detail = "the gateway stopped while writing it; written again after the restart"
+        for _, origin, der, point, value in cut:
+            log.warning(
+                "%s: write of %s = %g interrupted (%s): %s", origin, point, value, der, detail
+            )
+        await asyncio.to_thread(
+            self.records.settle_setpoints, [(seq, UNKNOWN, detail) for seq, *_ in cut]
+        )
+        self._steered |= {der for _, _, der, _, _ in cut if der in self.model.caps}
 
     async def _await_readings(self) -> None:
         """After a (re)start the point table is empty until the first polls: wait (bounded)
@@ -540,22 +559,30 @@ class FlexService:
         self, now: datetime, origin_id: str, targets: dict[str, Target], force: bool = False
     ) -> None:
         states = self.model.states(self.points)
-        results, notes = await self.writer.apply(
-            targets, self.model.caps, states, f"flex:{origin_id}", now, force=force
-        )
-        rows = [
-            (
+        seqs: list[int] = []
+
+        async def intend(item: Planned) -> None:
+            # recorded before it is sent: a kill in the write leaves a trace (see start)
+            seq = await asyncio.to_thread(
+                self.records.intend_setpoint,
+                origin_id,
+                now,
                 item.der,
                 item.command.point,
                 float(item.command.value),
                 item.meaning,
-                res.status.value,
-                item.note or res.detail,
             )
-            for item, res in results
+            seqs.append(seq)
+
+        results, notes = await self.writer.apply(
+            targets, self.model.caps, states, f"flex:{origin_id}", now, force=force, before=intend
+        )
+        rows = [
+            (seq, res.status.value, item.note or res.detail)
+            for seq, (item, res) in zip(seqs, results, strict=True)
         ]
         if rows:
-            await asyncio.to_thread(self.records.setpoints, origin_id, now, rows)
+            await asyncio.to_thread(self.records.settle_setpoints, rows)
         for note in notes:
             log.warning("%s: %s", origin_id, note)
             if self.running is not None and note not in self.running.notes:

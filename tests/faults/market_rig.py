@@ -34,6 +34,7 @@ import yaml
 from drivers.registry import create_driver
 from gateway.config import LoadedConfig
 from gateway.flex.cycle import DEMO_SETTINGS
+from gateway.flex.records import SENDING
 from gateway.loader import load_config
 from gateway.mapping import Point
 from gateway.north.ams_sim import AmsSimConfig, AmsSimulator
@@ -54,6 +55,8 @@ RETRY = RetryPolicy(initial_s=0.2, max_s=1.0)
 METER = ("pcc.p", "pcc.e_import", "pcc.e_export")
 SETPOINTS = ("bess1.p_set", "bess1.q_set", "pv1.limit", "pv1.q_set", "load1.curtail")
 WITNESS_PERIOD_S = 0.25
+#: a set point read back from a device against the value recorded (registers of 0.1)
+SETPOINT_TOL = 0.11
 
 
 def write_config(directory: Path, pki: PkiFiles, ams_url: str, port: int, ops_port: int) -> Path:
@@ -238,14 +241,18 @@ class State:
         )
         return [(s, d) for s, d in rows]
 
-    def last_setpoints(self) -> dict[str, tuple[float, str]]:
-        """Per point the last recorded write (value, status)."""
-        out: dict[str, tuple[float, str]] = {}
+    def writes(self) -> dict[str, list[tuple[float, str]]]:
+        """Per point every recorded write (value, status), oldest first."""
+        out: dict[str, list[tuple[float, str]]] = {}
         for point, value, status in self._rows(
             "flex.sqlite", "SELECT point, value, status FROM flex_setpoint ORDER BY seq"
         ):
-            out[point] = (float(value), status)
+            out.setdefault(point, []).append((float(value), status))
         return out
+
+    def last_setpoints(self) -> dict[str, tuple[float, str]]:
+        """Per point the last recorded write (value, status)."""
+        return {point: rows[-1] for point, rows in self.writes().items()}
 
     def verified(self, activation_id: str) -> list[dict[str, Any]]:
         rows = self._rows(
@@ -281,6 +288,8 @@ class Rig:
     kills: list[str] = field(default_factory=list)
     #: set points found on a device without a matching record right after a kill
     unrecorded: list[dict[str, Any]] = field(default_factory=list)
+    #: writes the kill cut (recorded as `sending`): found and written again at the restart
+    cut_writes: list[dict[str, Any]] = field(default_factory=list)
 
     def ams_down(self) -> None:
         """The AMS refuses connections (the proxy has no upstream)."""
@@ -298,10 +307,15 @@ class Rig:
         await asyncio.to_thread(self.gateway.kill)
         self.kills.append(label)
         devices = await self.witness.read(SETPOINTS)
-        recorded = self.state.last_setpoints()
+        writes = self.state.writes()
         for point, value in devices.items():
-            last = recorded.get(point, (self.initial[point], "initial"))
-            if abs(last[0] - value) > 0.11:
+            rows = [(self.initial[point], "initial"), *writes.get(point, [])]
+            last = rows[-1]
+            if last[1] == SENDING:  # killed in this write: the old or the new value
+                self.cut_writes.append({"kill": label, "point": point, "device": value})
+                if abs(rows[-2][0] - value) <= SETPOINT_TOL:
+                    continue
+            if abs(last[0] - value) > SETPOINT_TOL:
                 self.unrecorded.append(
                     {"kill": label, "point": point, "device": value, "record": last}
                 )

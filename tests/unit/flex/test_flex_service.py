@@ -407,3 +407,20 @@ async def test_the_first_decision_after_a_start_waits_for_readings(world: World)
     record = world.records.activation("act-w")
     assert record is not None and record.baseline is not None
     assert record.baseline["p"][0] == pytest.approx(base, abs=5.0)
+
+
+async def test_a_write_cut_by_a_kill_is_found_and_written_again(world: World) -> None:
+    """Killed between sending a set point and learning its result: the record says
+    `sending`; the next start marks it unknown and writes that DER back to its plan."""
+    await world.run_until(START + timedelta(minutes=1))
+    world.records.intend_setpoint("plan", world.bench.now(), "bess1", "bess1.p_set", 20.0, 20.0)
+    world.bench.grid.apply("bess1", Quantity.ACTIVE_POWER_SETPOINT, 20.0)  # it did arrive
+    world.bench.advance(5)
+    world.service = world.new_service()
+    await world.service.start()
+    assert world.records.unsettled_setpoints() == []
+    await world.run_until(world.bench.now() + timedelta(seconds=10))
+    writes = [w for w in world.records.sent_setpoints("plan") if w[2] == "bess1.p_set"]
+    assert [w[4] for w in writes] == ["unknown", "confirmed"]
+    assert writes[-1][3] == pytest.approx(0.0)  # back to its plan: idle
+    assert world.bench.table.value("bess1", Quantity.ACTIVE_POWER) == pytest.approx(0.0, abs=0.5)
