@@ -220,9 +220,14 @@ def build_parts(
     if ams is not None:
         assert gw.store is not None
         state = gw.config.gateway.state_dir
-        parts.append(ActivationLoad(ams, state, gw.store.path, args.activation_rate, args.clients))
-        ders = [d.id for d in gw.config.gateway.ders]
-        parts.append(SmartApiReads(ams, ders, args.read_rate, args.clients))
+        if args.activation_rate > 0:
+            activations = ActivationLoad(
+                ams, state, gw.store.path, args.activation_rate, args.clients
+            )
+            parts.append(activations)
+        if args.read_rate > 0:
+            ders = [d.id for d in gw.config.gateway.ders]
+            parts.append(SmartApiReads(ams, ders, args.read_rate, args.clients))
     return parts
 
 
@@ -367,8 +372,8 @@ def main() -> int:
     parser.add_argument(
         "--poll-interval", type=float, default=None, help="poll every device this often, s"
     )
-    parser.add_argument("--activation-rate", type=float, default=100.0, help="per s, target")
-    parser.add_argument("--read-rate", type=float, default=100.0, help="Smart API reads per s")
+    parser.add_argument("--activation-rate", type=float, default=100.0, help="per s, 0: none")
+    parser.add_argument("--read-rate", type=float, default=100.0, help="per s, 0: none")
     parser.add_argument("--clients", type=int, default=4, help="keep-alive clients per load")
     parser.add_argument(
         "--no-market", action="store_true", help="without north, flex and the AMS loads"
