@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -268,9 +269,16 @@ async def soak(
                     group.create_task(prepare(gw, calm_deadline), name=f"soak-{part.name}-prep")
         latency.phase = "faults"
         deadline = loop.time() + args.duration
-        async with asyncio.TaskGroup() as group:
-            for part in parts:
-                group.create_task(part.run(gw, deadline), name=f"soak-{part.name}")
+        rss_samples: list[float] = []
+        sampler = asyncio.create_task(_sample_rss(rss_samples), name="soak-rss")
+        try:
+            async with asyncio.TaskGroup() as group:
+                for part in parts:
+                    group.create_task(part.run(gw, deadline), name=f"soak-{part.name}")
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
         latency.phase = "end"
         await _wait(lambda: all(_all_good(gw, d) for d in gw.sessions), args.recover_within)
         unrecovered = [
@@ -303,7 +311,13 @@ async def soak(
             "link_events_extra": link_events - expected,
         }
     )
-    rss = {"start": rss_start, "end": rss_end, "growth": round(rss_end - rss_start, 1)}
+    rss: dict[str, Any] = {
+        "start": rss_start,
+        "end": rss_end,
+        "growth": round(rss_end - rss_start, 1),
+        # growth over each half of the faults phase: a leak keeps growing in the second
+        "growth_halves": _halves(rss_samples),
+    }
     return {
         "bench": "soak",
         "devices": len(protocols),
@@ -317,7 +331,7 @@ async def soak(
     }
 
 
-def summary(figures: dict[str, Any], rss: dict[str, float]) -> dict[str, Any]:
+def summary(figures: dict[str, Any], rss: dict[str, Any]) -> dict[str, Any]:
     """The figures issue #9 asks for, measured by the parts (None where no part ran)."""
     field = figures["field"]
     north = figures.get("north")
@@ -340,6 +354,22 @@ def summary(figures: dict[str, Any], rss: dict[str, float]) -> dict[str, Any]:
         "rss_mb_end": rss["end"],
         "rss_mb_growth": rss["growth"],
     }
+
+
+RSS_EVERY_S = 2.0
+
+
+async def _sample_rss(samples: list[float]) -> None:
+    while True:
+        samples.append(rss_mb())
+        await asyncio.sleep(RSS_EVERY_S)
+
+
+def _halves(samples: list[float]) -> list[float] | None:
+    if len(samples) < 3:
+        return None
+    mid = len(samples) // 2
+    return [round(samples[mid] - samples[0], 1), round(samples[-1] - samples[mid], 1)]
 
 
 def stored_samples(store: Path) -> int:

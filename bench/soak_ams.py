@@ -166,20 +166,34 @@ class Load:
             "intervals": len(notification.intervals),
         }
 
+    def baseline(self, now: datetime) -> tuple[float, float]:
+        """P and Q of the gateway's latest forecast for the interval now (the baseline the
+        AMS knows)."""
+        assert self.forecast is not None
+        for f in reversed(self.ams.messages(Channel.FORECAST)):
+            assert isinstance(f, FlexibilityForecast)
+            i = int((now - f.start) / f.step)
+            if 0 <= i < len(f.intervals):
+                return f.intervals[i].p_kw, f.intervals[i].q_kvar
+        f = self.forecast
+        i = min(max(int((now - f.start) / f.step), 0), len(f.intervals) - 1)
+        return f.intervals[i].p_kw, f.intervals[i].q_kvar
+
     def activation(self) -> tuple[str, bytes]:
         """The next set point: a slow swing through 20..80 % of the band reserved in the
-        interval now, in the direction with the larger band."""
-        n, f = self.notification, self.forecast
-        assert n is not None and f is not None, "activations before a reservation"
+        interval now around the latest baseline, in the direction with the larger band."""
+        n = self.notification
+        assert n is not None, "activations before a reservation"
         now = datetime.now(UTC)
         i = min(max(int((now - n.start) / n.step), 0), len(n.intervals) - 1)
-        base, band = f.intervals[i], n.intervals[i]
+        band = n.intervals[i]
+        p_base, q_base = self.baseline(now)
         self.count += 1
         share = 0.5 + 0.3 * math.sin(2 * math.pi * self.count / 40)
         if band.p_down_kw >= band.p_up_kw:
-            p = base.p_kw - share * band.p_down_kw
+            p = p_base - share * band.p_down_kw
         else:
-            p = base.p_kw + share * band.p_up_kw
+            p = p_base + share * band.p_up_kw
         message = ReserveActivation(
             id=new_message_id(),
             sender=self.ams.config.identity,
@@ -187,7 +201,7 @@ class Load:
             microgrid=n.microgrid,
             notification=n.id,
             p_kw=p,
-            q_kvar=base.q_kvar,
+            q_kvar=q_base,
             start=now,
             end=n.interval_start(len(n.intervals)),
         )
