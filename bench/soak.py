@@ -20,7 +20,7 @@ back with good values. Figures:
 
 The gateway runs the full product: with the `north:` and `flex:` sections `mgms demo`
 gives it (development PKI, 10-second intervals) and an AMS simulator on loopback in its own
-process (bench/soak_market.py, bench/soak_ams.py; `--no-market` leaves them out). Under
+process (bench/soaklib/; `--no-market` leaves them out). Under
 the faults the `activation` part sends signed Reserve Activations at `--activation-rate`
 and the `read` part Smart API reads at `--read-rate` (`--clients` keep-alive clients
 each); `north` compares the forecasts and verifications the gateway queued with what the
@@ -57,7 +57,7 @@ from typing import Any, Protocol
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
 
-from bench.soak_market import (  # noqa: E402
+from bench.soaklib.market import (  # noqa: E402
     EXPLAINED_REFUSALS,
     ActivationLoad,
     AmsLink,

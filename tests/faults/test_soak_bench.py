@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bench.soak_market import EXPLAINED_REFUSALS
+from bench.soaklib.market import EXPLAINED_REFUSALS
 from tests.faults.field import FIELD_CONFIG, LONG
 from tests.support.procs import ROOT, child_env
 

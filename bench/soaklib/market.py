@@ -1,6 +1,6 @@
 """The soak's northbound and flexibility loads (bench/soak.py): the gateway gets a `north:`
 and `flex:` section as `mgms demo` gives it (development PKI, 10-second intervals) and an
-AMS on loopback, which runs in its own process (bench/soak_ams.py) with the load clients.
+AMS on loopback, which runs in its own process (bench/soaklib/ams.py) with the load clients.
 
 Parts:
 - `ActivationLoad` ("activation"): a reservation set up by a Reserve Notification, then
@@ -41,8 +41,8 @@ from gateway.flex.cycle import DEMO_SETTINGS
 from gateway.north.certs import dev_north_config, init_dev_pki
 from gateway.north.service import OUTBOX_FILE
 
-ROOT = Path(__file__).resolve().parents[1]
-AMS_SCRIPT = ROOT / "bench" / "soak_ams.py"
+ROOT = Path(__file__).resolve().parents[2]
+AMS_SCRIPT = ROOT / "bench" / "soaklib" / "ams.py"
 #: share of the offered flexibility the AMS reserves
 RESERVED_SHARE = 0.5
 READY_WITHIN_S = 30.0
@@ -53,8 +53,10 @@ FLEX_RECORDS = "flex.sqlite"
 #: each can be killed alone), each with its own physics, so the coupling-point meter never
 #: sees the DERs move; the closed loop drives them to their limits, after which a set point
 #: further from the baseline cannot be reached and is refused as it should be (the same
-#: when the DERs that would carry it are down)
-EXPLAINED_REFUSALS = frozenset({"insufficient-flexibility"})
+#: when the DERs that would carry it are down). The reason code is that of the first
+#: reason: `outside-band` when the set point was also beyond the band (clamped to its edge
+#: first), which alone never refuses an activation (gateway.flex.conflict.check_activation)
+EXPLAINED_REFUSALS = frozenset({"insufficient-flexibility", "outside-band"})
 
 
 def latency(samples: list[float]) -> dict[str, float | int]:
@@ -207,6 +209,10 @@ class ActivationLoad:
         check = cross_check(self.records, self.store, answered)
         status = Counter(load.get("status", {}))
         refused = sum(n for code, n in status.items() if code != "200")
+        calm_ms, load_ms = latency(calm.get("latency_s", [])), latency(load.get("latency_s", []))
+        ratio = None
+        if "p50" in calm_ms and "p50" in load_ms:
+            ratio = round(load_ms["p50"] / calm_ms["p50"], 1)
         return {
             "target_rate": self.rate,
             "clients": self.clients,
@@ -218,8 +224,9 @@ class ActivationLoad:
             "refusal_reasons": load.get("reasons", {}),
             "client_failures": load.get("failures", {}),
             "examples": load.get("examples", []),
-            "latency_ms_calm": latency(calm.get("latency_s", [])),
-            "latency_ms_load": latency(load.get("latency_s", [])),
+            "latency_ms_calm": calm_ms,
+            "latency_ms_load": load_ms,
+            "p50_load_over_calm": ratio,
             **check,
         }
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
 
 from gateway.demo_market import _from_next_interval  # noqa: E402
@@ -64,8 +64,8 @@ from gateway.smartapi.messages import (  # noqa: E402
 
 REQUEST_TIMEOUT_S = 30.0
 CALM_GAP_S = 0.25
-#: a refusal's reason code, from the Smart API Error's message ("<reason>: <detail>")
-REASON = re.compile(rb'errorMessage "([a-z-]+):')
+#: a refusal's reason code and text, from the Smart API Error ("<reason>: <detail>")
+REASON = re.compile(rb'errorMessage "([a-z-]+): ([^"]{0,300})')
 
 
 @dataclass
@@ -92,7 +92,8 @@ class Tally:
         reason = found.group(1).decode() if found else f"http-{status}"
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
         if len(self.examples) < 5:
-            self.examples.append(body[:400].decode(errors="replace"))
+            text = found.group(2) if found else body[:300]
+            self.examples.append(f"{status} {reason}: {text.decode(errors='replace')}")
 
     def failed(self, exc: BaseException) -> None:
         name = type(exc).__name__
