@@ -44,6 +44,7 @@ from typing import Any, Protocol
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
 
+from bench.soak_hostile import HostileInbound  # noqa: E402
 from fwsim.process import SimProcess, free_port, start_sim  # noqa: E402
 from gateway.app import Gateway  # noqa: E402
 from gateway.config import LoadedConfig  # noqa: E402
@@ -193,7 +194,10 @@ class PollLatency:
 
 def build_parts(gw: Gateway, sims: Simulators, args: argparse.Namespace) -> list[Part]:
     """The loads of the faults phase. Northbound and flexibility parts are added here."""
-    return [FieldFaults(sims, args.restart_every, args.down, args.recover_within)]
+    parts: list[Part] = [FieldFaults(sims, args.restart_every, args.down, args.recover_within)]
+    if args.hostile_in_flight > 0:
+        parts.append(HostileInbound(args.hostile_in_flight))
+    return parts
 
 
 def stored_samples(store: Path) -> int:
@@ -290,6 +294,12 @@ def main() -> int:
     parser.add_argument(
         "--poll-interval", type=float, default=None, help="poll every device this often, s"
     )
+    parser.add_argument(
+        "--hostile-in-flight",
+        type=int,
+        default=2,
+        help="hostile inbound messages in flight at a time (0: no hostile part)",
+    )
     args = parser.parse_args()
     config = load_config(args.config)
     devices = [d.id for d in config.devices if d.connection.serial is None]
@@ -310,6 +320,7 @@ def main() -> int:
             sims.stop_all()
     print(json.dumps(result), flush=True)
     ok = result["field"]["samples_lost"] == 0 and not result["field"]["not_recovered"]
+    ok = ok and result.get("hostile", {}).get("applied", 0) == 0
     return 0 if ok else 1
 
 

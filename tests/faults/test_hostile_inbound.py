@@ -20,7 +20,7 @@ import os
 import sqlite3
 import ssl
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -209,7 +209,7 @@ def rss_mb() -> float:
 
 
 async def test_hostile_messages_are_refused_and_nothing_is_applied(
-    pki: PkiFiles, tmp_path: Path, record_property: pytest.RecordProperty
+    pki: PkiFiles, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     async with running_rig(pki, tmp_path) as rig:
         north = rig.gw.market.north if rig.gw.market else None

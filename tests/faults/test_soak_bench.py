@@ -38,3 +38,5 @@ def test_soak_bench_short_run() -> None:
     for phase in ("calm", "faults"):
         assert result["poll_ms"][phase]["n"] > 10
     assert result["rss_mb"]["start"] > 0 and result["rss_mb"]["end"] > 0
+    hostile = result["hostile"]  # hostile inbound messages during the faults
+    assert hostile["tried"] > 0 and hostile["applied"] == 0 and hostile["unexpected"] == 0, hostile

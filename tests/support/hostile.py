@@ -197,6 +197,8 @@ class HostileGenerator:
             stranger=Identity("stranger-1", AMS_SENDER, key),
             impostor=Identity(SIGNERS["ams"][0], AMS_SENDER, other),
         )
+        #: ids of every message built, to look them up in the gateway's stores afterwards
+        self.ids: list[str] = []
         #: signed refusals already produced, to be replayed (exactly or signed again)
         self._sent: list[tuple[Case, ReserveActivation]] = []
         self._classes = [
@@ -238,6 +240,7 @@ class HostileGenerator:
             start=now,
             end=now + timedelta(minutes=self.rng.choice((1, 5, 15))),
         )
+        self.ids.append(base.id)
         return replace(base, **changes)  # type: ignore[arg-type]
 
     def _notification(
@@ -256,6 +259,7 @@ class HostileGenerator:
             purchase=f"purchase-{self.rng.getrandbits(32):08x}",
             intervals=bands,
         )
+        self.ids.append(base.id)
         return replace(base, **changes)  # type: ignore[arg-type]
 
     def _sign(
@@ -626,8 +630,9 @@ class HostileGenerator:
                 mqtt=False,
             )
         # a CRP message to the access endpoint (which names errors by their class): a Write
-        # on the microgrid entity, which has no writable point there
-        access = {"NotFound", "Forbidden", "InvalidTerm", "MissingTerm"}
+        # on the microgrid entity, which has no writable point there (404 without an access
+        # endpoint mounted)
+        access = {"NotFound", "Forbidden", "InvalidTerm", "MissingTerm", "http-404"}
         return Case(
             "wrong-endpoint",
             body,
@@ -850,10 +855,13 @@ async def _fire(args: argparse.Namespace) -> Report:
                 return await fire_https(session, args.https, case)
 
             started = loop.time()
-            cases = HostileGenerator(material, args.seed).cases(args.https_count)
+            generator = HostileGenerator(material, args.seed)
+            cases = generator.cases(args.https_count)
             for o in await barrage(cases, post, in_flight=args.in_flight, deadline=deadline):
                 report.add("https", o)
             report.seconds["https"] = round(loop.time() - started, 2)
+            if args.ids:
+                args.ids.write_text("\n".join(generator.ids))
     if args.mqtt and args.mqtt_count:
         host, _, port = args.mqtt.rpartition(":")
         endpoint = MqttEndpoint(
@@ -903,6 +911,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--in-flight", type=int, default=8)
     parser.add_argument("--duration", type=float, default=0.0, help="stop after s (0: never)")
+    parser.add_argument("--ids", type=Path, help="write the ids of the HTTPS messages here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     report = asyncio.run(_fire(args))
