@@ -195,8 +195,8 @@ class PollLatency:
 def build_parts(gw: Gateway, sims: Simulators, args: argparse.Namespace) -> list[Part]:
     """The loads of the faults phase. Northbound and flexibility parts are added here."""
     parts: list[Part] = [FieldFaults(sims, args.restart_every, args.down, args.recover_within)]
-    if args.hostile_in_flight > 0:
-        parts.append(HostileInbound(args.hostile_in_flight))
+    if args.hostile_rate > 0:
+        parts.append(HostileInbound(args.hostile_rate))
     return parts
 
 
@@ -295,10 +295,10 @@ def main() -> int:
         "--poll-interval", type=float, default=None, help="poll every device this often, s"
     )
     parser.add_argument(
-        "--hostile-in-flight",
-        type=int,
-        default=2,
-        help="hostile inbound messages in flight at a time (0: no hostile part)",
+        "--hostile-rate",
+        type=float,
+        default=20.0,
+        help="hostile inbound messages a second at the HTTPS endpoint (0: no hostile part)",
     )
     args = parser.parse_args()
     config = load_config(args.config)

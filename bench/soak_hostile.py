@@ -1,9 +1,11 @@
 """The soak's `hostile` part: hostile inbound messages (tests/support/hostile.py) at the
 running gateway's HTTPS endpoint until the deadline, from a separate process.
 
-Figures: `tried` (messages answered), `applied` (hostile messages the gateway answered 2xx
-or holds as accepted in its inbound ledger or flexibility records; must be 0),
-`unexpected` (answers their class does not allow), `per_s` and the answers per class.
+Messages go out at `--hostile-rate` a second (a sustained attack beside the other loads,
+not a flood that would starve them). Figures: `tried` (messages answered), `applied`
+(hostile messages the gateway answered 2xx or holds as accepted in its inbound ledger or
+flexibility records; must be 0), `unexpected` (answers their class does not allow),
+`per_s` and the answers per class.
 
 The gateway's own northbound side is used when its config has a `north:` section with a
 development PKI (`mgms certs init`, which holds the AMS's signing key the generator signs
@@ -37,7 +39,8 @@ SEED = 9
 class HostileInbound:
     name = "hostile"
 
-    def __init__(self, in_flight: int) -> None:
+    def __init__(self, rate: float, in_flight: int = 4) -> None:
+        self.rate = rate
         self.in_flight = in_flight
         self.report: dict[str, Any] = {}
         self.applied: int | None = None
@@ -55,7 +58,8 @@ class HostileInbound:
                 *("--max-body", str(north.config.server.max_body_bytes)),
                 *("--https", f"https://127.0.0.1:{north.server.port}"),
                 *("--https-count", str(10**9), "--duration", f"{max(left, 1.0):.1f}"),
-                *("--in-flight", str(self.in_flight), "--ids", str(ids)),
+                *("--in-flight", str(self.in_flight), "--rate", str(self.rate)),
+                *("--ids", str(ids)),
             ]
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,

@@ -726,18 +726,25 @@ class Outcome:
 
 
 async def fire_https(session: aiohttp.ClientSession, base_url: str, case: Case) -> Outcome:
-    """Send one case over HTTPS; `status` 0 with the error as reason when no answer came."""
+    """Send one case over HTTPS; `status` 0 with the error as reason when no answer came.
+    A request that found its keep-alive connection closed is sent once more on a new one,
+    as an AMS does (the gateway answers a repeat with its first answer)."""
     headers = {"Content-Type": case.content_type} if case.content_type else {}
-    started = time.perf_counter()
-    try:
-        async with session.request(
-            case.method, base_url + case.http_path, data=case.body, headers=headers
-        ) as resp:
-            body = await resp.read()
-            took = time.perf_counter() - started
-            return Outcome(case, resp.status, answer_reason(resp.status, body), took)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        return Outcome(case, 0, f"no-answer: {type(exc).__name__}: {exc}")
+    for attempt in (1, 2):
+        started = time.perf_counter()
+        try:
+            async with session.request(
+                case.method, base_url + case.http_path, data=case.body, headers=headers
+            ) as resp:
+                body = await resp.read()
+                took = time.perf_counter() - started
+                return Outcome(case, resp.status, answer_reason(resp.status, body), took)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            if attempt == 2:
+                return Outcome(case, 0, f"no-answer: {type(exc).__name__}: {exc}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return Outcome(case, 0, f"no-answer: {type(exc).__name__}: {exc}")
+    raise AssertionError("unreachable")
 
 
 async def fire_mqtt(endpoint: MqttEndpoint, case: Case, key: str) -> Outcome:
@@ -805,17 +812,23 @@ async def barrage(
     *,
     in_flight: int,
     deadline: float | None = None,
+    rate: float = 0.0,
 ) -> list[Outcome]:
-    """Send every case with `in_flight` at a time (until `deadline`, loop time)."""
+    """Send every case with `in_flight` at a time (until `deadline`, loop time), at most
+    `rate` a second when given."""
     loop = asyncio.get_running_loop()
     outcomes: list[Outcome] = []
     numbers = itertools.count()
+    start = loop.time()
 
     async def worker() -> None:
         for case in cases:  # one shared iterator: each case is taken once
-            outcomes.append(await send(case, next(numbers)))
+            n = next(numbers)
+            if rate > 0:
+                await asyncio.sleep(max(0.0, start + n / rate - loop.time()))
             if deadline is not None and loop.time() >= deadline:
                 return
+            outcomes.append(await send(case, n))
 
     async with asyncio.TaskGroup() as tg:
         for _ in range(in_flight):
@@ -857,7 +870,10 @@ async def _fire(args: argparse.Namespace) -> Report:
             started = loop.time()
             generator = HostileGenerator(material, args.seed)
             cases = generator.cases(args.https_count)
-            for o in await barrage(cases, post, in_flight=args.in_flight, deadline=deadline):
+            fired = await barrage(
+                cases, post, in_flight=args.in_flight, deadline=deadline, rate=args.rate
+            )
+            for o in fired:
                 report.add("https", o)
             report.seconds["https"] = round(loop.time() - started, 2)
             if args.ids:
@@ -911,6 +927,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--in-flight", type=int, default=8)
     parser.add_argument("--duration", type=float, default=0.0, help="stop after s (0: never)")
+    parser.add_argument("--rate", type=float, default=0.0, help="HTTPS messages/s (0: no cap)")
     parser.add_argument("--ids", type=Path, help="write the ids of the HTTPS messages here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
