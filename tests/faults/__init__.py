@@ -2,5 +2,5 @@
 namespace, devices that never answer, answer garbage or answer late, hostile config and
 mapping files, hostile inbound messages at the northbound endpoints. `make test` runs the
 quick form (3 restarts per simulator, 2 link cuts, a hundred examples per fuzz property,
-5,000 hostile messages); `MGMS_LONG_FAULTS=1` runs the long one (10 restarts and 10 cuts,
-thousands of examples, 20,000 hostile messages)."""
+3,000 hostile messages); `MGMS_LONG_FAULTS=1` runs the long one (10 restarts and 10 cuts,
+thousands of examples, 12,000 hostile messages)."""

@@ -8,13 +8,17 @@ handshake on both endpoints.
 
 The gateway is the real one (`gateway.app.Gateway`): the demo's Modbus devices in a
 simulator process, acquisition, store, controller, flexibility service and northbound,
-with the AMS simulator as the peer. `MGMS_LONG_FAULTS=1` fires five times as many.
+with the AMS simulator as the peer. The quick run fires 3,000 messages (2,400 over HTTPS,
+600 over MQTT): on this project's 2-core machine the gateway spends about 9 ms of CPU on
+each (RDF parsing, signature checks, TLS, the signed answer), so 10,000 would add minutes
+to `make test`; `MGMS_LONG_FAULTS=1` fires 12,000.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import sqlite3
@@ -51,8 +55,8 @@ pytestmark = pytest.mark.integration
 
 LONG = os.environ.get("MGMS_LONG_FAULTS") == "1"
 SCALE = 4 if LONG else 1
-HTTPS_COUNT = 4_000 * SCALE
-MQTT_COUNT = 1_000 * SCALE
+HTTPS_COUNT = 2_400 * SCALE
+MQTT_COUNT = 600 * SCALE
 IN_FLIGHT = 8
 FIRE_WITHIN_S = 600.0 * SCALE
 #: every class reaches each endpoint (MQTT has no HTTP paths and methods to get wrong)
@@ -245,6 +249,7 @@ async def test_hostile_messages_are_refused_and_nothing_is_applied(
         # nothing applied: the accepted warm-up notification is all there is
         assert after == before, (before, after)
         assert len(asyncio.all_tasks()) <= tasks_before + 2  # no tasks left behind
+        gc.collect()
         assert rss_mb() - rss_before < 200, (rss_before, rss_mb())
 
         # healthy afterwards: a valid cycle is still accepted and applied
@@ -283,7 +288,7 @@ async def _https_refused(url: str, ctx: ssl.SSLContext) -> str:
 async def _mqtt_refused(broker: Broker, ctx: ssl.SSLContext) -> str:
     try:
         async with aiomqtt.Client(
-            broker.host, broker.port, identifier="hostile-cert", tls_context=ctx, timeout=5
+            broker.host, broker.port, identifier="hostile-cert", tls_context=ctx, timeout=2
         ):
             return "connected"
     except aiomqtt.MqttError:

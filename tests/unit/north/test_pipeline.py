@@ -179,3 +179,15 @@ async def test_an_invalid_message_id_is_refused_without_echoing_it(rig: Rig, bad
     message = codec.decode(answer.body, answer.content_type)
     assert isinstance(message, ErrorMessage) and message.in_reply_to is None
     assert rig.handler.calls == []
+
+
+async def test_a_logged_refusal_keeps_no_exception_alive(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The refusal's log record carries text: the exception chain held the body's parse
+    state, which pytest's capture (or any buffering handler) kept for every refusal."""
+    answer = await rig.post(Channel.NOTIFICATION, b"@prefix x: <urn:x#> . x:a x:b")
+    assert (answer.status, error(answer)) == (400, "malformed")
+    refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert refusals
+    assert not any(isinstance(a, BaseException) for r in refusals for a in (r.args or ()))
