@@ -123,6 +123,9 @@ BROKEN = expect(
 
 @dataclass(frozen=True)
 class Case:
+    """One hostile message: its class (`kind`), what it is and where it goes, and the
+    answers its class allows."""
+
     kind: str
     body: bytes
     content_type: str
@@ -131,8 +134,7 @@ class Case:
     channel: Channel = Channel.ACTIVATION
     path: str | None = None
     method: str = "POST"
-    #: False where MQTT has no such thing (an HTTP path or method, an over-size body that
-    #: the test broker config would refuse itself is still sent)
+    #: False where MQTT has no such thing (an HTTP path or method)
     mqtt: bool = True
 
     @property
@@ -211,7 +213,7 @@ class HostileGenerator:
 
     def cases(self, count: int) -> Iterator[Case]:
         """`count` cases, classes drawn by weight (every class at least once early on)."""
-        names = [c for c in self._classes]
+        names = list(self._classes)
         for i in range(count):
             if i < len(names):
                 _, _, make = names[i]
