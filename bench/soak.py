@@ -57,6 +57,7 @@ from typing import Any, Protocol
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
 
+from bench.soaklib.hostile import HostileInbound  # noqa: E402
 from bench.soaklib.market import (  # noqa: E402
     EXPLAINED_REFUSALS,
     ActivationLoad,
@@ -229,6 +230,8 @@ def build_parts(
         if args.read_rate > 0:
             ders = [d.id for d in gw.config.gateway.ders]
             parts.append(SmartApiReads(ams, ders, args.read_rate, args.clients))
+    if args.hostile_rate > 0:
+        parts.append(HostileInbound(args.hostile_rate))
     return parts
 
 
@@ -408,6 +411,12 @@ def main() -> int:
     parser.add_argument(
         "--no-market", action="store_true", help="without north, flex and the AMS loads"
     )
+    parser.add_argument(
+        "--hostile-rate",
+        type=float,
+        default=20.0,
+        help="hostile inbound messages a second at the HTTPS endpoint (0: no hostile part)",
+    )
     args = parser.parse_args()
     config = load_config(args.config)
     devices = [d.id for d in config.devices if d.connection.serial is None]
@@ -454,6 +463,8 @@ def passed(result: dict[str, Any]) -> bool:
         ok = ok and not a["client_failures"] and set(a["refusal_reasons"]) <= EXPLAINED_REFUSALS
     if "read" in result:
         ok = ok and result["read"]["errors"] == 0
+    if "hostile" in result:
+        ok = ok and result["hostile"]["applied"] == 0 and result["hostile"]["unexpected"] == 0
     if "north" in result:
         ok = ok and result["north"]["duplicated"] == 0
     return ok

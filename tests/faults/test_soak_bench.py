@@ -82,5 +82,7 @@ def test_soak_bench_run() -> None:
     assert summary["messages_lost"] == 0
     assert summary["restarts_survived"] == restarts
     assert summary["activation_p50_ms"] is not None and summary["activation_p99_ms"] is not None
-    assert summary["hostile_tried"] == result.get("hostile", {}).get("tried")
     assert summary["rss_mb_start"] > 0 and summary["rss_mb_end"] > 0
+    hostile = result["hostile"]  # hostile inbound messages during the faults
+    assert hostile["tried"] > 0 and hostile["applied"] == 0 and hostile["unexpected"] == 0, hostile
+    assert summary["hostile_tried"] == hostile["tried"] and summary["hostile_applied"] == 0
