@@ -13,9 +13,10 @@ For each interval k of the grid that the activation covers, over the covered win
               of the readings (a gap inside the window is no matter: the counters
               integrate across it); otherwise the time mean of the P samples (each held
               until the next), unless the samples have a hole (the gateway was down, the
-              link was cut) longer than HOLE_SPACINGS typical spacings: a value is never
-              carried across time nobody measured. An interval with no measurement is
-              reported as `unmeasured` in a final verification: nothing is claimed.
+              link was cut: a gap longer than HOLE_SPACINGS typical spacings and than
+              HOLE_MIN_S): a value is never carried across time nobody measured. An
+              interval with no measurement is reported as `unmeasured` in a final
+              verification: nothing is claimed.
   requested_k |baseline_k - set_k|; the direction is up when set_k < baseline_k
   delivered_k up: baseline_k - measured_k, down: measured_k - baseline_k (negative when the
               coupling point moved the wrong way)
@@ -38,8 +39,10 @@ from gateway.flex.model import Reason, Verification, VerifiedInterval
 
 #: below this request (kW / kvar) a percentage says nothing
 MIN_REQUEST = 0.5
-#: power samples further apart than this many typical spacings leave a hole, not a hold
+#: readings further apart than this many typical spacings, and than HOLE_MIN_S, leave a
+#: hole (the gateway was down, the link was cut), not a hold
 HOLE_SPACINGS = 2.5
+HOLE_MIN_S = 2.0
 #: source of an interval without any measurement (final verifications report it)
 UNMEASURED = "unmeasured"
 
@@ -89,7 +92,8 @@ def _arrays(samples: Sequence[Sample], origin: datetime) -> tuple[np.ndarray, np
 
 def _hole(t: np.ndarray, before: np.ndarray, inside: np.ndarray, span: float) -> bool:
     """Whether the samples informing [0, span) leave a hole: a gap longer than
-    HOLE_SPACINGS times the series' median spacing (only judged with 3 samples or more)."""
+    HOLE_SPACINGS times the series' median spacing and than HOLE_MIN_S (only judged with 3
+    samples or more)."""
     if t.size < 3:
         return False
     spacing = float(np.median(np.diff(np.sort(t))))
@@ -98,7 +102,7 @@ def _hole(t: np.ndarray, before: np.ndarray, inside: np.ndarray, span: float) ->
     edges = [float(t[before[-1]])] if before.size else [0.0]
     edges += [float(t[k]) for k in inside]
     edges.append(span)
-    return bool(np.max(np.diff(edges)) > HOLE_SPACINGS * spacing)
+    return bool(np.max(np.diff(edges)) > max(HOLE_SPACINGS * spacing, HOLE_MIN_S))
 
 
 def _in_hole(t: np.ndarray, at: float) -> bool:
@@ -110,7 +114,7 @@ def _in_hole(t: np.ndarray, at: float) -> bool:
     k = int(np.searchsorted(t, at))
     if k == 0 or k >= t.size or t[k] == at:
         return False
-    return bool(t[k] - t[k - 1] > HOLE_SPACINGS * spacing)
+    return bool(t[k] - t[k - 1] > max(HOLE_SPACINGS * spacing, HOLE_MIN_S))
 
 
 def held_mean(samples: Sequence[Sample], a: datetime, b: datetime) -> float | None:
