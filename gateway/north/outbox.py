@@ -12,6 +12,8 @@
   `give_up_after_s` after it was queued is marked expired (kept, logged at ERROR) and the
   next one goes.
 - Restarting resumes with what is pending; `stats()` tells depth and age per destination.
+- Time (time stamps, backoff waits, expiry, pruning) comes from one `OutboxClock`: the
+  wall clock in the gateway, simulated time in tests of day-long outages.
 """
 
 from __future__ import annotations
@@ -72,6 +74,27 @@ class QueuedMessage:
     attempts: int
 
 
+class OutboxClock(Protocol):
+    """The outbox's time: seconds since the epoch, and waiting in those seconds."""
+
+    def time(self) -> float: ...
+
+    async def wait(self, event: asyncio.Event, seconds: float) -> None:
+        """Return when `event` is set or `seconds` have passed, whichever is first."""
+        ...
+
+
+class WallClock:
+    def time(self) -> float:
+        return time.time()
+
+    async def wait(self, event: asyncio.Event, seconds: float) -> None:
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await event.wait()
+
+
 class Sender(Protocol):
     """Hands one message to the peer; returns only when the peer took it, else raises
     DeliveryError."""
@@ -100,11 +123,12 @@ class Outbox:
     """The outbox file `path` with `policy`; use as `async with Outbox(...) as outbox`."""
 
     def __init__(
-        self, path: Path, policy: RetryPolicy, *, clock: Callable[[], float] = time.time
+        self, path: Path, policy: RetryPolicy, *, clock: OutboxClock | None = None
     ) -> None:
         self._db = SqliteThread(path, _SCHEMA)
         self._policy = policy
-        self._clock = clock
+        self._time: OutboxClock = clock or WallClock()
+        self._clock = self._time.time
         self._queue: list[tuple[OutboundMessage, asyncio.Future[bool]]] = []
         self._commit_lock = asyncio.Lock()
         self._wake: dict[str, asyncio.Event] = {}
@@ -231,10 +255,7 @@ class Outbox:
                 continue
             if next_attempt_at > now and not kick.is_set():
                 # only a kick shortens the head's backoff, not a new message behind it
-                # (asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(next_attempt_at - now):
-                        await kick.wait()
+                await self._time.wait(kick, next_attempt_at - now)
                 continue
             kick.clear()
             await self._attempt(destination, sender, item)
@@ -267,12 +288,13 @@ class Outbox:
         log.debug("outbox: delivered %s to %s", msg.message_id, destination)
 
     async def _prune_loop(self) -> None:
+        never = asyncio.Event()
         while True:
             cutoff = self._clock() - self._policy.keep_done_s
             removed = await self._db.call(partial(_prune, cutoff=cutoff))
             if removed:
                 log.info("outbox: pruned %d delivered/expired messages", removed)
-            await asyncio.sleep(_PRUNE_EVERY_S)
+            await self._time.wait(never, _PRUNE_EVERY_S)
 
     # -- observation ------------------------------------------------------------------------
 

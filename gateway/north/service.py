@@ -29,7 +29,7 @@ from gateway.north.client import HttpsSender
 from gateway.north.codec import access_security, secured
 from gateway.north.config import NorthConfig, Role
 from gateway.north.ledger import Ledger
-from gateway.north.outbox import OutboundMessage, Outbox, OutboxStats
+from gateway.north.outbox import OutboundMessage, Outbox, OutboxClock, OutboxStats
 from gateway.north.pipeline import InboundPipeline, ReserveApplier
 from gateway.north.ports import ForecastSink, MessageCodec, ReserveHandler
 from gateway.north.reserves import SqliteReserveBook
@@ -72,6 +72,7 @@ class North:
         forecast_sink: ForecastSink | None = None,
         access: AccessCore | None = None,
         codec: MessageCodec[Any] | None = None,
+        outbox_clock: OutboxClock | None = None,
     ) -> None:
         self.config = config
         self.microgrid = microgrid
@@ -84,7 +85,7 @@ class North:
         self._codec_override = codec
         self._codec: MessageCodec[Any] | None = None
         self._stack = AsyncExitStack()
-        self.outbox = Outbox(state_dir / OUTBOX_FILE, config.outbox)
+        self.outbox = Outbox(state_dir / OUTBOX_FILE, config.outbox, clock=outbox_clock)
         self.pipeline: InboundPipeline | None = None
         self.reserve_book: SqliteReserveBook | None = None
         self.mqtt: MqttEndpoint | None = None
