@@ -34,7 +34,7 @@ from gateway.north.pipeline import InboundPipeline, ReserveApplier
 from gateway.north.ports import ForecastSink, MessageCodec, ReserveHandler
 from gateway.north.reserves import SqliteReserveBook
 from gateway.north.server import AccessCore, HttpsServer, build_app
-from gateway.north.tls import AllowList, client_context, server_context
+from gateway.north.tls import AllowList, client_context, server_context, validity_problem
 from gateway.north.wire import INBOUND, TURTLE, Answer, Channel
 from gateway.smartapi.flexibility import FlexibilityForecast, ReserveVerification
 from gateway.smartapi.security.profile import InboundSecurity, OutboundSecurity
@@ -109,6 +109,9 @@ class North:
             self._codec = self._codec_override or secured(self.config.signing, self.config.identity)
             self._server_ssl = server_context(self.config.tls)
             self._client_ssl = client_context(self.config.tls)
+            problem = validity_problem(self.config.tls.cert)
+            if problem is not None:  # peers will refuse us until the files are replaced
+                log.error("northbound TLS: %s", problem)
             await self._stack.enter_async_context(self.outbox)
             ledger = await self._stack.enter_async_context(Ledger(self.state_dir / LEDGER_FILE))
             handler = self.handler
@@ -154,7 +157,10 @@ class North:
                     self._started.set()
                 else:
                     assert self.config.ams is not None  # the config model guarantees it
-                    async with HttpsSender(self.config.ams, self._client_ssl) as sender:
+                    sender_cm = HttpsSender(
+                        self.config.ams, self._client_ssl, own_cert=self.config.tls.cert
+                    )
+                    async with sender_cm as sender:
                         tg.create_task(self.outbox.run(sender))
                         self._started.set()
                         await asyncio.Event().wait()  # keep the sender open until cancelled

@@ -23,6 +23,7 @@ from gateway.market import Market, _instrument
 from gateway.north.ams_sim import AmsSimulator
 from gateway.north.config import RetryPolicy, Timeouts
 from gateway.north.service import North
+from gateway.north.tls import server_context
 from gateway.north.tls import client_context
 from gateway.north.wire import Channel
 from gateway.ops.health import Health
@@ -209,3 +210,57 @@ async def test_a_day_without_the_ams_loses_nothing(pki: PkiFiles, tmp_path: Path
         drain_per_s=round(backlog / drain_s, 1),
         head_attempts={d: s.head_attempts for d, s in down.destinations.items()},
     )
+
+
+#: what the outbox's last error must say about each misbehaving AMS
+MISBEHAVIOURS = {
+    Misbehaviour.UNAVAILABLE: "answered HTTP 503: the AMS is in maintenance",
+    Misbehaviour.SILENT_TCP: "no connection and TLS handshake within 0.5 s",
+    Misbehaviour.SILENT_TLS: "no answer within 0.5 s",
+    Misbehaviour.RESET: "the connection broke in the middle of the answer",
+    Misbehaviour.PLAIN_HTTP: "does not speak TLS (it answered in plain text)",
+}
+
+
+async def test_an_ams_that_misbehaves_on_the_wire_gets_everything_later(
+    pki: PkiFiles, tmp_path: Path
+) -> None:
+    """The AMS's port answers 503, hangs before or after the TLS handshake, resets in the
+    middle of an answer, or speaks plain HTTP: the outbox's last error says which, every
+    message stays queued, and the real AMS gets them all once, in order."""
+    gw_port, ams_port = free_port(), free_port()
+    config = support.gateway_config(pki, ams_port=ams_port, port=gw_port)
+    assert config.ams is not None
+    short = Timeouts(connect_s=0.5, read_s=0.5, total_s=3)
+    config = config.model_copy(update={"ams": config.ams.model_copy(update={"timeouts": short})})
+    server_ctx = server_context(support.tls_files(pki, "ams"))
+    sent: list[str] = []
+    errors: dict[str, str] = {}
+    async with support.running_gateway(config, tmp_path / "gw") as north:
+        for how, expected in MISBEHAVIOURS.items():
+            async with BadAms(ams_port, how, server_ctx) as bad:
+                f = support.forecast()
+                assert await north.send(f)
+                sent.append(f.id)
+                seen = (await north.outbox.stats()).destinations["forecast"].head_attempts
+
+                async def tried_twice() -> bool:
+                    head = (await north.outbox.stats()).destinations["forecast"]
+                    return head.head_attempts >= seen + 2 and bad.connections >= 2
+
+                await until(tried_twice, within=30)
+            stats = await north.outbox.stats()
+            error = stats.destinations["forecast"].last_error or ""
+            errors[how.value] = error
+            assert stats.pending == len(sent)
+        async with support.running_ams(
+            pki, tmp_path / "ams", gateway_port=gw_port, port=ams_port
+        ) as ams:
+            north.outbox.kick()
+            await support.drained(north)
+            assert [m.id for m in ams.messages(Channel.FORECAST)] == sent
+            assert ams.pipeline is not None and ams.pipeline.counts["repeat"] == 0
+    figures("ams-misbehaving", errors=errors)
+    for how, expected in MISBEHAVIOURS.items():
+        assert expected in errors[how.value], (how, errors[how.value])
+        assert "Traceback" not in errors[how.value]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway.north.certs import DevPki, init_dev_pki, issue, load_issuer, make_ca, write_pair
 
@@ -24,6 +25,13 @@ class PkiFiles:
     @property
     def ca(self) -> Path:
         return self.dev.ca
+
+    def issue(self, stem: str, common_name: str, **kwargs: Any) -> tuple[Path, Path]:
+        """(cert, key) `stem` from our CA: `gateway.north.certs.issue` arguments, e.g. an
+        expired certificate (`not_before` in the past, negative `days`), a not yet valid one
+        (`not_before` in the future) or one for other `hosts`."""
+        ours = load_issuer(self.dev.ca, self.dev["ca-key"])
+        return write_pair(self.dev.directory, stem, issue(ours, common_name, **kwargs))
 
 
 def make_test_pki(directory: Path) -> PkiFiles:
