@@ -31,6 +31,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
@@ -44,6 +45,7 @@ from gateway.errors import DeliveryError
 from gateway.north.codec import answer_text
 from gateway.north.config import MqttConfig
 from gateway.north.outbox import QueuedMessage
+from gateway.north.tls import describe_tls_error
 from gateway.north.wire import TURTLE, Answer, Channel
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,16 @@ async def _acked(call: Awaitable[T]) -> T:
     return result
 
 
+def _explain(exc: aiomqtt.MqttError) -> str:
+    """The cause of a failed MQTT link in words (a TLS failure says which check failed)."""
+    inner: BaseException | None = exc
+    while inner is not None:
+        if isinstance(inner, ssl.SSLError):
+            return describe_tls_error(inner, "the broker")
+        inner = inner.__cause__ or inner.__context__
+    return str(exc)
+
+
 def _props(**values: object) -> Properties:
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     for name, value in values.items():
@@ -146,6 +158,9 @@ class MqttEndpoint:
         self._client: aiomqtt.Client | None = None
         self._waiting: dict[bytes, asyncio.Future[Answer]] = {}
         self.connected = asyncio.Event()
+        self._down_since: float | None = None
+        self._last_error: str | None = None
+        self._attempts = 0
 
     # -- connection -------------------------------------------------------------------------
 
@@ -171,7 +186,11 @@ class MqttEndpoint:
         )
 
     async def run(self) -> None:
-        """Stay connected until cancelled, reconnecting with capped exponential backoff."""
+        """Stay connected until cancelled, reconnecting with capped exponential backoff.
+
+        Each link transition is logged once: the loss (WARNING, with its cause), the return
+        (INFO, with how long the link was down); failed reconnects repeat the cause at
+        WARNING only when it changes."""
         backoff = Backoff(initial=_RECONNECT_FIRST_S, cap=self._reconnect_max_s)
         while True:
             try:
@@ -180,12 +199,39 @@ class MqttEndpoint:
                     backoff.reset()
                     await self._session(client)
             except aiomqtt.MqttError as exc:
-                cfg = self._config
-                log.warning("MQTT %s:%d: %s; reconnecting", cfg.host, cfg.port, exc)
+                self._link_failed(exc)
             finally:
                 self._disconnected()
             _honour_cancellation()
             await asyncio.sleep(backoff.next_delay())
+
+    def _link_failed(self, exc: aiomqtt.MqttError) -> None:
+        cfg = self._config
+        cause = _explain(exc)
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self._attempts = 0
+            lost = "lost" if self.connected.is_set() else "unreachable"
+            log.warning(
+                "MQTT link of %s to %s:%d %s: %s; reconnecting",
+                self._client_id,
+                cfg.host,
+                cfg.port,
+                lost,
+                cause,
+            )
+        else:
+            level = logging.WARNING if cause != self._last_error else logging.DEBUG
+            log.log(
+                level,
+                "MQTT %s: %s:%d still unreachable: %s",
+                self._client_id,
+                cfg.host,
+                cfg.port,
+                cause,
+            )
+        self._attempts += 1
+        self._last_error = cause
 
     async def _session(self, client: aiomqtt.Client) -> None:
         timeout = self._config.connect_timeout_s
@@ -198,9 +244,19 @@ class MqttEndpoint:
             )
         self._client = client
         self.connected.set()
-        log.info(
-            "MQTT connected to %s:%d as %s", self._config.host, self._config.port, self._client_id
-        )
+        cfg = self._config
+        if self._down_since is None:
+            log.info("MQTT connected to %s:%d as %s", cfg.host, cfg.port, self._client_id)
+        else:
+            log.info(
+                "MQTT link of %s to %s:%d restored after %.1f s (%d failed attempts)",
+                self._client_id,
+                cfg.host,
+                cfg.port,
+                time.monotonic() - self._down_since,
+                self._attempts,
+            )
+        self._down_since = None
         if self._on_connected is not None:
             self._on_connected()
         try:

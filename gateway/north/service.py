@@ -188,6 +188,7 @@ class North:
             side=GATEWAY_SIDE,
             inbound=INBOUND,
             handle=handle,
+            answer_timeout_s=mqtt.answer_timeout_s,
             on_connected=self.outbox.kick,
             announce_status=True,
         )

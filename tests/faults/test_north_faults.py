@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,12 +21,13 @@ from types import SimpleNamespace
 import pytest
 
 from gateway.config import FlexSettings
+from gateway.errors import DeliveryError
 from gateway.market import Market, _instrument
 from gateway.north.ams_sim import AmsSimulator
-from gateway.north.config import RetryPolicy, Timeouts
+from gateway.north.config import MqttConfig, RetryPolicy, Timeouts
+from gateway.north.reserves import SqliteReserveBook
 from gateway.north.service import North
 from gateway.north.tls import server_context
-from gateway.north.tls import client_context
 from gateway.north.wire import Channel
 from gateway.ops.health import Health
 from gateway.ops.metrics import Registry
@@ -33,6 +36,7 @@ from tests.faults.field import LONG
 from tests.faults.northsim import BadAms, CrpDay, Misbehaviour, SimOutboxClock
 from tests.support import north as support
 from tests.support.flexsim import Bench
+from tests.support.mosquitto import Broker, mosquitto
 from tests.support.pki import PkiFiles, make_test_pki
 from tests.support.procs import free_port
 from tests.support.waiting import until
@@ -237,14 +241,14 @@ async def test_an_ams_that_misbehaves_on_the_wire_gets_everything_later(
     sent: list[str] = []
     errors: dict[str, str] = {}
     async with support.running_gateway(config, tmp_path / "gw") as north:
-        for how, expected in MISBEHAVIOURS.items():
+        for how in MISBEHAVIOURS:
             async with BadAms(ams_port, how, server_ctx) as bad:
                 f = support.forecast()
                 assert await north.send(f)
                 sent.append(f.id)
                 seen = (await north.outbox.stats()).destinations["forecast"].head_attempts
 
-                async def tried_twice() -> bool:
+                async def tried_twice(seen: int = seen, bad: BadAms = bad) -> bool:
                     head = (await north.outbox.stats()).destinations["forecast"]
                     return head.head_attempts >= seen + 2 and bad.connections >= 2
 
@@ -264,3 +268,155 @@ async def test_an_ams_that_misbehaves_on_the_wire_gets_everything_later(
     for how, expected in MISBEHAVIOURS.items():
         assert expected in errors[how.value], (how, errors[how.value])
         assert "Traceback" not in errors[how.value]
+
+
+BROKER_KILLS = 10 if LONG else 3
+#: per broker kill: forecasts and verifications the gateway sends, requests the AMS sends
+OUTBOUND_PER_KILL, INBOUND_PER_KILL = (20, 4) if LONG else (10, 3)
+
+
+class CountingBook:
+    """The gateway's reserve book, counting how often each message is applied."""
+
+    def __init__(self, book: SqliteReserveBook) -> None:
+        self.book = book
+        self.applied: Counter[str] = Counter()
+
+    async def check_notification(self, n: sa.ReserveNotification) -> None:
+        await self.book.check_notification(n)
+
+    async def apply_notification(self, n: sa.ReserveNotification) -> None:
+        self.applied[n.id] += 1
+        await self.book.apply_notification(n)
+
+    async def check_activation(self, a: sa.ReserveActivation) -> None:
+        await self.book.check_activation(a)
+
+    async def apply_activation(self, a: sa.ReserveActivation) -> None:
+        self.applied[a.id] += 1
+        await self.book.apply_activation(a)
+
+
+async def until_answered(
+    ams: AmsSimulator, message: sa.ReserveNotification | sa.ReserveActivation
+) -> int:
+    """Send over MQTT until the gateway answers 200, as an AMS would; the attempts."""
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            sent = await ams.send(message, via="mqtt")
+        except DeliveryError:
+            await asyncio.sleep(0.1)
+            continue
+        assert sent.answer.status == 200, sent.answer.body.decode()
+        return attempts
+
+
+def kill(broker: Broker) -> None:
+    broker.proc.send_signal(signal.SIGKILL)
+    broker.proc.wait(10)
+
+
+async def test_broker_killed_under_traffic_loses_nothing(
+    pki: PkiFiles, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """mosquitto SIGKILLed and restarted again and again while the gateway publishes
+    forecasts and verifications and the AMS sends notifications and activations: each
+    message arrives and is applied once, the gateway reconnects every time and logs each
+    loss and each return once."""
+    caplog.set_level(logging.INFO, logger="gateway.north.mqtt")
+    stack = contextlib.ExitStack()
+    broker = stack.enter_context(mosquitto(tmp_path / "broker", pki))
+    mqtt = MqttConfig(
+        host=broker.host, port=broker.port, connect_timeout_s=2, keepalive_s=5, answer_timeout_s=2
+    )
+    config = support.gateway_config(pki, ams_port=free_port(), mqtt=mqtt)
+    sent: dict[Channel, list[str]] = {Channel.FORECAST: [], Channel.VERIFICATION: []}
+    inbound: list[str] = []
+    retried = 0
+    client_id = f"mgms-{support.MICROGRID}"
+    with stack:
+        async with (
+            SqliteReserveBook(tmp_path / "reserves.sqlite") as book,
+            support.running_ams(pki, tmp_path / "ams", gateway_port=None, mqtt=mqtt) as ams,
+        ):
+            counting = CountingBook(book)
+            async with support.running_gateway(
+                config, tmp_path / "gw", handler=counting, forecast_sink=book
+            ) as north:
+                assert north.mqtt is not None and ams.mqtt is not None
+                async with asyncio.timeout(10):
+                    await north.mqtt.connected.wait()
+
+                async def gateway_traffic() -> None:
+                    for _ in range(OUTBOUND_PER_KILL * (BROKER_KILLS + 1)):
+                        f = support.forecast()
+                        v = support.verification(f"act-{f.id}")
+                        for m, channel in ((f, Channel.FORECAST), (v, Channel.VERIFICATION)):
+                            assert await north.send(m)
+                            sent[channel].append(m.id)
+                        await asyncio.sleep(0.03)
+
+                async def ams_traffic() -> None:
+                    nonlocal retried
+                    forecast = support.forecast()  # the reserve book's baseline
+                    await book.record_forecast(forecast)
+                    for _ in range(INBOUND_PER_KILL * (BROKER_KILLS + 1)):
+                        n = ams.notification_for(forecast)
+                        a = ams.activation_for(n, forecast, fraction=0.5)
+                        for m in (n, a):
+                            retried += await until_answered(ams, m) - 1
+                            inbound.append(m.id)
+                        await asyncio.sleep(0.1)
+
+                traffic = [
+                    asyncio.create_task(gateway_traffic()),
+                    asyncio.create_task(ams_traffic()),
+                ]
+                try:
+                    for _ in range(BROKER_KILLS):
+                        await asyncio.sleep(0.6)
+                        kill(broker)
+                        await until(lambda: not north.mqtt.connected.is_set(), within=15)
+                        await asyncio.sleep(0.2)
+                        broker = stack.enter_context(
+                            mosquitto(broker.directory, pki, port=broker.port)
+                        )
+                        await until(
+                            lambda: north.mqtt.connected.is_set() and ams.mqtt.connected.is_set(),
+                            within=30,
+                        )
+                    async with asyncio.timeout(120):
+                        await asyncio.gather(*traffic)
+                finally:
+                    for t in traffic:
+                        t.cancel()
+                    await asyncio.gather(*traffic, return_exceptions=True)
+                north.outbox.kick()
+                await support.drained(north, within=60)
+                stats = await north.stats()
+            received = {c: [m.id for m in ams.messages(c)] for c in sent}
+            assert ams.pipeline is not None
+            ams_repeats = ams.pipeline.counts["repeat"]
+    for channel, ids in sent.items():
+        assert received[channel] == ids, channel  # each once, in order
+    assert set(counting.applied) == set(inbound)
+    assert max(counting.applied.values()) == 1  # none applied twice
+    assert stats.outbox.delivered == sum(map(len, sent.values())) and stats.outbox.pending == 0
+    ours = [r.getMessage() for r in caplog.records if client_id in r.getMessage()]
+    lost = [m for m in ours if " lost: " in m]
+    restored = [m for m in ours if " restored after " in m]
+    assert len(lost) == BROKER_KILLS, ours
+    assert len(restored) == BROKER_KILLS, ours
+    figures(
+        "broker-kills",
+        broker_kills=BROKER_KILLS,
+        outbound=sum(map(len, sent.values())),
+        inbound=len(inbound),
+        inbound_resent_by_ams=retried,
+        redelivered_to_ams=ams_repeats,
+        lost=0,
+        applied_twice=0,
+        reconnects=len(restored),
+    )
