@@ -333,7 +333,8 @@ class MqttEndpoint:
         """Publish a request and wait for its answer (DeliveryError when none comes)."""
         client = self._client
         if client is None:
-            raise DeliveryError(channel.value, "not connected to the MQTT broker")
+            why = f" ({self._last_error})" if self._last_error else ""
+            raise DeliveryError(channel.value, f"not connected to the MQTT broker{why}")
         key = message_id.encode()
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Answer] = loop.create_future()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -174,6 +175,9 @@ _REASONS: dict[str, str] = {
     "TLSV1_ALERT_UNKNOWN_CA": "the peer does not trust the CA that signed our certificate",
     "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the peer requires a client certificate",
     "PEER_DID_NOT_RETURN_A_CERTIFICATE": "the client presented no certificate",
+    "UNEXPECTED_EOF_WHILE_READING": (
+        "the peer closed the connection in the handshake (not a TLS port, or it refused us)"
+    ),
 }
 
 #: OpenSSL's verify messages -> plainer words
@@ -189,8 +193,12 @@ def describe_tls_error(exc: BaseException, peer: str) -> str:
     went wrong: the certificate check that failed, the alert the peer sent, or plain
     text where TLS was expected. Falls back to the library's own text."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        what = str(exc.verify_message or exc.reason or exc)
-        return f"TLS: {peer}'s certificate {_VERIFY.get(what, what)}"
+        what = str(exc.verify_message or exc.reason or exc).rstrip(".")
+        mismatch = re.fullmatch(r"(Hostname|IP address) mismatch, certificate (.*)", what)
+        if mismatch:
+            what = f"{mismatch.group(2)} (the name we connected to)"
+        what = _VERIFY.get(what, what.removeprefix("certificate "))
+        return f"TLS: {peer}'s certificate {what}"
     if isinstance(exc, ssl.SSLError):
         meaning = _REASONS.get(str(exc.reason))
         if meaning is not None:

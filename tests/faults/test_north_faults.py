@@ -12,22 +12,30 @@ import contextlib
 import json
 import logging
 import signal
+import socket
+import ssl
+import subprocess
 import time
+import warnings
 from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
+import aiohttp
 import pytest
 
+from fwsim.broker import BrokerFiles
+from fwsim.broker import mosquitto as run_mosquitto
 from gateway.config import FlexSettings
 from gateway.errors import DeliveryError
 from gateway.market import Market, _instrument
 from gateway.north.ams_sim import AmsSimulator
-from gateway.north.config import MqttConfig, RetryPolicy, Timeouts
+from gateway.north.config import MqttConfig, RetryPolicy, Timeouts, TlsFiles
 from gateway.north.reserves import SqliteReserveBook
 from gateway.north.service import North
-from gateway.north.tls import server_context
+from gateway.north.tls import client_context, server_context
 from gateway.north.wire import Channel
 from gateway.ops.health import Health
 from gateway.ops.metrics import Registry
@@ -420,3 +428,270 @@ async def test_broker_killed_under_traffic_loses_nothing(
         applied_twice=0,
         reconnects=len(restored),
     )
+
+
+# -- TLS failures ------------------------------------------------------------------------------
+
+NOW = datetime.now(UTC)
+#: a bad certificate (issue() arguments; None: from a CA nobody trusts) and what the
+#: party that checks it must say
+BAD_CERTS: dict[str, tuple[dict[str, object] | None, str]] = {
+    "expired": (
+        {"not_before": NOW - timedelta(days=30), "days": -1},
+        "certificate has expired",
+    ),
+    "not-yet-valid": (
+        {"not_before": NOW + timedelta(days=1), "days": 30},
+        "certificate is not yet valid",
+    ),
+    "untrusted-ca": (None, "certificate is not signed by a CA we trust"),
+    "wrong-host": ({"hosts": ["ams.elsewhere.example"]}, "not valid for '127.0.0.1'"),
+}
+
+
+def bad_pair(pki: PkiFiles, case: str, common_name: str) -> tuple[Path, Path]:
+    kwargs, _ = BAD_CERTS[case]
+    if kwargs is None:
+        return pki.stranger
+    return pki.issue(f"{common_name}-{case}", common_name, **kwargs)  # type: ignore[arg-type]
+
+
+def tls_files(pair: tuple[Path, Path], pki: PkiFiles) -> TlsFiles:
+    return TlsFiles(ca=(pki.ca,), cert=pair[0], key=pair[1])
+
+
+@contextlib.asynccontextmanager
+async def tls_listener(port: int, ctx: ssl.SSLContext | None) -> AsyncIterator[None]:
+    """A server on `port` that completes a TLS handshake with `ctx` (or speaks plain
+    text) and closes."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await reader.read(1024)
+        writer.transport.abort()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", port, ssl=ctx)
+    try:
+        yield
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@contextlib.contextmanager
+def legacy_tls_server(pki: PkiFiles, port: int) -> Iterator[None]:
+    """OpenSSL's own test server speaking TLS 1.1 at most (an AMS that was never updated)."""
+    cert, key = pki.pair("ams")
+    proc = subprocess.Popen(
+        [
+            *("openssl", "s_server", "-quiet", "-accept", f"127.0.0.1:{port}"),
+            *("-cert", str(cert), "-key", str(key), "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            time.sleep(0.05)
+        yield
+    finally:
+        proc.kill()
+        proc.wait(10)
+        assert proc.stdin is not None
+        proc.stdin.close()
+
+
+async def last_error_after_attempts(north: North, destination: str, seen: int) -> str:
+    async def tried() -> bool:
+        head = (await north.outbox.stats()).destinations.get(destination)
+        return head is not None and head.head_attempts >= seen + 2
+
+    await until(tried, within=30)
+    head = (await north.outbox.stats()).destinations[destination]
+    return head.last_error or ""
+
+
+async def test_gateway_names_what_is_wrong_with_the_ams_tls(pki: PkiFiles, tmp_path: Path) -> None:
+    """The AMS's port presents an expired, not yet valid, untrusted or wrongly named
+    certificate, or speaks TLS 1.1 only: the outbox's last error names the cause, the
+    messages wait, and the real AMS gets them all later, in order."""
+    gw_port, ams_port = free_port(), free_port()
+    config = support.gateway_config(pki, ams_port=ams_port, port=gw_port)
+    expected = {case: text for case, (_, text) in BAD_CERTS.items()}
+    expected["tls-1.1"] = "the peer refused the TLS version (1.2 at least is required)"
+    errors: dict[str, str] = {}
+    sent: list[str] = []
+    async with support.running_gateway(config, tmp_path / "gw") as north:
+        for case in expected:
+            f = support.forecast()
+            await north.send(f)
+            sent.append(f.id)
+            seen = (await north.outbox.stats()).destinations["forecast"].head_attempts
+            if case == "tls-1.1":
+                with legacy_tls_server(pki, ams_port):
+                    errors[case] = await last_error_after_attempts(north, "forecast", seen)
+            else:
+                ctx = server_context(tls_files(bad_pair(pki, case, "ams"), pki))
+                async with tls_listener(ams_port, ctx):
+                    errors[case] = await last_error_after_attempts(north, "forecast", seen)
+        async with support.running_ams(
+            pki, tmp_path / "ams", gateway_port=gw_port, port=ams_port
+        ) as ams:
+            north.outbox.kick()
+            await support.drained(north)
+            assert [m.id for m in ams.messages(Channel.FORECAST)] == sent
+    figures("tls-ams-server", errors=errors)
+    for case, text in expected.items():
+        assert text in errors[case], (case, errors[case])
+        assert "TLS" in errors[case] and "Traceback" not in errors[case]
+
+
+async def test_gateway_with_a_bad_certificate_of_its_own(
+    pki: PkiFiles, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Our own certificate expired or not yet valid: the gateway says so at start and in
+    the outbox's last error (the AMS just closes the connection); the AMS logs why it
+    refused us. Messages wait for a good certificate."""
+    ams_port = free_port()
+    errors: dict[str, str] = {}
+    async with support.running_ams(pki, tmp_path / "ams", gateway_port=None, port=ams_port) as ams:
+        for case in ("expired", "not-yet-valid"):
+            cert, key = bad_pair(pki, case, "mgms-gateway")
+            config = support.gateway_config(pki, ams_port=ams_port)
+            config = config.model_copy(
+                update={"tls": config.tls.model_copy(update={"cert": cert, "key": key})}
+            )
+            caplog.clear()
+            async with support.running_gateway(config, tmp_path / case) as north:
+                await north.send(support.forecast())
+                errors[case] = await last_error_after_attempts(north, "forecast", 0)
+                assert (await north.outbox.stats()).pending == 1
+            started = [r.getMessage() for r in caplog.records if r.name == "gateway.north.service"]
+            refused = [r.getMessage() for r in caplog.records if r.name == "gateway.north.server"]
+            assert any(str(cert) in m for m in started), started
+            _, text = BAD_CERTS[case]
+            assert any(f"the client's {text}" in m for m in refused), refused
+        assert ams.messages(Channel.FORECAST) == []
+    figures("tls-own-cert", errors=errors)
+    assert "expired on" in errors["expired"], errors
+    assert "is not valid before" in errors["not-yet-valid"], errors
+
+
+async def test_gateway_server_logs_why_a_client_was_refused(
+    pki: PkiFiles, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Clients of the gateway's HTTPS server with an expired, not yet valid or untrusted
+    certificate, none, TLS 1.1, or plain HTTP: refused in the handshake, the gateway logs
+    why, nothing reaches the pipeline."""
+    caplog.set_level(logging.WARNING, logger="gateway.north.server")
+    gw_port = free_port()
+    config = support.gateway_config(pki, ams_port=free_port(), port=gw_port)
+    expected = {
+        "expired": "the client's certificate has expired",
+        "not-yet-valid": "the client's certificate is not yet valid",
+        "untrusted-ca": "the client's certificate is not signed by a CA we trust",
+        "no-certificate": "the client presented no certificate",
+        "tls-1.1": "the peer offers only a TLS version below 1.2",
+        "plain-http": "the peer sent plain HTTP to a TLS port",
+    }
+    url = f"https://127.0.0.1:{gw_port}{Channel.ACTIVATION.path}"
+    client_errors: dict[str, str] = {}
+    async with support.running_gateway(config, tmp_path / "gw") as north:
+        for case in expected:
+            caplog.clear()
+            if case == "plain-http":
+                ctx: ssl.SSLContext | bool = False
+                target = url.replace("https://", "http://")
+            else:
+                target = url
+                ctx = client_ssl(pki, case)
+            try:
+                async with (
+                    aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session,
+                    session.post(target, data=b"x", headers={"Content-Type": "text/turtle"}) as r,
+                ):
+                    client_errors[case] = f"HTTP {r.status}"
+            except aiohttp.ClientError as exc:
+                client_errors[case] = str(exc)
+            await until(lambda: any("TLS handshake from" in r.getMessage() for r in caplog.records))
+            logged = [r.getMessage() for r in caplog.records]
+            assert any(expected[case] in m for m in logged), (case, logged)
+            assert all("Traceback" not in m for m in logged)
+        assert north.pipeline is not None and sum(north.pipeline.counts.values()) == 0
+        assert north.reserve_book is not None and await north.reserve_book.activations() == []
+    figures("tls-gateway-server", client_errors=client_errors)
+    assert not any(e.startswith("HTTP 2") for e in client_errors.values()), client_errors
+
+
+def client_ssl(pki: PkiFiles, case: str) -> ssl.SSLContext:
+    if case == "no-certificate":
+        return ssl.create_default_context(cafile=str(pki.ca))
+    if case == "tls-1.1":
+        ctx = client_context(support.tls_files(pki, "ams"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+            ctx.minimum_version = ssl.TLSVersion.TLSv1
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        return ctx
+    return client_context(tls_files(bad_pair(pki, case, "ams"), pki))
+
+
+# paho-mqtt 2.2 does not close its socket when a TLS handshake fails (the finalizer does)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_gateway_names_what_is_wrong_with_the_broker_tls(
+    pki: PkiFiles, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broker with an expired, untrusted or wrongly named certificate, or a plain MQTT
+    port: the gateway logs the cause once, the outbox's last error repeats it, the message
+    waits; a good broker on the same port gets it."""
+    caplog.set_level(logging.WARNING, logger="gateway.north.mqtt")
+    port = free_port()
+    mqtt = MqttConfig(host="127.0.0.1", port=port, connect_timeout_s=2, answer_timeout_s=2)
+    config = support.gateway_config(pki, ams_port=free_port(), mqtt=mqtt)
+    expected = {case: text for case, (_, text) in BAD_CERTS.items() if case != "not-yet-valid"}
+    expected["plain-mqtt"] = "not a TLS port, or it refused us"
+    errors: dict[str, str] = {}
+    f = support.forecast()
+    async with support.running_gateway(config, tmp_path / "gw") as north:
+        await north.send(f)
+        for case in expected:
+            caplog.clear()
+            async with contextlib.AsyncExitStack() as stack:
+                if case == "plain-mqtt":
+                    await stack.enter_async_context(tls_listener(port, None))
+                else:
+                    cert, key = bad_pair(pki, case, "mqtt-broker")
+                    files = BrokerFiles(ca=pki.ca, cert=cert, key=key)
+                    stack.enter_context(
+                        run_mosquitto(tmp_path / f"broker-{case}", files, port=port)
+                    )
+                errors[case] = await error_naming(north, expected[case])
+            logged = [r.getMessage() for r in caplog.records if r.name == "gateway.north.mqtt"]
+            assert sum(expected[case] in m for m in logged) == 1, (case, logged)
+        with mosquitto(tmp_path / "broker", pki, port=port):
+            async with support.running_ams(
+                pki, tmp_path / "ams", gateway_port=None, mqtt=mqtt
+            ) as ams:
+                north.outbox.kick()
+                await support.drained(north, within=30)
+                assert [m.id for m in ams.messages(Channel.FORECAST)] == [f.id]
+    figures("tls-broker", errors=errors)
+    for case, text in expected.items():
+        assert text in errors[case], (case, errors[case])
+
+
+async def error_naming(north: North, text: str) -> str:
+    """The forecast outbox's last error once it says `text`, after two more attempts."""
+
+    async def says() -> bool:
+        head = (await north.outbox.stats()).destinations["forecast"]
+        return text in (head.last_error or "")
+
+    await until(says, within=30)
+    seen = (await north.outbox.stats()).destinations["forecast"].head_attempts
+    return await last_error_after_attempts(north, "forecast", seen)
