@@ -190,3 +190,37 @@ def test_backoff_is_exponential_and_capped() -> None:
 def test_retry_window_is_at_least_an_hour() -> None:
     with pytest.raises(ValueError, match="give_up_after_s"):
         RetryPolicy(give_up_after_s=60)
+
+
+class InstantClock:
+    """Simulated time: a backoff wait passes at once (the hourly prune never does)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        self.waited: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def wait(self, event: asyncio.Event, seconds: float) -> None:
+        if seconds >= 3600:
+            await event.wait()
+            return
+        self.waited.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+async def test_backoff_waits_in_the_outbox_clock(tmp_path: Path) -> None:
+    """Hours of backoff pass in no real time on a simulated clock, with the policy's delays."""
+    clock = InstantClock()
+    peer = Peer()
+    peer.refuse_first = {"urn:uuid:m0": 200}
+    policy = RetryPolicy(initial_s=1.0, max_s=60.0)
+    async with Outbox(tmp_path / "o.sqlite", policy, clock=clock) as outbox:
+        await outbox.put(msg(0))
+        async with running(outbox, peer):
+            await peer.wait_for(1)
+            await drained(outbox)
+    assert clock.waited[:7] == pytest.approx([1, 2, 4, 8, 16, 32, 60], rel=0.01)
+    assert clock.now - 1_000_000.0 >= 190 * 60  # over three simulated hours of retrying
