@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Protocol, Self
 
@@ -199,8 +198,6 @@ class HttpsServer:
         self._listener: asyncio.Server | None = None
         self._handshakes: set[asyncio.Task[None]] = set()
         self.port = config.port
-        #: failed TLS handshakes by cause, for tests and statistics
-        self.refused_handshakes: Counter[str] = Counter()
 
     async def __aenter__(self) -> Self:
         # lingering_time=0: a refused request's unread body is not waited for; the
@@ -256,7 +253,6 @@ class HttpsServer:
                 cause = f"no TLS handshake within {self._config.request_timeout_s:g} s"
             else:
                 cause = f"connection lost during the TLS handshake ({exc})"
-            self.refused_handshakes[cause] += 1
             log.warning("TLS handshake from %s failed: %s", where, cause)
             return
         if tls is None:  # the transport closed meanwhile
