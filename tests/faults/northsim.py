@@ -37,7 +37,8 @@ from gateway.smartapi import flexibility as sa
 from tests.support.flexsim import Bench, BenchClock
 
 STEP = timedelta(minutes=15)
-CONTROL_CYCLE_S = 60.0
+#: the service's control cycle in the fault runs: one step every two simulated minutes
+CONTROL_CYCLE_S = 120.0
 
 
 class SimOutboxClock:
@@ -142,7 +143,7 @@ class CrpDay:
         while self.now() < end:
             await self._ams()
             await self.service.step()
-            self.bench.advance(CONTROL_CYCLE_S, step=5.0)
+            self.bench.advance(CONTROL_CYCLE_S, step=10.0)
             on_tick()
 
     async def _ams(self) -> None:

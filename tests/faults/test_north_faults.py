@@ -41,7 +41,7 @@ from gateway.ops.health import Health
 from gateway.ops.metrics import Registry
 from gateway.smartapi import flexibility as sa
 from tests.faults.field import LONG
-from tests.faults.northsim import BadAms, CrpDay, Misbehaviour, SimOutboxClock
+from tests.faults.northsim import CONTROL_CYCLE_S, BadAms, CrpDay, Misbehaviour, SimOutboxClock
 from tests.support import north as support
 from tests.support.flexsim import Bench
 from tests.support.mosquitto import Broker, mosquitto
@@ -126,7 +126,7 @@ async def test_a_day_without_the_ams_loses_nothing(pki: PkiFiles, tmp_path: Path
     start = start.replace(minute=start.minute - start.minute % 15) + timedelta(minutes=1)
     bench = Bench(start, sample_s=60.0)
     bench.config.gateway.flex = FlexSettings(
-        interval_s=900, control_cycle_s=60, horizon_h=4, history_days=1
+        interval_s=900, control_cycle_s=CONTROL_CYCLE_S, horizon_h=4, history_days=1
     )
     clock = SimOutboxClock(bench)
     gw_port, ams_port = free_port(), free_port()
