@@ -29,11 +29,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import aiomqtt
@@ -45,7 +47,7 @@ from gateway.errors import DeliveryError
 from gateway.north.codec import answer_text
 from gateway.north.config import MqttConfig
 from gateway.north.outbox import QueuedMessage
-from gateway.north.tls import describe_tls_error
+from gateway.north.tls import describe_tls_error, describe_tls_reason, validity_problem
 from gateway.north.wire import TURTLE, Answer, Channel
 
 log = logging.getLogger(__name__)
@@ -102,13 +104,39 @@ async def _acked(call: Awaitable[T]) -> T:
     return result
 
 
-def _explain(exc: aiomqtt.MqttError) -> str:
+class _PahoErrors(logging.Filter):
+    """paho reports a TLS alert from the broker (our certificate refused) only in its log,
+    and the connect then just times out: the last error it logs is kept for `_explain`,
+    and not logged, since the link's own log line tells it once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            self.last = record.getMessage()
+            return False
+        return True
+
+
+def _explain(exc: aiomqtt.MqttError, paho_error: str | None, connecting: bool) -> str:
     """The cause of a failed MQTT link in words (a TLS failure says which check failed)."""
     inner: BaseException | None = exc
+    reset = False
     while inner is not None:
         if isinstance(inner, ssl.SSLError):
             return describe_tls_error(inner, "the broker")
+        reset = reset or isinstance(inner, ConnectionResetError | ssl.SSLEOFError)
         inner = inner.__cause__ or inner.__context__
+    alert = re.search(r"\[SSL: (\w+)\]", paho_error or "")
+    if alert is not None:
+        return describe_tls_reason(alert.group(1), "the broker")
+    if connecting and reset:
+        return (
+            f"{exc}: the broker closed the connection in the TLS handshake "
+            "(not a TLS port, or it refused us)"
+        )
     return str(exc)
 
 
@@ -143,6 +171,7 @@ class MqttEndpoint:
         reconnect_max_s: float = 30.0,
         on_connected: Callable[[], None] | None = None,
         announce_status: bool = False,
+        own_cert: Path | None = None,
     ) -> None:
         self._config = config
         self._ssl = ssl_ctx
@@ -161,6 +190,9 @@ class MqttEndpoint:
         self._down_since: float | None = None
         self._last_error: str | None = None
         self._attempts = 0
+        self._own_cert = own_cert
+        self._paho_log = logging.getLogger(f"{__name__}.paho.{client_id}")
+        self._paho_errors = _PahoErrors()
 
     # -- connection -------------------------------------------------------------------------
 
@@ -181,6 +213,7 @@ class MqttEndpoint:
             timeout=self._config.connect_timeout_s,
             tls_context=self._ssl,
             will=will,
+            logger=self._paho_log,
             # small request/answer exchanges: Nagle plus delayed ACKs would add ~40 ms each
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
@@ -192,22 +225,31 @@ class MqttEndpoint:
         (INFO, with how long the link was down); failed reconnects repeat the cause at
         WARNING only when it changes."""
         backoff = Backoff(initial=_RECONNECT_FIRST_S, cap=self._reconnect_max_s)
-        while True:
-            try:
-                async with self._new_client() as client:
-                    _honour_cancellation()
-                    backoff.reset()
-                    await self._session(client)
-            except aiomqtt.MqttError as exc:
-                self._link_failed(exc)
-            finally:
-                self._disconnected()
-            _honour_cancellation()
-            await asyncio.sleep(backoff.next_delay())
+        self._paho_log.addFilter(self._paho_errors)
+        try:
+            while True:
+                self._paho_errors.last = None
+                try:
+                    async with self._new_client() as client:
+                        _honour_cancellation()
+                        backoff.reset()
+                        await self._session(client)
+                except aiomqtt.MqttError as exc:
+                    self._link_failed(exc)
+                finally:
+                    self._disconnected()
+                _honour_cancellation()
+                await asyncio.sleep(backoff.next_delay())
+        finally:
+            self._paho_log.removeFilter(self._paho_errors)
 
     def _link_failed(self, exc: aiomqtt.MqttError) -> None:
         cfg = self._config
-        cause = _explain(exc)
+        connecting = not self.connected.is_set()
+        cause = _explain(exc, self._paho_errors.last, connecting)
+        problem = validity_problem(self._own_cert) if connecting and self._own_cert else None
+        if problem is not None:
+            cause = f"{cause}; {problem}"
         if self._down_since is None:
             self._down_since = time.monotonic()
             self._attempts = 0

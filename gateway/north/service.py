@@ -191,6 +191,7 @@ class North:
             answer_timeout_s=mqtt.answer_timeout_s,
             on_connected=self.outbox.kick,
             announce_status=True,
+            own_cert=self.config.tls.cert,
         )
 
     # -- sending ----------------------------------------------------------------------------

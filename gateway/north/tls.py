@@ -200,11 +200,14 @@ def describe_tls_error(exc: BaseException, peer: str) -> str:
         what = _VERIFY.get(what, what.removeprefix("certificate "))
         return f"TLS: {peer}'s certificate {what}"
     if isinstance(exc, ssl.SSLError):
-        meaning = _REASONS.get(str(exc.reason))
-        if meaning is not None:
-            return f"TLS with {peer}: {meaning}"
-        return f"TLS with {peer}: {exc.reason or exc}"
+        return describe_tls_reason(str(exc.reason or exc), peer)
     return f"TLS with {peer}: {exc}"
+
+
+def describe_tls_reason(reason: str, peer: str) -> str:
+    """`describe_tls_error` from OpenSSL's reason code alone (e.g. `UNSUPPORTED_PROTOCOL`),
+    for libraries that report the code only in text."""
+    return f"TLS with {peer}: {_REASONS.get(reason, reason)}"
 
 
 def validity_problem(cert: Path, now: datetime | None = None) -> str | None:

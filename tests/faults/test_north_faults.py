@@ -26,7 +26,7 @@ from types import SimpleNamespace
 import aiohttp
 import pytest
 
-from fwsim.broker import BrokerFiles
+from fwsim.broker import MOSQUITTO, BrokerFiles
 from fwsim.broker import mosquitto as run_mosquitto
 from gateway.config import FlexSettings
 from gateway.errors import DeliveryError
@@ -92,23 +92,13 @@ class Ams:
         )
 
     async def stop(self) -> None:
+        """Stop the simulator, keeping what it received."""
         assert self._ams is not None and self._ams.pipeline is not None
+        for channel, ids in self.received.items():
+            ids += [m.id for m in self._ams.messages(channel)]
         self.repeats += self._ams.pipeline.counts["repeat"]
         await self._stack.aclose()
         self._ams = None
-
-    def collect(self) -> dict[Channel, list[str]]:
-        """Everything received, this run included."""
-        out = {c: list(ids) for c, ids in self.received.items()}
-        if self._ams is not None:
-            for channel in out:
-                out[channel] += [m.id for m in self._ams.messages(channel)]
-        return out
-
-    async def stop_and_keep(self) -> None:
-        got = self.collect()
-        await self.stop()
-        self.received = got
 
     async def aclose(self) -> None:
         await self._stack.aclose()
@@ -153,7 +143,7 @@ async def test_a_day_without_the_ams_loses_nothing(pki: PkiFiles, tmp_path: Path
             await support.drained(north)
             before = sum(len(v) for v in day.produced.values())
             assert before >= 2
-            await ams.stop_and_keep()
+            await ams.stop()
             outage_from = bench.now()
             await day.run_until(outage_from + OUTAGE / 2, clock.tick)
             await day.quiesce(clock.tick)  # restart between two CRP cycles
@@ -196,7 +186,7 @@ async def test_a_day_without_the_ams_loses_nothing(pki: PkiFiles, tmp_path: Path
             assert ops.health.ready().ok
             assert "mgms_outbox_depth 0" in ops.metrics.render()
             assert "mgms_outbox_oldest_age_seconds 0" in ops.metrics.render()
-            await ams.stop_and_keep()
+            await ams.stop()
     finally:
         day.close()
         await ams.aclose()
@@ -492,11 +482,7 @@ def legacy_tls_server(pki: PkiFiles, port: int) -> Iterator[None]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            time.sleep(0.05)
+        wait_listening(port)
         yield
     finally:
         proc.kill()
@@ -641,38 +627,63 @@ def client_ssl(pki: PkiFiles, case: str) -> ssl.SSLContext:
     return client_context(tls_files(bad_pair(pki, case, "ams"), pki))
 
 
+#: what the gateway must say of a broker port: its certificate, plain MQTT, or the broker
+#: refusing our own certificate
+BROKER_CASES = {
+    **{case: text for case, (_, text) in BAD_CERTS.items()},
+    "plain-mqtt": "the broker closed the connection in the TLS handshake",
+    "own-expired": "the peer refused our certificate: it has expired",
+    "own-untrusted-ca": "the peer does not trust the CA that signed our certificate",
+}
+
+
 # paho-mqtt 2.2 does not close its socket when a TLS handshake fails (the finalizer does)
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_gateway_names_what_is_wrong_with_the_broker_tls(
     pki: PkiFiles, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A broker with an expired, untrusted or wrongly named certificate, or a plain MQTT
-    port: the gateway logs the cause once, the outbox's last error repeats it, the message
-    waits; a good broker on the same port gets it."""
+    """A broker with an expired, not yet valid, untrusted or wrongly named certificate, a
+    plain MQTT port, a broker that refuses our expired or foreign certificate: the gateway
+    logs the cause once, the outbox's last error repeats it, the message waits; a good
+    broker on the same port gets it in the end."""
     caplog.set_level(logging.WARNING, logger="gateway.north.mqtt")
     port = free_port()
-    mqtt = MqttConfig(host="127.0.0.1", port=port, connect_timeout_s=2, answer_timeout_s=2)
-    config = support.gateway_config(pki, ams_port=free_port(), mqtt=mqtt)
-    expected = {case: text for case, (_, text) in BAD_CERTS.items() if case != "not-yet-valid"}
-    expected["plain-mqtt"] = "not a TLS port, or it refused us"
+    mqtt = MqttConfig(host="127.0.0.1", port=port, connect_timeout_s=1, answer_timeout_s=2)
+    base = support.gateway_config(pki, ams_port=free_port(), mqtt=mqtt)
+    own = {
+        "own-expired": bad_pair(pki, "expired", "mgms-gateway"),
+        "own-untrusted-ca": pki.issue_foreign("gateway-foreign", "mgms-gateway"),
+    }
     errors: dict[str, str] = {}
     f = support.forecast()
-    async with support.running_gateway(config, tmp_path / "gw") as north:
-        await north.send(f)
-        for case in expected:
-            caplog.clear()
-            async with contextlib.AsyncExitStack() as stack:
-                if case == "plain-mqtt":
-                    await stack.enter_async_context(tls_listener(port, None))
-                else:
-                    cert, key = bad_pair(pki, case, "mqtt-broker")
-                    files = BrokerFiles(ca=pki.ca, cert=cert, key=key)
-                    stack.enter_context(
-                        run_mosquitto(tmp_path / f"broker-{case}", files, port=port)
-                    )
-                errors[case] = await error_naming(north, expected[case])
-            logged = [r.getMessage() for r in caplog.records if r.name == "gateway.north.mqtt"]
-            assert sum(expected[case] in m for m in logged) == 1, (case, logged)
+    for case, text in BROKER_CASES.items():
+        config = base
+        if case in own:
+            cert, key = own[case]
+            tls = base.tls.model_copy(update={"cert": cert, "key": key})
+            config = base.model_copy(update={"tls": tls})
+        caplog.clear()
+        async with (
+            support.running_gateway(config, tmp_path / "gw") as north,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            await north.send(f)  # the same message every time: queued once
+            directory = tmp_path / f"broker-{case}"
+            if case == "plain-mqtt":
+                stack.enter_context(plain_mosquitto(directory, port))
+            elif case in own:
+                stack.enter_context(mosquitto(directory, pki, port=port))
+            else:
+                cert, key = bad_pair(pki, case, "mqtt-broker")
+                files = BrokerFiles(ca=pki.ca, cert=cert, key=key)
+                stack.enter_context(run_mosquitto(directory, files, port=port))
+            errors[case] = await error_naming(north, text)
+            assert (await north.outbox.stats()).pending == 1
+        logged = [r.getMessage() for r in caplog.records if r.name.startswith("gateway.north.mqtt")]
+        assert sum(text in m for m in logged) == 1, (case, logged)
+        if case == "own-expired":
+            assert "our certificate" in errors[case] and "expired on" in errors[case]
+    async with support.running_gateway(base, tmp_path / "gw") as north:
         with mosquitto(tmp_path / "broker", pki, port=port):
             async with support.running_ams(
                 pki, tmp_path / "ams", gateway_port=None, mqtt=mqtt
@@ -681,8 +692,32 @@ async def test_gateway_names_what_is_wrong_with_the_broker_tls(
                 await support.drained(north, within=30)
                 assert [m.id for m in ams.messages(Channel.FORECAST)] == [f.id]
     figures("tls-broker", errors=errors)
-    for case, text in expected.items():
-        assert text in errors[case], (case, errors[case])
+
+
+@contextlib.contextmanager
+def plain_mosquitto(directory: Path, port: int) -> Iterator[None]:
+    """mosquitto with a plain MQTT listener (no TLS) on `port`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    conf = directory / "plain.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    proc = subprocess.Popen(
+        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_listening(port)
+        yield
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def wait_listening(port: int, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")
 
 
 async def error_naming(north: North, text: str) -> str:
