@@ -64,7 +64,8 @@ class HttpsSender:
     async def deliver(self, item: QueuedMessage) -> None:
         msg = item.message
         url = self.url_for(msg.destination)
-        if self._session is None:
+        if self._session is None or self._session.closed:
+            # e.g. the gateway stopping: not a crash of the outbox, a retry after the restart
             raise DeliveryError(msg.destination, "HTTPS sender is not open")
         try:
             async with self._session.post(

@@ -8,7 +8,8 @@
   hands it to the sender and marks it delivered only when the sender returns (the HTTPS
   sender returns on a 2xx answer, the MQTT sender on the broker's PUBACK). A failure sets
   the next attempt by capped exponential backoff and the same message is retried, so a
-  destination's messages leave strictly in order. A message still undelivered
+  destination's messages leave strictly in order. A failure is logged when it starts or
+  its error changes, and the return once; repeats go to DEBUG. A message still undelivered
   `give_up_after_s` after it was queued is marked expired (kept, logged at ERROR) and the
   next one goes.
 - Restarting resumes with what is pending; `stats()` tells depth and age per destination.
@@ -134,6 +135,8 @@ class Outbox:
         self._wake: dict[str, asyncio.Event] = {}
         self._kicks: dict[str, asyncio.Event] = {}
         self._spawn: Callable[[str], None] | None = None
+        #: destination -> the error of its last failed attempt, while it keeps failing
+        self._failing: dict[str, str] = {}
 
     @property
     def path(self) -> Path:
@@ -272,7 +275,12 @@ class Outbox:
             await self._db.call(
                 lambda conn: _failed(conn, item.seq, attempts, retry_at, error),
             )
+            # a long outage is one log line, not one per attempt: repeats of the same error
+            # go to DEBUG, a new error is logged again
             level = logging.ERROR if exc.permanent else logging.WARNING
+            if self._failing.get(destination) == error:
+                level = logging.DEBUG
+            self._failing[destination] = error
             log.log(
                 level,
                 "outbox: %s to %s failed (attempt %d), retry in %.3g s: %s",
@@ -285,6 +293,13 @@ class Outbox:
             return
         now = self._clock()
         await self._db.call(lambda conn: _finish(conn, item.seq, "delivered", now))
+        if self._failing.pop(destination, None) is not None:
+            log.info(
+                "outbox: %s reachable again, %s delivered after %d failed attempts",
+                destination,
+                msg.message_id,
+                item.attempts,
+            )
         log.debug("outbox: delivered %s to %s", msg.message_id, destination)
 
     async def _prune_loop(self) -> None:

@@ -147,23 +147,25 @@ class North:
         pipeline = self.pipeline
         allow = AllowList(self.config.allow, self.config.tls)
         app = build_app(pipeline, allow, self.config.server, access=self.access)
-        async with HttpsServer(app, self.config.server, self._server_ssl) as server:
-            self.server = server
+        async with AsyncExitStack() as stack:
+            self.server = await stack.enter_async_context(
+                HttpsServer(app, self.config.server, self._server_ssl)
+            )
+            sender: HttpsSender | MqttEndpoint
+            if self.config.transport == "mqtt":
+                sender = self.mqtt = self._mqtt_endpoint(pipeline, allow)
+            else:
+                assert self.config.ams is not None  # the config model guarantees it
+                # opened before and closed after the task group: a delivery that is under
+                # way when the gateway stops must not find the session closed
+                sender = await stack.enter_async_context(
+                    HttpsSender(self.config.ams, self._client_ssl, own_cert=self.config.tls.cert)
+                )
             async with asyncio.TaskGroup() as tg:
-                if self.config.transport == "mqtt":
-                    self.mqtt = self._mqtt_endpoint(pipeline, allow)
+                if self.mqtt is not None:
                     tg.create_task(self.mqtt.run())
-                    tg.create_task(self.outbox.run(self.mqtt))
-                    self._started.set()
-                else:
-                    assert self.config.ams is not None  # the config model guarantees it
-                    sender_cm = HttpsSender(
-                        self.config.ams, self._client_ssl, own_cert=self.config.tls.cert
-                    )
-                    async with sender_cm as sender:
-                        tg.create_task(self.outbox.run(sender))
-                        self._started.set()
-                        await asyncio.Event().wait()  # keep the sender open until cancelled
+                tg.create_task(self.outbox.run(sender))
+                self._started.set()
 
     async def started(self) -> None:
         """Wait until the server listens and delivery runs (tests, the demo)."""

@@ -105,11 +105,14 @@ class Ams:
 
 
 @DAY_TIMEOUT
-async def test_a_day_without_the_ams_loses_nothing(pki: PkiFiles, tmp_path: Path) -> None:
+async def test_a_day_without_the_ams_loses_nothing(
+    pki: PkiFiles, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A simulated day and more of forecasts and verifications from the flexibility service
     while the AMS is unreachable, with a gateway restart in the middle: when the AMS is
     back, each message arrives once, in order per channel, and the outbox's depth, age and
     readiness show the outage and the recovery."""
+    caplog.set_level(logging.INFO, logger="gateway.north.outbox")
     real_now = datetime.now(UTC).replace(second=0, microsecond=0)
     # simulated time runs around the real now, so the AMS's freshness check holds
     start = real_now - OUTAGE / 2 - timedelta(minutes=30)
@@ -190,6 +193,12 @@ async def test_a_day_without_the_ams_loses_nothing(pki: PkiFiles, tmp_path: Path
     finally:
         day.close()
         await ams.aclose()
+    outbox_log = [r for r in caplog.records if r.name == "gateway.north.outbox"]
+    failures = [r for r in outbox_log if r.levelno >= logging.WARNING]
+    back = [r.getMessage() for r in outbox_log if "reachable again" in r.getMessage()]
+    # thousands of failed attempts, logged when they start (per destination and run)
+    assert len(failures) <= 8, [r.getMessage() for r in failures]
+    assert sorted(m.split()[1] for m in back) == ["forecast", "verification"], back
     received = ams.received
     for channel in (Channel.FORECAST, Channel.VERIFICATION):
         assert received[channel] == day.produced[channel], channel  # all, once, in order
@@ -211,6 +220,7 @@ async def test_a_day_without_the_ams_loses_nothing(pki: PkiFiles, tmp_path: Path
         drain_s=round(drain_s, 2),
         drain_per_s=round(backlog / drain_s, 1),
         head_attempts={d: s.head_attempts for d, s in down.destinations.items()},
+        outbox_warnings=len(failures),
     )
 
 
