@@ -28,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from gateway.errors import ReserveRefused
 from gateway.flex.bridge import FlexReserveHandler, NorthPublisher
 from gateway.flex.records import FlexRecords
 from gateway.flex.service import FlexService
@@ -170,7 +171,7 @@ class CrpDay:
             try:
                 await self.handler.apply_notification(notification)
                 self._due = (notification, first)
-            except Exception as exc:  # a refusal is the service's answer, not a test failure
+            except ReserveRefused as exc:  # the service's answer, not a test failure
                 self.refusals.append(f"{notification.id}: {exc}")
         if self._due is not None and now >= self._due[1]:
             notification, first = self._due
@@ -193,7 +194,7 @@ class CrpDay:
             try:
                 await self.handler.apply_activation(activation)
                 self.activations += 1
-            except Exception as exc:
+            except ReserveRefused as exc:
                 self.refusals.append(f"{activation.id}: {exc}")
 
 
