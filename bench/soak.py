@@ -18,17 +18,30 @@ back with good values. Figures:
   with `p99_faults_over_calm`, what the faults cost the healthy devices' polls;
 - `rss_mb`: the gateway process's resident memory after warm-up and at the end.
 
+The gateway runs the full product: with the `north:` and `flex:` sections `mgms demo`
+gives it (development PKI, 10-second intervals) and an AMS simulator on loopback in its own
+process (bench/soaklib/; `--no-market` leaves them out). Under
+the faults the `activation` part sends signed Reserve Activations at `--activation-rate`
+and the `read` part Smart API reads at `--read-rate` (`--clients` keep-alive clients
+each); `north` compares the forecasts and verifications the gateway queued with what the
+AMS received.
+
 The run is a list of load parts sharing one gateway (`Part`): each drives its load until
-the deadline and then reports its own figures under its name. The field part is built
-here; the northbound and flexibility layers add theirs in `build_parts` (activations at a
-sustained rate with their p50/p99, hostile inbound messages tried and applied, outbox
-messages lost), against the same gateway and in the same run.
+the deadline and then reports its own figures under its name; a part may also have
+`prepare(gw, deadline)`, run in the calm phase (the calm phase lasts until every prepare
+returned). Parts are made in `build_parts`.
+
+`summary` carries the figures of issue #9: restarts survived, messages lost (field samples
+plus north messages; activations answered but not applied are `activation.lost`), hostile
+inputs tried and applied (from a `hostile` part's `tried` and `applied` figures when the
+run has one, else null), activation p50/p99 under load, RSS at start and end and growth.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -44,6 +57,16 @@ from typing import Any, Protocol
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
 
+from bench.soaklib.hostile import HostileInbound  # noqa: E402
+from bench.soaklib.market import (  # noqa: E402
+    EXPLAINED_REFUSALS,
+    ActivationLoad,
+    AmsLink,
+    SmartApiReads,
+    drain_outbox,
+    north_messages,
+    with_market,
+)
 from fwsim.process import SimProcess, free_port, start_sim  # noqa: E402
 from gateway.app import Gateway  # noqa: E402
 from gateway.config import LoadedConfig  # noqa: E402
@@ -191,17 +214,33 @@ class PollLatency:
         return out
 
 
-def build_parts(gw: Gateway, sims: Simulators, args: argparse.Namespace) -> list[Part]:
-    """The loads of the faults phase. Northbound and flexibility parts are added here."""
-    return [FieldFaults(sims, args.restart_every, args.down, args.recover_within)]
+def build_parts(
+    gw: Gateway, sims: Simulators, args: argparse.Namespace, ams: AmsLink | None
+) -> list[Part]:
+    """The loads of the faults phase, all at the same time."""
+    parts: list[Part] = [FieldFaults(sims, args.restart_every, args.down, args.recover_within)]
+    if ams is not None:
+        assert gw.store is not None
+        state = gw.config.gateway.state_dir
+        if args.activation_rate > 0:
+            activations = ActivationLoad(
+                ams, state, gw.store.path, args.activation_rate, args.clients
+            )
+            parts.append(activations)
+        if args.read_rate > 0:
+            ders = [d.id for d in gw.config.gateway.ders]
+            parts.append(SmartApiReads(ams, ders, args.read_rate, args.clients))
+    if args.hostile_rate > 0:
+        parts.append(HostileInbound(args.hostile_rate))
+    return parts
 
 
-def stored_samples(store: Path) -> int:
-    with sqlite3.connect(store) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
-
-
-async def soak(config: LoadedConfig, sims: Simulators, args: argparse.Namespace) -> dict[str, Any]:
+async def soak(
+    config: LoadedConfig,
+    sims: Simulators,
+    args: argparse.Namespace,
+    ams: AmsLink | None,
+) -> dict[str, Any]:
     protocols = {d.id: d.protocol for d in config.devices}
     latency = PollLatency(protocols)
     delivered = 0
@@ -211,21 +250,38 @@ async def soak(config: LoadedConfig, sims: Simulators, args: argparse.Namespace)
         delivered += 1
 
     loop = asyncio.get_running_loop()
-    async with Gateway(config) as gw:
+    if ams is not None:
+        await ams.start()  # before the gateway: its first forecast finds the AMS listening
+    gw = Gateway(config)
+    # before the gateway starts: its first polls run while the market layer starts
+    gw.table.listen(count)
+    gw.poll_listeners.append(latency)
+    async with gw:
         assert gw.store is not None
-        gw.table.listen(count)
-        gw.poll_listeners.append(latency)
         if not await _wait(lambda: all(_all_good(gw, d) for d in gw.sessions), 60):
             bad = [d for d in gw.sessions if not _all_good(gw, d)]
             raise SystemExit(f"devices not up with good values after 60 s: {bad}")
         rss_start = rss_mb()
-        await asyncio.sleep(args.calm)
-        latency.phase = "faults"
-        parts = build_parts(gw, sims, args)
-        deadline = loop.time() + args.duration
+        parts = build_parts(gw, sims, args, ams)
+        calm_deadline = loop.time() + args.calm
         async with asyncio.TaskGroup() as group:
+            group.create_task(asyncio.sleep(args.calm))
             for part in parts:
-                group.create_task(part.run(gw, deadline), name=f"soak-{part.name}")
+                prepare = getattr(part, "prepare", None)
+                if prepare is not None:
+                    group.create_task(prepare(gw, calm_deadline), name=f"soak-{part.name}-prep")
+        latency.phase = "faults"
+        deadline = loop.time() + args.duration
+        rss_samples: list[float] = []
+        sampler = asyncio.create_task(_sample_rss(rss_samples), name="soak-rss")
+        try:
+            async with asyncio.TaskGroup() as group:
+                for part in parts:
+                    group.create_task(part.run(gw, deadline), name=f"soak-{part.name}")
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
         latency.phase = "end"
         await _wait(lambda: all(_all_good(gw, d) for d in gw.sessions), args.recover_within)
         unrecovered = [
@@ -235,12 +291,17 @@ async def soak(config: LoadedConfig, sims: Simulators, args: argparse.Namespace)
             if p.direction.readable
             and not ((r := gw.table.latest(p.id)) is not None and r.quality.good)
         ]
+        if gw.market is not None:
+            await drain_outbox(gw, args.recover_within)
         events = await gw.store.events(limit=1_000_000)
         store_path = gw.store.path
         rss_end = rss_mb()
     # the store is flushed and closed now: every delivered reading must be in it
     samples_lost = delivered - stored_samples(store_path)
     figures = {p.name: p.figures() for p in parts}
+    if ams is not None:
+        received = await ams.call("received", 30)
+        figures["north"] = north_messages(config.gateway.state_dir, received)
     restarts = sum(f.get("restarts", 0) for f in figures.values())
     link_events = sum(e.kind in ("link_down", "link_up") for e in events)
     # one link_up per device at start, then one down and one up per kill
@@ -253,16 +314,70 @@ async def soak(config: LoadedConfig, sims: Simulators, args: argparse.Namespace)
             "link_events_extra": link_events - expected,
         }
     )
+    rss: dict[str, Any] = {
+        "start": rss_start,
+        "end": rss_end,
+        "growth": round(rss_end - rss_start, 1),
+        # growth over each half of the faults phase: a leak keeps growing in the second
+        "growth_halves": _halves(rss_samples),
+    }
     return {
         "bench": "soak",
         "devices": len(protocols),
         "protocols": sorted(set(protocols.values())),
         "calm_s": args.calm,
         "duration_s": args.duration,
+        "summary": summary(figures, rss),
         **figures,
         "poll_ms": latency.figures(),
-        "rss_mb": {"start": rss_start, "end": rss_end, "growth": round(rss_end - rss_start, 1)},
+        "rss_mb": rss,
     }
+
+
+def summary(figures: dict[str, Any], rss: dict[str, Any]) -> dict[str, Any]:
+    """The figures issue #9 asks for, measured by the parts (None where no part ran)."""
+    field = figures["field"]
+    north = figures.get("north")
+    hostile = figures.get("hostile")
+    activation = figures.get("activation", {}).get("latency_ms_load", {})
+    north_lost = north["lost"] if north is not None else None
+    return {
+        "restarts": field["restarts"],
+        "restarts_survived": field["restarts_survived"],
+        "messages_lost": field["samples_lost"] + (north_lost or 0),
+        "field_samples_lost": field["samples_lost"],
+        "north_messages_lost": north_lost,
+        "north_messages_duplicated": north["duplicated"] if north is not None else None,
+        "activations_lost": figures["activation"]["lost"] if "activation" in figures else None,
+        "hostile_tried": hostile.get("tried") if hostile is not None else None,
+        "hostile_applied": hostile.get("applied") if hostile is not None else None,
+        "activation_p50_ms": activation.get("p50"),
+        "activation_p99_ms": activation.get("p99"),
+        "rss_mb_start": rss["start"],
+        "rss_mb_end": rss["end"],
+        "rss_mb_growth": rss["growth"],
+    }
+
+
+RSS_EVERY_S = 2.0
+
+
+async def _sample_rss(samples: list[float]) -> None:
+    while True:
+        samples.append(rss_mb())
+        await asyncio.sleep(RSS_EVERY_S)
+
+
+def _halves(samples: list[float]) -> list[float] | None:
+    if len(samples) < 3:
+        return None
+    mid = len(samples) // 2
+    return [round(samples[mid] - samples[0], 1), round(samples[-1] - samples[mid], 1)]
+
+
+def stored_samples(store: Path) -> int:
+    with sqlite3.connect(store) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
 
 
 async def _wait(predicate: Callable[[], bool], within: float) -> bool:
@@ -290,6 +405,18 @@ def main() -> int:
     parser.add_argument(
         "--poll-interval", type=float, default=None, help="poll every device this often, s"
     )
+    parser.add_argument("--activation-rate", type=float, default=100.0, help="per s, 0: none")
+    parser.add_argument("--read-rate", type=float, default=100.0, help="per s, 0: none")
+    parser.add_argument("--clients", type=int, default=4, help="keep-alive clients per load")
+    parser.add_argument(
+        "--no-market", action="store_true", help="without north, flex and the AMS loads"
+    )
+    parser.add_argument(
+        "--hostile-rate",
+        type=float,
+        default=20.0,
+        help="hostile inbound messages a second at the HTTPS endpoint (0: no hostile part)",
+    )
     args = parser.parse_args()
     config = load_config(args.config)
     devices = [d.id for d in config.devices if d.connection.serial is None]
@@ -303,14 +430,44 @@ def main() -> int:
         config.gateway.state_dir = Path(state)
         config.gateway.reconnect_max_s = args.reconnect_max
         config.gateway.ops.enabled = False
+        ams = None
+        if not args.no_market:
+            pki, ams_port, _ = with_market(config, Path(state))
+            ams = AmsLink(config, Path(state), pki, ams_port)
         try:
             sims.start_all()
-            result = asyncio.run(soak(config, sims, args))
+            result = asyncio.run(run(config, sims, args, ams))
         finally:
             sims.stop_all()
     print(json.dumps(result), flush=True)
-    ok = result["field"]["samples_lost"] == 0 and not result["field"]["not_recovered"]
-    return 0 if ok else 1
+    return 0 if passed(result) else 1
+
+
+async def run(
+    config: LoadedConfig, sims: Simulators, args: argparse.Namespace, ams: AmsLink | None
+) -> dict[str, Any]:
+    try:
+        return await soak(config, sims, args, ams)
+    finally:
+        if ams is not None:
+            await ams.stop()
+
+
+def passed(result: dict[str, Any]) -> bool:
+    """Nothing lost, every device back, every answer as it should be."""
+    s = result["summary"]
+    ok = s["messages_lost"] == 0 and not result["field"]["not_recovered"]
+    if "activation" in result:
+        a = result["activation"]
+        ok = ok and a["lost"] == 0 and a["records_vs_controller"] == 0
+        ok = ok and not a["client_failures"] and set(a["refusal_reasons"]) <= EXPLAINED_REFUSALS
+    if "read" in result:
+        ok = ok and result["read"]["errors"] == 0
+    if "hostile" in result:
+        ok = ok and result["hostile"]["applied"] == 0 and result["hostile"]["unexpected"] == 0
+    if "north" in result:
+        ok = ok and result["north"]["duplicated"] == 0
+    return ok
 
 
 if __name__ == "__main__":

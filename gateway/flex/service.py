@@ -274,7 +274,11 @@ class FlexService:
             if decision.status is not DecisionStatus.REFUSED:
                 base = self._baseline(plan, act)
                 if self.running is not None:  # superseded by a newer one of the same reservation
-                    await self._end(now, "superseded by activation " + act.id)
+                    # one that starts now is dispatched at once below: the DERs go straight
+                    # to its set points, not through the plan's and back
+                    await self._end(
+                        now, "superseded by activation " + act.id, release=act.start > now
+                    )
                 self.running = Running(act, reservation, base, decision)
             await asyncio.to_thread(
                 self.records.save_activation,
@@ -600,12 +604,14 @@ class FlexService:
             q_export=await series(Quantity.REACTIVE_ENERGY_EXPORT, billing=True),
         )
 
-    async def _end(self, at: datetime, note: str) -> None:
-        """Return the DERs to their plan now; the final verification and the record's close
-        follow once the readings beyond the end are stored (`_close_due`)."""
+    async def _end(self, at: datetime, note: str, release: bool = True) -> None:
+        """Return the DERs to their plan now (unless `release` is off: the next activation
+        takes them over); the final verification and the record's close follow once the
+        readings beyond the end are stored (`_close_due`)."""
         run = self.running
         assert run is not None
-        await self._release(self.clock.now(), run.activation.id)
+        if release:
+            await self._release(self.clock.now(), run.activation.id)
         if note:
             run.notes.append(note)
         self.running = None

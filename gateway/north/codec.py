@@ -22,7 +22,7 @@ from gateway.smartapi.access import Opener, Sealer
 from gateway.smartapi.canonical import canonical_tree
 from gateway.smartapi.decode import decode_graph, message_node
 from gateway.smartapi.encode import AnyMessage, to_tree
-from gateway.smartapi.messages import ErrorMessage, Message
+from gateway.smartapi.messages import ErrorMessage, Message, check_id
 from gateway.smartapi.security.keys import Identity, TrustStore
 from gateway.smartapi.security.profile import InboundSecurity, OutboundSecurity
 from gateway.smartapi.security.replay import ReplayGuard
@@ -51,7 +51,13 @@ class SmartApiCodec:
         except MessageDecodeError:
             return None
         value = opened.value(node, SMARTAPI.id)
-        return str(value) if isinstance(value, Literal) else None
+        if not isinstance(value, Literal):
+            return None
+        try:  # an answer names the id only when it is one (a hostile id is not echoed)
+            check_id("message id", str(value))
+        except ValueError:
+            return None
+        return str(value)
 
     def decode(self, opened: Graph) -> AnyMessage:
         return decode_graph(codec.prepare(opened))

@@ -281,7 +281,9 @@ class InboundPipeline:
     def _refused(
         self, channel: Channel, peer: Peer, exc: InboundRejected, content_type: str
     ) -> Answer:
-        log.warning("%s from %s refused: %s", channel, peer, exc)
+        # the text, not the exception: its chain holds the refused body's parse state, which
+        # a handler that keeps records (a buffer, a test's capture) would keep alive
+        log.warning("%s from %s refused: %s", channel, peer, str(exc))
         return self.refuse(exc, content_type)
 
     @asynccontextmanager

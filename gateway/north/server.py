@@ -58,6 +58,15 @@ def _respond(answer: Answer) -> web.Response:
     return web.Response(status=answer.status, body=answer.body, content_type=answer.content_type)
 
 
+def _refusal(answer: Answer) -> web.Response:
+    """A refusal before the body was read (in full): the connection closes after it, and
+    the answer says so (`Connection: close`), so a keep-alive client does not send its next
+    request on a connection that is going away."""
+    response = _respond(answer)
+    response.force_close()
+    return response
+
+
 class _Routes:
     def __init__(
         self,
@@ -119,7 +128,7 @@ class _Routes:
                 body, ctype = await self._body(request)
             except InboundRejected as exc:
                 log.warning("refused %s from %s: %s", channel.value, request.remote, exc)
-                return _respond(self._inbound.refuse(exc, ctype))
+                return _refusal(self._inbound.refuse(exc, ctype))
             answer = await self._inbound.handle(channel, body, ctype, peer)
             return _respond(answer)
 
@@ -137,7 +146,7 @@ class _Routes:
             body, ctype = await self._body(request, check_type=False)
         except InboundRejected as exc:
             log.warning("refused access from %s: %s", request.remote, exc)
-            return _respond(self._inbound.refuse(exc, request.headers.get("Content-Type")))
+            return _refusal(self._inbound.refuse(exc, request.headers.get("Content-Type")))
         reply = await self._access.handle(
             body, ctype or None, peer.role.value, request.headers.get("Accept")
         )
@@ -147,7 +156,7 @@ class _Routes:
 
     async def not_allowed(self, request: web.Request) -> web.Response:
         exc = InboundRejected(405, "method-not-allowed", f"{request.method} {request.path}")
-        return _respond(self._inbound.refuse(exc))
+        return _refusal(self._inbound.refuse(exc))
 
 
 def build_app(

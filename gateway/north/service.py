@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from gateway.config import LoadedConfig
+from gateway.errors import InboundRejected
 from gateway.north.client import HttpsSender
 from gateway.north.codec import access_security, secured
 from gateway.north.config import NorthConfig, Role
@@ -34,8 +35,13 @@ from gateway.north.pipeline import InboundPipeline, ReserveApplier
 from gateway.north.ports import ForecastSink, MessageCodec, ReserveHandler
 from gateway.north.reserves import SqliteReserveBook
 from gateway.north.server import AccessCore, HttpsServer, build_app
+<<<<<<< HEAD
 from gateway.north.tls import AllowList, client_context, server_context, validity_problem
 from gateway.north.wire import INBOUND, TURTLE, Answer, Channel
+=======
+from gateway.north.tls import AllowList, client_context, server_context
+from gateway.north.wire import INBOUND, TURTLE, Answer, Channel, media_type
+>>>>>>> main
 from gateway.smartapi.flexibility import FlexibilityForecast, ReserveVerification
 from gateway.smartapi.security.profile import InboundSecurity, OutboundSecurity
 
@@ -178,7 +184,23 @@ class North:
         assert mqtt is not None  # the config model guarantees it
         peer = allow.role_peer(Role.AMS, via="MQTT broker ACL")
 
+        limit = self.config.server.max_body_bytes
+
         async def handle(channel: Channel, body: bytes, content_type: str) -> Answer:
+            # the HTTPS server's admission checks, for what the broker lets through
+            refusal = None
+            if len(body) > limit:
+                refusal = InboundRejected(
+                    413, "too-large", f"body of {len(body)} bytes exceeds {limit}"
+                )
+            elif media_type(content_type) not in pipeline.accepted_types:
+                accepted = ", ".join(sorted(pipeline.accepted_types))
+                refusal = InboundRejected(
+                    415, "unsupported-media-type", f"{content_type}; accepted: {accepted}"
+                )
+            if refusal is not None:
+                log.warning("refused MQTT %s: %s", channel.value, refusal)
+                return pipeline.refuse(refusal, content_type)
             return await pipeline.handle(channel, body, content_type, peer)
 
         assert self._client_ssl is not None

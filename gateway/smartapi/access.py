@@ -23,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from aiohttp import web
 from rdflib import Graph
@@ -71,6 +71,7 @@ ACCESS_PATH = "/smartapi/v1.0e1.0/access/"
 PEER_ROLE_KEY = web.RequestKey("mgms_peer_role", str)
 
 Writer = Callable[[Command], Awaitable[CommandResult]]
+_T = TypeVar("_T")
 Instruction = ReserveNotification | ReserveActivation
 
 
@@ -153,6 +154,8 @@ class AccessService:
     sealer: Sealer | None = None
     clock: Callable[[], datetime] = utcnow
 
+    _cpu: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
+
     async def handle(
         self,
         body: bytes,
@@ -163,21 +166,34 @@ class AccessService:
         try:
             fmt = negotiate(accept)
         except UnsupportedMediaType as exc:
-            return self._error_reply(exc, Format.TURTLE, None)
+            return await self._off_loop(self._error_reply, exc, Format.TURTLE, None)
         request_id: str | None = None
         try:
-            graph = (
-                self.opener.open(body, content_type)
-                if self.opener is not None
-                else parse(body, content_type)
-            )
-            msg = decode_graph(prepare(graph))
+            msg = await self._off_loop(self._open, body, content_type)
             request_id = msg.id
             answer = await self._dispatch(msg, peer_role)
         except SmartApiError as exc:
             log.info("smartapi request %s refused: %s", request_id or "?", exc)
-            return self._error_reply(exc, fmt, request_id)
-        return self._reply(200, answer, fmt)
+            return await self._off_loop(self._error_reply, exc, fmt, request_id)
+        return await self._off_loop(self._reply, 200, answer, fmt)
+
+    async def _off_loop(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Parsing, signature checks and signing cost milliseconds of CPU per request: they
+        run in a worker thread, one request at a time, so that the event loop (control,
+        activations, acquisition) gets its turn between them instead of waiting behind a
+        queue of reads. One at a time also keeps the opener's replay guard single-threaded."""
+        if self._cpu is None:
+            self._cpu = asyncio.Semaphore(1)
+        async with self._cpu:
+            return await asyncio.to_thread(fn, *args)
+
+    def _open(self, body: bytes, content_type: str | None) -> AnyMessage:
+        graph = (
+            self.opener.open(body, content_type)
+            if self.opener is not None
+            else parse(body, content_type)
+        )
+        return decode_graph(prepare(graph))
 
     # -- dispatch ---------------------------------------------------------------------------
 

@@ -132,7 +132,9 @@ def parse(body: bytes, content_type: str | None) -> Graph:
     if fmt is Format.JSONLD:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except RecursionError:
+            raise MessageParseError("invalid JSON: nested too deeply") from None
+        except ValueError as exc:  # also an integer beyond Python's digit limit
             raise MessageParseError(f"invalid JSON: {exc}") from exc
         _reject_remote_contexts(data)
     graph = Graph()

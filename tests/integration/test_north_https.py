@@ -201,6 +201,21 @@ async def test_unsupported_media_type(pair: Pair) -> None:
     refused(answer, 415, "unsupported-media-type")
 
 
+async def test_early_refusal_closes_the_connection_and_says_so(pki: PkiFiles, pair: Pair) -> None:
+    """A refusal before the body is read closes the connection; without `Connection: close`
+    a keep-alive client sent its next request on it and lost it."""
+    assert pair.north.server is not None
+    url = f"https://127.0.0.1:{pair.north.server.port}{Channel.ACTIVATION.path}"
+    ctx = client_context(support.tls_files(pki, "ams"))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, limit=1)) as session:
+        for body, ctype in ((b"<a/>", "application/xml"), (b"#" * (256 * 1024 + 1), TURTLE)):
+            async with session.post(url, data=body, headers={"Content-Type": ctype}) as r:
+                assert r.status in (413, 415)
+                assert r.headers.get("Connection", "").lower() == "close"
+            async with session.post(url, data=b"<<<", headers={"Content-Type": TURTLE}) as r:
+                assert r.status == 400  # the next request on a fresh connection
+
+
 async def test_oversize_body(pair: Pair) -> None:
     answer = await pair.ams.post(Channel.ACTIVATION, b"#" * (256 * 1024 + 1), TURTLE)
     refused(answer, 413, "too-large")

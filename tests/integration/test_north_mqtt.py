@@ -110,3 +110,17 @@ async def test_repeat_over_mqtt_gets_the_first_answer(pair: Pair) -> None:
     again = await pair.ams.send(n, via="mqtt")
     assert first.answer == again.answer
     assert (await pair.north.stats()).inbound["repeat"] == 1
+
+
+async def test_mqtt_admission_checks_size_and_media_type(pair: Pair) -> None:
+    """What the HTTPS server refuses before the pipeline, the MQTT endpoint refuses too (a
+    body of any size and type used to reach the parser)."""
+    assert pair.ams.mqtt is not None
+    limit = pair.north.config.server.max_body_bytes
+    big = await pair.ams.mqtt.request(Channel.ACTIVATION, "big-1", TURTLE, b"#" * (limit + 1))
+    xml = await pair.ams.mqtt.request(Channel.ACTIVATION, "xml-1", "application/xml", b"<a/>")
+    for answer, status, reason in ((big, 413, "too-large"), (xml, 415, "unsupported-media-type")):
+        error = codec.decode(answer.body, answer.content_type)
+        assert answer.status == status
+        assert isinstance(error, ErrorMessage) and error.message.startswith(f"{reason}: ")
+    assert (await pair.north.stats()).inbound == {"too-large": 1, "unsupported-media-type": 1}

@@ -230,6 +230,42 @@ async def test_distributed_der_gets_a_new_target_when_the_rest_falls_short(world
     assert all(iv.delivered_pct is not None and iv.delivered_pct >= 95 for iv in final.intervals)
 
 
+async def test_a_superseding_activation_takes_the_ders_over_without_a_detour(
+    world: World,
+) -> None:
+    """A new activation of the same reservation starting now is dispatched at once: the DERs
+    go from the old set points to the new ones, never through the plan's in between."""
+    await world.service.notify(Reservation("res-s", bands(T17, 3, 45.0)))
+    await world.run_until(T17)
+    base = world.baseline_now()
+    end = T17 + 2 * FIVE
+    first = Activation("s1", T17, end, p_kw=base - 40.0, reservation_id="res-s")
+    assert (await world.service.activate(first)).status is DecisionStatus.ACCEPTED
+    await world.run_until(T17 + timedelta(seconds=30))
+    before = len(world.bench.controller.written)
+    now = world.bench.now()
+    second = Activation("s2", now, end, p_kw=base - 20.0, reservation_id="res-s")
+    assert (await world.service.activate(second)).status is DecisionStatus.ACCEPTED
+    handover = world.bench.controller.written[before:]
+    assert handover and {c.origin for c in handover} == {"flex:s2"}
+    bess = [c.value for c in handover if c.point == "bess1.p_set"]
+    assert len(bess) == 1 and bess[0] > 5.0  # still discharging, less: not back to idle
+    await world.run_until(now + timedelta(seconds=30))
+    assert world.pcc() == pytest.approx(base - 20.0, abs=1.0)
+    # the superseded one is closed out with its final verification
+    record = world.records.activation("s1")
+    assert record is not None and record.state == "ended"
+    assert any(v.final and v.activation_id == "s1" for v in world.publisher.verifications)
+    running = world.service.running
+    assert running is not None and running.activation.id == "s2"
+    # one that starts later does release the DERs to the plan until it starts
+    later = T17 + FIVE
+    third = Activation("s3", later, end, p_kw=base - 30.0, reservation_id="res-s")
+    before = len(world.bench.controller.written)
+    assert (await world.service.activate(third)).status is DecisionStatus.ACCEPTED
+    assert {c.origin for c in world.bench.controller.written[before:]} == {"flex:s2"}
+
+
 async def test_an_activation_survives_a_restart(world: World) -> None:
     await world.service.notify(Reservation("res-r", bands(T17, 4, 30.0)))
     await world.run_until(T17)

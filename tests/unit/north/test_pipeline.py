@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from gateway.errors import ReserveRefused
 from gateway.north.ams_sim import reserve_notification
-from gateway.north.certs import AMS_IDENTITY, OPERATOR_IDENTITY
+from gateway.north.certs import AMS_IDENTITY, OPERATOR_IDENTITY, SIGNERS
 from gateway.north.codec import secured
 from gateway.north.config import Role
 from gateway.north.ledger import Ledger
@@ -20,8 +21,14 @@ from gateway.north.reserves import SqliteReserveBook
 from gateway.north.tls import Peer
 from gateway.north.wire import TURTLE, Answer, Channel
 from gateway.smartapi import codec
+from gateway.smartapi.codec import serialize
+from gateway.smartapi.encode import to_tree
 from gateway.smartapi.flexibility import ReserveActivation, ReserveNotification
 from gateway.smartapi.messages import ErrorMessage
+from gateway.smartapi.security.graphsig import sign_tree
+from gateway.smartapi.security.keys import Identity
+from gateway.smartapi.tree import Lit
+from gateway.smartapi.vocab import SMARTAPI
 from tests.support import north as support
 from tests.support.pki import PkiFiles, make_test_pki
 
@@ -157,3 +164,30 @@ async def test_reserve_rejected_carries_its_own_status(rig: Rig) -> None:
     rig.pipeline._applier = ReserveApplier(Conflicting(rig.handler.book))
     answer = await rig.post(Channel.NOTIFICATION, support.signed(rig.pki, "ams", notification()))
     assert (answer.status, error(answer)) == (409, "conflicts-with-reserve")
+
+
+@pytest.mark.parametrize("bad_id", ["", "a b\tc", "x" * 200])
+async def test_an_invalid_message_id_is_refused_without_echoing_it(rig: Rig, bad_id: str) -> None:
+    """The refusal used to name the id in its answer, and building that answer failed (500)."""
+    roots = to_tree(notification())
+    roots[0].props = [(p, Lit(bad_id) if p == str(SMARTAPI.id) else o) for p, o in roots[0].props]
+    key_id, sender, _ = SIGNERS["ams"]
+    signer = Identity.from_file(key_id, sender, rig.pki.dev["ams-signing"])
+    body = serialize(sign_tree(roots, signer, datetime.now(UTC)))
+    answer = await rig.post(Channel.NOTIFICATION, body)
+    assert (answer.status, error(answer)) == (422, "invalid-term")
+    message = codec.decode(answer.body, answer.content_type)
+    assert isinstance(message, ErrorMessage) and message.in_reply_to is None
+    assert rig.handler.calls == []
+
+
+async def test_a_logged_refusal_keeps_no_exception_alive(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The refusal's log record carries text: the exception chain held the body's parse
+    state, which pytest's capture (or any buffering handler) kept for every refusal."""
+    answer = await rig.post(Channel.NOTIFICATION, b"@prefix x: <urn:x#> . x:a x:b")
+    assert (answer.status, error(answer)) == (400, "malformed")
+    refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert refusals
+    assert not any(isinstance(a, BaseException) for r in refusals for a in (r.args or ()))

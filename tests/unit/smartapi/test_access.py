@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import replace
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from rdflib import Graph
 
 from gateway.config import LoadedConfig
 from gateway.model import utcnow
@@ -19,7 +22,7 @@ from gateway.smartapi.access import (
     Instruction,
     add_routes,
 )
-from gateway.smartapi.codec import Format, decode, encode
+from gateway.smartapi.codec import Format, decode, encode, parse
 from gateway.smartapi.encode import der_iri
 from gateway.smartapi.messages import (
     Activity,
@@ -208,3 +211,52 @@ async def test_aiohttp_route_on_loopback(service: AccessService) -> None:
 
 def test_policy_defaults() -> None:
     assert "ams" in AccessPolicy().writers
+
+
+class SlowOpener:
+    """Parses like the service does without an opener, slowly, and notes how many
+    requests it opened at the same time."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.most = 0
+
+    def open(self, body: bytes, content_type: str | None) -> Graph:
+        self.active += 1
+        self.most = max(self.most, self.active)
+        try:
+            time.sleep(0.02)  # CPU-heavy parsing and signature checks
+            return parse(body, content_type)
+        finally:
+            self.active -= 1
+
+
+async def test_reads_leave_the_event_loop_free_and_open_one_at_a_time(
+    service: AccessService,
+) -> None:
+    """Parsing and signing run off the event loop (control and acquisition keep their
+    turn between reads), one request at a time (the opener's replay guard is not shared
+    between threads)."""
+    opener = SlowOpener()
+    service = replace(service, opener=opener)
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    body = encode(request(Method.READ, BESS), Format.TURTLE)
+    tick = asyncio.create_task(ticker())
+    try:
+        replies = await asyncio.gather(
+            *(service.handle(body, Format.TURTLE.value, "ams") for _ in range(4))
+        )
+    finally:
+        done.set()
+        await tick
+    assert [r.status for r in replies] == [200] * 4
+    assert opener.most == 1
+    assert ticks > 4 * 2  # the loop ran other tasks while each request was opened

@@ -88,6 +88,11 @@ def test_negotiation() -> None:
             b'{"@context": {"@import": "https://example.org/c"}, "@id": "urn:x"}',
             "application/ld+json",
         ),
+        # beyond the JSON decoder's nesting depth (it raised RecursionError)
+        (b"[" * 100_000 + b"]" * 100_000, "application/ld+json"),
+        (b'{"urn:p": ' * 50_000 + b"1" + b"}" * 50_000, "application/ld+json"),
+        # an integer beyond Python's digit limit (it raised a bare ValueError)
+        (b'{"urn:p": ' + b"9" * 5_000 + b"}", "application/ld+json"),
     ],
 )
 def test_unparseable_bodies(body: bytes, ctype: str) -> None:
