@@ -35,13 +35,8 @@ from gateway.north.pipeline import InboundPipeline, ReserveApplier
 from gateway.north.ports import ForecastSink, MessageCodec, ReserveHandler
 from gateway.north.reserves import SqliteReserveBook
 from gateway.north.server import AccessCore, HttpsServer, build_app
-<<<<<<< HEAD
 from gateway.north.tls import AllowList, client_context, server_context, validity_problem
-from gateway.north.wire import INBOUND, TURTLE, Answer, Channel
-=======
-from gateway.north.tls import AllowList, client_context, server_context
 from gateway.north.wire import INBOUND, TURTLE, Answer, Channel, media_type
->>>>>>> main
 from gateway.smartapi.flexibility import FlexibilityForecast, ReserveVerification
 from gateway.smartapi.security.profile import InboundSecurity, OutboundSecurity
 
