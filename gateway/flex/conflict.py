@@ -12,9 +12,12 @@ capability at every P their plan range allows and the coupling-point Q limit.
 
 Activation: it must belong to an accepted reservation (unless configured otherwise), lie
 in its period, stay within the reserved band around the recorded baseline and within the
-coupling-point limits (else the set point is curtailed to the edge), and not collide with
+coupling-point limits, and not collide with
 another running activation; finally the dispatch must be able to reach it without taking
-headroom another service keeps.
+headroom another service keeps. A set point a little beyond the band (`band_margin`) is
+curtailed to its edge: the AMS sets it around the baseline of the forecast it received,
+and the plan's baseline the band is held around moves with re-planning and measurements.
+One further beyond asks for flexibility that was not bought: refused, nothing applied.
 """
 
 from __future__ import annotations
@@ -44,6 +47,14 @@ Floats = NDArray[np.float64]
 #: a conflict is named when dropping the service lets this much more in (kW summed)
 NAMED_GAIN_KW = 0.5
 TOLERANCE_KW = 0.05
+#: share of the band's width a set point may lie beyond it and still be curtailed to the
+#: edge (the baseline drift between the AMS's forecast and the plan); at least MIN_MARGIN
+BAND_MARGIN_SHARE = 0.25
+MIN_MARGIN = 1.0
+
+
+def band_margin(lo: float, hi: float) -> float:
+    return max(MIN_MARGIN, BAND_MARGIN_SHARE * (hi - lo))
 
 
 def _total(accepted: tuple[Floats, Floats]) -> float:
@@ -257,18 +268,27 @@ def envelope(
 
 def clamp_setpoint(
     act: Activation, env: Envelope
-) -> tuple[float | None, float | None, list[Reason]]:
+) -> tuple[float | None, float | None, list[Reason], bool]:
+    """The set point within the band, the reasons it was moved, and whether it lay beyond
+    the band by more than `band_margin` (then the activation is refused)."""
     reasons = []
+    beyond = False
     p = act.p_kw
     if p is not None and not env.p_min_kw - 1e-6 <= p <= env.p_max_kw + 1e-6:
         clamped = min(max(p, env.p_min_kw), env.p_max_kw)
+        beyond = abs(p - clamped) > band_margin(env.p_min_kw, env.p_max_kw)
         reasons.append(
             Reason(
                 ReasonCode.BAND,
                 act.reservation_id or act.id,
                 f"set point {p:g} kW lies outside the reserved band "
                 f"{env.p_min_kw:.1f}..{env.p_max_kw:.1f} kW around the baseline "
-                f"{env.baseline_p_kw:.1f} kW; following {clamped:.1f} kW",
+                f"{env.baseline_p_kw:.1f} kW"
+                + (
+                    f", more than {band_margin(env.p_min_kw, env.p_max_kw):.1f} kW beyond it"
+                    if beyond
+                    else f"; following {clamped:.1f} kW"
+                ),
             )
         )
         p = clamped
@@ -277,16 +297,24 @@ def clamp_setpoint(
     outside = q_lo is not None and q_hi is not None and not q_lo - 1e-6 <= (q or 0.0) <= q_hi + 1e-6
     if q is not None and q_lo is not None and q_hi is not None and outside:
         clamped = min(max(q, q_lo), q_hi)
+        # without a reactive band the Q part is dropped (see check_activation), not refused
+        q_beyond = q_hi > q_lo and abs(q - clamped) > band_margin(q_lo, q_hi)
+        beyond = beyond or q_beyond
         reasons.append(
             Reason(
                 ReasonCode.BAND,
                 act.reservation_id or act.id,
                 f"Q set point {q:g} kvar lies outside the reserved band "
-                f"{q_lo:.1f}..{q_hi:.1f} kvar; following {clamped:.1f} kvar",
+                f"{q_lo:.1f}..{q_hi:.1f} kvar"
+                + (
+                    f", more than {band_margin(q_lo, q_hi):.1f} kvar beyond it"
+                    if q_beyond
+                    else f"; following {clamped:.1f} kvar"
+                ),
             )
         )
         q = clamped
-    return p, q, reasons
+    return p, q, reasons, beyond
 
 
 def find_reservation(act: Activation, reservations: Sequence[Reservation]) -> Reservation | None:
@@ -355,7 +383,11 @@ def check_activation(
             )
     p, q = act.p_kw, act.q_kvar
     if env is not None:
-        p, q, clamp_reasons = clamp_setpoint(act, env)
+        p, q, clamp_reasons, beyond = clamp_setpoint(act, env)
+        if beyond:
+            return ActivationDecision(
+                act.id, DecisionStatus.REFUSED, None, None, tuple(_unique(clamp_reasons))
+            )
         reasons += clamp_reasons
         if act.q_kvar is not None and env.q_max_kvar == env.q_min_kvar:
             q = None

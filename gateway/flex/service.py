@@ -264,7 +264,7 @@ class FlexService:
             if env is not None or self.model.settings.allow_unreserved_activation:
                 p, q = act.p_kw, act.q_kvar
                 if env is not None:
-                    p, q, _ = clamp_setpoint(act, env)
+                    p, q, _, _ = clamp_setpoint(act, env)
                 trial = await self._dispatch(now, plan, act, reservation, p, q, held=set())
             running = self.running.activation if self.running is not None else None
             decision = check_activation(
@@ -522,7 +522,7 @@ class FlexService:
                 self.model.grid,
                 run.baseline.q_at(i) or 0.0,
             )
-            p, q, _ = clamp_setpoint(act, env)
+            p, q, _, _ = clamp_setpoint(act, env)
             if env.q_max_kvar == env.q_min_kvar:
                 q = None
         if not run.setpoints or (run.setpoints[-1].p_kw, run.setpoints[-1].q_kvar) != (p, q):

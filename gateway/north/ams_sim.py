@@ -235,7 +235,7 @@ class AmsSimulator:
                 side=AMS_SIDE,
                 inbound=OUTBOUND,
                 handle=handle,
-                answer_timeout_s=self.config.timeouts.total_s,
+                answer_timeout_s=mqtt.answer_timeout_s,
             )
             self._listening.set()
             await self.mqtt.run()

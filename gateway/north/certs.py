@@ -79,10 +79,15 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def _validity(days: float) -> tuple[dt.datetime, dt.datetime]:
+def _validity(
+    days: float, not_before: dt.datetime | None = None
+) -> tuple[dt.datetime, dt.datetime]:
+    """From `not_before` (default: 5 minutes ago, which tolerates clock skew between the
+    demo parties) for `days` days from now; a window wholly in the past or the future
+    makes the expired and not-yet-valid certificates of the fault tests."""
     now = dt.datetime.now(dt.UTC)
-    # a little back-dating tolerates clock skew between the demo parties
-    return now - dt.timedelta(minutes=5), now + dt.timedelta(days=days)
+    start = not_before or now - dt.timedelta(minutes=5)
+    return start, now + dt.timedelta(days=days)
 
 
 def make_ca(common_name: str = "MGMS development CA", days: float = 3650) -> Issuer:
@@ -133,8 +138,10 @@ def issue(
     hosts: Sequence[str] = LOOPBACK_HOSTS,
     uris: Sequence[str] = (),
     days: float = 825,
+    not_before: dt.datetime | None = None,
 ) -> KeyPair:
-    """A leaf certificate usable as TLS server and client, for `hosts` (DNS names or IPs)."""
+    """A leaf certificate usable as TLS server and client, for `hosts` (DNS names or IPs),
+    valid from `not_before` (default: now) until `days` days from now (negative: expired)."""
     key = ec.generate_private_key(ec.SECP256R1())
     alt: list[x509.GeneralName] = []
     for host in hosts:
@@ -143,7 +150,7 @@ def issue(
         except ValueError:
             alt.append(x509.DNSName(host))
     alt += [x509.UniformResourceIdentifier(u) for u in uris]
-    not_before, not_after = _validity(days)
+    not_before, not_after = _validity(days, not_before)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))

@@ -175,6 +175,10 @@ class MqttConfig(BaseModel):
     #: session kept by the broker while we are offline (QoS 1 messages are queued)
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
+    #: a request unanswered this long is a failed delivery (the outbox retries it); an
+    #: answer can be lost without a disconnect of ours, e.g. when the broker restarted
+    #: without the peer's session
+    answer_timeout_s: float = Field(default=30.0, gt=0)
 
 
 class RetryPolicy(BaseModel):

@@ -29,10 +29,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import aiomqtt
@@ -44,6 +47,7 @@ from gateway.errors import DeliveryError
 from gateway.north.codec import answer_text
 from gateway.north.config import MqttConfig
 from gateway.north.outbox import QueuedMessage
+from gateway.north.tls import describe_tls_error, describe_tls_reason, validity_problem
 from gateway.north.wire import TURTLE, Answer, Channel
 
 log = logging.getLogger(__name__)
@@ -100,6 +104,42 @@ async def _acked(call: Awaitable[T]) -> T:
     return result
 
 
+class _PahoErrors(logging.Filter):
+    """paho reports a TLS alert from the broker (our certificate refused) only in its log,
+    and the connect then just times out: the last error it logs is kept for `_explain`,
+    and not logged, since the link's own log line tells it once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            self.last = record.getMessage()
+            return False
+        return True
+
+
+def _explain(exc: aiomqtt.MqttError, paho_error: str | None, connecting: bool) -> str:
+    """The cause of a failed MQTT link in words (a TLS failure says which check failed)."""
+    inner: BaseException | None = exc
+    reset = False
+    while inner is not None:
+        if isinstance(inner, ssl.SSLError):
+            return describe_tls_error(inner, "the broker")
+        reset = reset or isinstance(inner, ConnectionResetError | ssl.SSLEOFError)
+        inner = inner.__cause__ or inner.__context__
+    alert = re.search(r"\[SSL: (\w+)\]", paho_error or "")
+    if alert is not None:
+        return describe_tls_reason(alert.group(1), "the broker")
+    if connecting and reset:
+        return (
+            f"{exc}: the broker closed the connection in the TLS handshake "
+            "(not a TLS port, or it refused us)"
+        )
+    return str(exc)
+
+
 def _props(**values: object) -> Properties:
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     for name, value in values.items():
@@ -131,6 +171,7 @@ class MqttEndpoint:
         reconnect_max_s: float = 30.0,
         on_connected: Callable[[], None] | None = None,
         announce_status: bool = False,
+        own_cert: Path | None = None,
     ) -> None:
         self._config = config
         self._ssl = ssl_ctx
@@ -146,6 +187,12 @@ class MqttEndpoint:
         self._client: aiomqtt.Client | None = None
         self._waiting: dict[bytes, asyncio.Future[Answer]] = {}
         self.connected = asyncio.Event()
+        self._down_since: float | None = None
+        self._last_error: str | None = None
+        self._attempts = 0
+        self._own_cert = own_cert
+        self._paho_log = logging.getLogger(f"{__name__}.paho.{client_id}")
+        self._paho_errors = _PahoErrors()
 
     # -- connection -------------------------------------------------------------------------
 
@@ -166,26 +213,67 @@ class MqttEndpoint:
             timeout=self._config.connect_timeout_s,
             tls_context=self._ssl,
             will=will,
+            logger=self._paho_log,
             # small request/answer exchanges: Nagle plus delayed ACKs would add ~40 ms each
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
 
     async def run(self) -> None:
-        """Stay connected until cancelled, reconnecting with capped exponential backoff."""
+        """Stay connected until cancelled, reconnecting with capped exponential backoff.
+
+        Each link transition is logged once: the loss (WARNING, with its cause), the return
+        (INFO, with how long the link was down); failed reconnects repeat the cause at
+        WARNING only when it changes."""
         backoff = Backoff(initial=_RECONNECT_FIRST_S, cap=self._reconnect_max_s)
-        while True:
-            try:
-                async with self._new_client() as client:
-                    _honour_cancellation()
-                    backoff.reset()
-                    await self._session(client)
-            except aiomqtt.MqttError as exc:
-                cfg = self._config
-                log.warning("MQTT %s:%d: %s; reconnecting", cfg.host, cfg.port, exc)
-            finally:
-                self._disconnected()
-            _honour_cancellation()
-            await asyncio.sleep(backoff.next_delay())
+        self._paho_log.addFilter(self._paho_errors)
+        try:
+            while True:
+                self._paho_errors.last = None
+                try:
+                    async with self._new_client() as client:
+                        _honour_cancellation()
+                        backoff.reset()
+                        await self._session(client)
+                except aiomqtt.MqttError as exc:
+                    self._link_failed(exc)
+                finally:
+                    self._disconnected()
+                _honour_cancellation()
+                await asyncio.sleep(backoff.next_delay())
+        finally:
+            self._paho_log.removeFilter(self._paho_errors)
+
+    def _link_failed(self, exc: aiomqtt.MqttError) -> None:
+        cfg = self._config
+        connecting = not self.connected.is_set()
+        cause = _explain(exc, self._paho_errors.last, connecting)
+        problem = validity_problem(self._own_cert) if connecting and self._own_cert else None
+        if problem is not None:
+            cause = f"{cause}; {problem}"
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self._attempts = 0
+            lost = "lost" if self.connected.is_set() else "unreachable"
+            log.warning(
+                "MQTT link of %s to %s:%d %s: %s; reconnecting",
+                self._client_id,
+                cfg.host,
+                cfg.port,
+                lost,
+                cause,
+            )
+        else:
+            level = logging.WARNING if cause != self._last_error else logging.DEBUG
+            log.log(
+                level,
+                "MQTT %s: %s:%d still unreachable: %s",
+                self._client_id,
+                cfg.host,
+                cfg.port,
+                cause,
+            )
+        self._attempts += 1
+        self._last_error = cause
 
     async def _session(self, client: aiomqtt.Client) -> None:
         timeout = self._config.connect_timeout_s
@@ -198,9 +286,19 @@ class MqttEndpoint:
             )
         self._client = client
         self.connected.set()
-        log.info(
-            "MQTT connected to %s:%d as %s", self._config.host, self._config.port, self._client_id
-        )
+        cfg = self._config
+        if self._down_since is None:
+            log.info("MQTT connected to %s:%d as %s", cfg.host, cfg.port, self._client_id)
+        else:
+            log.info(
+                "MQTT link of %s to %s:%d restored after %.1f s (%d failed attempts)",
+                self._client_id,
+                cfg.host,
+                cfg.port,
+                time.monotonic() - self._down_since,
+                self._attempts,
+            )
+        self._down_since = None
         if self._on_connected is not None:
             self._on_connected()
         try:
@@ -277,7 +375,8 @@ class MqttEndpoint:
         """Publish a request and wait for its answer (DeliveryError when none comes)."""
         client = self._client
         if client is None:
-            raise DeliveryError(channel.value, "not connected to the MQTT broker")
+            why = f" ({self._last_error})" if self._last_error else ""
+            raise DeliveryError(channel.value, f"not connected to the MQTT broker{why}")
         key = message_id.encode()
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Answer] = loop.create_future()

@@ -8,10 +8,13 @@
   hands it to the sender and marks it delivered only when the sender returns (the HTTPS
   sender returns on a 2xx answer, the MQTT sender on the broker's PUBACK). A failure sets
   the next attempt by capped exponential backoff and the same message is retried, so a
-  destination's messages leave strictly in order. A message still undelivered
+  destination's messages leave strictly in order. A failure is logged when it starts or
+  its error changes, and the return once; repeats go to DEBUG. A message still undelivered
   `give_up_after_s` after it was queued is marked expired (kept, logged at ERROR) and the
   next one goes.
 - Restarting resumes with what is pending; `stats()` tells depth and age per destination.
+- Time (time stamps, backoff waits, expiry, pruning) comes from one `OutboxClock`: the
+  wall clock in the gateway, simulated time in tests of day-long outages.
 """
 
 from __future__ import annotations
@@ -72,6 +75,27 @@ class QueuedMessage:
     attempts: int
 
 
+class OutboxClock(Protocol):
+    """The outbox's time: seconds since the epoch, and waiting in those seconds."""
+
+    def time(self) -> float: ...
+
+    async def wait(self, event: asyncio.Event, seconds: float) -> None:
+        """Return when `event` is set or `seconds` have passed, whichever is first."""
+        ...
+
+
+class WallClock:
+    def time(self) -> float:
+        return time.time()
+
+    async def wait(self, event: asyncio.Event, seconds: float) -> None:
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await event.wait()
+
+
 class Sender(Protocol):
     """Hands one message to the peer; returns only when the peer took it, else raises
     DeliveryError."""
@@ -100,16 +124,19 @@ class Outbox:
     """The outbox file `path` with `policy`; use as `async with Outbox(...) as outbox`."""
 
     def __init__(
-        self, path: Path, policy: RetryPolicy, *, clock: Callable[[], float] = time.time
+        self, path: Path, policy: RetryPolicy, *, clock: OutboxClock | None = None
     ) -> None:
         self._db = SqliteThread(path, _SCHEMA)
         self._policy = policy
-        self._clock = clock
+        self._time: OutboxClock = clock or WallClock()
+        self._clock = self._time.time
         self._queue: list[tuple[OutboundMessage, asyncio.Future[bool]]] = []
         self._commit_lock = asyncio.Lock()
         self._wake: dict[str, asyncio.Event] = {}
         self._kicks: dict[str, asyncio.Event] = {}
         self._spawn: Callable[[str], None] | None = None
+        #: destination -> the error of its last failed attempt, while it keeps failing
+        self._failing: dict[str, str] = {}
 
     @property
     def path(self) -> Path:
@@ -231,10 +258,7 @@ class Outbox:
                 continue
             if next_attempt_at > now and not kick.is_set():
                 # only a kick shortens the head's backoff, not a new message behind it
-                # (asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(next_attempt_at - now):
-                        await kick.wait()
+                await self._time.wait(kick, next_attempt_at - now)
                 continue
             kick.clear()
             await self._attempt(destination, sender, item)
@@ -251,7 +275,12 @@ class Outbox:
             await self._db.call(
                 lambda conn: _failed(conn, item.seq, attempts, retry_at, error),
             )
+            # a long outage is one log line, not one per attempt: repeats of the same error
+            # go to DEBUG, a new error is logged again
             level = logging.ERROR if exc.permanent else logging.WARNING
+            if self._failing.get(destination) == error:
+                level = logging.DEBUG
+            self._failing[destination] = error
             log.log(
                 level,
                 "outbox: %s to %s failed (attempt %d), retry in %.3g s: %s",
@@ -264,15 +293,23 @@ class Outbox:
             return
         now = self._clock()
         await self._db.call(lambda conn: _finish(conn, item.seq, "delivered", now))
+        if self._failing.pop(destination, None) is not None:
+            log.info(
+                "outbox: %s reachable again, %s delivered after %d failed attempts",
+                destination,
+                msg.message_id,
+                item.attempts,
+            )
         log.debug("outbox: delivered %s to %s", msg.message_id, destination)
 
     async def _prune_loop(self) -> None:
+        never = asyncio.Event()
         while True:
             cutoff = self._clock() - self._policy.keep_done_s
             removed = await self._db.call(partial(_prune, cutoff=cutoff))
             if removed:
                 log.info("outbox: pruned %d delivered/expired messages", removed)
-            await asyncio.sleep(_PRUNE_EVERY_S)
+            await self._time.wait(never, _PRUNE_EVERY_S)
 
     # -- observation ------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from gateway.errors import InboundRejected
 from gateway.north.config import Role, ServerConfig
-from gateway.north.tls import AllowList, Peer, PeerIdentity
+from gateway.north.tls import AllowList, Peer, PeerIdentity, describe_tls_error
 from gateway.north.wire import ACCESS_PATH, Answer, Channel, Inbound, media_type
 
 log = logging.getLogger(__name__)
@@ -182,6 +182,20 @@ def build_app(
     return app
 
 
+class _TlsGate(asyncio.Protocol):
+    """Takes a new TCP connection, does the TLS handshake and hands the connection to
+    aiohttp. asyncio's own TLS server drops a failed handshake silently; here it is logged
+    with its cause (expired or untrusted client certificate, old TLS version, plain HTTP)."""
+
+    def __init__(self, server: HttpsServer) -> None:
+        self._server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()  # the ClientHello is for the TLS layer, not for us
+        self._server._handshake(transport)
+
+
 class HttpsServer:
     """The app served over TLS on `config.host:config.port` (port 0: a free one, see `port`)."""
 
@@ -190,6 +204,8 @@ class HttpsServer:
         self._config = config
         self._ssl = ssl_ctx
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self._handshakes: set[asyncio.Task[None]] = set()
         self.port = config.port
 
     async def __aenter__(self) -> Self:
@@ -197,18 +213,58 @@ class HttpsServer:
         # connection is closed instead (a slow or oversize sender cannot hold it open)
         runner = web.AppRunner(self._app, access_log=None, handle_signals=False, lingering_time=0)
         await runner.setup()
-        site = web.TCPSite(runner, self._config.host, self._config.port, ssl_context=self._ssl)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
         self._runner = runner
-        self.port = int(runner.addresses[0][1])
+        try:
+            self._listener = await asyncio.get_running_loop().create_server(
+                lambda: _TlsGate(self), self._config.host, self._config.port
+            )
+        except BaseException:
+            await self.__aexit__()
+            raise
+        self.port = int(self._listener.sockets[0].getsockname()[1])
         log.info("northbound HTTPS on %s:%d", self._config.host, self.port)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        for task in list(self._handshakes):
+            task.cancel()
+        await asyncio.gather(*self._handshakes, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def _handshake(self, transport: asyncio.Transport) -> None:
+        task = asyncio.get_running_loop().create_task(self._upgrade(transport))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
+
+    async def _upgrade(self, transport: asyncio.Transport) -> None:
+        assert self._runner is not None and self._runner.server is not None
+        peer = transport.get_extra_info("peername")
+        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        handler = self._runner.server()
+        try:
+            tls = await asyncio.get_running_loop().start_tls(
+                transport,
+                handler,
+                self._ssl,
+                server_side=True,
+                ssl_handshake_timeout=self._config.request_timeout_s,
+            )
+        except (OSError, TimeoutError) as exc:
+            transport.abort()
+            if isinstance(exc, ssl.SSLError):
+                cause = describe_tls_error(exc, "the client")
+            elif isinstance(exc, TimeoutError):
+                cause = f"no TLS handshake within {self._config.request_timeout_s:g} s"
+            else:
+                cause = f"connection lost during the TLS handshake ({exc})"
+            log.warning("TLS handshake from %s failed: %s", where, cause)
+            return
+        if tls is None:  # the transport closed meanwhile
+            transport.abort()
+            return
+        handler.connection_made(tls)

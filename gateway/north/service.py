@@ -30,12 +30,12 @@ from gateway.north.client import HttpsSender
 from gateway.north.codec import access_security, secured
 from gateway.north.config import NorthConfig, Role
 from gateway.north.ledger import Ledger
-from gateway.north.outbox import OutboundMessage, Outbox, OutboxStats
+from gateway.north.outbox import OutboundMessage, Outbox, OutboxClock, OutboxStats
 from gateway.north.pipeline import InboundPipeline, ReserveApplier
 from gateway.north.ports import ForecastSink, MessageCodec, ReserveHandler
 from gateway.north.reserves import SqliteReserveBook
 from gateway.north.server import AccessCore, HttpsServer, build_app
-from gateway.north.tls import AllowList, client_context, server_context
+from gateway.north.tls import AllowList, client_context, server_context, validity_problem
 from gateway.north.wire import INBOUND, TURTLE, Answer, Channel, media_type
 from gateway.smartapi.flexibility import FlexibilityForecast, ReserveVerification
 from gateway.smartapi.security.profile import InboundSecurity, OutboundSecurity
@@ -73,6 +73,7 @@ class North:
         forecast_sink: ForecastSink | None = None,
         access: AccessCore | None = None,
         codec: MessageCodec[Any] | None = None,
+        outbox_clock: OutboxClock | None = None,
     ) -> None:
         self.config = config
         self.microgrid = microgrid
@@ -85,7 +86,7 @@ class North:
         self._codec_override = codec
         self._codec: MessageCodec[Any] | None = None
         self._stack = AsyncExitStack()
-        self.outbox = Outbox(state_dir / OUTBOX_FILE, config.outbox)
+        self.outbox = Outbox(state_dir / OUTBOX_FILE, config.outbox, clock=outbox_clock)
         self.pipeline: InboundPipeline | None = None
         self.reserve_book: SqliteReserveBook | None = None
         self.mqtt: MqttEndpoint | None = None
@@ -109,6 +110,9 @@ class North:
             self._codec = self._codec_override or secured(self.config.signing, self.config.identity)
             self._server_ssl = server_context(self.config.tls)
             self._client_ssl = client_context(self.config.tls)
+            problem = validity_problem(self.config.tls.cert)
+            if problem is not None:  # peers will refuse us until the files are replaced
+                log.error("northbound TLS: %s", problem)
             await self._stack.enter_async_context(self.outbox)
             ledger = await self._stack.enter_async_context(Ledger(self.state_dir / LEDGER_FILE))
             handler = self.handler
@@ -144,20 +148,25 @@ class North:
         pipeline = self.pipeline
         allow = AllowList(self.config.allow, self.config.tls)
         app = build_app(pipeline, allow, self.config.server, access=self.access)
-        async with HttpsServer(app, self.config.server, self._server_ssl) as server:
-            self.server = server
+        async with AsyncExitStack() as stack:
+            self.server = await stack.enter_async_context(
+                HttpsServer(app, self.config.server, self._server_ssl)
+            )
+            sender: HttpsSender | MqttEndpoint
+            if self.config.transport == "mqtt":
+                sender = self.mqtt = self._mqtt_endpoint(pipeline, allow)
+            else:
+                assert self.config.ams is not None  # the config model guarantees it
+                # opened before and closed after the task group: a delivery that is under
+                # way when the gateway stops must not find the session closed
+                sender = await stack.enter_async_context(
+                    HttpsSender(self.config.ams, self._client_ssl, own_cert=self.config.tls.cert)
+                )
             async with asyncio.TaskGroup() as tg:
-                if self.config.transport == "mqtt":
-                    self.mqtt = self._mqtt_endpoint(pipeline, allow)
+                if self.mqtt is not None:
                     tg.create_task(self.mqtt.run())
-                    tg.create_task(self.outbox.run(self.mqtt))
-                    self._started.set()
-                else:
-                    assert self.config.ams is not None  # the config model guarantees it
-                    async with HttpsSender(self.config.ams, self._client_ssl) as sender:
-                        tg.create_task(self.outbox.run(sender))
-                        self._started.set()
-                        await asyncio.Event().wait()  # keep the sender open until cancelled
+                tg.create_task(self.outbox.run(sender))
+                self._started.set()
 
     async def started(self) -> None:
         """Wait until the server listens and delivery runs (tests, the demo)."""
@@ -198,8 +207,10 @@ class North:
             side=GATEWAY_SIDE,
             inbound=INBOUND,
             handle=handle,
+            answer_timeout_s=mqtt.answer_timeout_s,
             on_connected=self.outbox.kick,
             announce_status=True,
+            own_cert=self.config.tls.cert,
         )
 
     # -- sending ----------------------------------------------------------------------------

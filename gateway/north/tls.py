@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import ssl
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+from cryptography import x509
 
 from gateway.errors import TlsSetupError
 from gateway.north.config import PeerRule, Role, TlsFiles
@@ -151,3 +156,74 @@ class AllowList:
         ACL reserves for that role: it may sign as any sender the allow-list gives the role."""
         senders = frozenset(s for r in self._rules.values() if r.role is role for s in r.senders)
         return Peer(None, role, senders, via=via)
+
+
+# -- what went wrong in a handshake, in words ----------------------------------------------------
+
+#: OpenSSL reasons (ssl.SSLError.reason) -> what they mean for the operator
+_REASONS: dict[str, str] = {
+    "WRONG_VERSION_NUMBER": "the peer does not speak TLS (it answered in plain text)",
+    "HTTP_REQUEST": "the peer sent plain HTTP to a TLS port",
+    "UNSUPPORTED_PROTOCOL": "the peer offers only a TLS version below 1.2",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "the peer refused the TLS version (1.2 at least is required)",
+    "NO_PROTOCOLS_AVAILABLE": "no TLS version in common (1.2 at least is required)",
+    "NO_SHARED_CIPHER": "no cipher suite in common",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "the peer found no TLS version or cipher suite in common",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the peer refused our certificate: it has expired",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the peer refused our certificate",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "the peer refused our certificate",
+    "TLSV1_ALERT_UNKNOWN_CA": "the peer does not trust the CA that signed our certificate",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the peer requires a client certificate",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "the client presented no certificate",
+    "UNEXPECTED_EOF_WHILE_READING": (
+        "the peer closed the connection in the handshake (not a TLS port, or it refused us)"
+    ),
+}
+
+#: OpenSSL's verify messages -> plainer words
+_VERIFY: dict[str, str] = {
+    "unable to get local issuer certificate": "is not signed by a CA we trust",
+    "self-signed certificate": "is self-signed, not from a CA we trust",
+    "self-signed certificate in certificate chain": "comes from a CA we do not trust",
+}
+
+
+def describe_tls_error(exc: BaseException, peer: str) -> str:
+    """What a failed TLS handshake with `peer` ("the AMS", "the broker", "the client") says
+    went wrong: the certificate check that failed, the alert the peer sent, or plain
+    text where TLS was expected. Falls back to the library's own text."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        what = str(exc.verify_message or exc.reason or exc).rstrip(".")
+        mismatch = re.fullmatch(r"(Hostname|IP address) mismatch, certificate (.*)", what)
+        if mismatch:
+            what = f"{mismatch.group(2)} (the name we connected to)"
+        what = _VERIFY.get(what, what.removeprefix("certificate "))
+        return f"TLS: {peer}'s certificate {what}"
+    if isinstance(exc, ssl.SSLError):
+        return describe_tls_reason(str(exc.reason or exc), peer)
+    return f"TLS with {peer}: {exc}"
+
+
+def describe_tls_reason(reason: str, peer: str) -> str:
+    """`describe_tls_error` from OpenSSL's reason code alone (e.g. `UNSUPPORTED_PROTOCOL`),
+    for libraries that report the code only in text."""
+    return f"TLS with {peer}: {_REASONS.get(reason, reason)}"
+
+
+def validity_problem(cert: Path, now: datetime | None = None) -> str | None:
+    """Why our certificate `cert` will be refused by every peer (expired, not yet valid),
+    or None. A peer that refuses a client certificate under TLS 1.3 often just closes the
+    connection, so this is the only way to name the cause."""
+    try:
+        parsed = x509.load_pem_x509_certificate(cert.read_bytes())
+    except (OSError, ValueError):
+        return None  # unreadable files fail the context factory with their own error
+    now = now or datetime.now(UTC)
+    if parsed.not_valid_after_utc < now:
+        return f"our certificate {cert} expired on {parsed.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    if parsed.not_valid_before_utc > now:
+        return (
+            f"our certificate {cert} is not valid before "
+            f"{parsed.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+        )
+    return None

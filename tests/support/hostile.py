@@ -543,7 +543,21 @@ class HostileGenerator:
         return Case("other-sender", body, TURTLE, expect({403}, {"sender-not-allowed"}))
 
     def _beyond_limits(self) -> Case:
-        how = self.rng.randrange(3)
+        accepted = self.material.accepted
+        how = self.rng.randrange(4 if accepted is not None else 3)
+        if how == 3 and accepted is not None:
+            # a set point far beyond the band of the accepted reservation: not bought
+            p = self.rng.choice((-1e4, -500.0, 500.0, 1e6))
+            start = max(datetime.now(UTC), accepted.start)
+            a = self._activation(
+                notification=accepted.id,
+                p_kw=p,
+                start=start,
+                end=start + accepted.step,
+            )
+            # (once the reservation has run out, late in a long stream, the window refuses it)
+            refusals = {"outside-band", "outside-window"}
+            return Case("beyond-limits", self._signed(a), TURTLE, expect({422}, refusals))
         if how == 0:  # a reserve far beyond every DER rating and the coupling-point limits
             big = self.rng.choice((1e4, 1e6, 1e12))
             bands = tuple(ReservedInterval(p_up_kw=big, p_down_kw=big) for _ in range(2))

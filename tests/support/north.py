@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -150,7 +151,9 @@ async def running_ams(
     gateway_port: int | None,
     port: int = 0,
     mqtt: MqttConfig | None = None,
+    replay_window_s: float | None = None,
 ) -> AsyncIterator[AmsSimulator]:
+    """`replay_window_s`: how old a message the AMS still takes (default: a day and more)."""
     url = f"https://127.0.0.1:{gateway_port}" if gateway_port else None
     config = AmsSimConfig.dev(
         pki.dev.directory,
@@ -160,6 +163,9 @@ async def running_ams(
         port=port,
         mqtt=mqtt,
     )
+    if replay_window_s is not None:
+        signing = config.signing.model_copy(update={"replay_window_s": replay_window_s})
+        config = dataclasses.replace(config, signing=signing)
     async with AmsSimulator(config) as ams:
         task = asyncio.create_task(ams.run())
         try:

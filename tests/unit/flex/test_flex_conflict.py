@@ -107,10 +107,22 @@ def test_activation_decisions() -> None:
     cut = check_activation(long, START, RES, None, ENV, met(), False)
     assert cut.status is DecisionStatus.CURTAILED and cut.reasons[0].code is ReasonCode.PERIOD
 
-    deep = replace(act, p_kw=10.0)
+    # the band is 30..70 kW: up to a quarter of its width beyond it is the baseline's drift
+    deep = replace(act, p_kw=21.0)
     clamped = check_activation(deep, START, RES, None, ENV, met(), False)
     assert clamped.status is DecisionStatus.CURTAILED and clamped.p_kw == 30.0
     assert "following 30.0 kW" in clamped.reasons[0].message
+    for far in (19.0, 81.0, -1e6):
+        refused = check_activation(replace(act, p_kw=far), START, RES, None, ENV, met(), False)
+        assert refused.status is DecisionStatus.REFUSED and refused.p_kw is None
+        assert refused.reasons[0].code is ReasonCode.BAND
+        assert "more than 10.0 kW beyond it" in refused.reasons[0].message
+
+    q_env = replace(ENV, q_min_kvar=-10.0, q_max_kvar=10.0)
+    near_q = check_activation(replace(act, q_kvar=14.0), START, RES, None, q_env, met(), False)
+    assert near_q.status is DecisionStatus.CURTAILED and near_q.q_kvar == 10.0
+    far_q = check_activation(replace(act, q_kvar=16.0), START, RES, None, q_env, met(), False)
+    assert far_q.status is DecisionStatus.REFUSED and "5.0 kvar beyond" in far_q.reasons[0].message
 
     with_q = replace(act, q_kvar=20.0)
     no_q = check_activation(with_q, START, RES, None, ENV, met(), False)

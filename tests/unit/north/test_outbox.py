@@ -9,7 +9,7 @@ import pytest
 
 from gateway.errors import DeliveryError
 from gateway.north.config import RetryPolicy
-from gateway.north.outbox import OutboundMessage, Outbox, QueuedMessage
+from gateway.north.outbox import OutboundMessage, Outbox, QueuedMessage, WallClock
 from tests.support.waiting import until
 
 FAST = RetryPolicy(initial_s=0.01, max_s=0.05)
@@ -136,19 +136,29 @@ async def test_pending_messages_survive_restart(tmp_path: Path) -> None:
     assert peer.got == [f"urn:uuid:m{i}" for i in range(5)]
 
 
+class SteppedClock(WallClock):
+    """Wall-clock waits, time stamps the test sets."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
 async def test_undeliverable_message_expires_and_the_next_goes(tmp_path: Path) -> None:
-    now = [1_000_000.0]
+    clock = SteppedClock(1_000_000.0)
     policy = RetryPolicy(initial_s=0.01, max_s=0.02, give_up_after_s=3600)
     peer = Peer()
     peer.refuse_first = {"urn:uuid:m0": 10**6}
-    async with Outbox(tmp_path / "o.sqlite", policy, clock=lambda: now[0]) as outbox:
+    async with Outbox(tmp_path / "o.sqlite", policy, clock=clock) as outbox:
         await outbox.put(msg(0))
-        now[0] += 10.0
+        clock.now += 10.0
         await outbox.put(msg(1))
         async with running(outbox, peer):
             await asyncio.sleep(0.05)
             assert peer.got == []
-            now[0] += 3595.0  # m0 is now older than give_up_after_s, m1 is not
+            clock.now += 3595.0  # m0 is now older than give_up_after_s, m1 is not
             outbox.kick()
             await peer.wait_for(1)
             await drained(outbox)
@@ -180,3 +190,37 @@ def test_backoff_is_exponential_and_capped() -> None:
 def test_retry_window_is_at_least_an_hour() -> None:
     with pytest.raises(ValueError, match="give_up_after_s"):
         RetryPolicy(give_up_after_s=60)
+
+
+class InstantClock:
+    """Simulated time: a backoff wait passes at once (the hourly prune never does)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        self.waited: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def wait(self, event: asyncio.Event, seconds: float) -> None:
+        if seconds >= 3600:
+            await event.wait()
+            return
+        self.waited.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+async def test_backoff_waits_in_the_outbox_clock(tmp_path: Path) -> None:
+    """Hours of backoff pass in no real time on a simulated clock, with the policy's delays."""
+    clock = InstantClock()
+    peer = Peer()
+    peer.refuse_first = {"urn:uuid:m0": 200}
+    policy = RetryPolicy(initial_s=1.0, max_s=60.0)
+    async with Outbox(tmp_path / "o.sqlite", policy, clock=clock) as outbox:
+        await outbox.put(msg(0))
+        async with running(outbox, peer):
+            await peer.wait_for(1)
+            await drained(outbox)
+    assert clock.waited[:7] == pytest.approx([1, 2, 4, 8, 16, 32, 60], rel=0.01)
+    assert clock.now - 1_000_000.0 >= 190 * 60  # over three simulated hours of retrying

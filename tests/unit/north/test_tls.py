@@ -8,6 +8,7 @@ import ssl
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -17,7 +18,14 @@ from gateway.errors import InboundRejected, TlsSetupError
 from gateway.north.certs import AMS_IDENTITY, issue, load_issuer, write_pair
 from gateway.north.config import DevRelax, PeerRule, Role, ServerConfig, TlsFiles
 from gateway.north.server import HttpsServer, build_app
-from gateway.north.tls import AllowList, Peer, client_context, server_context
+from gateway.north.tls import (
+    AllowList,
+    Peer,
+    client_context,
+    describe_tls_error,
+    server_context,
+    validity_problem,
+)
 from gateway.north.wire import TURTLE, Answer, Channel
 from tests.support.pki import PkiFiles, make_test_pki
 
@@ -256,3 +264,67 @@ async def test_only_post_is_served(pki: PkiFiles) -> None:
         ):
             assert resp.status == 405
             assert (await resp.text()).startswith("method-not-allowed")
+
+
+def verify_error(message: str) -> ssl.SSLCertVerificationError:
+    exc = ssl.SSLCertVerificationError(1, f"certificate verify failed: {message}")
+    exc.verify_message = message
+    exc.reason = "CERTIFICATE_VERIFY_FAILED"
+    return exc
+
+
+def ssl_error(reason: str) -> ssl.SSLError:
+    exc = ssl.SSLError(1, f"[SSL: {reason}] {reason.lower()}")
+    exc.reason = reason
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "text"),
+    [
+        (verify_error("certificate has expired"), "TLS: the AMS's certificate has expired"),
+        (verify_error("certificate is not yet valid"), "the AMS's certificate is not yet valid"),
+        (
+            verify_error("unable to get local issuer certificate"),
+            "the AMS's certificate is not signed by a CA we trust",
+        ),
+        (
+            verify_error("Hostname mismatch, certificate is not valid for 'ams.example'."),
+            "the AMS's certificate is not valid for 'ams.example' (the name we connected to)",
+        ),
+        (ssl_error("WRONG_VERSION_NUMBER"), "the peer does not speak TLS"),
+        (ssl_error("UNSUPPORTED_PROTOCOL"), "only a TLS version below 1.2"),
+        (ssl_error("SSLV3_ALERT_CERTIFICATE_EXPIRED"), "refused our certificate: it has expired"),
+        (ssl_error("SOMETHING_NEW"), "TLS with the AMS: SOMETHING_NEW"),
+    ],
+)
+def test_tls_errors_are_described_in_words(exc: ssl.SSLError, text: str) -> None:
+    assert text in describe_tls_error(exc, "the AMS")
+
+
+def test_own_certificate_out_of_its_validity_is_named(pki: PkiFiles) -> None:
+    now = datetime.now(UTC)
+    expired, _ = pki.issue("old", "mgms-gateway", not_before=now - timedelta(days=9), days=-1)
+    early, _ = pki.issue("early", "mgms-gateway", not_before=now + timedelta(days=1), days=9)
+    assert f"our certificate {expired} expired on" in (validity_problem(expired) or "")
+    assert f"our certificate {early} is not valid before" in (validity_problem(early) or "")
+    assert validity_problem(pki.pair("gateway")[0]) is None
+
+
+async def test_a_refused_handshake_is_logged_with_its_cause(
+    pki: PkiFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = datetime.now(UTC)
+    cert, key = pki.issue("ams-old", "ams", not_before=now - timedelta(days=9), days=-1)
+    expired = TlsFiles(ca=(pki.ca,), cert=cert, key=key)
+    inbound = Echo()
+    with caplog.at_level(logging.WARNING, logger="gateway.north.server"):
+        async with serving(pki, inbound) as port:
+            with pytest.raises(aiohttp.ClientError):
+                await post(client_context(expired), port, Channel.ACTIVATION.path)
+            for _ in range(100):  # the server side finishes the handshake a moment later
+                if "TLS handshake from" in caplog.text:
+                    break
+                await asyncio.sleep(0.01)
+    assert "the client's certificate has expired" in caplog.text
+    assert inbound.peers == []
