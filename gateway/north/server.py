@@ -261,7 +261,9 @@ class HttpsServer:
             elif isinstance(exc, TimeoutError):
                 cause = f"no TLS handshake within {self._config.request_timeout_s:g} s"
             else:
-                cause = f"connection lost during the TLS handshake ({exc})"
+                # a peer that hangs up (a port probe, a client shutting down) is no refusal
+                log.info("TLS handshake from %s ended: the peer closed the connection", where)
+                return
             log.warning("TLS handshake from %s failed: %s", where, cause)
             return
         if tls is None:  # the transport closed meanwhile

@@ -4,6 +4,7 @@ simulator, and every class of refusal of the inbound pipeline."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -44,6 +45,7 @@ from gateway.smartapi.vocab import QuantityKind
 from tests.support import north as support
 from tests.support.pki import PkiFiles, make_test_pki
 from tests.support.procs import DEMO_CONFIG, free_port
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -424,3 +426,19 @@ async def test_access_endpoint_is_mounted_behind_the_allow_list(
     (vo,) = reply.activities[0].entities[0].value_objects
     assert (vo.point, vo.value) == ("bess1.soc", 55.0)
     refused(answers["intruder"], 403, "peer-not-allowed")
+
+
+async def test_a_peer_hanging_up_before_the_handshake_is_no_warning(
+    pair: Pair, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A port probe (connect, close) is logged at INFO; a refused certificate stays a
+    WARNING (tests/faults/test_north_faults.py)."""
+    caplog.set_level(logging.INFO, logger="gateway.north.server")
+    assert pair.north.server is not None
+    _, writer = await asyncio.open_connection("127.0.0.1", pair.north.server.port)
+    writer.close()
+    await writer.wait_closed()
+    await until(lambda: any("the peer closed" in r.getMessage() for r in caplog.records))
+    handshakes = [r for r in caplog.records if "TLS handshake from" in r.getMessage()]
+    assert [r.levelno for r in handshakes] == [logging.INFO], handshakes
+    await reserved(pair)  # still serving
