@@ -46,7 +46,6 @@ import json
 import os
 import signal
 import sqlite3
-import statistics
 import sys
 import tempfile
 from collections import defaultdict
@@ -57,6 +56,7 @@ from typing import Any, Protocol
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
 
+from bench.soaklib.figures import percentiles  # noqa: E402
 from bench.soaklib.hostile import HostileInbound  # noqa: E402
 from bench.soaklib.market import (  # noqa: E402
     EXPLAINED_REFUSALS,
@@ -81,18 +81,6 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return round(int(line.split()[1]) / 1024, 1)
     raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def percentiles(samples: list[float]) -> dict[str, float | int]:
-    if len(samples) < 2:
-        return {"n": len(samples)}
-    cuts = statistics.quantiles(samples, n=100, method="inclusive")
-    return {
-        "n": len(samples),
-        "p50": round(cuts[49] * 1e3, 2),
-        "p99": round(cuts[98] * 1e3, 2),
-        "max": round(max(samples) * 1e3, 2),
-    }
 
 
 class Part(Protocol):

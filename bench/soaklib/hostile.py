@@ -18,20 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
-import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fwsim.process import ROOT, child_env
 from gateway.app import Gateway
 from gateway.north.certs import GATEWAY_IDENTITY, dev_north_config, init_dev_pki
 from gateway.north.service import North
 from gateway.smartapi.flexibility import FlexibilityForecast, ForecastInterval
 from gateway.smartapi.messages import new_message_id
+from tests.support.hostile import fire_from_process
 
 SEED = 9
 
@@ -61,25 +59,7 @@ class HostileInbound:
                 *("--in-flight", str(self.in_flight), "--rate", str(self.rate)),
                 *("--ids", str(ids)),
             ]
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "tests.support.hostile",
-                *args,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                cwd=ROOT,
-                env=child_env(),
-            )
-            try:
-                out, err = await asyncio.wait_for(proc.communicate(), max(left, 1.0) + 60)
-            finally:
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
-            if proc.returncode != 0:
-                raise RuntimeError(f"hostile firing failed: {err.decode()[-2000:]}")
-            self.report = json.loads(out.decode().strip().splitlines()[-1])
+            self.report = await fire_from_process(args, max(left, 1.0) + 60)
             sent = set(ids.read_text().split()) if ids.exists() else set()
             self.applied = self._answered_ok() + _held(north.state_dir, sent)
 

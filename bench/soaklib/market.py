@@ -27,13 +27,13 @@ import json
 import os
 import signal
 import sqlite3
-import statistics
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench.soaklib.figures import percentiles
 from fwsim.process import free_port
 from gateway.app import Gateway
 from gateway.config import LoadedConfig
@@ -57,18 +57,6 @@ FLEX_RECORDS = "flex.sqlite"
 #: reason: `outside-band` when the set point was also beyond the band (clamped to its edge
 #: first), which alone never refuses an activation (gateway.flex.conflict.check_activation)
 EXPLAINED_REFUSALS = frozenset({"insufficient-flexibility", "outside-band"})
-
-
-def latency(samples: list[float]) -> dict[str, float | int]:
-    if len(samples) < 2:
-        return {"n": len(samples)}
-    cuts = statistics.quantiles(samples, n=100, method="inclusive")
-    return {
-        "n": len(samples),
-        "p50": round(cuts[49] * 1e3, 2),
-        "p99": round(cuts[98] * 1e3, 2),
-        "max": round(max(samples) * 1e3, 2),
-    }
 
 
 def with_market(config: LoadedConfig, state: Path) -> tuple[Path, int, int]:
@@ -209,7 +197,8 @@ class ActivationLoad:
         check = cross_check(self.records, self.store, answered)
         status = Counter(load.get("status", {}))
         refused = sum(n for code, n in status.items() if code != "200")
-        calm_ms, load_ms = latency(calm.get("latency_s", [])), latency(load.get("latency_s", []))
+        calm_ms = percentiles(calm.get("latency_s", []))
+        load_ms = percentiles(load.get("latency_s", []))
         ratio = None
         if "p50" in calm_ms and "p50" in load_ms:
             ratio = round(load_ms["p50"] / calm_ms["p50"], 1)
@@ -298,7 +287,7 @@ class SmartApiReads:
             "achieved_rate": round(status["200"] / r["elapsed_s"], 1) if r else 0.0,
             "errors": errors,
             "examples": r.get("examples", []),
-            "latency_ms": latency(r.get("latency_s", [])),
+            "latency_ms": percentiles(r.get("latency_s", [])),
         }
 
 

@@ -23,7 +23,6 @@ import json
 import os
 import sqlite3
 import ssl
-import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -45,10 +44,10 @@ from gateway.smartapi.flexibility import FlexibilityForecast, ReserveNotificatio
 from tests.faults.certs import bad_client_certs
 from tests.support import north as support
 from tests.support.flexsim import FLEX_CONFIG
-from tests.support.hostile import CLASSES
+from tests.support.hostile import CLASSES, fire_from_process
 from tests.support.mosquitto import Broker, mosquitto
 from tests.support.pki import PkiFiles, make_test_pki
-from tests.support.procs import ROOT, child_env, free_port, sim_process
+from tests.support.procs import free_port, sim_process
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
@@ -189,19 +188,7 @@ async def fire(rig: Rig, accepted_body: bytes, max_body: int, tmp_path: Path) ->
         *("--mqtt", f"{rig.broker.host}:{rig.broker.port}", "--mqtt-count", str(MQTT_COUNT)),
         *("--in-flight", str(IN_FLIGHT)),
     ]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.support.hostile",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-        env=child_env(),
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), FIRE_WITHIN_S)
-    assert proc.returncode == 0, err.decode()[-3000:]
-    report: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    report: dict[str, Any] = await fire_from_process(args, FIRE_WITHIN_S)
     return report
 
 

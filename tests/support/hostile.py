@@ -43,6 +43,7 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from rdflib.namespace import DCTERMS, RDF, XSD
 
+from fwsim.process import ROOT, child_env
 from gateway.errors import DeliveryError
 from gateway.north.certs import SIGNERS
 from gateway.north.config import MqttConfig, TlsFiles
@@ -929,6 +930,31 @@ async def _fire(args: argparse.Namespace) -> Report:
 
 async def _no_inbound(channel: Channel, body: bytes, content_type: str) -> Answer:
     raise AssertionError(f"the firing side serves no {channel}")
+
+
+async def fire_from_process(args: list[str], within_s: float) -> dict[str, object]:
+    """Run the firing side (`python -m tests.support.hostile ARGS`) in its own process, so
+    the gateway's event loop is measured alone; its report. Killed after `within_s`."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.support.hostile",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+        env=child_env(),
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), within_s)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    if proc.returncode != 0:
+        raise RuntimeError(f"hostile firing failed: {err.decode()[-3000:]}")
+    report: dict[str, object] = json.loads(out.decode().strip().splitlines()[-1])
+    return report
 
 
 def main() -> int:
