@@ -109,9 +109,11 @@ def expect(statuses: set[int], reasons: set[str] | frozenset[str]) -> Expect:
 
 MALFORMED = expect({400}, {"malformed"})
 #: rdflib reads `"`, `<` and line ends inside an IRI reference as part of it: poison there
-#: yields another IRI (a prefix, a subject), which the signature check then refuses
+#: yields another IRI (a prefix, a subject, the key id), which the signature check then
+#: refuses
 SYNTAX = expect(
-    {400, 401, 422}, {"malformed", "signature-missing", "signature-invalid", "missing-term"}
+    {400, 401, 403, 422},
+    {"malformed", "signature-missing", "signature-invalid", "untrusted-signer", "missing-term"},
 )
 #: a body whose signature cannot hold: it changed after signing, or has none
 NON_FINITE = expect({422}, {"non-finite-value"})
