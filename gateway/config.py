@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import math
 from datetime import datetime, time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.mapping import Device, MappingFile
 from gateway.north.config import NorthConfig
+from gateway.smartapi.flexibility import statements_for
 
 _ID = r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$"
 
@@ -233,6 +235,22 @@ class GatewayConfig(BaseModel):
             unknown = sorted(set(ders) - known)
             if unknown:
                 raise ValueError(f"{owner} names unknown DER(s) {', '.join(unknown)}")
+        return self
+
+    @model_validator(mode="after")
+    def _horizon_fits_the_message_limit(self) -> GatewayConfig:
+        """A notification for the whole flex horizon must fit north.server.max_statements."""
+        if self.north is None:
+            return self
+        intervals = math.ceil(self.flex.horizon_h * 3600 / self.flex.interval_s)
+        needed = statements_for(intervals)
+        limit = self.north.server.max_statements
+        if needed > limit:
+            raise ValueError(
+                f"north.server.max_statements {limit} is below the {needed} RDF statements a "
+                f"notification for the flex horizon may hold ({intervals} intervals of "
+                f"{self.flex.interval_s} s); raise it or shorten flex.horizon_h"
+            )
         return self
 
 

@@ -19,6 +19,7 @@
     ├── ServiceError             the service cannot run as installed (listener, token, install)
     ├── SmartApiError            a Smart API message was refused (carries a Smart API error code)
     │   ├── MessageParseError    the body does not parse as its content type
+    │   ├── TooManyStatements    the body holds more RDF statements than a message may
     │   ├── UnsupportedMediaType the content type is not one the codec speaks
     │   ├── MessageDecodeError   the graph parses but is not a valid message (names term and node)
     │   │   ├── MissingTerm      a required term is absent
@@ -179,6 +180,14 @@ class SmartApiError(GatewayError):
 
 class MessageParseError(SmartApiError):
     """The body does not parse as the declared content type."""
+
+
+class TooManyStatements(SmartApiError):
+    """The body holds more RDF statements than the configured limit; parsing stops there, so
+    a message padded with triples costs no more memory than the limit allows."""
+
+    code = 413
+    status = 413
 
 
 class UnsupportedMediaType(SmartApiError):

@@ -160,7 +160,9 @@ class AmsSimConfig:
 class AmsSimulator:
     def __init__(self, config: AmsSimConfig, *, codec: MessageCodec[Any] | None = None) -> None:
         self.config = config
-        self._codec: MessageCodec[Any] = codec or secured(config.signing, config.identity)
+        self._codec: MessageCodec[Any] = codec or secured(
+            config.signing, config.identity, config.server.max_statements
+        )
         self._recorder = _Recorder()
         self._stack = AsyncExitStack()
         self._client_ssl: ssl.SSLContext = client_context(config.tls)

@@ -72,9 +72,12 @@ class SmartApiCodec:
         return codec.serialize(roots, codec.media_format(content_type))
 
 
-def secured(signing: SigningKeys, identity: str) -> SmartApiCodec:
+def secured(
+    signing: SigningKeys, identity: str, max_statements: int | None = None
+) -> SmartApiCodec:
     """The codec that signs what we send with our key and opens what we receive with the
-    trusted peers of `signing.trust` (KeyFileError names a file it cannot read)."""
+    trusted peers of `signing.trust`, up to `max_statements` RDF statements a message
+    (KeyFileError names a file it cannot read)."""
     me = Identity.from_file(signing.key_id, identity, signing.key)
     inbound = InboundSecurity(
         trust=TrustStore.from_file(signing.trust),
@@ -84,12 +87,13 @@ def secured(signing: SigningKeys, identity: str) -> SmartApiCodec:
         # with the first answer instead of refusing it)
         replay=None,
         accept_legacy=signing.accept_legacy,
+        max_statements=max_statements,
     )
     return SmartApiCodec(inbound, OutboundSecurity(me))
 
 
 def access_security(
-    signing: SigningKeys, identity: str
+    signing: SigningKeys, identity: str, max_statements: int | None = None
 ) -> tuple[InboundSecurity, OutboundSecurity]:
     """Opener and sealer for the Smart API access endpoint (gateway.smartapi.access): the
     same keys and trusted peers as the CRP channels, with the in-memory replay guard (the
@@ -101,6 +105,7 @@ def access_security(
         require_signature=signing.require_signature,
         replay=ReplayGuard(window=timedelta(seconds=signing.replay_window_s)),
         accept_legacy=signing.accept_legacy,
+        max_statements=max_statements,
     )
     return inbound, OutboundSecurity(me)
 

@@ -107,7 +107,9 @@ class North:
     async def __aenter__(self) -> Self:
         try:
             # keys and TLS files are read now: a missing or bad file fails the start
-            self._codec = self._codec_override or secured(self.config.signing, self.config.identity)
+            self._codec = self._codec_override or secured(
+                self.config.signing, self.config.identity, self.config.server.max_statements
+            )
             self._server_ssl = server_context(self.config.tls)
             self._client_ssl = client_context(self.config.tls)
             problem = validity_problem(self.config.tls.cert)
@@ -231,7 +233,9 @@ class North:
 
     def access_security(self) -> tuple[InboundSecurity, OutboundSecurity]:
         """Opener and sealer for the Smart API access core, with our keys and trust."""
-        return access_security(self.config.signing, self.config.identity)
+        return access_security(
+            self.config.signing, self.config.identity, self.config.server.max_statements
+        )
 
     async def stats(self) -> NorthStats:
         return NorthStats(

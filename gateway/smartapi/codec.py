@@ -15,8 +15,9 @@ import warnings
 from typing import Any
 
 from rdflib import Graph
+from rdflib.plugins.stores.memory import Memory
 
-from gateway.errors import MessageParseError, UnsupportedMediaType
+from gateway.errors import MessageParseError, TooManyStatements, UnsupportedMediaType
 from gateway.smartapi import check, fastparse, legacy
 from gateway.smartapi.decode import decode_graph
 from gateway.smartapi.encode import AnyMessage, to_tree
@@ -122,8 +123,25 @@ def _reject_remote_contexts(data: Any) -> None:
             stack.extend(item)
 
 
-def parse(body: bytes, content_type: str | None) -> Graph:
-    """Parse the body into a graph; any syntax problem is a MessageParseError."""
+class _Budget(Memory):
+    """rdflib's in-memory store that refuses statement `limit + 1` while a parser fills it
+    (its parsers add as they read), so a body padded with triples stops there."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit: int | None = limit
+        self._added = 0
+
+    def add(self, triple: Any, context: Any, quoted: bool = False) -> None:
+        self._added += 1
+        if self.limit is not None and self._added > self.limit:
+            raise fastparse.too_many(self.limit)
+        super().add(triple, context, quoted)
+
+
+def parse(body: bytes, content_type: str | None, max_statements: int | None = None) -> Graph:
+    """Parse the body into a graph; any syntax problem is a MessageParseError, more than
+    `max_statements` statements TooManyStatements (found while parsing, not after)."""
     fmt = media_format(content_type)
     try:
         text = body.decode("utf-8")
@@ -138,17 +156,22 @@ def parse(body: bytes, content_type: str | None) -> Graph:
             raise MessageParseError(f"invalid JSON: {exc}") from exc
         _reject_remote_contexts(data)
     graph = Graph()
-    if fmt is not Format.JSONLD and fastparse.parse_into(graph, text):
+    if fmt is not Format.JSONLD and fastparse.parse_into(graph, text, max_statements):
         return graph
-    graph = Graph()
+    budget = _Budget(max_statements) if max_statements is not None else None
+    graph = Graph(store=budget) if budget is not None else Graph()
     try:
         with warnings.catch_warnings():
             # rdflib 7.6's JSON-LD parser builds a ConjunctiveGraph internally and warns
             # about its own use of it; nothing for us to act on
             warnings.filterwarnings("ignore", "ConjunctiveGraph is deprecated", DeprecationWarning)
             graph.parse(data=text, format=fmt.rdflib_name)
+    except TooManyStatements:
+        raise
     except Exception as exc:  # rdflib raises many unrelated types; translate them all here
         raise MessageParseError(f"invalid {fmt.value}: {exc}") from exc
+    if budget is not None:
+        budget.limit = None  # the message may grow as it is read (legacy forms, parts)
     return graph
 
 

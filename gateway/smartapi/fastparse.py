@@ -19,6 +19,8 @@ from rdflib import BNode, Graph, Literal, URIRef
 from rdflib.namespace import RDF, XSD
 from rdflib.term import Node as RdfNode
 
+from gateway.errors import TooManyStatements
+
 _TOKEN = re.compile(
     r"""
     (?P<ws>[ \t\r\n]+|\#[^\r\n]*)
@@ -57,8 +59,11 @@ def _unescape(text: str) -> str:
     return _ESCAPE.sub(one, text)
 
 
-def _tokens(text: str) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
+_EOF = ("eof", "")
+
+
+def _tokens(text: str) -> Iterator[tuple[str, str]]:
+    """The tokens of `text` one at a time (a padded body is never held as a token list)."""
     pos, end = 0, len(text)
     match = _TOKEN.match
     while pos < end:
@@ -68,28 +73,39 @@ def _tokens(text: str) -> list[tuple[str, str]]:
         kind = m.lastgroup
         assert kind is not None
         if kind != "ws":
-            out.append((kind, m.group()))
+            yield kind, m.group()
         pos = m.end()
-    return out
 
 
 class _Parser:
-    def __init__(self, tokens: list[tuple[str, str]]) -> None:
-        self.tokens = tokens
-        self.i = 0
+    def __init__(self, tokens: Iterator[tuple[str, str]], limit: int | None) -> None:
+        self._next = tokens.__next__
+        self._ahead = self._pull()
+        self.limit = limit
         self.prefixes: dict[str, str] = {}
         self.bnodes: dict[str, BNode] = {}
         self.triples: list[tuple[RdfNode, RdfNode, RdfNode]] = []
 
+    def _pull(self) -> tuple[str, str]:
+        try:
+            return self._next()
+        except StopIteration:
+            return _EOF
+
     def peek(self) -> tuple[str, str]:
-        return self.tokens[self.i] if self.i < len(self.tokens) else ("eof", "")
+        return self._ahead
 
     def take(self, value: str | None = None) -> tuple[str, str]:
-        token = self.peek()
+        token = self._ahead
         if token[0] == "eof" or (value is not None and token[1] != value):
             raise Unsupported(f"expected {value!r}, got {token[1]!r}")
-        self.i += 1
+        self._ahead = self._pull()
         return token
+
+    def emit(self, s: RdfNode, p: RdfNode, o: RdfNode) -> None:
+        self.triples.append((s, p, o))
+        if self.limit is not None and len(self.triples) > self.limit:
+            raise too_many(self.limit)
 
     def document(self) -> list[tuple[RdfNode, RdfNode, RdfNode]]:
         while self.peek()[0] != "eof":
@@ -122,6 +138,8 @@ class _Parser:
         return iri
 
     def term(self) -> RdfNode:
+        if self.peek()[1] == "[":
+            return self.blank_property_list()
         kind, value = self.take()
         if kind == "iri":
             return URIRef(self._iri_text(value))
@@ -153,9 +171,6 @@ class _Parser:
             return Literal(value, datatype=XSD.integer)
         if kind == "kw" and value in ("true", "false"):
             return Literal(value, datatype=XSD.boolean)
-        if value == "[":
-            self.i -= 1
-            return self.blank_property_list()
         if value == "(":
             return self.collection()
         raise Unsupported(f"unexpected {value!r}")
@@ -178,9 +193,9 @@ class _Parser:
         head = BNode()
         cell = head
         for n, item in enumerate(items):
-            self.triples.append((cell, RDF.first, item))
+            self.emit(cell, RDF.first, item)
             nxt: RdfNode = BNode() if n + 1 < len(items) else RDF.nil
-            self.triples.append((cell, RDF.rest, nxt))
+            self.emit(cell, RDF.rest, nxt)
             cell = nxt  # type: ignore[assignment]
         return head
 
@@ -195,7 +210,7 @@ class _Parser:
                 if not isinstance(predicate, URIRef):
                     raise Unsupported("predicate")
             while True:
-                self.triples.append((subject, predicate, self.term()))
+                self.emit(subject, predicate, self.term())
                 if self.peek()[1] != ",":
                     break
                 self.take(",")
@@ -207,16 +222,21 @@ class _Parser:
                 return
 
 
-def triples(text: str) -> list[tuple[RdfNode, RdfNode, RdfNode]] | None:
-    """The triples of `text`, or None when it is outside the subset."""
+def too_many(limit: int) -> TooManyStatements:
+    return TooManyStatements(f"more than {limit} RDF statements, the limit for one message")
+
+
+def triples(text: str, limit: int | None = None) -> list[tuple[RdfNode, RdfNode, RdfNode]] | None:
+    """The triples of `text`, or None when it is outside the subset; TooManyStatements as
+    soon as there are more than `limit`."""
     try:
-        return _Parser(_tokens(text)).document()
+        return _Parser(_tokens(text), limit).document()
     except (Unsupported, RecursionError):
         return None
 
 
-def parse_into(graph: Graph, text: str) -> bool:
-    found = triples(text)
+def parse_into(graph: Graph, text: str, limit: int | None = None) -> bool:
+    found = triples(text, limit)
     if found is None:
         return False
     graph.addN((s, p, o, graph) for s, p, o in found)

@@ -16,6 +16,15 @@ from datetime import datetime, timedelta
 from gateway.smartapi.messages import Message, check_finite, check_id, check_time
 
 DEFAULT_STEP = timedelta(minutes=15)
+#: RDF statements of a profile message, signed: at most this many per interval (a
+#: forecast's, the largest) and around them (header, microgrid, proof)
+STATEMENTS_PER_INTERVAL = 13
+STATEMENTS_AROUND = 120
+
+
+def statements_for(intervals: int) -> int:
+    """The most RDF statements a signed profile message of `intervals` intervals holds."""
+    return STATEMENTS_PER_INTERVAL * intervals + STATEMENTS_AROUND
 
 
 def _finite(obj: object) -> None:

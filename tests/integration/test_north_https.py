@@ -223,6 +223,27 @@ async def test_oversize_body(pair: Pair) -> None:
     refused(answer, 413, "too-large")
 
 
+async def test_more_statements_than_the_limit(pki: PkiFiles, tmp_path: Path) -> None:
+    """Signed and small enough for the body limit, but padded with triples: refused while
+    parsing, before the signature is checked; the same message unpadded gets to its business."""
+    gw_port, ams_port = free_port(), free_port()
+    config = support.gateway_config(pki, ams_port=ams_port, port=gw_port, max_statements=500)
+    async with (
+        support.running_ams(pki, tmp_path / "ams", gateway_port=gw_port, port=ams_port) as ams,
+        support.running_gateway(config, tmp_path / "gw") as north,
+    ):
+        f = support.forecast()
+        a = ams.activation_for(ams.notification_for(f), f)
+        body = ams.encode(a)
+        padding = b"".join(b'<urn:x:s> <urn:x:p> "%d" .\n' % i for i in range(600))
+        answer = await ams.post(Channel.ACTIVATION, body + padding, TURTLE)
+        message = refused(answer, 413, "too-many-statements")
+        assert "more than 500 RDF statements" in message.message
+        answer = await ams.post(Channel.ACTIVATION, body, TURTLE)
+        refused(answer, 422, "unknown-notification")
+        assert north.reserve_book is not None and await north.reserve_book.activations() == []
+
+
 async def test_shape_violation_names_the_term(pki: PkiFiles, pair: Pair) -> None:
     f, n = await reserved(pair)
     a = pair.ams.activation_for(n, f)

@@ -108,6 +108,7 @@ def gateway_config(
     mqtt: MqttConfig | None = None,
     retry: RetryPolicy = FAST_RETRY,
     max_body_bytes: int = 256 * 1024,
+    max_statements: int | None = None,
 ) -> NorthConfig:
     config = dev_north_config(
         pki.dev.directory,
@@ -119,7 +120,12 @@ def gateway_config(
     assert config.ams is not None
     return config.model_copy(
         update={
-            "server": config.server.model_copy(update={"max_body_bytes": max_body_bytes}),
+            "server": config.server.model_copy(
+                update={
+                    "max_body_bytes": max_body_bytes,
+                    "max_statements": max_statements or config.server.max_statements,
+                }
+            ),
             "ams": config.ams.model_copy(
                 update={"timeouts": Timeouts(connect_s=2, read_s=5, total_s=10)}
             ),

@@ -31,9 +31,10 @@ from rdflib import BNode, Graph, Literal, URIRef
 from rdflib.namespace import RDF
 from rdflib.term import Node as RdfNode
 
-from gateway.errors import DecryptionFailed, SignatureInvalid, UntrustedSigner
+from gateway.errors import DecryptionFailed, MessageParseError, SignatureInvalid, UntrustedSigner
 from gateway.smartapi import vocab as v
 from gateway.smartapi.canonical import canonical_graph, canonical_tree
+from gateway.smartapi.codec import Format, parse
 from gateway.smartapi.decode import message_node
 from gateway.smartapi.security.keys import (
     Identity,
@@ -193,9 +194,11 @@ def encrypt_part(roots: list[Node], iri: str, recipient: Peer) -> list[Node]:
     return replace_named(roots, iri, stub)
 
 
-def decrypt_parts(graph: Graph, identity: Identity | None) -> int:
+def decrypt_parts(
+    graph: Graph, identity: Identity | None, max_statements: int | None = None
+) -> int:
     """Replace every AES-GCM EncryptedReference stub by its decrypted triples; the number of
-    parts decrypted."""
+    parts decrypted. The message with its parts may hold `max_statements`."""
     stubs = [s for s in graph.subjects(SEC.ciphertext, None)]
     if not stubs:
         return 0
@@ -212,18 +215,25 @@ def decrypt_parts(graph: Graph, identity: Identity | None) -> int:
             plain = AESGCM(cek).decrypt(nonce, data, f"{message_id}\n{stub}".encode())
         except (InvalidTag, ValueError) as exc:
             raise DecryptionFailed(f"encrypted part <{stub}> fails authentication") from exc
-        replace_stub(graph, stub, plain.decode("utf-8"), "nt", DecryptionFailed)
+        replace_stub(graph, stub, plain, Format.NTRIPLES, DecryptionFailed, max_statements)
     return len(stubs)
 
 
-def replace_stub(graph: Graph, stub: URIRef, text: str, fmt: str, error: type[Exception]) -> None:
+def replace_stub(
+    graph: Graph,
+    stub: URIRef,
+    body: bytes,
+    media: str,
+    error: type[Exception],
+    max_statements: int | None = None,
+) -> None:
     """Swap the stub's own triples for the part's, which must describe only the stub's node
-    and blank nodes under it."""
-    part = Graph()
+    and blank nodes under it; with the part the message may hold `max_statements`."""
+    left = None if max_statements is None else max(max_statements - len(graph), 0)
     try:
-        part.parse(data=text, format=fmt)
-    except Exception as exc:  # rdflib parser errors, translated here
-        raise error(f"part <{stub}> does not parse: {exc}") from exc
+        part = parse(body, media, left)
+    except MessageParseError as exc:
+        raise error(f"part <{stub}> does not parse: {exc.detail}") from exc
     foreign = {s for s in part.subjects() if s != stub and not isinstance(s, BNode)}
     if foreign:
         raise error(f"part <{stub}> also describes {sorted(map(str, foreign))[:3]}")

@@ -35,6 +35,7 @@ from rdflib.namespace import RDF
 
 from gateway.errors import DecryptionFailed, SignatureInvalid, UntrustedSigner
 from gateway.smartapi import vocab as v
+from gateway.smartapi.codec import Format
 from gateway.smartapi.codec import parse as parse_body
 from gateway.smartapi.decode import message_node
 from gateway.smartapi.security import multipart
@@ -127,12 +128,17 @@ def _decrypt(graph: Graph, stub: URIRef, body: bytes, identity: Identity | None)
 
 
 def open_message(
-    body: bytes, content_type: str, trust: TrustStore, identity: Identity | None = None
+    body: bytes,
+    content_type: str,
+    trust: TrustStore,
+    identity: Identity | None = None,
+    max_statements: int | None = None,
 ) -> tuple[Graph, Peer | None]:
     """The main graph with every referenced part verified, decrypted and merged in, and the
-    peer whose RSA key signed them (None when no part is signed)."""
+    peer whose RSA key signed them (None when no part is signed); all of it may hold
+    `max_statements`."""
     start, parts = multipart.parse(body, content_type)
-    graph = parse_body(start.body, start.content_type)
+    graph = parse_body(start.body, start.content_type, max_statements)
     sender = str(graph.value(message_node(graph), SMARTAPI.generatedBy))
     candidates = [p for p in trust.by_sender(sender) if isinstance(p.key, rsa.RSAPublicKey)]
     signer: Peer | None = None
@@ -157,7 +163,7 @@ def open_message(
             unsigned += 1
         else:
             signer = _verify_part(stub, text, str(signature), candidates, sender)
-        replace_stub(graph, stub, text.decode("utf-8"), "turtle", SignatureInvalid)
+        replace_stub(graph, stub, text, Format.TURTLE, SignatureInvalid, max_statements)
     if unsigned and signer is not None:
         raise SignatureInvalid("some objects are signed and others not")
     return graph, signer

@@ -36,6 +36,8 @@ class InboundSecurity:
     require_signature: bool = True
     replay: ReplayGuard | None = field(default_factory=ReplayGuard)
     accept_legacy: bool = True
+    #: RDF statements a message may hold (None: no limit); parsing stops at the first beyond
+    max_statements: int | None = None
     #: the peer that signed the last message opened (for role checks by the caller)
     last_signer: Peer | None = None
 
@@ -44,11 +46,13 @@ class InboundSecurity:
         if multipart.is_multipart(content_type):
             if not self.accept_legacy:
                 raise UnsupportedMediaType("the Smart API 1.1 multipart scheme is switched off")
-            graph, signer = legacy.open_message(body, content_type or "", self.trust, self.identity)
+            graph, signer = legacy.open_message(
+                body, content_type or "", self.trust, self.identity, self.max_statements
+            )
         else:
-            graph = parse(body, content_type)
+            graph = parse(body, content_type, self.max_statements)
             signer = verify_graph(graph, self.trust)
-            decrypt_parts(graph, self.identity)
+            decrypt_parts(graph, self.identity, self.max_statements)
         if signer is None and self.require_signature:
             raise SignatureMissing("a signed message is required")
         if self.replay is not None:

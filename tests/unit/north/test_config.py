@@ -105,3 +105,17 @@ def test_retry_policy_defaults_keep_trying_a_day() -> None:
     policy = RetryPolicy()
     assert policy.give_up_after_s >= 3600
     assert policy.delay(100) == policy.max_s
+
+
+def test_a_notification_for_the_flex_horizon_must_fit_the_statement_limit(tmp_path: Path) -> None:
+    """A day of 1-minute intervals needs about 18,800 statements a message: 10,000 is refused
+    with the arithmetic, the default 20,000 loads."""
+    north = NORTH_YAML + "  server: {max_statements: 10000}\n"
+    flex = "flex: {interval_s: 60, horizon_h: 24}\n"
+    with pytest.raises(ConfigError) as err:
+        load_config(write_config(tmp_path, flex + north))
+    text = str(err.value)
+    assert "north.server.max_statements 10000 is below the 18840 RDF statements" in text, text
+    assert "1440 intervals of 60 s" in text
+    loaded = load_config(write_config(tmp_path, flex + NORTH_YAML))
+    assert loaded.gateway.north is not None and loaded.gateway.north.server.max_statements == 20_000

@@ -9,7 +9,7 @@ import pytest
 from rdflib import Graph, Literal
 from rdflib.namespace import RDF, XSD
 
-from gateway.errors import DecryptionFailed, SignatureInvalid, UntrustedSigner
+from gateway.errors import DecryptionFailed, SignatureInvalid, TooManyStatements, UntrustedSigner
 from gateway.smartapi import examples
 from gateway.smartapi.codec import Format, decode, encode, parse, serialize, serialize_graph
 from gateway.smartapi.decode import decode_graph
@@ -106,6 +106,19 @@ def test_encrypted_entity_round_trip(keys: Keys, kind: str) -> None:
     assert verify_graph(graph, keys.trust) is not None
     assert decrypt_parts(graph, keys.mgms[kind]) == 1
     assert decode_graph(graph) == msg
+
+
+def test_the_statement_limit_covers_encrypted_parts(keys: Keys) -> None:
+    msg = examples.reserve_activation()
+    recipient = keys.trust.by_key_id("mgms-p256")
+    assert recipient is not None
+    roots = encrypt_part(to_tree(msg), microgrid_iri(msg.microgrid), recipient)
+    body = serialize(roots)
+    with pytest.raises(TooManyStatements):
+        graph = parse(body, "text/turtle", 200)
+        decrypt_parts(graph, keys.mgms["p256"], max_statements=len(graph) + 1)
+    graph = parse(body, "text/turtle", 200)
+    assert decrypt_parts(graph, keys.mgms["p256"], max_statements=200) == 1
 
 
 def test_encrypted_part_for_someone_else(keys: Keys) -> None:

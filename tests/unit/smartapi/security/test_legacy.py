@@ -9,8 +9,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from gateway.errors import DecryptionFailed, SignatureInvalid, UntrustedSigner
+from gateway.errors import DecryptionFailed, SignatureInvalid, TooManyStatements, UntrustedSigner
 from gateway.smartapi import examples
+from gateway.smartapi.codec import parse as parse_body
 from gateway.smartapi.decode import decode_graph
 from gateway.smartapi.encode import microgrid_iri, to_tree
 from gateway.smartapi.security import legacy, multipart
@@ -157,3 +158,13 @@ def test_hand_written_legacy_message(keys: Keys) -> None:
     from gateway.smartapi.codec import prepare
 
     assert decode_graph(prepare(graph)) == examples.reserve_activation()
+
+
+def test_the_statement_limit_covers_the_parts(keys: Keys) -> None:
+    body, ctype = sealed(keys)
+    graph, _ = legacy.open_message(body, ctype, keys.trust)
+    start, _ = multipart.parse(body, ctype)
+    main_only = len(parse_body(start.body, start.content_type))
+    assert main_only < len(graph)
+    with pytest.raises(TooManyStatements):  # the main part fits, the referenced one not
+        legacy.open_message(body, ctype, keys.trust, max_statements=main_only + 1)
