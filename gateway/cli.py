@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_north_parsers(sub)  # certs init, ams-sim
 
+    from gateway.discover.commands import add_parsers as add_discover_parsers
+
+    add_discover_parsers(sub)  # discover
+
     p = sub.add_parser("demo", help="simulators + gateway on loopback, then a summary")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     p.add_argument("--json", action="store_true", help="print one JSON object")

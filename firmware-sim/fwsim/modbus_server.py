@@ -50,7 +50,7 @@ from drivers.modbus import codec
 from fwsim.frontend import FrontEnd
 from fwsim.physics import Microgrid, UnknownQuantity
 from gateway.mapping import Device, Point
-from gateway.protocols.modbus import ModbusAddress, Table
+from gateway.protocols.modbus import ModbusAddress, ModbusOptions, Table
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +250,12 @@ def unit_images(device: Device, grid: Microgrid) -> list[UnitImage]:
     return [UnitImage(unit, points, grid) for unit, points in sorted(by_unit.items())]
 
 
+def typed_options_sunspec(device: Device) -> bool:
+    """The device presents a SunSpec layout (fwsim/sunspec_layout.py serves it)."""
+    options = device.typed_options
+    return isinstance(options, ModbusOptions) and bool(options.sunspec)
+
+
 class ModbusFrontEnd(FrontEnd):
     """A serial device (`connection.serial`) is served on its serial port; host and port
     are then unused."""
@@ -257,6 +263,10 @@ class ModbusFrontEnd(FrontEnd):
     def __init__(self, device: Device, grid: Microgrid, host: str, port: int) -> None:
         super().__init__(device, grid, host, port)
         self.units = unit_images(device, grid)
+        if typed_options_sunspec(device):
+            from fwsim.sunspec_layout import serve_sunspec
+
+            serve_sunspec(device, self.units)
         self._unit_ids = frozenset(unit.unit for unit in self.units)
         self._server: ModbusBaseServer | None = None
         #: the serial line went away; refresh() opens it again

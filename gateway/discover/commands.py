@@ -1,0 +1,126 @@
+"""`mgms discover PROTOCOL TARGET -o FILE`: write a draft mapping for a device."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.discover.draft import Draft, render
+from gateway.errors import DiscoveryError, LinkError
+from gateway.loader import check_files
+
+
+def _units(text: str) -> tuple[int, ...]:
+    try:
+        units = tuple(int(u) for u in text.split(",") if u.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"unit ids are numbers separated by commas: {text!r}"
+        ) from None
+    if not units or any(not 1 <= u <= 247 for u in units):
+        raise argparse.ArgumentTypeError(f"unit ids are 1..247: {text!r}")
+    return units
+
+
+def _ders(text: str) -> tuple[dict[int, str], str | None]:
+    """`bess3` (every unit) or `1=bess3,2=pv2` (per unit)."""
+    if "=" not in text:
+        return {}, text
+    out: dict[int, str] = {}
+    for item in text.split(","):
+        unit, _, der = item.partition("=")
+        if not unit.strip().isdigit() or not der.strip():
+            raise argparse.ArgumentTypeError(f"--der expects DER or UNIT=DER,...: {text!r}")
+        out[int(unit)] = der.strip()
+    return out, None
+
+
+def _host_port(text: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return text, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise SystemExit(f"target {text!r}: expected HOST or HOST:PORT")
+    return host, int(port)
+
+
+def add_parsers(sub: Any) -> None:
+    """Register `discover` on the `mgms` subcommands."""
+    p = sub.add_parser("discover", help="read a device and write a draft mapping file")
+    protocols = p.add_subparsers(dest="protocol", required=True)
+    m = protocols.add_parser("modbus", help="SunSpec discovery over Modbus TCP")
+    m.add_argument("target", metavar="HOST[:PORT]", help="the device (port 502 by default)")
+    m.add_argument("-o", "--output", type=Path, required=True, help="draft mapping to write")
+    m.add_argument(
+        "--units", type=_units, default=(1,), help="unit ids to probe, e.g. 1,2,126 (default 1)"
+    )
+    m.add_argument("--device-id", help="id of the drafted device (default: from model 1)")
+    m.add_argument(
+        "--der",
+        type=_ders,
+        default=({}, None),
+        metavar="DER | UNIT=DER,...",
+        help="DER id for points with a role, or one per unit (1=bess3,2=pv2);"
+        " default: the device id",
+    )
+    m.add_argument("--timeout", type=float, default=1.0, help="seconds per request")
+    m.set_defaults(func=_cmd_discover_modbus)
+
+
+def _origin() -> str:
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+    return f"mgms {shlex.join(sys.argv[1:])} at {when}"
+
+
+def _write(draft: Draft, output: Path, elapsed: float) -> int:
+    output.write_text(render(draft))
+    problems = check_files([output])
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print(f"{output}: {draft.summary()} in {elapsed:.3f} s")
+    if problems:
+        print(f"the draft does not pass `mgms check`: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"ok: `mgms check {output}` passes")
+    return 0
+
+
+def _cmd_discover_modbus(args: argparse.Namespace) -> int:
+    from drivers.modbus.scan import RegisterScanner
+    from gateway.discover import modbus
+
+    host, port = _host_port(args.target, 502)
+    target = modbus.ModbusTarget(host, port, args.units, args.timeout)
+
+    async def run() -> Draft | modbus.RangeReport:
+        scanner = RegisterScanner(host, port, args.timeout)
+        await scanner.connect()
+        try:
+            return await modbus.discover(
+                scanner,
+                target,
+                origin=_origin(),
+                device_id=args.device_id,
+                der=args.der[1],
+                der_of_unit=args.der[0],
+            )
+        finally:
+            await scanner.close()
+
+    started = time.perf_counter()
+    try:
+        result = asyncio.run(run())
+    except (DiscoveryError, LinkError) as exc:
+        print(f"discover modbus {args.target}: {exc}", file=sys.stderr)
+        return 1
+    elapsed = time.perf_counter() - started
+    if isinstance(result, modbus.RangeReport):
+        print(result.render())
+        return 3
+    return _write(result, args.output, elapsed)
