@@ -39,7 +39,7 @@ def test_shipped_layout_has_marker_headers_and_scale_factors() -> None:
     assert [words[40002], words[40003]] == [1, 66]
     assert [words[40070], words[40071]] == [103, 50]
     assert words[40085] == 1  # W_SF: int16 x 0.01 kW is 10 W a count
-    assert words[40095] == 0x8000  # VA_SF: no VA point mapped, "not implemented"
+    assert words[40089] == 0x8000  # VA_SF: no VA point mapped, "not implemented"
     assert [words[40122], words[40148]] == [123, 124]
     assert words[40148 + 22] == (-1) & 0xFFFF  # ChaState_SF for uint16 x 0.1 %
     assert [words[40174], words[40175]] == [0xFFFF, 0]
