@@ -72,6 +72,14 @@ def add_parsers(sub: Any) -> None:
     m.add_argument("--timeout", type=float, default=1.0, help="seconds per request")
     m.set_defaults(func=_cmd_discover_modbus)
 
+    i = protocols.add_parser("iec61850", help="browse an IEC 61850 MMS server")
+    i.add_argument("target", metavar="HOST[:PORT]", help="the IED (port 102 by default)")
+    i.add_argument("-o", "--output", type=Path, required=True, help="draft mapping to write")
+    i.add_argument("--device-id", help="id of the drafted device (default: from the IED)")
+    i.add_argument("--der", help="DER id for points with a role (default: the device id)")
+    i.add_argument("--timeout", type=float, default=2.0, help="seconds per request")
+    i.set_defaults(func=_cmd_discover_iec61850)
+
 
 def _origin() -> str:
     when = datetime.now(UTC).isoformat(timespec="seconds")
@@ -124,3 +132,29 @@ def _cmd_discover_modbus(args: argparse.Namespace) -> int:
         print(result.render())
         return 3
     return _write(result, args.output, elapsed)
+
+
+def _cmd_discover_iec61850(args: argparse.Namespace) -> int:
+    from drivers.iec61850.browsing import browse_ied
+    from gateway.discover import iec61850
+    from gateway.discover.modbus import slug
+
+    host, port = _host_port(args.target, 102)
+    started = time.perf_counter()
+    try:
+        browsed = asyncio.run(browse_ied(host, port, args.timeout, within=60 + args.timeout))
+        lds = sorted(browsed["lds"])
+        name = lds[0] if lds else f"{host}:{port}"
+        model = iec61850.from_browse(name, browsed)
+    except (DiscoveryError, LinkError) as exc:
+        print(f"discover iec61850 {args.target}: {exc}", file=sys.stderr)
+        return 1
+    device_id = args.device_id or slug(name, "ied")
+    draft = iec61850.draft_ied(
+        model,
+        connection={"host": host, "port": port},
+        origin=_origin(),
+        device_id=device_id,
+        der=args.der or device_id,
+    )
+    return _write(draft, args.output, time.perf_counter() - started)

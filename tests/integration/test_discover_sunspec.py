@@ -4,23 +4,19 @@ of A at the same address with the same role, and reads the same values as A."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
-from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.scan import RegisterScanner
 from gateway.discover import modbus as discover_modbus
 from gateway.discover.draft import render
-from gateway.loader import check_files, load_config
-from gateway.mapping import Device
-from gateway.model import Value
+from gateway.loader import check_files
 from tests.support.procs import DEMO_CONFIG, ROOT, SimProcess, child_env, free_port, sim_process
+from tests.support.roundtrip import config_with, pair_points, same_readings, single_device
 
 pytestmark = pytest.mark.integration
 
@@ -31,28 +27,6 @@ SUNSPEC_CONFIG = ROOT / "config" / "sunspec.yaml"
 def sunspec_sim() -> Iterator[SimProcess]:
     with sim_process(["hybrid1"], config=SUNSPEC_CONFIG) as sim:
         yield sim
-
-
-def config_with(tmp_path: Path, mapping: Path) -> Path:
-    """The SunSpec site config with the draft as its mapping."""
-    raw = yaml.safe_load(SUNSPEC_CONFIG.read_text())
-    raw["mappings"] = [str(mapping)]
-    raw["state_dir"] = str(tmp_path / "state")
-    path = tmp_path / "site.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
-
-
-async def read_all(device: Device) -> dict[str, Value]:
-    driver = ModbusDriver(device)
-    await driver.connect()
-    try:
-        readings = await driver.read(device.points)
-    finally:
-        await driver.close()
-    for r in readings:
-        assert r.quality.good, (r.point, r.detail)
-    return {r.point: r.value for r in readings}
 
 
 async def test_round_trip_draft_reads_what_the_mapping_reads(
@@ -71,34 +45,17 @@ async def test_round_trip_draft_reads_what_the_mapping_reads(
     assert not isinstance(draft, discover_modbus.RangeReport)
     path = tmp_path / "draft.yaml"
     path.write_text(render(draft))
-    site = config_with(tmp_path, path)
+    site = config_with(tmp_path, SUNSPEC_CONFIG, path)
     assert check_files([path]) == []
     assert check_files([site]) == []  # its DER references resolve against the site
 
-    (device_a,) = load_config(SUNSPEC_CONFIG, port_overrides={"hybrid1": port}).devices
-    (device_b,) = load_config(site).devices
-    b_at = {str(device_b.address_of(p.id)): p for p in device_b.points}
-    pairs = {}
-    for a in device_a.points:
-        b = b_at.get(str(device_a.address_of(a.id)))
-        assert b is not None, f"{a.id} at {device_a.address_of(a.id)} not in the draft"
-        assert (b.der, b.quantity, b.unit, b.direction) == (a.der, a.quantity, a.unit, a.direction)
-        assert (b.type, b.scale) == (a.type, a.scale)
-        pairs[a.id] = b.id
+    device_a = single_device(SUNSPEC_CONFIG, {"hybrid1": port})
+    device_b = single_device(site)
+    for a, b in pair_points(device_a, device_b).items():
+        point_a = next(p for p in device_a.points if p.id == a)
+        assert (b.type, b.scale, b.direction) == (point_a.type, point_a.scale, point_a.direction)
     assert len(device_b.points) == len(device_a.points)  # the rest reads "not implemented"
-
-    # the physics moves on between two reads: compare where A read the same twice
-    for _ in range(20):
-        first, through_b, second = (
-            await read_all(device_a),
-            await read_all(device_b),
-            await read_all(device_a),
-        )
-        if first == second:
-            break
-        await asyncio.sleep(0.05)
-    assert first == second
-    assert {a: through_b[b] for a, b in pairs.items()} == first
+    first = await same_readings(device_a, device_b)
     assert first["pv2.limit"] == 100.0 and 0 < float(first["bess3.soc"]) < 100
 
 

@@ -1,0 +1,137 @@
+"""Browse an IED's data model, in a process of its own: `python -m drivers.iec61850.browse
+HOST PORT TIMEOUT` prints one JSON object and exits (os._exit, as worker.py does).
+
+The bindings' blocking calls hold the GIL, so discovery runs them here rather than in the
+caller's event loop. Nothing is written to the IED: the browse is GetNameList (logical
+devices and their variables), GetVariableAccessAttributes (each leaf's MMS type) and a read
+of each control's `ctlModel`.
+
+Output: {"lds": {LD: [{"ln", "fc", "path", "mms", "size"}...]}, "ctl_models": {DO: int},
+"units": {DO: {"SIUnit": int, "multiplier": int}}} or {"error": message}. `path` is the
+data object and attribute names after the FC.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import pyiec61850.pyiec61850 as iec
+
+FCS = {
+    "MX": iec.IEC61850_FC_MX,
+    "ST": iec.IEC61850_FC_ST,
+    "SP": iec.IEC61850_FC_SP,
+    "CF": iec.IEC61850_FC_CF,
+    "CO": iec.IEC61850_FC_CO,
+}
+MMS_TYPES = {
+    iec.MMS_FLOAT: "float",
+    iec.MMS_INTEGER: "int",
+    iec.MMS_UNSIGNED: "unsigned",
+    iec.MMS_BOOLEAN: "bool",
+    iec.MMS_BIT_STRING: "bitstring",
+    iec.MMS_UTC_TIME: "utc",
+    iec.MMS_VISIBLE_STRING: "string",
+    iec.MMS_OCTET_STRING: "octets",
+    iec.MMS_STRING: "string",
+}
+
+
+class BrowseError(Exception):
+    pass
+
+
+def _strings(linked: Any) -> list[str]:
+    out = []
+    element = iec.LinkedList_getNext(linked)
+    while element:
+        out.append(str(iec.toCharP(element.data)))
+        element = iec.LinkedList_getNext(element)
+    iec.LinkedList_destroy(linked)
+    return out
+
+
+def _ok(result: Any, what: str) -> Any:
+    value, err = result if isinstance(result, tuple) else (None, result)
+    if err != iec.IED_ERROR_OK:
+        raise BrowseError(f"{what}: {iec.IedClientError_toString(err)} ({err})")
+    return value
+
+
+def _leaves(names: list[str]) -> list[str]:
+    ordered = sorted(names)
+    return [
+        n
+        for i, n in enumerate(ordered)
+        if not any(m.startswith(n + "$") for m in ordered[i + 1 : i + 2])
+    ]
+
+
+def browse(con: Any) -> dict[str, Any]:
+    lds: dict[str, list[dict[str, Any]]] = {}
+    ctl_models: dict[str, int] = {}
+    units: dict[str, dict[str, int]] = {}
+    for ld in _strings(_ok(iec.IedConnection_getLogicalDeviceList(con), "logical devices")):
+        names = _strings(_ok(iec.IedConnection_getLogicalDeviceVariables(con, ld), ld))
+        leaves = []
+        for name in _leaves(names):
+            ln, fc, *path = name.split("$")
+            if fc not in FCS or not path:
+                continue
+            reference = f"{ld}/{ln}." + ".".join(path)
+            if fc == "CF" and path[-1] == "ctlModel" and len(path) == 2:
+                value = _ok(iec.IedConnection_readObject(con, reference, FCS[fc]), reference)
+                ctl_models[f"{ld}/{ln}.{path[0]}"] = int(iec.MmsValue_toInt32(value))
+                iec.MmsValue_delete(value)
+            if fc == "CF" and path[-2:-1] == ["units"] and len(path) == 3:
+                value = _ok(iec.IedConnection_readObject(con, reference, FCS[fc]), reference)
+                units.setdefault(f"{ld}/{ln}.{path[0]}", {})[path[-1]] = int(
+                    iec.MmsValue_toInt32(value)
+                )
+                iec.MmsValue_delete(value)
+            if fc == "CO" and path[1:] not in (
+                ["Oper", "ctlVal"],
+                ["Oper", "ctlVal", "f"],
+                ["Oper", "ctlVal", "i"],
+            ):
+                continue
+            spec = _ok(
+                iec.IedConnection_getVariableSpecification(con, reference, FCS[fc]), reference
+            )
+            kind = iec.MmsVariableSpecification_getType(spec)
+            leaves.append(
+                {
+                    "ln": ln,
+                    "fc": fc,
+                    "path": path,
+                    "mms": MMS_TYPES.get(kind, f"mms-{kind}"),
+                    "size": int(iec.MmsVariableSpecification_getSize(spec)),
+                }
+            )
+            iec.MmsVariableSpecification_destroy(spec)
+        lds[ld] = leaves
+    return {"lds": lds, "ctl_models": ctl_models, "units": units}
+
+
+def main(argv: list[str]) -> int:
+    host, port, timeout = argv[0], int(argv[1]), float(argv[2])
+    con = iec.IedConnection_create()
+    iec.IedConnection_setConnectTimeout(con, int(timeout * 1000))
+    iec.IedConnection_setRequestTimeout(con, int(timeout * 1000))
+    try:
+        _ok(iec.IedConnection_connect(con, host, port), f"connect to {host}:{port}")
+        out = browse(con)
+    except BrowseError as exc:
+        out = {"error": str(exc)}
+    finally:
+        iec.IedConnection_close(con)
+    sys.stdout.write(json.dumps(out) + "\n")
+    sys.stdout.flush()
+    return 0 if "error" not in out else 1
+
+
+if __name__ == "__main__":
+    os._exit(main(sys.argv[1:]))
