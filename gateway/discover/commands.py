@@ -80,6 +80,18 @@ def add_parsers(sub: Any) -> None:
     i.add_argument("--timeout", type=float, default=2.0, help="seconds per request")
     i.set_defaults(func=_cmd_discover_iec61850)
 
+    imp = sub.add_parser("import", help="draft a mapping from an engineering file")
+    kinds = imp.add_subparsers(dest="kind", required=True)
+    scl = kinds.add_parser("scl", help="IEC 61850 SCL (ICD, CID, SCD): one IED")
+    scl.add_argument("file", type=Path, help="the SCL file")
+    scl.add_argument("-o", "--output", type=Path, required=True, help="draft mapping to write")
+    scl.add_argument("--ied", help="the IED to draft (required when the file has several)")
+    scl.add_argument("--host", help="the IED's address (default: from Communication)")
+    scl.add_argument("--port", type=int, default=102, help="MMS port (default 102)")
+    scl.add_argument("--device-id", help="id of the drafted device (default: the IED name)")
+    scl.add_argument("--der", help="DER id for points with a role (default: the device id)")
+    scl.set_defaults(func=_cmd_import_scl)
+
 
 def _origin() -> str:
     when = datetime.now(UTC).isoformat(timespec="seconds")
@@ -153,6 +165,34 @@ def _cmd_discover_iec61850(args: argparse.Namespace) -> int:
     draft = iec61850.draft_ied(
         model,
         connection={"host": host, "port": port},
+        origin=_origin(),
+        device_id=device_id,
+        der=args.der or device_id,
+    )
+    return _write(draft, args.output, time.perf_counter() - started)
+
+
+def _cmd_import_scl(args: argparse.Namespace) -> int:
+    from gateway.discover import iec61850, scl
+    from gateway.discover.modbus import slug
+
+    started = time.perf_counter()
+    try:
+        ied = scl.load_ied(args.file, args.ied)
+    except DiscoveryError as exc:
+        print(f"import scl: {exc}", file=sys.stderr)
+        return 1
+    host = args.host or ied.host
+    if host is None:
+        print(
+            f"import scl: {args.file}: no IP address for IED {ied.model.name!r}: give --host",
+            file=sys.stderr,
+        )
+        return 1
+    device_id = args.device_id or slug(ied.model.name, "ied")
+    draft = iec61850.draft_ied(
+        ied.model,
+        connection={"host": host, "port": args.port},
         origin=_origin(),
         device_id=device_id,
         der=args.der or device_id,

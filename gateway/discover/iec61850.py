@@ -113,6 +113,7 @@ _SI_UNITS: dict[int, tuple[str, str | None, str | None]] = {
     73: ("VAR-HR", "KiloVAR-HR", None),
 }
 
+_NUMBERS = frozenset({"float32", "int32"})
 _LN_CLASS = re.compile(r"([A-Z]{4})\d*$")
 
 
@@ -270,7 +271,7 @@ def draft_ied(
             DraftPoint(
                 fields,
                 f"control {cdc}, ctlModel {control.ctl_model} {CTL_MODELS.get(control.ctl_model)}"
-                f"; {how}; set write limits before use",
+                f"; {how}{'; set write limits before use' if control.kind in _NUMBERS else ''}",
             )
         )
     for leaf in model.leaves:

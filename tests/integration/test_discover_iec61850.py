@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from drivers.iec61850.browsing import browse_ied
-from gateway.discover import iec61850
+from gateway.discover import iec61850, scl
 from gateway.discover.draft import render
 from gateway.errors import LinkError
 from gateway.loader import check_files, load_config
-from tests.support.procs import DEMO_CONFIG, SimProcess, free_port, sim_process
+from tests.support.procs import DEMO_CONFIG, ROOT, SimProcess, free_port, sim_process
 from tests.support.roundtrip import config_with, pair_points, same_readings, single_device
 
 pytestmark = pytest.mark.integration
@@ -61,3 +61,23 @@ async def test_nothing_listening_is_a_link_error() -> None:
     port = free_port()
     with pytest.raises(LinkError, match=f"127.0.0.1:{port}"):
         await browse_ied("127.0.0.1", port, 1.0, within=30.0)
+
+
+async def test_scl_import_round_trip(ied_sim: SimProcess, tmp_path: Path) -> None:
+    """The demo IED's ICD, imported offline, reads the served IED as its mapping does."""
+    port = ied_sim.ports["bess2-ied"]
+    ied = scl.load_ied(ROOT / "mappings" / "demo" / "bess2-ied.icd", None)
+    draft = iec61850.draft_ied(
+        ied.model,
+        connection={"host": ied.host, "port": port},
+        origin="test",
+        device_id="from-scl",
+        der="bess2",
+    )
+    path = tmp_path / "scl.yaml"
+    path.write_text(render(draft))
+    site = config_with(tmp_path, DEMO_CONFIG, path)
+    assert check_files([site]) == []
+    config_a = load_config(DEMO_CONFIG, port_overrides={"bess2-ied": port})
+    device_a = next(d for d in config_a.devices if d.id == "bess2-ied")
+    await same_readings(device_a, single_device(site))
