@@ -28,6 +28,17 @@ def _units(text: str) -> tuple[int, ...]:
     return units
 
 
+def _units_any(text: str) -> tuple[int, ...]:
+    """Numbers 1..65534 separated by commas (IEC 104 common addresses)."""
+    try:
+        values = tuple(int(u) for u in text.split(",") if u.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"numbers separated by commas: {text!r}") from None
+    if not values or any(not 1 <= v <= 65534 for v in values):
+        raise argparse.ArgumentTypeError(f"common addresses are 1..65534: {text!r}")
+    return values
+
+
 def _ders(text: str) -> tuple[dict[int, str], str | None]:
     """`bess3` (every unit) or `1=bess3,2=pv2` (per unit)."""
     if "=" not in text:
@@ -79,6 +90,24 @@ def add_parsers(sub: Any) -> None:
     i.add_argument("--der", help="DER id for points with a role (default: the device id)")
     i.add_argument("--timeout", type=float, default=2.0, help="seconds per request")
     i.set_defaults(func=_cmd_discover_iec61850)
+
+    c = protocols.add_parser("iec104", help="interrogate an IEC 60870-5-104 outstation")
+    c.add_argument("target", metavar="HOST[:PORT]", help="the outstation (port 2404 by default)")
+    c.add_argument("-o", "--output", type=Path, required=True, help="draft mapping to write")
+    c.add_argument(
+        "--ca", type=_units_any, default=(1,), help="common addresses to interrogate (default 1)"
+    )
+    c.add_argument(
+        "--command",
+        action="append",
+        default=[],
+        metavar="CA/IOA/C_TYPE | CA/IOA/M_TYPE+IOA/C_TYPE",
+        help="a command to draft (commands cannot be discovered); repeatable",
+    )
+    c.add_argument("--listen", type=float, default=2.0, help="seconds to wait for more data")
+    c.add_argument("--device-id", default="rtu", help="id of the drafted device (default rtu)")
+    c.add_argument("--timeout", type=float, default=2.0, help="seconds per confirmation")
+    c.set_defaults(func=_cmd_discover_iec104)
 
     imp = sub.add_parser("import", help="draft a mapping from an engineering file")
     kinds = imp.add_subparsers(dest="kind", required=True)
@@ -196,5 +225,35 @@ def _cmd_import_scl(args: argparse.Namespace) -> int:
         origin=_origin(),
         device_id=device_id,
         der=args.der or device_id,
+    )
+    return _write(draft, args.output, time.perf_counter() - started)
+
+
+def _cmd_discover_iec104(args: argparse.Namespace) -> int:
+    from drivers.iec104.scan import scan
+    from gateway.discover import iec104
+
+    host, port = _host_port(args.target, 2404)
+    started = time.perf_counter()
+    try:
+        commands = iec104.parse_commands(args.command)
+        samples, notes = scan(host, port, args.ca, args.timeout, args.listen)
+    except (DiscoveryError, LinkError) as exc:
+        print(f"discover iec104 {args.target}: {exc}", file=sys.stderr)
+        return 1
+    seen = [
+        iec104.Seen(s.common_address, s.ioa, s.type_id, s.value, s.cot, s.recorded_at is not None)
+        for s in samples
+    ]
+    if not seen:
+        print(f"discover iec104 {args.target}: no information object received", file=sys.stderr)
+        return 1
+    draft = iec104.draft_outstation(
+        seen,
+        commands,
+        connection={"host": host, "port": port},
+        origin=_origin(),
+        device_id=args.device_id,
+        notes=notes,
     )
     return _write(draft, args.output, time.perf_counter() - started)
