@@ -40,8 +40,14 @@ MMS_TYPES = {
 }
 
 
+#: associations tried before giving up (as the worker does)
+OPEN_ATTEMPTS = 4
+
+
 class BrowseError(Exception):
-    pass
+    def __init__(self, message: str, lost_connection: bool) -> None:
+        super().__init__(message)
+        self.lost_connection = lost_connection
 
 
 def _strings(linked: Any) -> list[str]:
@@ -57,7 +63,8 @@ def _strings(linked: Any) -> list[str]:
 def _ok(result: Any, what: str) -> Any:
     value, err = result if isinstance(result, tuple) else (None, result)
     if err != iec.IED_ERROR_OK:
-        raise BrowseError(f"{what}: {iec.IedClientError_toString(err)} ({err})")
+        lost = err == iec.IED_ERROR_CONNECTION_LOST and not what.startswith("connect")
+        raise BrowseError(f"{what}: {iec.IedClientError_toString(err)} ({err})", lost)
     return value
 
 
@@ -116,18 +123,32 @@ def browse(con: Any) -> dict[str, Any]:
     return {"lds": lds, "ctl_models": ctl_models, "units": units}
 
 
-def main(argv: list[str]) -> int:
-    host, port, timeout = argv[0], int(argv[1]), float(argv[2])
+def _browse_once(host: str, port: int, timeout: float) -> dict[str, Any]:
     con = iec.IedConnection_create()
     iec.IedConnection_setConnectTimeout(con, int(timeout * 1000))
     iec.IedConnection_setRequestTimeout(con, int(timeout * 1000))
     try:
         _ok(iec.IedConnection_connect(con, host, port), f"connect to {host}:{port}")
-        out = browse(con)
-    except BrowseError as exc:
-        out = {"error": str(exc)}
+        return browse(con)
     finally:
         iec.IedConnection_close(con)
+        iec.IedConnection_destroy(con)
+
+
+def main(argv: list[str]) -> int:
+    host, port, timeout = argv[0], int(argv[1]), float(argv[2])
+    out: dict[str, Any] = {}
+    # Some associations the library reports as open are dead on arrival (every request
+    # fails with connection-lost; see docs/iec61850.md): the browse only reads, so it
+    # is simply tried again on a fresh association.
+    for _ in range(OPEN_ATTEMPTS):
+        try:
+            out = _browse_once(host, port, timeout)
+            break
+        except BrowseError as exc:
+            out = {"error": str(exc)}
+            if exc.lost_connection is False:
+                break
     sys.stdout.write(json.dumps(out) + "\n")
     sys.stdout.flush()
     return 0 if "error" not in out else 1

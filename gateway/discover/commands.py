@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.discover.draft import Draft, render
-from gateway.errors import DiscoveryError, LinkError
+from gateway.errors import DiscoveryError, GatewayError, LinkError
 from gateway.loader import check_files
 
 
@@ -108,6 +108,20 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("--device-id", default="rtu", help="id of the drafted device (default rtu)")
     c.add_argument("--timeout", type=float, default=2.0, help="seconds per confirmation")
     c.set_defaults(func=_cmd_discover_iec104)
+
+    d = protocols.add_parser("dlms", help="read a DLMS/COSEM meter's object list")
+    d.add_argument("target", metavar="HOST[:PORT]", help="the meter (port 4059 by default)")
+    d.add_argument("-o", "--output", type=Path, required=True, help="draft mapping to write")
+    d.add_argument("--client-address", type=int, default=16, help="client SAP (default 16)")
+    d.add_argument("--server-address", type=int, default=1, help="server SAP (default 1)")
+    d.add_argument("--auth", choices=("none", "low", "high"), default="none")
+    d.add_argument("--password-file", type=Path, help="LLS password file (--auth low)")
+    d.add_argument("--keys-file", type=Path, help="HLS keys file (--auth high)")
+    d.add_argument("--system-title", help="the gateway's system title, 16 hex digits (HLS)")
+    d.add_argument("--device-id", default="meter", help="id of the drafted device")
+    d.add_argument("--der", help="DER (or coupling point) the meter measures")
+    d.add_argument("--timeout", type=float, default=2.0, help="seconds per request")
+    d.set_defaults(func=_cmd_discover_dlms)
 
     imp = sub.add_parser("import", help="draft a mapping from an engineering file")
     kinds = imp.add_subparsers(dest="kind", required=True)
@@ -255,5 +269,52 @@ def _cmd_discover_iec104(args: argparse.Namespace) -> int:
         origin=_origin(),
         device_id=args.device_id,
         notes=notes,
+    )
+    return _write(draft, args.output, time.perf_counter() - started)
+
+
+def _cmd_discover_dlms(args: argparse.Namespace) -> int:
+    import os
+
+    from pydantic import ValidationError
+
+    from drivers.dlms.scan import describe_meter
+    from gateway.discover import dlms
+    from gateway.protocols.dlms import DlmsOptions
+
+    host, port = _host_port(args.target, 4059)
+    raw: dict[str, object] = {
+        "client_address": args.client_address,
+        "server_address": args.server_address,
+        "authentication": args.auth,
+    }
+    if args.system_title:
+        raw["system_title"] = args.system_title
+    for name, path in (("password_file", args.password_file), ("keys_file", args.keys_file)):
+        if path is not None:
+            raw[name] = str(path.resolve())
+    try:
+        options = DlmsOptions.model_validate(raw, context={"base_dir": str(Path.cwd())})
+    except ValidationError as exc:
+        print(f"discover dlms: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+
+    try:
+        objects = describe_meter(host, port, options, args.timeout)
+    except GatewayError as exc:
+        print(f"discover dlms {args.target}: {exc}", file=sys.stderr)
+        return 1
+    # secret files are relative to the mapping file in a mapping
+    for name in ("password_file", "keys_file"):
+        if name in raw:
+            raw[name] = os.path.relpath(str(raw[name]), args.output.resolve().parent)
+    draft = dlms.draft_meter(
+        objects,
+        connection={"host": host, "port": port},
+        options=raw,
+        origin=_origin(),
+        device_id=args.device_id,
+        der=args.der or args.device_id,
     )
     return _write(draft, args.output, time.perf_counter() - started)

@@ -55,9 +55,9 @@ class Draft:
         return sum(len(d.points) for d in self.devices)
 
     def summary(self) -> str:
-        with_role = sum(1 for d in self.devices for p in d.points if "der" in p.fields)
+        with_role = sum(1 for d in self.devices for p in d.points if "quantity" in p.fields)
         return (
-            f"drafted {self.mapped} point(s), {with_role} with a DER role;"
+            f"drafted {self.mapped} point(s), {with_role} with a role;"
             f" {len(self.unmapped)} finding(s) not mapped"
         )
 

@@ -75,7 +75,7 @@ def test_cli_writes_a_checked_draft(sunspec_sim: SimProcess, tmp_path: Path) -> 
     port = sunspec_sim.ports["hybrid1"]
     done = mgms("discover", "modbus", f"127.0.0.1:{port}", "--units", "1,2", "-o", str(out))
     assert done.returncode == 0, done.stderr
-    assert "drafted 7 point(s), 7 with a DER role" in done.stdout
+    assert "drafted 7 point(s), 7 with a role" in done.stdout
     text = out.read_text()
     assert "# unit 2: SunSpec at 40000: MGMS fwsim hybrid1" in text
     assert "der: hybrid1" in text  # no --der: the device id
