@@ -268,6 +268,11 @@ def draft_unit(found: SunSpecUnit, names: DraftNames) -> tuple[list[DraftPoint],
                 f"{where} repeating group(s) {groups} ({model.length - fixed} registers):"
                 " not drafted, map them by hand"
             )
+        elif model.length > fixed:
+            unmapped.append(
+                f"{where}: {model.length - fixed} registers beyond the model's definition"
+                f" (L {model.length}, defined {fixed}): not drafted"
+            )
     return points, unmapped
 
 

@@ -70,6 +70,8 @@ def sunspec_image(base: int) -> dict[int, int]:
     at += 26
     image |= block(at, [64999, 3, 1, 2, 3])
     at += 5
+    image |= block(at, [120, 28, *([0xFFFF] * 28)])  # nameplate, 2 registers longer
+    at += 30
     image |= block(at, [0xFFFF, 0])
     image[-1] = inverter_at  # where the inverter model starts, for the test
     return image
@@ -81,7 +83,7 @@ async def test_walks_the_chain_and_drafts_points_with_scale_and_roles() -> None:
     reader = Image({1: image})
     (unit,) = await discover_units(reader, [1, 2])  # 2 is not there
     assert unit.base == 50000  # 40000 refused, 50000 has the marker
-    assert [m.id for m in unit.models] == [1, 103, 123, 64999]
+    assert [m.id for m in unit.models] == [1, 103, 123, 64999, 120]
     assert unit.common["Mn"] == "Acme" and unit.common["SN"] == "SN42"
     points, unmapped = draft_unit(unit, DraftNames("inv", "pv9"))
     by_name = {p.id.rsplit(".", 1)[1]: p.fields for p in points}
@@ -99,6 +101,9 @@ async def test_walks_the_chain_and_drafts_points_with_scale_and_roles() -> None:
     assert "Hz" not in by_name  # its scale factor is not implemented
     assert any("Hz (uint16): scale factor Hz_SF reads 'not implemented'" in u for u in unmapped)
     assert any("model 64999" in u and "no SunSpec definition" in u for u in unmapped)
+    assert any(
+        "model 120" in u and "2 registers beyond the model's definition" in u for u in unmapped
+    )
     assert "VAr" not in by_name  # reads 'not implemented'
     comment = next(p.found_as for p in points if p.id.endswith(".W"))
     assert "W_SF = -1" in comment and "read 0.1234 KiloW" in comment
@@ -118,7 +123,7 @@ async def test_draft_file_passes_the_mapping_checks(tmp_path: Path) -> None:
     assert check_files([path]) == []
     device = yaml.safe_load(path.read_text())["devices"][0]
     assert device["options"]["sunspec"] == [
-        {"unit": 1, "base": 40000, "models": [1, 103, 123, 64999]}
+        {"unit": 1, "base": 40000, "models": [1, 103, 123, 64999, 120]}
     ]
     assert "# 103 inverter_three_phase.W int16 W, W_SF = -1: read 0.1234 KiloW" in path.read_text()
 
