@@ -7,8 +7,9 @@ devices and their variables), GetVariableAccessAttributes (each leaf's MMS type)
 of each control's `ctlModel`.
 
 Output: {"lds": {LD: [{"ln", "fc", "path", "mms", "size"}...]}, "ctl_models": {DO: int},
-"units": {DO: {"SIUnit": int, "multiplier": int}}} or {"error": message}. `path` is the
-data object and attribute names after the FC.
+"units": {DO: {"SIUnit": int, "multiplier": int}}, "data_sets": {LD/LN.Name: [LD/LN.DO[FC]]},
+"reports": {LD/LN.RP.name: LD/LN.Name}} or {"error": message}. `path` is the data object
+and attribute names after the FC.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ def browse(con: Any) -> dict[str, Any]:
     lds: dict[str, list[dict[str, Any]]] = {}
     ctl_models: dict[str, int] = {}
     units: dict[str, dict[str, int]] = {}
+    data_sets: dict[str, list[str]] = {}
+    reports: dict[str, str] = {}
     for ld in _strings(_ok(iec.IedConnection_getLogicalDeviceList(con), "logical devices")):
         names = _strings(_ok(iec.IedConnection_getLogicalDeviceVariables(con, ld), ld))
         leaves = []
@@ -120,7 +123,45 @@ def browse(con: Any) -> dict[str, Any]:
             )
             iec.MmsVariableSpecification_destroy(spec)
         lds[ld] = leaves
-    return {"lds": lds, "ctl_models": ctl_models, "units": units}
+        data_sets.update(_data_sets(con, ld))
+        reports.update(_reports(con, ld, names))
+    return {
+        "lds": lds,
+        "ctl_models": ctl_models,
+        "units": units,
+        "data_sets": data_sets,
+        "reports": reports,
+    }
+
+
+def _data_sets(con: Any, ld: str) -> dict[str, list[str]]:
+    """The logical device's data sets (`LD/LN.Name`) and their members (`LD/LN.DO[FC]`)."""
+    out = {}
+    listed = iec.IedConnection_getLogicalDeviceDataSets(con, ld)
+    for name in _strings(_ok(listed, f"data sets of {ld}")):
+        ln, _, data_set = name.partition("$")
+        reference = f"{ld}/{ln}.{data_set}"
+        entries = iec.IedConnection_getDataSetDirectory(con, reference, None)
+        out[reference] = _strings(_ok(entries, f"directory of data set {reference}"))
+    return out
+
+
+def _reports(con: Any, ld: str, names: list[str]) -> dict[str, str]:
+    """Report control blocks (`LD/LN.RP.name`, `.BR.`) -> the data set they report."""
+    out = {}
+    for name in names:
+        parts = name.split("$")
+        if len(parts) != 3 or parts[1] not in ("RP", "BR"):
+            continue
+        ln, fc, rcb = parts
+        fc_code = iec.IEC61850_FC_RP if fc == "RP" else iec.IEC61850_FC_BR
+        reference = f"{ld}/{ln}.{rcb}.DatSet"
+        value = _ok(iec.IedConnection_readObject(con, reference, fc_code), reference)
+        data_set = str(iec.MmsValue_toString(value) or "").replace("$", ".")
+        iec.MmsValue_delete(value)
+        if data_set:
+            out[f"{ld}/{ln}.{fc}.{rcb}"] = data_set
+    return out
 
 
 def _browse_once(host: str, port: int, timeout: float) -> dict[str, Any]:

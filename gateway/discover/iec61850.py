@@ -14,6 +14,8 @@ from typing import Any
 from gateway.discover.draft import Draft, DraftDevice, DraftPoint
 from gateway.errors import DiscoveryError
 from gateway.mapping import Quantity
+from gateway.protocols.base import AddressError
+from gateway.protocols.iec61850 import parse_fcd
 
 #: attributes that describe another attribute (quality, time, origin ...), not a reading
 _META = frozenset(
@@ -150,6 +152,10 @@ class IedModel:
     controls: list[Control] = field(default_factory=list)
     #: "LD/LN.DO" -> (SIUnit, multiplier)
     units: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: data set "LD/LN.Name" -> members "LD/LN.DO@FC"
+    data_sets: dict[str, list[str]] = field(default_factory=dict)
+    #: report control block "LD/LN.RP.name" (or .BR.) -> the data set it reports
+    reports: dict[str, str] = field(default_factory=dict)
 
 
 def ln_class(ln: str) -> str:
@@ -207,7 +213,30 @@ def from_browse(name: str, browsed: Mapping[str, Any]) -> IedModel:
     for do, unit in browsed.get("units", {}).items():
         if "SIUnit" in unit:
             model.units[do] = (int(unit["SIUnit"]), int(unit.get("multiplier", 0)))
+    for reference, members in browsed.get("data_sets", {}).items():
+        model.data_sets[reference] = [m.rstrip("]").replace("[", "@") for m in members]
+    model.reports.update(browsed.get("reports", {}))
     return model
+
+
+def _data_set_options(model: IedModel, draft: Draft) -> list[dict[str, Any]]:
+    """The IED's data sets that the gateway can read as one (members are data objects in
+    MX or ST), each with a report control block that reports it (unbuffered first)."""
+    out: list[dict[str, Any]] = []
+    for reference, members in sorted(model.data_sets.items()):
+        try:
+            for member in members:
+                parse_fcd(member)
+        except AddressError as exc:
+            draft.unmapped.append(f"data set {reference}: {exc}")
+            continue
+        entry: dict[str, Any] = {"reference": reference, "members": members}
+        blocks = sorted(r for r, d in model.reports.items() if d == reference)
+        blocks.sort(key=lambda r: ".BR." in r)  # an unbuffered block first
+        if blocks:
+            entry["report"] = blocks[0]
+        out.append(entry)
+    return out
 
 
 def _unit(
@@ -327,9 +356,13 @@ def draft_ied(
             "the IED mixes normal and enhanced security controls; the mapping has one"
             " enhanced_security per device: split the controls into two devices"
         )
-    draft.remarks.append(
-        "data sets and report control blocks are not drafted: add them under options"
-        " (docs/iec61850.md) to get spontaneous data"
-    )
+    data_sets = _data_set_options(model, draft)
+    if data_sets:
+        device.options["data_sets"] = data_sets
+    else:
+        draft.remarks.append(
+            "the IED has no data set the gateway can read as one: points are polled;"
+            " add data sets and reports under options (docs/iec61850.md) for spontaneous data"
+        )
     draft.devices.append(device)
     return draft

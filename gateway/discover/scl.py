@@ -8,7 +8,8 @@ From the file: the IED's logical devices (MMS domain = IED name + LDevice inst, 
 ldName), their logical nodes (prefix + lnClass + inst) and, through DataTypeTemplates, every
 data attribute with its functional constraint and basic type; controls (an `Oper` in CO)
 with ctlModel from the instance (DOI/DAI) or the template's value; units (SIUnit,
-multiplier) where the instance or template gives them; the address from Communication.
+multiplier) where the instance or template gives them; data sets (FCDAs) and report control
+blocks; the address from Communication.
 """
 
 from __future__ import annotations
@@ -149,7 +150,33 @@ def load_ied(path: Path, ied: str | None) -> SclIed:
             if _local(ln.tag) not in ("LN0", "LN"):
                 continue
             _logical_node(path, model, templates, ld, ln)
+            _data_sets(model, ied, ld, ln)
     return SclIed(model, _host(root, ied))
+
+
+def _ln_name(element: Element) -> str:
+    return f"{element.get('prefix', '')}{element.get('lnClass', '')}{element.get('inst', '')}"
+
+
+def _data_sets(model: IedModel, ied: str, ld: str, ln: Element) -> None:
+    """The node's DataSets (members as `LD/LN.DO@FC`, with `.da` when an FCDA names an
+    attribute) and its report control blocks."""
+    name = _ln_name(ln)
+    for data_set in _children(ln, "DataSet"):
+        members = []
+        for fcda in _children(data_set, "FCDA"):
+            member_ld = f"{ied}{fcda.get('ldInst', '')}"
+            member_ln = f"{fcda.get('prefix', '')}{fcda.get('lnClass', '')}{fcda.get('lnInst', '')}"
+            reference = f"{member_ld}/{member_ln}.{fcda.get('doName', '')}"
+            if fcda.get("daName"):
+                reference += f".{fcda.get('daName')}"
+            members.append(f"{reference}@{fcda.get('fc', '')}")
+        model.data_sets[f"{ld}/{name}.{data_set.get('name', '')}"] = members
+    for control in _children(ln, "ReportControl"):
+        kind = "BR" if control.get("buffered") == "true" else "RP"
+        model.reports[f"{ld}/{name}.{kind}.{control.get('name', '')}"] = (
+            f"{ld}/{name}.{control.get('datSet', '')}"
+        )
 
 
 def _host(root: Element, ied: str) -> str | None:
@@ -163,7 +190,7 @@ def _host(root: Element, ied: str) -> str | None:
 
 
 def _logical_node(path: Path, model: IedModel, t: _Templates, ld: str, ln: Element) -> None:
-    name = f"{ln.get('prefix', '')}{ln.get('lnClass', '')}{ln.get('inst', '')}"
+    name = _ln_name(ln)
     ln_type = t.ln_types.get(ln.get("lnType", ""))
     if ln_type is None:
         raise DiscoveryError(f"{path}: {ld}/{name}: lnType {ln.get('lnType')!r} not defined")

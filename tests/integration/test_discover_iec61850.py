@@ -52,7 +52,11 @@ async def test_round_trip_draft_reads_what_the_mapping_reads(
     # controls carry the IED's control model: WSpt is SBO, DERStr direct
     assert pairs["bess2.p_set"].sbo and not pairs["bess2.enable"].sbo
     assert pairs["bess2.p_set"].type == "float32" and pairs["bess2.enable"].type == "bool"
-    assert device_b.options == {"enhanced_security": True, "originator": "mgms"}
+    assert device_b.options == {
+        "enhanced_security": True,
+        "originator": "mgms",
+        "data_sets": device_a.options["data_sets"],  # with its report control block
+    }
     readings = await same_readings(device_a, device_b)
     assert readings["bess2.capacity"] == 60.0
 

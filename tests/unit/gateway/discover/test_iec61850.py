@@ -35,6 +35,14 @@ BROWSED = {
     },
     "ctl_models": {"IED1LD0/XCBR1.Pos": 4, "IED1LD0/GGIO1.SPCSO1": 0},
     "units": {"IED1LD0/MMXU1.TotW": {"SIUnit": 38, "multiplier": 3}},
+    "data_sets": {
+        "IED1LD0/LLN0.Meas": ["IED1LD0/MMXU1.TotW[MX]", "IED1LD0/MMXU1.Hz[MX]"],
+        "IED1LD0/LLN0.Leaves": ["IED1LD0/MMXU1.TotW.mag.f[MX]"],
+    },
+    "reports": {
+        "IED1LD0/LLN0.BR.brcbMeas": "IED1LD0/LLN0.Meas",
+        "IED1LD0/LLN0.RP.urcbMeas": "IED1LD0/LLN0.Meas",
+    },
 }
 
 
@@ -55,6 +63,16 @@ def test_roles_units_and_controls(tmp_path: Path) -> None:
     assert "IED1LD0/GGIO1.SPCSO1@CO: status-only, no control" in draft.unmapped
     assert "IED1LD0/GGIO1.Cnt.stVal@ST: integer of 64 bits, no gateway type" in draft.unmapped
     assert not any("TotW.q" in a or "TotW.t" in a or "units" in a for a in points)
+    # a data set of data objects is drafted with its unbuffered report; one of attributes
+    # cannot be read as one by the gateway and is listed
+    assert draft.devices[0].options["data_sets"] == [
+        {
+            "reference": "IED1LD0/LLN0.Meas",
+            "members": ["IED1LD0/MMXU1.TotW@MX", "IED1LD0/MMXU1.Hz@MX"],
+            "report": "IED1LD0/LLN0.RP.urcbMeas",
+        }
+    ]
+    assert any(u.startswith("data set IED1LD0/LLN0.Leaves: ") for u in draft.unmapped)
     path = tmp_path / "d.yaml"
     path.write_text(render(draft))
     assert check_files([path]) == []

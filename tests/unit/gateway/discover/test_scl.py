@@ -33,6 +33,8 @@ def test_shipped_icd_drafts_the_demo_ied() -> None:
         assert (fields["unit"], fields["quantity"]) == (point.unit, point.quantity.value)
         assert fields.get("sbo", False) == point.sbo
     assert len(drafted) == len(mapping.devices[0].points)
+    # the data set and its report, as the demo mapping has them
+    assert draft.devices[0].options["data_sets"] == mapping.devices[0].options["data_sets"]
 
 
 def write(tmp_path: Path, text: str) -> Path:
