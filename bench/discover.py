@@ -113,10 +113,8 @@ async def main(rounds: int) -> dict[str, object]:
             iec61850.from_browse("BESS2LD0", found)
 
         async def interrogate() -> None:
-            samples, _ = await asyncio.to_thread(
-                scan, "127.0.0.1", ports["chp1-rtu"], [1], 2.0, 0.0
-            )
-            assert len({s.ioa for s in samples}) == 8, samples
+            seen, _ = await asyncio.to_thread(scan, "127.0.0.1", ports["chp1-rtu"], [1], 2.0, 0.0)
+            assert len({s.ioa for s in seen}) == 8, seen
 
         meter_options = DlmsOptions.model_validate(
             {"client_address": 1, "authentication": "high", "keys_file": "pcc-meter.keys"},

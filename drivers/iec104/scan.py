@@ -14,6 +14,7 @@ import c104
 from drivers.iec104.codec import Sample
 from drivers.iec104.confirm import Verdict
 from drivers.iec104.link import Link
+from gateway.discover.iec104 import Seen
 from gateway.errors import LinkError
 from gateway.protocols.iec104 import CounterFreeze, Iec104Options
 
@@ -54,7 +55,7 @@ class ScanLink(Link):
 
 def scan(
     ip: str, port: int, common_addresses: Sequence[int], timeout_s: float, listen_s: float
-) -> tuple[list[Sample], list[str]]:
+) -> tuple[list[Seen], list[str]]:
     """Every information object received after connect, general and counter interrogation
     of each common address and `listen_s` of spontaneous data; and what went wrong with
     an interrogation. Blocking (c104 releases the GIL): run it in a thread."""
@@ -81,4 +82,9 @@ def scan(
     finally:
         link.stop()
     with link._lock:
-        return list(link.samples), notes
+        samples = list(link.samples)
+    seen = [
+        Seen(s.common_address, s.ioa, s.type_id, s.value, s.cot, s.recorded_at is not None)
+        for s in samples
+    ]
+    return seen, notes

@@ -251,14 +251,10 @@ def _cmd_discover_iec104(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         commands = iec104.parse_commands(args.command)
-        samples, notes = scan(host, port, args.ca, args.timeout, args.listen)
+        seen, notes = scan(host, port, args.ca, args.timeout, args.listen)
     except (DiscoveryError, LinkError) as exc:
         print(f"discover iec104 {args.target}: {exc}", file=sys.stderr)
         return 1
-    seen = [
-        iec104.Seen(s.common_address, s.ioa, s.type_id, s.value, s.cot, s.recorded_at is not None)
-        for s in samples
-    ]
     if not seen:
         print(f"discover iec104 {args.target}: no information object received", file=sys.stderr)
         return 1

@@ -51,12 +51,8 @@ async def test_round_trip_draft_reads_the_raw_values_of_the_mapping(
     rtu_sim: SimProcess, tmp_path: Path
 ) -> None:
     port = rtu_sim.ports["chp1-rtu"]
-    samples, notes = await asyncio.to_thread(scan, "127.0.0.1", port, [1], 2.0, 0.5)
+    seen, notes = await asyncio.to_thread(scan, "127.0.0.1", port, [1], 2.0, 0.5)
     assert notes == []
-    seen = [
-        iec104.Seen(s.common_address, s.ioa, s.type_id, s.value, s.cot, s.recorded_at is not None)
-        for s in samples
-    ]
     draft = iec104.draft_outstation(
         seen,
         iec104.parse_commands(COMMANDS),
