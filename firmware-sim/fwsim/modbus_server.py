@@ -250,7 +250,7 @@ def unit_images(device: Device, grid: Microgrid) -> list[UnitImage]:
     return [UnitImage(unit, points, grid) for unit, points in sorted(by_unit.items())]
 
 
-def typed_options_sunspec(device: Device) -> bool:
+def presents_sunspec(device: Device) -> bool:
     """The device presents a SunSpec layout (fwsim/sunspec_layout.py serves it)."""
     options = device.typed_options
     return isinstance(options, ModbusOptions) and bool(options.sunspec)
@@ -263,7 +263,7 @@ class ModbusFrontEnd(FrontEnd):
     def __init__(self, device: Device, grid: Microgrid, host: str, port: int) -> None:
         super().__init__(device, grid, host, port)
         self.units = unit_images(device, grid)
-        if typed_options_sunspec(device):
+        if presents_sunspec(device):
             from fwsim.sunspec_layout import serve_sunspec
 
             serve_sunspec(device, self.units)
