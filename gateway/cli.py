@@ -67,6 +67,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         devices=devices,
         start=args.start,
         serial_ports=_serial_overrides(args.serial),
+        failing=frozenset(args.fail),
     )
 
 
@@ -127,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="DEVICE=PATH",
                 help="serve a serial device on PATH, the simulator's end of its line"
                 " (e.g. the second pty of a socat pair; repeatable)",
+            )
+            p.add_argument(
+                "--fail",
+                action="append",
+                default=[],
+                metavar="POINT",
+                help="answer this point with the protocol's device failure (repeatable)",
             )
 
     p = sub.add_parser("install", help="install as a systemd service (see docs/deployment.md)")
