@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gateway.config import LoadedConfig
 from gateway.errors import ConfigError, ServiceError
 from gateway.loader import check_files, load_config
 from gateway.ops.install import add_install_arguments, add_uninstall_arguments
@@ -75,8 +76,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from gateway.app import run
 
     overrides = _port_overrides(args.port)
-    config = load_config(args.config, port_overrides=overrides)
-    return run(config, load=lambda: load_config(args.config, port_overrides=overrides))
+
+    def load() -> LoadedConfig:
+        return load_config(args.config, port_overrides=overrides, check_keys=True)
+
+    return run(load(), load=load)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

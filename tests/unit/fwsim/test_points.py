@@ -4,7 +4,6 @@ and every protocol front end serves a point without a DER."""
 
 from __future__ import annotations
 
-import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,18 +19,10 @@ from gateway.loader import load_config
 from gateway.mapping import Device, Point
 from tests.support.handclock import HandClock
 from tests.support.procs import free_port
+from tests.support.sites import write_site
 
 T0 = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
-
-CONFIG = """
-microgrid: {id: mg}
-state_dir: state
-mappings: [m.yaml]
-coupling_point: {import_limit_kw: 100, export_limit_kw: 100}
-ders:
-  - {id: bess, type: battery, ratings: {p_min_kw: -50, p_max_kw: 50, energy_kwh: 100}}
-"""
 
 MODBUS = """
 devices:
@@ -62,9 +53,7 @@ devices:
 
 
 def loaded(tmp_path: Path, mapping: str) -> LoadedConfig:
-    (tmp_path / "m.yaml").write_text(textwrap.dedent(mapping))
-    (tmp_path / "gw.yaml").write_text(textwrap.dedent(CONFIG))
-    return load_config(tmp_path / "gw.yaml")
+    return load_config(write_site(tmp_path, mapping))
 
 
 def grid_of(config: LoadedConfig, failing: frozenset[str] = frozenset()) -> Microgrid:
