@@ -153,9 +153,12 @@ def test_a_weak_key_in_the_trust_file_is_a_config_problem(
     assert main(["check", str(config)]) == 1
     err = capsys.readouterr().err
     assert str(trust) in err and "1024 bits" in err and "Traceback" not in err
-    # what `mgms run` loads: refused the same way, before anything starts
+    # `mgms run` refuses it the same way, before anything starts (exit 2: fix the files)
     with pytest.raises(ConfigError, match=re.escape(str(trust))):
         load_config(config, check_keys=True)
+    assert main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert str(trust) in err and "1024 bits" in err and "Traceback" not in err
 
 
 def test_a_missing_signing_key_is_named_with_its_field(tmp_path: Path) -> None:
