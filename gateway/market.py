@@ -60,6 +60,7 @@ async def attach_market(gw: Gateway) -> Market | None:
         sender=north.config.identity,
         opener=opener,
         sealer=sealer,
+        profiles=north.config.profiles(),
     )
     await gw.stack.enter_async_context(north)
     market = Market(north, flex)

@@ -51,6 +51,7 @@ from gateway.smartapi.fielddata import (
     value_object,
 )
 from gateway.smartapi.flexibility import ReserveActivation, ReserveNotification
+from gateway.smartapi.interop import MODERN, PeerProfile, Profiles, read_envelope, to_v11
 from gateway.smartapi.messages import (
     Activity,
     Entity,
@@ -95,9 +96,12 @@ class Opener(Protocol):
 
 
 class Sealer(Protocol):
-    """Outbound security: signs (and may encrypt) the answer's tree."""
+    """Outbound security: signs (and may encrypt) the answer's tree; `seal_v11` the 1.1
+    way, for a Smart API 1.1 peer (multipart body and its Content-Type)."""
 
     def seal(self, roots: list[Node]) -> list[Node]: ...
+
+    def seal_v11(self, roots: list[Node], recipient: str, encrypt: bool) -> tuple[bytes, str]: ...
 
 
 class AccessReply(NamedTuple):
@@ -134,6 +138,16 @@ class WriteFailed(SmartApiError):
     status = 502
 
 
+@dataclass(frozen=True)
+class _Recipient:
+    """Who an answer goes to, once the request was read: its sender, profile, and
+    whether it came encrypted."""
+
+    sender: str | None = None
+    profile: PeerProfile = MODERN
+    encrypted: bool = False
+
+
 @dataclass
 class _Planned:
     entity_iri: str
@@ -153,6 +167,9 @@ class AccessService:
     opener: Opener | None = None
     sealer: Sealer | None = None
     clock: Callable[[], datetime] = utcnow
+    #: which senders speak Smart API 1.1: their envelope is read the 1.1 way and they are
+    #: answered in their forms (gateway.smartapi.interop)
+    profiles: Profiles = field(default_factory=Profiles)
 
     _cpu: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
 
@@ -168,14 +185,16 @@ class AccessService:
         except UnsupportedMediaType as exc:
             return await self._off_loop(self._error_reply, exc, Format.TURTLE, None)
         request_id: str | None = None
+        to = _Recipient()
         try:
-            msg = await self._off_loop(self._open, body, content_type)
+            msg, encrypted = await self._off_loop(self._open, body, content_type)
             request_id = msg.id
+            to = _Recipient(msg.sender, self.profiles.of(msg.sender), encrypted)
             answer = await self._dispatch(msg, peer_role)
         except SmartApiError as exc:
             log.info("smartapi request %s refused: %s", request_id or "?", exc)
-            return await self._off_loop(self._error_reply, exc, fmt, request_id)
-        return await self._off_loop(self._reply, 200, answer, fmt)
+            return await self._off_loop(self._error_reply, exc, fmt, request_id, to)
+        return await self._off_loop(self._reply, 200, answer, fmt, to)
 
     async def _off_loop(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Parsing, signature checks and signing cost milliseconds of CPU per request: they
@@ -187,13 +206,16 @@ class AccessService:
         async with self._cpu:
             return await asyncio.to_thread(fn, *args)
 
-    def _open(self, body: bytes, content_type: str | None) -> AnyMessage:
+    def _open(self, body: bytes, content_type: str | None) -> tuple[AnyMessage, bool]:
+        """The message, and whether it came encrypted (a 1.1 peer is answered so)."""
         graph = (
             self.opener.open(body, content_type)
             if self.opener is not None
             else parse(body, content_type)
         )
-        return decode_graph(prepare(graph))
+        read_envelope(graph, body, self.profiles)  # done already by an opener: idempotent
+        encrypted = bool(getattr(self.opener, "last_encrypted", False))
+        return decode_graph(prepare(graph)), encrypted
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -362,13 +384,26 @@ class AccessService:
 
     # -- replies ----------------------------------------------------------------------------
 
-    def _reply(self, status: int, msg: AnyMessage, fmt: Format) -> AccessReply:
+    def _reply(
+        self, status: int, msg: AnyMessage, fmt: Format, to: _Recipient | None = None
+    ) -> AccessReply:
         roots = to_tree(msg)
-        if self.sealer is not None:
+        if to is not None and to.sender is not None and to.profile.legacy:
+            roots = to_v11(roots)
+            if self.sealer is not None:
+                body, ctype = self.sealer.seal_v11(roots, to.sender, to.encrypted)
+                return AccessReply(status, body, ctype)
+        elif self.sealer is not None:
             roots = self.sealer.seal(roots)
         return AccessReply(status, serialize(roots, fmt), f"{fmt.value}; charset=utf-8")
 
-    def _error_reply(self, exc: SmartApiError, fmt: Format, in_reply_to: str | None) -> AccessReply:
+    def _error_reply(
+        self,
+        exc: SmartApiError,
+        fmt: Format,
+        in_reply_to: str | None,
+        to: _Recipient | None = None,
+    ) -> AccessReply:
         error = ErrorMessage(
             id=new_message_id(),
             sender=self.sender,
@@ -377,7 +412,7 @@ class AccessService:
             message=f"{type(exc).__name__}: {exc}",
             in_reply_to=in_reply_to,
         )
-        return self._reply(exc.status, error, fmt)
+        return self._reply(exc.status, error, fmt, to)
 
 
 def _matches(mapped: MappedPoint, vo: ValueObject) -> bool:
