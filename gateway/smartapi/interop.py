@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rdflib import Graph, Literal, URIRef
-from rdflib.namespace import DCTERMS, RDF, XSD
+from rdflib.namespace import RDF, RDFS, XSD
 
 from gateway.errors import SmartApiError
 from gateway.smartapi.decode import message_node
@@ -40,6 +40,7 @@ from gateway.smartapi.tree import Coll, Lit, Node, Obj, integer
 from gateway.smartapi.vocab import (
     LEGACY_QUANTITIES,
     LEGACY_UNITS,
+    MGMS,
     NASA_QUDT,
     NASA_UNIT,
     QUDT,
@@ -168,7 +169,13 @@ _NASA_UNITS = {str(UNIT[new]): str(NASA_UNIT[old]) for old, new in LEGACY_UNITS.
 _NASA_QUANTITIES = {str(kind.iri): str(old) for old, kind in LEGACY_QUANTITIES.items()}
 #: the entity class every entity gets: the 1.1 class mapper knows Device, not ours
 _DEVICE = URIRef(SMARTAPI.Device)
-_LIST = str(SMARTAPI.list)
+_ROLE = str(MGMS.role)
+_QUANTITY_OF = str(MGMS.quantityOf)
+
+
+def _local(term: object) -> str:
+    """The local name of an IRI: `...#Baseline`, `.../ActivePower` -> the last part."""
+    return re.split(r"[#/]", str(term))[-1]
 
 
 def integer_id(message_id: str) -> int:
@@ -187,8 +194,9 @@ def to_v11(roots: list[Node]) -> list[Node]:
     place and returned): an integer id; NASA QUDT unit and quantity terms where one
     exists; every entity also typed smartapi:Device; activities named (the library signs
     and encrypts each as its own part, its entity inside); time series moved from their
-    entity to the activity that names it (the library reads series only there), their
-    values in the library's indexed-array list shape."""
+    entity to the activity that names it (the library reads series only there), named
+    by their role (rdfs:label); their values stay an RDF collection, which the library's
+    list reader takes (rdf:first/rdf:rest)."""
     message = roots[0]
     own_id = next((o.lexical for p, o in message.props if p == _ID and isinstance(o, Lit)), "")
     message.props = [
@@ -211,8 +219,11 @@ def to_v11(roots: list[Node]) -> list[Node]:
             entity.props = [(p, o) for p, o in entity.props if p != _TIME_SERIES]
             activity.props.extend((_TIME_SERIES, s) for s in series)
     for node in _walk(roots):
+        roles = [o for p, o in node.props if p == _ROLE and isinstance(o, URIRef)]
+        if roles:  # the library keeps a series' rdfs:label as its name; mgms:role it drops
+            of = [_local(o) for p, o in node.props if p == _QUANTITY_OF]
+            node.add(str(RDFS.label), Lit(" ".join([_local(roles[0]), *of])))
         node.props = [_v11_term(p, o) for p, o in node.props]
-        node.props = [(p, _indexed(o) if p == _LIST else o) for p, o in node.props]
     return roots
 
 
@@ -222,21 +233,6 @@ def _v11_term(p: str, o: Obj) -> tuple[str, Obj]:
     if p == _HAS_QK and isinstance(o, URIRef) and str(o) in _NASA_QUANTITIES:
         return str(NASA_QUDT.quantityKind), URIRef(_NASA_QUANTITIES[str(o)])
     return p, o
-
-
-def _indexed(o: Obj) -> Obj:
-    """An RDF collection as the library's list: `[ dcterms:abstract [ smartapi:entry
-    [ smartapi:index i ; rdf:value v ] ... ] ]`."""
-    if not isinstance(o, Coll):
-        return o
-    array = Node()
-    for i, item in enumerate(o.items):
-        evaluation = Node().add(_TYPE, URIRef(SMARTAPI.Evaluation)).add(str(RDF.value), item)
-        entry = Node().add(str(SMARTAPI["index"]), integer(i)).add(str(RDF.value), evaluation)
-        array.add(str(SMARTAPI.entry), entry)
-    array.add(str(SMARTAPI.size), integer(len(o.items)))
-    holder = Node().add(str(SMARTAPI.indexedArray), array)
-    return Node().add(str(DCTERMS.abstract), holder)
 
 
 def _walk(roots: list[Node]) -> list[Node]:

@@ -146,6 +146,8 @@ def _text(value):
 
 
 def _iso(value):
+    if isinstance(value, Variant):
+        value = value.getValue()
     return None if value is None else value.isoformat()
 
 
