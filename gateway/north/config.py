@@ -254,6 +254,9 @@ class NorthConfig(BaseModel):
         dupes = sorted({s for s in subjects if subjects.count(s) > 1})
         if dupes:
             raise ValueError(f"allow-list names a subject twice: {', '.join(dupes)}")
+        if len({r.profile for r in self.allow if r.role is Role.AMS}) > 1:
+            # forecasts and verifications go to the AMS in one profile
+            raise ValueError("the allow-list's AMS entries disagree on the profile")
         return self
 
     def profiles(self) -> Profiles:
@@ -268,10 +271,8 @@ class NorthConfig(BaseModel):
 
     def ams_profile(self) -> PeerProfile:
         """The profile forecasts and verifications are sent in: the AMS entry's."""
-        rules = [r for r in self.allow if r.role is Role.AMS]
-        if rules:
-            return PeerProfile(rules[0].profile, rules[0].timezone)
-        return PeerProfile()
+        rules = [r for r in self.allow if r.role is Role.AMS]  # one profile: validated
+        return PeerProfile(rules[0].profile, rules[0].timezone) if rules else PeerProfile()
 
     def resolved(self, base: Path) -> NorthConfig:
         """This config with every relative file path made absolute against `base`."""
