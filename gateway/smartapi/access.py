@@ -10,6 +10,9 @@ certificate); `add_routes` mounts it on an aiohttp application.
 - Write requests go through the controller (`write(Command) -> CommandResult`). Every
   value object is resolved and checked (known point, writable, unit, limits) before the
   first command is sent, so a bad request changes nothing.
+- TimeSeries writes (an entity carrying a time series, e.g. a PV or load forecast from the
+  AMS or a forecast service) go to `forecasts`, the external forecasts the flexibility
+  functions blend into the DER's baseline; every series is checked before any is taken.
 - Reserve Notifications and Activations go to `on_information`, which accepts or refuses
   them with a reason (e.g. the activation would break another reserved service).
 - Anything refused is answered with a Smart API Error naming the reason; its errorCode is
@@ -42,7 +45,7 @@ from gateway.model import Command, CommandMode, CommandResult, utcnow
 from gateway.points import MappedPoint, PointTable
 from gateway.smartapi.codec import Format, negotiate, parse, prepare, serialize
 from gateway.smartapi.decode import decode_graph
-from gateway.smartapi.encode import AnyMessage, to_tree
+from gateway.smartapi.encode import AnyMessage, der_iri, to_tree
 from gateway.smartapi.fielddata import (
     SETPOINT_ROLES,
     entities,
@@ -59,6 +62,7 @@ from gateway.smartapi.messages import (
     Method,
     Request,
     Response,
+    TimeSeries,
     ValueObject,
     new_message_id,
 )
@@ -102,6 +106,16 @@ class Sealer(Protocol):
     def seal(self, roots: list[Node]) -> list[Node]: ...
 
     def seal_v11(self, roots: list[Node], recipient: str, encrypt: bool) -> tuple[bytes, str]: ...
+
+
+class ForecastSink(Protocol):
+    """External forecasts per DER (gateway.flex.messages.ExternalForecasts)."""
+
+    def check(self, der: str, series: TimeSeries) -> None:
+        """ValueError naming what is wrong with `series` as a forecast of `der`."""
+        ...
+
+    def update(self, der: str, series: TimeSeries) -> None: ...
 
 
 class AccessReply(NamedTuple):
@@ -167,6 +181,8 @@ class AccessService:
     opener: Opener | None = None
     sealer: Sealer | None = None
     clock: Callable[[], datetime] = utcnow
+    #: where TimeSeries writes go (None: refused as not taken here)
+    forecasts: ForecastSink | None = None
     #: which senders speak Smart API 1.1: their envelope is read the 1.1 way and they are
     #: answered in their forms (gateway.smartapi.interop)
     profiles: Profiles = field(default_factory=Profiles)
@@ -240,13 +256,50 @@ class AccessService:
             self._require_writer(role)
         else:
             self._require_reader(role)
+        series = [self._plan_series(a) for a in writes]  # all checked before any is taken
         plans = [self._plan_writes(a) for a in writes]  # all checked before any is sent
         for activity in msg.activities:
             if activity.method is Method.READ:
                 activities.append(self._read(activity))
+        for planned in series:
+            activities.extend(self._take_series(planned))
         for plan in plans:
-            activities.append(await self._execute(plan, origin=msg.sender))
+            if plan:
+                activities.append(await self._execute(plan, origin=msg.sender))
         return self._response(msg.id, tuple(activities))
+
+    def _plan_series(self, activity: Activity) -> list[tuple[Entity, str]]:
+        """The entities of a write that carry time series, with their DER."""
+        planned: list[tuple[Entity, str]] = []
+        for entity in (e for e in activity.entities if e.time_series):
+            if self.forecasts is None:
+                raise NotFound("this gateway takes no external forecasts")
+            mg = self.config.gateway.microgrid.id
+            der = next(
+                (d.id for d in self.config.gateway.ders if der_iri(mg, d.id) == entity.iri), None
+            )
+            if der is None:
+                raise NotFound(f"a forecast is for a DER; <{entity.iri}> is none of ours")
+            for ts in entity.time_series:
+                try:
+                    self.forecasts.check(der, ts)
+                except ValueError as exc:
+                    refusal = SmartApiError(str(exc))
+                    refusal.code = refusal.status = 422
+                    raise refusal from None
+            planned.append((entity, der))
+        return planned
+
+    def _take_series(self, planned: list[tuple[Entity, str]]) -> list[Activity]:
+        taken: list[Activity] = []
+        for entity, der in planned:
+            assert self.forecasts is not None  # _plan_series refused otherwise
+            for ts in entity.time_series:
+                self.forecasts.update(der, ts)
+            log.info("external forecast for DER %s taken (%d series)", der, len(entity.time_series))
+            echo = Entity(iri=entity.iri, time_series=entity.time_series)
+            taken.append(Activity(method=Method.WRITE, entities=(echo,)))
+        return taken
 
     def _require_writer(self, role: str | None) -> None:
         if role not in self.policy.writers:
@@ -316,6 +369,8 @@ class AccessService:
             if wanted.iri not in known:
                 raise NotFound(f"unknown entity <{wanted.iri}>")
             if not wanted.value_objects:
+                if wanted.time_series:
+                    continue  # a forecast: _plan_series
                 raise SmartApiError(f"write to <{wanted.iri}> carries no value object")
             points = self._points_of(wanted.iri)
             for vo in wanted.value_objects:
