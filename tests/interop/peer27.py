@@ -42,7 +42,12 @@ from SmartAPI.model.ValueObject import ValueObject  # noqa: E402
 from SmartAPI.rdf.List import List  # noqa: E402
 from SmartAPI.rdf.Variant import Variant  # noqa: E402
 
+# rdflib names (the library labels their single-part bodies text/plain) or media types
 FORMATS = {"turtle": "text/turtle", "json-ld": "json-ld", "nt": "nt"}
+
+
+def _format(name):
+    return FORMATS.get(name, name)
 
 
 def _key(path):
@@ -98,7 +103,7 @@ def build_request(cmd):
     if cmd.get("sign_key"):
         for activity in request.getActivities():
             activity.sign(_key(cmd["sign_key"]))
-    body, ctype = Tools.serializeMessage(request, FORMATS[cmd.get("format", "turtle")])
+    body, ctype = Tools.serializeMessage(request, _format(cmd.get("format", "turtle")))
     return {"body": base64.b64encode(body), "content_type": ctype}
 
 
@@ -126,7 +131,7 @@ def build_message(cmd):
         if cmd.get("sign_key"):
             activity.sign(_key(cmd["sign_key"]))
         msg.addActivity(activity)
-    body, ctype = Tools.serializeMessage(msg, FORMATS[cmd.get("format", "turtle")])
+    body, ctype = Tools.serializeMessage(msg, _format(cmd.get("format", "turtle")))
     return {"body": base64.b64encode(body), "content_type": ctype}
 
 
@@ -222,7 +227,7 @@ def parse(cmd):
     mime = parseMIMEmessage(body, content_type=ctype)
     parts = mime.getNonMainPartsAsDict() if isinstance(mime, HttpMessage) else {}
     main = mime.getMainPart()
-    serialization = FORMATS[cmd.get("format", "turtle")]
+    serialization = _format(cmd.get("format", "turtle"))
     Tools.messagePartsForParse = dict(parts)
     model = Tools().fromString(main, serialization)
     graph = model.graph
