@@ -8,6 +8,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -18,9 +19,9 @@ from gateway.mapping import Quantity
 from gateway.model import Command, CommandResult
 from gateway.north.codec import access_security
 from gateway.north.config import NorthConfig, PeerRule, Role, TlsFiles
-from gateway.north.tls import client_context
+from gateway.north.tls import client_context, server_context
 from gateway.smartapi.access import ACCESS_PATH, AccessService
-from gateway.smartapi.interop import Dialect
+from gateway.smartapi.interop import Dialect, integer_id
 from tests.interop.conftest import PEER, PEER_TZ, Keys
 from tests.interop.peer import LibraryPeer
 from tests.support import north as support
@@ -155,3 +156,67 @@ def test_a_11_peer_needs_an_rsa_signing_key(keys: Keys, pki: PkiFiles, tmp_path:
     config = config.model_copy(update={"signing": config.signing.model_copy(update={"key": small})})
     with pytest.raises(KeyFileError, match="1024 bits, at least 2048"):
         access_security(config.signing, config.identity, None, config.profiles())
+
+
+async def test_forecast_and_verification_to_a_11_ams(
+    library: LibraryPeer, keys: Keys, pki: PkiFiles, tmp_path: Path
+) -> None:
+    """The AMS entry says smartapi-1.1: what the gateway queues for it is signed the 1.1
+    way, delivered over mutual TLS, read and verified by the library; the AMS's own
+    Response (built by the library) counts as delivered."""
+    received: list[tuple[str, bytes, str]] = []
+    answer = library.message(kind="response", sender=PEER, id=1)
+
+    async def ams(request: web.Request) -> web.Response:
+        received.append((request.path, await request.read(), request.headers["Content-Type"]))
+        return web.Response(body=answer.body, headers={"Content-Type": answer.content_type})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", ams)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    cert, key = pki.pair("ams")
+    ams_port = free_port()
+    site = web.TCPSite(
+        runner,
+        "127.0.0.1",
+        ams_port,
+        ssl_context=server_context(TlsFiles(ca=(pki.ca,), cert=cert, key=key)),
+    )
+    await site.start()
+    try:
+        config = north_config(pki, keys, tmp_path)
+        urls = support.gateway_config(pki, ams_port=ams_port).ams
+        config = config.model_copy(update={"ams": urls})
+        async with support.running_gateway(config, tmp_path / "gw") as north:
+            forecast = support.forecast(intervals=96)
+            verification = support.verification("act-1")
+            assert await north.send(forecast) and await north.send(verification)
+            await support.drained(north)
+    finally:
+        await runner.cleanup()
+    assert len(received) == 2
+    by_kind = {
+        ("forecast" if "forecast" in path else "verification"): (b, c) for path, b, c in received
+    }
+    body, ctype = by_kind["forecast"]
+    assert ctype.startswith("multipart/related")
+    parsed = library.parse("notification", body, ctype, verify_key=str(keys.gateway_pub))
+    assert parsed["checks"] and all(c["hash_ok"] and c["signature_ok"] for c in parsed["checks"])
+    assert parsed["id"] == integer_id(forecast.id) and parsed["generated_by"] == config.identity
+    (activity,) = parsed["activities"]
+    series = {(ts["name"], ts["quantity"]): ts for ts in activity["series"]}
+    baseline = series[("Baseline", SA + "ActivePower")]
+    assert (
+        baseline["values"] == [iv.p_kw for iv in forecast.intervals]
+        and len(baseline["values"]) == 96
+    )
+    assert baseline["unit"] == NASA_KW and baseline["step"] == "PT15M"
+    assert baseline["start"] == forecast.start.isoformat()
+    body, ctype = by_kind["verification"]
+    parsed = library.parse("notification", body, ctype, verify_key=str(keys.gateway_pub))
+    assert all(c["signature_ok"] for c in parsed["checks"])
+    series = {(ts["name"], ts["quantity"]): ts for ts in parsed["activities"][0]["series"]}
+    (iv,) = verification.intervals
+    assert series[("Measured", SA + "ActivePower")]["values"] == [iv.p_measured_kw]
+    assert series[("DeliveredPercent ActivePower", None)]["values"] == [iv.p_percent]
