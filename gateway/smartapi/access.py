@@ -94,7 +94,10 @@ InstructionHandler = Callable[[Instruction], Awaitable[Decision]]
 
 
 class Opener(Protocol):
-    """Inbound security: verifies, decrypts and replay-checks, returning the graph."""
+    """Inbound security: verifies, decrypts and replay-checks, returning the graph;
+    `last_encrypted` says whether the message it opened last had an encrypted part."""
+
+    last_encrypted: bool
 
     def open(self, body: bytes, content_type: str | None) -> Graph: ...
 
@@ -230,7 +233,7 @@ class AccessService:
             else parse(body, content_type)
         )
         read_envelope(graph, body, self.profiles)  # done already by an opener: idempotent
-        encrypted = bool(getattr(self.opener, "last_encrypted", False))
+        encrypted = self.opener is not None and self.opener.last_encrypted
         return decode_graph(prepare(graph)), encrypted
 
     # -- dispatch ---------------------------------------------------------------------------

@@ -91,10 +91,10 @@ class Profiles:
 # -- inbound ---------------------------------------------------------------------------------
 
 # the lexical forms the library writes (rdflib 4 of Python 2): kept here, in one place
-_INTEGER = re.compile(r"^[+-]?[0-9]+$")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 _NAIVE_DATETIME = re.compile(
-    r"^(?P<y>[0-9]{4})-(?P<mo>[0-9]{2})-(?P<d>[0-9]{2})T"
-    r"(?P<h>[0-9]{2}):(?P<mi>[0-9]{2}):(?P<s>[0-9]{2})(?:\.(?P<f>[0-9]{1,12}))?$"
+    r"(?P<y>[0-9]{4})-(?P<mo>[0-9]{2})-(?P<d>[0-9]{2})T"
+    r"(?P<h>[0-9]{2}):(?P<mi>[0-9]{2}):(?P<s>[0-9]{2})(?:\.(?P<f>[0-9]{1,12}))?"
 )
 _INTEGER_TYPES = {XSD.integer, XSD.int, XSD.long, XSD.nonNegativeInteger, XSD.positiveInteger}
 
@@ -121,7 +121,7 @@ def read_envelope(graph: Graph, body: bytes, profiles: Profiles) -> None:
         if (
             isinstance(value, Literal)
             and value.datatype in _INTEGER_TYPES
-            and _INTEGER.match(str(value))
+            and _INTEGER.fullmatch(str(value))
         ):
             graph.remove((node, SMARTAPI.id, value))
             graph.add((node, SMARTAPI.id, Literal(str(int(str(value))))))
@@ -136,7 +136,7 @@ def read_envelope(graph: Graph, body: bytes, profiles: Profiles) -> None:
 def naive_in(lexical: str, zone: ZoneInfo) -> datetime | None:
     """A naive xsd:dateTime read in `zone`, in UTC; None when the form has a zone or is not
     the plain form (the decoder then judges it)."""
-    match = _NAIVE_DATETIME.match(lexical)
+    match = _NAIVE_DATETIME.fullmatch(lexical)
     if match is None:
         return None
     g = match.groupdict()
@@ -181,7 +181,7 @@ def _local(term: object) -> str:
 def integer_id(message_id: str) -> int:
     """The xsd:integer a 1.1 peer reads for one of our ids: a UUID's own 128-bit number
     (reversible), digits as they are, anything else the first 63 bits of its SHA-256."""
-    if message_id.isdigit():
+    if message_id.isascii() and message_id.isdigit():
         return int(message_id)
     try:
         return uuid.UUID(message_id).int
@@ -236,16 +236,17 @@ def _v11_term(p: str, o: Obj) -> tuple[str, Obj]:
 
 
 def _walk(roots: list[Node]) -> list[Node]:
-    seen: list[Node] = []
+    """Every node of the tree, once."""
+    seen: dict[int, Node] = {}
     stack = list(roots)
     while stack:
         node = stack.pop()
-        if any(node is s for s in seen):
+        if id(node) in seen:
             continue
-        seen.append(node)
+        seen[id(node)] = node
         for _p, o in node.props:
             if isinstance(o, Node):
                 stack.append(o)
             elif isinstance(o, Coll):
                 stack.extend(i for i in o.items if isinstance(i, Node))
-    return seen
+    return list(seen.values())
