@@ -142,11 +142,20 @@ def access_security(
 
 def answer_text(body: bytes, content_type: str, limit: int = 300) -> str:
     """What a refusal says, for logs and the outbox's last_error: the Smart API Error's
-    message when the body is one, else the start of the body."""
+    message when the body is one (or, as the 1.1 library answers, a Response carrying a
+    `smartapi:error`), else the start of the body."""
     try:
         message = codec.decode(body, content_type)
     except SmartApiError:
         message = None
     if isinstance(message, ErrorMessage):
         return message.message[:limit]
+    try:
+        graph = codec.parse(body, content_type)
+    except SmartApiError:
+        graph = None
+    if graph is not None:
+        for node, text in graph.subject_objects(SMARTAPI.errorMessage):
+            code = graph.value(node, SMARTAPI.errorCode)
+            return (f"{code}: {text}" if code is not None else str(text))[:limit]
     return body[:limit].decode("utf-8", "replace")

@@ -15,12 +15,13 @@ from rdflib import Literal
 
 from gateway.config import LoadedConfig
 from gateway.errors import SignatureInvalid, WrongDatatype
+from gateway.north.codec import answer_text
 from gateway.points import PointTable
 from gateway.smartapi.access import AccessService
 from gateway.smartapi.codec import parse
 from gateway.smartapi.decode import message_node
 from gateway.smartapi.interop import Profiles, derived_id, read_envelope
-from gateway.smartapi.messages import ErrorMessage, Method, Request, Response
+from gateway.smartapi.messages import ErrorMessage, Method, Notification, Request, Response
 from gateway.smartapi.security.profile import InboundSecurity, OutboundSecurity
 from gateway.smartapi.vocab import SMARTAPI, QuantityKind
 from tests.interop.conftest import GATEWAY, PEER, PEER_TZ, Keys
@@ -450,3 +451,44 @@ async def test_every_kind_format_and_security(
         (ts,) = activity["series"]
         assert ts["values"] == [1.5, -2.5, 3.25] and ts["unit"] == NASA_KW
         assert ts["start"] == "2026-06-02T09:00:00+00:00"
+
+
+def test_notification_from_the_library_is_read(
+    library: LibraryPeer, keys: Keys, profiles: Profiles
+) -> None:
+    """A library Notification, signed the 1.1 way: opened, verified and read field by field."""
+    body = library.message(
+        kind="notification",
+        sender=PEER,
+        id=71,
+        sign_key=str(keys.peer_key),
+        activities=[
+            {
+                "method": "write",
+                "entity": BESS,
+                "values": [{"quantity": SA + "ActivePower", "unit": NASA_KW, "value": 3.5}],
+            }
+        ],
+    )
+    opener = InboundSecurity(trust=keys.trust, identity=keys.identity, profiles=profiles)
+    graph = opener.open(body.body, body.content_type)
+    assert opener.last_signer is not None and opener.last_signer.sender == PEER
+    msg = decode_prepared(graph)
+    assert isinstance(msg, Notification) and msg.id == "71" and msg.sender == PEER
+    ((entity,),) = [a.entities for a in msg.activities]
+    (vo,) = entity.value_objects
+    assert (entity.iri, vo.quantity, vo.unit, vo.value) == (
+        BESS,
+        QuantityKind.ACTIVE_POWER,
+        "KiloW",
+        3.5,
+    )
+
+
+def test_error_from_the_library_is_reported(library: LibraryPeer) -> None:
+    """An AMS on the library refuses with a Response carrying a smartapi:error: the
+    delivery error the operator sees says what it said."""
+    body = library.message(
+        kind="error", sender=PEER, id=5, code=409, message="forecast refused: market closed"
+    )
+    assert answer_text(body.body, body.content_type) == "409: forecast refused: market closed"
