@@ -42,14 +42,14 @@ class LibraryPeer:
     def call(self, command: dict[str, Any]) -> dict[str, Any]:
         env = {
             "PATH": os.environ.get("PATH", ""),
-            "HOME": os.environ.get("HOME", "/root"),
-            "PYENV_VERSION": "2.7.18",
             "PYTHONPATH": str(self._target),
             "PYTHONDONTWRITEBYTECODE": "1",
             "TZ": self.tz,
         }
+        # the Python 2.7.18 interpreter the install script found
+        python = (self._target / ".python").read_text().strip()
         done = subprocess.run(
-            ["python2", str(SCRIPT)],
+            [python, str(SCRIPT)],
             input=json.dumps(command).encode(),
             capture_output=True,
             env=env,
