@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -109,6 +109,8 @@ class Sealer(Protocol):
     def seal(self, roots: list[Node]) -> list[Node]: ...
 
     def seal_v11(self, roots: list[Node], recipient: str, encrypt: bool) -> tuple[bytes, str]: ...
+
+    def can_encrypt_for(self, recipient: str) -> bool: ...
 
 
 class ForecastSink(Protocol):
@@ -209,6 +211,13 @@ class AccessService:
             msg, encrypted = await self._off_loop(self._open, body, content_type)
             request_id = msg.id
             to = _Recipient(msg.sender, self.profiles.of(msg.sender), encrypted)
+            if not self._answerable(to):
+                # refused unencrypted: the refusal says nothing of the request's content
+                to = replace(to, encrypted=False)
+                raise Forbidden(
+                    f"the request came encrypted and there is no trusted RSA key of "
+                    f"{to.sender} to encrypt the answer for; nothing was applied"
+                )
             answer = await self._dispatch(msg, peer_role)
         except SmartApiError as exc:
             log.info("smartapi request %s refused: %s", request_id or "?", exc)
@@ -235,6 +244,13 @@ class AccessService:
         read_envelope(graph, body, self.profiles)  # done already by an opener: idempotent
         encrypted = self.opener is not None and self.opener.last_encrypted
         return decode_graph(prepare(graph)), encrypted
+
+    def _answerable(self, to: _Recipient) -> bool:
+        """A 1.1 peer's encrypted request is answered encrypted, so it is refused before
+        anything is applied when we hold no key of the peer to encrypt for."""
+        if not (to.encrypted and to.profile.legacy and to.sender and self.sealer):
+            return True
+        return self.sealer.can_encrypt_for(to.sender)
 
     # -- dispatch ---------------------------------------------------------------------------
 

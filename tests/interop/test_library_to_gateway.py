@@ -20,7 +20,7 @@ from gateway.points import PointTable
 from gateway.smartapi.access import AccessService
 from gateway.smartapi.codec import parse
 from gateway.smartapi.decode import message_node
-from gateway.smartapi.interop import Profiles, derived_id, read_envelope
+from gateway.smartapi.interop import Dialect, PeerProfile, Profiles, derived_id, read_envelope
 from gateway.smartapi.messages import ErrorMessage, Method, Notification, Request, Response
 from gateway.smartapi.security.profile import InboundSecurity, OutboundSecurity
 from gateway.smartapi.vocab import SMARTAPI, QuantityKind
@@ -143,8 +143,6 @@ def test_peer_time_zone_is_the_configured_one(library: LibraryPeer, keys: Keys) 
     """A fixed naive time from the peer means that wall-clock time in its zone."""
     body = library.request(**write_spec(id=2, generated_at="2026-07-01T12:00:00"))
     graph = parse(body.body, body.content_type)
-    from gateway.smartapi.interop import Dialect, PeerProfile
-
     for zone, hour in (("UTC", 12), (PEER_TZ, 9)):  # Helsinki is UTC+3 in July
         g = parse(body.body, body.content_type)
         read_envelope(g, body.body, Profiles({PEER: PeerProfile(Dialect.SMARTAPI_11, zone)}))
@@ -347,8 +345,6 @@ def test_response_from_the_library_is_read(library: LibraryPeer) -> None:
 
 
 def _v11() -> object:
-    from gateway.smartapi.interop import Dialect, PeerProfile
-
     return PeerProfile(Dialect.SMARTAPI_11, "UTC")
 
 
@@ -492,3 +488,30 @@ def test_error_from_the_library_is_reported(library: LibraryPeer) -> None:
         kind="error", sender=PEER, id=5, code=409, message="forecast refused: market closed"
     )
     assert answer_text(body.body, body.content_type) == "409: forecast refused: market closed"
+
+
+async def test_encrypted_request_we_cannot_answer_encrypted_changes_nothing(
+    library: LibraryPeer, keys: Keys, demo_config: LoadedConfig, table: PointTable
+) -> None:
+    """A 1.1 sender whose key we do not hold (signatures not required, a development
+    setup) sends an encrypted Write: refused before it is applied, the refusal plain."""
+    stranger = "https://stranger.example/smartapi"
+    profiles = Profiles({stranger: PeerProfile(Dialect.SMARTAPI_11, PEER_TZ)})
+    r = rig(demo_config, table, keys, profiles, strict=False)
+    body = library.request(**write_spec(sender=stranger, id=81, encrypt_for=str(keys.gateway_pub)))
+    reply = await r.access.handle(body.body, body.content_type, "ams")
+    assert reply.status == 403 and b"no trusted RSA key" in reply.body
+    assert r.controller.sent == []
+
+
+async def test_a_wrong_zone_in_the_config_shows_as_a_stale_message(
+    library: LibraryPeer, keys: Keys, demo_config: LoadedConfig, table: PointTable
+) -> None:
+    """The peer's clock runs in Helsinki; configured as UTC its naive times lie two or
+    three hours ahead: the replay window refuses them instead of guessing a zone."""
+    profiles = Profiles({PEER: PeerProfile(Dialect.SMARTAPI_11, "UTC")})
+    r = rig(demo_config, table, keys, profiles, strict=True)
+    body = library.request(**write_spec(sign_key=str(keys.peer_key)))
+    reply = await r.access.handle(body.body, body.content_type, "ams")
+    assert reply.status == 409 and b"future" in reply.body
+    assert r.controller.sent == []

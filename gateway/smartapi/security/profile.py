@@ -108,11 +108,17 @@ class OutboundSecurity:
             return serialize(roots, Format.TURTLE), Format.TURTLE.value
         peer = None
         if encrypt:
-            keys = [p for p in self.trust.by_sender(recipient) if isinstance(p.key, RSAPublicKey)]
-            if not keys:
+            peer = self._rsa_key_of(recipient)
+            if peer is None:
                 raise KeyFileError(f"no trusted RSA key of {recipient} to encrypt for")
-            peer = keys[0]
         return legacy.seal(roots, self.identity, activities, encrypt_for=peer)
+
+    def can_encrypt_for(self, recipient: str) -> bool:
+        return self._rsa_key_of(recipient) is not None
+
+    def _rsa_key_of(self, recipient: str) -> Peer | None:
+        keys = [p for p in self.trust.by_sender(recipient) if isinstance(p.key, RSAPublicKey)]
+        return keys[0] if keys else None
 
     def encode(self, roots: list[Node], fmt: Format = Format.TURTLE) -> bytes:
         return serialize(self.seal(roots), fmt)
