@@ -430,6 +430,9 @@ async def test_every_kind_format_and_security(
     if security != "unsigned":
         assert answer["checks"]
         assert all(c["hash_ok"] and c["signature_ok"] for c in answer["checks"])
+    assert answer["generated_by"] == GATEWAY and isinstance(answer["id"], int)
+    answered_at = datetime.fromisoformat(answer["generated_at"])
+    assert abs(answered_at - datetime.now(UTC)) < timedelta(minutes=1)
     (activity,) = answer["activities"]
     (entity,) = activity["entities"]
     assert entity["iri"] == BESS
