@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.flex.bridge import FlexReserveHandler, NorthPublisher
+from gateway.flex.messages import ExternalForecasts
 from gateway.flex.records import FlexRecords
 from gateway.flex.service import FlexService
 from gateway.north.outbox import OutboxStats
@@ -50,7 +51,17 @@ async def attach_market(gw: Gateway) -> Market | None:
     publisher = NorthPublisher(north.send, sender=north.config.identity, microgrid=cfg.microgrid.id)
     records = FlexRecords(cfg.state_dir / "flex.sqlite")
     gw.stack.callback(records.close)
-    flex = FlexService(gw.config, gw.table, gw.controller, records, publisher, history=gw.store)
+    # external forecasts (TimeSeries writes to the access endpoint) join the DER baselines
+    forecasts = ExternalForecasts()
+    flex = FlexService(
+        gw.config,
+        gw.table,
+        gw.controller,
+        records,
+        publisher,
+        history=gw.store,
+        external=forecasts,
+    )
     north.handler = FlexReserveHandler(flex)
     opener, sealer = north.access_security()
     north.access = AccessService(
@@ -60,6 +71,8 @@ async def attach_market(gw: Gateway) -> Market | None:
         sender=north.config.identity,
         opener=opener,
         sealer=sealer,
+        profiles=north.config.profiles(),
+        forecasts=forecasts,
     )
     await gw.stack.enter_async_context(north)
     market = Market(north, flex)

@@ -108,7 +108,10 @@ class North:
         try:
             # keys and TLS files are read now: a missing or bad file fails the start
             self._codec = self._codec_override or secured(
-                self.config.signing, self.config.identity, self.config.server.max_statements
+                self.config.signing,
+                self.config.identity,
+                self.config.server.max_statements,
+                self.config.profiles(),
             )
             self._server_ssl = server_context(self.config.tls)
             self._client_ssl = client_context(self.config.tls)
@@ -225,8 +228,11 @@ class North:
         )
         if self._codec is None:
             raise RuntimeError("North.send() outside `async with North(...)`")
-        body = self._codec.encode(message, TURTLE)
-        fresh = await self.outbox.put(OutboundMessage(message.id, channel.value, TURTLE, body))
+        if self.config.ams_profile().legacy:  # the AMS runs the Smart API 1.1 library
+            body, ctype = self._codec.encode_v11(message)
+        else:
+            body, ctype = self._codec.encode(message, TURTLE), TURTLE
+        fresh = await self.outbox.put(OutboundMessage(message.id, channel.value, ctype, body))
         if fresh and isinstance(message, FlexibilityForecast) and self._sink is not None:
             await self._sink.record_forecast(message)
         return fresh
@@ -234,7 +240,10 @@ class North:
     def access_security(self) -> tuple[InboundSecurity, OutboundSecurity]:
         """Opener and sealer for the Smart API access core, with our keys and trust."""
         return access_security(
-            self.config.signing, self.config.identity, self.config.server.max_statements
+            self.config.signing,
+            self.config.identity,
+            self.config.server.max_statements,
+            self.config.profiles(),
         )
 
     async def stats(self) -> NorthStats:
