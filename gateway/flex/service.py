@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -159,6 +159,7 @@ class FlexService:
         self.records = records
         self.publisher = publisher
         self.clock = clock or WallClock()
+        self._controller = controller
         self.writer = SetpointWriter(controller, points, self.model.settings.setpoint_deadband_kw)
         self.external = external
         self.reservations: list[Reservation] = []
@@ -310,6 +311,36 @@ class FlexService:
             ):
                 await self._cycle(now)
         return decision
+
+    # -- reload ------------------------------------------------------------------------------
+
+    async def prepare_reload(self, config: LoadedConfig) -> Callable[[], Awaitable[None]]:
+        """The model of a reloaded config (DERs, coupling point and internal limits, flex
+        settings), built against its mapping; the commit swaps it in between two cycles."""
+        model = FlexModel.build(config, PointTable(config))
+
+        async def commit() -> None:
+            async with self._lock:
+                self.model = model
+                self.inputs = InputBuilder(model, self.points, self.history)
+                # the next cycle writes every target again, against the new ratings
+                self.writer = SetpointWriter(
+                    self._controller, self.points, model.settings.setpoint_deadband_kw
+                )
+                self.plan, self._plan_at = None, None  # replanned on the new limits
+                self._steered &= set(model.caps)
+                if self.running is not None:
+                    gone = set(self.running.targeted) - set(model.caps)
+                    for der in gone:
+                        del self.running.targeted[der]
+            log.info(
+                "flex: reloaded (%d DERs, import <= %g kW, export <= %g kW)",
+                len(model.caps),
+                model.grid.import_kw,
+                model.grid.export_kw,
+            )
+
+        return commit
 
     # -- the loop ----------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
@@ -94,6 +95,8 @@ class North:
         self._client_ssl: ssl.SSLContext | None = None
         self._server_ssl: ssl.SSLContext | None = None
         self._started = asyncio.Event()
+        #: who may connect, and with which role; a reload replaces its rules
+        self.allow = AllowList(config.allow, config.tls)
 
     @classmethod
     def from_config(cls, loaded: LoadedConfig, **kwargs: Any) -> North:
@@ -148,7 +151,7 @@ class North:
         if self.pipeline is None or self._server_ssl is None or self._client_ssl is None:
             raise RuntimeError("North.run() outside `async with North(...)`")
         pipeline = self.pipeline
-        allow = AllowList(self.config.allow, self.config.tls)
+        allow = self.allow
         app = build_app(pipeline, allow, self.config.server, access=self.access)
         async with AsyncExitStack() as stack:
             self.server = await stack.enter_async_context(
@@ -179,7 +182,6 @@ class North:
 
         mqtt = self.config.mqtt
         assert mqtt is not None  # the config model guarantees it
-        peer = allow.role_peer(Role.AMS, via="MQTT broker ACL")
 
         limit = self.config.server.max_body_bytes
 
@@ -198,6 +200,8 @@ class North:
             if refusal is not None:
                 log.warning("refused MQTT %s: %s", channel.value, refusal)
                 return pipeline.refuse(refusal, content_type)
+            # asked per message: a reload may have changed the senders the AMS may sign as
+            peer = allow.role_peer(Role.AMS, via="MQTT broker ACL")
             return await pipeline.handle(channel, body, content_type, peer)
 
         assert self._client_ssl is not None
@@ -230,6 +234,31 @@ class North:
         if fresh and isinstance(message, FlexibilityForecast) and self._sink is not None:
             await self._sink.record_forecast(message)
         return fresh
+
+    async def prepare_reload(self, loaded: LoadedConfig) -> Callable[[], Awaitable[None]]:
+        """Re-read the signing key and trusted peers (from the reloaded `north.signing`; the
+        files may have been replaced under the same names) and take the new allow-list.
+        Only these sections reach here: the reload refuses other `north` changes."""
+        if loaded.gateway.north is None:
+            raise ValueError("north: removed; only a restart applies it")
+        config = loaded.gateway.north.resolved(loaded.source.parent)
+        codec = self._codec_override or secured(
+            config.signing, config.identity, config.server.max_statements
+        )
+
+        async def commit() -> None:
+            self.config = config
+            self._codec = codec
+            if self.pipeline is not None:
+                self.pipeline.use_codec(codec, timedelta(seconds=config.signing.replay_window_s))
+            self.allow.replace(config.allow)
+            log.info(
+                "north: reloaded the allow-list (%d peers), signing key %s and trusted peers",
+                len(config.allow),
+                config.signing.key_id,
+            )
+
+        return commit
 
     def access_security(self) -> tuple[InboundSecurity, OutboundSecurity]:
         """Opener and sealer for the Smart API access core, with our keys and trust."""
