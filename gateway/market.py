@@ -21,6 +21,7 @@ from gateway.flex.service import FlexService
 from gateway.north.codec import access_security
 from gateway.north.outbox import OutboxStats
 from gateway.north.service import North
+from gateway.ops.flexwatch import FlexWatch
 from gateway.ops.health import CheckResult
 from gateway.smartapi.access import AccessService
 from gateway.smartapi.security.profile import InboundSecurity
@@ -68,6 +69,9 @@ async def attach_market(gw: Gateway) -> Market | None:
     north.access = access
     await gw.stack.enter_async_context(north)
     market = Market(north, flex)
+    watch = FlexWatch(flex, gw.metrics)
+    flex.observer = watch
+    gw.status.set_flex_source(watch.status)
     gw.on_reload("flex", flex.prepare_reload)
     gw.on_reload("north", north.prepare_reload)
     gw.on_reload("access", lambda config: _reload_access(access, config))
@@ -128,6 +132,27 @@ def _instrument(gw: Gateway, market: Market) -> None:
     gw.metrics.callback(
         "mgms_outbox_oldest_age_seconds", "Age of the oldest undelivered message", "gauge", age
     )
+
+    def inbound() -> list[tuple[tuple[str, ...], float]]:
+        pipeline = market.north.pipeline
+        return [((r,), float(n)) for r, n in (pipeline.counts if pipeline else {}).items()]
+
+    gw.metrics.callback(
+        "mgms_inbound_messages_total",
+        "Messages from the AMS answered, by reason (accepted, repeat, or why refused).",
+        "counter",
+        inbound,
+        ("reason",),
+    )
+    if market.north.config.transport == "mqtt":
+
+        def connected() -> list[tuple[tuple[str, ...], float]]:
+            mqtt = market.north.mqtt
+            return [((), float(mqtt is not None and mqtt.connected.is_set()))]
+
+        gw.metrics.callback(
+            "mgms_mqtt_connected", "1 while the session with the broker is up.", "gauge", connected
+        )
 
     def outbox_ready() -> CheckResult:
         oldest = market.outbox.oldest_age_s if market.outbox else None

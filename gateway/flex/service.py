@@ -90,6 +90,55 @@ class FlexPublisher(Protocol):
     async def verification(self, message: Verification) -> None: ...
 
 
+class FlexObserver(Protocol):
+    """Who watches the service (metrics, the status page): told as things happen, on the
+    event loop thread; must be quick and must not fail."""
+
+    def decided(self, act: Activation, decision: ActivationDecision) -> None: ...
+
+    def in_force(self, act: Activation, seconds: float) -> None:
+        """The first set points of `act` were written, `seconds` after it was due."""
+
+    def cycled(
+        self,
+        act: Activation,
+        at: datetime,
+        setpoint_kw: float | None,
+        baseline_kw: float | None,
+        measured_kw: float | None,
+    ) -> None: ...
+
+    def verified(self, verification: Verification) -> None: ...
+
+    def ended(self, act: Activation, at: datetime, summary: str) -> None: ...
+
+
+class Unobserved:
+    """The default FlexObserver: nobody watches."""
+
+    def decided(self, act: Activation, decision: ActivationDecision) -> None:
+        pass
+
+    def in_force(self, act: Activation, seconds: float) -> None:
+        pass
+
+    def cycled(
+        self,
+        act: Activation,
+        at: datetime,
+        setpoint_kw: float | None,
+        baseline_kw: float | None,
+        measured_kw: float | None,
+    ) -> None:
+        pass
+
+    def verified(self, verification: Verification) -> None:
+        pass
+
+    def ended(self, act: Activation, at: datetime, summary: str) -> None:
+        pass
+
+
 @dataclass
 class Running:
     """The activation in force."""
@@ -98,6 +147,9 @@ class Running:
     reservation: Reservation | None
     baseline: Baseline
     decision: ActivationDecision
+    #: event-loop time at which its set points were due (decided, or its start if later);
+    #: None once they were written (or for one resumed after a restart)
+    due: float | None = None
     setpoints: list[Setpoint] = field(default_factory=list)
     #: distributed DERs that received their target (supervised from then on)
     targeted: dict[str, float] = field(default_factory=dict)
@@ -173,6 +225,8 @@ class FlexService:
         self._plan_at: datetime | None = None
         self._last_forecast: datetime | None = None
         self._started = False
+        #: metrics and the status page; set by the composition root
+        self.observer: FlexObserver = Unobserved()
 
     # -- business API for the northbound pipeline ------------------------------------------
 
@@ -286,7 +340,9 @@ class FlexService:
                     await self._end(
                         now, "superseded by activation " + act.id, release=act.start > now
                     )
-                self.running = Running(act, reservation, base, decision)
+                lead = max((act.start - now).total_seconds(), 0.0)
+                due = asyncio.get_running_loop().time() + lead
+                self.running = Running(act, reservation, base, decision, due)
             await asyncio.to_thread(
                 self.records.save_activation,
                 now,
@@ -304,6 +360,7 @@ class FlexService:
                 decision.status.value,
                 "; ".join(map(str, decision.reasons)),
             )
+            self.observer.decided(act, decision)
             if (
                 self.running is not None
                 and self.running.activation.id == act.id
@@ -585,6 +642,11 @@ class FlexService:
                 result.q[der_id] if (cap.q_controllable and q is not None) else None,
             )
         await self._write(now, act.id, targets)
+        if run.due is not None:
+            self.observer.in_force(act, max(asyncio.get_running_loop().time() - run.due, 0.0))
+            run.due = None
+        pcc_p = self.points.value(self.model.pcc, Quantity.ACTIVE_POWER)
+        self.observer.cycled(act, now, p, run.baseline.p_at(i) if i is not None else None, pcc_p)
         run.cycles += 1
         self._supervise(run, now)
         # an interval is verified once the meter's readings beyond its end are stored
@@ -680,6 +742,7 @@ class FlexService:
             return None
         await asyncio.to_thread(self.records.save_verification, v)
         await self.publisher.verification(v)
+        self.observer.verified(v)
         return v
 
     async def _measurements(self, start: datetime, end: datetime) -> Measurements:
@@ -740,6 +803,7 @@ class FlexService:
             await asyncio.to_thread(
                 self.records.end_activation, run.activation.id, now, "ended", summary
             )
+            self.observer.ended(run.activation, at, summary)
 
     async def _release(self, now: datetime, origin_id: str) -> None:
         """After an activation every controllable DER goes back to its plan."""

@@ -74,8 +74,8 @@ class ReloadPlan:
             f"{len(self.removed)} removed",
             f"{len(self.unchanged)} unchanged",
         ]
-        applied = ", ".join(self.live) if self.live else "no config section changed"
-        return f"applied {applied}; devices: " + ", ".join(parts)
+        sections = f"{', '.join(self.live)} applied" if self.live else "no config section changed"
+        return f"{sections}; devices: " + ", ".join(parts)
 
 
 def _dump(value: Any) -> Any:

@@ -190,7 +190,7 @@ def test_sighup_keeps_running_on_bad_files_and_applies_good_ones(service: Servic
     service.wait_for("RELOADING")
     applied = service.wait_for("READY")
     assert applied["STATUS"].startswith(
-        "reloaded (devices: 0 added, 1 changed, 0 removed, 3 unchanged)"
+        "reloaded: no config section changed; devices: 0 added, 1 changed, 0 removed, 3 unchanged"
     ), applied
     status, snap = service.get("/api/status")
     assert "pv1.q" not in {p["id"] for p in snap["points"]}

@@ -137,7 +137,7 @@ async def test_ders_are_applied_to_flex_and_the_access_endpoint(rig: MarketRig) 
     access_der = rig.access.config.der("bess")
     assert access_der is not None and access_der.ratings.p_max_kw == 6
     [status] = rig.status()[-1:]
-    assert "STATUS=reloaded: applied ders;" in status
+    assert "STATUS=reloaded: ders applied; devices: 0 added" in status
 
 
 async def test_coupling_point_limits_are_applied(rig: MarketRig) -> None:
