@@ -1,4 +1,5 @@
-"""The operations listener: /healthz, /readyz, /metrics, /api/status and the status page.
+"""The operations listener: /healthz, /readyz, /metrics, /api/status and the status page
+(`/?device=<id>`, `/?q=<text>`, `/?problems=1` narrow its list of points).
 
 Read-only (GET only) and on its own address, loopback by default. Off loopback every route
 but /healthz needs the operator's bearer token, compared in constant time.
@@ -148,5 +149,5 @@ class OpsServer:
         return web.json_response(as_json(snapshot(self.gw)))
 
     async def _page(self, request: web.Request) -> web.Response:
-        html = status_page.render(snapshot(self.gw))
+        html = status_page.render(snapshot(self.gw), status_page.PointQuery.of(request.query))
         return web.Response(text=html, content_type="text/html", charset="utf-8")

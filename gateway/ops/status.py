@@ -84,17 +84,32 @@ class DeviceRow:
 
 
 @dataclass(frozen=True)
+class CommandRow:
+    """The last command sent to a point: what, when, by whom, and how the device answered."""
+
+    value: float | int | bool
+    time: datetime
+    status: str  # confirmed, rejected, timeout, link_down
+    confirmed: bool
+    origin: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class PointRow:
     id: str
     device: str
     der: str | None
     quantity: str
+    #: read, write or read-write; a write-only point has no reading, only `command`
+    direction: str
     value: float | int | bool | None
     unit: str
     quality: str
     good: bool
     age_s: float | None
     detail: str
+    command: CommandRow | None = None
 
 
 @dataclass(frozen=True)
@@ -139,23 +154,38 @@ def snapshot(gw: Gateway) -> Snapshot:
         )
         for s in gw.sessions.values()
     ]
+    last = gw.controller.last if gw.controller is not None else {}
     points = []
     for m in gw.table:
-        if not m.point.direction.readable:
-            continue
         r = gw.table.latest(m.point.id)
+        sent = last.get(m.point.id)
+        command = None
+        if sent is not None:
+            command = CommandRow(
+                sent.command.value,
+                sent.completed_at,
+                sent.status.value,
+                sent.ok,
+                sent.command.origin,
+                sent.detail,
+            )
+        quality = "no data" if r is None else str(r.quality)
+        if not m.point.direction.readable:
+            quality = "write-only" if sent is None else f"write-only, {sent.status.value}"
         points.append(
             PointRow(
                 m.point.id,
                 m.device.id,
                 m.point.der,
                 m.point.quantity.value,
+                m.point.direction.value,
                 None if r is None else r.value,
                 m.point.unit,
-                "no data" if r is None else str(r.quality),
+                quality,
                 r is not None and r.quality.good,
                 None if r is None else round((now - r.gateway_time).total_seconds(), 1),
                 "" if r is None else r.detail,
+                command,
             )
         )
     table = gw.table

@@ -156,6 +156,29 @@ async def test_status_json_and_page(rig: Rig, http: tuple[aiohttp.ClientSession,
         assert r.status == 405  # read-only
 
 
+async def test_status_shows_the_last_command_of_a_point(
+    rig: Rig, http: tuple[aiohttp.ClientSession, str]
+) -> None:
+    session, base = http
+    gw = rig.gw
+    assert await gw.wait_connected(2.0) and gw.controller is not None
+    async with session.get(base + "/api/status") as r:
+        before = {p["id"]: p for p in (await r.json())["points"]}
+    assert before["a.set"]["command"] is None and before["a.set"]["direction"] == "read-write"
+    await gw.controller.write(Command("a.set", 3, origin="op-1"))
+    rig.fields["dev-a"].refuse.add("a.set")
+    await gw.controller.write(Command("a.set", 4, origin="op-2"))
+    async with session.get(base + "/api/status") as r:
+        after = {p["id"]: p for p in (await r.json())["points"]}
+    command = after["a.set"]["command"]
+    assert (command["value"], command["status"], command["confirmed"]) == (4, "rejected", False)
+    assert command["origin"] == "op-2" and command["detail"] == "illegal data address"
+    assert datetime.fromisoformat(command["time"]) <= datetime.now(UTC)
+    async with session.get(base + "/?q=a.set") as r:
+        page = await r.text()
+    assert "4 rejected at" in page and "by op-2" in page
+
+
 async def test_token_guards_everything_but_liveness(tmp_path: Path, rig: Rig) -> None:
     token_file = tmp_path / "operator.token"
     token_file.write_text("s3cret-operator-token-0123\n")
