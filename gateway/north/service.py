@@ -157,21 +157,30 @@ class North:
             self.server = await stack.enter_async_context(
                 HttpsServer(app, self.config.server, self._server_ssl)
             )
-            sender: HttpsSender | MqttEndpoint
+            sender: HttpsSender | MqttEndpoint | None = None
             if self.config.transport == "mqtt":
                 sender = self.mqtt = self._mqtt_endpoint(pipeline, allow)
-            else:
-                assert self.config.ams is not None  # the config model guarantees it
+            elif self.config.ams is not None:
                 # opened before and closed after the task group: a delivery that is under
                 # way when the gateway stops must not find the session closed
                 sender = await stack.enter_async_context(
                     HttpsSender(self.config.ams, self._client_ssl, own_cert=self.config.tls.cert)
                 )
+            else:
+                log.info("north: no AMS configured; serving the access endpoint only")
             async with asyncio.TaskGroup() as tg:
                 if self.mqtt is not None:
                     tg.create_task(self.mqtt.run())
-                tg.create_task(self.outbox.run(sender))
+                if sender is not None:
+                    tg.create_task(self.outbox.run(sender))
                 self._started.set()
+                if sender is None:
+                    await asyncio.Event().wait()  # serve until cancelled
+
+    @property
+    def has_ams(self) -> bool:
+        """Whether forecasts and verifications have somewhere to go."""
+        return self.config.transport == "mqtt" or self.config.ams is not None
 
     async def started(self) -> None:
         """Wait until the server listens and delivery runs (tests, the demo)."""
@@ -229,6 +238,8 @@ class North:
         )
         if self._codec is None:
             raise RuntimeError("North.send() outside `async with North(...)`")
+        if not self.has_ams:
+            return False  # nobody to send it to; an outbox would only grow and warn
         body = self._codec.encode(message, TURTLE)
         fresh = await self.outbox.put(OutboundMessage(message.id, channel.value, TURTLE, body))
         if fresh and isinstance(message, FlexibilityForecast) and self._sink is not None:

@@ -1,8 +1,9 @@
 """The operations listener: /healthz, /readyz, /metrics, /api/status and the status page
 (`/?device=<id>`, `/?q=<text>`, `/?problems=1` narrow its list of points).
 
-Read-only (GET only) and on its own address, loopback by default. Off loopback every route
-but /healthz needs the operator's bearer token, compared in constant time.
+On its own address, loopback by default. Off loopback every route but /healthz needs the
+operator's bearer token, compared in constant time. Everything is read-only except
+`POST /api/points/<id>` (gateway.ops.points_api), which needs the token even on loopback.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from gateway.config import OpsConfig
 from gateway.errors import ServiceError
 from gateway.ops import status_page
 from gateway.ops.metrics import CONTENT_TYPE
+from gateway.ops.points_api import PointsApi
 from gateway.ops.status import as_json, snapshot
 
 if TYPE_CHECKING:
@@ -75,6 +77,7 @@ class OpsServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/api/status", self._status_json)
         app.router.add_get("/", self._page)
+        PointsApi(self.gw, writes_allowed=self._token is not None).add_routes(app)
         return app
 
     async def __aenter__(self) -> OpsServer:

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from gateway.mapping import Quantity
+from gateway.model import CommandResult, Reading
+from gateway.points import MappedPoint
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -138,6 +140,39 @@ class Snapshot:
     flex: FlexStatus = field(default_factory=FlexStatus)
 
 
+def point_row(
+    m: MappedPoint, r: Reading | None, sent: CommandResult | None, now: datetime
+) -> PointRow:
+    """One point as operators see it: its latest reading and the last command sent to it."""
+    command = None
+    if sent is not None:
+        command = CommandRow(
+            sent.command.value,
+            sent.completed_at,
+            sent.status.value,
+            sent.ok,
+            sent.command.origin,
+            sent.detail,
+        )
+    quality = "no data" if r is None else str(r.quality)
+    if not m.point.direction.readable:
+        quality = "write-only" if sent is None else f"write-only, {sent.status.value}"
+    return PointRow(
+        m.point.id,
+        m.device.id,
+        m.point.der,
+        m.point.quantity.value,
+        m.point.direction.value,
+        None if r is None else r.value,
+        m.point.unit,
+        quality,
+        r is not None and r.quality.good,
+        None if r is None else round((now - r.gateway_time).total_seconds(), 1),
+        "" if r is None else r.detail,
+        command,
+    )
+
+
 def snapshot(gw: Gateway) -> Snapshot:
     from gateway import __version__
 
@@ -155,40 +190,8 @@ def snapshot(gw: Gateway) -> Snapshot:
         for s in gw.sessions.values()
     ]
     last = gw.controller.last if gw.controller is not None else {}
-    points = []
-    for m in gw.table:
-        r = gw.table.latest(m.point.id)
-        sent = last.get(m.point.id)
-        command = None
-        if sent is not None:
-            command = CommandRow(
-                sent.command.value,
-                sent.completed_at,
-                sent.status.value,
-                sent.ok,
-                sent.command.origin,
-                sent.detail,
-            )
-        quality = "no data" if r is None else str(r.quality)
-        if not m.point.direction.readable:
-            quality = "write-only" if sent is None else f"write-only, {sent.status.value}"
-        points.append(
-            PointRow(
-                m.point.id,
-                m.device.id,
-                m.point.der,
-                m.point.quantity.value,
-                m.point.direction.value,
-                None if r is None else r.value,
-                m.point.unit,
-                quality,
-                r is not None and r.quality.good,
-                None if r is None else round((now - r.gateway_time).total_seconds(), 1),
-                "" if r is None else r.detail,
-                command,
-            )
-        )
     table = gw.table
+    points = [point_row(m, table.latest(m.point.id), last.get(m.point.id), now) for m in table]
     ders = [
         DerRow(
             d.id,

@@ -8,7 +8,6 @@ and the delivered percentage, and the page draws the chart."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import Gateway
 from gateway.demo_market import ams_for, crp_cycle
-from gateway.loader import load_config
 from gateway.ops.server import OpsServer
-from tests.support.procs import DEMO_CONFIG, sim_process
+from tests.support.demo_site import demo_site
 
 pytestmark = pytest.mark.integration
-
-NOON = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0).isoformat()
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -41,13 +37,7 @@ async def get(url: str) -> tuple[int, str]:
 
 
 async def test_activation_is_seen_in_status_metrics_and_chart(tmp_path: Path) -> None:
-    devices = [d.id for d in load_config(DEMO_CONFIG).devices if d.protocol == "modbus"]
-    with sim_process(devices, extra=["--start", NOON]) as sim:
-        config = load_config(DEMO_CONFIG, port_overrides=sim.ports)
-        config.mappings = {p: m for p, m in config.mappings.items() if p.name == "modbus.yaml"}
-        config.gateway.state_dir = tmp_path / "state"
-        config.gateway.state_dir.mkdir()
-        config.gateway.ops.port = 0
+    with demo_site(tmp_path / "state", {"modbus"}) as config:
         async with (
             ams_for(config, config.gateway.state_dir) as ams,
             Gateway(config) as gw,

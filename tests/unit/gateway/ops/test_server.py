@@ -179,6 +179,21 @@ async def test_status_shows_the_last_command_of_a_point(
     assert "4 rejected at" in page and "by op-2" in page
 
 
+async def test_point_writes_need_a_token_even_on_loopback(
+    rig: Rig, http: tuple[aiohttp.ClientSession, str]
+) -> None:
+    session, base = http
+    assert await rig.gw.wait_connected(2.0) and rig.gw.controller is not None
+    async with session.post(base + "/api/points/a.set", json={"value": 3}) as r:
+        assert r.status == 403
+        assert "ops.operator_token_file" in (await r.json())["error"]
+    assert not rig.gw.controller.sent
+    async with session.get(base + "/api/points?id=a.soc") as r:  # reading is open on loopback
+        assert r.status == 200
+        [row] = (await r.json())["points"]
+    assert (row["id"], row["value"], row["unit"]) == ("a.soc", 55.0, "PERCENT")
+
+
 async def test_token_guards_everything_but_liveness(tmp_path: Path, rig: Rig) -> None:
     token_file = tmp_path / "operator.token"
     token_file.write_text("s3cret-operator-token-0123\n")
