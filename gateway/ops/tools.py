@@ -227,12 +227,16 @@ def _print_answer(answer: AnyMessage, request: Request, verified: bool) -> int:
     for activity in answer.activities:
         for entity in activity.entities:
             for vo in entity.value_objects:
-                quality = "" if vo.quality is None else str(vo.quality)
-                when = "" if vo.time is None else vo.time.isoformat()
-                print(
-                    f"{activity.method.value.lower():<6} {entity.iri} {vo.point or '-'} "
-                    f"{_fmt(vo.value)} {vo.unit or ''} {quality} {when}".rstrip()
-                )
+                fields = [
+                    f"{activity.method.value.lower():<6}",
+                    entity.iri,
+                    vo.point or "-",
+                    _fmt(vo.value),
+                    vo.unit or "",
+                    "" if vo.quality is None else str(vo.quality),
+                    "" if vo.time is None else vo.time.isoformat(),
+                ]
+                print(" ".join(f for f in fields if f))
     return 0
 
 
