@@ -15,6 +15,7 @@ prints the answer (checked against a trust file when one is given).
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import math
 import re
@@ -256,6 +257,15 @@ def cmd_smartapi(args: argparse.Namespace) -> int:
 # -- wiring -------------------------------------------------------------------------------
 
 
+def _login() -> str:
+    """The login name as the audit trail takes it (letters, digits, _.@-)."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, e.g. in a container
+        return "operator"
+    return re.sub(r"[^A-Za-z0-9_.@\-]", "_", name)[:64] or "operator"
+
+
 def _ops_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config", type=Path, default=DEFAULT_CONFIG, help="the gateway config (ops listener)"
@@ -292,7 +302,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     write = points.add_parser("write", help="write a value in the point's own unit")
     write.add_argument("id", metavar="ID")
     write.add_argument("value", type=parse_value, metavar="VALUE")
-    write.add_argument("--by", default="operator", help="who writes, for the audit trail")
+    write.add_argument(
+        "--by", default=_login(), help="who writes, for the audit trail (default: your login)"
+    )
     _ops_arguments(write)
     write.set_defaults(func=_guarded(cmd_point_write))
 
