@@ -1,5 +1,5 @@
 """The operations listener: /healthz, /readyz, /metrics, /api/status and the status page
-(`/?device=<id>`, `/?q=<text>`, `/?problems=1` narrow its list of points).
+(`?device=<id>`, `?q=<text>`, `?problems=1` narrow its list of points, and /api/status's).
 
 On its own address, loopback by default. Off loopback every route but /healthz needs the
 operator's bearer token, compared in constant time. Everything is read-only except
@@ -8,6 +8,7 @@ operator's bearer token, compared in constant time. Everything is read-only exce
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import stat
@@ -149,7 +150,11 @@ class OpsServer:
         )
 
     async def _status_json(self, request: web.Request) -> web.Response:
-        return web.json_response(as_json(snapshot(self.gw)))
+        snap = snapshot(self.gw)
+        query = status_page.PointQuery.of(request.query)  # the page's filters narrow it too
+        if query.given:
+            snap = dataclasses.replace(snap, points=[p for p in snap.points if query.matches(p)])
+        return web.json_response(as_json(snap))
 
     async def _page(self, request: web.Request) -> web.Response:
         html = status_page.render(snapshot(self.gw), status_page.PointQuery.of(request.query))

@@ -174,6 +174,8 @@ async def test_status_shows_the_last_command_of_a_point(
     assert (command["value"], command["status"], command["confirmed"]) == (4, "rejected", False)
     assert command["origin"] == "op-2" and command["detail"] == "illegal data address"
     assert datetime.fromisoformat(command["time"]) <= datetime.now(UTC)
+    async with session.get(base + "/api/status?q=a.set") as r:
+        assert [p["id"] for p in (await r.json())["points"]] == ["a.set"]
     async with session.get(base + "/?q=a.set") as r:
         page = await r.text()
     assert "4 rejected at" in page and "by op-2" in page
