@@ -152,6 +152,9 @@ class Gateway:
                 commits.append((name, await prepare(new)))
             except (GatewayError, ValueError, OSError) as exc:
                 raise ReloadRefused(f"{name} cannot take the new config: {exc}") from exc
+            except Exception as exc:  # a bug must not stop a running gateway over a reload
+                log.exception("reload: %s failed to prepare the new config", name)
+                raise ReloadRefused(f"{name} cannot take the new config: {exc!r}") from exc
         # from here on nothing is refused
         for device_id in (*plan.removed, *(d.id for d in plan.changed)):
             await self._stop(device_id)
