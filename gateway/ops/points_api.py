@@ -25,7 +25,7 @@ from aiohttp import web
 
 from gateway.errors import CommandError, LimitViolation, UnknownPoint
 from gateway.model import Command, CommandMode, CommandStatus
-from gateway.ops.status import point_row
+from gateway.ops.status import plain, point_row
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -41,14 +41,6 @@ _NOT_DONE = {
     CommandStatus.TIMEOUT: 504,
     CommandStatus.LINK_DOWN: 503,
 }
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 def _refusal(status: int, error: str, **extra: Any) -> web.Response:
@@ -87,7 +79,7 @@ class PointsApi:
             assert mapped is not None
             row = point_row(mapped, self.gw.table.latest(point_id), last.get(point_id), now)
             reading = self.gw.table.latest(point_id)
-            out = _plain(asdict(row))
+            out = plain(asdict(row))
             out["time"] = None if reading is None else reading.gateway_time.isoformat()
             rows.append(out)
         return web.json_response({"points": rows})

@@ -233,15 +233,16 @@ def snapshot(gw: Gateway) -> Snapshot:
     )
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A dataclass dump made JSON-ready (times as ISO 8601)."""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
 def as_json(snap: Snapshot) -> dict[str, Any]:
-    return dict(_plain(asdict(snap)))
+    return dict(plain(asdict(snap)))
