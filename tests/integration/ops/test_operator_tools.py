@@ -196,3 +196,42 @@ async def test_smartapi_read_and_write_without_an_ams(
     assert (await site.gw.market.north.outbox.stats()).pending == 0
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "outbox" in r.name]
     assert not site.gw.market.north.has_ams
+
+
+async def test_smartapi_requests_with_a_key_the_gateway_does_not_trust_are_refused(
+    site: Site,
+) -> None:
+    """Signed with the gateway's own key under the operator's key id: the signature does
+    not verify, the request is refused with the reason, and nothing is written."""
+    assert site.gw.controller is not None
+    code, out, err = await site.mgms(
+        "smartapi",
+        "write",
+        "--url",
+        site.north_url,
+        "--microgrid",
+        "demo-microgrid",
+        "--der",
+        "bess1",
+        "--point",
+        "bess1.p_set",
+        "--value",
+        "5",
+        "--unit",
+        "KiloW",
+        "--sender",
+        OPERATOR_IDENTITY,
+        "--key-id",
+        "operator-1",
+        "--signing-key",
+        str(site.pki / "gateway-signing.key"),
+        "--ca",
+        str(site.pki / "ca.pem"),
+        "--cert",
+        str(site.pki / "operator.pem"),
+        "--key",
+        str(site.pki / "operator.key"),
+    )
+    assert code == 1, out
+    assert "refused (" in err and "Signature" in err, err
+    assert "bess1.p_set" not in site.gw.controller.last
