@@ -296,6 +296,7 @@ class FlexService:
 
     async def activate(self, act: Activation) -> ActivationDecision:
         """Check a Reserve Activation and put it in force (or refuse it), recorded."""
+        received = asyncio.get_running_loop().time()  # its latency counts the checks too
         await self.start()
         async with self._lock:
             now = self.clock.now()
@@ -341,8 +342,7 @@ class FlexService:
                         now, "superseded by activation " + act.id, release=act.start > now
                     )
                 lead = max((act.start - now).total_seconds(), 0.0)
-                due = asyncio.get_running_loop().time() + lead
-                self.running = Running(act, reservation, base, decision, due)
+                self.running = Running(act, reservation, base, decision, received + lead)
             await asyncio.to_thread(
                 self.records.save_activation,
                 now,
