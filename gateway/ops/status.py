@@ -164,7 +164,7 @@ def point_row(
         m.point.quantity.value,
         m.point.direction.value,
         None if r is None else r.value,
-        m.point.unit,
+        m.point.unit if r is None else r.unit,  # the unit the value is in
         quality,
         r is not None and r.quality.good,
         None if r is None else round((now - r.gateway_time).total_seconds(), 1),
