@@ -21,7 +21,7 @@ Example::
           role: ams
           senders: [https://ams.example/ams]
       server: {host: 127.0.0.1, port: 8443}
-      ams:
+      ams:                        # absent: no AMS; the access endpoint is still served
         forecast_url: https://127.0.0.1:9443/smartapi/forecast
         verification_url: https://127.0.0.1:9443/smartapi/verification
 """
@@ -240,14 +240,14 @@ class NorthConfig(BaseModel):
     signing: SigningKeys
     allow: tuple[PeerRule, ...] = Field(min_length=1)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    #: where forecasts and verifications go over HTTPS; absent (a site without an AMS, e.g.
+    #: one that only serves the access endpoint to operators): nothing is sent or queued
     ams: AmsEndpoints | None = None
     mqtt: MqttConfig | None = None
     outbox: RetryPolicy = Field(default_factory=RetryPolicy)
 
     @model_validator(mode="after")
     def _transport_configured(self) -> NorthConfig:
-        if self.transport == "https" and self.ams is None:
-            raise ValueError("transport https needs an `ams:` section with the AMS URLs")
         if self.transport == "mqtt" and self.mqtt is None:
             raise ValueError("transport mqtt needs an `mqtt:` section with the broker")
         subjects = [r.subject for r in self.allow]

@@ -81,7 +81,6 @@ def test_a_north_mistake_is_reported_with_file_and_field(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"ams": None}, "needs an `ams:` section"),
         ({"transport": "mqtt"}, "needs an `mqtt:` section"),
         (
             {"allow": [{"subject": "ams", "role": "ams"}, {"subject": "ams", "role": "operator"}]},
@@ -140,6 +139,12 @@ def test_profiles_by_sender() -> None:
     assert profiles.of("urn:ams").legacy and profiles.of("urn:ams").timezone == "Europe/Helsinki"
     assert not profiles.of("urn:op").legacy and not profiles.of("urn:someone").legacy
     assert config.ams_profile().legacy
+
+
+def test_a_site_without_an_ams_needs_no_ams_section() -> None:
+    """Only the access endpoint (operators) is served; nothing is sent or queued."""
+    config = NorthConfig.model_validate({k: v for k, v in base().items() if k != "ams"})
+    assert config.ams is None and config.transport == "https"
 
 
 def test_retry_policy_defaults_keep_trying_a_day() -> None:
