@@ -1,0 +1,159 @@
+"""The HTTPS edge of the CEMS driver: one aiohttp session, bounded answers, named reasons.
+
+Every request runs under the device timeout, body included (a CEMS that trickles its body
+costs one timeout, not a hung poll). Redirects are never followed (a CEMS pointing the
+gateway at another host is refused, not obeyed). Bodies are read up to `max_body` bytes
+and no further. aiohttp's exceptions are translated here and nowhere else: what says the
+link is gone becomes `LinkError`, a missing answer `RequestTimeout`, and an answer the
+gateway cannot use an `Answer` with `problem` set, which only the points of that resource
+pay for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from drivers.cems.protocol import CemsOptions
+from gateway.errors import LinkError, RequestTimeout
+from gateway.mapping import Device
+
+_JSON_TYPES = frozenset({"application/json"})
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A CEMS's answer to one request: the decoded JSON document, or why there is none."""
+
+    status: int
+    document: Any = None
+    problem: str | None = None
+
+
+def client_context(device: Device, options: CemsOptions) -> ssl.SSLContext:
+    """Server verification and host-name check always on; a client certificate if set."""
+    ca = options.resolve(options.ca_file) if options.ca_file is not None else None
+    try:
+        ctx = ssl.create_default_context(cafile=None if ca is None else str(ca))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if options.cert_file is not None and options.key_file is not None:
+            ctx.load_cert_chain(
+                str(options.resolve(options.cert_file)), str(options.resolve(options.key_file))
+            )
+    except (OSError, ssl.SSLError) as exc:
+        raise LinkError(device.id, f"TLS files unusable: {exc}") from None
+    return ctx
+
+
+class CemsHttp:
+    """One keep-alive HTTPS session to one CEMS."""
+
+    def __init__(self, device: Device, options: CemsOptions) -> None:
+        conn = device.connection
+        assert conn.host is not None
+        self.device = device
+        self.options = options
+        port = conn.port or 443
+        self.base = f"https://{conn.host}:{port}"
+        self._server_name = options.server_name
+        self._session: aiohttp.ClientSession | None = None
+        headers = {"Accept": "application/json"}
+        if options.token is not None:
+            headers["Authorization"] = f"Bearer {options.token}"
+        self._headers = headers
+
+    @property
+    def open(self) -> bool:
+        return self._session is not None and not self._session.closed
+
+    async def start(self) -> None:
+        ctx = client_context(self.device, self.options)
+        connector = aiohttp.TCPConnector(ssl=ctx, limit=4, keepalive_timeout=30)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers=self._headers,
+            timeout=aiohttp.ClientTimeout(total=None),  # deadlines are ours, per request
+            auto_decompress=False,  # a compressed body could expand past max_body
+        )
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def request(self, method: str, path: str, body: Any = None) -> Answer:
+        """One request with the device timeout over everything, body included."""
+        if self._session is None or self._session.closed:
+            raise LinkError(self.device.id, f"not connected to {self.base}")
+        timeout = self.device.timeout
+        what = f"{method} {path}"
+        kwargs: dict[str, Any] = {"allow_redirects": False}
+        if self._server_name is not None:
+            kwargs["server_hostname"] = self._server_name
+        if body is not None:
+            kwargs["json"] = body
+        try:
+            async with (
+                asyncio.timeout(timeout),
+                self._session.request(method, self.base + path, **kwargs) as response,
+            ):
+                return await self._answer(response, what)
+        except TimeoutError:
+            raise RequestTimeout(
+                self.device.id, f"{what}: no complete answer within {timeout:.3g} s"
+            ) from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise LinkError(
+                self.device.id, f"{self.base}: certificate not accepted ({exc.certificate_error})"
+            ) from None
+        except aiohttp.ClientSSLError as exc:
+            raise LinkError(self.device.id, f"{self.base}: TLS failed ({exc})") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise LinkError(
+                self.device.id, f"{what}: link lost ({exc.__class__.__name__}: {exc})"
+            ) from None
+
+    async def _answer(self, response: aiohttp.ClientResponse, what: str) -> Answer:
+        status = response.status
+        if 300 <= status < 400:
+            target = response.headers.get("Location", "?")
+            return Answer(status, problem=f"{what}: redirect ({status}) to {target} not followed")
+        body = await self._bounded_body(response)
+        if body is None:
+            return Answer(
+                status, problem=f"{what}: answer larger than {self.options.max_body} bytes"
+            )
+        if status >= 400:
+            return Answer(status, problem=f"{what}: HTTP {status} {response.reason or ''}".strip())
+        if not body and status == 204:
+            return Answer(status)
+        if response.content_type not in _JSON_TYPES:
+            return Answer(
+                status, problem=f"{what}: answer is {response.content_type}, not application/json"
+            )
+        try:
+            return Answer(status, json.loads(body.decode("utf-8")))
+        except (UnicodeDecodeError, ValueError) as exc:
+            return Answer(status, problem=f"{what}: answer is not JSON ({exc})")
+
+    async def _bounded_body(self, response: aiohttp.ClientResponse) -> bytes | None:
+        """The body, or None if it is longer than `max_body` (the rest is not read)."""
+        limit = self.options.max_body
+        declared = response.content_length
+        if declared is not None and declared > limit:
+            response.release()
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                response.close()  # drop the connection rather than drain an endless body
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)

@@ -1,0 +1,185 @@
+"""CEMS addressing and options: a customer energy management system over HTTPS (REST form).
+
+A point's address is `path#pointer`: the path of a JSON resource on the CEMS (from `/`,
+with an optional query) and an RFC 6901 JSON pointer to the value in it, e.g.
+`/api/v1/building#/load/active_power_kw`. One poll GETs each path once, however many
+points it holds. A writable point is written by sending the path's write template (method
+and JSON body, `options.writes`) with the raw value put at the point's pointer; a path
+without a template is written with PUT and a body holding just that value.
+
+Unit and scaling come from the mapping (`unit`, `scale`, `offset`), as for every protocol.
+The link is HTTP/1.1 over TLS with server verification always on (`ca_file`, else the
+system's trust store), an optional client certificate and an optional bearer token read
+from a file. Relative file names resolve against the mapping file.
+
+This module imports no HTTP library: it is loaded whenever a mapping is read.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jsonpointer import JsonPointer, JsonPointerException
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, model_validator
+
+from gateway.protocols.base import (
+    Address,
+    AddressError,
+    PointTyping,
+    ProtocolSpec,
+    read_first_line,
+)
+
+#: the most a response body may hold unless the options say otherwise
+DEFAULT_MAX_BODY = 1 << 20
+
+
+@dataclass(frozen=True)
+class RestAddress(Address):
+    path: str
+    pointer: str
+
+    @property
+    def json_pointer(self) -> JsonPointer:
+        return JsonPointer(self.pointer)
+
+    def put(self, document: dict[str, Any], value: Any) -> None:
+        """Set the value at the pointer, making the objects on the way (a write body, or
+        the simulator's answer)."""
+        *parents, last = self.json_pointer.parts
+        node: Any = document
+        for part in parents:
+            if isinstance(node, list):
+                node = node[int(part)]
+                continue
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict | list):
+                raise ValueError(f"{self}: {part!r} holds a {type(node).__name__}, not an object")
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+
+    def conflicts_with(self, other: Address) -> bool:
+        return isinstance(other, RestAddress) and (self.path, self.pointer) == (
+            other.path,
+            other.pointer,
+        )
+
+    def __str__(self) -> str:
+        return f"{self.path}#{self.pointer}"
+
+
+def parse(text: str, typing: PointTyping) -> RestAddress:
+    path, sep, pointer = text.strip().partition("#")
+    if not sep:
+        raise AddressError("address", f"cems address {text!r} must be 'path#/json/pointer'")
+    if not path.startswith("/") or path.startswith("//"):
+        raise AddressError("address", f"cems path {path!r} must start with one '/'")
+    if any(c.isspace() for c in path):
+        raise AddressError("address", f"cems path {path!r} contains white space")
+    try:
+        JsonPointer(pointer)
+    except JsonPointerException as exc:
+        raise AddressError("address", f"cems JSON pointer {pointer!r}: {exc}") from None
+    if not pointer:
+        raise AddressError("address", "cems JSON pointer is empty: it must name a member")
+    if typing.type is not None:
+        raise AddressError("type", "cems points take their type from the JSON value")
+    return RestAddress(path, pointer)
+
+
+class WriteMethod(enum.StrEnum):
+    PUT = "PUT"
+    POST = "POST"
+    PATCH = "PATCH"
+
+
+class WriteTemplate(BaseModel):
+    """How a path is written: the method and the JSON body the value is put into."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    method: WriteMethod = WriteMethod.PUT
+    body: dict[str, Any] = Field(default_factory=dict)
+
+
+class SimulatorTls(BaseModel):
+    """The simulator's side of the link (fwsim only; the gateway never reads it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cert_file: Path
+    key_file: Path
+    #: require client certificates signed by this CA
+    client_ca_file: Path | None = None
+
+
+class CemsOptions(BaseModel):
+    """Device options for a CEMS over HTTPS."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: CA bundle the CEMS's certificate must chain to (None: the system's trust store)
+    ca_file: Path | None = None
+    #: host name the certificate must carry (None: the connection's host)
+    server_name: str | None = None
+    #: client certificate and key, for a CEMS that asks for one
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    #: file whose first line is a bearer token sent with every request
+    token_file: Path | None = None
+    #: the largest response body accepted, bytes
+    max_body: int = Field(default=DEFAULT_MAX_BODY, ge=1024, le=64 << 20)
+    #: path -> how it is written (see the module docstring)
+    writes: dict[str, WriteTemplate] = Field(default_factory=dict)
+    simulator: SimulatorTls | None = None
+
+    _base: Path = PrivateAttr(default=Path("."))
+    _token: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _files(self, info: ValidationInfo) -> CemsOptions:
+        self._base = Path((info.context or {}).get("base_dir", "."))
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file come together (a client certificate)")
+        for path in self.writes:
+            if not path.startswith("/"):
+                raise ValueError(f"writes: path {path!r} must start with '/'")
+        if self.token_file is not None:
+            self._token = _read_token(self.resolve(self.token_file))
+        return self
+
+    def resolve(self, path: Path) -> Path:
+        """A file named in the options, relative to the mapping file."""
+        return path if path.is_absolute() else self._base / path
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base
+
+    @property
+    def token(self) -> str | None:
+        return self._token
+
+    def template(self, path: str) -> WriteTemplate:
+        return self.writes.get(path, WriteTemplate())
+
+
+def _read_token(path: Path) -> str:
+    token = read_first_line(path, "token_file")
+    if not token.isprintable() or " " in token:
+        raise ValueError(f"token_file {str(path)!r}: first line must be one printable token")
+    return token
+
+
+SPEC = ProtocolSpec(
+    name="cems",
+    driver="drivers.cems.driver:CemsDriver",
+    front_end="drivers.cems.simulator:CemsFrontEnd",
+    parse_address=parse,
+    options_model=CemsOptions,
+    data_types=frozenset(),
+    default_port=443,
+)

@@ -1,0 +1,140 @@
+"""CEMS front end for fwsim: a building's energy management system serving its points as
+JSON resources over HTTPS, from the shared microgrid physics.
+
+Each mapped path answers GET with one JSON document holding every readable point of that
+path at its pointer (raw values: the inverse of the point's scale and offset, as a device
+would send them); a point the physics does not know is left out (the gateway reports the
+member missing). A writable path accepts its template's method: the values found at the
+writable points' pointers go to `grid.apply(...)`; a body holding none of them is a 400.
+
+TLS comes from `options.simulator` (certificate and key; a client CA makes client
+certificates mandatory); a device with a `token_file` gets 401 without that bearer token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import ssl
+from typing import Any
+
+from aiohttp import web
+from jsonpointer import JsonPointerException
+
+from drivers.base import to_engineering, to_raw
+from drivers.cems.protocol import CemsOptions, RestAddress
+from fwsim.frontend import FrontEnd
+from fwsim.physics import Microgrid, UnknownQuantity
+from gateway.mapping import Device, Point
+
+log = logging.getLogger(__name__)
+
+#: the largest write body the simulated CEMS accepts
+MAX_WRITE_BODY = 64 * 1024
+
+
+def server_context(device: Device, options: CemsOptions) -> ssl.SSLContext:
+    sim = options.simulator
+    if sim is None:
+        raise ValueError(
+            f"device {device.id!r}: options.simulator (cert_file, key_file) is needed"
+            " to serve it over HTTPS"
+        )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(options.resolve(sim.cert_file)), str(options.resolve(sim.key_file)))
+    if sim.client_ca_file is not None:
+        ctx.load_verify_locations(cafile=str(options.resolve(sim.client_ca_file)))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+class CemsFrontEnd(FrontEnd):
+    def __init__(self, device: Device, grid: Microgrid, host: str, port: int) -> None:
+        super().__init__(device, grid, host, port)
+        options = device.typed_options
+        assert isinstance(options, CemsOptions)
+        self.options = options
+        self._runner: web.AppRunner | None = None
+        self._reads: dict[str, list[tuple[Point, RestAddress]]] = {}
+        self._writes: dict[str, list[tuple[Point, RestAddress]]] = {}
+        for point in device.points:
+            address = device.address_of(point.id)
+            assert isinstance(address, RestAddress)
+            if point.direction.readable:
+                self._reads.setdefault(address.path, []).append((point, address))
+            if point.direction.writable:
+                self._writes.setdefault(address.path, []).append((point, address))
+
+    async def start(self) -> None:
+        ctx = server_context(self.device, self.options)
+        app = web.Application(client_max_size=MAX_WRITE_BODY)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, ssl_context=ctx)
+        await site.start()
+        self._runner = runner
+        if self.port == 0:
+            self.port = int(runner.addresses[0][1])
+
+    async def refresh(self) -> None:
+        """Nothing to copy: every GET renders the physics' current values."""
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        token = self.options.token
+        if token is not None and request.headers.get("Authorization") != f"Bearer {token}":
+            return web.json_response({"error": "bearer token required"}, status=401)
+        path = request.rel_url.path_qs
+        if request.method == "GET" and path in self._reads:
+            return web.json_response(self._document(path))
+        if path in self._writes:
+            if request.method != self.options.template(path).method.value:
+                return web.json_response({"error": "method not allowed"}, status=405)
+            return await self._write(path, request)
+        return web.json_response({"error": f"no resource {path}"}, status=404)
+
+    def _document(self, path: str) -> dict[str, Any]:
+        document: dict[str, Any] = {}
+        for point, address in self._reads[path]:
+            if point.der is None:
+                continue
+            try:
+                value = self.grid.value(point.der, point.quantity)
+            except UnknownQuantity:
+                continue
+            address.put(document, to_raw(point, value))
+        return document
+
+    async def _write(self, path: str, request: web.Request) -> web.StreamResponse:
+        try:
+            body = json.loads(await request.read())
+        except (ValueError, web.HTTPRequestEntityTooLarge):
+            return web.json_response({"error": "body is not JSON"}, status=400)
+        applied: list[str] = []
+        for point, address in self._writes[path]:
+            try:
+                raw = address.json_pointer.resolve(body)
+            except JsonPointerException:
+                continue
+            if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+                return web.json_response({"error": f"{address}: not a number"}, status=400)
+            if point.der is None:
+                return web.json_response({"error": f"{address}: not controllable"}, status=422)
+            value = to_engineering(point, raw)
+            assert isinstance(value, int | float)
+            try:
+                self.grid.apply(point.der, point.quantity, float(value))
+            except UnknownQuantity as exc:
+                return web.json_response({"error": str(exc)}, status=422)
+            applied.append(point.id)
+        if not applied:
+            return web.json_response({"error": "no writable value in the body"}, status=400)
+        log.info("cems %s: %s set by %s %s", self.device.id, applied, request.method, path)
+        return web.json_response({"applied": applied})
