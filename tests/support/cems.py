@@ -4,6 +4,7 @@ end and read by the real driver over TLS on loopback."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,11 +111,13 @@ def write_site(
     directory: Path,
     *,
     port: int | None = None,
-    options: dict[str, Any] | None = None,
+    options: Callable[[PkiFiles, Path], dict[str, Any]] | None = None,
     points: list[dict[str, Any]] | None = None,
     timeout: float = 1.0,
 ) -> tuple[Path, PkiFiles]:
-    """Config and mapping of the site in `directory`; returns the config path and PKI."""
+    """Config and mapping of the site in `directory`; returns the config path and PKI.
+    `options` makes the device options from the PKI and the directory (default: the full
+    set of `cems_options`)."""
     pki = make_test_pki(directory / "pki")
     device = {
         "id": "building2-cems",
@@ -122,7 +125,7 @@ def write_site(
         "connection": {"host": "127.0.0.1", "port": port or free_port()},
         "poll_interval": 0.2,
         "timeout": timeout,
-        "options": options if options is not None else cems_options(pki, directory),
+        "options": (options or cems_options)(pki, directory),
         "points": points if points is not None else POINTS,
     }
     (directory / "cems.yaml").write_text(yaml.safe_dump({"devices": [device]}), encoding="utf-8")
