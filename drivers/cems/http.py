@@ -28,11 +28,36 @@ _JSON_TYPES = frozenset({"application/json"})
 
 @dataclass(frozen=True)
 class Answer:
-    """A CEMS's answer to one request: the decoded JSON document, or why there is none."""
+    """A CEMS's answer to one request: its body, or why there is none usable."""
 
+    what: str
     status: int
+    body: bytes = b""
+    content_type: str = ""
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class JsonAnswer:
+    """A REST answer's JSON document, or why there is none."""
+
     document: Any = None
     problem: str | None = None
+
+
+def json_of(answer: Answer) -> JsonAnswer:
+    if answer.problem is not None:
+        return JsonAnswer(problem=answer.problem)
+    if not answer.body and answer.status == 204:
+        return JsonAnswer()
+    if answer.content_type not in _JSON_TYPES:
+        return JsonAnswer(
+            problem=f"{answer.what}: answer is {answer.content_type}, not application/json"
+        )
+    try:
+        return JsonAnswer(json.loads(answer.body.decode("utf-8")))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return JsonAnswer(problem=f"{answer.what}: answer is not JSON ({exc})")
 
 
 def client_context(device: Device, options: CemsOptions) -> ssl.SSLContext:
@@ -86,8 +111,17 @@ class CemsHttp:
         if session is not None:
             await session.close()
 
-    async def request(self, method: str, path: str, body: Any = None) -> Answer:
-        """One request with the device timeout over everything, body included."""
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        data: bytes | None = None,
+        content_type: str | None = None,
+    ) -> Answer:
+        """One request with the device timeout over everything, body included: `body` goes
+        as JSON, `data` as is with its `content_type`."""
         if self._session is None or self._session.closed:
             raise LinkError(self.device.id, f"not connected to {self.base}")
         timeout = self.device.timeout
@@ -97,6 +131,9 @@ class CemsHttp:
             kwargs["server_hostname"] = self._server_name
         if body is not None:
             kwargs["json"] = body
+        if data is not None:
+            kwargs["data"] = data
+            kwargs["headers"] = {"Content-Type": content_type or "application/octet-stream"}
         try:
             async with (
                 asyncio.timeout(timeout),
@@ -122,24 +159,16 @@ class CemsHttp:
         status = response.status
         if 300 <= status < 400:
             target = response.headers.get("Location", "?")
-            return Answer(status, problem=f"{what}: redirect ({status}) to {target} not followed")
+            problem = f"{what}: redirect ({status}) to {target} not followed"
+            return Answer(what, status, problem=problem)
         body = await self._bounded_body(response)
         if body is None:
-            return Answer(
-                status, problem=f"{what}: answer larger than {self.options.max_body} bytes"
-            )
+            problem = f"{what}: answer larger than {self.options.max_body} bytes"
+            return Answer(what, status, problem=problem)
         if status >= 400:
-            return Answer(status, problem=f"{what}: HTTP {status} {response.reason or ''}".strip())
-        if not body and status == 204:
-            return Answer(status)
-        if response.content_type not in _JSON_TYPES:
-            return Answer(
-                status, problem=f"{what}: answer is {response.content_type}, not application/json"
-            )
-        try:
-            return Answer(status, json.loads(body.decode("utf-8")))
-        except (UnicodeDecodeError, ValueError) as exc:
-            return Answer(status, problem=f"{what}: answer is not JSON ({exc})")
+            problem = f"{what}: HTTP {status} {response.reason or ''}".strip()
+            return Answer(what, status, body, response.content_type, problem)
+        return Answer(what, status, body, response.content_type)
 
     async def _bounded_body(self, response: aiohttp.ClientResponse) -> bytes | None:
         """The body, or None if it is longer than `max_body` (the rest is not read)."""

@@ -1,6 +1,11 @@
-"""CEMS addressing and options: a customer energy management system over HTTPS (REST form).
+"""CEMS addressing and options: a customer energy management system over HTTPS.
 
-A point's address is `path#pointer`: the path of a JSON resource on the CEMS (from `/`,
+Two forms, told apart by the address. Smart API form: `<entity IRI> QuantityKind [unit]`,
+e.g. `<https://cems.example/der/hp1> ActivePower KiloW`: the value object of that quantity
+kind (and unit, when given) of that entity; one poll sends one Smart API Read request per
+entity to `options.smartapi_path`, and a write is a Smart API Write of that value object.
+
+REST form: a point's address is `path#pointer`: the path of a JSON resource on the CEMS (from `/`,
 with an optional query) and an RFC 6901 JSON pointer to the value in it, e.g.
 `/api/v1/building#/load/active_power_kw`. One poll GETs each path once, however many
 points it holds. A writable point is written by sending the path's write template (method
@@ -13,6 +18,7 @@ system's trust store), an optional client certificate and an optional bearer tok
 from a file. Relative file names resolve against the mapping file.
 
 This module imports no HTTP library: it is loaded whenever a mapping is read.
+Smart API 1.1 peers (the legacy profile, signed messages) are not spoken yet.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from gateway.protocols.base import (
     ProtocolSpec,
     read_first_line,
 )
+from gateway.smartapi.messages import check_iri
+from gateway.smartapi.vocab import QuantityKind, unit_fits
 
 #: the most a response body may hold unless the options say otherwise
 DEFAULT_MAX_BODY = 1 << 20
@@ -73,7 +81,48 @@ class RestAddress(Address):
         return f"{self.path}#{self.pointer}"
 
 
-def parse(text: str, typing: PointTyping) -> RestAddress:
+@dataclass(frozen=True)
+class SmartApiAddress(Address):
+    entity: str
+    quantity: QuantityKind
+    unit: str | None = None
+
+    def conflicts_with(self, other: Address) -> bool:
+        return other == self
+
+    def __str__(self) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        return f"<{self.entity}> {self.quantity.value}{unit}"
+
+
+def parse(text: str, typing: PointTyping) -> RestAddress | SmartApiAddress:
+    if typing.type is not None:
+        raise AddressError("type", "cems points take their type from the answer")
+    if text.strip().startswith("<"):
+        return _parse_smartapi(text)
+    return _parse_rest(text)
+
+
+def _parse_smartapi(text: str) -> SmartApiAddress:
+    parts = text.split()
+    if not 2 <= len(parts) <= 3 or not (parts[0].startswith("<") and parts[0].endswith(">")):
+        raise AddressError(
+            "address", f"cems Smart API address {text!r} must be '<entity IRI> QuantityKind [unit]'"
+        )
+    entity = parts[0][1:-1]
+    try:
+        check_iri("entity", entity)
+        kind = QuantityKind(parts[1])
+    except ValueError as exc:
+        kinds = ", ".join(k.value for k in QuantityKind)
+        raise AddressError("address", f"cems Smart API address {text!r}: {exc} ({kinds})") from None
+    unit = parts[2] if len(parts) == 3 else None
+    if unit is not None and not unit_fits(kind, unit):
+        raise AddressError("address", f"unit {unit} does not fit quantity kind {kind.value}")
+    return SmartApiAddress(entity, kind, unit)
+
+
+def _parse_rest(text: str) -> RestAddress:
     path, sep, pointer = text.strip().partition("#")
     if not sep:
         raise AddressError("address", f"cems address {text!r} must be 'path#/json/pointer'")
@@ -87,8 +136,6 @@ def parse(text: str, typing: PointTyping) -> RestAddress:
         raise AddressError("address", f"cems JSON pointer {pointer!r}: {exc}") from None
     if not pointer:
         raise AddressError("address", "cems JSON pointer is empty: it must name a member")
-    if typing.type is not None:
-        raise AddressError("type", "cems points take their type from the JSON value")
     return RestAddress(path, pointer)
 
 
@@ -132,6 +179,10 @@ class CemsOptions(BaseModel):
     token_file: Path | None = None
     #: the largest response body accepted, bytes
     max_body: int = Field(default=DEFAULT_MAX_BODY, ge=1024, le=64 << 20)
+    #: where Smart API requests go (Smart API form)
+    smartapi_path: str = Field(default="/smartapi/v1.0e1.0/access/", pattern=r"^/\S*$")
+    #: the sender IRI of the gateway's Smart API requests
+    smartapi_sender: str = "https://mgms.example/gateway"
     #: path -> how it is written (see the module docstring)
     writes: dict[str, WriteTemplate] = Field(default_factory=dict)
     simulator: SimulatorTls | None = None

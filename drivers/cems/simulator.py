@@ -23,10 +23,16 @@ from aiohttp import web
 from jsonpointer import JsonPointerException
 
 from drivers.base import to_engineering, to_raw
-from drivers.cems.protocol import CemsOptions, RestAddress
+from drivers.cems import smartapi_form
+from drivers.cems.protocol import CemsOptions, RestAddress, SmartApiAddress
+from drivers.cems.smartapi_form import SmartApiPoint
 from fwsim.frontend import FrontEnd
 from fwsim.physics import Microgrid, UnknownQuantity
+from gateway.errors import SmartApiError
 from gateway.mapping import Device, Point
+from gateway.smartapi import codec
+from gateway.smartapi.codec import Format
+from gateway.smartapi.messages import Request, Response
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +65,12 @@ class CemsFrontEnd(FrontEnd):
         self._runner: web.AppRunner | None = None
         self._reads: dict[str, list[tuple[Point, RestAddress]]] = {}
         self._writes: dict[str, list[tuple[Point, RestAddress]]] = {}
+        self._smartapi: list[SmartApiPoint] = []
         for point in device.points:
             address = device.address_of(point.id)
+            if isinstance(address, SmartApiAddress):
+                self._smartapi.append(SmartApiPoint(point, address))
+                continue
             assert isinstance(address, RestAddress)
             if point.direction.readable:
                 self._reads.setdefault(address.path, []).append((point, address))
@@ -92,6 +102,8 @@ class CemsFrontEnd(FrontEnd):
         if token is not None and request.headers.get("Authorization") != f"Bearer {token}":
             return web.json_response({"error": "bearer token required"}, status=401)
         path = request.rel_url.path_qs
+        if self._smartapi and path == self.options.smartapi_path and request.method == "POST":
+            return await self._smartapi_answer(request)
         if request.method == "GET" and path in self._reads:
             return web.json_response(self._document(path))
         if path in self._writes:
@@ -99,6 +111,41 @@ class CemsFrontEnd(FrontEnd):
                 return web.json_response({"error": "method not allowed"}, status=405)
             return await self._write(path, request)
         return web.json_response({"error": f"no resource {path}"}, status=404)
+
+    async def _smartapi_answer(self, request: web.Request) -> web.StreamResponse:
+        try:
+            message = codec.decode(await request.read(), request.content_type)
+        except (SmartApiError, ValueError, web.HTTPRequestEntityTooLarge) as exc:
+            return web.Response(status=400, text=f"not a Smart API message: {exc}")
+        if not isinstance(message, Request):
+            return web.Response(status=400, text="expected a Smart API Request")
+        reply = smartapi_form.answer(
+            message, self._smartapi, self._value_of, self._apply, _sender(self.device)
+        )
+        status = 200 if isinstance(reply, Response) else reply.code
+        body = codec.encode(reply, Format.TURTLE)
+        return web.Response(status=status, body=body, content_type=Format.TURTLE.value)
+
+    def _value_of(self, point: Point) -> float | None:
+        if point.der is None:
+            return None
+        try:
+            value = to_raw(point, self.grid.value(point.der, point.quantity))
+        except UnknownQuantity:
+            return None
+        return float(value)
+
+    def _apply(self, point: Point, raw: float) -> str | None:
+        if point.der is None:
+            return f"{point.id} controls nothing"
+        value = to_engineering(point, raw)
+        assert isinstance(value, int | float)
+        try:
+            self.grid.apply(point.der, point.quantity, float(value))
+        except UnknownQuantity as exc:
+            return str(exc)
+        log.info("cems %s: %s set by Smart API Write", self.device.id, point.id)
+        return None
 
     def _document(self, path: str) -> dict[str, Any]:
         document: dict[str, Any] = {}
@@ -138,3 +185,7 @@ class CemsFrontEnd(FrontEnd):
             return web.json_response({"error": "no writable value in the body"}, status=400)
         log.info("cems %s: %s set by %s %s", self.device.id, applied, request.method, path)
         return web.json_response({"applied": applied})
+
+
+def _sender(device: Device) -> str:
+    return f"https://cems.example/{device.id}"

@@ -139,3 +139,41 @@ def write_site(
     path = directory / "site.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path, pki
+
+
+LOAD2 = "https://cems.example/building2/load2"
+EV1 = "https://cems.example/building2/ev1"
+
+#: the same building in the Smart API form: entities and quantity kinds
+SMARTAPI_POINTS: list[dict[str, Any]] = [
+    {
+        "id": "load2.p",
+        "address": f"<{LOAD2}> ActivePower KiloW",
+        "unit": "KiloW",
+        "der": "load2",
+        "quantity": "active_power",
+    },
+    {
+        "id": "load2.q",
+        "address": f"<{LOAD2}> ReactivePower",
+        "unit": "KiloVAR",
+        "der": "load2",
+        "quantity": "reactive_power",
+    },
+    {
+        "id": "load2.curtail",
+        "address": f"<{LOAD2}> Dimensionless PERCENT",
+        "unit": "PERCENT",
+        "direction": "read-write",
+        "limits": {"min": 0, "max": 50},
+        "der": "load2",
+        "quantity": "active_power_limit",
+    },
+    {
+        "id": "ev1.p",
+        "address": f"<{EV1}> ActivePower",
+        "unit": "KiloW",
+        "der": "ev1",
+        "quantity": "active_power",
+    },
+]
