@@ -57,7 +57,7 @@ STEPS = (
     SetpointStep("load1.disconnect", 1, "load1.supply", 0.0, 0.01),
     SetpointStep("load1.reconnect", 1, "load1.supply", 1.0, 0.01),
     SetpointStep("load2.curtail", 20.0, "load2.curtail_active", 20.0, 0.05),
-    SetpointStep("ev1.limit", 40.0, "ev1.limit_active", 40.0, 0.05),
+    SetpointStep("ev1.limit", 40.0, "ev1.limit", 40.0, 0.05),
 )
 
 
