@@ -87,7 +87,8 @@ class CemsHttp:
         self.base = f"https://{conn.host}:{port}"
         self._server_name = options.server_name
         self._session: aiohttp.ClientSession | None = None
-        headers = {"Accept": "application/json"}
+        # identity: bodies are not inflated (see max_body), so ask for none compressed
+        headers = {"Accept": "application/json, text/turtle", "Accept-Encoding": "identity"}
         if options.token is not None:
             headers["Authorization"] = f"Bearer {options.token}"
         self._headers = headers
@@ -175,7 +176,7 @@ class CemsHttp:
         limit = self.options.max_body
         declared = response.content_length
         if declared is not None and declared > limit:
-            response.release()
+            response.close()
             return None
         chunks: list[bytes] = []
         size = 0

@@ -144,3 +144,31 @@ def _with_options(device: Device, options: dict[str, object]) -> Device:
     copy._options = CemsOptions.model_validate(options, context={"base_dir": typed.base_dir})
     copy._addresses = dict(device._addresses)
     return copy
+
+
+async def test_server_name_checks_the_certificate_for_another_name(tmp_path: Path) -> None:
+    """Reached by address, verified by name: the certificate names only the CEMS's host
+    name; without `server_name` the connection is refused, with it accepted."""
+    config_path, pki = write_site(tmp_path)
+    config = load_config(config_path)
+    device = config.devices[0]
+    named_cert, named_key = pki.issue("named", "cems", hosts=["cems.building2.example"])
+    served = _with_options(
+        device,
+        {**device.options, "simulator": {"cert_file": str(named_cert), "key_file": str(named_key)}},
+    )
+    front = CemsFrontEnd(served, build_grid(config), "127.0.0.1", device.connection.port or 0)
+    await front.start()
+    try:
+        with pytest.raises(LinkError, match="certificate not accepted"):
+            await CemsDriver(device).connect()
+        named = _with_options(device, {**device.options, "server_name": "cems.building2.example"})
+        driver = CemsDriver(named)
+        await driver.connect()
+        try:
+            (reading,) = await driver.read([device.points[0]])
+            assert reading.quality.good, reading.detail
+        finally:
+            await driver.close()
+    finally:
+        await front.stop()

@@ -67,3 +67,13 @@ def test_an_entry_point_naming_no_spec_is_refused(
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(TypeError, match="not a ProtocolSpec"):
         load_entry_points()
+
+
+def test_metadata_without_the_group_says_so(
+    monkeypatch: pytest.MonkeyPatch, registry: dict[str, ProtocolSpec]
+) -> None:
+    """An old *.egg-info on sys.path shadows the installed metadata: say that, not
+    'unknown protocol' for every device."""
+    monkeypatch.setattr(base, "entry_points", lambda group: [])
+    with pytest.raises(RuntimeError, match="metadata is missing or stale; reinstall"):
+        load_entry_points()
