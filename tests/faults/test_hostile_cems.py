@@ -1,5 +1,6 @@
 """A CEMS that misbehaves: garbage, HTML, a 5xx, a redirect to another host, a huge or an
-endless body, a slow body, a value of the wrong kind, a certificate that does not verify.
+endless body, a slow body, a value of the wrong kind, a certificate that does not verify;
+in the Smart API form garbage, HTML, a reply to another request and a Smart API Error.
 Each resource's points come back invalid with a reason naming what happened, the healthy
 resource of the same poll stays good, the poll ends within the driver's read budget, and
 nothing raises but a dead link."""
@@ -21,6 +22,8 @@ from gateway.errors import LinkError
 from gateway.loader import load_config
 from gateway.mapping import Device
 from gateway.model import QualityFlag
+from gateway.smartapi import codec
+from gateway.smartapi.messages import ErrorMessage, Response, new_message_id
 from tests.support.cems import TOKEN, write_site
 from tests.support.pki import PkiFiles
 from tests.support.waiting import until
@@ -107,10 +110,14 @@ def _points() -> list[dict[str, object]]:
     return [{"id": f"p.{path[1:]}", "address": f"{path}#/v", "unit": "KiloW"} for path in CASES]
 
 
-async def _serve(pki: PkiFiles, port: int, cert: tuple[Path, Path]) -> web.AppRunner:
+def _hostile_app() -> web.Application:
     app = web.Application()
     for path, (handler, _) in CASES.items():
         app.router.add_get(path, handler)
+    return app
+
+
+async def _serve(app: web.Application, port: int, cert: tuple[Path, Path]) -> web.AppRunner:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(cert[0]), str(cert[1]))
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
@@ -138,7 +145,7 @@ def _device(tmp_path: Path) -> tuple[Device, PkiFiles, Path]:
 async def hostile(tmp_path: Path) -> AsyncIterator[tuple[Device, PkiFiles]]:
     device, pki, _ = _device(tmp_path)
     assert device.connection.port is not None
-    runner = await _serve(pki, device.connection.port, pki.issue("hostile", "cems"))
+    runner = await _serve(_hostile_app(), device.connection.port, pki.issue("hostile", "cems"))
     try:
         yield device, pki
     finally:
@@ -183,7 +190,7 @@ async def test_a_server_of_another_ca_or_for_another_host_is_a_dead_link(
         "expired": pki.issue("expired", "cems", not_before=_days_ago(2), days=-1),
     }
     for what, cert in wrong.items():
-        runner = await _serve(pki, device.connection.port, cert)
+        runner = await _serve(_hostile_app(), device.connection.port, cert)
         try:
             driver = CemsDriver(device)
             with pytest.raises(LinkError, match="certificate not accepted") as caught:
@@ -199,7 +206,7 @@ async def test_the_gateway_keeps_polling_a_hostile_cems(tmp_path: Path) -> None:
     reasons in the point table, the good one is good."""
     device, pki, base = _device(tmp_path)
     assert device.connection.port is not None
-    runner = await _serve(pki, device.connection.port, pki.issue("hostile", "cems"))
+    runner = await _serve(_hostile_app(), device.connection.port, pki.issue("hostile", "cems"))
     config = load_config(base)
     config.gateway.state_dir = tmp_path / "state"
     try:
@@ -212,4 +219,67 @@ async def test_the_gateway_keeps_polling_a_hostile_cems(tmp_path: Path) -> None:
             assert html is not None and "text/html" in html.detail
             assert gw.sessions[device.id].up
     finally:
+        await runner.cleanup()
+
+
+SMARTAPI_PATH = "/smartapi/v1.0e1.0/access/"
+
+
+async def _turtle_garbage(request: web.Request) -> web.StreamResponse:
+    return web.Response(text="@prefix : <oops . :a :b", content_type="text/turtle")
+
+
+async def _reply_to_another(request: web.Request) -> web.StreamResponse:
+    other = Response(
+        id=new_message_id(),
+        sender="https://cems.example/x",
+        generated_at=datetime.now(UTC),
+        in_reply_to="someone-else",
+    )
+    return web.Response(body=codec.encode(other), content_type="text/turtle")
+
+
+async def _smartapi_error(request: web.Request) -> web.StreamResponse:
+    error = ErrorMessage(
+        id=new_message_id(),
+        sender="https://cems.example/x",
+        generated_at=datetime.now(UTC),
+        code=503,
+        message="heat pump controller restarting",
+    )
+    return web.Response(status=503, body=codec.encode(error), content_type="text/turtle")
+
+
+@pytest.mark.parametrize(
+    ("handler", "reason"),
+    [
+        (_turtle_garbage, "answer is not a Smart API message"),
+        (_html, "not a Smart API message"),
+        (_reply_to_another, "answer replies to someone-else, not to"),
+        (_smartapi_error, "Smart API error 503: heat pump controller restarting"),
+    ],
+    ids=["garbage", "html", "other-request", "error"],
+)
+async def test_bad_smartapi_answers_invalidate_the_entity_points(
+    tmp_path: Path, handler: Handler, reason: str
+) -> None:
+    points = [
+        {"id": "hp.p", "address": "<https://cems.example/hp> ActivePower", "unit": "KiloW"},
+        {"id": "hp.q", "address": "<https://cems.example/hp> ReactivePower", "unit": "KiloVAR"},
+    ]
+    base, pki = write_site(tmp_path, points=points, options=_hostile_options, timeout=0.5)
+    device = load_config(base).devices[0]
+    assert device.connection.port is not None
+    app = web.Application()
+    app.router.add_post(SMARTAPI_PATH, handler)
+    app.router.add_get(SMARTAPI_PATH, _good)  # the connect probe
+    runner = await _serve(app, device.connection.port, pki.issue("hostile", "cems"))
+    driver = CemsDriver(device)
+    try:
+        await driver.connect()
+        readings = await driver.read(list(device.points))
+        assert [r.quality.good for r in readings] == [False, False]
+        assert all(reason in r.detail for r in readings), readings[0].detail
+    finally:
+        await driver.close()
         await runner.cleanup()
