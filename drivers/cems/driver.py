@@ -11,6 +11,7 @@ session reconnects with its capped backoff).
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import math
 from collections.abc import Sequence
@@ -111,8 +112,7 @@ class CemsDriver(Driver):
 
     async def _read_path(self, path: str, group: list[Point]) -> list[Reading]:
         document = json_of(await self._http.request("GET", path))
-        now = datetime.now(UTC)
-        return [self._reading(point, document, now) for point in group]
+        return [self._reading(point, document) for point in group]
 
     async def _read_entity(self, entity: str, group: list[Point]) -> list[Reading]:
         targets = [self._smartapi(p) for p in group]
@@ -142,7 +142,8 @@ class CemsDriver(Driver):
         except (SmartApiError, ValueError) as exc:
             return answer.problem or f"{answer.what}: answer is not a Smart API message ({exc})"
 
-    def _reading(self, point: Point, answer: JsonAnswer, now: datetime) -> Reading:
+    def _reading(self, point: Point, answer: JsonAnswer) -> Reading:
+        """A REST value carries no time of its own: the reading has the gateway's only."""
         if answer.problem is not None:
             return invalid(point, answer.problem)
         address = self.address(point)
@@ -152,19 +153,26 @@ class CemsDriver(Driver):
         except JsonPointerException:
             return invalid(point, f"{address}: no such member in the answer")
         if isinstance(raw, bool):
-            return Reading(point.id, raw, point.unit, source_time=now)
+            return Reading(point.id, raw, point.unit)
         if not isinstance(raw, int | float) or not math.isfinite(raw):
             kind = type(raw).__name__ if raw is not None else "null"
             return invalid(point, f"{address}: value is {kind}, not a number")
-        return Reading(point.id, to_engineering(point, raw), point.unit, source_time=now)
+        return Reading(point.id, to_engineering(point, raw), point.unit)
 
     async def write(self, point: Point, command: Command) -> CommandResult:
-        if command.deadline is not None and command.deadline <= datetime.now(UTC):
-            return CommandResult(command, CommandStatus.TIMEOUT, "not sent: deadline passed")
+        left: float | None = None
+        if command.deadline is not None:
+            left = (command.deadline - datetime.now(UTC)).total_seconds()
+            if left <= 0:
+                return CommandResult(command, CommandStatus.TIMEOUT, "not sent: deadline passed")
         try:
-            if isinstance(self.address(point), SmartApiAddress):
-                return await self._write_smartapi(point, command)
-            return await self._write_rest(point, command)
+            async with asyncio.timeout(left):  # the device timeout bounds each request too
+                if isinstance(self.address(point), SmartApiAddress):
+                    return await self._write_smartapi(point, command)
+                return await self._write_rest(point, command)
+        except TimeoutError:
+            detail = f"no answer before the command's deadline ({left:.3g} s)"
+            return CommandResult(command, CommandStatus.TIMEOUT, detail)
         except RequestTimeout as exc:
             return CommandResult(command, CommandStatus.TIMEOUT, str(exc))
         except LinkError as exc:

@@ -13,6 +13,7 @@ certificates mandatory); a device with a `token_file` gets 401 without that bear
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import math
@@ -99,7 +100,8 @@ class CemsFrontEnd(FrontEnd):
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         token = self.options.token
-        if token is not None and request.headers.get("Authorization") != f"Bearer {token}":
+        given = request.headers.get("Authorization", "")
+        if token is not None and not hmac.compare_digest(given, f"Bearer {token}"):
             return web.json_response({"error": "bearer token required"}, status=401)
         path = request.rel_url.path_qs
         if self._smartapi and path == self.options.smartapi_path and request.method == "POST":

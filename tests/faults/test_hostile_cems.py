@@ -21,7 +21,7 @@ from gateway.app import Gateway
 from gateway.errors import LinkError
 from gateway.loader import load_config
 from gateway.mapping import Device
-from gateway.model import QualityFlag
+from gateway.model import Command, CommandStatus, QualityFlag
 from gateway.smartapi import codec
 from gateway.smartapi.messages import ErrorMessage, Response, new_message_id
 from tests.support.cems import TOKEN, write_site
@@ -280,6 +280,39 @@ async def test_bad_smartapi_answers_invalidate_the_entity_points(
         readings = await driver.read(list(device.points))
         assert [r.quality.good for r in readings] == [False, False]
         assert all(reason in r.detail for r in readings), readings[0].detail
+    finally:
+        await driver.close()
+        await runner.cleanup()
+
+
+async def _slow_write(request: web.Request) -> web.StreamResponse:
+    for _ in range(20):  # answers after 2 s, or not at all once the client hung up
+        if request.transport is None or request.transport.is_closing():
+            break
+        await asyncio.sleep(0.1)
+    return web.json_response({})
+
+
+async def test_a_write_answered_late_ends_at_the_command_deadline(tmp_path: Path) -> None:
+    points = [{"id": "w", "address": "/w#/v", "unit": "KiloW", "direction": "write"}]
+    base, pki = write_site(tmp_path, points=points, options=_hostile_options, timeout=1.5)
+    device = load_config(base).devices[0]
+    assert device.connection.port is not None
+    app = web.Application()
+    app.router.add_put("/w", _slow_write)
+    app.router.add_get("/w", _good)  # the connect probe
+    runner = await _serve(app, device.connection.port, pki.issue("hostile", "cems"))
+    driver = CemsDriver(device)
+    try:
+        await driver.connect()
+        deadline = datetime.now(UTC) + timedelta(seconds=0.3)
+        result = await driver.write(device.points[0], Command("w", 1.0, deadline=deadline))
+        assert result.status is CommandStatus.TIMEOUT
+        assert "no answer before the command's deadline" in result.detail
+        # without a deadline, the device timeout (1.5 s) ends it
+        result = await driver.write(device.points[0], Command("w", 1.0))
+        assert result.status is CommandStatus.TIMEOUT
+        assert "PUT /w: no complete answer within 1.5 s" in result.detail
     finally:
         await driver.close()
         await runner.cleanup()
