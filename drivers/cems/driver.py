@@ -20,10 +20,11 @@ from typing import Any
 
 from jsonpointer import JsonPointerException
 
-from drivers.base import Driver, invalid, to_engineering, to_raw
+from drivers.base import Driver, ReadingSink, invalid, to_engineering, to_raw
 from drivers.cems import smartapi_form
 from drivers.cems.http import CemsHttp, JsonAnswer, json_of
 from drivers.cems.protocol import CemsOptions, RestAddress, SmartApiAddress
+from drivers.cems.push import PushReceiver
 from drivers.cems.smartapi_form import SmartApiPoint
 from gateway.errors import LinkError, RequestTimeout, SmartApiError
 from gateway.mapping import Device, Point
@@ -41,6 +42,7 @@ class CemsDriver(Driver):
         assert isinstance(options, CemsOptions)
         self.options = options
         self._http = CemsHttp(device, options)
+        self._push: PushReceiver | None = None
         #: HTTP requests sent since the driver was built (reads and writes)
         self.requests_sent = 0
 
@@ -82,7 +84,25 @@ class CemsDriver(Driver):
             raise
 
     async def close(self) -> None:
+        receiver, self._push = self._push, None
+        if receiver is not None:
+            await receiver.stop()
         await self._http.close()
+
+    async def subscribe(self, sink: ReadingSink) -> bool:
+        """With `options.push`, listen for the CEMS's Notifications (see push.py)."""
+        push = self.options.push
+        if push is None:
+            return False
+        points = [
+            self._smartapi(p)
+            for p in self.device.points
+            if p.direction.readable and isinstance(self.address(p), SmartApiAddress)
+        ]
+        receiver = PushReceiver(self.device, self.options, push, points, sink)
+        await receiver.start()
+        self._push = receiver
+        return True
 
     def read_budget(self, points: Sequence[Point]) -> float:
         """One request per path or entity, each bounded by the device timeout."""

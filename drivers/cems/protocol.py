@@ -17,6 +17,7 @@ The link is HTTP/1.1 over TLS with server verification always on (`ca_file`, els
 system's trust store), an optional client certificate and an optional bearer token read
 from a file. Relative file names resolve against the mapping file.
 
+With `push`, the gateway also listens for the CEMS's Smart API Notifications (push.py).
 This module imports no HTTP library: it is loaded whenever a mapping is read.
 Smart API 1.1 peers (the legacy profile, signed messages) are not spoken yet.
 """
@@ -163,6 +164,20 @@ class SimulatorTls(BaseModel):
     client_ca_file: Path | None = None
 
 
+class PushEndpoint(BaseModel):
+    """Where the gateway listens for the CEMS's Smart API Notifications (optional push):
+    HTTPS with the gateway's certificate, CEMS clients authenticated by certificate."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    host: str
+    port: int = Field(ge=1, le=65535)
+    path: str = Field(default="/smartapi/v1.0e1.0/notification/", pattern=r"^/\S*$")
+    cert_file: Path
+    key_file: Path
+    #: the CA the CEMS's client certificate must chain to
+    client_ca_file: Path
+
+
 class CemsOptions(BaseModel):
     """Device options for a CEMS over HTTPS."""
 
@@ -185,6 +200,8 @@ class CemsOptions(BaseModel):
     smartapi_sender: str = "https://mgms.example/gateway"
     #: path -> how it is written (see the module docstring)
     writes: dict[str, WriteTemplate] = Field(default_factory=dict)
+    #: receive Smart API Notifications from the CEMS (None: polling only)
+    push: PushEndpoint | None = None
     simulator: SimulatorTls | None = None
 
     _base: Path = PrivateAttr(default=Path("."))

@@ -23,6 +23,7 @@ from gateway.smartapi.messages import (
     Entity,
     ErrorMessage,
     Method,
+    Notification,
     Request,
     Response,
     ValueObject,
@@ -78,11 +79,29 @@ def readings(
     if why is not None:
         return [invalid(p.point, why) for p in points]
     assert isinstance(message, Response)
+    found = _value_objects(message.activities)
+    return [_reading(p, found.get(p.address.entity)) for p in points]
+
+
+def _value_objects(activities: Sequence[Activity]) -> dict[str, list[ValueObject]]:
+    """The value objects of every entity of `activities`, by entity IRI."""
     found: dict[str, list[ValueObject]] = {}
-    for activity in message.activities:
+    for activity in activities:
         for entity in activity.entities:
             found.setdefault(entity.iri, []).extend(entity.value_objects)
-    return [_reading(p, found.get(p.address.entity)) for p in points]
+    return found
+
+
+def notified(message: Notification, points: Sequence[SmartApiPoint]) -> list[Reading]:
+    """Readings of the points whose value objects a CEMS's Notification carries (the other
+    points are not touched: a notification says what changed)."""
+    found = _value_objects(message.activities)
+    out = []
+    for target in points:
+        objects = found.get(target.address.entity, [])
+        if any(_fits(target.address, vo) and vo.value is not None for vo in objects):
+            out.append(_reading(target, objects))
+    return out
 
 
 def _reading(target: SmartApiPoint, objects: list[ValueObject] | None) -> Reading:
