@@ -191,6 +191,8 @@ class CemsDriver(Driver):
                     return await self._write_smartapi(point, command)
                 return await self._write_rest(point, command)
         except TimeoutError:
+            if left is None:  # not ours: only the deadline's timeout ends here
+                raise
             detail = f"no answer before the command's deadline ({left:.3g} s)"
             return CommandResult(command, CommandStatus.TIMEOUT, detail)
         except RequestTimeout as exc:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from drivers.cems.protocol import CemsOptions
 from gateway.errors import LinkError, RequestTimeout
@@ -83,8 +84,8 @@ class CemsHttp:
         assert conn.host is not None
         self.device = device
         self.options = options
-        port = conn.port or 443
-        self.base = f"https://{conn.host}:{port}"
+        # yarl brackets an IPv6 literal
+        self.base = str(URL.build(scheme="https", host=conn.host, port=conn.port or 443))
         self._server_name = options.server_name
         self._session: aiohttp.ClientSession | None = None
         # identity: bodies are not inflated (see max_body), so ask for none compressed

@@ -25,9 +25,10 @@ Smart API 1.1 peers (the legacy profile, signed messages) are not spoken yet.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jsonpointer import JsonPointer, JsonPointerException
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, model_validator
@@ -35,12 +36,16 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, 
 from gateway.protocols.base import (
     Address,
     AddressError,
+    DeviceIssue,
     PointTyping,
     ProtocolSpec,
     read_first_line,
 )
 from gateway.smartapi.messages import check_iri
 from gateway.smartapi.vocab import QuantityKind, unit_fits
+
+if TYPE_CHECKING:
+    from gateway.mapping import Connection
 
 #: the most a response body may hold unless the options say otherwise
 DEFAULT_MAX_BODY = 1 << 20
@@ -217,6 +222,16 @@ class CemsOptions(BaseModel):
                 raise ValueError(f"writes: path {path!r} must start with '/'")
         if self.token_file is not None:
             self._token = _read_token(self.resolve(self.token_file))
+        named = {"ca_file": self.ca_file, "cert_file": self.cert_file, "key_file": self.key_file}
+        if self.push is not None:
+            named |= {
+                "push.cert_file": self.push.cert_file,
+                "push.key_file": self.push.key_file,
+                "push.client_ca_file": self.push.client_ca_file,
+            }
+        for field, file in named.items():
+            if file is not None and not self.resolve(file).is_file():
+                raise ValueError(f"{field} {str(self.resolve(file))!r} is not a readable file")
         return self
 
     def resolve(self, path: Path) -> Path:
@@ -242,6 +257,13 @@ def _read_token(path: Path) -> str:
     return token
 
 
+def check_device(connection: Connection, addresses: Mapping[str, Address]) -> list[DeviceIssue]:
+    """A CEMS is reached over the network, not a serial line."""
+    if connection.host is None:
+        return [DeviceIssue("connection.host", "a CEMS is reached over HTTPS: give host")]
+    return []
+
+
 SPEC = ProtocolSpec(
     name="cems",
     driver="drivers.cems.driver:CemsDriver",
@@ -250,4 +272,5 @@ SPEC = ProtocolSpec(
     options_model=CemsOptions,
     data_types=frozenset(),
     default_port=443,
+    check_device=check_device,
 )

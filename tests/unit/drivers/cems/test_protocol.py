@@ -8,6 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from drivers.cems.protocol import CemsOptions, RestAddress, WriteMethod, parse
+from gateway.errors import ConfigError
+from gateway.loader import load_mappings
 from gateway.protocols.base import AddressError, PointTyping
 
 READ = PointTyping()
@@ -72,9 +74,23 @@ def test_options_read_the_token_relative_to_the_mapping(tmp_path: Path) -> None:
         ({"writes": {"/w": {"method": "DELETE"}}}, "method"),
         ({"max_body": 10}, "max_body"),
         ({"verify": False}, "verify"),
+        ({"ca_file": "nowhere.pem"}, "ca_file .*nowhere.pem' is not a readable file"),
     ],
 )
 def test_bad_options_say_why(tmp_path: Path, raw: dict[str, object], why: str) -> None:
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(ValidationError, match=why):
         CemsOptions.model_validate(raw, context={"base_dir": tmp_path})
+
+
+def test_a_cems_on_a_serial_line_is_refused(tmp_path: Path) -> None:
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(
+        "devices:\n"
+        "  - id: cems1\n"
+        "    protocol: cems\n"
+        "    connection: {serial: {port: /dev/ttyS0}}\n"
+        "    points: [{id: p, address: '/a#/p', unit: KiloW}]\n"
+    )
+    with pytest.raises(ConfigError, match=r"device 'cems1'.*a CEMS is reached over HTTPS"):
+        load_mappings([mapping])
