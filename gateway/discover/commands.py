@@ -7,6 +7,8 @@ import asyncio
 import shlex
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,13 +54,83 @@ def _ders(text: str) -> tuple[dict[int, str], str | None]:
     return out, None
 
 
-def _host_port(text: str, default_port: int) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        return text, default_port
-    if not port.isdigit() or not 0 < int(port) < 65536 or not host:
-        raise SystemExit(f"target {text!r}: expected HOST or HOST:PORT")
-    return host, int(port)
+@dataclass(frozen=True)
+class Target:
+    """HOST[:PORT] of a device to discover."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"a port is a number 1..65535, not {text!r}")
+    return int(text)
+
+
+def _target(default_port: int) -> Callable[[str], Target]:
+    """The argparse type of a TARGET: HOST, HOST:PORT, [IPv6] or [IPv6]:PORT."""
+
+    def parse(text: str) -> Target:
+        if text.startswith("["):
+            host, bracket, rest = text[1:].partition("]")
+            if not bracket or not host or (rest and not rest.startswith(":")):
+                raise argparse.ArgumentTypeError(f"expected [IPv6] or [IPv6]:PORT: {text!r}")
+            port = rest[1:] if rest else str(default_port)
+        elif text.count(":") == 1:
+            host, _, port = text.partition(":")
+        else:  # a host name, an IPv4 address or a bare IPv6 address
+            host, port = text, str(default_port)
+        if not host.strip():
+            raise argparse.ArgumentTypeError(f"expected HOST or HOST:PORT: {text!r}")
+        try:
+            return Target(host, _port(port))
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(
+                f"expected HOST or HOST:PORT with a port 1..65535: {text!r}"
+            ) from None
+
+    return parse
+
+
+def _add_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-o", "--output", type=Path, required=True, help="draft mapping to write (a new file)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite FILE if it exists (a reviewed mapping!)"
+    )
+
+
+def _output_problem(args: argparse.Namespace) -> str | None:
+    """Why the draft cannot be written to `-o`, found before any connection: a mapping
+    someone reviewed is never overwritten unasked."""
+    output: Path = args.output
+    if output.is_dir():
+        return f"-o {output}: is a directory; give the file to write"
+    if output.exists() and not args.force:
+        return f"-o {output}: the file exists; give --force to overwrite it"
+    if not output.parent.is_dir():
+        return f"-o {output}: no directory {output.parent}"
+    return None
+
+
+def _output_first(command: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """`command`, once `-o` is known to be writable: exit 2 before any connection if not."""
+
+    def run(args: argparse.Namespace) -> int:
+        problem = _output_problem(args)
+        if problem is not None:
+            what = f"discover {args.protocol}" if "protocol" in args else f"import {args.kind}"
+            print(f"{what}: {problem}", file=sys.stderr)
+            return 2
+        return command(args)
+
+    return run
 
 
 def add_parsers(sub: Any) -> None:
@@ -66,8 +138,10 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("discover", help="read a device and write a draft mapping file")
     protocols = p.add_subparsers(dest="protocol", required=True)
     m = protocols.add_parser("modbus", help="SunSpec discovery over Modbus TCP")
-    m.add_argument("target", metavar="HOST[:PORT]", help="the device (port 502 by default)")
-    m.add_argument("-o", "--output", type=Path, required=True, help="draft mapping to write")
+    m.add_argument(
+        "target", type=_target(502), metavar="HOST[:PORT]", help="the device (port 502 by default)"
+    )
+    _add_output(m)
     m.add_argument(
         "--units", type=_units, default=(1,), help="unit ids to probe, e.g. 1,2,126 (default 1)"
     )
@@ -81,19 +155,26 @@ def add_parsers(sub: Any) -> None:
         " default: the device id",
     )
     m.add_argument("--timeout", type=float, default=1.0, help="seconds per request")
-    m.set_defaults(func=_cmd_discover_modbus)
+    m.set_defaults(func=_output_first(_cmd_discover_modbus))
 
     i = protocols.add_parser("iec61850", help="browse an IEC 61850 MMS server")
-    i.add_argument("target", metavar="HOST[:PORT]", help="the IED (port 102 by default)")
-    i.add_argument("-o", "--output", type=Path, required=True, help="draft mapping to write")
+    i.add_argument(
+        "target", type=_target(102), metavar="HOST[:PORT]", help="the IED (port 102 by default)"
+    )
+    _add_output(i)
     i.add_argument("--device-id", help="id of the drafted device (default: from the IED)")
     i.add_argument("--der", help="DER id for points with a role (default: the device id)")
     i.add_argument("--timeout", type=float, default=2.0, help="seconds per request")
-    i.set_defaults(func=_cmd_discover_iec61850)
+    i.set_defaults(func=_output_first(_cmd_discover_iec61850))
 
     c = protocols.add_parser("iec104", help="interrogate an IEC 60870-5-104 outstation")
-    c.add_argument("target", metavar="HOST[:PORT]", help="the outstation (port 2404 by default)")
-    c.add_argument("-o", "--output", type=Path, required=True, help="draft mapping to write")
+    c.add_argument(
+        "target",
+        type=_target(2404),
+        metavar="HOST[:PORT]",
+        help="the outstation (port 2404 by default)",
+    )
+    _add_output(c)
     c.add_argument(
         "--ca", type=_units_any, default=(1,), help="common addresses to interrogate (default 1)"
     )
@@ -107,11 +188,13 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("--listen", type=float, default=2.0, help="seconds to wait for more data")
     c.add_argument("--device-id", default="rtu", help="id of the drafted device (default rtu)")
     c.add_argument("--timeout", type=float, default=2.0, help="seconds per confirmation")
-    c.set_defaults(func=_cmd_discover_iec104)
+    c.set_defaults(func=_output_first(_cmd_discover_iec104))
 
     d = protocols.add_parser("dlms", help="read a DLMS/COSEM meter's object list")
-    d.add_argument("target", metavar="HOST[:PORT]", help="the meter (port 4059 by default)")
-    d.add_argument("-o", "--output", type=Path, required=True, help="draft mapping to write")
+    d.add_argument(
+        "target", type=_target(4059), metavar="HOST[:PORT]", help="the meter (port 4059 by default)"
+    )
+    _add_output(d)
     d.add_argument("--client-address", type=int, default=16, help="client SAP (default 16)")
     d.add_argument("--server-address", type=int, default=1, help="server SAP (default 1)")
     d.add_argument("--auth", choices=("none", "low", "high"), default="none")
@@ -121,19 +204,19 @@ def add_parsers(sub: Any) -> None:
     d.add_argument("--device-id", default="meter", help="id of the drafted device")
     d.add_argument("--der", help="DER (or coupling point) the meter measures")
     d.add_argument("--timeout", type=float, default=2.0, help="seconds per request")
-    d.set_defaults(func=_cmd_discover_dlms)
+    d.set_defaults(func=_output_first(_cmd_discover_dlms))
 
     imp = sub.add_parser("import", help="draft a mapping from an engineering file")
     kinds = imp.add_subparsers(dest="kind", required=True)
     scl = kinds.add_parser("scl", help="IEC 61850 SCL (ICD, CID, SCD): one IED")
     scl.add_argument("file", type=Path, help="the SCL file")
-    scl.add_argument("-o", "--output", type=Path, required=True, help="draft mapping to write")
+    _add_output(scl)
     scl.add_argument("--ied", help="the IED to draft (required when the file has several)")
     scl.add_argument("--host", help="the IED's address (default: from Communication)")
-    scl.add_argument("--port", type=int, default=102, help="MMS port (default 102)")
+    scl.add_argument("--port", type=_port, default=102, help="MMS port (default 102)")
     scl.add_argument("--device-id", help="id of the drafted device (default: the IED name)")
     scl.add_argument("--der", help="DER id for points with a role (default: the device id)")
-    scl.set_defaults(func=_cmd_import_scl)
+    scl.set_defaults(func=_output_first(_cmd_import_scl))
 
 
 def _origin() -> str:
@@ -158,7 +241,7 @@ def _cmd_discover_modbus(args: argparse.Namespace) -> int:
     from drivers.modbus.scan import RegisterScanner
     from gateway.discover import modbus
 
-    host, port = _host_port(args.target, 502)
+    host, port = args.target.host, args.target.port
     target = modbus.ModbusTarget(host, port, args.units, args.timeout)
 
     async def run() -> Draft | modbus.RangeReport:
@@ -194,7 +277,7 @@ def _cmd_discover_iec61850(args: argparse.Namespace) -> int:
     from gateway.discover import iec61850
     from gateway.discover.modbus import slug
 
-    host, port = _host_port(args.target, 102)
+    host, port = args.target.host, args.target.port
     started = time.perf_counter()
     try:
         browsed = asyncio.run(browse_ied(host, port, args.timeout, within=60 + args.timeout))
@@ -247,7 +330,7 @@ def _cmd_discover_iec104(args: argparse.Namespace) -> int:
     from drivers.iec104.scan import scan
     from gateway.discover import iec104
 
-    host, port = _host_port(args.target, 2404)
+    host, port = args.target.host, args.target.port
     started = time.perf_counter()
     try:
         commands = iec104.parse_commands(args.command)
@@ -278,7 +361,7 @@ def _cmd_discover_dlms(args: argparse.Namespace) -> int:
     from gateway.discover import dlms
     from gateway.protocols.dlms import DlmsOptions
 
-    host, port = _host_port(args.target, 4059)
+    host, port = args.target.host, args.target.port
     raw: dict[str, object] = {
         "client_address": args.client_address,
         "server_address": args.server_address,

@@ -44,3 +44,57 @@ def test_modbus_unit_ids_are_checked(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit):
         main(["discover", "modbus", "h", "--units", "0,300", "-o", "x.yaml"])
     assert "unit ids are 1..247" in capsys.readouterr().err
+
+
+def test_an_existing_mapping_is_not_overwritten_unasked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ied.yaml"
+    out.write_text("# reviewed by hand\n")
+    icd = str(ROOT / "mappings" / "demo" / "bess2-ied.icd")
+    assert main(["import", "scl", icd, "-o", str(out)]) == 2
+    assert f"import scl: -o {out}: the file exists; give --force" in capsys.readouterr().err
+    assert out.read_text() == "# reviewed by hand\n"
+    assert main(["import", "scl", icd, "-o", str(out), "--force"]) == 0
+    assert "BESS2LD0/DRCC1.WSpt@CO" in out.read_text()
+
+
+def test_an_output_in_a_missing_directory_is_refused_before_connecting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "missing" / "m.yaml"
+    # port 1 on loopback: a connection attempt would fail with exit 1, not 2
+    assert main(["discover", "modbus", "127.0.0.1:1", "-o", str(out)]) == 2
+    assert f"discover modbus: -o {out}: no directory {out.parent}" in capsys.readouterr().err
+    assert main(["discover", "dlms", "127.0.0.1:1", "-o", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["discover", "modbus", "127.0.0.1:abc"],
+        ["discover", "iec104", "127.0.0.1:0"],
+        ["discover", "iec61850", "127.0.0.1:70000"],
+        ["discover", "dlms", "[::1"],
+    ],
+)
+def test_a_bad_target_is_a_usage_error_naming_it(
+    args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "-o", str(tmp_path / "m.yaml")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument HOST[:PORT]" in err and repr(args[2]) in err
+
+
+def test_an_scl_port_out_of_range_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    icd = str(ROOT / "mappings" / "demo" / "bess2-ied.icd")
+    with pytest.raises(SystemExit) as exit_:
+        main(["import", "scl", icd, "--port", "99999", "-o", str(tmp_path / "m.yaml")])
+    assert exit_.value.code == 2
+    assert "argument --port: a port is a number 1..65535, not '99999'" in capsys.readouterr().err
+    assert not (tmp_path / "m.yaml").exists()
