@@ -7,7 +7,7 @@ import asyncio
 import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -352,6 +352,27 @@ def _cmd_discover_iec104(args: argparse.Namespace) -> int:
     return _write(draft, args.output, time.perf_counter() - started)
 
 
+#: DlmsOptions field -> the `discover dlms` option that gives it
+_DLMS_OPTIONS = {
+    "client_address": "--client-address",
+    "server_address": "--server-address",
+    "authentication": "--auth",
+    "password_file": "--password-file",
+    "keys_file": "--keys-file",
+    "system_title": "--system-title",
+}
+
+
+def _dlms_option_error(error: Mapping[str, Any]) -> str:
+    """A DlmsOptions validation error in the command's terms: the option, not the field."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    for field, name in _DLMS_OPTIONS.items():
+        message = message.replace(field, name)
+    loc = error.get("loc") or ()
+    option = _DLMS_OPTIONS.get(str(loc[0])) if loc else None
+    return f"{option} {error.get('input')!r}: {message}" if option else message
+
+
 def _cmd_discover_dlms(args: argparse.Namespace) -> int:
     import os
 
@@ -375,7 +396,8 @@ def _cmd_discover_dlms(args: argparse.Namespace) -> int:
     try:
         options = DlmsOptions.model_validate(raw, context={"base_dir": str(Path.cwd())})
     except ValidationError as exc:
-        print(f"discover dlms: {exc.errors()[0]['msg']}", file=sys.stderr)
+        for error in exc.errors():
+            print(f"discover dlms: {_dlms_option_error(error)}", file=sys.stderr)
         return 2
     started = time.perf_counter()
 

@@ -37,7 +37,23 @@ def test_dlms_options_are_checked_before_connecting(
 ) -> None:
     args = ["discover", "dlms", "127.0.0.1:1", "--auth", "low", "-o", str(tmp_path / "m.yaml")]
     assert main(args) == 2
-    assert "authentication 'low' needs password_file" in capsys.readouterr().err
+    assert "discover dlms: --auth 'low' needs --password-file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        (["--system-title", "zz"], "discover dlms: --system-title 'zz': String should match"),
+        (["--client-address", "0"], "discover dlms: --client-address 0: Input should be"),
+        (["--auth", "none", "--keys-file", "k"], "--keys-file given but --auth is 'none'"),
+    ],
+)
+def test_dlms_option_errors_name_the_option(
+    option: list[str], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["discover", "dlms", "127.0.0.1:1", *option, "-o", str(tmp_path / "m.yaml")]
+    assert main(args) == 2
+    assert expected in capsys.readouterr().err
 
 
 def test_modbus_unit_ids_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
