@@ -335,11 +335,9 @@ def _cmd_discover_iec104(args: argparse.Namespace) -> int:
     try:
         commands = iec104.parse_commands(args.command)
         seen, notes = scan(host, port, args.ca, args.timeout, args.listen)
+        iec104.check_stations(args.ca, seen, notes)
     except (DiscoveryError, LinkError) as exc:
         print(f"discover iec104 {args.target}: {exc}", file=sys.stderr)
-        return 1
-    if not seen:
-        print(f"discover iec104 {args.target}: no information object received", file=sys.stderr)
         return 1
     draft = iec104.draft_outstation(
         seen,

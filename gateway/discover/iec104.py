@@ -71,6 +71,24 @@ def parse_commands(texts: Sequence[str]) -> list[Iec104Address]:
     return out
 
 
+def check_stations(
+    requested: Sequence[int], seen: Sequence[Seen], notes: Sequence[str] = ()
+) -> None:
+    """Every common address asked for (`--ca`) sent at least one object: an outstation
+    that rejects the interrogation of a CA it does not have may still send its own
+    stations' periodic data, and a draft of those is not what was asked for."""
+    sent = sorted({s.common_address for s in seen})
+    silent = [ca for ca in requested if ca not in sent]
+    if not silent:
+        return
+    why = "; ".join(notes) or "interrogation confirmed"
+    others = ", ".join(map(str, sent)) if sent else "none"
+    raise DiscoveryError(
+        f"no information object of common address {', '.join(map(str, silent))} ({why});"
+        f" common addresses the outstation sent: {others}: check --ca"
+    )
+
+
 def draft_outstation(
     seen: Sequence[Seen],
     commands: Sequence[Iec104Address],

@@ -13,6 +13,7 @@ import pytest
 
 from drivers.iec104.driver import Iec104Driver
 from drivers.iec104.scan import scan
+from gateway.cli import main
 from gateway.discover import iec104
 from gateway.discover.draft import render
 from gateway.errors import DiscoveryError, LinkError
@@ -105,3 +106,17 @@ def test_nothing_listening_is_a_link_error() -> None:
     port = free_port()
     with pytest.raises(LinkError, match=f"127.0.0.1:{port}"):
         scan("127.0.0.1", port, [1], 1.0, 0.0)
+
+
+def test_a_common_address_that_sends_nothing_is_an_error_not_a_draft(
+    rtu_sim: SimProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the RTU rejects the interrogation of CA 7 but keeps sending CA 1's periodic data
+    port = rtu_sim.ports["chp1-rtu"]
+    out = tmp_path / "rtu.yaml"
+    args = ["discover", "iec104", f"127.0.0.1:{port}", "--ca", "7", "--listen", "1.5"]
+    assert main([*args, "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "no information object of common address 7" in err
+    assert "rejected" in err and "common addresses the outstation sent: 1: check --ca" in err
+    assert not out.exists()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from gateway.discover import iec104
 from gateway.discover.draft import render
+from gateway.errors import DiscoveryError
 from gateway.loader import check_files
 
 
@@ -37,3 +40,12 @@ def test_objects_commands_and_what_is_not_known(tmp_path: Path) -> None:
     path = tmp_path / "d.yaml"
     path.write_text(render(draft))
     assert check_files([path]) == []
+
+
+def test_every_requested_common_address_must_send_something() -> None:
+    seen = [iec104.Seen(1, 100, 13, 1.5, 1, False)]
+    iec104.check_stations([1], seen)
+    with pytest.raises(DiscoveryError, match=r"common address 7 \(CA 7: no\); .* sent: 1:"):
+        iec104.check_stations([1, 7], seen, ["CA 7: no"])
+    with pytest.raises(DiscoveryError, match=r"common address 1 .* sent: none"):
+        iec104.check_stations([1], [])
