@@ -6,6 +6,7 @@ B passes `mgms check`, has every object of A at its address and reads A's raw va
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,8 +105,16 @@ def test_a_bad_command_option_names_it() -> None:
 
 def test_nothing_listening_is_a_link_error() -> None:
     port = free_port()
-    with pytest.raises(LinkError, match=f"127.0.0.1:{port}"):
+    with pytest.raises(LinkError, match=f"cannot connect to 127.0.0.1:{port}: "):
         scan("127.0.0.1", port, [1], 1.0, 0.0)
+
+
+def test_a_server_that_is_no_outstation_is_named_as_such() -> None:
+    # the kernel completes the TCP handshake from the backlog; nothing ever answers STARTDT
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        with pytest.raises(LinkError, match="connected, but no IEC 104 data transfer"):
+            scan("127.0.0.1", port, [1], 1.0, 0.0)
 
 
 def test_a_common_address_that_sends_nothing_is_an_error_not_a_draft(
