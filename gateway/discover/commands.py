@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import shlex
 import sys
 import time
@@ -39,6 +40,32 @@ def _units_any(text: str) -> tuple[int, ...]:
     if not values or any(not 1 <= v <= 65534 for v in values):
         raise argparse.ArgumentTypeError(f"common addresses are 1..65534: {text!r}")
     return values
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of seconds, not {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"a number of seconds, not {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A timeout: seconds > 0."""
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"seconds > 0, not {text!r}")
+    return value
+
+
+def _listen_seconds(text: str) -> float:
+    """How long to listen: seconds >= 0."""
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"seconds >= 0, not {text!r}")
+    return value
 
 
 def _ders(text: str) -> tuple[dict[int, str], str | None]:
@@ -154,7 +181,7 @@ def add_parsers(sub: Any) -> None:
         help="DER id for points with a role, or one per unit (1=bess3,2=pv2);"
         " default: the device id",
     )
-    m.add_argument("--timeout", type=float, default=1.0, help="seconds per request")
+    m.add_argument("--timeout", type=_seconds, default=1.0, help="seconds per request")
     m.set_defaults(func=_output_first(_cmd_discover_modbus))
 
     i = protocols.add_parser("iec61850", help="browse an IEC 61850 MMS server")
@@ -164,7 +191,7 @@ def add_parsers(sub: Any) -> None:
     _add_output(i)
     i.add_argument("--device-id", help="id of the drafted device (default: from the IED)")
     i.add_argument("--der", help="DER id for points with a role (default: the device id)")
-    i.add_argument("--timeout", type=float, default=2.0, help="seconds per request")
+    i.add_argument("--timeout", type=_seconds, default=2.0, help="seconds per request")
     i.set_defaults(func=_output_first(_cmd_discover_iec61850))
 
     c = protocols.add_parser("iec104", help="interrogate an IEC 60870-5-104 outstation")
@@ -185,9 +212,11 @@ def add_parsers(sub: Any) -> None:
         metavar="CA/IOA/C_TYPE | CA/IOA/M_TYPE+IOA/C_TYPE",
         help="a command to draft (commands cannot be discovered); repeatable",
     )
-    c.add_argument("--listen", type=float, default=2.0, help="seconds to wait for more data")
+    c.add_argument(
+        "--listen", type=_listen_seconds, default=2.0, help="seconds to wait for more data"
+    )
     c.add_argument("--device-id", default="rtu", help="id of the drafted device (default rtu)")
-    c.add_argument("--timeout", type=float, default=2.0, help="seconds per confirmation")
+    c.add_argument("--timeout", type=_seconds, default=2.0, help="seconds per confirmation")
     c.set_defaults(func=_output_first(_cmd_discover_iec104))
 
     d = protocols.add_parser("dlms", help="read a DLMS/COSEM meter's object list")
@@ -203,7 +232,7 @@ def add_parsers(sub: Any) -> None:
     d.add_argument("--system-title", help="the gateway's system title, 16 hex digits (HLS)")
     d.add_argument("--device-id", default="meter", help="id of the drafted device")
     d.add_argument("--der", help="DER (or coupling point) the meter measures")
-    d.add_argument("--timeout", type=float, default=2.0, help="seconds per request")
+    d.add_argument("--timeout", type=_seconds, default=2.0, help="seconds per request")
     d.set_defaults(func=_output_first(_cmd_discover_dlms))
 
     imp = sub.add_parser("import", help="draft a mapping from an engineering file")
@@ -241,6 +270,14 @@ def _cmd_discover_modbus(args: argparse.Namespace) -> int:
     from drivers.modbus.scan import RegisterScanner
     from gateway.discover import modbus
 
+    der_of_unit: dict[int, str] = args.der[0]
+    if der_of_unit and set(der_of_unit) != set(args.units):
+        print(
+            f"discover modbus: --der gives DERs for units {sorted(der_of_unit)}"
+            f" but --units probes {list(args.units)}: give one DER per probed unit",
+            file=sys.stderr,
+        )
+        return 2
     host, port = args.target.host, args.target.port
     target = modbus.ModbusTarget(host, port, args.units, args.timeout)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from gateway.discover.draft import Draft, DraftDevice
 from gateway.discover.sunspec import (
+    BASES,
     CHUNK,
     DraftNames,
     SunSpecUnit,
@@ -84,6 +85,13 @@ def draft_sunspec(
             ]
         },
     )
+    found = {u.unit for u in units}
+    draft.unmapped += [
+        f"unit {unit}: no SunSpec marker ({', '.join(map(str, BASES))}): silent or not"
+        " SunSpec; nothing drafted"
+        for unit in target.units
+        if unit not in found
+    ]
     for unit in units:
         info = unit.common
         chain = ", ".join(

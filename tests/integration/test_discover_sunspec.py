@@ -99,3 +99,15 @@ def test_nothing_listening_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert f"discover modbus 127.0.0.1:{port}: " in done.stderr
     assert "cannot connect" in done.stderr
+
+
+def test_a_probed_unit_without_sunspec_is_listed_in_the_draft(
+    sunspec_sim: SimProcess, tmp_path: Path
+) -> None:
+    out = tmp_path / "b.yaml"
+    port = sunspec_sim.ports["hybrid1"]
+    done = mgms("discover", "modbus", f"127.0.0.1:{port}", "--units", "1,3", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "4 finding(s) not mapped" in done.stdout
+    text = out.read_text()
+    assert "#   unit 3: no SunSpec marker (40000, 50000, 0): silent or not SunSpec" in text

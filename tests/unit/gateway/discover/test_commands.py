@@ -114,3 +114,31 @@ def test_an_scl_port_out_of_range_is_a_usage_error(
     assert exit_.value.code == 2
     assert "argument --port: a port is a number 1..65535, not '99999'" in capsys.readouterr().err
     assert not (tmp_path / "m.yaml").exists()
+
+
+def test_a_der_per_unit_must_match_the_probed_units(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "m.yaml")
+    args = ["discover", "modbus", "127.0.0.1:1", "--units", "1,2", "--der", "1=bess3,3=pv2"]
+    assert main([*args, "-o", out]) == 2
+    err = capsys.readouterr().err
+    assert "--der gives DERs for units [1, 3] but --units probes [1, 2]" in err
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        (["--timeout", "-1"], "argument --timeout: seconds > 0, not '-1'"),
+        (["--timeout", "0"], "argument --timeout: seconds > 0, not '0'"),
+        (["--listen", "nan"], "argument --listen: a number of seconds, not 'nan'"),
+    ],
+)
+def test_times_are_checked(
+    option: list[str], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    protocol = "iec104" if option[0] == "--listen" else "modbus"
+    with pytest.raises(SystemExit) as exit_:
+        main(["discover", protocol, "127.0.0.1:1", *option, "-o", str(tmp_path / "m.yaml")])
+    assert exit_.value.code == 2
+    assert expected in capsys.readouterr().err
