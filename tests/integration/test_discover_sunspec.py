@@ -70,12 +70,17 @@ def mgms(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def discover_hybrid(sim: SimProcess, units: str, out: Path) -> str:
+    """`mgms discover modbus` of the hybrid inverter: the summary printed (exit 0)."""
+    port = sim.ports["hybrid1"]
+    done = mgms("discover", "modbus", f"127.0.0.1:{port}", "--units", units, "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_cli_writes_a_checked_draft(sunspec_sim: SimProcess, tmp_path: Path) -> None:
     out = tmp_path / "b.yaml"
-    port = sunspec_sim.ports["hybrid1"]
-    done = mgms("discover", "modbus", f"127.0.0.1:{port}", "--units", "1,2", "-o", str(out))
-    assert done.returncode == 0, done.stderr
-    assert "drafted 7 point(s), 7 with a role" in done.stdout
+    assert "drafted 7 point(s), 7 with a role" in discover_hybrid(sunspec_sim, "1,2", out)
     text = out.read_text()
     assert "# unit 2: SunSpec at 40000: MGMS fwsim hybrid1" in text
     assert "der: hybrid1" in text  # no --der: the device id
@@ -105,9 +110,6 @@ def test_a_probed_unit_without_sunspec_is_listed_in_the_draft(
     sunspec_sim: SimProcess, tmp_path: Path
 ) -> None:
     out = tmp_path / "b.yaml"
-    port = sunspec_sim.ports["hybrid1"]
-    done = mgms("discover", "modbus", f"127.0.0.1:{port}", "--units", "1,3", "-o", str(out))
-    assert done.returncode == 0, done.stderr
-    assert "4 finding(s) not mapped" in done.stdout
+    assert "4 finding(s) not mapped" in discover_hybrid(sunspec_sim, "1,3", out)
     text = out.read_text()
     assert "#   unit 3: no SunSpec marker (40000, 50000, 0): silent or not SunSpec" in text
