@@ -115,6 +115,16 @@ _SI_UNITS: dict[int, tuple[str, str | None, str | None]] = {
     73: ("VAR-HR", "KiloVAR-HR", None),
 }
 
+
+def si_unit(unit: str) -> tuple[int, int] | None:
+    """(SIUnit, multiplier) of a gateway unit (`KiloW` -> (38, 3)); None when IEC 61850-7-3
+    has no SIUnit for it (PERCENT). The inverse of how drafts read `units`."""
+    for si, names in _SI_UNITS.items():
+        if unit in names:
+            return si, 3 * names.index(unit)
+    return None
+
+
 _NUMBERS = frozenset({"float32", "int32"})
 _LN_CLASS = re.compile(r"([A-Z]{4})\d*$")
 

@@ -19,7 +19,12 @@ DEMO = ROOT / "mappings" / "demo" / "iec61850.yaml"
 def test_shipped_icd_drafts_the_demo_ied() -> None:
     ied = scl.load_ied(ICD, None)
     assert ied.host == "127.0.0.1"
-    assert ied.model.units == {"BESS2LD0/MMXU1.TotW": (38, 3)}
+    assert ied.model.units == {
+        "BESS2LD0/MMXU1.TotW": (38, 3),
+        "BESS2LD0/MMXU1.TotVAr": (63, 3),
+        "BESS2LD0/ZBAT1.WHRtg": (72, 3),
+        "BESS2LD0/DRCC1.VarSpt": (63, 3),
+    }
     controls = {c.do: (c.kind, c.ctl_model) for c in ied.model.controls}
     # WSpt: the instance's ctlModel overrides the template's; DERStr: the template's
     assert controls == {"WSpt": ("float32", 4), "DERStr": ("bool", 3)}
