@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import math
 import shlex
 import sys
@@ -296,6 +297,8 @@ def _cmd_discover_modbus(args: argparse.Namespace) -> int:
         finally:
             await scanner.close()
 
+    # pymodbus logs every unanswered probe with a hex dump; the summary says it once
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     started = time.perf_counter()
     try:
         result = asyncio.run(run())
@@ -304,6 +307,14 @@ def _cmd_discover_modbus(args: argparse.Namespace) -> int:
         return 1
     elapsed = time.perf_counter() - started
     if isinstance(result, modbus.RangeReport):
+        if set(result.silent) == set(args.units):
+            print(
+                f"discover modbus {args.target}: no answer from unit(s)"
+                f" {', '.join(map(str, args.units))} within {args.timeout:g} s:"
+                " check --units and that this is a Modbus TCP device",
+                file=sys.stderr,
+            )
+            return 1
         print(result.render())
         return 3
     return _write(result, args.output, elapsed)

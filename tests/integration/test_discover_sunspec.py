@@ -4,6 +4,7 @@ of A at the same address with the same role, and reads the same values as A."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -113,3 +114,17 @@ def test_a_probed_unit_without_sunspec_is_listed_in_the_draft(
     assert "4 finding(s) not mapped" in discover_hybrid(sunspec_sim, "1,3", out)
     text = out.read_text()
     assert "#   unit 3: no SunSpec marker (40000, 50000, 0): silent or not SunSpec" in text
+
+
+def test_a_device_that_never_answers_is_an_error_not_a_report(tmp_path: Path) -> None:
+    # the kernel accepts the connection from the backlog; no Modbus answer ever comes
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        out = str(tmp_path / "x.yaml")
+        done = mgms("discover", "modbus", f"127.0.0.1:{port}", "--units", "1,2", "-o", out)
+    assert done.returncode == 1, done.stdout
+    assert f"discover modbus 127.0.0.1:{port}: no answer from unit(s) 1, 2 within 1 s" in (
+        done.stderr
+    )
+    assert "pymodbus" not in done.stderr  # one message, not a hex dump per probe
+    assert "no mapping drafted" not in done.stdout
