@@ -21,7 +21,7 @@ from typing import Any
 from xml.etree.ElementTree import Element, ParseError
 
 import defusedxml.ElementTree as safe_xml
-from defusedxml import DefusedXmlException
+from defusedxml import DefusedXmlException, DTDForbidden
 
 from gateway.discover.iec61850 import Control, IedModel, Leaf
 from gateway.errors import DiscoveryError
@@ -93,8 +93,13 @@ class _Templates:
 def _read(path: Path) -> Element:
     try:
         tree = safe_xml.parse(str(path), forbid_dtd=True)
-    except DefusedXmlException as exc:
-        raise DiscoveryError(f"{path}: refused: {type(exc).__name__} ({exc})") from None
+    except DTDForbidden as exc:
+        raise DiscoveryError(
+            f"{path}: refused: the file declares a DTD (<!DOCTYPE {exc.name}>): SCL needs"
+            " none, and its entities could expand without bound or read other files"
+        ) from None
+    except DefusedXmlException as exc:  # entities or external references without a DTD
+        raise DiscoveryError(f"{path}: refused: {type(exc).__name__}: {exc}") from None
     except ParseError as exc:
         raise DiscoveryError(f"{path}: not well-formed XML: {exc}") from None
     except OSError as exc:
