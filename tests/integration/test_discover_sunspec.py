@@ -88,10 +88,14 @@ def test_cli_writes_a_checked_draft(sunspec_sim: SimProcess, tmp_path: Path) -> 
 
 
 def test_device_without_sunspec_is_reported_not_drafted(tmp_path: Path) -> None:
-    with sim_process(["pcc-meter"], config=DEMO_CONFIG) as sim:
+    with sim_process(["pcc-meter", "bess1-inverter"], config=DEMO_CONFIG) as sim:
         out = tmp_path / "meter.yaml"
         port = sim.ports["pcc-meter"]
         done = mgms("discover", "modbus", f"127.0.0.1:{port}", "-o", str(out))
+        inverter = sim.ports["bess1-inverter"]
+        other = mgms("discover", "modbus", f"127.0.0.1:{inverter}", "-o", str(out))
+    # the inverter's map begins 72 registers after the usual start 40000
+    assert other.returncode == 3 and "unit 1 holding: 40072..40112" in other.stdout
     assert done.returncode == 3, done.stderr
     assert "no SunSpec marker" in done.stdout
     assert "unit 1 input: 0..18" in done.stdout  # the meter's 7 points, floats and doubles

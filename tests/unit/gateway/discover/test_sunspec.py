@@ -148,3 +148,11 @@ async def test_a_chain_without_end_or_with_a_hole_is_an_error_naming_where() -> 
     image = block(40000, [0x5375, 0x6E53, 65000, 65000])
     with pytest.raises(DiscoveryError, match="beyond the end of the register space"):
         await discover_units(Image({1: image}), [1])
+
+
+async def test_a_register_block_off_the_usual_starts_is_found_with_its_bounds() -> None:
+    reader = Image({1: block(40072, [7] * 41) | block(109, [1] * 8)})
+    target = discover_modbus.ModbusTarget("127.0.0.1", 1502)
+    report = await discover_modbus.discover(reader, target, origin="test")
+    assert isinstance(report, discover_modbus.RangeReport)
+    assert report.ranges[(1, Table.HOLDING)] == [(109, 117), (40072, 40113)]
