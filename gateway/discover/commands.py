@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import math
+import re
 import shlex
 import sys
 import time
@@ -18,6 +19,7 @@ from typing import Any
 from gateway.discover.draft import Draft, render
 from gateway.errors import DiscoveryError, GatewayError, LinkError
 from gateway.loader import check_files
+from gateway.mapping import ID_PATTERN
 
 
 def _units(text: str) -> tuple[int, ...]:
@@ -69,16 +71,25 @@ def _listen_seconds(text: str) -> float:
     return value
 
 
+def _mapping_id(text: str) -> str:
+    """A device or DER id as mapping files have them (checked before any connection)."""
+    if not re.fullmatch(ID_PATTERN, text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is no id: a letter, then up to 63 letters, digits, '_', '.' or '-'"
+        )
+    return text
+
+
 def _ders(text: str) -> tuple[dict[int, str], str | None]:
     """`bess3` (every unit) or `1=bess3,2=pv2` (per unit)."""
     if "=" not in text:
-        return {}, text
+        return {}, _mapping_id(text)
     out: dict[int, str] = {}
     for item in text.split(","):
         unit, _, der = item.partition("=")
         if not unit.strip().isdigit() or not der.strip():
             raise argparse.ArgumentTypeError(f"--der expects DER or UNIT=DER,...: {text!r}")
-        out[int(unit)] = der.strip()
+        out[int(unit)] = _mapping_id(der.strip())
     return out, None
 
 
@@ -173,7 +184,9 @@ def add_parsers(sub: Any) -> None:
     m.add_argument(
         "--units", type=_units, default=(1,), help="unit ids to probe, e.g. 1,2,126 (default 1)"
     )
-    m.add_argument("--device-id", help="id of the drafted device (default: from model 1)")
+    m.add_argument(
+        "--device-id", type=_mapping_id, help="id of the drafted device (default: from model 1)"
+    )
     m.add_argument(
         "--der",
         type=_ders,
@@ -190,8 +203,12 @@ def add_parsers(sub: Any) -> None:
         "target", type=_target(102), metavar="HOST[:PORT]", help="the IED (port 102 by default)"
     )
     _add_output(i)
-    i.add_argument("--device-id", help="id of the drafted device (default: from the IED)")
-    i.add_argument("--der", help="DER id for points with a role (default: the device id)")
+    i.add_argument(
+        "--device-id", type=_mapping_id, help="id of the drafted device (default: from the IED)"
+    )
+    i.add_argument(
+        "--der", type=_mapping_id, help="DER id for points with a role (default: the device id)"
+    )
     i.add_argument("--timeout", type=_seconds, default=2.0, help="seconds per request")
     i.set_defaults(func=_output_first(_cmd_discover_iec61850))
 
@@ -216,7 +233,12 @@ def add_parsers(sub: Any) -> None:
     c.add_argument(
         "--listen", type=_listen_seconds, default=2.0, help="seconds to wait for more data"
     )
-    c.add_argument("--device-id", default="rtu", help="id of the drafted device (default rtu)")
+    c.add_argument(
+        "--device-id",
+        type=_mapping_id,
+        default="rtu",
+        help="id of the drafted device (default rtu)",
+    )
     c.add_argument("--timeout", type=_seconds, default=2.0, help="seconds per confirmation")
     c.set_defaults(func=_output_first(_cmd_discover_iec104))
 
@@ -231,8 +253,10 @@ def add_parsers(sub: Any) -> None:
     d.add_argument("--password-file", type=Path, help="LLS password file (--auth low)")
     d.add_argument("--keys-file", type=Path, help="HLS keys file (--auth high)")
     d.add_argument("--system-title", help="the gateway's system title, 16 hex digits (HLS)")
-    d.add_argument("--device-id", default="meter", help="id of the drafted device")
-    d.add_argument("--der", help="DER (or coupling point) the meter measures")
+    d.add_argument(
+        "--device-id", type=_mapping_id, default="meter", help="id of the drafted device"
+    )
+    d.add_argument("--der", type=_mapping_id, help="DER (or coupling point) the meter measures")
     d.add_argument("--timeout", type=_seconds, default=2.0, help="seconds per request")
     d.set_defaults(func=_output_first(_cmd_discover_dlms))
 
@@ -244,8 +268,12 @@ def add_parsers(sub: Any) -> None:
     scl.add_argument("--ied", help="the IED to draft (required when the file has several)")
     scl.add_argument("--host", help="the IED's address (default: from Communication)")
     scl.add_argument("--port", type=_port, default=102, help="MMS port (default 102)")
-    scl.add_argument("--device-id", help="id of the drafted device (default: the IED name)")
-    scl.add_argument("--der", help="DER id for points with a role (default: the device id)")
+    scl.add_argument(
+        "--device-id", type=_mapping_id, help="id of the drafted device (default: the IED name)"
+    )
+    scl.add_argument(
+        "--der", type=_mapping_id, help="DER id for points with a role (default: the device id)"
+    )
     scl.set_defaults(func=_output_first(_cmd_import_scl))
 
 

@@ -143,3 +143,23 @@ def test_times_are_checked(
         main(["discover", protocol, "127.0.0.1:1", *option, "-o", str(tmp_path / "m.yaml")])
     assert exit_.value.code == 2
     assert expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["import", "scl", "ICD", "--device-id", "1 bad"],
+        ["import", "scl", "ICD", "--der", "x y"],
+        ["discover", "modbus", "127.0.0.1:1", "--der", "1=bess3,2=pv 2"],
+        ["discover", "dlms", "127.0.0.1:1", "--der", "load#1"],
+    ],
+)
+def test_ids_are_checked_before_anything_is_read(
+    option: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [str(ROOT / "mappings/demo/bess2-ied.icd") if a == "ICD" else a for a in option]
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "-o", str(tmp_path / "m.yaml")])
+    assert exit_.value.code == 2
+    assert "is no id: a letter, then up to 63 letters" in capsys.readouterr().err
+    assert not (tmp_path / "m.yaml").exists()
