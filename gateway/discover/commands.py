@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.discover.draft import Draft, render
-from gateway.errors import DiscoveryError, GatewayError, LinkError
+from gateway.errors import DiscoveryError, DriverError, GatewayError, LinkError
 from gateway.loader import check_files
 from gateway.mapping import ID_PATTERN
 
@@ -282,6 +282,15 @@ def _origin() -> str:
     return f"mgms {shlex.join(sys.argv[1:])} at {when}"
 
 
+def _failed(what: str, exc: GatewayError) -> None:
+    """Why discovery failed, under the command and target the user typed: a driver's own
+    name for the device (a placeholder during discovery) would only repeat or confuse."""
+    reason = str(exc)
+    if isinstance(exc, DriverError):
+        reason = reason.removeprefix(f"device {exc.device!r}: ")
+    print(f"{what}: {reason}", file=sys.stderr)
+
+
 def _write(draft: Draft, output: Path, elapsed: float) -> int:
     output.write_text(render(draft))
     problems = check_files([output])
@@ -331,7 +340,7 @@ def _cmd_discover_modbus(args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(run())
     except (DiscoveryError, LinkError) as exc:
-        print(f"discover modbus {args.target}: {exc}", file=sys.stderr)
+        _failed(f"discover modbus {args.target}", exc)
         return 1
     elapsed = time.perf_counter() - started
     if isinstance(result, modbus.RangeReport):
@@ -361,7 +370,7 @@ def _cmd_discover_iec61850(args: argparse.Namespace) -> int:
         name = lds[0] if lds else f"{host}:{port}"
         model = iec61850.from_browse(name, browsed)
     except (DiscoveryError, LinkError) as exc:
-        print(f"discover iec61850 {args.target}: {exc}", file=sys.stderr)
+        _failed(f"discover iec61850 {args.target}", exc)
         return 1
     device_id = args.device_id or slug(name, "ied")
     draft = iec61850.draft_ied(
@@ -413,7 +422,7 @@ def _cmd_discover_iec104(args: argparse.Namespace) -> int:
         seen, notes = scan(host, port, args.ca, args.timeout, args.listen)
         iec104.check_stations(args.ca, seen, notes)
     except (DiscoveryError, LinkError) as exc:
-        print(f"discover iec104 {args.target}: {exc}", file=sys.stderr)
+        _failed(f"discover iec104 {args.target}", exc)
         return 1
     draft = iec104.draft_outstation(
         seen,
@@ -478,7 +487,7 @@ def _cmd_discover_dlms(args: argparse.Namespace) -> int:
     try:
         objects = describe_meter(host, port, options, args.timeout)
     except GatewayError as exc:
-        print(f"discover dlms {args.target}: {exc}", file=sys.stderr)
+        _failed(f"discover dlms {args.target}", exc)
         return 1
     # secret files are relative to the mapping file in a mapping
     for name in ("password_file", "keys_file"):

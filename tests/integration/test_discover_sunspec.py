@@ -107,7 +107,8 @@ def test_nothing_listening_is_a_clear_error(tmp_path: Path) -> None:
     port = free_port()
     done = mgms("discover", "modbus", f"127.0.0.1:{port}", "-o", str(tmp_path / "x.yaml"))
     assert done.returncode == 1
-    assert f"discover modbus 127.0.0.1:{port}: " in done.stderr
+    # the target as typed, then the reason: no placeholder device name in between
+    assert f"discover modbus 127.0.0.1:{port}: cannot connect to 127.0.0.1:{port}" in done.stderr
     assert "cannot connect" in done.stderr
 
 
