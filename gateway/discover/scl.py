@@ -252,7 +252,11 @@ def _data_object(
             if item_name == "Oper":
                 oper = item
             continue
-        for attr_path, b_type in _attributes(t, item):
+        try:
+            attributes = list(_attributes(t, item))
+        except _UndefinedType as exc:
+            raise DiscoveryError(f"{path}: {where}: {exc}") from None
+        for attr_path, b_type in attributes:
             leaf_kind = _B_TYPES.get(b_type, b_type)
             model.leaves.append(Leaf(ld, ln, fc, (*names, *attr_path), leaf_kind))
             if fc == "ST" and attr_path == ("stVal",):
@@ -270,6 +274,10 @@ def _child_named(element: Element, tag: str, name: str) -> Element | None:
     return next((c for c in _children(element, tag) if c.get("name") == name), None)
 
 
+class _UndefinedType(Exception):
+    """A DA names a DAType the file does not define (named with the data object above)."""
+
+
 def _attributes(t: _Templates, da: Element) -> Iterator[tuple[tuple[str, ...], str]]:
     """(path, basic type) of every leaf below a DA (BDAs of Struct types)."""
     name, b_type = da.get("name", ""), da.get("bType", "")
@@ -277,7 +285,9 @@ def _attributes(t: _Templates, da: Element) -> Iterator[tuple[tuple[str, ...], s
         yield (name,), b_type
         return
     da_type = t.da_types.get(da.get("type", ""))
-    for bda in _children(da_type, "BDA") if da_type is not None else ():
+    if da_type is None:
+        raise _UndefinedType(f"DAType {da.get('type')!r} of {name!r} not defined")
+    for bda in _children(da_type, "BDA"):
         for sub, sub_type in _attributes(t, bda):
             yield (name, *sub), sub_type
 
@@ -302,6 +312,9 @@ def _units(model: IedModel, t: _Templates, do: str, da: Element, inst: Element |
         values[bda.get("name", "")] = _val(bda)
     for dai in _children(inst, "DAI") if inst is not None else ():
         values[dai.get("name", "")] = _val(dai)
-    unit = _SI_UNITS.get(values.get("SIUnit") or "")
-    if unit is not None:
-        model.units[do] = (unit, _MULTIPLIERS.get(values.get("multiplier") or "", 0))
+    si_text, multiplier_text = values.get("SIUnit") or "", values.get("multiplier") or ""
+    unit, multiplier = _SI_UNITS.get(si_text), _MULTIPLIERS.get(multiplier_text)
+    if unit is not None and multiplier is not None:
+        model.units[do] = (unit, multiplier)
+    elif si_text or multiplier_text:  # a guessed unit is drafted: the head says so
+        model.odd_units[do] = f"SIUnit {si_text!r} multiplier {multiplier_text!r}"

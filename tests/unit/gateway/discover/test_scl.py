@@ -94,3 +94,16 @@ def test_not_scl_or_broken_xml_is_refused(tmp_path: Path) -> None:
             ),
             None,
         )
+
+
+def test_an_undefined_attribute_type_is_named_not_skipped(tmp_path: Path) -> None:
+    text = ICD.read_text().replace('type="AV_T" fc="MX"', 'type="NOAV" fc="MX"')
+    with pytest.raises(DiscoveryError, match=r"BESS2LD0/MMXU1\.TotW: DAType 'NOAV' of 'mag'"):
+        scl.load_ied(write(tmp_path, text), None)
+
+
+def test_units_not_understood_are_findings_not_silently_dropped(tmp_path: Path) -> None:
+    text = ICD.read_text().replace("<Val>W</Val>", "<Val>Furlong</Val>")
+    ied = scl.load_ied(write(tmp_path, text), None)
+    assert "BESS2LD0/MMXU1.TotW" not in ied.model.units
+    assert ied.model.odd_units == {"BESS2LD0/MMXU1.TotW": "SIUnit 'Furlong' multiplier 'k'"}
