@@ -292,7 +292,11 @@ def _failed(what: str, exc: GatewayError) -> None:
 
 
 def _write(draft: Draft, output: Path, elapsed: float) -> int:
-    output.write_text(render(draft))
+    try:
+        output.write_text(render(draft))
+    except OSError as exc:  # e.g. a directory the user may not write to
+        print(f"-o {output}: cannot write the draft: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     problems = check_files([output])
     for problem in problems:
         print(problem, file=sys.stderr)

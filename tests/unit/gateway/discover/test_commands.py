@@ -163,3 +163,16 @@ def test_ids_are_checked_before_anything_is_read(
     assert exit_.value.code == 2
     assert "is no id: a letter, then up to 63 letters" in capsys.readouterr().err
     assert not (tmp_path / "m.yaml").exists()
+
+
+def test_an_output_that_cannot_be_written_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a dangling link: passes the checks made before reading, fails when written
+    out = tmp_path / "m.yaml"
+    out.symlink_to(tmp_path / "gone" / "m.yaml")
+    icd = str(ROOT / "mappings" / "demo" / "bess2-ied.icd")
+    assert main(["import", "scl", icd, "-o", str(out)]) == 1
+    assert f"-o {out}: cannot write the draft: No such file or directory" in (
+        capsys.readouterr().err
+    )
