@@ -425,6 +425,7 @@ def _cmd_discover_iec104(args: argparse.Namespace) -> int:
         commands = iec104.parse_commands(args.command)
         seen, notes = scan(host, port, args.ca, args.timeout, args.listen)
         iec104.check_stations(args.ca, seen, notes)
+        iec104.check_commands(seen, commands)
     except (DiscoveryError, LinkError) as exc:
         _failed(f"discover iec104 {args.target}", exc)
         return 1

@@ -89,6 +89,40 @@ def check_stations(
     )
 
 
+def check_commands(seen: Sequence[Seen], commands: Sequence[Iec104Address]) -> None:
+    """The `--command` options agree with what the outstation sent: a command object has
+    an address of its own, and its return information has the type that was received."""
+    received: dict[tuple[int, int], set[int]] = {}
+    for s in seen:
+        received.setdefault((s.common_address, s.ioa), set()).add(s.type_id)
+
+    def as_received(ca: int, ioa: int) -> str:
+        return "/".join(sorted(_type_name(t) for t in received[(ca, ioa)]))
+
+    for command in commands:
+        ca = command.common_address
+        assert command.command is not None
+        ioa = command.command.ioa
+        if (ca, ioa) in received:
+            raise DiscoveryError(
+                f"--command '{command}': IOA {ioa} of CA {ca} was received as"
+                f" {as_received(ca, ioa)}: a command object has an IOA of its own"
+                " (give that object as its return information: CA/IOA/M_TYPE+IOA/C_TYPE)"
+            )
+        monitor = command.monitor
+        if monitor is None or (ca, monitor.ioa) not in received:
+            continue  # not received: the draft lists it and drafts it as given
+        if monitor.type_id not in received[(ca, monitor.ioa)]:
+            raise DiscoveryError(
+                f"--command '{command}': its return information {ca}/{monitor.ioa} was"
+                f" received as {as_received(ca, monitor.ioa)}, not {monitor.type_id.name}"
+            )
+
+
+def _type_name(type_id: int) -> str:
+    return TypeId(type_id).name if type_id in TypeId.__members__.values() else f"type {type_id}"
+
+
 def draft_outstation(
     seen: Sequence[Seen],
     commands: Sequence[Iec104Address],

@@ -129,3 +129,16 @@ def test_a_common_address_that_sends_nothing_is_an_error_not_a_draft(
     assert "no information object of common address 7" in err
     assert "rejected" in err and "common addresses the outstation sent: 1: check --ca" in err
     assert not out.exists()
+
+
+def test_a_command_on_a_received_object_is_refused_naming_the_option(
+    rtu_sim: SimProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # IOA 1001 is the RTU's P measurement (M_ME_TF_1): the draft used to hold it twice
+    port = rtu_sim.ports["chp1-rtu"]
+    out = tmp_path / "rtu.yaml"
+    args = ["discover", "iec104", f"127.0.0.1:{port}", "--listen", "0.5"]
+    assert main([*args, "--command", "1/1001/C_SC_NA_1", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "--command '1/1001/C_SC_NA_1': IOA 1001 of CA 1 was received as M_ME_TF_1" in err
+    assert not out.exists()

@@ -49,3 +49,22 @@ def test_every_requested_common_address_must_send_something() -> None:
         iec104.check_stations([1, 7], seen, ["CA 7: no"])
     with pytest.raises(DiscoveryError, match=r"common address 1 .* sent: none"):
         iec104.check_stations([1], [])
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("1/100/C_SC_NA_1", r"--command '1/100/C_SC_NA_1': IOA 100 of CA 1 was received as"),
+        (
+            "1/100/M_ME_NB_1+101/C_SE_NB_1",
+            r"return information 1/100 was received as M_ME_NC_1, not M_ME_NB_1",
+        ),
+    ],
+)
+def test_commands_that_contradict_what_was_received_are_named(command: str, expected: str) -> None:
+    seen = [iec104.Seen(1, 100, 13, 1.5, 20, False)]  # M_ME_NC_1
+    with pytest.raises(DiscoveryError, match=expected):
+        iec104.check_commands(seen, iec104.parse_commands([command]))
+    # the return information as received, or not received at all: drafted
+    iec104.check_commands(seen, iec104.parse_commands(["1/100/M_ME_NC_1+101/C_SE_NC_1"]))
+    iec104.check_commands(seen, iec104.parse_commands(["1/7/M_SP_NA_1+8/C_SC_NA_1"]))
