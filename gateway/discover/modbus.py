@@ -45,7 +45,9 @@ class RangeReport:
 
     def render(self) -> str:
         t = self.target
-        lines = [f"no SunSpec marker (40000, 50000, 0) on {t.host}:{t.port} units {t.units}"]
+        bases = ", ".join(map(str, BASES))
+        units = ", ".join(map(str, t.units))
+        lines = [f"no SunSpec marker ({bases}) on {t.host}:{t.port}, unit(s) {units}"]
         for unit in self.silent:
             lines.append(f"unit {unit}: no answer")
         for (unit, table), spans in sorted(self.ranges.items()):

@@ -138,6 +138,7 @@ async def test_device_without_sunspec_gets_a_range_report_not_a_mapping() -> Non
     assert report.ranges[(1, Table.INPUT)] == []
     assert report.silent == [5]
     text = report.render()
+    assert text.startswith("no SunSpec marker (40000, 50000, 0) on 127.0.0.1:1502, unit(s) 1, 5")
     assert "unit 1 holding: 100..299" in text and "unit 5: no answer" in text
 
 
