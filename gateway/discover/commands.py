@@ -21,28 +21,26 @@ from gateway.errors import DiscoveryError, DriverError, GatewayError, LinkError
 from gateway.loader import check_files
 from gateway.mapping import ID_PATTERN
 
+_DIGITS = re.compile(r"[0-9]+")  # not int()'s grammar: it takes "1_0" and non-ASCII digits
+
+
+def _ids(text: str, what: str, low: int, high: int) -> tuple[int, ...]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items or not all(_DIGITS.fullmatch(item) for item in items):
+        raise argparse.ArgumentTypeError(f"{what} are numbers separated by commas: {text!r}")
+    values = tuple(int(item) for item in items)
+    if any(not low <= v <= high for v in values):
+        raise argparse.ArgumentTypeError(f"{what} are {low}..{high}: {text!r}")
+    return values
+
 
 def _units(text: str) -> tuple[int, ...]:
-    try:
-        units = tuple(int(u) for u in text.split(",") if u.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"unit ids are numbers separated by commas: {text!r}"
-        ) from None
-    if not units or any(not 1 <= u <= 247 for u in units):
-        raise argparse.ArgumentTypeError(f"unit ids are 1..247: {text!r}")
-    return units
+    return _ids(text, "unit ids", 1, 247)
 
 
 def _units_any(text: str) -> tuple[int, ...]:
-    """Numbers 1..65534 separated by commas (IEC 104 common addresses)."""
-    try:
-        values = tuple(int(u) for u in text.split(",") if u.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"numbers separated by commas: {text!r}") from None
-    if not values or any(not 1 <= v <= 65534 for v in values):
-        raise argparse.ArgumentTypeError(f"common addresses are 1..65534: {text!r}")
-    return values
+    """IEC 104 common addresses."""
+    return _ids(text, "common addresses", 1, 65534)
 
 
 def _number(text: str) -> float:
@@ -87,7 +85,7 @@ def _ders(text: str) -> tuple[dict[int, str], str | None]:
     out: dict[int, str] = {}
     for item in text.split(","):
         unit, _, der = item.partition("=")
-        if not unit.strip().isdigit() or not der.strip():
+        if not _DIGITS.fullmatch(unit.strip()) or not der.strip():
             raise argparse.ArgumentTypeError(f"--der expects DER or UNIT=DER,...: {text!r}")
         out[int(unit)] = _mapping_id(der.strip())
     return out, None
@@ -106,7 +104,7 @@ class Target:
 
 
 def _port(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not _DIGITS.fullmatch(text) or not 0 < int(text) < 65536:
         raise argparse.ArgumentTypeError(f"a port is a number 1..65535, not {text!r}")
     return int(text)
 

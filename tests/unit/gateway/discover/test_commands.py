@@ -176,3 +176,21 @@ def test_an_output_that_cannot_be_written_is_named(
     assert f"-o {out}: cannot write the draft: No such file or directory" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        (["modbus", "h", "--units", "1_0"], "unit ids are numbers separated by commas: '1_0'"),
+        (["modbus", "h:5\u0660\u0662"], "port 1..65535"),
+        (["iec104", "h", "--ca", "1,x"], "common addresses are numbers separated by commas"),
+        (["iec104", "h", "--ca", "0"], "common addresses are 1..65534: '0'"),
+    ],
+)
+def test_numbers_are_ascii_digits_in_range(
+    option: list[str], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["discover", *option, "-o", str(tmp_path / "m.yaml")])
+    assert exit_.value.code == 2
+    assert expected in capsys.readouterr().err
