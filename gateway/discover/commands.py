@@ -255,6 +255,13 @@ def add_parsers(sub: Any) -> None:
         "--device-id", type=_mapping_id, default="meter", help="id of the drafted device"
     )
     d.add_argument("--der", type=_mapping_id, help="DER (or coupling point) the meter measures")
+    d.add_argument(
+        "--coupling-point",
+        type=_mapping_id,
+        default="pcc",
+        help="the site's id of the coupling point (default pcc): a --der other than it"
+        " gets its active power with scale -1 (meters count import positive)",
+    )
     d.add_argument("--timeout", type=_seconds, default=2.0, help="seconds per request")
     d.set_defaults(func=_output_first(_cmd_discover_dlms))
 
@@ -503,5 +510,6 @@ def _cmd_discover_dlms(args: argparse.Namespace) -> int:
         origin=_origin(),
         device_id=args.device_id,
         der=args.der or args.device_id,
+        coupling_point=args.coupling_point if args.der else None,
     )
     return _write(draft, args.output, time.perf_counter() - started)
