@@ -12,6 +12,7 @@ from gateway.discover.draft import Draft, DraftDevice
 from gateway.discover.sunspec import (
     BASES,
     CHUNK,
+    METERS,
     DraftNames,
     SunSpecUnit,
     WordReader,
@@ -114,6 +115,14 @@ def draft_sunspec(
         "scale factors (*_SF) were read once and are fixed in each point's scale:"
         " if the device changes a factor at run time, re-run discovery"
     )
+    meters = sorted({m.id for u in units for m in u.models if m.id in METERS})
+    if meters:
+        draft.remarks.append(
+            f"meter model(s) {', '.join(map(str, meters))}: SunSpec does not fix the sign"
+            " of W (import or export positive depends on the meter and where it sits);"
+            " check it against the gateway's convention (a DER's P > 0 injects, at the"
+            " coupling point P > 0 imports) and set scale -1 where it differs"
+        )
     return draft
 
 

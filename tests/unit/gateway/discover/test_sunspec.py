@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from gateway.discover import modbus as discover_modbus
-from gateway.discover.draft import render
+from gateway.discover.draft import Draft, render
 from gateway.discover.sunspec import DraftNames, discover_units, draft_unit, encode_string
 from gateway.errors import DiscoveryError
 from gateway.loader import check_files
@@ -157,3 +157,25 @@ async def test_a_register_block_off_the_usual_starts_is_found_with_its_bounds() 
     report = await discover_modbus.discover(reader, target, origin="test")
     assert isinstance(report, discover_modbus.RangeReport)
     assert report.ranges[(1, Table.HOLDING)] == [(109, 117), (40072, 40113)]
+
+
+async def test_a_meter_models_sign_is_left_to_check() -> None:
+    image = block(40000, [0x5375, 0x6E53])
+    common = [1, 66, *encode_string("Acme", 16), *encode_string("Meter", 16)]
+    image |= block(
+        40002, common + [0] * 8 + encode_string("1", 8) + encode_string("S", 16) + [1, 0]
+    )
+    length = 105  # model 203 (wye meter): L = 105
+    meter = [203, length] + [0x8000] * length
+    image |= block(40070, meter)
+    image |= block(40070 + 2 + length, [0xFFFF, 0])
+    target = discover_modbus.ModbusTarget("127.0.0.1", 1502)
+    draft = await discover_modbus.discover(Image({1: image}), target, origin="t")
+    assert isinstance(draft, Draft)
+    assert any(
+        r.startswith("meter model(s) 203: SunSpec does not fix the sign") for r in draft.remarks
+    )
+    inverter = sunspec_image(40000)
+    inverter.pop(-1)
+    draft = await discover_modbus.discover(Image({1: inverter}), target, origin="t")
+    assert isinstance(draft, Draft) and not any("meter model" in r for r in draft.remarks)
