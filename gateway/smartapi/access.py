@@ -36,10 +36,13 @@ from gateway import units
 from gateway.config import LoadedConfig
 from gateway.errors import (
     CommandError,
+    Forbidden,
     LimitViolation,
+    NotFound,
     NotWritable,
     SmartApiError,
     UnsupportedMediaType,
+    WriteFailed,
     WrongUnit,
 )
 from gateway.mapping import Quantity
@@ -141,21 +144,6 @@ class AccessPolicy:
     #: answer reads from peers without a role (plain HTTP in development only)
     allow_anonymous_read: bool = False
     command_timeout: timedelta = timedelta(seconds=5)
-
-
-class Forbidden(SmartApiError):
-    code = 403
-    status = 403
-
-
-class NotFound(SmartApiError):
-    code = 404
-    status = 404
-
-
-class WriteFailed(SmartApiError):
-    code = 502
-    status = 502
 
 
 @dataclass(frozen=True)
@@ -484,7 +472,7 @@ class AccessService:
             sender=self.sender,
             generated_at=self.clock(),
             code=exc.code,
-            message=f"{type(exc).__name__}: {exc}",
+            message=f"{exc.error_name}: {exc}",
             in_reply_to=in_reply_to,
         )
         return self._reply(exc.status, error, fmt, to)
