@@ -42,7 +42,7 @@ from gateway.flex.dispatch import dispatch as solve_dispatch  # noqa: E402
 from gateway.flex.model import (  # noqa: E402
     Activation,
     Band,
-    FlexibilityForecast,
+    FlexForecast,
     Reservation,
     Verification,
 )
@@ -57,7 +57,7 @@ dispatch_ms: list[float] = []
 
 
 class Discard:
-    async def forecast(self, message: FlexibilityForecast) -> None:
+    async def forecast(self, message: FlexForecast) -> None:
         pass
 
     async def verification(self, message: Verification) -> None:

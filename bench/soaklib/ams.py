@@ -191,10 +191,10 @@ class Load:
         p_base, q_base = self.baseline(now)
         self.count += 1
         share = 0.5 + 0.3 * math.sin(2 * math.pi * self.count / 40)
-        if band.p_down_kw >= band.p_up_kw:
-            p = p_base - share * band.p_down_kw
+        if band.p_lower_kw >= band.p_raise_kw:
+            p = p_base - share * band.p_lower_kw
         else:
-            p = p_base + share * band.p_up_kw
+            p = p_base + share * band.p_raise_kw
         message = ReserveActivation(
             id=new_message_id(),
             sender=self.ams.config.identity,

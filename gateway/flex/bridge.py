@@ -27,7 +27,7 @@ from gateway.flex.messages import (
 )
 from gateway.flex.model import (
     DecisionStatus,
-    FlexibilityForecast,
+    FlexForecast,
     Reason,
     ReasonCode,
     Verification,
@@ -102,7 +102,7 @@ class NorthPublisher:
         self._microgrid = microgrid
         self._clock = clock
 
-    async def forecast(self, message: FlexibilityForecast) -> None:
+    async def forecast(self, message: FlexForecast) -> None:
         await self._send(forecast_message(message, self._sender))
 
     async def verification(self, message: Verification) -> None:

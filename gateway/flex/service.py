@@ -44,7 +44,7 @@ from gateway.flex.model import (
     Activation,
     ActivationDecision,
     DecisionStatus,
-    FlexibilityForecast,
+    FlexForecast,
     NotificationDecision,
     Reason,
     ReasonCode,
@@ -85,7 +85,7 @@ class WallClock:
 class FlexPublisher(Protocol):
     """Where messages for the AMS go (the northbound outbox)."""
 
-    async def forecast(self, message: FlexibilityForecast) -> None: ...
+    async def forecast(self, message: FlexForecast) -> None: ...
 
     async def verification(self, message: Verification) -> None: ...
 
@@ -175,7 +175,7 @@ class FlexService:
 
     # -- business API for the northbound pipeline ------------------------------------------
 
-    async def forecast(self) -> FlexibilityForecast:
+    async def forecast(self) -> FlexForecast:
         """A fresh Flexibility Forecast (also published)."""
         await self.start()
         async with self._lock:
