@@ -199,7 +199,7 @@ def _read_device(
     # addresses are checked even when other device fields are wrong, if the protocol is known
     spec = None
     with contextlib.suppress(ValueError, TypeError):
-        spec = spec_for(raw.get("protocol"))  # type: ignore[arg-type]
+        spec = spec_for(raw.get("protocol"))
     points: list[Point] = []
     addresses: dict[str, Address] = {}
     placed: list[tuple[int, Point, Address]] = []

@@ -331,7 +331,7 @@ async def serve(args: argparse.Namespace) -> None:
                 op = json.loads(line)["op"]
                 try:
                     result = await command(load, line)
-                except Exception as exc:  # the parent reads the failure from the answer
+                except Exception as exc:  # the parent reads the failure from the answer  # noqa: BLE001
                     result = {"error": f"{type(exc).__name__}: {exc}"}
                 reply(op, result)
 
