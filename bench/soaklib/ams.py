@@ -40,27 +40,26 @@ from typing import Any
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
-
-from gateway.demo_market import _from_next_interval  # noqa: E402
-from gateway.north.ams_sim import AmsSimConfig, AmsSimulator  # noqa: E402
-from gateway.north.tls import client_context  # noqa: E402
-from gateway.north.wire import TURTLE, Channel  # noqa: E402
-from gateway.smartapi.access import ACCESS_PATH  # noqa: E402
-from gateway.smartapi.encode import der_iri  # noqa: E402
-from gateway.smartapi.flexibility import (  # noqa: E402
+from gateway.demo_market import _from_next_interval
+from gateway.north.ams_sim import AmsSimConfig, AmsSimulator
+from gateway.north.tls import client_context
+from gateway.north.wire import TURTLE, Channel
+from gateway.smartapi.access import ACCESS_PATH
+from gateway.smartapi.encode import der_iri
+from gateway.smartapi.flexibility import (
     FlexibilityForecast,
     ReserveActivation,
     ReserveNotification,
 )
-from gateway.smartapi.messages import (  # noqa: E402
+from gateway.smartapi.messages import (
     Activity,
     Entity,
     Method,
     Request,
     new_message_id,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 REQUEST_TIMEOUT_S = 30.0
 CALM_GAP_S = 0.25
