@@ -16,26 +16,24 @@ import asyncio
 import json
 import os
 import statistics
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
+from drivers.dlms.scan import describe_meter
+from drivers.iec104.scan import scan
+from drivers.iec61850.browsing import browse_ied
+from drivers.modbus.scan import RegisterScanner
+from drivers.registry import create_driver
+from fwsim.process import free_port, start_sim
+from gateway.discover import dlms, iec61850
+from gateway.discover import modbus as discover_modbus
+from gateway.loader import load_config
+from gateway.mapping import Device
+from gateway.protocols.dlms import DlmsOptions
+from gateway.protocols.modbus import Table
 
-from drivers.dlms.scan import describe_meter  # noqa: E402
-from drivers.iec104.scan import scan  # noqa: E402
-from drivers.iec61850.browsing import browse_ied  # noqa: E402
-from drivers.modbus.scan import RegisterScanner  # noqa: E402
-from drivers.registry import create_driver  # noqa: E402
-from fwsim.process import free_port, start_sim  # noqa: E402
-from gateway.discover import dlms, iec61850  # noqa: E402
-from gateway.discover import modbus as discover_modbus  # noqa: E402
-from gateway.loader import load_config  # noqa: E402
-from gateway.mapping import Device  # noqa: E402
-from gateway.protocols.dlms import DlmsOptions  # noqa: E402
-from gateway.protocols.modbus import Table  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SUNSPEC = ROOT / "config" / "sunspec.yaml"
 DEMO = ROOT / "config" / "demo.yaml"

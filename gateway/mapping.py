@@ -68,6 +68,17 @@ class Quantity(enum.StrEnum):
     OTHER = "other"
 
 
+#: the counters a billing meter settles the coupling point with
+ENERGY_COUNTERS = frozenset(
+    {
+        Quantity.ENERGY_IMPORT,
+        Quantity.ENERGY_EXPORT,
+        Quantity.REACTIVE_ENERGY_IMPORT,
+        Quantity.REACTIVE_ENERGY_EXPORT,
+    }
+)
+
+
 class Limits(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     min: float | None = None

@@ -203,7 +203,7 @@ class _Operate(iec.ControlHandlerForPython):  # type: ignore[misc]
     def trigger(self) -> None:
         try:
             self._apply(_control_value(self._libiec61850_mms_value))
-        except Exception as exc:
+        except Exception as exc:  # never into the C library's thread  # noqa: BLE001
             log.warning("control not applied: %s", exc)
             iec.ControlAction_setAddCause(
                 self._libiec61850_control_action, iec.ADD_CAUSE_NOT_SUPPORTED
