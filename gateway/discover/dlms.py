@@ -90,6 +90,13 @@ def _power_sign(der: str, coupling_point: str | None) -> str:
     return f"import positive: scale -1 for {der!r}, a DER (positive when it injects)"
 
 
+def _power_scale(quantity: Quantity | None, der: str, coupling_point: str | None) -> dict[str, Any]:
+    """`scale: -1` for a DER's active power read from a meter (meters count import positive)."""
+    if quantity is Quantity.ACTIVE_POWER and coupling_point is not None and der != coupling_point:
+        return {"scale": -1}
+    return {}
+
+
 def draft_meter(
     objects: Sequence[Found],
     *,
@@ -134,11 +141,9 @@ def draft_meter(
                 draft.unmapped.append(f"{name}: unit code {obj.unit} has no gateway unit")
                 continue
             found = f"{name}: scaler {obj.scaler}, unit {unit[2]} ({obj.unit}), read as {unit[0]}"
-            sign: dict[str, Any] = {}
+            sign = _power_scale(quantity, der, coupling_point)
             if quantity is Quantity.ACTIVE_POWER:
                 found += f"; {_power_sign(der, coupling_point)}"
-                if coupling_point is not None and der != coupling_point:
-                    sign["scale"] = -1
             values = {3: ("2", "value"), 4: ("2", "value"), 5: ("2", "current average")}
             attribute, what = values[obj.class_id]
             add(obj, attribute, what, found, unit=unit[0], **sign, quantity=quantity)
