@@ -25,12 +25,11 @@ from drivers.cems import smartapi_form
 from drivers.cems.http import CemsHttp, JsonAnswer, json_of
 from drivers.cems.protocol import CemsOptions, RestAddress, SmartApiAddress
 from drivers.cems.push import PushReceiver
+from drivers.cems.security import gateway_link
 from drivers.cems.smartapi_form import SmartApiPoint
-from gateway.errors import LinkError, RequestTimeout, SmartApiError
+from gateway.errors import LinkError, RequestTimeout, SecurityError, SmartApiError
 from gateway.mapping import Device, Point
 from gateway.model import Command, CommandResult, CommandStatus, QualityFlag, Reading
-from gateway.smartapi import codec
-from gateway.smartapi.codec import Format
 from gateway.smartapi.encode import AnyMessage
 from gateway.smartapi.messages import Request
 
@@ -42,6 +41,7 @@ class CemsDriver(Driver):
         assert isinstance(options, CemsOptions)
         self.options = options
         self._http = CemsHttp(device, options)
+        self._link = gateway_link(options)
         self._push: PushReceiver | None = None
         #: HTTP requests sent since the driver was built (reads and writes)
         self.requests_sent = 0
@@ -99,7 +99,7 @@ class CemsDriver(Driver):
             for p in self.device.points
             if p.direction.readable and isinstance(self.address(p), SmartApiAddress)
         ]
-        receiver = PushReceiver(self.device, self.options, push, points, sink)
+        receiver = PushReceiver(self.device, self.options, push, points, sink, self._link)
         await receiver.start()
         self._push = receiver
         return True
@@ -148,17 +148,18 @@ class CemsDriver(Driver):
         return SmartApiPoint(point, address)
 
     async def _exchange(self, request: Request) -> AnyMessage | str:
-        """POST a Smart API request; the decoded answer, or why there is none."""
+        """POST a Smart API request in the CEMS's profile (signed when the options say so);
+        the decoded and verified answer, or why there is none."""
+        body, content_type = self._link.encode(request)
         answer = await self._http.request(
-            "POST",
-            self.options.smartapi_path,
-            data=codec.encode(request, Format.TURTLE),
-            content_type=Format.TURTLE.value,
+            "POST", self.options.smartapi_path, data=body, content_type=content_type
         )
         if answer.problem is not None and not answer.body:
             return answer.problem
         try:
-            return codec.decode(answer.body, answer.content_type)
+            return self._link.decode(answer.body, answer.content_header)
+        except SecurityError as exc:
+            return answer.problem or f"{answer.what}: answer refused: {exc}"
         except (SmartApiError, ValueError) as exc:
             return answer.problem or f"{answer.what}: answer is not a Smart API message ({exc})"
 

@@ -39,6 +39,7 @@ from tests.support.pki import PkiFiles
 pytestmark = pytest.mark.integration
 
 PUSH_PATH = "/smartapi/v1.0e1.0/notification/"
+CEMS = "https://cems.example/building2"
 T = datetime(2026, 6, 1, 12, 0, 5, tzinfo=UTC)
 
 
@@ -55,6 +56,7 @@ def _with_push(port: int) -> Any:
         gateway_cert, gateway_key = pki.pair("gateway")
         return {
             **cems_options(pki, directory),
+            "peer_sender": CEMS,
             "push": {
                 "host": "127.0.0.1",
                 "port": port,
@@ -104,10 +106,10 @@ async def _post(rig: Rig, body: bytes, content_type: str = "text/turtle") -> tup
         return r.status, await r.text()
 
 
-def _notification(*objects: ValueObject, entity: str = LOAD2) -> Notification:
+def _notification(*objects: ValueObject, entity: str = LOAD2, sender: str = CEMS) -> Notification:
     return Notification(
         id=new_message_id(),
-        sender="https://cems.example/building2",
+        sender=sender,
         generated_at=T,
         activities=(
             Activity(method=Method.READ, entities=(Entity(iri=entity, value_objects=objects),)),
@@ -150,6 +152,18 @@ async def test_bad_bodies_are_refused_and_deliver_nothing(
 ) -> None:
     status, text = await _post(rig, body)
     assert status in (400, 413) and reason in text
+    assert rig.got == []
+
+
+async def test_a_notification_from_another_sender_is_refused(rig: Rig) -> None:
+    """The client certificate proves a CEMS of the CA; the sender must be this CEMS."""
+    message = _notification(
+        ValueObject(quantity=QuantityKind.ACTIVE_POWER, unit="KiloW", value=3.0),
+        sender="https://cems.example/building9",
+    )
+    status, text = await _post(rig, codec.encode(message))
+    assert status == 403
+    assert "from https://cems.example/building9, not from the CEMS " + CEMS in text
     assert rig.got == []
 
 

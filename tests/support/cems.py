@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from fwsim.process import free_port
 from tests.support.pki import PkiFiles, make_test_pki
@@ -177,3 +179,34 @@ SMARTAPI_POINTS: list[dict[str, Any]] = [
         "quantity": "active_power",
     },
 ]
+
+#: the building's CEMS as a Smart API peer, and the gateway's identity towards it
+CEMS_SENDER = "https://cems.example/building2"
+GATEWAY_SENDER = "https://mgms.example/gateway"
+
+
+def write_rsa_pair(directory: Path, name: str) -> tuple[Path, Path]:
+    """A 2048-bit RSA key (PEM, the traditional form the 1.1 library reads) and its public
+    key, written as `<name>.key` and `<name>.pub` in `directory`."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private, public = directory / f"{name}.key", directory / f"{name}.pub"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public
+
+
+def write_trust(path: Path, key_id: str, sender: str, public_key: Path) -> Path:
+    """A trust file listing one peer (gateway.smartapi.security.keys)."""
+    peer = {"key_id": key_id, "sender": sender, "public_key": str(public_key), "roles": []}
+    path.write_text(yaml.safe_dump({"peers": [peer]}), encoding="utf-8")
+    return path

@@ -1,0 +1,200 @@
+"""A CEMS speaking Smart API 1.1 (the published library's forms: integer ids, NASA QUDT
+units, the multipart signing scheme): the simulated CEMS signs its answers and verifies
+the gateway's requests, the driver signs its requests and verifies the answers; a key that
+is not trusted on either side makes the points invalid with the reason, never a value."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drivers.cems.driver import CemsDriver
+from drivers.cems.simulator import CemsFrontEnd
+from fwsim.runner import build_grid
+from gateway.errors import ConfigError
+from gateway.loader import load_config
+from gateway.mapping import Point
+from gateway.model import Command, CommandStatus
+from tests.support.cems import (
+    CEMS_SENDER,
+    GATEWAY_SENDER,
+    SMARTAPI_POINTS,
+    cems_options,
+    write_rsa_pair,
+    write_site,
+    write_trust,
+)
+from tests.support.pki import PkiFiles
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Keys:
+    gateway_key: Path
+    cems_key: Path
+    gateway_trusts: Path  # the CEMS's public key for CEMS_SENDER
+    cems_trusts: Path  # the gateway's public key for GATEWAY_SENDER
+    stranger_key: Path  # a key neither side trusts
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    d = tmp_path_factory.mktemp("cems11-keys")
+    gateway_key, gateway_pub = write_rsa_pair(d, "gateway")
+    cems_key, cems_pub = write_rsa_pair(d, "cems")
+    stranger_key, _ = write_rsa_pair(d, "stranger")
+    return Keys(
+        gateway_key,
+        cems_key,
+        write_trust(d / "gateway-trust.yaml", "cems-1", CEMS_SENDER, cems_pub),
+        write_trust(d / "cems-trust.yaml", "mgms-1", GATEWAY_SENDER, gateway_pub),
+        stranger_key,
+    )
+
+
+def v11_options(
+    keys: Keys, *, gateway_key: Path | None = None, cems_key: Path | None = None, sign: bool = True
+) -> Any:
+    """A 1.1 CEMS that signs and requires signatures; the gateway signs with `gateway_key`
+    (default its own; `sign=False`: not at all) and the CEMS with `cems_key`."""
+
+    def options(pki: PkiFiles, directory: Path) -> dict[str, Any]:
+        base = cems_options(pki, directory)
+        out = {
+            **base,
+            "profile": "smartapi-1.1",
+            "timezone": "Europe/Helsinki",
+            "smartapi_sender": GATEWAY_SENDER,
+            "peer_sender": CEMS_SENDER,
+            "simulator": {
+                **base["simulator"],
+                "signing": {
+                    "key_file": str(cems_key or keys.cems_key),
+                    "key_id": "cems-1",
+                    "trust_file": str(keys.cems_trusts),
+                },
+            },
+        }
+        if sign:
+            out["signing"] = {
+                "key_file": str(gateway_key or keys.gateway_key),
+                "key_id": "mgms-1",
+                "trust_file": str(keys.gateway_trusts),
+            }
+        return out
+
+    return options
+
+
+@dataclass
+class Site:
+    driver: CemsDriver
+    front: CemsFrontEnd
+
+
+@contextlib.asynccontextmanager
+async def site(directory: Path, options: Any) -> AsyncIterator[Site]:
+    base, _ = write_site(directory, points=SMARTAPI_POINTS, options=options)
+    config = load_config(base)
+    device = config.devices[0]
+    front = CemsFrontEnd(device, build_grid(config), "127.0.0.1", device.connection.port or 0)
+    await front.start()
+    driver = CemsDriver(device)
+    try:
+        await driver.connect()
+        yield Site(driver, front)
+    finally:
+        await driver.close()
+        await front.stop()
+
+
+def _point(s: Site, point_id: str) -> Point:
+    return next(p for p in s.driver.device.points if p.id == point_id)
+
+
+async def test_signed_11_read_gives_every_value_with_unit_and_time(
+    tmp_path: Path, keys: Keys
+) -> None:
+    async with site(tmp_path, v11_options(keys)) as s:
+        points = s.driver.device.points
+        before = datetime.now(UTC)
+        readings = {r.point: r for r in await s.driver.read(points)}
+        for point in points:
+            reading = readings[point.id]
+            assert reading.quality.good, (point.id, reading.quality)
+            assert reading.unit == point.unit
+            expected = s.front.values.value(point)
+            assert reading.value == pytest.approx(expected, abs=1e-6), point.id
+            assert reading.source_time is not None and reading.source_time >= before
+
+
+async def test_signed_11_write_is_applied(tmp_path: Path, keys: Keys) -> None:
+    async with site(tmp_path, v11_options(keys)) as s:
+        point = _point(s, "load2.curtail")
+        result = await s.driver.write(point, Command(point.id, 35.0))
+        assert result.status is CommandStatus.CONFIRMED, result.detail
+        assert s.front.values.value(point) == pytest.approx(35.0)
+
+
+async def test_an_answer_signed_by_an_untrusted_key_gives_no_value(
+    tmp_path: Path, keys: Keys
+) -> None:
+    async with site(tmp_path, v11_options(keys, cems_key=keys.stranger_key)) as s:
+        readings = await s.driver.read(s.driver.device.points)
+        for reading in readings:
+            assert not reading.quality.good
+            assert "answer refused" in reading.detail
+            assert "does not verify with " + CEMS_SENDER in reading.detail
+
+
+async def test_an_unsigned_request_is_refused_by_the_cems(tmp_path: Path, keys: Keys) -> None:
+    async with site(tmp_path, v11_options(keys, sign=False)) as s:
+        point = _point(s, "load2.curtail")
+        before = s.front.values.value(point)
+        result = await s.driver.write(point, Command(point.id, 20.0))
+        assert result.status is CommandStatus.REJECTED
+        assert "HTTP 401" in (result.detail)
+        assert s.front.values.value(point) == before
+
+
+async def test_a_request_signed_by_a_stranger_is_refused_by_the_cems(
+    tmp_path: Path, keys: Keys
+) -> None:
+    async with site(tmp_path, v11_options(keys, gateway_key=keys.stranger_key)) as s:
+        (reading,) = await s.driver.read([_point(s, "load2.p")])
+        assert not reading.quality.good and "HTTP 401" in reading.detail
+
+
+def test_a_1_1_cems_needs_an_rsa_key(tmp_path: Path, keys: Keys) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    ed = tmp_path / "ed.key"
+    ed.write_bytes(
+        ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    base, _ = write_site(
+        tmp_path, points=SMARTAPI_POINTS, options=v11_options(keys, gateway_key=ed)
+    )
+    with pytest.raises(ConfigError, match=r"signing: .*ed.key is not an RSA key"):
+        load_config(base)
+
+
+def test_an_unknown_time_zone_is_named(tmp_path: Path, keys: Keys) -> None:
+    def options(pki: PkiFiles, directory: Path) -> dict[str, Any]:
+        return {**v11_options(keys)(pki, directory), "timezone": "Mars/Olympus"}
+
+    base, _ = write_site(tmp_path, points=SMARTAPI_POINTS, options=options)
+    with pytest.raises(ConfigError, match="timezone: unknown time zone 'Mars/Olympus'"):
+        load_config(base)
