@@ -104,6 +104,11 @@ class CemsDriver(Driver):
         self._push = receiver
         return True
 
+    @property
+    def push_delivered(self) -> int:
+        """Readings the push endpoint delivered since it started (0 without push)."""
+        return self._push.delivered if self._push is not None else 0
+
     def read_budget(self, points: Sequence[Point]) -> float:
         """One request per path or entity, each bounded by the device timeout."""
         return self.device.timeout * max(len(self._groups(points)), 1) + 1

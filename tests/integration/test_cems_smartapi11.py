@@ -25,42 +25,26 @@ from tests.support.cems import (
     CEMS_SENDER,
     GATEWAY_SENDER,
     SMARTAPI_POINTS,
+    SigningKeys,
     cems_options,
-    write_rsa_pair,
     write_site,
-    write_trust,
 )
 from tests.support.pki import PkiFiles
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass(frozen=True)
-class Keys:
-    gateway_key: Path
-    cems_key: Path
-    gateway_trusts: Path  # the CEMS's public key for CEMS_SENDER
-    cems_trusts: Path  # the gateway's public key for GATEWAY_SENDER
-    stranger_key: Path  # a key neither side trusts
-
-
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    d = tmp_path_factory.mktemp("cems11-keys")
-    gateway_key, gateway_pub = write_rsa_pair(d, "gateway")
-    cems_key, cems_pub = write_rsa_pair(d, "cems")
-    stranger_key, _ = write_rsa_pair(d, "stranger")
-    return Keys(
-        gateway_key,
-        cems_key,
-        write_trust(d / "gateway-trust.yaml", "cems-1", CEMS_SENDER, cems_pub),
-        write_trust(d / "cems-trust.yaml", "mgms-1", GATEWAY_SENDER, gateway_pub),
-        stranger_key,
-    )
+def keys(tmp_path_factory: pytest.TempPathFactory) -> SigningKeys:
+    return SigningKeys.write(tmp_path_factory.mktemp("cems11-keys"))
 
 
 def v11_options(
-    keys: Keys, *, gateway_key: Path | None = None, cems_key: Path | None = None, sign: bool = True
+    keys: SigningKeys,
+    *,
+    gateway_key: Path | None = None,
+    cems_key: Path | None = None,
+    sign: bool = True,
 ) -> Any:
     """A 1.1 CEMS that signs and requires signatures; the gateway signs with `gateway_key`
     (default its own; `sign=False`: not at all) and the CEMS with `cems_key`."""
@@ -75,19 +59,11 @@ def v11_options(
             "peer_sender": CEMS_SENDER,
             "simulator": {
                 **base["simulator"],
-                "signing": {
-                    "key_file": str(cems_key or keys.cems_key),
-                    "key_id": "cems-1",
-                    "trust_file": str(keys.cems_trusts),
-                },
+                "signing": keys.cems(cems_key),
             },
         }
         if sign:
-            out["signing"] = {
-                "key_file": str(gateway_key or keys.gateway_key),
-                "key_id": "mgms-1",
-                "trust_file": str(keys.gateway_trusts),
-            }
+            out["signing"] = keys.gateway(gateway_key)
         return out
 
     return options
@@ -120,7 +96,7 @@ def _point(s: Site, point_id: str) -> Point:
 
 
 async def test_signed_11_read_gives_every_value_with_unit_and_time(
-    tmp_path: Path, keys: Keys
+    tmp_path: Path, keys: SigningKeys
 ) -> None:
     async with site(tmp_path, v11_options(keys)) as s:
         points = s.driver.device.points
@@ -135,7 +111,7 @@ async def test_signed_11_read_gives_every_value_with_unit_and_time(
             assert reading.source_time is not None and reading.source_time >= before
 
 
-async def test_signed_11_write_is_applied(tmp_path: Path, keys: Keys) -> None:
+async def test_signed_11_write_is_applied(tmp_path: Path, keys: SigningKeys) -> None:
     async with site(tmp_path, v11_options(keys)) as s:
         point = _point(s, "load2.curtail")
         result = await s.driver.write(point, Command(point.id, 35.0))
@@ -144,7 +120,7 @@ async def test_signed_11_write_is_applied(tmp_path: Path, keys: Keys) -> None:
 
 
 async def test_an_answer_signed_by_an_untrusted_key_gives_no_value(
-    tmp_path: Path, keys: Keys
+    tmp_path: Path, keys: SigningKeys
 ) -> None:
     async with site(tmp_path, v11_options(keys, cems_key=keys.stranger_key)) as s:
         readings = await s.driver.read(s.driver.device.points)
@@ -154,7 +130,9 @@ async def test_an_answer_signed_by_an_untrusted_key_gives_no_value(
             assert "does not verify with " + CEMS_SENDER in reading.detail
 
 
-async def test_an_unsigned_request_is_refused_by_the_cems(tmp_path: Path, keys: Keys) -> None:
+async def test_an_unsigned_request_is_refused_by_the_cems(
+    tmp_path: Path, keys: SigningKeys
+) -> None:
     async with site(tmp_path, v11_options(keys, sign=False)) as s:
         point = _point(s, "load2.curtail")
         before = s.front.values.value(point)
@@ -165,14 +143,14 @@ async def test_an_unsigned_request_is_refused_by_the_cems(tmp_path: Path, keys: 
 
 
 async def test_a_request_signed_by_a_stranger_is_refused_by_the_cems(
-    tmp_path: Path, keys: Keys
+    tmp_path: Path, keys: SigningKeys
 ) -> None:
     async with site(tmp_path, v11_options(keys, gateway_key=keys.stranger_key)) as s:
         (reading,) = await s.driver.read([_point(s, "load2.p")])
         assert not reading.quality.good and "HTTP 401" in reading.detail
 
 
-def test_a_1_1_cems_needs_an_rsa_key(tmp_path: Path, keys: Keys) -> None:
+def test_a_1_1_cems_needs_an_rsa_key(tmp_path: Path, keys: SigningKeys) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -191,7 +169,7 @@ def test_a_1_1_cems_needs_an_rsa_key(tmp_path: Path, keys: Keys) -> None:
         load_config(base)
 
 
-def test_an_unknown_time_zone_is_named(tmp_path: Path, keys: Keys) -> None:
+def test_an_unknown_time_zone_is_named(tmp_path: Path, keys: SigningKeys) -> None:
     def options(pki: PkiFiles, directory: Path) -> dict[str, Any]:
         return {**v11_options(keys)(pki, directory), "timezone": "Mars/Olympus"}
 

@@ -5,6 +5,7 @@ end and read by the real driver over TLS on loopback."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,7 @@ def write_site(
     options: Callable[[PkiFiles, Path], dict[str, Any]] | None = None,
     points: list[dict[str, Any]] | None = None,
     timeout: float = 1.0,
+    poll_interval: float = 0.2,
 ) -> tuple[Path, PkiFiles]:
     """Config and mapping of the site in `directory`; returns the config path and PKI.
     `options` makes the device options from the PKI and the directory (default: the full
@@ -125,7 +127,7 @@ def write_site(
         "id": "building2-cems",
         "protocol": "cems",
         "connection": {"host": "127.0.0.1", "port": port or free_port()},
-        "poll_interval": 0.2,
+        "poll_interval": poll_interval,
         "timeout": timeout,
         "options": (options or cems_options)(pki, directory),
         "points": points if points is not None else POINTS,
@@ -210,3 +212,45 @@ def write_trust(path: Path, key_id: str, sender: str, public_key: Path) -> Path:
     peer = {"key_id": key_id, "sender": sender, "public_key": str(public_key), "roles": []}
     path.write_text(yaml.safe_dump({"peers": [peer]}), encoding="utf-8")
     return path
+
+
+@dataclass(frozen=True)
+class SigningKeys:
+    """RSA keys of the gateway, the CEMS and a stranger, and each side's trust file: the
+    gateway trusts the CEMS's key for CEMS_SENDER, the CEMS the gateway's for
+    GATEWAY_SENDER; nobody trusts the stranger's."""
+
+    gateway_key: Path
+    cems_key: Path
+    stranger_key: Path
+    gateway_trusts: Path
+    cems_trusts: Path
+
+    @classmethod
+    def write(cls, directory: Path) -> SigningKeys:
+        gateway_key, gateway_pub = write_rsa_pair(directory, "gateway")
+        cems_key, cems_pub = write_rsa_pair(directory, "cems")
+        stranger_key, _ = write_rsa_pair(directory, "stranger")
+        return cls(
+            gateway_key,
+            cems_key,
+            stranger_key,
+            write_trust(directory / "gateway-trust.yaml", "cems-1", CEMS_SENDER, cems_pub),
+            write_trust(directory / "cems-trust.yaml", "mgms-1", GATEWAY_SENDER, gateway_pub),
+        )
+
+    def gateway(self, key: Path | None = None) -> dict[str, Any]:
+        """The gateway's `signing` option (its own key unless `key`)."""
+        return {
+            "key_file": str(key or self.gateway_key),
+            "key_id": "mgms-1",
+            "trust_file": str(self.gateway_trusts),
+        }
+
+    def cems(self, key: Path | None = None) -> dict[str, Any]:
+        """The simulated CEMS's `simulator.signing` option (its own key unless `key`)."""
+        return {
+            "key_file": str(key or self.cems_key),
+            "key_id": "cems-1",
+            "trust_file": str(self.cems_trusts),
+        }
