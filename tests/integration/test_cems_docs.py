@@ -13,13 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from drivers.cems.driver import CemsDriver
-from drivers.cems.simulator import CemsFrontEnd
 from fwsim.process import free_port
-from fwsim.runner import build_grid
-from gateway.loader import load_config
-from gateway.model import Command, CommandStatus, Reading
-from tests.support.cems import SMARTAPI_POINTS, write_rsa_pair, write_site, write_trust
+from gateway.model import Command, CommandStatus
+from tests.support.cems import SMARTAPI_POINTS, running, write_rsa_pair, write_site, write_trust
 from tests.support.pki import PkiFiles
 from tests.support.procs import ROOT
 
@@ -71,51 +67,24 @@ def _options(*tags: str) -> Any:
 
 
 async def test_the_documented_signed_1_1_options_read_and_write(tmp_path: Path) -> None:
-    base, _ = write_site(
-        tmp_path, points=SMARTAPI_POINTS, options=_options("smartapi-1.1-signed", "simulator")
-    )
-    config = load_config(base)
-    device = config.devices[0]
-    front = CemsFrontEnd(device, build_grid(config), "127.0.0.1", device.connection.port or 0)
-    await front.start()
-    driver = CemsDriver(device)
-    try:
-        await driver.connect()
-        readings = await driver.read(device.points)
+    options = _options("smartapi-1.1-signed", "simulator")
+    base, _ = write_site(tmp_path, points=SMARTAPI_POINTS, options=options)
+    async with running(base) as s:
+        readings = await s.driver.read(s.driver.device.points)
         assert all(r.quality.good for r in readings), [r.detail for r in readings]
-        curtail = next(p for p in device.points if p.id == "load2.curtail")
-        result = await driver.write(curtail, Command(curtail.id, 15.0))
+        curtail = s.point("load2.curtail")
+        result = await s.driver.write(curtail, Command(curtail.id, 15.0))
         assert result.status is CommandStatus.CONFIRMED, result.detail
-        assert front.values.value(curtail) == pytest.approx(15.0)
-    finally:
-        await driver.close()
-        await front.stop()
+        assert s.front.values.value(curtail) == pytest.approx(15.0)
 
 
 async def test_the_documented_push_options_deliver_a_change(tmp_path: Path) -> None:
-    tags = ("smartapi-1.1-signed", "push", "simulator")
-    base, _ = write_site(tmp_path, points=SMARTAPI_POINTS, options=_options(*tags))
-    config = load_config(base)
-    device = config.devices[0]
-    front = CemsFrontEnd(device, build_grid(config), "127.0.0.1", device.connection.port or 0)
-    await front.start()
-    driver = CemsDriver(device)
-    got: list[Reading] = []
-    arrived = asyncio.Event()
-
-    def sink(reading: Reading) -> None:
-        got.append(reading)
-        arrived.set()
-
-    try:
-        await driver.connect()
-        assert await driver.subscribe(sink)
-        curtail = next(p for p in device.points if p.id == "load2.curtail")
-        await front.refresh()
-        front.values.write(curtail, 42.0)  # moves by more than the documented min_change
-        await front.refresh()
-        await asyncio.wait_for(arrived.wait(), timeout=10)
-        assert [r.value for r in got if r.point == curtail.id] == [pytest.approx(42.0)]
-    finally:
-        await driver.close()
-        await front.stop()
+    options = _options("smartapi-1.1-signed", "push", "simulator")
+    base, _ = write_site(tmp_path, points=SMARTAPI_POINTS, options=options)
+    async with running(base, subscribe=True) as s:
+        curtail = s.point("load2.curtail")
+        await s.front.refresh()
+        s.front.values.write(curtail, 42.0)  # moves by more than the documented min_change
+        await s.front.refresh()
+        await asyncio.wait_for(s.arrived.wait(), timeout=10)
+        assert [r.value for r in s.got if r.point == curtail.id] == [pytest.approx(42.0)]

@@ -9,27 +9,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from drivers.cems.driver import CemsDriver
-from drivers.cems.notifier import Notifier
-from drivers.cems.simulator import CemsFrontEnd
 from fwsim.process import free_port
-from fwsim.runner import build_grid
-from gateway.loader import load_config
-from gateway.mapping import Point
-from gateway.model import Reading
 from tests.support.cems import (
     CEMS_SENDER,
     GATEWAY_SENDER,
     SMARTAPI_POINTS,
+    Running,
     SigningKeys,
     cems_options,
+    running,
     write_site,
 )
 from tests.support.pki import PkiFiles
@@ -38,18 +32,6 @@ pytestmark = pytest.mark.integration
 
 #: a poll interval no test waits for: what arrives, arrives by push
 POLL_S = 30.0
-
-
-@dataclass
-class Site:
-    driver: CemsDriver
-    front: CemsFrontEnd
-    notifier: Notifier
-    got: list[Reading]
-    arrived: asyncio.Event
-
-    def point(self, point_id: str) -> Point:
-        return next(p for p in self.driver.device.points if p.id == point_id)
 
 
 def push_options(signing: dict[str, Any] | None = None, **extra: Any) -> Any:
@@ -92,32 +74,20 @@ def push_options(signing: dict[str, Any] | None = None, **extra: Any) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def site(directory: Path, options: Any) -> AsyncIterator[Site]:
+async def site(directory: Path, options: Any) -> AsyncIterator[Running]:
     base, _ = write_site(directory, points=SMARTAPI_POINTS, options=options, poll_interval=POLL_S)
-    config = load_config(base)
-    device = config.devices[0]
-    assert device.poll_interval == POLL_S
-    front = CemsFrontEnd(device, build_grid(config), "127.0.0.1", device.connection.port or 0)
-    await front.start()
-    assert front.notifier is not None
-    driver = CemsDriver(device)
-    got: list[Reading] = []
-    arrived = asyncio.Event()
-
-    def sink(reading: Reading) -> None:
-        got.append(reading)
-        arrived.set()
-
-    try:
-        await driver.connect()
-        assert await driver.subscribe(sink)
-        yield Site(driver, front, front.notifier, got, arrived)
-    finally:
-        await driver.close()
-        await front.stop()
+    async with running(base, subscribe=True) as s:
+        assert s.driver.device.poll_interval == POLL_S
+        assert s.front.notifier is not None
+        yield s
 
 
-async def _changed_and_notified(s: Site, point_id: str, value: float) -> None:
+def _answers(s: Running) -> list[tuple[int, str]]:
+    assert s.front.notifier is not None
+    return s.front.notifier.answers
+
+
+async def _changed_and_notified(s: Running, point_id: str, value: float) -> None:
     """Take the simulator's values in (first tick), change one, and tick again."""
     await s.front.refresh()
     s.front.values.write(s.point(point_id), value)
@@ -133,7 +103,7 @@ async def test_a_changed_value_is_pushed_between_polls(tmp_path: Path) -> None:
         before = datetime.now(UTC)
         await _changed_and_notified(s, "load2.curtail", 25.0)
         await asyncio.wait_for(s.arrived.wait(), timeout=10)
-        assert s.notifier.answers and s.notifier.answers[-1][0] == 204
+        assert _answers(s) and _answers(s)[-1][0] == 204
         pushed = [r for r in s.got if r.point == "load2.curtail"]
         assert [r.value for r in pushed] == [pytest.approx(25.0)]
         (reading,) = pushed
@@ -166,7 +136,7 @@ async def test_a_signed_1_1_notification_is_verified_and_taken(
     async with site(tmp_path, options) as s:
         await _changed_and_notified(s, "load2.curtail", 30.0)
         await asyncio.wait_for(s.arrived.wait(), timeout=10)
-        assert s.notifier.answers[-1][0] == 204
+        assert _answers(s)[-1][0] == 204
         assert [r.value for r in s.got if r.point == "load2.curtail"] == [pytest.approx(30.0)]
 
 
@@ -179,7 +149,7 @@ async def test_a_notification_signed_by_an_untrusted_key_is_refused(
     )
     async with site(tmp_path, options) as s:
         await _changed_and_notified(s, "load2.curtail", 30.0)
-        ((status, reason),) = s.notifier.answers
+        ((status, reason),) = _answers(s)
         assert status == 403
         assert "does not verify with " + CEMS_SENDER in reason
         assert s.got == []
@@ -191,6 +161,6 @@ async def test_an_unsigned_notification_is_refused_where_signing_is_required(
     options = push_options({"gateway": keys.gateway()})  # a CEMS that signs nothing
     async with site(tmp_path, options) as s:
         await _changed_and_notified(s, "load2.curtail", 30.0)
-        ((status, reason),) = s.notifier.answers
+        ((status, reason),) = _answers(s)
         assert (status, reason) == (403, "refused: a signed message is required")
         assert s.got == []

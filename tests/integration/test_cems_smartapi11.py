@@ -7,26 +7,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from drivers.cems.driver import CemsDriver
-from drivers.cems.simulator import CemsFrontEnd
-from fwsim.runner import build_grid
 from gateway.errors import ConfigError
 from gateway.loader import load_config
-from gateway.mapping import Point
 from gateway.model import Command, CommandStatus
 from tests.support.cems import (
     CEMS_SENDER,
     GATEWAY_SENDER,
     SMARTAPI_POINTS,
+    Running,
     SigningKeys,
     cems_options,
+    running,
     write_site,
 )
 from tests.support.pki import PkiFiles
@@ -69,30 +66,11 @@ def v11_options(
     return options
 
 
-@dataclass
-class Site:
-    driver: CemsDriver
-    front: CemsFrontEnd
-
-
 @contextlib.asynccontextmanager
-async def site(directory: Path, options: Any) -> AsyncIterator[Site]:
+async def site(directory: Path, options: Any) -> AsyncIterator[Running]:
     base, _ = write_site(directory, points=SMARTAPI_POINTS, options=options)
-    config = load_config(base)
-    device = config.devices[0]
-    front = CemsFrontEnd(device, build_grid(config), "127.0.0.1", device.connection.port or 0)
-    await front.start()
-    driver = CemsDriver(device)
-    try:
-        await driver.connect()
-        yield Site(driver, front)
-    finally:
-        await driver.close()
-        await front.stop()
-
-
-def _point(s: Site, point_id: str) -> Point:
-    return next(p for p in s.driver.device.points if p.id == point_id)
+    async with running(base) as s:
+        yield s
 
 
 async def test_signed_11_read_gives_every_value_with_unit_and_time(
@@ -113,7 +91,7 @@ async def test_signed_11_read_gives_every_value_with_unit_and_time(
 
 async def test_signed_11_write_is_applied(tmp_path: Path, keys: SigningKeys) -> None:
     async with site(tmp_path, v11_options(keys)) as s:
-        point = _point(s, "load2.curtail")
+        point = s.point("load2.curtail")
         result = await s.driver.write(point, Command(point.id, 35.0))
         assert result.status is CommandStatus.CONFIRMED, result.detail
         assert s.front.values.value(point) == pytest.approx(35.0)
@@ -134,7 +112,7 @@ async def test_an_unsigned_request_is_refused_by_the_cems(
     tmp_path: Path, keys: SigningKeys
 ) -> None:
     async with site(tmp_path, v11_options(keys, sign=False)) as s:
-        point = _point(s, "load2.curtail")
+        point = s.point("load2.curtail")
         before = s.front.values.value(point)
         result = await s.driver.write(point, Command(point.id, 20.0))
         assert result.status is CommandStatus.REJECTED
@@ -146,7 +124,7 @@ async def test_a_request_signed_by_a_stranger_is_refused_by_the_cems(
     tmp_path: Path, keys: SigningKeys
 ) -> None:
     async with site(tmp_path, v11_options(keys, gateway_key=keys.stranger_key)) as s:
-        (reading,) = await s.driver.read([_point(s, "load2.p")])
+        (reading,) = await s.driver.read([s.point("load2.p")])
         assert not reading.quality.good and "HTTP 401" in reading.detail
 
 

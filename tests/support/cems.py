@@ -4,8 +4,10 @@ end and read by the real driver over TLS on loopback."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,13 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from drivers.cems.driver import CemsDriver
+from drivers.cems.simulator import CemsFrontEnd
 from fwsim.process import free_port
+from fwsim.runner import build_grid
+from gateway.loader import load_config
+from gateway.mapping import Point
+from gateway.model import Reading
 from tests.support.pki import PkiFiles, make_test_pki
 
 BUILDING = "/api/v1/building"
@@ -254,3 +262,39 @@ class SigningKeys:
             "key_id": "cems-1",
             "trust_file": str(self.cems_trusts),
         }
+
+
+@dataclass
+class Running:
+    """The site's simulated CEMS and the driver connected to it; `got` collects what the
+    driver's push endpoint delivers (with `subscribe`), `arrived` is set at each."""
+
+    driver: CemsDriver
+    front: CemsFrontEnd
+    got: list[Reading] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def point(self, point_id: str) -> Point:
+        return next(p for p in self.driver.device.points if p.id == point_id)
+
+    def deliver(self, reading: Reading) -> None:
+        self.got.append(reading)
+        self.arrived.set()
+
+
+@contextlib.asynccontextmanager
+async def running(config_path: Path, *, subscribe: bool = False) -> AsyncIterator[Running]:
+    """Serve the site's CEMS and connect the driver (and its push endpoint)."""
+    config = load_config(config_path)
+    device = config.devices[0]
+    front = CemsFrontEnd(device, build_grid(config), "127.0.0.1", device.connection.port or 0)
+    await front.start()
+    site = Running(CemsDriver(device), front)
+    try:
+        await site.driver.connect()
+        if subscribe:
+            assert await site.driver.subscribe(site.deliver)
+        yield site
+    finally:
+        await site.driver.close()
+        await front.stop()
