@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 
+from drivers.cems.driver import CemsDriver
+from drivers.cems.simulator import CemsFrontEnd
 from fwsim.process import free_port
+from fwsim.runner import build_grid
+from gateway.acquisition import DeviceSession
+from gateway.loader import load_config
+from gateway.points import PointTable
 from tests.support.cems import (
     CEMS_SENDER,
     GATEWAY_SENDER,
@@ -27,6 +33,7 @@ from tests.support.cems import (
     write_site,
 )
 from tests.support.pki import PkiFiles
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -164,3 +171,49 @@ async def test_an_unsigned_notification_is_refused_where_signing_is_required(
         ((status, reason),) = _answers(s)
         assert (status, reason) == (403, "refused: a signed message is required")
         assert s.got == []
+
+
+async def test_the_gateway_point_table_takes_the_push_between_polls(tmp_path: Path) -> None:
+    """The acquisition session (the gateway's own loop, poll interval 30 s) polls once on
+    connecting; the pushed value then reaches the point table with no second poll."""
+    base, _ = write_site(
+        tmp_path, points=SMARTAPI_POINTS, options=push_options(), poll_interval=POLL_S
+    )
+    config = load_config(base)
+    device = config.devices[0]
+    front = CemsFrontEnd(device, build_grid(config), "127.0.0.1", device.connection.port or 0)
+    await front.start()
+    table = PointTable(config)
+
+    async def no_events(*_: Any, **__: Any) -> None:
+        return None
+
+    session = DeviceSession(device, CemsDriver(device), table, no_events)
+    task = asyncio.create_task(session.run())
+    try:
+        await until(lambda: table.latest("load2.curtail") is not None, within=10)
+        polled = table.latest("load2.curtail")
+        assert polled is not None and polled.value != pytest.approx(25.0)
+        assert session.polls == 1
+        curtail = next(p for p in device.points if p.id == "load2.curtail")
+        changed_at = datetime.now(UTC)
+        await front.refresh()
+        front.values.write(curtail, 25.0)
+        await front.refresh()
+        await until(lambda: _value(table, "load2.curtail") == 25.0, within=10)
+        latest = table.latest("load2.curtail")
+        assert latest is not None and latest.source_time is not None
+        assert latest.source_time >= changed_at
+        assert session.polls == 1  # the next poll is 30 s away: it came by push
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await front.stop()
+
+
+def _value(table: PointTable, point_id: str) -> float | None:
+    reading = table.latest(point_id)
+    if reading is None or not isinstance(reading.value, float):
+        return None
+    return round(reading.value, 6)
