@@ -32,6 +32,7 @@ from gateway.mapping import Device, Point
 from gateway.model import Command, CommandResult, CommandStatus, QualityFlag, Reading
 from gateway.smartapi.encode import AnyMessage
 from gateway.smartapi.messages import Request
+from gateway.smartapi.security.replay import ReplayGuard
 
 
 class CemsDriver(Driver):
@@ -99,7 +100,9 @@ class CemsDriver(Driver):
             for p in self.device.points
             if p.direction.readable and isinstance(self.address(p), SmartApiAddress)
         ]
-        receiver = PushReceiver(self.device, self.options, push, points, sink, self._link)
+        # notifications get a replay guard of their own (an answer is matched to its request)
+        link = gateway_link(self.options, ReplayGuard())
+        receiver = PushReceiver(self.device, self.options, push, points, sink, link)
         await receiver.start()
         self._push = receiver
         return True

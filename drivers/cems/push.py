@@ -4,8 +4,9 @@ A CEMS that notifies POSTs a Notification (Turtle or JSON-LD) to `options.push.p
 value objects it carries for mapped Smart API points become readings at once, without
 waiting for the next poll. The endpoint requires a client certificate from
 `client_ca_file` (the CEMS), bounds the body by `max_body`, answers 403 with the reason to
-a message from a sender other than `peer_sender` or, with `signing`, one not signed by a key
-the trust file lists for that sender, and 400 with the reason to anything that is not a
+a message from a sender other than `peer_sender`, one replayed (an id seen before, or a
+generatedAt outside the replay window) or, with `signing`, one not signed by a key the
+trust file lists for that sender, and 400 with the reason to anything that is not a
 Notification. Nothing refused delivers a reading. It runs while the driver is connected.
 """
 

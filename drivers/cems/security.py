@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from drivers.cems.protocol import CemsOptions, SmartApiSigning
-from gateway.errors import SignatureMissing, UntrustedSigner
+from gateway.errors import UntrustedSigner
 from gateway.smartapi import codec
 from gateway.smartapi.codec import Format
 from gateway.smartapi.decode import decode_graph
@@ -24,6 +24,7 @@ from gateway.smartapi.encode import AnyMessage, to_tree
 from gateway.smartapi.interop import MODERN, PeerProfile, Profiles, to_v11
 from gateway.smartapi.security.keys import Identity, TrustStore
 from gateway.smartapi.security.profile import InboundSecurity, OutboundSecurity
+from gateway.smartapi.security.replay import ReplayGuard
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,9 @@ class _OnePeer(Profiles):
 
 class SmartApiLink:
     """Encode our messages for the peer, decode the peer's: `peer` is the profile the other
-    side speaks, `expected` its sender IRI (None: any)."""
+    side speaks, `expected` its sender IRI (None: any). With `replay`, a message id seen
+    before or a generatedAt outside its window is refused (the push endpoint: a
+    notification stands alone; an answer is matched to its request instead)."""
 
     def __init__(
         self,
@@ -47,6 +50,7 @@ class SmartApiLink:
         expected: str | None,
         keys: tuple[Identity, TrustStore] | None,
         require_signature: bool = False,
+        replay: ReplayGuard | None = None,
     ) -> None:
         self.peer = peer
         self.expected = expected
@@ -56,7 +60,7 @@ class SmartApiLink:
             trust=trust,
             identity=identity,
             require_signature=keys is not None and require_signature,
-            replay=None,  # answers are matched to their request; notifications carry values
+            replay=replay,
             accept_legacy=peer.legacy,
             profiles=_OnePeer(profile=peer),
         )
@@ -81,16 +85,13 @@ class SmartApiLink:
             raise UntrustedSigner(
                 f"message from {message.sender}, not from the CEMS {self.expected}"
             )
-        if self._inbound.require_signature and self._inbound.last_signer is None:
-            raise SignatureMissing("a signed message is required")  # checked by open too
         return message
 
 
-def gateway_link(options: CemsOptions) -> SmartApiLink:
+def gateway_link(options: CemsOptions, replay: ReplayGuard | None = None) -> SmartApiLink:
     """The gateway's side: it signs as `smartapi_sender` and expects `peer_sender`."""
-    return _link(
-        options, options.signing, options.smartapi_sender, options.peer_sender, options.peer
-    )
+    signing, sender = options.signing, options.smartapi_sender
+    return _link(options, signing, sender, options.peer_sender, options.peer, replay)
 
 
 def simulator_link(options: CemsOptions, sender: str) -> SmartApiLink:
@@ -106,8 +107,9 @@ def _link(
     sender: str,
     expected: str | None,
     peer: PeerProfile,
+    replay: ReplayGuard | None = None,
 ) -> SmartApiLink:
     if signing is None:
-        return SmartApiLink(peer, expected, None)
+        return SmartApiLink(peer, expected, None, replay=replay)
     keys = options.keys(signing, sender, "signing")
-    return SmartApiLink(peer, expected, keys, signing.require_signature)
+    return SmartApiLink(peer, expected, keys, signing.require_signature, replay)

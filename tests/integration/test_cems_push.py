@@ -107,10 +107,11 @@ async def _post(rig: Rig, body: bytes, content_type: str = "text/turtle") -> tup
 
 
 def _notification(*objects: ValueObject, entity: str = LOAD2, sender: str = CEMS) -> Notification:
+    """Sent now (the endpoint refuses stale notifications); its values carry their own time."""
     return Notification(
         id=new_message_id(),
         sender=sender,
-        generated_at=T,
+        generated_at=datetime.now(UTC),
         activities=(
             Activity(method=Method.READ, entities=(Entity(iri=entity, value_objects=objects),)),
         ),
@@ -167,11 +168,23 @@ async def test_a_notification_from_another_sender_is_refused(rig: Rig) -> None:
     assert rig.got == []
 
 
+async def test_a_notification_sent_again_is_refused(rig: Rig) -> None:
+    """A replayed notification would set an old value: its id was seen, it is refused."""
+    message = _notification(
+        ValueObject(quantity=QuantityKind.ACTIVE_POWER, unit="KiloW", value=2.0)
+    )
+    body = codec.encode(message)
+    assert (await _post(rig, body))[0] == 204
+    status, text = await _post(rig, body)
+    assert status == 403 and "refused: " in text and message.id in text
+    assert [r.value for r in rig.got] == [2.0]
+
+
 async def test_a_request_is_not_a_notification(rig: Rig) -> None:
     request = Request(
         id=new_message_id(),
         sender="https://cems.example/building2",
-        generated_at=T,
+        generated_at=datetime.now(UTC),
         activities=(Activity(method=Method.READ, entities=(Entity(iri=LOAD2),)),),
     )
     status, text = await _post(rig, codec.encode(request))
