@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -22,6 +25,7 @@ from drivers.cems.driver import CemsDriver
 from drivers.cems.protocol import CemsOptions
 from drivers.cems.security import SmartApiLink
 from drivers.cems.simulator import server_context
+from fwsim.process import free_port
 from gateway.loader import load_config
 from gateway.model import Reading
 from gateway.smartapi.interop import Dialect, PeerProfile
@@ -279,3 +283,78 @@ def test_the_library_reads_a_1_1_cems_answer_with_its_times(library: LibraryPeer
     )
     assert value["instant"] is not None
     assert datetime.fromisoformat(value["instant"]).astimezone(UTC) == at
+
+
+async def test_a_library_notification_pushed_to_the_gateway_updates_the_point(
+    tmp_path: Path, library: LibraryPeer
+) -> None:
+    """The library as a CEMS that notifies: its signed Notification (integer id, naive
+    local time, NASA units) POSTed to the driver's push endpoint becomes a reading; the
+    same body again is refused as a replay."""
+    gateway_key, _ = write_rsa_pair(tmp_path, "gateway")
+    cems_key, cems_pub = write_rsa_pair(tmp_path, "cems")
+    trust = write_trust(tmp_path / "trust.yaml", "cems-1", CEMS_SENDER, cems_pub)
+    port = free_port()
+
+    def options(pki: PkiFiles, d: Path) -> dict[str, Any]:
+        cert, key = pki.pair("gateway")
+        return {
+            **cems_options(pki, d),
+            "profile": "smartapi-1.1",
+            "timezone": CEMS_TZ,
+            "peer_sender": CEMS_SENDER,
+            "signing": {"key_file": str(gateway_key), "key_id": "mgms-1", "trust_file": str(trust)},
+            "push": {
+                "host": "127.0.0.1",
+                "port": port,
+                "cert_file": str(cert),
+                "key_file": str(key),
+                "client_ca_file": str(pki.ca),
+            },
+        }
+
+    base, pki = write_site(tmp_path, points=SMARTAPI_POINTS, options=options)
+    driver = CemsDriver(load_config(base).devices[0])
+    got: list[Reading] = []
+    now_local = datetime.now(ZoneInfo(CEMS_TZ)).replace(tzinfo=None, microsecond=0)
+    notification = await asyncio.to_thread(
+        library.message,
+        kind="notification",
+        sender=CEMS_SENDER,
+        id=4242,
+        sign_key=str(cems_key),
+        activities=[
+            {
+                "method": "read",
+                "entity": EV1,
+                "values": [
+                    {
+                        "quantity": SA + "ActivePower",
+                        "unit": NASA + "Kilowatt",
+                        "value": -6.5,
+                        "instant": now_local.isoformat(),
+                    }
+                ],
+            }
+        ],
+    )
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    ctx.load_cert_chain(*map(str, pki.issue("cems-client", "cems")))
+    url = f"https://127.0.0.1:{port}/smartapi/v1.0e1.0/notification/"
+    headers = {"Content-Type": notification.content_type}
+    try:
+        assert await driver.subscribe(got.append)
+        async with aiohttp.ClientSession() as session:
+            answers = []
+            for _ in range(2):
+                async with session.post(
+                    url, data=notification.body, headers=headers, ssl=ctx
+                ) as answer:
+                    answers.append((answer.status, await answer.text()))
+    finally:
+        await driver.close()
+    assert answers[0] == (204, "")
+    assert answers[1][0] == 403 and "already received" in answers[1][1]
+    (reading,) = got
+    assert (reading.point, reading.value, reading.unit) == ("ev1.p", -6.5, "KiloW")
+    assert reading.source_time == now_local.replace(tzinfo=ZoneInfo(CEMS_TZ)).astimezone(UTC)
