@@ -42,15 +42,17 @@ def v11_options(
     gateway_key: Path | None = None,
     cems_key: Path | None = None,
     sign: bool = True,
+    profile: str = "smartapi-1.1",
 ) -> Any:
-    """A 1.1 CEMS that signs and requires signatures; the gateway signs with `gateway_key`
-    (default its own; `sign=False`: not at all) and the CEMS with `cems_key`."""
+    """A 1.1 CEMS (or one of `profile`) that signs and requires signatures; the gateway
+    signs with `gateway_key` (default its own; `sign=False`: not at all) and the CEMS with
+    `cems_key`."""
 
     def options(pki: PkiFiles, directory: Path) -> dict[str, Any]:
         base = cems_options(pki, directory)
         out = {
             **base,
-            "profile": "smartapi-1.1",
+            "profile": profile,
             "timezone": "Europe/Helsinki",
             "smartapi_sender": GATEWAY_SENDER,
             "peer_sender": CEMS_SENDER,
@@ -87,6 +89,20 @@ async def test_signed_11_read_gives_every_value_with_unit_and_time(
             expected = s.front.values.value(point)
             assert reading.value == pytest.approx(expected, abs=1e-6), point.id
             assert reading.source_time is not None and reading.source_time >= before
+
+
+async def test_a_signed_modern_cems_reads_and_refuses_a_stranger(
+    tmp_path: Path, keys: SigningKeys
+) -> None:
+    """The modern profile signs with the secure profile's proof, verified the same way."""
+    async with site(tmp_path / "ok", v11_options(keys, profile="modern")) as s:
+        readings = await s.driver.read(s.driver.device.points)
+        assert all(r.quality.good for r in readings), [r.detail for r in readings]
+    bad = v11_options(keys, profile="modern", cems_key=keys.stranger_key)
+    async with site(tmp_path / "bad", bad) as s:
+        (reading,) = await s.driver.read([s.point("load2.p")])
+        assert not reading.quality.good and "answer refused" in reading.detail, reading.detail
+        assert "signature by key 'cems-1' does not match" in reading.detail
 
 
 async def test_signed_11_write_is_applied(tmp_path: Path, keys: SigningKeys) -> None:
