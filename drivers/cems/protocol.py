@@ -287,6 +287,8 @@ class CemsOptions(BaseModel):
             check_iri("peer_sender", self.peer_sender)
         if self.push is not None and self.peer_sender is None:
             raise ValueError("push needs peer_sender: the CEMS whose notifications are taken")
+        if self.simulator is not None and self.simulator.push is not None and self.push is None:
+            raise ValueError("simulator.push needs push: the gateway endpoint it notifies")
         # a key or trust file that is unusable fails here, naming the option
         if self.signing is not None:
             self.keys(self.signing, self.smartapi_sender, "signing")

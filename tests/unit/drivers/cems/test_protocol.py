@@ -91,6 +91,16 @@ def test_options_read_the_token_relative_to_the_mapping(tmp_path: Path) -> None:
             "push needs peer_sender",
         ),
         (
+            {
+                "simulator": {
+                    "cert_file": "empty",
+                    "key_file": "empty",
+                    "push": {"cert_file": "empty", "key_file": "empty", "ca_file": "empty"},
+                }
+            },
+            "simulator.push needs push",
+        ),
+        (
             {"signing": {"key_file": "nokey.pem", "key_id": "k", "trust_file": "empty"}},
             "signing: .*nokey.pem: cannot read private key",
         ),
