@@ -170,3 +170,19 @@ def test_an_unknown_time_zone_is_named(tmp_path: Path, keys: SigningKeys) -> Non
     base, _ = write_site(tmp_path, points=SMARTAPI_POINTS, options=options)
     with pytest.raises(ConfigError, match="timezone: unknown time zone 'Mars/Olympus'"):
         load_config(base)
+
+
+async def test_a_cems_without_keys_refuses_a_signed_request(
+    tmp_path: Path, keys: SigningKeys
+) -> None:
+    """Signing is on both sides or on neither: a CEMS that trusts no key cannot take a
+    signed request (docs/cems.md)."""
+
+    def options(pki: PkiFiles, directory: Path) -> dict[str, Any]:
+        out: dict[str, Any] = v11_options(keys)(pki, directory)
+        out["simulator"] = {k: v for k, v in out["simulator"].items() if k != "signing"}
+        return out
+
+    async with site(tmp_path, options) as s:
+        (reading,) = await s.driver.read([s.point("load2.p")])
+        assert not reading.quality.good and "HTTP 401" in reading.detail
