@@ -67,7 +67,7 @@ def _options(*tags: str) -> Any:
 
 
 async def test_the_documented_signed_1_1_options_read_and_write(tmp_path: Path) -> None:
-    options = _options("smartapi-1.1-signed", "simulator")
+    options = _options("smartapi-1.1-signed", "push", "simulator")
     base, _ = write_site(tmp_path, points=SMARTAPI_POINTS, options=options)
     async with running(base) as s:
         readings = await s.driver.read(s.driver.device.points)
