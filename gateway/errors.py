@@ -12,6 +12,8 @@
     │   ├── NotWritable          the point is read-only
     │   └── LimitViolation       the value is outside the point's write limits
     ├── RawRangeError            a value does not fit a protocol data type (e.g. 70000 as int16)
+    ├── LexicalFormError         a literal is not in its XSD datatype's lexical space (the
+    │                            caller names where: it becomes a WrongDatatype)
     ├── StoreError               the SQLite store failed
     ├── FlexError                a flexibility function could not run
     │   ├── SolverError          the LP solver failed (an infeasible plan is a result, not this)
@@ -132,6 +134,10 @@ class LimitViolation(CommandError):
 class RawRangeError(GatewayError, ValueError):
     """A value cannot be encoded in a protocol data type; raised by the codecs before
     anything is sent."""
+
+
+class LexicalFormError(GatewayError, ValueError):
+    """A literal's text is not a lexical form of its XSD datatype (gateway.smartapi.xsd)."""
 
 
 class StoreError(GatewayError):

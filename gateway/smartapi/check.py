@@ -25,10 +25,10 @@ from gateway.errors import (
     WrongUnit,
 )
 from gateway.smartapi import vocab as v
-from gateway.smartapi.decode import NUMERIC, Reader, curie, show
+from gateway.smartapi.decode import NUMERIC, Reader, show
 from gateway.smartapi.encode import FORECAST_COLUMNS, RESERVE_COLUMNS, VERIFICATION_COLUMNS, Column
 from gateway.smartapi.messages import SeriesRole
-from gateway.smartapi.vocab import MGMS, QUDT, SMARTAPI, UNIT, QuantityKind
+from gateway.smartapi.vocab import MGMS, QUDT, SMARTAPI, UNIT, QuantityKind, curie
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:~\-]{0,127}$")
 _TZ = re.compile(r"(Z|[+\-][0-9][0-9]:[0-9][0-9])$")

@@ -17,8 +17,13 @@ from typing import Any
 from rdflib import Graph
 from rdflib.plugins.stores.memory import Memory
 
-from gateway.errors import MessageParseError, TooManyStatements, UnsupportedMediaType
-from gateway.smartapi import check, fastparse, legacy
+from gateway.errors import (
+    MessageParseError,
+    TooManyStatements,
+    UnsupportedMediaType,
+    WrongDatatype,
+)
+from gateway.smartapi import check, fastparse, legacy, xsd
 from gateway.smartapi.decode import decode_graph
 from gateway.smartapi.encode import AnyMessage, to_tree
 from gateway.smartapi.tree import Node, to_graph, to_ntriples, to_turtle
@@ -124,18 +129,20 @@ def _reject_remote_contexts(data: Any) -> None:
 
 
 class _Budget(Memory):
-    """rdflib's in-memory store that refuses statement `limit + 1` while a parser fills it
-    (its parsers add as they read), so a body padded with triples stops there."""
+    """rdflib's in-memory store that checks each statement while a parser fills it (its
+    parsers add as they read): literals in XSD lexical forms only, and statement
+    `limit + 1` refused, so a body padded with triples stops there."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int | None) -> None:
         super().__init__()
-        self.limit: int | None = limit
+        self.limit = limit
         self._added = 0
 
     def add(self, triple: Any, context: Any, quoted: bool = False) -> None:
         self._added += 1
         if self.limit is not None and self._added > self.limit:
             raise fastparse.too_many(self.limit)
+        xsd.check_statement(*triple)
         super().add(triple, context, quoted)
 
 
@@ -158,20 +165,19 @@ def parse(body: bytes, content_type: str | None, max_statements: int | None = No
     graph = Graph()
     if fmt is not Format.JSONLD and fastparse.parse_into(graph, text, max_statements):
         return graph
-    budget = _Budget(max_statements) if max_statements is not None else None
-    graph = Graph(store=budget) if budget is not None else Graph()
+    budget = _Budget(max_statements)
+    graph = Graph(store=budget)
     try:
         with warnings.catch_warnings():
             # rdflib 7.6's JSON-LD parser builds a ConjunctiveGraph internally and warns
             # about its own use of it; nothing for us to act on
             warnings.filterwarnings("ignore", "ConjunctiveGraph is deprecated", DeprecationWarning)
             graph.parse(data=text, format=fmt.rdflib_name)
-    except TooManyStatements:
+    except (TooManyStatements, WrongDatatype):
         raise
     except Exception as exc:  # rdflib raises many unrelated types; translate them all here
         raise MessageParseError(f"invalid {fmt.value}: {exc}") from exc
-    if budget is not None:
-        budget.limit = None  # the message may grow as it is read (legacy forms, parts)
+    budget.limit = None  # the message may grow as it is read (legacy forms, parts)
     return graph
 
 
