@@ -15,7 +15,7 @@ from typing import Any
 from drivers.base import Driver
 from drivers.registry import create_driver
 from gateway.acquisition import DeviceSession, PollListener
-from gateway.allocator import bound_the_allocator
+from gateway.allocator import bound_the_allocator, trim_forever
 from gateway.config import LoadedConfig
 from gateway.control import Controller
 from gateway.listeners import ensure_fd_budget
@@ -237,6 +237,7 @@ async def serve(
     )
     try:
         async with Gateway(config) as gw, OpsServer(gw, config.gateway.ops):
+            gw.spawn(trim_forever(), "malloc-trim")
             log.info(
                 "gateway %r running: %d devices", config.gateway.microgrid.id, len(config.devices)
             )

@@ -128,6 +128,28 @@ def _reject_remote_contexts(data: Any) -> None:
             stack.extend(item)
 
 
+def _load_json(text: str, max_statements: int | None) -> Any:
+    """The JSON document, refused as soon as it holds more objects than a message of
+    `max_statements` statements can need (every statement takes at least one object or
+    array member beyond the first), so a padded document is never held whole."""
+    limit = None if max_statements is None else 2 * max_statements
+    objects = 0
+
+    def counted(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal objects
+        objects += 1
+        if limit is not None and objects > limit:
+            raise fastparse.too_many(max_statements or 0)
+        return dict(pairs)
+
+    try:
+        return json.loads(text, object_pairs_hook=counted)
+    except RecursionError:
+        raise MessageParseError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # also an integer beyond Python's digit limit
+        raise MessageParseError(f"invalid JSON: {exc}") from exc
+
+
 class _Budget(Memory):
     """rdflib's in-memory store that checks each statement while a parser fills it (its
     parsers add as they read): literals in XSD lexical forms only, and statement
@@ -154,14 +176,13 @@ def parse(body: bytes, content_type: str | None, max_statements: int | None = No
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MessageParseError(f"body is not UTF-8: {exc}") from exc
+    document: Any = None
     if fmt is Format.JSONLD:
-        try:
-            data = json.loads(text)
-        except RecursionError:
-            raise MessageParseError("invalid JSON: nested too deeply") from None
-        except ValueError as exc:  # also an integer beyond Python's digit limit
-            raise MessageParseError(f"invalid JSON: {exc}") from exc
-        _reject_remote_contexts(data)
+        document = _load_json(text, max_statements)
+        _reject_remote_contexts(document)
+        # rdflib takes the document as loaded (JSON is parsed once); a top-level array is
+        # the default graph's node list
+        document = document if isinstance(document, dict) else {"@graph": document}
     graph = Graph()
     if fmt is not Format.JSONLD and fastparse.parse_into(graph, text, max_statements):
         return graph
@@ -172,7 +193,10 @@ def parse(body: bytes, content_type: str | None, max_statements: int | None = No
             # rdflib 7.6's JSON-LD parser builds a ConjunctiveGraph internally and warns
             # about its own use of it; nothing for us to act on
             warnings.filterwarnings("ignore", "ConjunctiveGraph is deprecated", DeprecationWarning)
-            graph.parse(data=text, format=fmt.rdflib_name)
+            if document is not None:
+                graph.parse(data=document, format=fmt.rdflib_name)
+            else:
+                graph.parse(data=text, format=fmt.rdflib_name)
     except (TooManyStatements, WrongDatatype):
         raise
     except Exception as exc:  # rdflib raises many unrelated types; translate them all here

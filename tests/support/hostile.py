@@ -111,9 +111,18 @@ MALFORMED = expect({400}, {"malformed"})
 #: rdflib reads `"`, `<` and line ends inside an IRI reference as part of it: poison there
 #: yields another IRI (a prefix, a subject, the key id), which the signature check then
 #: refuses
+#: ... or lands inside a typed literal, whose text is then no XSD form (checked as parsed,
+#: before the signature)
 SYNTAX = expect(
     {400, 401, 403, 422},
-    {"malformed", "signature-missing", "signature-invalid", "untrusted-signer", "missing-term"},
+    {
+        "malformed",
+        "signature-missing",
+        "signature-invalid",
+        "untrusted-signer",
+        "missing-term",
+        "wrong-datatype",
+    },
 )
 #: a body whose signature cannot hold: it changed after signing, or has none
 NON_FINITE = expect({422}, {"non-finite-value"})
