@@ -64,6 +64,8 @@ _RECONNECT_FIRST_S = 0.2
 #: what an MQTT packet carries besides the body (fixed header, topic, properties); the
 #: broker's max_packet_size (docs/northbound.md) is the body limit plus this
 MQTT_HEADROOM_BYTES = 64 * 1024
+#: the largest packet MQTT can describe (a four-byte remaining length)
+MQTT_MAX_PACKET_BYTES = 268_435_455
 
 T = TypeVar("T")
 InboundHandler = Callable[[Channel, bytes, str], Awaitable[Answer]]
