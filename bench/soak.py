@@ -20,7 +20,11 @@ back with good values. Figures:
   over each half of the faults phase, and `levels_off`: the second half grew at most
   `LEVEL_MB` (a leak keeps growing there; the first half carries the warm-up and the
   high-water mark of the largest messages). Judged on faults phases of 60 s or more, else
-  null; a run whose memory does not level off fails.
+  null; a run whose memory does not level off fails. `steady`: the median over the last
+  quarter of the faults phase (after `steady_after_min` minutes), at most `STEADY_MB` (150,
+  issue #16) or the run fails; `peak`: the highest sample. The bench runs itself with
+  PYTHONMALLOC=malloc and the gateway's trim task, as the service unit runs the gateway
+  (gateway/allocator.py).
 
 The gateway runs the full product: with the `north:` and `flex:` sections `mgms demo`
 gives it (development PKI, 10-second intervals) and an AMS simulator on loopback in its own
