@@ -15,9 +15,11 @@ from typing import Any
 from drivers.base import Driver
 from drivers.registry import create_driver
 from gateway.acquisition import DeviceSession, PollListener
+from gateway.allocator import bound_the_allocator, trim_forever
 from gateway.config import LoadedConfig
 from gateway.control import Controller
 from gateway.errors import GatewayError, ReloadRefused
+from gateway.listeners import ensure_fd_budget
 from gateway.mapping import Device
 from gateway.market import Market, attach_market
 from gateway.ops.health import Health
@@ -254,8 +256,15 @@ async def serve(
     """Run the gateway as a service until `stop` is set; `reload_requested` re-reads the
     files through `load`."""
     notifier = Notifier.from_env()
+    bound_the_allocator()
+    north = config.gateway.north
+    ensure_fd_budget(
+        north.server.max_connections if north is not None else 0,
+        config.gateway.ops.max_connections,
+    )
     try:
         async with Gateway(config) as gw, OpsServer(gw, config.gateway.ops):
+            gw.spawn(trim_forever(), "malloc-trim")
             log.info(
                 "gateway %r running: %d devices", config.gateway.microgrid.id, len(config.devices)
             )

@@ -192,6 +192,12 @@ class OpsConfig(BaseModel):
     ready_wait_s: float = Field(default=15.0, ge=0)
     #: how long a stop waits for shutdown hooks (activation, outbox) before closing links
     drain_s: float = Field(default=5.0, ge=0)
+    #: its own connection limits (gateway.listeners), apart from the north listener's: a
+    #: request's headers within header_timeout_s of its first byte, an idle connection
+    #: closed after idle_timeout_s, at most max_connections (the oldest idle dropped first)
+    header_timeout_s: float = Field(default=5.0, gt=0)
+    idle_timeout_s: float = Field(default=15.0, gt=0)
+    max_connections: int = Field(default=32, ge=1, le=1024)
 
     @model_validator(mode="after")
     def _guarded_off_loopback(self) -> OpsConfig:

@@ -12,6 +12,8 @@
     │   ├── NotWritable          the point is read-only
     │   └── LimitViolation       the value is outside the point's write limits
     ├── RawRangeError            a value does not fit a protocol data type (e.g. 70000 as int16)
+    ├── LexicalFormError         a literal is not in its XSD datatype's lexical space (the
+    │                            caller names where: it becomes a WrongDatatype)
     ├── StoreError               the SQLite store failed
     ├── FlexError                a flexibility function could not run
     │   ├── SolverError          the LP solver failed (an infeasible plan is a result, not this)
@@ -75,6 +77,8 @@ class Reason(StrEnum):
     TIMEOUT = "timeout"
     TOO_LARGE = "too-large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported-media-type"
+    EMPTY_BODY = "empty-body"
+    REPLY_TOPIC_NOT_ALLOWED = "reply-topic-not-allowed"
     # the pipeline
     SENDER_NOT_ALLOWED = "sender-not-allowed"
     WRONG_CHANNEL = "wrong-channel"
@@ -205,6 +209,10 @@ class LimitViolation(CommandError):
 class RawRangeError(GatewayError, ValueError):
     """A value cannot be encoded in a protocol data type; raised by the codecs before
     anything is sent."""
+
+
+class LexicalFormError(GatewayError, ValueError):
+    """A literal's text is not a lexical form of its XSD datatype (gateway.smartapi.xsd)."""
 
 
 class StoreError(GatewayError):

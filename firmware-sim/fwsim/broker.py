@@ -21,6 +21,10 @@ from pathlib import Path
 from fwsim.process import free_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+#: the gateway's default body limit (north.server.max_body_bytes, 1 MiB) plus 64 KiB for
+#: topic and properties: the broker refuses a bigger publish (MQTT 5 reason 0x95, packet
+#: too large) instead of passing it on, so no client holds more than the limit allows
+MAX_PACKET_BYTES = (1 << 20) + 64 * 1024
 
 ACL = """\
 # the gateway (certificate CN {gateway}): what goes to the AMS, and reads what comes back
@@ -75,6 +79,7 @@ def write_config(
     topic_root: str = "smartapi",
     gateway_cn: str = "mgms-gateway",
     ams_cn: str = "ams",
+    max_packet_bytes: int = MAX_PACKET_BYTES,
 ) -> Path:
     (directory / "acl").write_text(ACL.format(root=topic_root, gateway=gateway_cn, ams=ams_cn))
     conf = directory / "mosquitto.conf"
@@ -100,6 +105,7 @@ def write_config(
                 "require_certificate true",
                 "use_identity_as_username true",
                 "set_tcp_nodelay true",
+                f"max_packet_size {max_packet_bytes}",
                 "",
             ]
         )

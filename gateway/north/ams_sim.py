@@ -237,6 +237,7 @@ class AmsSimulator:
                 side=AMS_SIDE,
                 inbound=OUTBOUND,
                 handle=handle,
+                refuse=pipeline.refuse,
                 answer_timeout_s=mqtt.answer_timeout_s,
             )
             self._listening.set()

@@ -151,6 +151,16 @@ class ServerConfig(BaseModel):
     max_statements: int = Field(default=20_000, gt=0)
     #: seconds a request may take from its first byte to the answer
     request_timeout_s: float = Field(default=10.0, gt=0)
+    #: seconds from a request's first byte until its headers are complete
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    #: seconds a connection may wait for its (next) request before it is closed
+    idle_timeout_s: float = Field(default=30.0, gt=0)
+    #: open connections at most (TLS handshakes included); at the cap a new connection
+    #: drops the one waiting longest unserved. systemd/mgms-gateway.service's LimitNOFILE
+    #: is sized for it
+    max_connections: int = Field(default=512, ge=1, le=4096)
+    #: open connections one client certificate may hold
+    max_connections_per_peer: int = Field(default=64, ge=1)
 
 
 class Timeouts(BaseModel):

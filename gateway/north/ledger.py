@@ -1,6 +1,7 @@
 """Inbound ledger: the first answer to every authenticated inbound message, by message id.
 
-A repeat of a message gets the recorded answer again and nothing is applied twice. Only
+A repeat of a message gets the recorded answer again and nothing is applied twice, on the
+channel it first came in on (the pipeline refuses a repeat elsewhere as wrong-channel). Only
 messages that passed signature and authorization are recorded, so a forged message cannot
 claim an id ahead of the genuine one. Each entry keeps the sha256 of the body as received
 (`digest`: an exact repeat is found before parsing) and of the message's content
@@ -38,7 +39,7 @@ CREATE TABLE IF NOT EXISTS inbound (
 CREATE INDEX IF NOT EXISTS inbound_digest ON inbound (digest);
 """
 
-_COLUMNS = "message_id, fingerprint, status, content_type, answer"
+_COLUMNS = "message_id, fingerprint, channel, status, content_type, answer"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class Record:
 class Entry:
     message_id: str
     fingerprint: str
+    #: the channel the message came in on; its answer is given again only there
+    channel: str
     answer: Answer
 
 
@@ -109,8 +112,8 @@ def _one(conn: sqlite3.Connection, where: str, value: str) -> Entry | None:
     ).fetchone()
     if row is None:
         return None
-    message_id, fingerprint, status, content_type, body = row
-    return Entry(message_id, fingerprint, Answer(status, content_type, bytes(body)))
+    message_id, fingerprint, channel, status, content_type, body = row
+    return Entry(message_id, fingerprint, channel, Answer(status, content_type, bytes(body)))
 
 
 def _insert(conn: sqlite3.Connection, row: tuple[object, ...]) -> None:

@@ -21,7 +21,12 @@ forecast is retained so an AMS that subscribes late sees the latest one at once.
 Who may publish where is the broker's ACL (docs/northbound.md has one): the gateway cannot
 see the publisher's certificate, so it treats a message on an AMS topic as coming from the
 AMS role, and the pipeline still requires a valid signature by a sender the allow-list
-gives that role.
+gives that role. For the same reason an answer goes only to the reply topic of that
+sender's own namespace (the other side's reply topic of this microgrid, the only one its
+certificate may read): a request naming any other Response Topic is refused unread, the
+refusal logged and answered on the sender's own reply topic. An empty payload is answered
+(400 `empty-body`), and the endpoint tells the broker the largest packet it takes (MQTT 5
+Maximum Packet Size), so a bigger one is never delivered to it nor held in its memory.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.backoff import Backoff
-from gateway.errors import DeliveryError
+from gateway.errors import DeliveryError, InboundRejected, Reason
 from gateway.north.codec import answer_text
 from gateway.north.config import MqttConfig
 from gateway.north.outbox import QueuedMessage
@@ -56,9 +61,16 @@ log = logging.getLogger(__name__)
 GATEWAY_SIDE, AMS_SIDE = "gateway", "ams"
 _RETAINED = frozenset({Channel.FORECAST})
 _RECONNECT_FIRST_S = 0.2
+#: what an MQTT packet carries besides the body (fixed header, topic, properties); the
+#: broker's max_packet_size (docs/northbound.md) is the body limit plus this
+MQTT_HEADROOM_BYTES = 64 * 1024
+#: the largest packet MQTT can describe (a four-byte remaining length)
+MQTT_MAX_PACKET_BYTES = 268_435_455
 
 T = TypeVar("T")
 InboundHandler = Callable[[Channel, bytes, str], Awaitable[Answer]]
+#: a refusal as a Smart API Error answer (the pipeline's `refuse`)
+Refuser = Callable[[InboundRejected, str], Answer]
 
 
 @dataclass(frozen=True)
@@ -157,7 +169,7 @@ class MqttEndpoint:
     answers come back on its own reply topic. Run `run()` in a task; `deliver` is the
     outbox's sender."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913  (keyword-only settings of one endpoint, all from config)
         self,
         config: MqttConfig,
         ssl_ctx: ssl.SSLContext,
@@ -167,6 +179,8 @@ class MqttEndpoint:
         side: str,
         inbound: Collection[Channel],
         handle: InboundHandler,
+        refuse: Refuser,
+        max_packet_bytes: int | None = None,
         answer_timeout_s: float = 30.0,
         reconnect_max_s: float = 30.0,
         on_connected: Callable[[], None] | None = None,
@@ -180,6 +194,8 @@ class MqttEndpoint:
         self._side = side
         self._inbound = frozenset(inbound)
         self._handle = handle
+        self._refuse = refuse
+        self._max_packet_bytes = max_packet_bytes
         self._answer_timeout_s = answer_timeout_s
         self._reconnect_max_s = reconnect_max_s
         self._on_connected = on_connected
@@ -199,6 +215,9 @@ class MqttEndpoint:
     def _new_client(self) -> aiomqtt.Client:
         connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         connect.SessionExpiryInterval = self._config.session_expiry_s
+        if self._max_packet_bytes is not None:
+            # the broker drops a bigger message for us instead of sending it (MQTT 5 3.1.2.11)
+            connect.MaximumPacketSize = self._max_packet_bytes
         will = None
         if self._announce:
             will = aiomqtt.Will(self.topics.status, b"offline", qos=1, retain=True)
@@ -321,6 +340,15 @@ class MqttEndpoint:
 
     # -- inbound ----------------------------------------------------------------------------
 
+    @property
+    def client_id(self) -> str:
+        return self._client_id
+
+    @property
+    def answer_topic(self) -> str:
+        """Where our answers go: the other side's reply topic in this microgrid."""
+        return self.topics.reply(AMS_SIDE if self._side == GATEWAY_SIDE else GATEWAY_SIDE)
+
     async def _dispatch(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         topic = str(message.topic)
         payload = message.payload if isinstance(message.payload, bytes) else b""
@@ -329,14 +357,25 @@ class MqttEndpoint:
             self._answered(props, payload)
             return
         channel = self.topics.parse(topic)
-        if channel is None or channel not in self._inbound or not payload:
-            return  # an empty payload clears a retained message; nothing to answer
+        if channel is None or channel not in self._inbound:
+            return
         ctype = str(_prop(props, "ContentType") or TURTLE)
-        answer = await self._handle(channel, payload, ctype)
-        reply_to = _prop(props, "ResponseTopic")
-        if not reply_to:
-            other = AMS_SIDE if self._side == GATEWAY_SIDE else GATEWAY_SIDE
-            reply_to = self.topics.reply(other)
+        asked = _prop(props, "ResponseTopic")
+        if asked is not None and str(asked) != self.answer_topic:
+            refusal = InboundRejected(
+                403,
+                Reason.REPLY_TOPIC_NOT_ALLOWED,
+                f"Response Topic {str(asked)[:200]!r} is not the sender's reply topic "
+                f"{self.answer_topic!r}",
+            )
+            log.warning("refused MQTT %s on %s: %s", channel.value, topic, refusal)
+            answer = self._refuse(refusal, ctype)
+        elif not payload:
+            refusal = InboundRejected(400, Reason.EMPTY_BODY, "the message has no payload")
+            log.warning("refused MQTT %s on %s: %s", channel.value, topic, refusal)
+            answer = self._refuse(refusal, ctype)
+        else:
+            answer = await self._handle(channel, payload, ctype)
         reply = _props(
             ContentType=answer.content_type,
             UserProperty=[("status", str(answer.status))],
@@ -346,7 +385,7 @@ class MqttEndpoint:
             reply.CorrelationData = correlation
         await _acked(
             client.publish(
-                str(reply_to),
+                self.answer_topic,
                 answer.body,
                 qos=1,
                 properties=reply,
@@ -409,6 +448,12 @@ class MqttEndpoint:
                 ) from None
         finally:
             self._waiting.pop(key, None)
+            # a link lost while the publish was pending fails the waiter too; this call
+            # has raised its own error by then, so the waiter's is read here, not left to
+            # be reported as never retrieved
+            if waiter.done() and not waiter.cancelled():
+                waiter.exception()
+            waiter.cancel()
 
     async def deliver(self, item: QueuedMessage) -> None:
         msg = item.message

@@ -10,7 +10,9 @@ message is applied.
 Inbound messages are idempotent by message id: the ledger (SQLite, kept a week) holds the
 first answer to every authenticated message. A repeat gets that answer again and nothing
 is applied twice: byte for byte the same body is recognized before parsing; the same
-message signed again (new signature, same content) after its signature is verified. A
+message signed again (new signature, same content) after its signature is verified. The
+stored answer is given only on the channel the message came in on; a repeat on another
+is refused as `wrong-channel` (422), as the message itself would be. A
 different message under a known id is refused as `id-conflict` (409). The ledger is also
 the replay protection: together with the freshness window on `generatedAt` (`stale`,
 409) no message is applied twice, across restarts too.
@@ -157,7 +159,7 @@ class InboundPipeline:
         async with self._serialized(f"body:{digest}"):
             prior = await self._ledger.by_digest(digest)
             if prior is not None:
-                return self._repeat(channel, peer, prior)
+                return self._repeat(channel, peer, prior, content_type)
             try:
                 message = self._authenticate(channel, body, content_type, peer)
             except InboundRejected as exc:
@@ -166,7 +168,8 @@ class InboundPipeline:
             async with self._serialized(f"id:{message.id}"):
                 prior = await self._ledger.get(message.id)
                 if prior is not None and prior.fingerprint == fingerprint:
-                    return self._repeat(channel, peer, prior)  # the same message, re-signed
+                    # the same message, re-signed
+                    return self._repeat(channel, peer, prior, content_type)
                 if prior is not None:
                     answer = self._refused(channel, peer, self._conflict(message), content_type)
                     return answer  # not recorded: the first answer stays the one for this id
@@ -175,7 +178,18 @@ class InboundPipeline:
                 await self._ledger.record(record, answer)
                 return answer
 
-    def _repeat(self, channel: Channel, peer: Peer, prior: Entry) -> Answer:
+    def _repeat(self, channel: Channel, peer: Peer, prior: Entry, content_type: str) -> Answer:
+        if prior.channel != channel:
+            # the stored answer belongs to the channel the message came in on; elsewhere the
+            # message is as wrong as it would have been the first time
+            wrong = InboundRejected(
+                422,
+                "wrong-channel",
+                f"message {prior.message_id} came in on the {prior.channel} endpoint, "
+                f"not {channel.value}",
+                message_id=prior.message_id,
+            )
+            return self._refused(channel, peer, wrong, content_type)
         self.counts["repeat"] += 1
         log.info("%s %s repeated by %s: first answer again", channel, prior.message_id, peer)
         return prior.answer

@@ -22,6 +22,7 @@ from typing import Protocol, Self
 from aiohttp import web
 
 from gateway.errors import InboundRejected, Reason
+from gateway.listeners import Connection, ConnectionGuard, ListenerLimits, Phase
 from gateway.north.config import Role, ServerConfig
 from gateway.north.tls import AllowList, Peer, PeerIdentity, describe_tls_error
 from gateway.north.wire import ACCESS_PATH, Answer, Channel, Inbound, media_type
@@ -185,15 +186,19 @@ def build_app(
 class _TlsGate(asyncio.Protocol):
     """Takes a new TCP connection, does the TLS handshake and hands the connection to
     aiohttp. asyncio's own TLS server drops a failed handshake silently; here it is logged
-    with its cause (expired or untrusted client certificate, old TLS version, plain HTTP)."""
+    with its cause (expired or untrusted client certificate, old TLS version, plain HTTP).
+    The listener's ConnectionGuard admits it first (gateway.listeners: caps and timeouts)."""
 
     def __init__(self, server: HttpsServer) -> None:
         self._server = server
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        conn = self._server.guard.admit(transport, Phase.HANDSHAKE)
+        if conn is None:
+            return  # full of connections being served: refused
         transport.pause_reading()  # the ClientHello is for the TLS layer, not for us
-        self._server._handshake(transport)
+        self._server._handshake(transport, conn)
 
 
 class HttpsServer:
@@ -203,6 +208,8 @@ class HttpsServer:
         self._app = app
         self._config = config
         self._ssl = ssl_ctx
+        self.guard = ConnectionGuard("north", north_limits(config))
+        app.middlewares.append(self.guard.middleware)
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
         self._handshakes: set[asyncio.Task[None]] = set()
@@ -211,10 +218,17 @@ class HttpsServer:
     async def __aenter__(self) -> Self:
         # lingering_time=0: a refused request's unread body is not waited for; the
         # connection is closed instead (a slow or oversize sender cannot hold it open)
-        runner = web.AppRunner(self._app, access_log=None, handle_signals=False, lingering_time=0)
+        runner = web.AppRunner(
+            self._app,
+            access_log=None,
+            handle_signals=False,
+            lingering_time=0,
+            keepalive_timeout=self._config.idle_timeout_s,
+        )
         await runner.setup()
         self._runner = runner
         try:
+            await self.guard.__aenter__()
             self._listener = await asyncio.get_running_loop().create_server(
                 lambda: _TlsGate(self), self._config.host, self._config.port
             )
@@ -232,29 +246,31 @@ class HttpsServer:
         for task in list(self._handshakes):
             task.cancel()
         await asyncio.gather(*self._handshakes, return_exceptions=True)
+        await self.guard.__aexit__()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
 
-    def _handshake(self, transport: asyncio.Transport) -> None:
-        task = asyncio.get_running_loop().create_task(self._upgrade(transport))
+    def _handshake(self, transport: asyncio.Transport, conn: Connection) -> None:
+        task = asyncio.get_running_loop().create_task(self._upgrade(transport, conn))
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
 
-    async def _upgrade(self, transport: asyncio.Transport) -> None:
+    async def _upgrade(self, transport: asyncio.Transport, conn: Connection) -> None:
         assert self._runner is not None and self._runner.server is not None
         peer = transport.get_extra_info("peername")
         where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        handler = self._runner.server()
+        protocol = self.guard.protocol(conn, self._runner.server())
         try:
             tls = await asyncio.get_running_loop().start_tls(
                 transport,
-                handler,
+                protocol,
                 self._ssl,
                 server_side=True,
                 ssl_handshake_timeout=self._config.request_timeout_s,
             )
         except (OSError, TimeoutError) as exc:
+            self.guard.closed(conn)
             transport.abort()
             if isinstance(exc, ssl.SSLError):
                 cause = describe_tls_error(exc, "the client")
@@ -267,6 +283,19 @@ class HttpsServer:
             log.warning("TLS handshake from %s failed: %s", where, cause)
             return
         if tls is None:  # the transport closed meanwhile
+            self.guard.closed(conn)
             transport.abort()
             return
-        handler.connection_made(tls)
+        identity = PeerIdentity.from_ssl(tls.get_extra_info("ssl_object"))
+        if not self.guard.identified(conn, identity.sha256 if identity else "no certificate"):
+            return  # this certificate's connections are all being served: refused
+        protocol.connection_made(tls)
+
+
+def north_limits(config: ServerConfig) -> ListenerLimits:
+    return ListenerLimits(
+        header_timeout_s=config.header_timeout_s,
+        idle_timeout_s=config.idle_timeout_s,
+        max_connections=config.max_connections,
+        max_per_peer=config.max_connections_per_peer,
+    )

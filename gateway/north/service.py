@@ -190,7 +190,13 @@ class North:
         await self._started.wait()
 
     def _mqtt_endpoint(self, pipeline: InboundPipeline, allow: AllowList) -> MqttEndpoint:
-        from gateway.north.mqtt import GATEWAY_SIDE, MqttEndpoint, Topics
+        from gateway.north.mqtt import (
+            GATEWAY_SIDE,
+            MQTT_HEADROOM_BYTES,
+            MQTT_MAX_PACKET_BYTES,
+            MqttEndpoint,
+            Topics,
+        )
 
         mqtt = self.config.mqtt
         assert mqtt is not None  # the config model guarantees it
@@ -225,6 +231,10 @@ class North:
             side=GATEWAY_SIDE,
             inbound=INBOUND,
             handle=handle,
+            refuse=pipeline.refuse,
+            # the body limit plus room for topic and properties: the broker keeps anything
+            # bigger from us, so a huge payload is never held here
+            max_packet_bytes=min(limit + MQTT_HEADROOM_BYTES, MQTT_MAX_PACKET_BYTES),
             answer_timeout_s=mqtt.answer_timeout_s,
             on_connected=self.outbox.kick,
             announce_status=True,

@@ -8,6 +8,7 @@ operator's bearer token, compared in constant time. Everything is read-only exce
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hmac
 import logging
@@ -21,6 +22,7 @@ from aiohttp.typedefs import Handler
 
 from gateway.config import OpsConfig
 from gateway.errors import ServiceError
+from gateway.listeners import ConnectionGuard, ListenerLimits
 from gateway.ops import status_page
 from gateway.ops.metrics import CONTENT_TYPE
 from gateway.ops.points_api import PointsApi
@@ -70,6 +72,15 @@ class OpsServer:
         self.port: int | None = None
         self._token: str | None = None
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self._limits = ConnectionGuard(
+            "ops",
+            ListenerLimits(
+                header_timeout_s=cfg.header_timeout_s,
+                idle_timeout_s=cfg.idle_timeout_s,
+                max_connections=cfg.max_connections,
+            ),
+        )
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard])
@@ -86,18 +97,28 @@ class OpsServer:
             return self
         if self.cfg.operator_token_file is not None:
             self._token = read_token(self.cfg.operator_token_file)
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        app = self.app()
+        app.middlewares.append(self._limits.middleware)
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, keepalive_timeout=self.cfg.idle_timeout_s
+        )
         await runner.setup()
+        assert runner.server is not None
+        # its own connection limits, so a flood elsewhere (or here) leaves it reachable
+        factory = self._limits.plain_factory(runner.server)
         try:
-            site = web.TCPSite(runner, self.cfg.listen, self.cfg.port, reuse_address=True)
-            await site.start()
+            listener = await asyncio.get_running_loop().create_server(
+                factory, self.cfg.listen, self.cfg.port, reuse_address=True
+            )
         except OSError as exc:
             await runner.cleanup()
             raise ServiceError(
                 f"ops listener {self.cfg.listen}:{self.cfg.port}: cannot bind: {exc}"
             ) from exc
+        await self._limits.__aenter__()
         self._runner = runner
-        self.port = int(runner.addresses[0][1])
+        self._listener = listener
+        self.port = int(listener.sockets[0].getsockname()[1])
         log.info(
             "ops listener on http://%s:%d/",
             self.cfg.listen,
@@ -112,6 +133,10 @@ class OpsServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+            await self._limits.__aexit__()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

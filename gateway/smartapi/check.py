@@ -25,10 +25,10 @@ from gateway.errors import (
     WrongUnit,
 )
 from gateway.smartapi import vocab as v
-from gateway.smartapi.decode import NUMERIC, Reader, curie, show
+from gateway.smartapi.decode import NUMERIC, Reader, show
 from gateway.smartapi.encode import FORECAST_COLUMNS, RESERVE_COLUMNS, VERIFICATION_COLUMNS, Column
 from gateway.smartapi.messages import ID_PATTERN, QUALITY_PATTERN, TZ_PATTERN, SeriesRole
-from gateway.smartapi.vocab import MGMS, QUDT, SMARTAPI, UNIT, QuantityKind
+from gateway.smartapi.vocab import MGMS, QUDT, SMARTAPI, UNIT, QuantityKind, curie
 
 _ID = re.compile(ID_PATTERN)
 _TZ = re.compile(TZ_PATTERN)

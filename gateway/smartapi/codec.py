@@ -17,8 +17,13 @@ from typing import Any
 from rdflib import Graph
 from rdflib.plugins.stores.memory import Memory
 
-from gateway.errors import MessageParseError, TooManyStatements, UnsupportedMediaType
-from gateway.smartapi import check, fastparse, legacy
+from gateway.errors import (
+    MessageParseError,
+    TooManyStatements,
+    UnsupportedMediaType,
+    WrongDatatype,
+)
+from gateway.smartapi import check, fastparse, keep_literals_as_written, legacy, xsd
 from gateway.smartapi.decode import decode_graph
 from gateway.smartapi.encode import AnyMessage, to_tree
 from gateway.smartapi.tree import Node, to_graph, to_ntriples, to_turtle
@@ -139,19 +144,43 @@ def _reject_remote_contexts(data: Any) -> None:
             stack.extend(item)
 
 
-class _Budget(Memory):
-    """rdflib's in-memory store that refuses statement `limit + 1` while a parser fills it
-    (its parsers add as they read), so a body padded with triples stops there."""
+def _load_json(text: str, max_statements: int | None) -> Any:
+    """The JSON document, refused as soon as it holds more objects than a message of
+    `max_statements` statements can need (every statement takes at least one object or
+    array member beyond the first), so a padded document is never held whole."""
+    limit = None if max_statements is None else 2 * max_statements
+    objects = 0
 
-    def __init__(self, limit: int) -> None:
+    def counted(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal objects
+        objects += 1
+        if limit is not None and objects > limit:
+            raise fastparse.too_many(max_statements or 0)
+        return dict(pairs)
+
+    try:
+        return json.loads(text, object_pairs_hook=counted)
+    except RecursionError:
+        raise MessageParseError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # also an integer beyond Python's digit limit
+        raise MessageParseError(f"invalid JSON: {exc}") from exc
+
+
+class _Budget(Memory):
+    """rdflib's in-memory store that checks each statement while a parser fills it (its
+    parsers add as they read): literals in XSD lexical forms only, and statement
+    `limit + 1` refused, so a body padded with triples stops there."""
+
+    def __init__(self, limit: int | None) -> None:
         super().__init__()
-        self.limit: int | None = limit
+        self.limit = limit
         self._added = 0
 
     def add(self, triple: Any, context: Any, quoted: bool = False) -> None:
         self._added += 1
         if self.limit is not None and self._added > self.limit:
             raise fastparse.too_many(self.limit)
+        xsd.check_statement(*triple)
         super().add(triple, context, quoted)
 
 
@@ -159,36 +188,38 @@ def parse(body: bytes, content_type: str | None, max_statements: int | None = No
     """Parse the body into a graph; any syntax problem is a MessageParseError, more than
     `max_statements` statements TooManyStatements (found while parsing, not after)."""
     fmt = media_format(content_type)
+    keep_literals_as_written()
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MessageParseError(f"body is not UTF-8: {exc}") from exc
     fmt = _sniffed(content_type, text) or fmt
+    document: Any = None
     if fmt is Format.JSONLD:
-        try:
-            data = json.loads(text)
-        except RecursionError:
-            raise MessageParseError("invalid JSON: nested too deeply") from None
-        except ValueError as exc:  # also an integer beyond Python's digit limit
-            raise MessageParseError(f"invalid JSON: {exc}") from exc
-        _reject_remote_contexts(data)
+        document = _load_json(text, max_statements)
+        _reject_remote_contexts(document)
+        # rdflib takes the document as loaded (JSON is parsed once); a top-level array is
+        # the default graph's node list
+        document = document if isinstance(document, dict) else {"@graph": document}
     graph = Graph()
     if fmt is not Format.JSONLD and fastparse.parse_into(graph, text, max_statements):
         return graph
-    budget = _Budget(max_statements) if max_statements is not None else None
-    graph = Graph(store=budget) if budget is not None else Graph()
+    budget = _Budget(max_statements)
+    graph = Graph(store=budget)
     try:
         with warnings.catch_warnings():
             # rdflib 7.6's JSON-LD parser builds a ConjunctiveGraph internally and warns
             # about its own use of it; nothing for us to act on
             warnings.filterwarnings("ignore", "ConjunctiveGraph is deprecated", DeprecationWarning)
-            graph.parse(data=text, format=fmt.rdflib_name)
-    except TooManyStatements:
+            if document is not None:
+                graph.parse(data=document, format=fmt.rdflib_name)
+            else:
+                graph.parse(data=text, format=fmt.rdflib_name)
+    except (TooManyStatements, WrongDatatype):
         raise
     except Exception as exc:  # rdflib raises many unrelated types; translate them all here
         raise MessageParseError(f"invalid {fmt.value}: {exc}") from exc
-    if budget is not None:
-        budget.limit = None  # the message may grow as it is read (legacy forms, parts)
+    budget.limit = None  # the message may grow as it is read (legacy forms, parts)
     return graph
 
 

@@ -18,9 +18,17 @@ from rdflib import BNode, Graph, Literal, URIRef
 from rdflib.namespace import DCTERMS, RDF, XSD
 from rdflib.term import Node as RdfNode
 
-from gateway.errors import InvalidTerm, MissingTerm, NonFiniteValue, WrongDatatype, WrongUnit
+from gateway.errors import (
+    InvalidTerm,
+    LexicalFormError,
+    MissingTerm,
+    NonFiniteValue,
+    WrongDatatype,
+    WrongUnit,
+)
 from gateway.model import Quality, QualityFlag, Validity
 from gateway.smartapi import vocab as v
+from gateway.smartapi import xsd
 from gateway.smartapi.encode import (
     FLEX_CLASSES,
     FORECAST_COLUMNS,
@@ -52,13 +60,13 @@ from gateway.smartapi.messages import (
 )
 from gateway.smartapi.vocab import (
     MGMS,
-    PREFIXES,
     QK,
     QUDT,
     SMARTAPI,
     UNIT,
     EntityKind,
     QuantityKind,
+    curie,
 )
 from gateway.units import UNITS
 
@@ -88,15 +96,6 @@ _STRING_TYPES = (None, XSD.string)
 _ENTITY_KINDS = {k.iri: k for k in EntityKind}
 _QK = str(QK)
 _UNIT = str(UNIT)
-_SORTED_PREFIXES = sorted(PREFIXES.items(), key=lambda kv: -len(kv[1]))
-
-
-def curie(iri: RdfNode) -> str:
-    text = str(iri)
-    for prefix, ns in _SORTED_PREFIXES:
-        if text.startswith(ns):
-            return f"{prefix}:{text[len(ns) :]}"
-    return f"<{text}>"
 
 
 def show(term: RdfNode) -> str:
@@ -212,14 +211,12 @@ class Reader:
         ):
             shown = show(term) if isinstance(term, Literal) else self.describe(term)
             raise WrongDatatype(name, self.describe(node), f"{shown} is not a number")
-        value = term.toPython()
-        if term.ill_typed or isinstance(value, Literal):
-            raise WrongDatatype(name, self.describe(node), f"{show(term)} does not parse")
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int):
-            return value
-        number = float(value)
+        try:
+            number = xsd.number(str(term), str(term.datatype))
+        except LexicalFormError as exc:
+            raise WrongDatatype(name, self.describe(node), str(exc)) from None
+        if isinstance(number, bool | int):
+            return number
         if not math.isfinite(number):
             raise NonFiniteValue(name, self.describe(node), f"{show(term)} is not finite")
         return number
@@ -228,15 +225,14 @@ class Reader:
         term = self.one(node, predicate, required)
         if term is None:
             return None
-        value = term.toPython() if isinstance(term, Literal) else None
-        if (
-            not isinstance(term, Literal)
-            or term.datatype != XSD.dateTime
-            or not isinstance(value, datetime)
-        ):
+        if not isinstance(term, Literal) or term.datatype != XSD.dateTime:
             raise WrongDatatype(
                 curie(predicate), self.describe(node), f"{show(term)} is not an xsd:dateTime"
             )
+        try:
+            value = xsd.date_time(str(term))
+        except LexicalFormError as exc:
+            raise WrongDatatype(curie(predicate), self.describe(node), str(exc)) from None
         if value.tzinfo is None:
             raise WrongDatatype(
                 curie(predicate), self.describe(node), f"{show(term)} has no timezone"
@@ -245,7 +241,6 @@ class Reader:
 
     def duration(self, node: RdfNode, predicate: URIRef) -> timedelta:
         term = self.one(node, predicate)
-        value = term.toPython() if isinstance(term, Literal) else None
         if not isinstance(term, Literal) or term.datatype not in (
             XSD.duration,
             XSD.dayTimeDuration,
@@ -253,12 +248,10 @@ class Reader:
             raise WrongDatatype(
                 curie(predicate), self.describe(node), f"{term!r} is not an xsd:duration"
             )
-        if not isinstance(value, timedelta):
-            # isodate gives a Duration with months/years, which has no fixed length
-            raise WrongDatatype(
-                curie(predicate), self.describe(node), f"{show(term)} is not a fixed duration"
-            )
-        return value
+        try:
+            return xsd.duration(str(term), str(term.datatype))
+        except LexicalFormError as exc:  # also years or months: no fixed length
+            raise WrongDatatype(curie(predicate), self.describe(node), str(exc)) from None
 
     def unit(self, node: RdfNode, required: bool = False) -> str | None:
         term = self.one(node, QUDT.hasUnit, required)
@@ -451,7 +444,7 @@ def activity(r: Reader, node: RdfNode) -> Activity:
         raise InvalidTerm(
             "smartapi:method",
             r.describe(node),
-            f"method {curie(method_iri)} is not Read or Write",  # type: ignore[arg-type]
+            f"method {curie(method_iri)} is not Read or Write",
         ) from None
     context = r.one(node, SMARTAPI.temporalContext, required=False)
     start = end = None
@@ -525,7 +518,7 @@ def _microgrid_entity(r: Reader, node: RdfNode) -> tuple[RdfNode, RdfNode, str]:
     act = acts[0]
     method = r.iri(act, SMARTAPI.method)
     if method != v.WRITE:
-        raise InvalidTerm("smartapi:method", r.describe(act), f"{curie(method)} is not Write")  # type: ignore[arg-type]
+        raise InvalidTerm("smartapi:method", r.describe(act), f"{curie(method)} is not Write")
     ent = r.one(act, SMARTAPI.entity)
     assert ent is not None
     microgrid = r.string(ent, DCTERMS.identifier)

@@ -20,6 +20,7 @@ from rdflib.namespace import RDF, XSD
 from rdflib.term import Node as RdfNode
 
 from gateway.errors import TooManyStatements
+from gateway.smartapi.xsd import check_statement
 
 _TOKEN = re.compile(
     r"""
@@ -103,6 +104,7 @@ class _Parser:
         return token
 
     def emit(self, s: RdfNode, p: RdfNode, o: RdfNode) -> None:
+        check_statement(s, p, o)
         self.triples.append((s, p, o))
         if self.limit is not None and len(self.triples) > self.limit:
             raise too_many(self.limit)

@@ -16,6 +16,7 @@ from rdflib import Graph
 from rdflib.namespace import RDF, SH, XSD
 
 from gateway.errors import ShapeViolation
+from gateway.smartapi import keep_literals_as_written
 from gateway.smartapi.decode import NUMERIC
 from gateway.smartapi.encode import FORECAST_COLUMNS, RESERVE_COLUMNS, VERIFICATION_COLUMNS, Column
 from gateway.smartapi.messages import ID_PATTERN, QUALITY_PATTERN, TZ_PATTERN, SeriesRole
@@ -244,6 +245,7 @@ def validate(graph: Graph, shapes: Graph | None = None) -> None:
     conforms, results, _text = shacl_validate(
         graph, shacl_graph=shapes if shapes is not None else load(), inference="none"
     )
+    keep_literals_as_written()  # pyshacl leaves rdflib normalizing literals
     if conforms:
         return
     found = {

@@ -32,6 +32,7 @@ __all__ = [
     "XSD",
     "EntityKind",
     "QuantityKind",
+    "curie",
     "unit_fits",
 ]
 
@@ -189,3 +190,15 @@ class EntityKind(enum.StrEnum):
     @property
     def iri(self) -> URIRef:
         return URIRef(self.value)
+
+
+_SORTED_PREFIXES = sorted(PREFIXES.items(), key=lambda kv: -len(kv[1]))
+
+
+def curie(iri: object) -> str:
+    """An IRI as prefix:local for messages (the longest namespace wins), else <iri>."""
+    text = str(iri)
+    for prefix, ns in _SORTED_PREFIXES:
+        if text.startswith(ns):
+            return f"{prefix}:{text[len(ns) :]}"
+    return f"<{text}>"

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -86,6 +87,8 @@ class GatewayProcess:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    #: the process's open-file limit (soft and hard), as a service manager would set it
+    nofile: int | None = None
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "the gateway still runs"
@@ -95,8 +98,15 @@ class GatewayProcess:
         with self.log.open("ab") as err:
             err.write(f"--- start {self.starts} ---\n".encode())
             err.flush()
+            nofile = self.nofile
+            limit = None if nofile is None else lambda: _limit_open_files(nofile)
             self.proc = subprocess.Popen(
-                cmd, env=child_env(), cwd=ROOT, stderr=err, stdout=subprocess.DEVNULL
+                cmd,
+                env=child_env(),
+                cwd=ROOT,
+                stderr=err,
+                stdout=subprocess.DEVNULL,
+                preexec_fn=limit,
             )
         self.starts += 1
 
@@ -329,9 +339,14 @@ class Rig:
         return [m.id for m in self.ams.messages(channel)]
 
 
+def _limit_open_files(n: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
 @contextlib.asynccontextmanager
-async def market_rig(tmp: Path, pki: PkiFiles) -> AsyncIterator[Rig]:
-    """The running rig; everything stopped on exit."""
+async def market_rig(tmp: Path, pki: PkiFiles, *, nofile: int | None = None) -> AsyncIterator[Rig]:
+    """The running rig; everything stopped on exit. `nofile`: the gateway's open-file
+    limit."""
     with sim_fleet() as sim:
         ams_port, gw_port, ops_port = free_port(), free_port(), free_port()
         async with Proxy(ams_port) as proxy:
@@ -349,7 +364,9 @@ async def market_rig(tmp: Path, pki: PkiFiles) -> AsyncIterator[Rig]:
                 ams_task = asyncio.create_task(ams.run(), name="ams-sim")
                 witness = Witness(loaded)
                 witness_task = asyncio.create_task(witness.run(), name="witness")
-                gateway = GatewayProcess(path, sim.ports, ops_port, tmp / "gateway.log")
+                gateway = GatewayProcess(
+                    path, sim.ports, ops_port, tmp / "gateway.log", nofile=nofile
+                )
                 try:
                     await asyncio.wait_for(ams.ready(), 10)
                     initial = await witness.read(SETPOINTS)

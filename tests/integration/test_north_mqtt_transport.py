@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import DeliveryError
+from gateway.errors import DeliveryError, InboundRejected
 from gateway.north.config import MqttConfig, TlsFiles
 from gateway.north.mqtt import AMS_SIDE, GATEWAY_SIDE, MqttEndpoint, Topics
 from gateway.north.outbox import OutboundMessage, QueuedMessage
@@ -46,6 +46,10 @@ class Recorder:
         return Answer(self.status, TURTLE, b"answer to " + body)
 
 
+def plain_refusal(refusal: InboundRejected, content_type: str) -> Answer:
+    return Answer(refusal.status, TURTLE, f"{refusal.reason}: {refusal.detail}".encode())
+
+
 def endpoint(
     pki: PkiFiles, broker: Broker, party: str, side: str, handle: Recorder, **kw: object
 ) -> MqttEndpoint:
@@ -61,6 +65,7 @@ def endpoint(
         side=side,
         inbound=inbound,
         handle=handle,
+        refuse=plain_refusal,
         **kw,  # type: ignore[arg-type]
     )
 
