@@ -46,8 +46,9 @@ from gateway.flex.model import (  # noqa: E402
     Reservation,
     Verification,
 )
+from gateway.flex.ports import WallClock  # noqa: E402
 from gateway.flex.records import FlexRecords  # noqa: E402
-from gateway.flex.service import FlexService, WallClock  # noqa: E402
+from gateway.flex.service import FlexService  # noqa: E402
 from gateway.loader import load_config  # noqa: E402
 from gateway.mapping import Quantity  # noqa: E402
 from tests.support.flexsim import Bench, BenchClock  # noqa: E402

@@ -10,6 +10,13 @@ Messages for the AMS (forecasts and verifications) go to the `FlexPublisher` (th
 northbound outbox). `external`, if given, returns per DER an external forecast of its P on
 the horizon asked for (gateway.flex.messages.ExternalForecasts holds Smart API series).
 
+The CRP flow in its parts: reservation (`notify`, the plan that holds the accepted
+reservations) and activation and control (`activate`, the control cycle, set point
+writes) here; verification in gateway.flex.verification (`Verifier`, which owns the
+activations waiting for their final verification); recovery after a restart in
+gateway.flex.recovery; the activation in force (`Running`) in gateway.flex.running. The
+records are reached through `AsyncRecords` only (their one crossing into a worker thread).
+
 LP solves run in a worker thread; the point table is read on the event loop thread only.
 """
 
@@ -18,15 +25,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from datetime import datetime
 
 import numpy as np
 
 from gateway.config import DerType, LoadedConfig
-from gateway.flex import flexibility
-from gateway.flex.baseline import History, Sample, pairs
+from gateway.flex import flexibility, recovery
+from gateway.flex.baseline import History
 from gateway.flex.conflict import (
     TOLERANCE_KW,
     NotificationCheck,
@@ -49,115 +54,17 @@ from gateway.flex.model import (
     Reason,
     ReasonCode,
     Reservation,
-    Verification,
 )
-from gateway.flex.records import UNKNOWN, FlexRecords
+from gateway.flex.ports import Clock, FlexObserver, FlexPublisher, Unobserved, WallClock
+from gateway.flex.records import AsyncRecords, FlexRecords
+from gateway.flex.running import Running, baseline_to_json
 from gateway.flex.schedule import PlanInput, PlanResult, schedule
-from gateway.flex.verify import Baseline, Measurements, Setpoint, verify
+from gateway.flex.verification import VERIFY_DELAY, Verifier
+from gateway.flex.verify import Baseline, Setpoint
 from gateway.mapping import Quantity
 from gateway.points import PointTable
 
 log = logging.getLogger(__name__)
-
-#: how long after an interval (or activation) ends its verification waits, so that the
-#: store holds the meter's readings beyond the end (counters are interpolated there)
-VERIFY_DELAY = timedelta(seconds=3)
-#: how long the first decision after a start waits for the first readings
-READINGS_WAIT_S = 15.0
-
-
-class Clock(Protocol):
-    """Time of the service; simulated time in tests and the demo."""
-
-    def now(self) -> datetime: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class WallClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-class FlexPublisher(Protocol):
-    """Where messages for the AMS go (the northbound outbox)."""
-
-    async def forecast(self, message: FlexibilityForecast) -> None: ...
-
-    async def verification(self, message: Verification) -> None: ...
-
-
-class FlexObserver(Protocol):
-    """Who watches the service (metrics, the status page): told as things happen, on the
-    event loop thread; must be quick and must not fail."""
-
-    def decided(self, act: Activation, decision: ActivationDecision) -> None: ...
-
-    def in_force(self, act: Activation, seconds: float) -> None:
-        """The first set points of `act` were written, `seconds` after it was due."""
-
-    def cycled(
-        self,
-        act: Activation,
-        at: datetime,
-        setpoint_kw: float | None,
-        baseline_kw: float | None,
-        measured_kw: float | None,
-    ) -> None: ...
-
-    def verified(self, verification: Verification) -> None: ...
-
-    def ended(self, act: Activation, at: datetime, summary: str) -> None: ...
-
-
-class Unobserved:
-    """The default FlexObserver: nobody watches."""
-
-    def decided(self, act: Activation, decision: ActivationDecision) -> None:
-        pass
-
-    def in_force(self, act: Activation, seconds: float) -> None:
-        pass
-
-    def cycled(
-        self,
-        act: Activation,
-        at: datetime,
-        setpoint_kw: float | None,
-        baseline_kw: float | None,
-        measured_kw: float | None,
-    ) -> None:
-        pass
-
-    def verified(self, verification: Verification) -> None:
-        pass
-
-    def ended(self, act: Activation, at: datetime, summary: str) -> None:
-        pass
-
-
-@dataclass
-class Running:
-    """The activation in force."""
-
-    activation: Activation
-    reservation: Reservation | None
-    baseline: Baseline
-    decision: ActivationDecision
-    #: event-loop time at which its set points were due (decided, or its start if later);
-    #: None once they were written (or for one resumed after a restart)
-    due: float | None = None
-    setpoints: list[Setpoint] = field(default_factory=list)
-    #: distributed DERs that received their target (supervised from then on)
-    targeted: dict[str, float] = field(default_factory=dict)
-    verified_until: datetime | None = None
-    cycles: int = 0
-    supervised_notes: set[str] = field(default_factory=set)
-    last: Dispatch | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def _fits(asked: Reservation, held: Reservation) -> str:
@@ -176,22 +83,6 @@ def _fits(asked: Reservation, held: Reservation) -> str:
     return f"at most {100 * share:.0f} % of the reserved bands fit; nothing was held"
 
 
-def baseline_to_json(b: Baseline) -> dict[str, Any]:
-    return {
-        "start": b.horizon.start.isoformat(),
-        "step_s": b.horizon.step.total_seconds(),
-        "p": list(b.p_kw),
-        "q": list(b.q_kvar),
-    }
-
-
-def baseline_from_json(raw: dict[str, Any]) -> Baseline:
-    h = Horizon(
-        datetime.fromisoformat(raw["start"]), timedelta(seconds=raw["step_s"]), len(raw["p"])
-    )
-    return Baseline(h, tuple(raw["p"]), tuple(raw["q"]))
-
-
 class FlexService:
     def __init__(
         self,
@@ -208,7 +99,7 @@ class FlexService:
         self.points = points
         self.inputs = InputBuilder(self.model, points, history)
         self.history = history
-        self.records = records
+        self.records = AsyncRecords(records)
         self.publisher = publisher
         self.clock = clock or WallClock()
         self._controller = controller
@@ -220,13 +111,20 @@ class FlexService:
         self._lock = asyncio.Lock()
         #: DERs the plan currently moves away from their natural output
         self._steered: set[str] = set()
-        #: ended activations waiting for their final verification (and when they ended)
-        self._closing: list[tuple[Running, datetime]] = []
+        self.verifier = Verifier(self.records, publisher, points, history)
         self._plan_at: datetime | None = None
         self._last_forecast: datetime | None = None
         self._started = False
-        #: metrics and the status page; set by the composition root
-        self.observer: FlexObserver = Unobserved()
+        self._observer: FlexObserver = Unobserved()
+
+    @property
+    def observer(self) -> FlexObserver:
+        """Metrics and the status page; set by the composition root."""
+        return self._observer
+
+    @observer.setter
+    def observer(self, observer: FlexObserver) -> None:
+        self._observer = self.verifier.observer = observer
 
     # -- business API for the northbound pipeline ------------------------------------------
 
@@ -252,7 +150,7 @@ class FlexService:
         await self.start()
         async with self._lock:
             now = self.clock.now()
-            known = await asyncio.to_thread(self.records.reservation_status, reservation.id)
+            known = await self.records.reservation_status(reservation.id)
             if known is not None:  # a repeated delivery gets the same answer
                 status, accepted, reasons = known
                 return NotificationDecision(
@@ -272,8 +170,7 @@ class FlexService:
                 decision = NotificationDecision(
                     reservation.id, DecisionStatus.REFUSED, None, (*decision.reasons, fits_reason)
                 )
-            await asyncio.to_thread(
-                self.records.save_reservation,
+            await self.records.save_reservation(
                 now,
                 reservation,
                 decision.status.value,
@@ -300,7 +197,7 @@ class FlexService:
         await self.start()
         async with self._lock:
             now = self.clock.now()
-            known = await asyncio.to_thread(self.records.activation, act.id)
+            known = await self.records.activation(act.id)
             if known is not None:
                 return ActivationDecision(
                     act.id, DecisionStatus(known.status), known.p_kw, known.q_kvar, known.reasons
@@ -343,8 +240,7 @@ class FlexService:
                     )
                 lead = max((act.start - now).total_seconds(), 0.0)
                 self.running = Running(act, reservation, base, decision, received + lead)
-            await asyncio.to_thread(
-                self.records.save_activation,
+            await self.records.save_activation(
                 now,
                 act,
                 decision.status.value,
@@ -410,89 +306,18 @@ class FlexService:
             if self._started:
                 return
             self._started = True
-            await self._load()
-            await self._await_readings()
-            await self._settle_interrupted_writes()
-
-    async def _settle_interrupted_writes(self) -> None:
-        """Writes recorded as `sending` were cut by a kill: the device may hold the new
-        value or the old one. Say so, mark them `unknown` and write those DERs again: an
-        activation in force rewrites every DER at its next cycle (the writer remembers
-        nothing after a start); otherwise they go back to their plan."""
-        cut = await asyncio.to_thread(self.records.unsettled_setpoints)
-        if not cut:
-            return
-        detail = "the gateway stopped while writing it; written again after the restart"
-        for _, origin, der, point, value in cut:
-            log.warning(
-                "%s: write of %s = %g interrupted (%s): %s", origin, point, value, der, detail
-            )
-        await asyncio.to_thread(
-            self.records.settle_setpoints, [(seq, UNKNOWN, detail) for seq, *_ in cut]
-        )
-        self._steered |= {der for _, _, der, _, _ in cut if der in self.model.caps}
-
-    async def _await_readings(self) -> None:
-        """After a (re)start the point table is empty until the first polls: wait (bounded)
-        for the active power of the coupling point and of every DER, so that no plan,
-        baseline or decision is made from nothing."""
-        needed = [
-            der
-            for der in (self.model.pcc, *self.model.caps)
-            if self.points.find(der, Quantity.ACTIVE_POWER)
-        ]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + READINGS_WAIT_S
-        while True:
-            missing = [d for d in needed if self.points.value(d, Quantity.ACTIVE_POWER) is None]
-            if not missing or loop.time() >= deadline:
-                break
-            await asyncio.sleep(0.1)
-        if missing:
-            log.warning(
-                "no active power reading of %s after %.0f s: deciding without it",
-                ", ".join(missing),
-                READINGS_WAIT_S,
-            )
-
-    async def _load(self) -> None:
-        now = self.clock.now()
-        self.reservations = await asyncio.to_thread(self.records.accepted_reservations, now)
-        for rec in await asyncio.to_thread(self.records.open_activations):
-            act = rec.activation
-            base = baseline_from_json(rec.baseline) if rec.baseline else None
-            if base is None:
-                continue
-            reservation = find_reservation(act, self.reservations)
-            decision = ActivationDecision(
-                act.id, DecisionStatus(rec.status), rec.p_kw, rec.q_kvar, rec.reasons
-            )
-            running = Running(act, reservation, base, decision)
-            running.setpoints = [
-                Setpoint(t, p, q)
-                for t, p, q in await asyncio.to_thread(self.records.pcc_setpoints, act.id)
-            ]
-            if not running.setpoints and rec.p_kw is not None:
-                # killed before its first control cycle: what was decided is what was asked
-                # from its start, so the verification does not take the baseline for it
-                running.setpoints = [Setpoint(act.start, rec.p_kw, rec.q_kvar)]
-            sent = await asyncio.to_thread(self.records.sent_setpoints, act.id)
-            last = sent[-1][0] if sent else act.start
-            note = (
-                f"control interrupted by a gateway restart between {last:%H:%M:%S} and "
-                f"{now:%H:%M:%S} UTC"
-            )
-            running.notes.append(note)
-            done = [v.end for v in await asyncio.to_thread(self.records.verification, act.id)]
-            running.verified_until = max(done) if done else None
-            self.running = running
-            end = act.end
-            if reservation is not None:
-                end = reservation.end if end is None else min(end, reservation.end)
-            if end is not None and end <= now:
-                await self._end(end, "closed out after the restart")
-            else:
-                log.warning("activation %s resumed: %s", act.id, note)
+            now = self.clock.now()
+            recovered = await recovery.load(self.records, now)
+            self.reservations = recovered.reservations
+            for running, note in recovered.activations:
+                self.running = running
+                end = running.end
+                if end is not None and end <= now:
+                    await self._end(end, "closed out after the restart")
+                else:
+                    log.warning("activation %s resumed: %s", running.activation.id, note)
+            await recovery.await_readings(self.points, (self.model.pcc, *self.model.caps))
+            self._steered |= await recovery.settle_interrupted_writes(self.records, self.model.caps)
 
     async def run(self) -> None:
         """Control cycles until cancelled."""
@@ -591,9 +416,7 @@ class FlexService:
         run = self.running
         assert run is not None
         act = run.activation
-        end = act.end
-        if run.reservation is not None:
-            end = run.reservation.end if end is None else min(end, run.reservation.end)
+        end = run.end
         if end is not None and now >= end:
             await self._end(end, "")
             return
@@ -616,7 +439,7 @@ class FlexService:
         if not run.setpoints or (run.setpoints[-1].p_kw, run.setpoints[-1].q_kvar) != (p, q):
             sp = Setpoint(max(now, act.start), p, q)
             run.setpoints.append(sp)
-            await asyncio.to_thread(self.records.pcc_setpoint, act.id, sp.start, p, q)
+            await self.records.pcc_setpoint(act.id, sp.start, p, q)
         held = set(run.targeted)
         result = await self._dispatch(now, self.plan, act, run.reservation, p, q, held)
         retarget: set[str] = set()
@@ -650,7 +473,7 @@ class FlexService:
         run.cycles += 1
         self._supervise(run, now)
         # an interval is verified once the meter's readings beyond its end are stored
-        await self._verify_completed(run, now - VERIFY_DELAY, final=False)
+        await self.verifier.completed(run, self.model.pcc, now - VERIFY_DELAY, final=False)
 
     async def _write(
         self, now: datetime, origin_id: str, targets: dict[str, Target], force: bool = False
@@ -660,8 +483,7 @@ class FlexService:
 
         async def intend(item: Planned) -> None:
             # recorded before it is sent: a kill in the write leaves a trace (see start)
-            seq = await asyncio.to_thread(
-                self.records.intend_setpoint,
+            seq = await self.records.intend_setpoint(
                 origin_id,
                 now,
                 item.der,
@@ -679,7 +501,7 @@ class FlexService:
             for seq, (item, res) in zip(seqs, results, strict=True)
         ]
         if rows:
-            await asyncio.to_thread(self.records.settle_setpoints, rows)
+            await self.records.settle_setpoints(rows)
         for note in notes:
             log.warning("%s: %s", origin_id, note)
             if self.running is not None and note not in self.running.notes:
@@ -705,70 +527,6 @@ class FlexService:
                 run.notes.append(note)
                 log.warning("%s: %s", run.activation.id, note)
 
-    async def _verify_completed(
-        self, run: Running, now: datetime, final: bool
-    ) -> Verification | None:
-        """Publish the verification of the intervals completed by `now` (all intervals, cut
-        at `now`, when final)."""
-        if self.history is None:
-            return None
-        act = run.activation
-        h = run.baseline.horizon
-        if final:
-            upto = now
-        else:
-            i = h.index(now)
-            upto = h.start_of(i) if i is not None else min(now, h.end)
-            if upto <= act.start or (run.verified_until is not None and upto <= run.verified_until):
-                return None
-        v = verify(
-            act.id,
-            run.reservation.id if run.reservation is not None else act.reservation_id,
-            run.baseline,
-            act.start,
-            upto if final else act.end,
-            upto,
-            run.setpoints,
-            await self._measurements(act.start, upto),
-            final=final,
-            note="; ".join(run.notes),
-            reasons=run.decision.reasons,
-        )
-        if not final and run.verified_until is not None:
-            fresh = tuple(x for x in v.intervals if x.start >= run.verified_until)
-            v = replace(v, intervals=fresh)
-        run.verified_until = upto
-        if not v.intervals and not final:
-            return None
-        await asyncio.to_thread(self.records.save_verification, v)
-        await self.publisher.verification(v)
-        self.observer.verified(v)
-        return v
-
-    async def _measurements(self, start: datetime, end: datetime) -> Measurements:
-        """Coupling-point history around [start, end): energy counters of the billing meter
-        (a DLMS meter, whose load profile carries its own time stamps) where one is mapped,
-        else the first counter; power samples of the first power point."""
-        margin = timedelta(minutes=1)
-
-        async def series(q: Quantity, billing: bool = False) -> list[Sample]:
-            found = self.points.find(self.model.pcc, q)
-            if billing:
-                found = sorted(found, key=lambda m: m.device.protocol != "dlms")
-            if not found or self.history is None:
-                return []
-            rows = await self.history.range(found[0].point.id, start - margin, end + margin)
-            return pairs(rows)
-
-        return Measurements(
-            p=await series(Quantity.ACTIVE_POWER),
-            q=await series(Quantity.REACTIVE_POWER),
-            e_import=await series(Quantity.ENERGY_IMPORT, billing=True),
-            e_export=await series(Quantity.ENERGY_EXPORT, billing=True),
-            q_import=await series(Quantity.REACTIVE_ENERGY_IMPORT, billing=True),
-            q_export=await series(Quantity.REACTIVE_ENERGY_EXPORT, billing=True),
-        )
-
     async def _end(self, at: datetime, note: str, release: bool = True) -> None:
         """Return the DERs to their plan now (unless `release` is off: the next activation
         takes them over); the final verification and the record's close follow once the
@@ -780,30 +538,11 @@ class FlexService:
         if note:
             run.notes.append(note)
         self.running = None
-        self._closing.append((run, max(at, run.activation.start)))
+        self.verifier.ended(run, at)
         await self._close_due(self.clock.now())
 
     async def _close_due(self, now: datetime, force: bool = False) -> None:
-        for run, at in list(self._closing):
-            if not force and now < at + VERIFY_DELAY:
-                continue
-            self._closing.remove((run, at))
-            act = run.activation
-            done = await asyncio.to_thread(self.records.final_verification, act.id)
-            if done:
-                # computed before a restart, and maybe sent: the same message again (the
-                # outbox drops it if queued), so what the AMS holds is what the records say
-                rid = run.reservation.id if run.reservation is not None else act.reservation_id
-                note = "; ".join(run.notes)
-                v = Verification(act.id, rid, tuple(done), True, note, run.decision.reasons)
-                await self.publisher.verification(v)
-            else:
-                await self._verify_completed(run, at, final=True)
-            summary = "; ".join(run.notes) or f"ended at {at:%H:%M:%S} UTC"
-            await asyncio.to_thread(
-                self.records.end_activation, run.activation.id, now, "ended", summary
-            )
-            self.observer.ended(run.activation, at, summary)
+        await self.verifier.close_due(self.model.pcc, now, force)
 
     async def _release(self, now: datetime, origin_id: str) -> None:
         """After an activation every controllable DER goes back to its plan."""
