@@ -10,12 +10,13 @@ Messages for the AMS (forecasts and verifications) go to the `FlexPublisher` (th
 northbound outbox). `external`, if given, returns per DER an external forecast of its P on
 the horizon asked for (gateway.flex.messages.ExternalForecasts holds Smart API series).
 
-The CRP flow in its parts: reservation (`notify`, the plan that holds the accepted
-reservations) and activation and control (`activate`, the control cycle, set point
-writes) here; verification in gateway.flex.verification (`Verifier`, which owns the
-activations waiting for their final verification); recovery after a restart in
-gateway.flex.recovery; the activation in force (`Running`) in gateway.flex.running. The
-records are reached through `AsyncRecords` only (their one crossing into a worker thread).
+The CRP flow in its parts: reservation in gateway.flex.reservation (`ReservationBook`
+owns the accepted reservations and the plan that keeps their bands); activation and
+control here (`activate`, the control cycle, set point writes); verification in
+gateway.flex.verification (`Verifier`, which owns the activations waiting for their final
+verification); recovery after a restart in gateway.flex.recovery; the activation in force
+(`Running`) in gateway.flex.running. The records are reached through `AsyncRecords` only
+(their one crossing into a worker thread).
 
 LP solves run in a worker thread; the point table is read on the event loop thread only.
 """
@@ -34,9 +35,7 @@ from gateway.flex import flexibility, recovery
 from gateway.flex.baseline import History
 from gateway.flex.conflict import (
     TOLERANCE_KW,
-    NotificationCheck,
     check_activation,
-    check_notification,
     clamp_setpoint,
     envelope,
     find_reservation,
@@ -51,12 +50,11 @@ from gateway.flex.model import (
     DecisionStatus,
     FlexibilityForecast,
     NotificationDecision,
-    Reason,
-    ReasonCode,
     Reservation,
 )
 from gateway.flex.ports import Clock, FlexObserver, FlexPublisher, Unobserved, WallClock
 from gateway.flex.records import AsyncRecords, FlexRecords
+from gateway.flex.reservation import ReservationBook
 from gateway.flex.running import Running, baseline_to_json
 from gateway.flex.schedule import PlanInput, PlanResult, schedule
 from gateway.flex.verification import VERIFY_DELAY, Verifier
@@ -65,22 +63,6 @@ from gateway.mapping import Quantity
 from gateway.points import PointTable
 
 log = logging.getLogger(__name__)
-
-
-def _fits(asked: Reservation, held: Reservation) -> str:
-    """How much of a reservation would fit, as the smallest share of its bands."""
-    shares = []
-    for want, got in zip(asked.bands, held.bands, strict=True):
-        for a, b in (
-            (want.p_up_kw, got.p_up_kw),
-            (want.p_down_kw, got.p_down_kw),
-            (want.q_up_kvar, got.q_up_kvar),
-            (want.q_down_kvar, got.q_down_kvar),
-        ):
-            if a > 0:
-                shares.append(b / a)
-    share = min(shares, default=0.0)
-    return f"at most {100 * share:.0f} % of the reserved bands fit; nothing was held"
 
 
 class FlexService:
@@ -105,14 +87,12 @@ class FlexService:
         self._controller = controller
         self.writer = SetpointWriter(controller, points, self.model.settings.setpoint_deadband_kw)
         self.external = external
-        self.reservations: list[Reservation] = []
-        self.plan: PlanResult | None = None
+        self.book = ReservationBook(self.records)
         self.running: Running | None = None
         self._lock = asyncio.Lock()
         #: DERs the plan currently moves away from their natural output
         self._steered: set[str] = set()
         self.verifier = Verifier(self.records, publisher, points, history)
-        self._plan_at: datetime | None = None
         self._last_forecast: datetime | None = None
         self._started = False
         self._observer: FlexObserver = Unobserved()
@@ -141,53 +121,33 @@ class FlexService:
 
     def reservation(self, reservation_id: str) -> Reservation | None:
         """An accepted reservation still held."""
-        return next((r for r in self.reservations if r.id == reservation_id), None)
+        return self.book.held(reservation_id)
+
+    @property
+    def reservations(self) -> list[Reservation]:
+        return self.book.reservations
+
+    @reservations.setter
+    def reservations(self, held: list[Reservation]) -> None:
+        self.book.reservations = held
+
+    @property
+    def plan(self) -> PlanResult | None:
+        return self.book.plan
 
     async def notify(self, reservation: Reservation, partial: bool = True) -> NotificationDecision:
-        """Check a Reserve Notification, hold what fits, record the decision. With
-        `partial` off, a reservation that does not fit whole is refused (nothing held) and
-        the reasons say how much would fit."""
+        """Decide on a Reserve Notification (gateway.flex.reservation); a new acceptance
+        changes the flexibility left, so a fresh forecast follows."""
         await self.start()
         async with self._lock:
             now = self.clock.now()
-            known = await self.records.reservation_status(reservation.id)
-            if known is not None:  # a repeated delivery gets the same answer
-                status, accepted, reasons = known
-                return NotificationDecision(
-                    reservation.id, DecisionStatus(status), accepted, reasons
-                )
-            others = [r for r in self.reservations if r.end > now]
-            horizon = self.model.horizon(now, reservation.end)
-            inp = await self.inputs.plan_input(now, horizon, others, self._external(horizon))
-            check: NotificationCheck = await asyncio.to_thread(
-                check_notification, inp, reservation, now
-            )
-            decision = check.decision
-            if not partial and decision.status is DecisionStatus.CURTAILED:
-                assert decision.accepted is not None
-                fits = _fits(reservation, decision.accepted)
-                fits_reason = Reason(ReasonCode.BAND, reservation.id, fits)
-                decision = NotificationDecision(
-                    reservation.id, DecisionStatus.REFUSED, None, (*decision.reasons, fits_reason)
-                )
-            await self.records.save_reservation(
-                now,
-                reservation,
-                decision.status.value,
-                decision.accepted,
-                decision.reasons,
-            )
-            if decision.accepted is not None and check.plan is not None:
-                self.reservations = [*others, decision.accepted]
-                self.plan = check.plan
-                self._plan_at = now
-            log.info(
-                "reservation %s %s %s",
-                reservation.id,
-                decision.status.value,
-                "; ".join(map(str, decision.reasons)),
-            )
-        if decision.accepted is not None:
+
+            async def plan_input(others: Sequence[Reservation]) -> PlanInput:
+                horizon = self.model.horizon(now, reservation.end)
+                return await self.inputs.plan_input(now, horizon, others, self._external(horizon))
+
+            decision, fresh = await self.book.decide(reservation, now, partial, plan_input)
+        if fresh and decision.accepted is not None:
             await self.forecast()  # the flexibility left changed
         return decision
 
@@ -202,7 +162,7 @@ class FlexService:
                 return ActivationDecision(
                     act.id, DecisionStatus(known.status), known.p_kw, known.q_kvar, known.reasons
                 )
-            reservation = find_reservation(act, self.reservations)
+            reservation = find_reservation(act, self.book.reservations)
             plan = self.plan
             if plan is None or plan.horizon.index(max(now, act.start)) is None:
                 _, plan = await self._replan(now)
@@ -280,7 +240,7 @@ class FlexService:
                 self.writer = SetpointWriter(
                     self._controller, self.points, model.settings.setpoint_deadband_kw
                 )
-                self.plan, self._plan_at = None, None  # replanned on the new limits
+                self.book.planned(None, None)  # replanned on the new limits
                 self._steered &= set(model.caps)
                 if self.running is not None:
                     gone = set(self.running.targeted) - set(model.caps)
@@ -308,7 +268,7 @@ class FlexService:
             self._started = True
             now = self.clock.now()
             recovered = await recovery.load(self.records, now)
-            self.reservations = recovered.reservations
+            self.book.reservations = recovered.reservations
             for running, note in recovered.activations:
                 self.running = running
                 end = running.end
@@ -331,7 +291,7 @@ class FlexService:
         """One cycle: the activation (if any), else the plan; forecasts at interval starts."""
         now = self.clock.now()
         fresh = None
-        if self.plan is None or self._plan_at is None or now - self._plan_at >= self.model.step:
+        if self.book.plan_due(now, self.model.step):
             fresh = await self._replan(now)
         if self.running is not None:
             await self._cycle(now)
@@ -353,14 +313,15 @@ class FlexService:
         return self.points.value(self.model.pcc, Quantity.REACTIVE_POWER) or 0.0
 
     async def _replan(self, now: datetime) -> tuple[PlanInput, PlanResult]:
-        self.reservations = [r for r in self.reservations if r.end > now]
-        horizon = self.model.horizon(now, max((r.end for r in self.reservations), default=None))
+        self.book.drop_ended(now)
+        held = self.book.reservations
+        horizon = self.model.horizon(now, max((r.end for r in held), default=None))
         external = self._external(horizon)
-        inp = await self.inputs.plan_input(now, horizon, self.reservations, external)
+        inp = await self.inputs.plan_input(now, horizon, held, external)
         plan = await asyncio.to_thread(schedule, inp)
         for reason in plan.violations:
             log.warning("plan: %s", reason)
-        self.plan, self._plan_at = plan, now
+        self.book.planned(plan, now)
         return inp, plan
 
     def _baseline(self, plan: PlanResult, act: Activation) -> Baseline:
@@ -370,18 +331,6 @@ class FlexService:
             tuple(float(x) for x in plan.pcc_p),
             tuple(q for _ in range(plan.horizon.count)),
         )
-
-    def _keep_bands(
-        self, now: datetime, reservation: Reservation | None
-    ) -> list[tuple[str, str, float, float]]:
-        out = []
-        for r in self.reservations:
-            if reservation is not None and r.id == reservation.id:
-                continue
-            band = r.band_at(now)
-            if band is not None and (band.p_up_kw > 0 or band.p_down_kw > 0):
-                out.append((r.id, r.service, band.p_up_kw, band.p_down_kw))
-        return out
 
     async def _dispatch(
         self,
@@ -395,7 +344,7 @@ class FlexService:
     ) -> Dispatch:
         until = act.end or (reservation.end if reservation is not None else now + self.model.step)
         _, ders, keep = self.inputs.snapshot(
-            now, plan, until, held, self._keep_bands(now, reservation)
+            now, plan, until, held, self.book.keep_bands(now, reservation)
         )
         pcc_p = self.points.value(self.model.pcc, Quantity.ACTIVE_POWER)
         pcc_q = self.points.value(self.model.pcc, Quantity.REACTIVE_POWER)
