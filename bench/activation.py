@@ -35,7 +35,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
 from fwsim.process import free_port, start_sim  # noqa: E402
 from gateway.app import Gateway  # noqa: E402
 from gateway.config import FlexSettings  # noqa: E402
-from gateway.flex import service as service_module  # noqa: E402
+from gateway.flex import activation as activation_module  # noqa: E402
 from gateway.flex.cycle import crp_cycle  # noqa: E402
 from gateway.flex.dispatch import Dispatch, DispatchInput  # noqa: E402
 from gateway.flex.dispatch import dispatch as solve_dispatch  # noqa: E402
@@ -169,7 +169,7 @@ async def one_hour(closed: bool) -> float | None:
 
 
 def main() -> None:
-    service_module.dispatch = timed_dispatch  # count the dispatch LP inside the service
+    activation_module.dispatch = timed_dispatch  # count the dispatch LP inside the control cycle
     figures = asyncio.run(over_modbus())
     closed = asyncio.run(one_hour(closed=True))
     opened = asyncio.run(one_hour(closed=False))
