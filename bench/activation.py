@@ -31,7 +31,7 @@ from typing import Any
 from fwsim.process import free_port, start_sim
 from gateway.app import Gateway
 from gateway.config import FlexSettings
-from gateway.flex import service as service_module
+from gateway.flex import activation as activation_module
 from gateway.flex.cycle import crp_cycle
 from gateway.flex.dispatch import Dispatch, DispatchInput
 from gateway.flex.dispatch import dispatch as solve_dispatch
@@ -42,8 +42,9 @@ from gateway.flex.model import (
     Reservation,
     Verification,
 )
+from gateway.flex.ports import WallClock
 from gateway.flex.records import FlexRecords
-from gateway.flex.service import FlexService, WallClock
+from gateway.flex.service import FlexService
 from gateway.loader import load_config
 from gateway.mapping import Quantity
 from tests.support.flexsim import Bench, BenchClock
@@ -166,7 +167,7 @@ async def one_hour(closed: bool) -> float | None:
 
 
 def main() -> None:
-    service_module.dispatch = timed_dispatch  # count the dispatch LP inside the service
+    activation_module.dispatch = timed_dispatch  # count the dispatch LP inside the control cycle
     figures = asyncio.run(over_modbus())
     closed = asyncio.run(one_hour(closed=True))
     opened = asyncio.run(one_hour(closed=False))

@@ -26,7 +26,7 @@ from gateway.ops.health import Health
 from gateway.ops.instruments import instrument
 from gateway.ops.metrics import Registry
 from gateway.ops.notify import Notifier
-from gateway.ops.reload import Loader, ReloadPlan
+from gateway.ops.reload import Commit, Loader, PrepareReload, ReloadPlan
 from gateway.ops.server import OpsServer
 from gateway.ops.service import supervise
 from gateway.ops.status import StatusBoard
@@ -34,11 +34,6 @@ from gateway.points import PointTable
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
-
-#: a part's reload: swap in what `PrepareReload` built (must not fail)
-Commit = Callable[[], Awaitable[None]]
-#: a part's reload check: build its state for the new config, or raise to refuse the reload
-PrepareReload = Callable[[LoadedConfig], Awaitable[Commit]]
 
 STORE_FLUSH_S = 1.0
 PRUNE_EVERY_S = 3600.0
@@ -71,8 +66,8 @@ class Gateway:
         self._driver_factory = driver_factory
         self.table = PointTable(config)
         self.sessions: dict[str, DeviceSession] = {}
-        self.store: Store | None = None
-        self.controller: Controller | None = None
+        self._store: Store | None = None
+        self._controller: Controller | None = None
         self.market: Market | None = None
         self._stack = contextlib.AsyncExitStack()
         self._group: asyncio.TaskGroup | None = None
@@ -88,7 +83,20 @@ class Gateway:
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
         self._shutdown_hooks: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._reload_parts: list[tuple[str, PrepareReload]] = []
-        instrument(self)
+
+    @property
+    def store(self) -> Store:
+        """The sample and event store (open while the gateway runs)."""
+        if self._store is None:
+            raise RuntimeError("gateway not started: no store yet")
+        return self._store
+
+    @property
+    def controller(self) -> Controller:
+        """Writes to devices (built when the gateway starts)."""
+        if self._controller is None:
+            raise RuntimeError("gateway not started: no controller yet")
+        return self._controller
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         assert self._group is not None, "gateway not started"
@@ -112,7 +120,6 @@ class Gateway:
     def _session(
         self, device: Device, driver: Driver, config: LoadedConfig | None = None
     ) -> DeviceSession:
-        assert self.store is not None
         return DeviceSession(
             device,
             driver,
@@ -174,15 +181,16 @@ class Gateway:
 
     async def __aenter__(self) -> Gateway:
         cfg = self.config.gateway
-        self.store = await Store.open(cfg.state_dir / "gateway.sqlite")
-        self._stack.push_async_callback(self.store.close)
-        self.table.listen(self.store.add)
+        store = self._store = await Store.open(cfg.state_dir / "gateway.sqlite")
+        self._stack.push_async_callback(store.close)
+        self.table.listen(store.add)
         try:
             sessions = [self._session(d, self._driver_factory(d)) for d in self.config.devices]
         except BaseException:
             await self._stack.aclose()
             raise
-        self.controller = Controller(self.table, self.sessions, self.store)
+        self._controller = Controller(self.table, self.sessions, store)
+        instrument(self)
         self._group = await self._stack.enter_async_context(asyncio.TaskGroup())
         for session in sessions:
             self._start(session)
@@ -193,7 +201,7 @@ class Gateway:
             await _cancel_and_wait(self._tasks)
             await self._stack.aclose()
             raise
-        await self.store.event("start", microgrid=cfg.microgrid.id, devices=len(self.sessions))
+        await store.event("start", microgrid=cfg.microgrid.id, devices=len(self.sessions))
         return self
 
     @property
@@ -209,9 +217,9 @@ class Gateway:
     ) -> None:
         await self._drain()
         await _cancel_and_wait(self._tasks)
-        if self.store is not None:
+        if self._store is not None:
             with contextlib.suppress(Exception):
-                await self.store.event("stop")
+                await self._store.event("stop")
         await self._stack.aclose()
 
     async def wait_connected(self, within: float) -> bool:
@@ -231,7 +239,6 @@ class Gateway:
                 log.exception("stop: %s failed", name, extra={"hook": name})
 
     async def _housekeeping(self) -> None:
-        assert self.store is not None
         since_prune = PRUNE_EVERY_S
         while True:
             await asyncio.sleep(STORE_FLUSH_S)

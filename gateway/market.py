@@ -9,12 +9,14 @@ by the flexibility service; its forecasts and verifications leave through the ou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from gateway.config import LoadedConfig
+from gateway.core import RunningCore
 from gateway.flex.bridge import FlexReserveHandler, NorthPublisher
 from gateway.flex.messages import ExternalForecasts
 from gateway.flex.records import FlexRecords
@@ -23,18 +25,37 @@ from gateway.north.codec import access_security
 from gateway.north.outbox import OutboxStats
 from gateway.north.service import North
 from gateway.ops.flexwatch import FlexWatch
-from gateway.ops.health import CheckResult
+from gateway.ops.health import CheckResult, Health
+from gateway.ops.metrics import Registry
+from gateway.ops.reload import PrepareReload
+from gateway.ops.status import StatusBoard
 from gateway.smartapi.access import AccessService
 from gateway.smartapi.security.profile import InboundSecurity
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.store import Store
 
 log = logging.getLogger(__name__)
 
 OUTBOX_SAMPLE_S = 5.0
 #: readiness fails when the oldest undelivered message is older than this
 OUTBOX_MAX_AGE_S = 3600.0
+
+
+class MarketHost(RunningCore, Protocol):
+    """What the market side uses of the starting gateway besides the core: the store's
+    history; where to close, reload, run, measure and show its parts."""
+
+    @property
+    def store(self) -> Store: ...
+    @property
+    def stack(self) -> contextlib.AsyncExitStack: ...
+    @property
+    def metrics(self) -> Registry: ...
+    @property
+    def health(self) -> Health: ...
+    @property
+    def status(self) -> StatusBoard: ...
+    def on_reload(self, name: str, prepare: PrepareReload) -> None: ...
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]: ...
 
 
 @dataclass
@@ -44,11 +65,10 @@ class Market:
     outbox: OutboxStats | None = None
 
 
-async def attach_market(gw: Gateway) -> Market | None:
+async def attach_market(gw: MarketHost) -> Market | None:
     """Build and start north and flex on a starting gateway; None without `north:`.
     Activations are recorded as they go (FlexRecords), so a stop needs no drain hook: an
     interrupted activation is resumed or closed out at the next start."""
-    assert gw.controller is not None and gw.store is not None
     cfg = gw.config.gateway
     if cfg.north is None:
         return None
@@ -131,7 +151,7 @@ async def _sample_outbox(market: Market) -> None:
         await asyncio.sleep(OUTBOX_SAMPLE_S)
 
 
-def _instrument(gw: Gateway, market: Market) -> None:
+def _instrument(gw: MarketHost, market: Market) -> None:
     def depth() -> list[tuple[tuple[str, ...], float]]:
         return [((), float(market.outbox.pending if market.outbox else 0))]
 

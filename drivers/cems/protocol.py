@@ -54,7 +54,7 @@ from gateway.smartapi.security.keys import PS256, Identity, TrustStore, algorith
 from gateway.smartapi.vocab import QuantityKind, unit_fits
 
 if TYPE_CHECKING:
-    from gateway.mapping import Connection
+    from gateway.connection import Connection
 
 #: the most a response body may hold unless the options say otherwise
 DEFAULT_MAX_BODY = 1 << 20

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.plan import ReadRequest
+from gateway.connection import Connection
 from gateway.errors import RequestTimeout
-from gateway.mapping import Connection, Device
+from gateway.mapping import Device
 from gateway.protocols.modbus import Table
 
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 
-from gateway.mapping import Device, SerialLine
+from gateway.connection import SerialLine
+from gateway.mapping import Device
 from gateway.protocols.modbus import ModbusOptions
 
 ClientFactory = Callable[[Device, float], ModbusBaseClient]

@@ -13,8 +13,8 @@ the model's) is refused at start, naming the point.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
-from fwsim.modbus_server import UnitImage
 from gateway.discover.sunspec import encode_string
 from gateway.discover.sunspec_models import (
     MARKER,
@@ -134,7 +134,17 @@ def _check_point(
         raise LayoutError(f"{where}: scale factor {sunspec.sf} is not in the model")
 
 
-def serve_sunspec(device: Device, units: Sequence[UnitImage]) -> None:
+class RegisterImage(Protocol):
+    """A unit's register image as the Modbus front end keeps it (fwsim.modbus_server):
+    table -> (first address, words from there)."""
+
+    @property
+    def unit(self) -> int: ...
+    @property
+    def image(self) -> dict[Table, tuple[int, list[int]]]: ...
+
+
+def serve_sunspec(device: Device, units: Sequence[RegisterImage]) -> None:
     """Lay the device's SunSpec layouts into the register images of its units."""
     options = device.typed_options
     assert isinstance(options, ModbusOptions)

@@ -22,7 +22,7 @@ One further beyond asks for flexibility that was not bought: refused, nothing ap
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -200,30 +200,34 @@ def _unique(reasons: Sequence[Reason]) -> list[Reason]:
 
 def _named_conflicts(inp: PlanInput, candidate: Reservation, accepted_kw: float) -> list[Reason]:
     """Each held service whose absence would let more of the candidate in."""
-    out = []
+    return [
+        reason
+        for reason, without in _held_services(inp)
+        if _total(schedule(without, candidate).accepted[candidate.id]) - accepted_kw > NAMED_GAIN_KW
+    ]
+
+
+def _held_services(inp: PlanInput) -> Iterator[tuple[Reason, PlanInput]]:
+    """Each service the plan holds (standing reserves, accepted reservations): the reason
+    that names it as a conflict, and the plan input without it."""
     for res in inp.reserves:
-        without = replace(inp, reserves=tuple(r for r in inp.reserves if r.id != res.id))
-        gain = _total(schedule(without, candidate).accepted[candidate.id]) - accepted_kw
-        if gain > NAMED_GAIN_KW:
-            out.append(
-                Reason(
-                    ReasonCode.RESERVE,
-                    f"{res.service} {res.id}",
-                    f"conflicts with reserve {res.id} ({res.service}) on {', '.join(res.ders)}",
-                )
-            )
+        yield (
+            Reason(
+                ReasonCode.RESERVE,
+                f"{res.service} {res.id}",
+                f"conflicts with reserve {res.id} ({res.service}) on {', '.join(res.ders)}",
+            ),
+            replace(inp, reserves=tuple(r for r in inp.reserves if r.id != res.id)),
+        )
     for held in inp.reservations:
-        without = replace(inp, reservations=tuple(r for r in inp.reservations if r.id != held.id))
-        gain = _total(schedule(without, candidate).accepted[candidate.id]) - accepted_kw
-        if gain > NAMED_GAIN_KW:
-            out.append(
-                Reason(
-                    ReasonCode.RESERVE,
-                    f"{held.service} {held.id}",
-                    f"conflicts with reservation {held.id} ({held.service}) already accepted",
-                )
-            )
-    return out
+        yield (
+            Reason(
+                ReasonCode.RESERVE,
+                f"{held.service} {held.id}",
+                f"conflicts with reservation {held.id} ({held.service}) already accepted",
+            ),
+            replace(inp, reservations=tuple(r for r in inp.reservations if r.id != held.id)),
+        )
 
 
 # -- activations ----------------------------------------------------------------------
@@ -334,82 +338,118 @@ def check_activation(
 ) -> ActivationDecision:
     """Decide on a Reserve Activation. `env` is the envelope of the interval the activation
     starts in (None when no reservation covers it), `trial` a dispatch of the clamped set
-    point on the current measurements, `running` the activation in force, if any."""
+    point on the current measurements, `running` the activation in force, if any.
 
-    def refuse(code: ReasonCode, subject: str, text: str) -> ActivationDecision:
-        return ActivationDecision(
-            act.id, DecisionStatus.REFUSED, None, None, (Reason(code, subject, text),)
-        )
+    In order: refusals that need no numbers (period over, no reservation, outside it,
+    another activation in force), then the set point clamped to the band (refused when far
+    beyond it), then what the DERs can reach now (refused when nothing of the change)."""
 
-    if act.end is not None and act.end <= now:
-        return refuse(ReasonCode.PERIOD, act.id, "the activation period is already over")
-    if reservation is None and not allow_unreserved:
-        what = (
-            f"reservation {act.reservation_id!r}"
-            if act.reservation_id
-            else "an accepted reservation"
-        )
-        return refuse(
-            ReasonCode.NO_RESERVATION,
-            act.reservation_id or act.id,
-            f"no {what} covers this activation",
-        )
-    reasons: list[Reason] = []
-    if reservation is not None:
-        if act.start >= reservation.end or (act.end is not None and act.end <= reservation.start):
-            return refuse(
-                ReasonCode.PERIOD,
-                reservation.id,
-                f"outside the reserved period {reservation.start:%H:%M}-"
-                f"{reservation.end:%H:%M} UTC",
-            )
-        if act.start < reservation.start or act.end is None or act.end > reservation.end:
-            reasons.append(
-                Reason(
-                    ReasonCode.PERIOD,
-                    reservation.id,
-                    f"held only within the reserved period {reservation.start:%H:%M}-"
-                    f"{reservation.end:%H:%M} UTC",
-                )
-            )
-    if running is not None and running.id != act.id:
-        same_reservation = running.reservation_id == (reservation.id if reservation else None)
-        if not same_reservation:
-            return refuse(
-                ReasonCode.RESERVE,
-                running.reservation_id or running.id,
-                f"the coupling point already follows activation {running.id} of "
-                f"reservation {running.reservation_id}",
-            )
+    def refused(reasons: Sequence[Reason]) -> ActivationDecision:
+        unique = tuple(_unique(reasons))
+        return ActivationDecision(act.id, DecisionStatus.REFUSED, None, None, unique)
+
+    first = (
+        _period_over(act, now)
+        or _unreserved(act, reservation, allow_unreserved)
+        or _outside_reservation(act, reservation)
+        or _another_in_force(act, reservation, running)
+    )
+    if first is not None:
+        return refused([first])
+    reasons = _partly_reserved(act, reservation)
     p, q = act.p_kw, act.q_kvar
     if env is not None:
         p, q, clamp_reasons, beyond = clamp_setpoint(act, env)
         if beyond:
-            return ActivationDecision(
-                act.id, DecisionStatus.REFUSED, None, None, tuple(_unique(clamp_reasons))
-            )
+            return refused(clamp_reasons)
         reasons += clamp_reasons
         if act.q_kvar is not None and env.q_max_kvar == env.q_min_kvar:
-            q = None
+            q = None  # no reactive band: the Q part is dropped
     if trial is not None and not trial.met:
         reasons += trial.reasons or (
             Reason(ReasonCode.DER_LIMIT, "microgrid", "the DERs cannot reach the set point now"),
         )
-        if env is not None and p is not None:
-            reachable = p - trial.shortfall_p_kw
-            asked = abs(p - env.baseline_p_kw)
-            got = (
-                abs(reachable - env.baseline_p_kw)
-                if (reachable - env.baseline_p_kw) * (p - env.baseline_p_kw) > 0
-                else 0.0
-            )
-            if asked > TOLERANCE_KW and got < TOLERANCE_KW:
-                return ActivationDecision(
-                    act.id, DecisionStatus.REFUSED, None, None, tuple(_unique(reasons))
-                )
+        if _nothing_reachable(p, env, trial):
+            return refused(reasons)
     if p is None and q is None:
-        return ActivationDecision(
-            act.id, DecisionStatus.REFUSED, None, None, tuple(_unique(reasons))
-        )
+        return refused(reasons)
     status = DecisionStatus.CURTAILED if reasons else DecisionStatus.ACCEPTED
     return ActivationDecision(act.id, status, p, q, tuple(_unique(reasons)))
+
+
+def _period_over(act: Activation, now: datetime) -> Reason | None:
+    if act.end is not None and act.end <= now:
+        return Reason(ReasonCode.PERIOD, act.id, "the activation period is already over")
+    return None
+
+
+def _unreserved(
+    act: Activation, reservation: Reservation | None, allow_unreserved: bool
+) -> Reason | None:
+    if reservation is not None or allow_unreserved:
+        return None
+    named = act.reservation_id
+    what = f"reservation {named!r}" if named else "an accepted reservation"
+    return Reason(
+        ReasonCode.NO_RESERVATION,
+        act.reservation_id or act.id,
+        f"no {what} covers this activation",
+    )
+
+
+def _reserved_period(reservation: Reservation) -> str:
+    return f"{reservation.start:%H:%M}-{reservation.end:%H:%M} UTC"
+
+
+def _outside_reservation(act: Activation, reservation: Reservation | None) -> Reason | None:
+    if reservation is None:
+        return None
+    if act.start >= reservation.end or (act.end is not None and act.end <= reservation.start):
+        return Reason(
+            ReasonCode.PERIOD,
+            reservation.id,
+            f"outside the reserved period {_reserved_period(reservation)}",
+        )
+    return None
+
+
+def _partly_reserved(act: Activation, reservation: Reservation | None) -> list[Reason]:
+    """The activation is held only where it overlaps the reservation."""
+    if reservation is None:
+        return []
+    if act.start < reservation.start or act.end is None or act.end > reservation.end:
+        return [
+            Reason(
+                ReasonCode.PERIOD,
+                reservation.id,
+                f"held only within the reserved period {_reserved_period(reservation)}",
+            )
+        ]
+    return []
+
+
+def _another_in_force(
+    act: Activation, reservation: Reservation | None, running: Activation | None
+) -> Reason | None:
+    """An activation of another reservation already steers the coupling point."""
+    if running is None or running.id == act.id:
+        return None
+    if running.reservation_id == (reservation.id if reservation else None):
+        return None
+    return Reason(
+        ReasonCode.RESERVE,
+        running.reservation_id or running.id,
+        f"the coupling point already follows activation {running.id} of "
+        f"reservation {running.reservation_id}",
+    )
+
+
+def _nothing_reachable(p: float | None, env: Envelope | None, trial: Dispatch) -> bool:
+    """The DERs reach none of the asked change of coupling-point P away from the baseline."""
+    if env is None or p is None:
+        return False
+    reachable = p - trial.shortfall_p_kw
+    asked = abs(p - env.baseline_p_kw)
+    toward = (reachable - env.baseline_p_kw) * (p - env.baseline_p_kw) > 0
+    got = abs(reachable - env.baseline_p_kw) if toward else 0.0
+    return asked > TOLERANCE_KW and got < TOLERANCE_KW

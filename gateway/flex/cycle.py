@@ -8,7 +8,6 @@ the wire: gateway/demo_market.py.)
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -99,9 +98,9 @@ async def crp_cycle(
     await _until(service, end)
     verification = None
     for _ in range(400):  # closed a few seconds after the end, once the readings are in
-        record = await asyncio.to_thread(service.records.activation, act.id)
+        record = await service.records.activation(act.id)
         if record is not None and record.state == "ended":
-            rows = await asyncio.to_thread(service.records.verification, act.id)
+            rows = await service.records.verification(act.id)
             verification = Verification(act.id, act.reservation_id, tuple(rows), final=True)
             break
         await service.clock.sleep(service.model.settings.control_cycle_s / 2)

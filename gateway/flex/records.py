@@ -5,21 +5,23 @@ activation can be resumed or closed out. A set point is recorded before it is se
 (`sending`) and settled with the device's answer, so a write the gateway was killed in
 is known at the next start.
 
-Blocking: every call is a short SQLite transaction; the service calls it from a worker
-thread. One connection, guarded by a lock (check_same_thread is off for that reason).
+Blocking: every call is a short SQLite transaction. The service reaches them only through
+`AsyncRecords`, which runs each in a worker thread. One connection, guarded by a lock
+(check_same_thread is off for that reason).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from gateway.errors import StoreError
 from gateway.flex.model import (
@@ -464,3 +466,43 @@ class FlexRecords:
         return [
             (datetime.fromisoformat(a), k, s, d, reasons_from_json(r)) for a, k, s, d, r in rows
         ]
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _in_thread(
+    method: Callable[Concatenate[FlexRecords, P], T],
+) -> Callable[Concatenate[AsyncRecords, P], Coroutine[Any, Any, T]]:
+    async def call(self: AsyncRecords, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.to_thread(method, self.sync, *args, **kwargs)
+
+    call.__doc__ = method.__doc__
+    return call
+
+
+class AsyncRecords:
+    """The records as the event loop uses them: the one place the flexibility service
+    crosses into the blocking SQLite calls, each in a worker thread (the records' lock
+    keeps them one at a time)."""
+
+    def __init__(self, records: FlexRecords) -> None:
+        self.sync = records
+
+    reservation_status = _in_thread(FlexRecords.reservation_status)
+    save_reservation = _in_thread(FlexRecords.save_reservation)
+    accepted_reservations = _in_thread(FlexRecords.accepted_reservations)
+    activation = _in_thread(FlexRecords.activation)
+    save_activation = _in_thread(FlexRecords.save_activation)
+    open_activations = _in_thread(FlexRecords.open_activations)
+    end_activation = _in_thread(FlexRecords.end_activation)
+    pcc_setpoint = _in_thread(FlexRecords.pcc_setpoint)
+    pcc_setpoints = _in_thread(FlexRecords.pcc_setpoints)
+    intend_setpoint = _in_thread(FlexRecords.intend_setpoint)
+    settle_setpoints = _in_thread(FlexRecords.settle_setpoints)
+    unsettled_setpoints = _in_thread(FlexRecords.unsettled_setpoints)
+    sent_setpoints = _in_thread(FlexRecords.sent_setpoints)
+    save_verification = _in_thread(FlexRecords.save_verification)
+    verification = _in_thread(FlexRecords.verification)
+    final_verification = _in_thread(FlexRecords.final_verification)

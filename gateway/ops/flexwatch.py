@@ -1,6 +1,6 @@
 """What operators see of the flexibility service: its metrics and the status page's view.
 
-`FlexWatch` is the service's observer (gateway.flex.service.FlexObserver): it counts
+`FlexWatch` is the service's observer (gateway.flex.ports.FlexObserver): it counts
 activations by result, times how long the set points of one took to go out after it was
 due, keeps the last verified delivery percentage and a bounded series of set point,
 baseline and measured coupling-point power per control cycle for the status page's chart.

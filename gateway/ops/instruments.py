@@ -3,21 +3,40 @@
 Values that live in the sessions, the point table, the controller and the store are read at
 scrape time; only poll latency is observed as it happens (a histogram needs every sample).
 Other parts (northbound outbox, flexibility) register their families the same way on
-`gw.metrics` and their readiness checks on `gw.health`; docs/deployment.md lists them all.
+the registry and their readiness checks on the health checks; docs/deployment.md lists them.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from gateway import __version__
-from gateway.ops.health import CheckResult
-from gateway.ops.metrics import Samples
+from gateway.acquisition import PollListener
+from gateway.core import RunningCore
+from gateway.ops.health import CheckResult, Health
+from gateway.ops.metrics import Registry, Samples
+from gateway.store import Store
 
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+
+class CoreParts(RunningCore, Protocol):
+    """What the core's metrics read of the running gateway besides the core (the
+    composition root hands itself over once its store and controller exist)."""
+
+    @property
+    def store(self) -> Store: ...
+    @property
+    def metrics(self) -> Registry: ...
+    @property
+    def health(self) -> Health: ...
+    @property
+    def poll_listeners(self) -> list[PollListener]: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def last_flush(self) -> float: ...
+
 
 #: the housekeeping loop flushes every second; this many seconds without one means trouble
 STORE_READY_MAX_AGE_S = 5.0
@@ -25,7 +44,7 @@ STORE_LIVE_MAX_AGE_S = 30.0
 VALIDITIES = ("good", "invalid", "questionable", "none")
 
 
-def instrument(gw: Gateway) -> None:
+def instrument(gw: CoreParts) -> None:
     m = gw.metrics
     m.callback(
         "mgms_build_info",
@@ -78,21 +97,21 @@ def instrument(gw: Gateway) -> None:
         "mgms_writes_sent_total",
         "Commands sent to devices.",
         "counter",
-        lambda: [((p,), n) for p, n in (gw.controller.sent if gw.controller else {}).items()],
+        lambda: [((p,), n) for p, n in gw.controller.sent.items()],
         ("protocol",),
     )
     m.callback(
         "mgms_writes_confirmed_total",
         "Commands the device confirmed.",
         "counter",
-        lambda: [((p,), n) for p, n in (gw.controller.confirmed if gw.controller else {}).items()],
+        lambda: [((p,), n) for p, n in gw.controller.confirmed.items()],
         ("protocol",),
     )
     m.callback(
         "mgms_store_pending_samples",
         "Samples buffered for the next store flush.",
         "gauge",
-        lambda: [((), gw.store.pending if gw.store else 0)],
+        lambda: [((), gw.store.pending)],
     )
     m.callback(
         "mgms_store_flush_age_seconds",
@@ -106,7 +125,7 @@ def instrument(gw: Gateway) -> None:
     gw.health.add_readiness("devices", lambda: _devices_check(gw))
 
 
-def _points_by_validity(gw: Gateway) -> Samples:
+def _points_by_validity(gw: CoreParts) -> Samples:
     counts: Counter[tuple[str, str]] = Counter()
     for device in gw.config.devices:
         for validity in VALIDITIES:
@@ -119,16 +138,14 @@ def _points_by_validity(gw: Gateway) -> Samples:
     return list(counts.items())
 
 
-def _store_check(gw: Gateway, max_age: float) -> CheckResult:
-    if gw.store is None:
-        return CheckResult(False, "store not open")
+def _store_check(gw: CoreParts, max_age: float) -> CheckResult:
     age = time.monotonic() - gw.last_flush
     if age > max_age:
         return CheckResult(False, f"no successful flush for {age:.1f} s")
     return CheckResult(True, f"flushed {age:.1f} s ago")
 
 
-def _devices_check(gw: Gateway) -> CheckResult:
+def _devices_check(gw: CoreParts) -> CheckResult:
     down = sorted(s.device.id for s in gw.sessions.values() if not s.up)
     total = len(gw.sessions)
     if down:

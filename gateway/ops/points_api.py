@@ -19,16 +19,15 @@ import math
 import re
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
+from gateway.control import Controller
 from gateway.errors import CommandError, LimitViolation, UnknownPoint
 from gateway.model import Command, CommandMode, CommandStatus
 from gateway.ops.status import plain, point_row
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.points import PointTable
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +54,17 @@ def _value(raw: object) -> float | int | bool:
     raise ValueError(f"value must be a finite number or true/false, got {raw!r}")
 
 
+class PointSources(Protocol):
+    """What the points API uses of the running gateway: the table and the write path."""
+
+    @property
+    def table(self) -> PointTable: ...
+    @property
+    def controller(self) -> Controller: ...
+
+
 class PointsApi:
-    def __init__(self, gw: Gateway, writes_allowed: bool) -> None:
+    def __init__(self, gw: PointSources, writes_allowed: bool) -> None:
         self.gw = gw
         self.writes_allowed = writes_allowed
 
@@ -72,7 +80,7 @@ class PointsApi:
         if unknown:
             return _refusal(404, f"unknown point(s): {', '.join(unknown)}", unknown=unknown)
         now = datetime.now(UTC)
-        last = self.gw.controller.last if self.gw.controller is not None else {}
+        last = self.gw.controller.last
         rows = []
         for point_id in ids:
             mapped = self.gw.table.mapped(point_id)
@@ -93,8 +101,6 @@ class PointsApi:
                 "ops.operator_token_file in the gateway config",
             )
         controller = self.gw.controller
-        if controller is None:
-            return _refusal(503, "the gateway is not running its write path")
         try:
             body = json.loads(await request.read() or b"{}")
             if not isinstance(body, dict) or "value" not in body:

@@ -21,21 +21,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
 from gateway.config import GatewayConfig, LoadedConfig
 from gateway.errors import ConfigError, GatewayError, ReloadRefused
 from gateway.mapping import Device
+from gateway.ops.metrics import Registry
 from gateway.ops.notify import Notifier
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.store import Store
 
 log = logging.getLogger(__name__)
+
+#: a part's reload: swap in what `PrepareReload` built (must not fail)
+Commit = Callable[[], Awaitable[None]]
+#: a part's reload check: build its state for the new config, or raise to refuse the reload
+PrepareReload = Callable[[LoadedConfig], Awaitable[Commit]]
 
 #: config sections a running gateway applies on a reload; any other needs a restart
 LIVE_SECTIONS = frozenset(
@@ -118,7 +122,20 @@ def plan_reload(old: LoadedConfig, new: LoadedConfig) -> ReloadPlan:
     return ReloadPlan(new, added, changed, removed, unchanged, live, restart)
 
 
-async def reload(gw: Gateway, load: Loader, notifier: Notifier) -> bool:
+class Reconfigurable(Protocol):
+    """What a reload needs of the running gateway: its config, the means to apply a new
+    one, the reload counter and the audit trail."""
+
+    @property
+    def config(self) -> LoadedConfig: ...
+    @property
+    def metrics(self) -> Registry: ...
+    @property
+    def store(self) -> Store: ...
+    async def reconfigure(self, plan: ReloadPlan) -> None: ...
+
+
+async def reload(gw: Reconfigurable, load: Loader, notifier: Notifier) -> bool:
     """Re-read the files and apply them; False (and the old config kept) if they are bad
     or need a restart."""
     notifier.reloading()
@@ -176,20 +193,19 @@ async def reload(gw: Gateway, load: Loader, notifier: Notifier) -> bool:
         return False
     reloads.inc(result="applied")
     log.info("reload applied: %s", plan.summary(), extra={"sections": list(plan.live)})
-    if gw.store is not None:
-        await gw.store.event(
-            "reload",
-            added=[d.id for d in plan.added],
-            changed=[d.id for d in plan.changed],
-            removed=list(plan.removed),
-            sections=list(plan.live),
-        )
+    await gw.store.event(
+        "reload",
+        added=[d.id for d in plan.added],
+        changed=[d.id for d in plan.changed],
+        removed=list(plan.removed),
+        sections=list(plan.live),
+    )
     notifier.ready(f"reloaded: {plan.summary()}")
     return True
 
 
 async def _rejected(
-    gw: Gateway,
+    gw: Reconfigurable,
     notifier: Notifier,
     reloads: Any,
     problems: list[str],
@@ -197,8 +213,5 @@ async def _rejected(
     restart_needed: list[str] | None = None,
 ) -> None:
     reloads.inc(result="rejected")
-    if gw.store is not None:
-        await gw.store.event(
-            "reload_rejected", problems=problems, restart_needed=restart_needed or []
-        )
+    await gw.store.event("reload_rejected", problems=problems, restart_needed=restart_needed or [])
     notifier.ready(status)

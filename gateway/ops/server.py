@@ -15,7 +15,7 @@ import logging
 import stat
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -24,12 +24,10 @@ from gateway.config import OpsConfig
 from gateway.errors import ServiceError
 from gateway.listeners import ConnectionGuard, ListenerLimits
 from gateway.ops import status_page
-from gateway.ops.metrics import CONTENT_TYPE
-from gateway.ops.points_api import PointsApi
-from gateway.ops.status import as_json, snapshot
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.ops.health import Health
+from gateway.ops.metrics import CONTENT_TYPE, Registry
+from gateway.ops.points_api import PointsApi, PointSources
+from gateway.ops.status import StatusSources, as_json, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +61,19 @@ def read_token(path: Path) -> str:
     return token
 
 
+class OpsSources(StatusSources, PointSources, Protocol):
+    """What the ops listener serves: health, metrics, the status snapshot and the points."""
+
+    @property
+    def health(self) -> Health: ...
+    @property
+    def metrics(self) -> Registry: ...
+
+
 class OpsServer:
     """`async with OpsServer(gw, cfg) as ops:` serves until the block ends; `ops.port`."""
 
-    def __init__(self, gw: Gateway, cfg: OpsConfig) -> None:
+    def __init__(self, gw: OpsSources, cfg: OpsConfig) -> None:
         self.gw = gw
         self.cfg = cfg
         self.port: int | None = None

@@ -12,27 +12,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine, Mapping
+from typing import Any, Protocol
 
+from gateway.acquisition import DeviceSession
+from gateway.ops.health import Health
 from gateway.ops.notify import Notifier
-from gateway.ops.reload import Loader, reload
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.ops.reload import Loader, Reconfigurable, reload
+from gateway.points import PointTable
 
 log = logging.getLogger(__name__)
 
 STATUS_EVERY_S = 5.0
 
 
-def summary(gw: Gateway) -> str:
+class Supervised(Reconfigurable, Protocol):
+    """What the service lifecycle needs of the running gateway: its devices and points for
+    the status line, its liveness for the watchdog, a task group for its own loops."""
+
+    @property
+    def sessions(self) -> Mapping[str, DeviceSession]: ...
+    @property
+    def table(self) -> PointTable: ...
+    @property
+    def health(self) -> Health: ...
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]: ...
+
+
+def summary(gw: Supervised) -> str:
     up = sum(s.up for s in gw.sessions.values())
     readable = [m.point.id for m in gw.table if m.point.direction.readable]
     good = sum(1 for p in readable if (r := gw.table.latest(p)) is not None and r.quality.good)
     return f"{up}/{len(gw.sessions)} devices up, {good}/{len(readable)} points good"
 
 
-async def _settle(gw: Gateway, within: float) -> None:
+async def _settle(gw: Supervised, within: float) -> None:
     sessions = list(gw.sessions.values())
     settled = await asyncio.gather(*(s.wait_settled(within) for s in sessions))
     slow = [s.device.id for s, ok in zip(sessions, settled, strict=True) if not ok]
@@ -44,7 +58,7 @@ async def _settle(gw: Gateway, within: float) -> None:
         )
 
 
-async def _watchdog(gw: Gateway, notifier: Notifier, interval: float) -> None:
+async def _watchdog(gw: Supervised, notifier: Notifier, interval: float) -> None:
     while True:
         report = gw.health.live()
         if report.ok:
@@ -54,7 +68,7 @@ async def _watchdog(gw: Gateway, notifier: Notifier, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-async def _status_updates(gw: Gateway, notifier: Notifier) -> None:
+async def _status_updates(gw: Supervised, notifier: Notifier) -> None:
     last = ""
     while True:
         await asyncio.sleep(STATUS_EVERY_S)
@@ -77,7 +91,7 @@ async def _first(*events: asyncio.Event) -> None:
 
 
 async def supervise(
-    gw: Gateway,
+    gw: Supervised,
     notifier: Notifier,
     stop: asyncio.Event,
     reload_requested: asyncio.Event | None = None,

@@ -1,8 +1,8 @@
 """What the status page and /api/status show: a read-only snapshot of the running gateway.
 
 The flexibility part owns notifications and activations; it hands the page a view of them
-by registering a source: `gw.status.set_flex_source(fn)` where `fn()` returns a
-`FlexStatus`. Everything else is read from the gateway's own state.
+by registering a source: `StatusBoard.set_flex_source(fn)` where `fn()` returns a
+`FlexStatus`. Everything else is read from the gateway core (`StatusSources`).
 """
 
 from __future__ import annotations
@@ -11,15 +11,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from gateway.core import RunningCore
 from gateway.mapping import Quantity
 from gateway.model import CommandResult, Reading
+from gateway.ops.health import Health
 from gateway.points import MappedPoint
 from gateway.units import convert
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 
 @dataclass(frozen=True)
@@ -177,7 +176,18 @@ def point_row(
     )
 
 
-def snapshot(gw: Gateway) -> Snapshot:
+class StatusSources(RunningCore, Protocol):
+    """What the status snapshot reads of the running gateway besides the core."""
+
+    @property
+    def health(self) -> Health: ...
+    @property
+    def status(self) -> StatusBoard: ...
+    @property
+    def started_monotonic(self) -> float: ...
+
+
+def snapshot(gw: StatusSources) -> Snapshot:
     from gateway import __version__
 
     now = datetime.now(UTC)
@@ -193,7 +203,7 @@ def snapshot(gw: Gateway) -> Snapshot:
         )
         for s in gw.sessions.values()
     ]
-    last = gw.controller.last if gw.controller is not None else {}
+    last = gw.controller.last
     table = gw.table
     points = [point_row(m, table.latest(m.point.id), last.get(m.point.id), now) for m in table]
     ders = [

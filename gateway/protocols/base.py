@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
-    from gateway.mapping import Connection
+    from gateway.connection import Connection
 
 
 class Address(ABC):

@@ -28,7 +28,7 @@ from gateway.protocols.base import (
 )
 
 if TYPE_CHECKING:
-    from gateway.mapping import Connection
+    from gateway.connection import Connection
 
 
 class Table(enum.StrEnum):

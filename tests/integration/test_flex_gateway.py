@@ -16,8 +16,9 @@ from gateway.app import Gateway
 from gateway.config import FlexSettings
 from gateway.flex.cycle import CycleReport, crp_cycle
 from gateway.flex.model import DecisionStatus, FlexForecast, Verification
+from gateway.flex.ports import WallClock
 from gateway.flex.records import FlexRecords
-from gateway.flex.service import FlexService, WallClock
+from gateway.flex.service import FlexService
 from gateway.loader import load_config
 from gateway.mapping import Quantity
 from tests.support.procs import DEMO_CONFIG, sim_process

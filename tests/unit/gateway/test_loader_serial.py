@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
+from gateway.connection import SerialLine
 from gateway.loader import check_files, load_mappings
-from gateway.mapping import SerialLine
 
 RTU_DEVICE = """
 devices:
