@@ -35,6 +35,7 @@ from pymodbus.pdu import ModbusPDU
 from drivers.base import Driver, invalid, to_engineering, to_raw
 from drivers.modbus import codec
 from drivers.modbus.plan import ReadRequest, plan_reads, split
+from drivers.modbus.protocol import ModbusAddress, ModbusOptions, Table
 from drivers.modbus.transport import ClientFactory, client_for, line_timing
 from gateway.errors import LinkError, RawRangeError, RequestTimeout
 from gateway.mapping import Device, Point
@@ -46,7 +47,6 @@ from gateway.model import (
     QualityFlag,
     Reading,
 )
-from gateway.protocols.modbus import ModbusAddress, ModbusOptions, Table
 
 #: exception codes that say the request itself is wrong for this device, not a passing state
 _STRUCTURAL = frozenset({1, 2, 3})

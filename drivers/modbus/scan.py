@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.plan import ReadRequest
+from drivers.modbus.protocol import Table
 from gateway.errors import RequestTimeout
 from gateway.mapping import Connection, Device
-from gateway.protocols.modbus import Table
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 
+from drivers.modbus.protocol import ModbusOptions
 from gateway.mapping import Device, SerialLine
-from gateway.protocols.modbus import ModbusOptions
 
 ClientFactory = Callable[[Device, float], ModbusBaseClient]
 """Builds the client of a device; the float is the request timeout in seconds."""

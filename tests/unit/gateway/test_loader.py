@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from drivers.modbus.protocol import DataType, ModbusAddress, Order, Table
 from gateway.cli import main
 from gateway.errors import ConfigError, Problem
 from gateway.loader import check_files, load_config, load_mappings
-from gateway.protocols.modbus import DataType, ModbusAddress, Order, Table
 from tests.support.procs import DEMO_CONFIG
 
 GOOD_DEVICE = """

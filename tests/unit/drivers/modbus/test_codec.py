@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.modbus import codec
+from drivers.modbus.protocol import ModbusAddress, Order, parse
 from gateway.errors import RawRangeError
 from gateway.protocols.base import PointTyping
-from gateway.protocols.modbus import ModbusAddress, Order, parse
 
 ORDERS = [(w, b) for w in Order for b in Order]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from drivers.modbus.plan import ReadRequest, plan_reads, split
+from drivers.modbus.protocol import ModbusAddress, ModbusOptions, parse
 from gateway.protocols.base import PointTyping
-from gateway.protocols.modbus import ModbusAddress, ModbusOptions, parse
 
 
 def pt(

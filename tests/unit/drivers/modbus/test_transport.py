@@ -10,11 +10,11 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
 from drivers.base import Driver
 from drivers.modbus.driver import ModbusDriver
+from drivers.modbus.protocol import ModbusOptions
 from drivers.modbus.transport import client_for, frame_gap, line_timing, longest_answer
 from gateway.errors import LinkError
 from gateway.loader import load_mappings
 from gateway.mapping import Device, SerialLine
-from gateway.protocols.modbus import ModbusOptions
 
 
 def device(connection: dict[str, Any], timeout: float = 1.0) -> Device:

@@ -234,7 +234,7 @@ def check_device(connection: Connection, addresses: Mapping[str, Address]) -> li
 SPEC = ProtocolSpec(
     name="modbus",
     driver="drivers.modbus.driver:ModbusDriver",
-    front_end="fwsim.modbus_server:ModbusFrontEnd",
+    front_end="drivers.modbus.simulator:ModbusFrontEnd",
     parse_address=parse,
     options_model=ModbusOptions,
     data_types=frozenset(t.value for t in DataType),

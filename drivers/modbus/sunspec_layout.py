@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fwsim.modbus_server import UnitImage
+from drivers.modbus.protocol import ModbusAddress, ModbusOptions, SunSpecLayout, Table
+from drivers.modbus.simulator import UnitImage
 from gateway.discover.sunspec import encode_string
 from gateway.discover.sunspec_models import (
     MARKER,
@@ -25,7 +26,6 @@ from gateway.discover.sunspec_models import (
     scale_factor_for,
 )
 from gateway.mapping import Device
-from gateway.protocols.modbus import ModbusAddress, ModbusOptions, SunSpecLayout, Table
 from gateway.units import conversion_factor
 
 #: what the common model (1) of a simulated device says
