@@ -28,6 +28,7 @@ from drivers.iec104 import codec
 from drivers.iec104.codec import Sample
 from drivers.iec104.confirm import Verdict
 from drivers.iec104.link import Link
+from drivers.iec104.protocol import Iec104Address, Iec104Options, Kind, TypeId
 from gateway.errors import LinkError, RawRangeError
 from gateway.mapping import Device, Point
 from gateway.model import (
@@ -40,7 +41,6 @@ from gateway.model import (
     Validity,
 )
 from gateway.model import QualityFlag as Flag
-from gateway.protocols.iec104 import Iec104Address, Iec104Options, Kind, TypeId
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from drivers.iec104.simulator import Iec104FrontEnd
 from fwsim.dlms_server import Meter
-from fwsim.iec104_server import Iec104FrontEnd
 from fwsim.iec61850_server import Iec61850FrontEnd
 from fwsim.physics import BatteryModel, Microgrid
 from fwsim.points import PointFault, PointValues

@@ -8,10 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gateway.cli import main
-from gateway.loader import check_files, load_config
-from gateway.protocols.base import AddressError, PointTyping
-from gateway.protocols.iec104 import (
+from drivers.iec104.protocol import (
     Iec104Address,
     Iec104Options,
     InfoObject,
@@ -19,6 +16,9 @@ from gateway.protocols.iec104 import (
     TypeId,
     parse,
 )
+from gateway.cli import main
+from gateway.loader import check_files, load_config
+from gateway.protocols.base import AddressError, PointTyping
 from tests.support.procs import DEMO_CONFIG
 
 

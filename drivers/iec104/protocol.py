@@ -349,7 +349,7 @@ class Iec104Options(BaseModel):
 SPEC = ProtocolSpec(
     name="iec104",
     driver="drivers.iec104.driver:Iec104Driver",
-    front_end="fwsim.iec104_server:Iec104FrontEnd",
+    front_end="drivers.iec104.simulator:Iec104FrontEnd",
     parse_address=parse,
     options_model=Iec104Options,
     data_types=frozenset(),
