@@ -17,10 +17,10 @@ from typing import Any
 from drivers.base import Driver, ReadingSink, invalid, to_raw
 from drivers.iec61850 import codec, wire
 from drivers.iec61850.channel import WorkerChannel, WorkerGone
+from drivers.iec61850.protocol import DataType, Iec61850Address, Iec61850Options
 from gateway.errors import LinkError
 from gateway.mapping import Device, Point
 from gateway.model import Command, CommandResult, CommandStatus, Reading
-from gateway.protocols.iec61850 import DataType, Iec61850Address, Iec61850Options
 
 log = logging.getLogger(__name__)
 

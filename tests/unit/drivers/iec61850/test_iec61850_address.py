@@ -9,10 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gateway.cli import main
-from gateway.loader import check_files
-from gateway.protocols.base import AddressError, PointTyping
-from gateway.protocols.iec61850 import (
+from drivers.iec61850.protocol import (
     ControlCdc,
     DataType,
     Fc,
@@ -21,6 +18,9 @@ from gateway.protocols.iec61850 import (
     ObjectRef,
     parse,
 )
+from gateway.cli import main
+from gateway.loader import check_files
+from gateway.protocols.base import AddressError, PointTyping
 
 
 def typed(**kw: object) -> PointTyping:

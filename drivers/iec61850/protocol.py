@@ -391,7 +391,7 @@ class Iec61850Options(BaseModel):
 SPEC = ProtocolSpec(
     name="iec61850",
     driver="drivers.iec61850.driver:Iec61850Driver",
-    front_end="fwsim.iec61850_server:Iec61850FrontEnd",
+    front_end="drivers.iec61850.simulator:Iec61850FrontEnd",
     parse_address=parse,
     options_model=Iec61850Options,
     data_types=frozenset(t.value for t in DataType),
