@@ -22,11 +22,11 @@ from typing import Any, TypeVar
 from drivers.base import Driver, invalid, to_engineering
 from drivers.dlms.codec import ScalerUnit, is_number, meter_to_unit, to_meter_value, to_reading
 from drivers.dlms.profile import LoadProfile, ProfileColumn, ProfileEntry, merge_entries
+from drivers.dlms.protocol import CosemClass, DlmsAddress, DlmsOptions, Kind, Obis
 from drivers.dlms.session import CaptureObject, Failed, Got, Outcome, Refused, Session
 from gateway.errors import DecodeError, DeviceRejected, LinkError
 from gateway.mapping import Device, Point
 from gateway.model import Command, CommandResult, CommandStatus, Reading, utcnow
-from gateway.protocols.dlms import CosemClass, DlmsAddress, DlmsOptions, Kind, Obis
 
 T = TypeVar("T")
 

@@ -498,7 +498,7 @@ def _read_keys(path: Path) -> tuple[SecretBytes, SecretBytes]:
 SPEC = ProtocolSpec(
     name="dlms",
     driver="drivers.dlms.driver:DlmsDriver",
-    front_end="fwsim.dlms_server:DlmsFrontEnd",
+    front_end="drivers.dlms.simulator:DlmsFrontEnd",
     parse_address=parse,
     options_model=DlmsOptions,
     data_types=frozenset(),
