@@ -297,10 +297,9 @@ class DlmsAddress(Address):
         return f"{int(self.class_id)}/{self.obis}/{last}"
 
 
-def parse(text: str, typing: PointTyping) -> DlmsAddress:
-    for field in ("type", "word_order", "byte_order", "bit"):
-        if getattr(typing, field) is not None:
-            raise AddressError(field, f"DLMS points take their type from the meter; drop `{field}`")
+def parse(text: str, typing: PointTyping[Any]) -> DlmsAddress:
+    if typing.type is not None:
+        raise AddressError("type", "DLMS points take their type from the meter; drop `type`")
     parts = text.strip().split("/")
     if len(parts) != 3:
         raise AddressError(

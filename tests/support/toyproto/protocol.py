@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -23,7 +24,7 @@ class ToyAddress(Address):
         return self.name
 
 
-def parse(text: str, typing: PointTyping) -> ToyAddress:
+def parse(text: str, typing: PointTyping[Any]) -> ToyAddress:
     if not _NAME.match(text):
         raise AddressError("address", f"toy address {text!r} must be 1..32 of A-Z a-z 0-9 _ .")
     return ToyAddress(text)

@@ -282,7 +282,7 @@ def routing_driver() -> tuple[Iec104Driver, list[Reading]]:
             ],
         }
     )
-    dev._addresses = {p.id: parse_address(p.address, p.typing) for p in dev.points}
+    dev._addresses = {p.id: parse_address(p.address, p.typing()) for p in dev.points}
     driver = Iec104Driver(dev)
     pushed: list[Reading] = []
     driver._sink = pushed.append

@@ -87,8 +87,6 @@ def test_status_needs_a_declared_type() -> None:
         ("LD0/DRCC1.WSpt@CO", {}, "type", "a control needs a type"),
         ("LD0/MMXU1.TotW.mag.f@MX", {"type": "int32"}, "type", "holds float32"),
         ("LD0/MMXU1.TotW.mag.f@MX", {"type": "float64"}, "type", "unknown data type"),
-        ("LD0/MMXU1.TotW.mag.f@MX", {"bit": 3}, "bit", "does not apply"),
-        ("LD0/MMXU1.TotW.mag.f@MX", {"word_order": "big"}, "word_order", "does not apply"),
     ],
 )
 def test_bad_addresses_name_the_field(
