@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from drivers.base import Driver, ReadingSink, invalid
+from drivers.base import ProtocolDriver, ReadingSink, invalid
 from drivers.iec104 import codec
 from drivers.iec104.codec import Sample
 from drivers.iec104.confirm import Verdict
@@ -56,17 +56,13 @@ class _Cached:
     received: float  # time.monotonic()
 
 
-class Iec104Driver(Driver):
+class Iec104Driver(ProtocolDriver[Iec104Address, Iec104Options]):
     def __init__(self, device: Device) -> None:
-        super().__init__(device)
-        options = device.typed_options
-        assert isinstance(options, Iec104Options)
-        self.options = options
+        super().__init__(device, Iec104Address, Iec104Options)
         self._addresses: dict[str, Iec104Address] = {}
         self._monitored: dict[tuple[int, int], Point] = {}
         for point in device.points:
-            addr = device.address_of(point.id)
-            assert isinstance(addr, Iec104Address)
+            addr = self.address(point)
             self._addresses[point.id] = addr
             if addr.monitor is not None:
                 self._monitored[(addr.common_address, addr.monitor.ioa)] = point
