@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from drivers.modbus.driver import ModbusDriver
+from drivers.modbus.protocol import ModbusOptions
 from fwsim.process import free_port, start_sim
 from gateway.loader import load_config
-from gateway.protocols.modbus import ModbusOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 

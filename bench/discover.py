@@ -20,9 +20,11 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from drivers.dlms.protocol import DlmsOptions
 from drivers.dlms.scan import describe_meter
 from drivers.iec104.scan import scan
 from drivers.iec61850.browsing import browse_ied
+from drivers.modbus.protocol import Table
 from drivers.modbus.scan import RegisterScanner
 from drivers.registry import create_driver
 from fwsim.process import free_port, start_sim
@@ -30,8 +32,6 @@ from gateway.discover import dlms, iec61850
 from gateway.discover import modbus as discover_modbus
 from gateway.loader import load_config
 from gateway.mapping import Device
-from gateway.protocols.dlms import DlmsOptions
-from gateway.protocols.modbus import Table
 
 ROOT = Path(__file__).resolve().parent.parent
 

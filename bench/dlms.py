@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 from drivers.dlms.driver import DlmsDriver
+from drivers.dlms.protocol import DlmsAddress, DlmsOptions
 from drivers.dlms.session import Got, Session
 from fwsim.process import free_port, start_sim
 from gateway.loader import load_config
 from gateway.mapping import Device
-from gateway.protocols.dlms import DlmsAddress, DlmsOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "config" / "demo.yaml"

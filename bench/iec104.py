@@ -29,10 +29,10 @@ from pathlib import Path
 import c104
 
 from drivers.iec104.driver import Iec104Driver
+from drivers.iec104.protocol import Iec104Address
 from fwsim.process import free_port, start_sim
 from gateway.loader import load_config
 from gateway.model import Command
-from gateway.protocols.iec104 import Iec104Address
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -30,11 +30,11 @@ from typing import Any
 import pyiec61850.pyiec61850 as iec
 
 from drivers.iec61850.driver import Iec61850Driver
+from drivers.iec61850.protocol import Iec61850Options
 from fwsim.process import free_port, start_sim
 from gateway.loader import load_config
 from gateway.mapping import Device, Point
 from gateway.model import Command
-from gateway.protocols.iec61850 import Iec61850Options
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -25,12 +25,12 @@ import yaml
 
 from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.plan import ReadRequest
+from drivers.modbus.protocol import ModbusOptions
+from drivers.modbus.pty_pair import PtyPair
 from drivers.modbus.transport import frame_gap
 from fwsim.process import start_sim
-from fwsim.pty_pair import PtyPair
 from gateway.loader import load_config
 from gateway.mapping import SerialLine
-from gateway.protocols.modbus import ModbusOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,9 +15,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel
 
 from gateway.mapping import Device, Point
 from gateway.model import Command, CommandResult, Quality, QualityFlag, Reading, Value
+from gateway.protocols import Address
 
 ReadingSink = Callable[[Reading], None]
 """Receives spontaneous readings on the event loop thread; must not block."""
@@ -56,6 +60,48 @@ class Driver(ABC):
     @property
     def connected(self) -> bool:
         return False
+
+
+AddressT = TypeVar("AddressT", bound=Address)
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+
+class ProtocolDriver(Driver, Generic[AddressT, OptionsT]):
+    """A driver typed by its protocol's address and options models. The device's parsed
+    options and each point's address are checked against them here, once, so the
+    protocol's own code reads them typed."""
+
+    def __init__(
+        self,
+        device: Device,
+        address_type: type[AddressT],
+        options_type: type[OptionsT],
+        options: OptionsT | None = None,
+    ) -> None:
+        """`options` overrides the device's."""
+        super().__init__(device)
+        typed = device.typed_options if options is None else options
+        if not isinstance(typed, options_type):
+            raise TypeError(
+                f"device {device.id!r}: options are {type(typed).__name__},"
+                f" not {options_type.__name__} (protocol {device.protocol!r})"
+            )
+        self.options: OptionsT = typed
+        self._address_type = address_type
+        self._typed: dict[str, AddressT] = {}
+
+    def address(self, point: Point) -> AddressT:
+        """The point's typed address (parsed by the loader)."""
+        found = self._typed.get(point.id)
+        if found is None:
+            parsed = self.device.address_of(point.id)
+            if not isinstance(parsed, self._address_type):
+                raise TypeError(
+                    f"device {self.device.id!r}, point {point.id!r}: address {parsed} is"
+                    f" {type(parsed).__name__}, not {self._address_type.__name__}"
+                )
+            found = self._typed[point.id] = parsed
+        return found
 
 
 def to_engineering(point: Point, raw: float | int | bool) -> Value:

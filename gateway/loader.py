@@ -18,7 +18,7 @@ from gateway.config import GatewayConfig, LoadedConfig
 from gateway.errors import ConfigError, KeyFileError, Problem
 from gateway.mapping import ENERGY_COUNTERS, Device, MappingFile, Point
 from gateway.protocols import Address, spec_for
-from gateway.protocols.base import AddressError
+from gateway.protocols.base import AddressError, ProtocolSpec
 
 Loc = tuple[str | int, ...]
 
@@ -213,8 +213,11 @@ def _read_device(
         points.append(pt)
         if spec is None:
             continue
+        own = _own_fields(src, spec, pt, ploc, dev_id, problems)
+        if own is None:
+            continue
         try:
-            addr = spec.parse_address(pt.address, pt.typing)
+            addr = spec.parse_address(pt.address, pt.typing(own))
         except AddressError as aexc:
             problems.append(
                 src.problem(
@@ -244,6 +247,40 @@ def _read_device(
     dev.points = points
     dev._addresses = addresses
     return dev
+
+
+def _own_fields(
+    src: _Source,
+    spec: ProtocolSpec,
+    pt: Point,
+    ploc: Loc,
+    dev_id: str | None,
+    problems: list[Problem],
+) -> BaseModel | None:
+    """The point's fields beyond the protocol-neutral ones, validated by the protocol's
+    `point_fields` model; None (and the problems recorded) when any is wrong."""
+    extra = pt.model_extra or {}
+    known = spec.point_fields.model_fields
+    unknown = [name for name in extra if name not in known]
+    for name in unknown:
+        fields = f" (its own fields: {', '.join(known)})" if known else ""
+        problems.append(
+            src.problem(
+                (*ploc, name),
+                f"`{name}` does not apply to {spec.name} points{fields}",
+                device=dev_id,
+                point=pt.id,
+                field=name,
+            )
+        )
+    if unknown:
+        return None
+    own, exc = _validate(spec.point_fields, extra)
+    if exc is not None:
+        problems.extend(_errors(src, exc, ploc, dev_id, pt.id))
+        return None
+    assert isinstance(own, BaseModel)
+    return own
 
 
 def _check_overlaps(

@@ -100,14 +100,15 @@ class Limits(BaseModel):
 
 
 class Point(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    """A point's protocol-neutral fields. Fields of the point's protocol (e.g. Modbus
+    `word_order`) are kept as extras and checked by the loader against the protocol's
+    `point_fields` model, which refuses the ones it does not know."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, frozen=True)
 
     id: str = Field(pattern=ID_PATTERN)
     address: str
     type: str | None = None
-    word_order: str | None = None
-    byte_order: str | None = None
-    bit: int | None = None
     scale: float = 1.0
     offset: float = 0.0
     direction: Direction = Direction.READ
@@ -146,16 +147,9 @@ class Point(BaseModel):
             raise ValueError("write limits on a read-only point (set direction: read-write)")
         return limits
 
-    @property
-    def typing(self) -> PointTyping:
-        return PointTyping(
-            type=self.type,
-            word_order=self.word_order,
-            byte_order=self.byte_order,
-            bit=self.bit,
-            direction=self.direction.value,
-            sbo=self.sbo,
-        )
+    def typing(self, own: BaseModel | None = None) -> PointTyping[Any]:
+        """What the address parser needs; `own`: the protocol's fields of this point."""
+        return PointTyping(type=self.type, direction=self.direction.value, sbo=self.sbo, own=own)
 
 
 class Device(BaseModel):

@@ -110,7 +110,7 @@ class SmartApiAddress(Address):
         return f"<{self.entity}> {self.quantity.value}{unit}"
 
 
-def parse(text: str, typing: PointTyping) -> RestAddress | SmartApiAddress:
+def parse(text: str, typing: PointTyping[Any]) -> RestAddress | SmartApiAddress:
     if typing.type is not None:
         raise AddressError("type", "cems points take their type from the answer")
     if text.strip().startswith("<"):

@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from drivers.base import invalid, to_engineering, to_raw
+from drivers.dlms.protocol import DLMS_UNITS, NO_UNIT_CODES, DlmsAddress, Kind
 from gateway.mapping import Point
 from gateway.model import QualityFlag, Reading
-from gateway.protocols.dlms import DLMS_UNITS, NO_UNIT_CODES, DlmsAddress, Kind
 from gateway.units import conversion_factor
 
 

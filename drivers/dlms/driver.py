@@ -19,14 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from drivers.base import Driver, invalid, to_engineering
+from drivers.base import ProtocolDriver, invalid, to_engineering
 from drivers.dlms.codec import ScalerUnit, is_number, meter_to_unit, to_meter_value, to_reading
 from drivers.dlms.profile import LoadProfile, ProfileColumn, ProfileEntry, merge_entries
+from drivers.dlms.protocol import CosemClass, DlmsAddress, DlmsOptions, Kind, Obis
 from drivers.dlms.session import CaptureObject, Failed, Got, Outcome, Refused, Session
 from gateway.errors import DecodeError, DeviceRejected, LinkError
 from gateway.mapping import Device, Point
 from gateway.model import Command, CommandResult, CommandStatus, Reading, utcnow
-from gateway.protocols.dlms import CosemClass, DlmsAddress, DlmsOptions, Kind, Obis
 
 T = TypeVar("T")
 
@@ -57,13 +57,9 @@ class _NoAnswer(LinkError):
 Key = tuple[int, Obis, int]
 
 
-class DlmsDriver(Driver):
+class DlmsDriver(ProtocolDriver[DlmsAddress, DlmsOptions]):
     def __init__(self, device: Device) -> None:
-        super().__init__(device)
-        options = device.typed_options
-        if not isinstance(options, DlmsOptions):
-            raise TypeError(f"device {device.id!r}: options are not DLMS options")
-        self.options = options
+        super().__init__(device, DlmsAddress, DlmsOptions)
         self._session: Session | None = None
         self._worker: ThreadPoolExecutor | None = None
         self._lock = asyncio.Lock()
@@ -182,11 +178,6 @@ class DlmsDriver(Driver):
             raise LinkError(self.device.id, "not connected")
         return self._session
 
-    def _address(self, point: Point) -> DlmsAddress:
-        address = self.device.address_of(point.id)
-        assert isinstance(address, DlmsAddress)
-        return address
-
     # --- reads --------------------------------------------------------------------------
 
     async def read(self, points: Sequence[Point]) -> list[Reading]:
@@ -194,7 +185,7 @@ class DlmsDriver(Driver):
             session = self._require()
             wanted: dict[Key, DlmsAddress] = {}
             for point in points:
-                address = self._address(point)
+                address = self.address(point)
                 if address.is_method:
                     continue
                 wanted.setdefault(address.target, address)
@@ -234,7 +225,7 @@ class DlmsDriver(Driver):
     def _reading(
         self, point: Point, by_key: dict[Key, Outcome], problems: dict[Key, str]
     ) -> Reading:
-        address = self._address(point)
+        address = self.address(point)
         if address.is_method:
             return invalid(point, f"{address} is a method: write-only")
         outcome = by_key[address.target]
@@ -252,7 +243,7 @@ class DlmsDriver(Driver):
     # --- writes -------------------------------------------------------------------------
 
     async def write(self, point: Point, command: Command) -> CommandResult:
-        address = self._address(point)
+        address = self.address(point)
         async with self._lock:
             if self._session is None:
                 return CommandResult(command, CommandStatus.LINK_DOWN, "not connected")
@@ -370,7 +361,7 @@ class DlmsDriver(Driver):
     def _column_points(self) -> dict[Key, Point]:
         out: dict[Key, Point] = {}
         for point in self.device.points:
-            address = self._address(point)
+            address = self.address(point)
             if not address.is_method:
                 out.setdefault(address.target, point)
         return out

@@ -11,10 +11,10 @@ from dataclasses import replace
 
 from gurux_dlms.objects import GXDLMSObject
 
+from drivers.dlms.protocol import DlmsOptions, Obis
 from drivers.dlms.session import Refused, Session
 from gateway.discover.dlms import Found
 from gateway.errors import DecodeError, DeviceRejected
-from gateway.protocols.dlms import DlmsOptions, Obis
 
 #: class id -> the attribute holding scaler_unit
 _SCALER_UNIT = {3: 3, 4: 3, 5: 4}

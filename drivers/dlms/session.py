@@ -43,8 +43,8 @@ from gurux_dlms.GXDLMSExceptionResponse import GXDLMSExceptionResponse
 from gurux_dlms.objects import GXDLMSObject, GXDLMSProfileGeneric
 from gurux_dlms.secure import GXDLMSSecureClient
 
+from drivers.dlms.protocol import Authentication, CosemClass, DlmsAddress, DlmsOptions, Kind, Obis
 from gateway.errors import DecodeError, DeviceRejected, LinkError
-from gateway.protocols.dlms import Authentication, CosemClass, DlmsAddress, DlmsOptions, Kind, Obis
 
 _WRAPPER_VERSION = 1
 _HEADER = struct.Struct(">HHHH")  # version, source wPort, destination wPort, length

@@ -13,10 +13,10 @@ from datetime import datetime
 
 from drivers.base import to_engineering, to_raw
 from drivers.iec104 import quality
+from drivers.iec104.protocol import Kind, TypeId
 from gateway.errors import RawRangeError
 from gateway.mapping import Point
 from gateway.model import Quality, QualityFlag, Reading, Validity, utcnow
-from gateway.protocols.iec104 import Kind, TypeId
 
 NORMALIZED_MAX = 32767 / 32768  # the largest normalized value, 1 - 2^-15
 FLOAT32_MAX = 3.4028234663852886e38

@@ -23,11 +23,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from drivers.base import Driver, ReadingSink, invalid
+from drivers.base import ProtocolDriver, ReadingSink, invalid
 from drivers.iec104 import codec
 from drivers.iec104.codec import Sample
 from drivers.iec104.confirm import Verdict
 from drivers.iec104.link import Link
+from drivers.iec104.protocol import Iec104Address, Iec104Options, Kind, TypeId
 from gateway.errors import LinkError, RawRangeError
 from gateway.mapping import Device, Point
 from gateway.model import (
@@ -40,7 +41,6 @@ from gateway.model import (
     Validity,
 )
 from gateway.model import QualityFlag as Flag
-from gateway.protocols.iec104 import Iec104Address, Iec104Options, Kind, TypeId
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +56,13 @@ class _Cached:
     received: float  # time.monotonic()
 
 
-class Iec104Driver(Driver):
+class Iec104Driver(ProtocolDriver[Iec104Address, Iec104Options]):
     def __init__(self, device: Device) -> None:
-        super().__init__(device)
-        options = device.typed_options
-        assert isinstance(options, Iec104Options)
-        self.options = options
+        super().__init__(device, Iec104Address, Iec104Options)
         self._addresses: dict[str, Iec104Address] = {}
         self._monitored: dict[tuple[int, int], Point] = {}
         for point in device.points:
-            addr = device.address_of(point.id)
-            assert isinstance(addr, Iec104Address)
+            addr = self.address(point)
             self._addresses[point.id] = addr
             if addr.monitor is not None:
                 self._monitored[(addr.common_address, addr.monitor.ioa)] = point

@@ -21,8 +21,8 @@ import c104
 from drivers.iec104 import confirm
 from drivers.iec104.codec import Sample
 from drivers.iec104.confirm import Confirmation, Key, Verdict
+from drivers.iec104.protocol import CounterFreeze, Iec104Address, Iec104Options, Kind, TypeId
 from gateway.errors import LinkError
-from gateway.protocols.iec104 import CounterFreeze, Iec104Address, Iec104Options, Kind, TypeId
 
 SampleSink = Callable[[Sample], None]
 """Receives samples on a c104 thread; must be thread-safe and must not block."""

@@ -15,9 +15,9 @@ import c104
 from drivers.iec104.codec import Sample
 from drivers.iec104.confirm import Verdict
 from drivers.iec104.link import Link
+from drivers.iec104.protocol import CounterFreeze, Iec104Options
 from gateway.discover.iec104 import Seen
 from gateway.errors import LinkError
-from gateway.protocols.iec104 import CounterFreeze, Iec104Options
 
 
 class ScanLink(Link):

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from drivers.base import invalid, to_engineering
+from drivers.iec61850.protocol import DataSetOptions, DataType, Iec61850Address, ObjectRef
 from gateway.mapping import Point
 from gateway.model import (
     Command,
@@ -24,7 +25,6 @@ from gateway.model import (
     Reading,
     Validity,
 )
-from gateway.protocols.iec61850 import DataSetOptions, DataType, Iec61850Address, ObjectRef
 
 #: IEC 61850-7-2 AddCause (the numbering libiec61850 uses)
 ADD_CAUSES = {

@@ -14,30 +14,25 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from drivers.base import Driver, ReadingSink, invalid, to_raw
+from drivers.base import ProtocolDriver, ReadingSink, invalid, to_raw
 from drivers.iec61850 import codec, wire
 from drivers.iec61850.channel import WorkerChannel, WorkerGone
+from drivers.iec61850.protocol import DataType, Iec61850Address, Iec61850Options
 from gateway.errors import LinkError
 from gateway.mapping import Device, Point
 from gateway.model import Command, CommandResult, CommandStatus, Reading
-from gateway.protocols.iec61850 import DataType, Iec61850Address, Iec61850Options
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 102
 
 
-class Iec61850Driver(Driver):
+class Iec61850Driver(ProtocolDriver[Iec61850Address, Iec61850Options]):
     def __init__(self, device: Device) -> None:
-        super().__init__(device)
-        options = device.typed_options
-        assert isinstance(options, Iec61850Options)
-        self._options = options
+        super().__init__(device, Iec61850Address, Iec61850Options)
         self._addresses: dict[str, Iec61850Address] = {}
         for point in device.points:
-            address = device.address_of(point.id)
-            assert isinstance(address, Iec61850Address)
-            self._addresses[point.id] = address
+            self._addresses[point.id] = self.address(point)
         self._channel: WorkerChannel | None = None
         self._sink: ReadingSink | None = None
         self._reporting = False
@@ -60,7 +55,7 @@ class Iec61850Driver(Driver):
         plan = self._plans.get(key)
         if plan is None:
             addresses = [self._addresses[p.id] for p in points]
-            plan = codec.plan_reads(addresses, self._options.data_sets)
+            plan = codec.plan_reads(addresses, self.options.data_sets)
             self._plans[key] = plan
         return plan
 
@@ -73,7 +68,7 @@ class Iec61850Driver(Driver):
             raise LinkError(self.device.id, "IEC 61850 needs connection.host (MMS over TCP)")
         port = conn.port or DEFAULT_PORT
         channel = WorkerChannel(f"iec61850 {self.device.id}", self._on_spontaneous)
-        limit = self._options.connect_timeout
+        limit = self.options.connect_timeout
         try:
             async with asyncio.timeout(limit):
                 await channel.start()
@@ -88,14 +83,14 @@ class Iec61850Driver(Driver):
                 )
         except BaseException as exc:  # cancelled too: never leave a worker behind
             channel.kill()
-            await channel.close(self._options.worker_grace)
+            await channel.close(self.options.worker_grace)
             if isinstance(exc, TimeoutError | WorkerGone | OSError):
                 raise LinkError(
                     self.device.id, f"no MMS association with {conn.host}:{port} within {limit} s"
                 ) from None
             raise
         if "error" in answer:
-            await channel.close(self._options.worker_grace)
+            await channel.close(self.options.worker_grace)
             raise LinkError(self.device.id, str(answer["error"].get("message")))
         self._channel = channel
         if self._sink is not None:
@@ -106,14 +101,14 @@ class Iec61850Driver(Driver):
         self._reporting = False
         self._warm.clear()
         if channel is not None:
-            await channel.close(self._options.worker_grace)
+            await channel.close(self.options.worker_grace)
 
     async def _call(self, message: wire.Message, requests: int, extra: float = 0.0) -> wire.Message:
         """One worker request, bounded by the library's own timeouts plus a grace period."""
         channel = self._channel
         if channel is None or not channel.alive:
             raise LinkError(self.device.id, "not connected")
-        bound = self.device.timeout * requests + extra + self._options.worker_grace
+        bound = self.device.timeout * requests + extra + self.options.worker_grace
         try:
             answer = await channel.request(message, bound)
         except WorkerGone as exc:
@@ -131,7 +126,7 @@ class Iec61850Driver(Driver):
         plan = self._plan(points)
         requests = len(plan.units)
         if plan not in self._warm:  # the first read also asks the IED for types, directories
-            members = {d.reference: len(d.members) for d in self._options.data_sets}
+            members = {d.reference: len(d.members) for d in self.options.data_sets}
             requests += sum(1 + members.get(u.ref, 0) for u in plan.units)
         answer = await self._call(
             {"op": wire.READ, "units": [u.to_wire() for u in plan.units]}, requests
@@ -146,7 +141,7 @@ class Iec61850Driver(Driver):
     # spontaneous data
 
     async def subscribe(self, sink: ReadingSink) -> bool:
-        if not any(d.report for d in self._options.data_sets):
+        if not any(d.report for d in self.options.data_sets):
             return False
         self._sink = sink
         if self.connected and not self._reporting:
@@ -155,9 +150,9 @@ class Iec61850Driver(Driver):
 
     async def _enable_reports(self) -> bool:
         items = [
-            {"rcb": d.report, "data_set": d.reference} for d in self._options.data_sets if d.report
+            {"rcb": d.report, "data_set": d.reference} for d in self.options.data_sets if d.report
         ]
-        requests = sum(4 + len(d.members) for d in self._options.data_sets if d.report)
+        requests = sum(4 + len(d.members) for d in self.options.data_sets if d.report)
         answer = await self._call({"op": wire.REPORTS, "items": items}, requests)
         if "error" in answer:
             log.warning(
@@ -221,7 +216,7 @@ class Iec61850Driver(Driver):
     async def _operate(
         self, address: Iec61850Address, point: Point, command: Command, value: float | bool
     ) -> CommandResult:
-        wait = self._options.termination_timeout
+        wait = self.options.termination_timeout
         if command.deadline is not None:
             left = (command.deadline - datetime.now(UTC)).total_seconds()
             wait = max(min(wait, left), 0.01)
@@ -232,8 +227,8 @@ class Iec61850Driver(Driver):
                 "type": address.data_type.value,
                 "value": value,
                 "sbo": point.sbo,
-                "enhanced": self._options.enhanced_security,
-                "originator": self._options.originator,
+                "enhanced": self.options.enhanced_security,
+                "originator": self.options.originator,
                 "termination_timeout": wait,
             },
             requests=5,  # first use: type, control model; then select and operate

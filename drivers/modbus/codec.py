@@ -15,8 +15,8 @@ import math
 import struct
 from collections.abc import Sequence
 
+from drivers.modbus.protocol import DataType, ModbusAddress, Order
 from gateway.errors import RawRangeError
-from gateway.protocols.modbus import DataType, ModbusAddress, Order
 
 RawValue = int | float | bool
 

@@ -32,9 +32,10 @@ from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
-from drivers.base import Driver, invalid, to_engineering, to_raw
+from drivers.base import ProtocolDriver, invalid, to_engineering, to_raw
 from drivers.modbus import codec
 from drivers.modbus.plan import ReadRequest, plan_reads, split
+from drivers.modbus.protocol import ModbusAddress, ModbusOptions, Table
 from drivers.modbus.transport import ClientFactory, client_for, line_timing
 from gateway.errors import LinkError, RawRangeError, RequestTimeout
 from gateway.mapping import Device, Point
@@ -46,7 +47,6 @@ from gateway.model import (
     QualityFlag,
     Reading,
 )
-from gateway.protocols.modbus import ModbusAddress, ModbusOptions, Table
 
 #: exception codes that say the request itself is wrong for this device, not a passing state
 _STRUCTURAL = frozenset({1, 2, 3})
@@ -63,7 +63,7 @@ class _Refused:
     detail: str
 
 
-class ModbusDriver(Driver):
+class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
     def __init__(
         self,
         device: Device,
@@ -71,11 +71,8 @@ class ModbusDriver(Driver):
         options: ModbusOptions | None = None,
     ) -> None:
         """`options` overrides the device's (the benchmark compares plans with it)."""
-        super().__init__(device)
-        typed = options if options is not None else device.typed_options
-        assert isinstance(typed, ModbusOptions)
-        self.options = typed
-        self.timing = line_timing(device, typed)
+        super().__init__(device, ModbusAddress, ModbusOptions, options)
+        self.timing = line_timing(device, self.options)
         self._factory = client_factory
         self._client: ModbusBaseClient | None = None
         self._plans: dict[tuple[str, ...], list[ReadRequest]] = {}
@@ -85,11 +82,6 @@ class ModbusDriver(Driver):
         self.answers = 0
         #: loop time from which the line has been quiet long enough for the next request
         self._quiet_at = 0.0
-
-    def address(self, point: Point) -> ModbusAddress:
-        address = self.device.address_of(point.id)
-        assert isinstance(address, ModbusAddress)
-        return address
 
     def plan(self, points: Sequence[Point]) -> list[ReadRequest]:
         """The requests that read `points` (as learned on this connection)."""

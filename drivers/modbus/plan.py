@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 
-from gateway.protocols.modbus import ModbusAddress, ModbusOptions, Table
+from drivers.modbus.protocol import ModbusAddress, ModbusOptions, Table
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.plan import ReadRequest
+from drivers.modbus.protocol import Table
 from gateway.connection import Connection
 from gateway.errors import RequestTimeout
 from gateway.mapping import Device
-from gateway.protocols.modbus import Table
 
 
 @dataclass(frozen=True)

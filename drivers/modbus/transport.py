@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 
+from drivers.modbus.protocol import ModbusOptions
 from gateway.connection import SerialLine
 from gateway.mapping import Device
-from gateway.protocols.modbus import ModbusOptions
 
 ClientFactory = Callable[[Device, float], ModbusBaseClient]
 """Builds the client of a device; the float is the request timeout in seconds."""

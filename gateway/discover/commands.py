@@ -471,9 +471,9 @@ def _cmd_discover_dlms(args: argparse.Namespace) -> int:
 
     from pydantic import ValidationError
 
+    from drivers.dlms.protocol import DlmsOptions
     from drivers.dlms.scan import describe_meter
     from gateway.discover import dlms
-    from gateway.protocols.dlms import DlmsOptions
 
     host, port = args.target.host, args.target.port
     raw: dict[str, object] = {

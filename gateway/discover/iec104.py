@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from drivers.iec104.protocol import Iec104Address, TypeId, parse
 from gateway.discover.draft import Draft, DraftDevice, DraftPoint
 from gateway.errors import DiscoveryError
 from gateway.protocols.base import AddressError, PointTyping
-from gateway.protocols.iec104 import Iec104Address, TypeId, parse
 
 #: causes of transmission (IEC 60870-5-101 7.2.3) by number
 CAUSES = {

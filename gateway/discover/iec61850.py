@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from drivers.iec61850.protocol import parse_fcd
 from gateway.discover.draft import Draft, DraftDevice, DraftPoint
 from gateway.errors import DiscoveryError
 from gateway.mapping import Quantity
 from gateway.protocols.base import AddressError
-from gateway.protocols.iec61850 import parse_fcd
 
 #: attributes that describe another attribute (quality, time, origin ...), not a reading
 _META = frozenset(

@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from drivers.modbus.protocol import Table
 from gateway.discover.draft import Draft, DraftDevice
 from gateway.discover.sunspec import (
     BASES,
@@ -19,7 +20,6 @@ from gateway.discover.sunspec import (
     discover_units,
     draft_unit,
 )
-from gateway.protocols.modbus import Table
 
 #: where register maps usually start; probed one register each when there is no SunSpec
 PROBE_STARTS = (0, 1, 100, 256, 1000, 3000, 4000, 5000, 10000, 30000, 32768, 40000, 50000)

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from drivers.modbus.protocol import Table
 from gateway.discover.draft import DraftPoint
 from gateway.discover.sunspec_models import (
     END_MODEL_ID,
@@ -27,7 +28,6 @@ from gateway.discover.sunspec_models import (
 )
 from gateway.errors import DiscoveryError
 from gateway.mapping import Quantity
-from gateway.protocols.modbus import Table
 
 #: where a SunSpec device puts its marker, in the order the specification says to look
 BASES = (40000, 50000, 0)

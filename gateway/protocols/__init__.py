@@ -5,7 +5,7 @@ through the `mgms.protocols` entry-point group (pyproject.toml), that parses a m
 address string into a typed address object (the one shared place where addresses are
 parsed; drivers receive the typed objects), validates the device's `options` and names its
 driver and simulator front end. The group is read on first use. A new protocol is one
-package plus one entry-point line.
+folder (the shipped ones: drivers/<protocol>/) plus one entry-point line; docs/protocols.md.
 """
 
 from __future__ import annotations

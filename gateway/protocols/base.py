@@ -8,9 +8,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from gateway.connection import Connection
@@ -36,21 +36,29 @@ class AddressError(ValueError):
         super().__init__(message)
 
 
-class PointTyping(BaseModel):
+class NoPointFields(BaseModel):
+    """The point fields of a protocol that adds none to the protocol-neutral ones."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PointFieldsT = TypeVar("PointFieldsT", bound=BaseModel)
+
+
+class PointTyping(BaseModel, Generic[PointFieldsT]):
     """The point fields an address parser needs besides the address string."""
 
     type: str | None = None
-    word_order: str | None = None
-    byte_order: str | None = None
-    bit: int | None = None
     #: the point's direction ("read", "write", "read-write"), for protocols whose address
     #: differs by direction (IEC 104 names a monitoring and/or a command object)
     direction: str = "read"
     #: select-before-operate requested for the point's commands
     sbo: bool = False
+    #: the protocol's own point fields (its spec's `point_fields`; None: none given)
+    own: PointFieldsT | None = None
 
 
-AddressParser = Callable[[str, PointTyping], Address]
+AddressParser = Callable[[str, PointTyping[Any]], Address]
 """Parses an address string; raises AddressError naming the field and the wrong part."""
 
 
@@ -83,6 +91,9 @@ class ProtocolSpec:
     driver: str | None = None
     #: the simulator front end class, "module:Class" (None: the simulator cannot serve it)
     front_end: str | None = None
+    #: the fields a point of this protocol may carry besides the protocol-neutral ones of
+    #: `gateway.mapping.Point` (a pydantic model; unknown fields are refused)
+    point_fields: type[BaseModel] = NoPointFields
 
 
 _REGISTRY: dict[str, ProtocolSpec] = {}

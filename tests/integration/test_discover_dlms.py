@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from drivers.dlms.protocol import DlmsOptions
 from drivers.dlms.scan import describe_meter
 from gateway.discover import dlms
 from gateway.discover.draft import render
 from gateway.loader import check_files, load_config
-from gateway.protocols.dlms import DlmsOptions
 from tests.support.procs import DEMO_CONFIG, ROOT, SimProcess, sim_process
 from tests.support.roundtrip import config_with, same_readings, single_device
 

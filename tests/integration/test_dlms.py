@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from drivers.dlms.driver import DlmsDriver
+from drivers.dlms.protocol import CosemClass, DlmsAddress, DlmsOptions, Obis
 from drivers.dlms.session import Got, Session
 from gateway.errors import DeviceRejected, LinkError
 from gateway.loader import load_config, load_mappings
 from gateway.mapping import Device, Point
 from gateway.model import Command, CommandStatus, Reading
-from gateway.protocols.dlms import CosemClass, DlmsAddress, DlmsOptions, Obis
 from tests.support.procs import SimProcess, free_port, sim_process, start_sim
 from tests.support.waiting import until
 

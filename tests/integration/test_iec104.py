@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 
 from drivers.iec104.driver import Iec104Driver
-from fwsim.iec104_server import QUALITY_ENV
+from drivers.iec104.protocol import Iec104Options
+from drivers.iec104.simulator import QUALITY_ENV
 from gateway.app import Gateway
 from gateway.errors import LinkError
 from gateway.loader import load_config, load_mappings
 from gateway.mapping import Device, Point
 from gateway.model import Command, CommandMode, CommandStatus, QualityFlag, Reading, Validity
-from gateway.protocols.iec104 import Iec104Options
 from tests.support.procs import DEMO_CONFIG, ROOT, SimProcess, free_port, sim_process, start_sim
 from tests.support.waiting import until
 

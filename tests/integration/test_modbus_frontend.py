@@ -12,7 +12,7 @@ import yaml
 from pymodbus.client import AsyncModbusTcpClient
 
 from drivers.modbus.driver import ModbusDriver
-from fwsim.modbus_server import ModbusFrontEnd
+from drivers.modbus.simulator import ModbusFrontEnd
 from fwsim.physics import Microgrid
 from fwsim.runner import build_grid
 from gateway.loader import load_config

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from drivers.modbus.driver import ModbusDriver
-from fwsim.pty_pair import PtyPair
+from drivers.modbus.pty_pair import PtyPair
 from gateway.app import Gateway
 from gateway.errors import LinkError, RequestTimeout
 from gateway.loader import load_config

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from fwsim.dlms_server import Meter
-from fwsim.iec104_server import Iec104FrontEnd
-from fwsim.iec61850_server import Iec61850FrontEnd
+from drivers.dlms.simulator import Meter
+from drivers.iec104.simulator import Iec104FrontEnd
+from drivers.iec61850.simulator import Iec61850FrontEnd
 from fwsim.physics import BatteryModel, Microgrid
 from fwsim.points import PointFault, PointValues
 from gateway.config import LoadedConfig

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from drivers.modbus.protocol import DataType, ModbusAddress, Order, Table
 from gateway.cli import main
 from gateway.errors import ConfigError, Problem
 from gateway.loader import check_files, load_config, load_mappings
-from gateway.protocols.modbus import DataType, ModbusAddress, Order, Table
 from tests.support.procs import DEMO_CONFIG
 
 GOOD_DEVICE = """
@@ -78,7 +78,17 @@ def test_typed_address_parsed_once() -> None:
         ("{id: a, address: 1/coil/1, type: float32, unit: UNITLESS}", "type", "bool"),
         ("{id: a, address: 1/holding/1, type: bool, unit: UNITLESS}", "bit", "needs `bit`"),
         ("{id: a, address: 1/holding/1, type: uint16, bit: 16, unit: UNITLESS}", "bit", "0..15"),
-        ("{id: a, address: 1/holding/1, type: int16, unit: KiloW, colour: red}", "colour", "Extra"),
+        (
+            "{id: a, address: 1/holding/1, type: int16, unit: KiloW, colour: red}",
+            "colour",
+            "`colour` does not apply to modbus points (its own fields: word_order, byte_order,"
+            " bit)",
+        ),
+        (
+            "{id: a, address: 1/holding/1, type: int32, unit: KiloW, word_order: middle}",
+            "word_order",
+            "'big' or 'little'",
+        ),
         ("{id: 9lives, address: 1/holding/1, type: int16, unit: KiloW}", "id", "pattern"),
         (
             "{id: a, address: 1/holding/1, type: int16, unit: KiloW, quantity: voltage}",
@@ -116,6 +126,40 @@ def test_bad_point_is_named(tmp_path: Path, point: str, field: str, needle: str)
     assert p.field == field
     assert needle in p.message
     assert str(path) in str(p) and "dev1" in str(p) and field in str(p)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "address", "field"),
+    [
+        ("iec104", "1/1001/M_ME_NC_1", "bit"),
+        ("iec104", "1/1001/M_ME_NC_1", "word_order"),
+        ("iec61850", "LD0/MMXU1.TotW.mag.f@MX", "byte_order"),
+        ("dlms", "3/1.0.1.8.0.255/2", "bit"),
+    ],
+)
+def test_another_protocols_point_field_is_named(
+    tmp_path: Path, protocol: str, address: str, field: str
+) -> None:
+    """Modbus's own point fields belong to Modbus: on another protocol's point they are
+    refused, naming file, line, device, point and field."""
+    path = write(
+        tmp_path,
+        "m.yaml",
+        f"""
+        devices:
+          - id: dev1
+            protocol: {protocol}
+            connection: {{host: 127.0.0.1, port: 2404}}
+            points:
+              - {{id: ok, address: "{address}", unit: KiloW}}
+              - {{id: a, address: "{address}", unit: KiloW, {field}: 3}}
+        """,
+    )
+    problems = problems_of(path)
+    assert len(problems) == 1, problems
+    p = problems[0]
+    assert (p.file, p.line, p.device, p.point, p.field) == (str(path), 8, "dev1", "a", field)
+    assert p.message == f"`{field}` does not apply to {protocol} points"
 
 
 def test_overlapping_registers(tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.dlms.codec import ScalerUnit, scaled, to_meter_value, to_reading
+from drivers.dlms.protocol import parse
 from gateway.mapping import Point
 from gateway.model import QualityFlag
 from gateway.protocols.base import PointTyping
-from gateway.protocols.dlms import parse
 from gateway.units import conversion_factor
 
 ENERGY = parse("3/1.0.1.8.0.255/2", PointTyping())

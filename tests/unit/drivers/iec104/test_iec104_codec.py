@@ -22,11 +22,11 @@ from drivers.iec104.codec import (
 )
 from drivers.iec104.confirm import ACT_CON, ACT_TERM, Confirmation, Verdict
 from drivers.iec104.driver import Iec104Driver
+from drivers.iec104.protocol import TypeId
+from drivers.iec104.protocol import parse as parse_address
 from gateway.errors import RawRangeError
 from gateway.mapping import Device, Point
 from gateway.model import QualityFlag, Reading, Validity
-from gateway.protocols.iec104 import TypeId
-from gateway.protocols.iec104 import parse as parse_address
 
 F = QualityFlag
 
@@ -282,7 +282,7 @@ def routing_driver() -> tuple[Iec104Driver, list[Reading]]:
             ],
         }
     )
-    dev._addresses = {p.id: parse_address(p.address, p.typing) for p in dev.points}
+    dev._addresses = {p.id: parse_address(p.address, p.typing()) for p in dev.points}
     driver = Iec104Driver(dev)
     pushed: list[Reading] = []
     driver._sink = pushed.append

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from drivers.iec61850 import codec
+from drivers.iec61850.protocol import DataSetOptions, Iec61850Address, parse
 from gateway.mapping import Point
 from gateway.model import Command, CommandStatus, QualityFlag, Validity
 from gateway.protocols.base import PointTyping
-from gateway.protocols.iec61850 import DataSetOptions, Iec61850Address, parse
 
 GOOD_Q = {"$bits": [False] * 13}
 

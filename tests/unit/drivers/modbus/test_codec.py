@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.modbus import codec
+from drivers.modbus.protocol import ModbusAddress, ModbusPointFields, Order, parse
 from gateway.errors import RawRangeError
 from gateway.protocols.base import PointTyping
-from gateway.protocols.modbus import ModbusAddress, Order, parse
 
 ORDERS = [(w, b) for w in Order for b in Order]
 
@@ -23,7 +23,8 @@ def addr(
     bit: int | None = None,
     text: str = "1/holding/100",
 ) -> ModbusAddress:
-    return parse(text, PointTyping(type=data_type, word_order=word, byte_order=byte, bit=bit))
+    own = ModbusPointFields(word_order=Order(word), byte_order=Order(byte), bit=bit)
+    return parse(text, PointTyping(type=data_type, own=own))
 
 
 @pytest.mark.parametrize(

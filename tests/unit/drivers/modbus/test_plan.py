@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from drivers.modbus.plan import ReadRequest, plan_reads, split
+from drivers.modbus.protocol import ModbusAddress, ModbusOptions, ModbusPointFields, parse
 from gateway.protocols.base import PointTyping
-from gateway.protocols.modbus import ModbusAddress, ModbusOptions, parse
 
 
 def pt(
@@ -14,7 +14,7 @@ def pt(
 ) -> tuple[str, ModbusAddress]:
     typing = PointTyping(type=data_type if "coil" not in text and "discrete" not in text else None)
     if bit is not None:
-        typing = PointTyping(type=data_type, bit=bit)
+        typing = PointTyping(type=data_type, own=ModbusPointFields(bit=bit))
     return (f"p{text}", parse(text, typing))
 
 

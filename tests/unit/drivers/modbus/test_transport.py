@@ -10,12 +10,12 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
 from drivers.base import Driver
 from drivers.modbus.driver import ModbusDriver
+from drivers.modbus.protocol import ModbusOptions
 from drivers.modbus.transport import client_for, frame_gap, line_timing, longest_answer
 from gateway.connection import SerialLine
 from gateway.errors import LinkError
 from gateway.loader import load_mappings
 from gateway.mapping import Device
-from gateway.protocols.modbus import ModbusOptions
 
 
 def device(connection: dict[str, Any], timeout: float = 1.0) -> Device:

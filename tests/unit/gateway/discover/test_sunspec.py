@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from drivers.modbus.protocol import Table
 from gateway.discover import modbus as discover_modbus
 from gateway.discover.draft import Draft, render
 from gateway.discover.sunspec import DraftNames, discover_units, draft_unit, encode_string
 from gateway.errors import DiscoveryError
 from gateway.loader import check_files
-from gateway.protocols.modbus import Table
 
 
 class Refusal:

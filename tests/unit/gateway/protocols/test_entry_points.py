@@ -10,7 +10,8 @@ import pytest
 from drivers.base import Driver
 from fwsim.frontend import FrontEnd
 from gateway.protocols import base, known_protocols, spec_for
-from gateway.protocols.base import ENTRY_POINT_GROUP, ProtocolSpec, load_class, load_entry_points
+from gateway.protocols.base import ProtocolSpec, load_class, load_entry_points
+from tests.support.toyproto.install import install_distribution
 
 
 def test_the_shipped_protocols_come_from_the_entry_points() -> None:
@@ -25,14 +26,6 @@ def test_each_spec_names_its_driver_and_front_end(name: str) -> None:
     assert issubclass(load_class(spec.front_end), FrontEnd)
 
 
-def _install(site: Path, entries: str) -> None:
-    """A distribution's metadata as pip leaves it in site-packages."""
-    info = site / "toyproto-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toyproto\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{entries}\n")
-
-
 @pytest.fixture
 def registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, ProtocolSpec]:
     known_protocols()  # the shipped ones loaded first
@@ -44,7 +37,7 @@ def registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, ProtocolSpec]:
 def test_an_installed_distribution_adds_a_protocol(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry: dict[str, ProtocolSpec]
 ) -> None:
-    _install(tmp_path, "toy = tests.unit.gateway.protocols.toy_spec:SPEC")
+    install_distribution(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     load_entry_points()
     assert spec_for("toy").options_model.__name__ == "ToyOptions"
@@ -54,7 +47,7 @@ def test_an_installed_distribution_adds_a_protocol(
 def test_an_entry_point_under_another_name_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry: dict[str, ProtocolSpec]
 ) -> None:
-    _install(tmp_path, "other = tests.unit.gateway.protocols.toy_spec:SPEC")
+    install_distribution(tmp_path, "other = tests.support.toyproto.protocol:SPEC")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ValueError, match=r"entry point other = .*calls itself 'toy'"):
         load_entry_points()
@@ -63,7 +56,7 @@ def test_an_entry_point_under_another_name_is_refused(
 def test_an_entry_point_naming_no_spec_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry: dict[str, ProtocolSpec]
 ) -> None:
-    _install(tmp_path, "toy = tests.unit.gateway.protocols.toy_spec:ToyOptions")
+    install_distribution(tmp_path, "toy = tests.support.toyproto.protocol:ToyOptions")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(TypeError, match="not a ProtocolSpec"):
         load_entry_points()

@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 
 import pytest
 
+from drivers.iec104.protocol import Kind
+from drivers.iec104.simulator import Iec104FrontEnd, injected_quality, measured_raw
 from fwsim.clock import SimClock
-from fwsim.iec104_server import Iec104FrontEnd, injected_quality, measured_raw
 from fwsim.physics import GeneratorModel, Microgrid
 from gateway.config import CouplingPoint, Der, DerType, Ratings
 from gateway.loader import load_config
 from gateway.mapping import Device, Point, Quantity
-from gateway.protocols.iec104 import Kind
 from tests.support.procs import DEMO_CONFIG
 
 

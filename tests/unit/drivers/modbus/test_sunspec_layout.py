@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from fwsim.sunspec_layout import LayoutError, layout_words
+from drivers.modbus.protocol import ModbusOptions
+from drivers.modbus.sunspec_layout import LayoutError, layout_words
 from gateway.loader import load_mappings
 from gateway.mapping import Device
-from gateway.protocols.modbus import ModbusOptions
 
-SHIPPED = Path(__file__).resolve().parents[3] / "mappings" / "demo" / "sunspec.yaml"
+SHIPPED = Path(__file__).resolve().parents[4] / "mappings" / "demo" / "sunspec.yaml"
 
 
 def device_with(tmp_path: Path, point: str) -> Device:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -278,14 +279,13 @@ def _for_direction(
     return monitor, command
 
 
-def parse(text: str, typing: PointTyping) -> Iec104Address:
-    for name in ("type", "word_order", "byte_order", "bit"):
-        if getattr(typing, name) is not None:
-            raise AddressError(
-                name,
-                f"`{name}` does not apply to IEC 104 points; the type id in the address "
-                "(e.g. 1/1001/M_ME_NC_1) says how the value is coded",
-            )
+def parse(text: str, typing: PointTyping[Any]) -> Iec104Address:
+    if typing.type is not None:
+        raise AddressError(
+            "type",
+            "`type` does not apply to IEC 104 points; the type id in the address "
+            "(e.g. 1/1001/M_ME_NC_1) says how the value is coded",
+        )
     ca, objects = _split(text)
     monitor, command = _for_direction(ca, objects, typing.direction)
     if typing.sbo and command is None:
@@ -349,7 +349,7 @@ class Iec104Options(BaseModel):
 SPEC = ProtocolSpec(
     name="iec104",
     driver="drivers.iec104.driver:Iec104Driver",
-    front_end="fwsim.iec104_server:Iec104FrontEnd",
+    front_end="drivers.iec104.simulator:Iec104FrontEnd",
     parse_address=parse,
     options_model=Iec104Options,
     data_types=frozenset(),

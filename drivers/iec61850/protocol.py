@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -223,14 +224,7 @@ def _data_type(attribute: tuple[str, ...], fc: Fc, declared: str | None) -> Data
     return data_type
 
 
-def parse(text: str, typing: PointTyping) -> Iec61850Address:
-    for name, value in (
-        ("word_order", typing.word_order),
-        ("byte_order", typing.byte_order),
-        ("bit", typing.bit),
-    ):
-        if value is not None:
-            raise AddressError(name, f"`{name}` does not apply to iec61850 points")
+def parse(text: str, typing: PointTyping[Any]) -> Iec61850Address:
     ref, fc = _split_fc(text, "address")
     obj, attribute = parse_object_ref(ref)
     if fc is Fc.CO and attribute:
@@ -391,7 +385,7 @@ class Iec61850Options(BaseModel):
 SPEC = ProtocolSpec(
     name="iec61850",
     driver="drivers.iec61850.driver:Iec61850Driver",
-    front_end="fwsim.iec61850_server:Iec61850FrontEnd",
+    front_end="drivers.iec61850.simulator:Iec61850FrontEnd",
     parse_address=parse,
     options_model=Iec61850Options,
     data_types=frozenset(t.value for t in DataType),

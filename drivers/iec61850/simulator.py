@@ -44,11 +44,7 @@ from typing import Any
 import pyiec61850.pyiec61850 as iec
 
 from drivers.base import to_engineering, to_raw
-from fwsim.frontend import FrontEnd
-from fwsim.physics import Microgrid, UnknownQuantity
-from gateway.discover.iec61850 import si_unit
-from gateway.mapping import Device, Point, Quantity
-from gateway.protocols.iec61850 import (
+from drivers.iec61850.protocol import (
     ControlCdc,
     DataType,
     Fc,
@@ -56,6 +52,10 @@ from gateway.protocols.iec61850 import (
     Iec61850Options,
     ObjectRef,
 )
+from fwsim.frontend import FrontEnd
+from fwsim.physics import Microgrid, UnknownQuantity
+from gateway.discover.iec61850 import si_unit
+from gateway.mapping import Device, Point, Quantity
 
 log = logging.getLogger(__name__)
 

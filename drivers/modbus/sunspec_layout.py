@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from drivers.modbus.protocol import ModbusAddress, ModbusOptions, SunSpecLayout, Table
 from gateway.discover.sunspec import encode_string
 from gateway.discover.sunspec_models import (
     MARKER,
@@ -25,7 +26,6 @@ from gateway.discover.sunspec_models import (
     scale_factor_for,
 )
 from gateway.mapping import Device
-from gateway.protocols.modbus import ModbusAddress, ModbusOptions, SunSpecLayout, Table
 from gateway.units import conversion_factor
 
 #: what the common model (1) of a simulated device says
@@ -135,7 +135,7 @@ def _check_point(
 
 
 class RegisterImage(Protocol):
-    """A unit's register image as the Modbus front end keeps it (fwsim.modbus_server):
+    """A unit's register image as the Modbus front end keeps it (drivers.modbus.simulator):
     table -> (first address, words from there)."""
 
     @property

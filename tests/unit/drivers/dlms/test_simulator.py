@@ -13,15 +13,15 @@ from gurux_dlms.objects import GXDLMSDisconnectControl, GXDLMSLimiter
 from gurux_dlms.objects.enums import ControlState
 from gurux_dlms.ValueEventArgs import ValueEventArgs
 
-from fwsim.dlms_server import PROFILE_PERIOD_S, Meter
-from fwsim.dlms_shims import AareSafeBuffer, Register, install
+from drivers.dlms.dlms_shims import AareSafeBuffer, Register, install
+from drivers.dlms.simulator import PROFILE_PERIOD_S, Meter
 from fwsim.physics import Microgrid
 from gateway.config import LoadedConfig
 from gateway.loader import load_config
 from gateway.mapping import Quantity
 from tests.support.handclock import HandClock
 
-DEMO = Path(__file__).resolve().parents[3] / "config" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[4] / "config" / "demo.yaml"
 T0 = datetime(2026, 6, 1, 0, 10, tzinfo=UTC)  # night: no PV
 
 

@@ -122,7 +122,19 @@ class ModbusAddress(Address):
         return f"{self.unit}/{self.table.value}/{self.address}"
 
 
-def parse(text: str, typing: PointTyping) -> ModbusAddress:
+class ModbusPointFields(BaseModel):
+    """The fields a Modbus point adds to the protocol-neutral ones: how a multi-register
+    value is laid out, and the bit of a register that a bit field reads."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    word_order: Order = Order.BIG
+    byte_order: Order = Order.BIG
+    bit: int | None = None
+
+
+def parse(text: str, typing: PointTyping[ModbusPointFields]) -> ModbusAddress:
+    own = typing.own or ModbusPointFields()
     parts = text.strip().split("/")
     if len(parts) != 3:
         raise AddressError("address", f"modbus address {text!r} must be 'unit/table/address'")
@@ -155,24 +167,17 @@ def parse(text: str, typing: PointTyping) -> ModbusAddress:
         ) from None
     if table.is_bit and data_type is not DataType.BOOL:
         raise AddressError("type", f"{table.value} points are bool, not {data_type.value}")
-    if not table.is_bit and data_type is DataType.BOOL and typing.bit is None:
+    if not table.is_bit and data_type is DataType.BOOL and own.bit is None:
         raise AddressError("bit", "a bool point on a register table needs `bit` (0..15)")
-    if typing.bit is not None:
+    if own.bit is not None:
         if table.is_bit or data_type not in (DataType.BOOL, DataType.UINT16, DataType.INT16):
             raise AddressError("bit", "`bit` applies to single-register points only")
-        if not 0 <= typing.bit <= 15:
-            raise AddressError("bit", f"bit {typing.bit} out of range 0..15")
+        if not 0 <= own.bit <= 15:
+            raise AddressError("bit", f"bit {own.bit} out of range 0..15")
     count = 1 if table.is_bit else data_type.registers
     if not address >= 0 or address + count > 65536:
         raise AddressError("address", f"modbus address {address} (+{count}) out of range 0..65535")
-    try:
-        word_order = Order(typing.word_order or "big")
-        byte_order = Order(typing.byte_order or "big")
-    except ValueError as exc:
-        raise AddressError(
-            "word_order", f"word/byte order must be 'big' or 'little': {exc}"
-        ) from None
-    return ModbusAddress(unit, table, address, data_type, word_order, byte_order, typing.bit)
+    return ModbusAddress(unit, table, address, data_type, own.word_order, own.byte_order, own.bit)
 
 
 class SunSpecLayout(BaseModel):
@@ -234,10 +239,11 @@ def check_device(connection: Connection, addresses: Mapping[str, Address]) -> li
 SPEC = ProtocolSpec(
     name="modbus",
     driver="drivers.modbus.driver:ModbusDriver",
-    front_end="fwsim.modbus_server:ModbusFrontEnd",
+    front_end="drivers.modbus.simulator:ModbusFrontEnd",
     parse_address=parse,
     options_model=ModbusOptions,
     data_types=frozenset(t.value for t in DataType),
     default_port=502,
     check_device=check_device,
+    point_fields=ModbusPointFields,
 )

@@ -46,11 +46,11 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.base import to_engineering, to_raw
 from drivers.modbus import codec
+from drivers.modbus.protocol import ModbusAddress, ModbusOptions, Table
 from fwsim.frontend import FrontEnd
 from fwsim.physics import Microgrid
 from fwsim.points import PointValues
 from gateway.mapping import Device, Point
-from gateway.protocols.modbus import ModbusAddress, ModbusOptions, Table
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def unit_images(device: Device, values: PointValues) -> list[UnitImage]:
 
 
 def presents_sunspec(device: Device) -> bool:
-    """The device presents a SunSpec layout (fwsim/sunspec_layout.py serves it)."""
+    """The device presents a SunSpec layout (drivers/modbus/sunspec_layout.py serves it)."""
     options = device.typed_options
     return isinstance(options, ModbusOptions) and bool(options.sunspec)
 
@@ -247,7 +247,7 @@ class ModbusFrontEnd(FrontEnd):
         super().__init__(device, grid, host, port)
         self.units = unit_images(device, self.values)
         if presents_sunspec(device):
-            from fwsim.sunspec_layout import serve_sunspec
+            from drivers.modbus.sunspec_layout import serve_sunspec
 
             serve_sunspec(device, self.units)
         self._unit_ids = frozenset(unit.unit for unit in self.units)

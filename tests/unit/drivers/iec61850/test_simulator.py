@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fwsim.iec61850_server import Iec61850FrontEnd
+from drivers.iec61850.simulator import Iec61850FrontEnd
 from fwsim.runner import build_grid
 from gateway.loader import load_config
 from tests.support.procs import free_port

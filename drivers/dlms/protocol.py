@@ -297,10 +297,9 @@ class DlmsAddress(Address):
         return f"{int(self.class_id)}/{self.obis}/{last}"
 
 
-def parse(text: str, typing: PointTyping) -> DlmsAddress:
-    for field in ("type", "word_order", "byte_order", "bit"):
-        if getattr(typing, field) is not None:
-            raise AddressError(field, f"DLMS points take their type from the meter; drop `{field}`")
+def parse(text: str, typing: PointTyping[Any]) -> DlmsAddress:
+    if typing.type is not None:
+        raise AddressError("type", "DLMS points take their type from the meter; drop `type`")
     parts = text.strip().split("/")
     if len(parts) != 3:
         raise AddressError(
@@ -498,7 +497,7 @@ def _read_keys(path: Path) -> tuple[SecretBytes, SecretBytes]:
 SPEC = ProtocolSpec(
     name="dlms",
     driver="drivers.dlms.driver:DlmsDriver",
-    front_end="fwsim.dlms_server:DlmsFrontEnd",
+    front_end="drivers.dlms.simulator:DlmsFrontEnd",
     parse_address=parse,
     options_model=DlmsOptions,
     data_types=frozenset(),

@@ -9,10 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from drivers.dlms.protocol import CosemClass, DlmsAddress, DlmsOptions, Kind, Obis, parse
 from gateway.cli import main
 from gateway.loader import check_files, load_mappings
 from gateway.protocols.base import AddressError, PointTyping
-from gateway.protocols.dlms import CosemClass, DlmsAddress, DlmsOptions, Kind, Obis, parse
 
 NO_TYPING = PointTyping()
 

@@ -20,7 +20,7 @@ simulated microgrid:
 
 Authentication follows the device options: none, low (the password file) or high
 (HLS-GMAC with the keys file, every APDU ciphered with suite 0). A client offering another
-level is refused. gurux-dlms's server defects are covered in `fwsim.dlms_shims`.
+level is refused. gurux-dlms's server defects are covered in `drivers.dlms.dlms_shims`.
 """
 
 from __future__ import annotations
@@ -52,18 +52,14 @@ from gurux_dlms.objects import (
 from gurux_dlms.objects.enums import ControlMode, ControlState
 
 from drivers.base import to_raw
-from fwsim.dlms_shims import (
+from drivers.dlms.dlms_shims import (
     AssociationLN,
     DemandRegister,
     ExtendedRegister,
     Register,
     ShimmedServer,
 )
-from fwsim.frontend import FrontEnd
-from fwsim.physics import Microgrid, UnknownQuantity
-from fwsim.points import PointValues
-from gateway.mapping import Device, Point, Quantity
-from gateway.protocols.dlms import (
+from drivers.dlms.protocol import (
     DLMS_UNITS,
     Authentication,
     CosemClass,
@@ -71,6 +67,10 @@ from gateway.protocols.dlms import (
     DlmsOptions,
     Obis,
 )
+from fwsim.frontend import FrontEnd
+from fwsim.physics import Microgrid, UnknownQuantity
+from fwsim.points import PointValues
+from gateway.mapping import Device, Point, Quantity
 from gateway.units import DIMENSIONS, conversion_factor, from_canonical
 
 log = logging.getLogger(__name__)

@@ -36,11 +36,11 @@ from typing import SupportsFloat, SupportsInt, TypeVar, cast
 import c104
 
 from drivers.base import to_engineering, to_raw
+from drivers.iec104.protocol import Iec104Address, Kind, TypeId
 from fwsim.frontend import FrontEnd
 from fwsim.physics import Microgrid, UnknownQuantity
 from gateway.config import DerType
 from gateway.mapping import Device, Point, Quantity
-from gateway.protocols.iec104 import Iec104Address, Kind, TypeId
 from gateway.units import to_canonical
 
 log = logging.getLogger(__name__)
