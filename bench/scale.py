@@ -79,7 +79,7 @@ def generate(folder: Path, devices: int, points: int, storage: str) -> Path:
         lines += [
             f"  - id: dev{d}",
             "    protocol: modbus",
-            f"    connection: {{host: 127.0.0.1, port: {free_port()}}}",
+            "    connection: {host: 127.0.0.1, port: 0}",  # the simulator picks, and says
             "    poll_interval: 1.0",
             "    points:",
         ]
@@ -144,8 +144,10 @@ async def _bare_device(
     return decoded
 
 
-async def bare_client(config: Path, rounds: int, period: float) -> dict[str, float]:
-    loaded = load_config(config)
+async def bare_client(
+    config: Path, ports: dict[str, int], rounds: int, period: float
+) -> dict[str, float]:
+    loaded = load_config(config, port_overrides=ports)
     jobs = []
     for device in loaded.devices:
         options = device.typed_options
@@ -180,7 +182,9 @@ def _wait_ready(sock: socket.socket, proc: subprocess.Popen[bytes], within: floa
     raise SystemExit(f"gateway not READY within {within} s")
 
 
-def run_gateway(config: Path, folder: Path, warmup: float, seconds: float) -> dict[str, float]:
+def run_gateway(
+    config: Path, ports: dict[str, int], folder: Path, warmup: float, seconds: float
+) -> dict[str, float]:
     ops_port = load_config(config).gateway.ops.port
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(folder / "notify"))
@@ -188,7 +192,10 @@ def run_gateway(config: Path, folder: Path, warmup: float, seconds: float) -> di
     started = time.monotonic()
     log = (folder / "gateway.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "run", "--config", str(config)],
+        [
+            *(sys.executable, "-m", "gateway.cli", "run", "--config", str(config)),
+            *(f"--port={device}={port}" for device, port in ports.items()),
+        ],
         env=env,
         cwd=ROOT,
         stdout=log,
@@ -246,8 +253,8 @@ def main() -> None:
             raise SystemExit(f"mgms check failed:\n{check.stderr[-2000:]}")
         sim = start_sim(config, {}, ready_timeout=120, log=(folder / "sim.log").open("w"))
         try:
-            bare = asyncio.run(bare_client(config, args.bare_rounds, 1.0))
-            gw = run_gateway(config, folder, args.warmup, args.seconds)
+            bare = asyncio.run(bare_client(config, sim.ports, args.bare_rounds, 1.0))
+            gw = run_gateway(config, sim.ports, folder, args.warmup, args.seconds)
         finally:
             sim.stop()
     points = gw["polls"] * args.points

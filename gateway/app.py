@@ -135,6 +135,8 @@ class Gateway:
             await self._stop(device_id)
         self.config = plan.config
         self.table.remap(plan.config)
+        if self.store is not None:
+            self.store.configure(plan.config.devices)
         for session in fresh:
             self._start(session)
         for hook in self._reload_hooks:
@@ -146,6 +148,7 @@ class Gateway:
     async def __aenter__(self) -> Gateway:
         cfg = self.config.gateway
         self.store = await Store.open(cfg.state_dir / "gateway.sqlite")
+        self.store.configure(self.config.devices)
         self._stack.push_async_callback(self.store.close)
         self.table.listen(self.store.add)
         try:

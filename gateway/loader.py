@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from gateway import yamlread
 from gateway.config import GatewayConfig, LoadedConfig
 from gateway.errors import ConfigError, Problem
 from gateway.mapping import Device, MappingFile, Point
@@ -31,22 +32,21 @@ MAX_DEPTH = 64
 MAX_NODES = 1_000_000
 
 
-#: libyaml's reader where PyYAML was built with it (the PyPI wheels are), seven times
-#: faster than the pure-Python one on a large mapping
-_Loader = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
-
-
-class _TooComplex(Exception):
-    pass
-
-
 class _Source:
-    """A parsed YAML file with the line of every node, addressed by its path."""
+    """A parsed YAML file; the line of a node, addressed by its path, is found when a
+    problem needs it (a second pass over the text, only then)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.lines: dict[Loc, int] = {}
+        self.text = ""
+        self._lines: dict[Loc, int] | None = None
         self.data: Any = None
+
+    @property
+    def lines(self) -> dict[Loc, int]:
+        if self._lines is None:
+            self._lines = yamlread.lines(self.text, max_depth=MAX_DEPTH, max_nodes=MAX_NODES)
+        return self._lines
 
     @classmethod
     def read(cls, path: Path, problems: list[Problem]) -> _Source | None:
@@ -60,12 +60,12 @@ class _Source:
                 limit = MAX_FILE_BYTES // (1024 * 1024)
                 problems.append(Problem(str(path), f"cannot read: larger than {limit} MiB"))
                 return None
-            text = path.read_text(encoding="utf-8")
+            src.text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(Problem(str(path), f"cannot read: {exc}"))
             return None
         try:
-            src.data = src._parse(text)
+            src.data = yamlread.load(src.text, max_depth=MAX_DEPTH, max_nodes=MAX_NODES)
         except yaml.YAMLError as exc:
             if "maximum nesting depth" in str(exc):  # libyaml's own limit (1,000 levels)
                 problems.append(Problem(str(path), "too complex: nested too deeply to parse"))
@@ -74,7 +74,7 @@ class _Source:
             line = mark.line + 1 if mark is not None else None
             problems.append(Problem(str(path), f"invalid YAML: {exc}", line=line))
             return None
-        except _TooComplex as exc:
+        except yamlread.TooComplex as exc:
             problems.append(Problem(str(path), f"too complex: {exc}"))
             return None
         except RecursionError:
@@ -84,41 +84,6 @@ class _Source:
             problems.append(Problem(str(path), "top level must be a mapping", line=1))
             return None
         return src
-
-    def _parse(self, text: str) -> Any:
-        """Parse once with libyaml (C speed; its nodes keep the line marks): compose the
-        node tree, index every node's line (refusing alias bombs before anything is built
-        from them), then build the Python data from the same tree."""
-        loader = _Loader(text)
-        try:
-            node = loader.get_single_node()
-            if node is None:
-                return None
-            self._index(node, (), [0])
-            return loader.construct_document(node)
-        finally:
-            loader.dispose()
-
-    def _index(self, node: yaml.Node, loc: Loc, visited: list[int]) -> None:
-        visited[0] += 1
-        if len(loc) > MAX_DEPTH:
-            raise _TooComplex(
-                f"nested deeper than {MAX_DEPTH} levels (an alias that contains itself?)"
-            )
-        if visited[0] > MAX_NODES:
-            raise _TooComplex(
-                f"more than {MAX_NODES} nodes once aliases are expanded"
-                " (aliases that repeat each other?)"
-            )
-        self.lines[loc] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode):
-                    self.lines[(*loc, key.value)] = key.start_mark.line + 1
-                    self._index(value, (*loc, key.value), visited)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                self._index(item, (*loc, i), visited)
 
     def line(self, loc: Loc) -> int | None:
         while loc:
@@ -327,9 +292,10 @@ def _cross_check(
 ) -> None:
     """Ids unique across all files; DER references known (when a config is given); one
     device per serial line (a port opens once, exclusively)."""
-    seen_points: dict[str, str] = {}
+    # where each id was first seen; its line is looked up only for a duplicate
+    seen_points: dict[str, tuple[_Source, Loc]] = {}
     seen_devices: dict[str, str] = {}
-    seen_lines: dict[str, str] = {}
+    seen_lines: dict[str, tuple[str, _Source, Loc]] = {}
     for src, mapping in sources:
         for i, dev in enumerate(mapping.devices):
             serial = dev.connection.serial
@@ -340,15 +306,13 @@ def _cross_check(
                         src.problem(
                             port_loc,
                             f"serial port {serial.port} is already the line of"
-                            f" {seen_lines[serial.port]}; one device per serial line:"
+                            f" {_first_line(*seen_lines[serial.port])}; one device per serial line:"
                             " map every unit of the line in that device",
                             device=dev.id,
                             field="connection.serial.port",
                         )
                     )
-                seen_lines.setdefault(
-                    serial.port, f"device {dev.id!r} ({src.path}:{src.line(port_loc)})"
-                )
+                seen_lines.setdefault(serial.port, (dev.id, src, port_loc))
             if dev.id in seen_devices:
                 problems.append(
                     src.problem(
@@ -365,13 +329,13 @@ def _cross_check(
                     problems.append(
                         src.problem(
                             (*loc, "id"),
-                            f"duplicate point id (first defined in {seen_points[pt.id]})",
+                            f"duplicate point id (first defined in {_where(*seen_points[pt.id])})",
                             device=dev.id,
                             point=pt.id,
                             field="id",
                         )
                     )
-                seen_points.setdefault(pt.id, f"{src.path}:{src.line(loc)}")
+                seen_points.setdefault(pt.id, (src, loc))
                 if known_ders is not None and pt.der is not None and pt.der not in known_ders:
                     problems.append(
                         src.problem(
@@ -382,6 +346,14 @@ def _cross_check(
                             field="der",
                         )
                     )
+
+
+def _where(src: _Source, loc: Loc) -> str:
+    return f"{src.path}:{src.line(loc)}"
+
+
+def _first_line(device: str, src: _Source, loc: Loc) -> str:
+    return f"device {device!r} ({_where(src, loc)})"
 
 
 def _list(value: Any) -> list[Any]:

@@ -3,21 +3,32 @@
 WAL mode so readers never block the writer. The connection is used from one worker thread
 at a time (every call goes through `asyncio.to_thread` under a lock); samples are buffered
 on the event loop and written in batches, because a commit per reading would cost a sync.
+
+Samples are stored by exception, as IEC 61850 reports are sent (`gateway.mapping.Storage`):
+a reading is kept when its value moved beyond the point's deadband from the last kept one,
+when its quality changed, or when the integrity period passed; a flat signal so costs a
+dictionary look-up per poll. `range` gives the held value back at the point's poll interval
+between kept rows (and up to the last poll that confirmed it), so the history reads as if
+every poll had been stored, within the deadband. A gap longer than the integrity period
+and one poll (the gateway was not running) stays a gap, and nothing is held after a row
+without a value (the link was down).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import StoreError
+from gateway.mapping import Device
 from gateway.model import Quality, QualityFlag, Reading, Validity
 
 SCHEMA = """
@@ -91,6 +102,35 @@ def _numeric(value: object) -> float | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """When readings of a point are kept (from its `storage:`), and how often it is read."""
+
+    deadband: float
+    integrity_s: float
+    poll_s: float
+
+
+class _Kept:
+    """The last kept reading of a point, and when the value was last confirmed."""
+
+    __slots__ = ("quality", "seen", "stored", "value")
+
+    def __init__(self, value: object, quality: Quality, stored: float) -> None:
+        self.value = value
+        self.quality = quality
+        self.stored = stored
+        self.seen = stored
+
+
+def _unchanged(value: object, last: object, deadband: float) -> bool:
+    if value is None or last is None or isinstance(value, bool) or isinstance(last, bool):
+        return value == last
+    if isinstance(value, int | float) and isinstance(last, int | float):
+        return abs(value - last) <= deadband
+    return value == last
+
+
 class Store:
     """Open with `await Store.open(path)`; close with `await store.close()`."""
 
@@ -99,6 +139,9 @@ class Store:
         self.path = path
         self._lock = threading.Lock()
         self._pending: list[Reading] = []
+        #: points stored by exception; any other point keeps every reading
+        self._policies: dict[str, Policy] = {}
+        self._kept: dict[str, _Kept] = {}
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -123,8 +166,34 @@ class Store:
 
     # -- writing -----------------------------------------------------------------------
 
+    def configure(self, devices: Iterable[Device]) -> None:
+        """Store the readable points of `devices` by exception, each by its `storage:`
+        (at start and on every reload; what is kept of points still mapped stays)."""
+        self._policies = {
+            p.id: Policy(p.storage.deadband, p.storage.integrity_s, d.poll_interval)
+            for d in devices
+            for p in d.points
+            if p.direction.readable
+        }
+        self._kept = {k: v for k, v in self._kept.items() if k in self._policies}
+
     def add(self, reading: Reading) -> None:
-        """Buffer a reading (event loop thread); `flush` writes the buffer in one commit."""
+        """Buffer a reading if it is to be kept (event loop thread); `flush` writes the
+        buffer in one commit."""
+        policy = self._policies.get(reading.point)
+        # a device's own time stamp makes a reading a record (a load profile entry): kept
+        if policy is not None and reading.source_time is None:
+            ts = reading.gateway_time.timestamp()
+            kept = self._kept.get(reading.point)
+            if (
+                kept is not None
+                and ts - kept.stored < policy.integrity_s
+                and (kept.quality is reading.quality or kept.quality == reading.quality)
+                and _unchanged(reading.value, kept.value, policy.deadband)
+            ):
+                kept.seen = ts
+                return
+            self._kept[reading.point] = _Kept(reading.value, reading.quality, ts)
         self._pending.append(reading)
 
     @property
@@ -212,14 +281,69 @@ class Store:
         return _sample(rows[0]) if rows else None
 
     async def range(self, point: str, start: datetime, end: datetime) -> list[Sample]:
-        """Samples of a point with start <= gateway time < end, oldest first."""
-        rows = await asyncio.to_thread(
-            self._query,
+        """Samples of a point with start <= gateway time < end, oldest first; for a point
+        stored by exception, with the held value at its poll interval between kept rows."""
+        await self.flush()
+        policy = self._policies.get(point)
+        if policy is None or policy.integrity_s == 0:
+            rows = await asyncio.to_thread(
+                self._query,
+                "SELECT point, ts, value, quality, source_ts FROM samples "
+                "WHERE point = ? AND ts >= ? AND ts < ? ORDER BY ts",
+                (point, _ts(start), _ts(end)),
+            )
+            return [_sample(r) for r in rows]
+        kept = self._kept.get(point)
+        confirmed = None if kept is None else (kept.stored, kept.seen)
+        return await asyncio.to_thread(
+            self._held_range, point, _ts(start), _ts(end), policy, confirmed
+        )
+
+    def _held_range(
+        self,
+        point: str,
+        start: float,
+        end: float,
+        policy: Policy,
+        confirmed: tuple[float, float] | None,
+    ) -> list[Sample]:
+        """`confirmed`: (time of the last kept row, time of the last poll that read the same)."""
+        before = self._query(
+            "SELECT point, ts, value, quality, source_ts FROM samples "
+            "WHERE point = ? AND ts < ? ORDER BY ts DESC LIMIT 1",
+            (point, start),
+        )
+        rows = before + self._query(
             "SELECT point, ts, value, quality, source_ts FROM samples "
             "WHERE point = ? AND ts >= ? AND ts < ? ORDER BY ts",
-            (point, _ts(start), _ts(end)),
+            (point, start, end),
         )
-        return [_sample(r) for r in rows]
+        step = policy.poll_s
+        # rows of a point being read are no further apart (two polls: one may run late)
+        longest = policy.integrity_s + 2 * step
+        out: list[Sample] = []
+        for k, row in enumerate(rows):
+            sample = _sample(row)
+            ts = row[1]
+            if ts >= start:
+                out.append(sample)
+            if sample.value is None or sample.source_time is not None:
+                continue  # nothing to hold: the link was down, or a device-stamped record
+            if k + 1 < len(rows):
+                until = rows[k + 1][1] - step / 2
+                if rows[k + 1][1] - ts > longest:
+                    continue  # the gateway stopped in between: a gap, not a hold
+            elif confirmed is not None and confirmed[0] == ts:
+                until = confirmed[1] + step / 2
+            else:
+                continue
+            n = max(1, math.ceil((start - ts) / step))
+            t = ts + n * step
+            while t < until and t < end:
+                out.append(replace(sample, time=datetime.fromtimestamp(t, UTC)))
+                n += 1
+                t = ts + n * step
+        return out
 
     async def events(self, kind: str | None = None, limit: int = 1000) -> list[Event]:
         sql = "SELECT id, ts, kind, device, point, detail FROM events"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import struct
 import termios
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from pymodbus.pdu import ModbusPDU
 
 from drivers.base import Driver, invalid, to_engineering, to_raw
 from drivers.modbus import codec
+from drivers.modbus.layout import Layout, compile_layout
 from drivers.modbus.plan import ReadRequest, plan_reads, split
 from drivers.modbus.transport import ClientFactory, client_for, line_timing
 from gateway.errors import LinkError, RawRangeError, RequestTimeout
@@ -45,11 +47,15 @@ from gateway.model import (
     CommandStatus,
     QualityFlag,
     Reading,
+    utcnow,
 )
 from gateway.protocols.modbus import ModbusAddress, ModbusOptions, Table
 
 #: exception codes that say the request itself is wrong for this device, not a passing state
 _STRUCTURAL = frozenset({1, 2, 3})
+
+#: the infinities a float register may carry (NaN is told by comparing it with itself)
+_NON_FINITE = frozenset({math.inf, -math.inf})
 
 #: added to the device timeout as a guard around the client's own timeout
 _GUARD_S = 0.5
@@ -79,6 +85,8 @@ class ModbusDriver(Driver):
         self._factory = client_factory
         self._client: ModbusBaseClient | None = None
         self._plans: dict[tuple[str, ...], list[ReadRequest]] = {}
+        #: id(request) -> (request, its compiled layout); holding the request keeps the id
+        self._layouts: dict[int, tuple[ReadRequest, Layout]] = {}
         #: Modbus requests sent since the driver was built (reads and writes)
         self.requests_sent = 0
         #: requests that got an answer (data or a Modbus exception)
@@ -130,6 +138,7 @@ class ModbusDriver(Driver):
             raise LinkError(self.device.id, f"cannot {verb} {self._where()}{why}")
         self._client = client
         self._plans.clear()  # a new connection may be a different device firmware
+        self._layouts.clear()
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -220,9 +229,38 @@ class ModbusDriver(Driver):
             for point_id, _ in request.points:
                 readings[point_id] = invalid(points[point_id], answer.detail)
             return [request]
-        for point_id, address in request.points:
-            readings[point_id] = self._decode(points[point_id], address, request, answer)
+        now = utcnow()
+        if request.table.is_bit:
+            for point_id, address in request.points:
+                readings[point_id] = self._decode(points[point_id], address, request, answer, now)
+            return [request]
+        layout = self._layout(request)
+        try:
+            raws = layout.unpack(answer)  # type: ignore[arg-type]
+        except struct.error:  # a word that is not 16 bits: each point says whether it is hit
+            for point_id, address in request.points:
+                readings[point_id] = self._decode(points[point_id], address, request, answer, now)
+            return [request]
+        for (point_id, _), raw in zip(layout.plain, raws, strict=True):
+            point = points[point_id]
+            if raw in _NON_FINITE or raw != raw:  # NaN is not equal to itself
+                readings[point_id] = self._not_finite(point, raw)
+            elif point.scale == 1.0 and point.offset == 0.0:
+                readings[point_id] = Reading(point_id, raw, point.unit, gateway_time=now)
+            else:
+                value = raw * point.scale + point.offset
+                readings[point_id] = Reading(point_id, value, point.unit, gateway_time=now)
+        for point_id, address in layout.single:
+            readings[point_id] = self._decode(points[point_id], address, request, answer, now)
         return [request]
+
+    def _layout(self, request: ReadRequest) -> Layout:
+        cached = self._layouts.get(id(request))
+        if cached is not None and cached[0] is request:
+            return cached[1]
+        layout = compile_layout(request)
+        self._layouts[id(request)] = (request, layout)
+        return layout
 
     async def _fetch(
         self, client: ModbusBaseClient, request: ReadRequest
@@ -250,13 +288,20 @@ class ModbusDriver(Driver):
                 return registers
         return _Refused(None, f"{what}: answer has the wrong length")
 
+    @staticmethod
+    def _not_finite(point: Point, raw: float) -> Reading:
+        flag = QualityFlag.INCONSISTENT if math.isnan(raw) else QualityFlag.OVERFLOW
+        return invalid(point, f"device sent {raw}", flag)
+
     def _decode(
         self,
         point: Point,
         address: ModbusAddress,
         request: ReadRequest,
         answer: list[int] | list[bool],
+        now: datetime,
     ) -> Reading:
+        """One point on its own (bits, little-endian bytes, words that are not 16 bits)."""
         offset = request.offset(address)
         try:
             raw: codec.RawValue
@@ -268,9 +313,8 @@ class ModbusDriver(Driver):
         except ValueError as exc:
             return invalid(point, f"does not decode: {exc}", QualityFlag.INCONSISTENT)
         if isinstance(raw, float) and not math.isfinite(raw):
-            flag = QualityFlag.INCONSISTENT if math.isnan(raw) else QualityFlag.OVERFLOW
-            return invalid(point, f"device sent {raw}", flag)
-        return Reading(point=point.id, value=to_engineering(point, raw), unit=point.unit)
+            return self._not_finite(point, raw)
+        return Reading(point.id, to_engineering(point, raw), point.unit, gateway_time=now)
 
     # -- writing ------------------------------------------------------------------------
 
