@@ -11,7 +11,9 @@ as separate processes, against a bare pymodbus client reading the same blocks.
    `struct`; its CPU time per point.
 4. Starts `mgms run` with NOTIFY_SOCKET on a socket of its own: seconds to READY=1. After a
    warm-up, for `--seconds`: points acquired per second (polls from /metrics x points per
-   device), the gateway's CPU time (user + system, /proc) per point, its RSS.
+   device), the gateway's CPU time (user + system, /proc) per point, the rows it stored
+   per point read, its RSS. `check` and READY also give their CPU seconds: on a shared
+   machine the wall time says more about the neighbours.
 
 Prints one JSON line. The machine may be shared: the load average is in the line.
 """
@@ -25,6 +27,7 @@ import json
 import os
 import resource
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -106,6 +109,11 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
+
+
+def _rows(store: Path) -> int:
+    with contextlib.closing(sqlite3.connect(store)) as conn:
+        return int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
 
 
 def _polls(ops_port: int) -> int:
@@ -203,12 +211,15 @@ def run_gateway(
     )
     try:
         _wait_ready(notify, proc, 120)
-        ready_s = time.monotonic() - started
+        ready_s, ready_cpu_s = time.monotonic() - started, _cpu_s(proc.pid)
         time.sleep(warmup)
+        rows0 = _rows(folder / "state" / "gateway.sqlite")
         polls0, cpu0, t0 = _polls(ops_port), _cpu_s(proc.pid), time.monotonic()
         time.sleep(seconds)
         polls1, cpu1, t1 = _polls(ops_port), _cpu_s(proc.pid), time.monotonic()
         rss = _rss_mb(proc.pid)
+        time.sleep(1.5)  # one more flush of the store
+        rows1 = _rows(folder / "state" / "gateway.sqlite")
     finally:
         proc.terminate()
         proc.wait(30)
@@ -216,6 +227,8 @@ def run_gateway(
         notify.close()
     return {
         "ready_s": round(ready_s, 2),
+        "ready_cpu_s": round(ready_cpu_s, 2),
+        "rows": rows1 - rows0,
         "polls": polls1 - polls0,
         "elapsed_s": t1 - t0,
         "cpu_s": cpu1 - cpu0,
@@ -240,7 +253,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mgms-scale-") as tmp:
         folder = Path(tmp)
         config = generate(folder, args.devices, args.points, storage)
-        started = time.monotonic()
+        started, children = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
         check = subprocess.run(
             [sys.executable, "-m", "gateway.cli", "check", str(config)],
             env=child_env(),
@@ -249,6 +262,8 @@ def main() -> None:
             text=True,
         )
         check_s = time.monotonic() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        check_cpu_s = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
         if check.returncode != 0:
             raise SystemExit(f"mgms check failed:\n{check.stderr[-2000:]}")
         sim = start_sim(config, {}, ready_timeout=120, log=(folder / "sim.log").open("w"))
@@ -268,11 +283,14 @@ def main() -> None:
                 "points": args.devices * args.points,
                 "storage": args.storage or "default",
                 "check_s": round(check_s, 2),
+                "check_cpu_s": round(check_cpu_s, 2),
                 "ready_s": gw["ready_s"],
+                "ready_cpu_s": gw["ready_cpu_s"],
                 "points_per_s": round(points / gw["elapsed_s"], 1),
                 "gateway_cpu_us_per_point": round(gw_us, 2),
                 "bare_client_cpu_us_per_point": bare["cpu_us_per_point"],
                 "ratio_gateway_to_bare": round(gw_us / bare["cpu_us_per_point"], 2),
+                "stored_rows_per_point_read": round(gw["rows"] / points, 3),
                 "rss_mb": gw["rss_mb"],
                 "bench_peak_rss_mb": round(
                     resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1

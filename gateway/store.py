@@ -29,7 +29,7 @@ from typing import Any
 
 from gateway.errors import StoreError
 from gateway.mapping import Device
-from gateway.model import Quality, QualityFlag, Reading, Validity
+from gateway.model import GOOD, Quality, QualityFlag, Reading, Validity
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
@@ -123,12 +123,15 @@ class _Kept:
         self.seen = stored
 
 
+_NUMBERS = (float, int)  # by exact type: a bool is compared as a state, not a number
+
+
 def _unchanged(value: object, last: object, deadband: float) -> bool:
-    if value is None or last is None or isinstance(value, bool) or isinstance(last, bool):
-        return value == last
-    if isinstance(value, int | float) and isinstance(last, int | float):
-        return abs(value - last) <= deadband
-    return value == last
+    if value == last:
+        return True
+    if type(value) in _NUMBERS and type(last) in _NUMBERS:
+        return bool(abs(value - last) <= deadband)  # type: ignore[operator]
+    return False
 
 
 class Store:
@@ -142,6 +145,8 @@ class Store:
         #: points stored by exception; any other point keeps every reading
         self._policies: dict[str, Policy] = {}
         self._kept: dict[str, _Kept] = {}
+        self._last_time: datetime | None = None
+        self._last_ts = 0.0
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -183,17 +188,27 @@ class Store:
         policy = self._policies.get(reading.point)
         # a device's own time stamp makes a reading a record (a load profile entry): kept
         if policy is not None and reading.source_time is None:
-            ts = reading.gateway_time.timestamp()
+            when = reading.gateway_time
+            if when is not self._last_time:  # the readings of one poll share their time
+                self._last_time, self._last_ts = when, when.timestamp()
+            ts = self._last_ts
             kept = self._kept.get(reading.point)
-            if (
-                kept is not None
-                and ts - kept.stored < policy.integrity_s
+            if kept is None:
+                self._kept[reading.point] = _Kept(reading.value, reading.quality, ts)
+            elif (
+                ts - kept.stored < policy.integrity_s
                 and (kept.quality is reading.quality or kept.quality == reading.quality)
                 and _unchanged(reading.value, kept.value, policy.deadband)
             ):
                 kept.seen = ts
                 return
-            self._kept[reading.point] = _Kept(reading.value, reading.quality, ts)
+            else:
+                kept.value, kept.quality, kept.stored, kept.seen = (
+                    reading.value,
+                    reading.quality,
+                    ts,
+                    ts,
+                )
         self._pending.append(reading)
 
     @property
@@ -207,16 +222,21 @@ class Store:
         return len(batch)
 
     def _write_samples(self, batch: Sequence[Reading]) -> None:
-        rows = [
-            (
-                r.point,
-                _ts(r.gateway_time),
-                _numeric(r.value),
-                _quality_text(r.quality),
-                None if r.source_time is None else _ts(r.source_time),
+        rows = []
+        when, ts = None, 0.0
+        for r in batch:
+            if r.gateway_time is not when:  # the readings of a poll share their time
+                when, ts = r.gateway_time, r.gateway_time.timestamp()
+            value = r.value
+            rows.append(
+                (
+                    r.point,
+                    ts,
+                    value if type(value) is float else _numeric(value),
+                    "good" if r.quality is GOOD else _quality_text(r.quality),
+                    None if r.source_time is None else _ts(r.source_time),
+                )
             )
-            for r in batch
-        ]
         self._run(lambda c: c.executemany("INSERT INTO samples VALUES (?,?,?,?,?)", rows))
 
     async def event(
@@ -318,10 +338,17 @@ class Store:
             "WHERE point = ? AND ts >= ? AND ts < ? ORDER BY ts",
             (point, start, end),
         )
+        # the next row bounds the hold of the last one in the window
+        after = self._query(
+            "SELECT point, ts, value, quality, source_ts FROM samples "
+            "WHERE point = ? AND ts >= ? ORDER BY ts LIMIT 1",
+            (point, end),
+        )
         step = policy.poll_s
         # rows of a point being read are no further apart (two polls: one may run late)
         longest = policy.integrity_s + 2 * step
         out: list[Sample] = []
+        following = [*rows[1:], *after]
         for k, row in enumerate(rows):
             sample = _sample(row)
             ts = row[1]
@@ -329,9 +356,9 @@ class Store:
                 out.append(sample)
             if sample.value is None or sample.source_time is not None:
                 continue  # nothing to hold: the link was down, or a device-stamped record
-            if k + 1 < len(rows):
-                until = rows[k + 1][1] - step / 2
-                if rows[k + 1][1] - ts > longest:
+            if k < len(following):
+                until = following[k][1] - step / 2
+                if following[k][1] - ts > longest:
                     continue  # the gateway stopped in between: a gap, not a hold
             elif confirmed is not None and confirmed[0] == ts:
                 until = confirmed[1] + step / 2

@@ -87,6 +87,7 @@ class ModbusDriver(Driver):
         self._plans: dict[tuple[str, ...], list[ReadRequest]] = {}
         #: id(request) -> (request, its compiled layout); holding the request keeps the id
         self._layouts: dict[int, tuple[ReadRequest, Layout]] = {}
+        self._last_points: tuple[Sequence[Point], tuple[str, ...], dict[str, Point]] | None = None
         #: Modbus requests sent since the driver was built (reads and writes)
         self.requests_sent = 0
         #: requests that got an answer (data or a Modbus exception)
@@ -99,9 +100,18 @@ class ModbusDriver(Driver):
         assert isinstance(address, ModbusAddress)
         return address
 
+    def _key(self, points: Sequence[Point]) -> tuple[tuple[str, ...], dict[str, Point]]:
+        """The plan key of a set of points and the points by id; a session polls the same
+        list every time, so both are kept for the last list seen."""
+        if self._last_points is not None and self._last_points[0] is points:
+            return self._last_points[1], self._last_points[2]
+        key, by_id = tuple(p.id for p in points), {p.id: p for p in points}
+        self._last_points = (points, key, by_id)
+        return key, by_id
+
     def plan(self, points: Sequence[Point]) -> list[ReadRequest]:
         """The requests that read `points` (as learned on this connection)."""
-        key = tuple(p.id for p in points)
+        key, _ = self._key(points)
         plan = self._plans.get(key)
         if plan is None:
             plan = plan_reads(((p.id, self.address(p)) for p in points), self.options)
@@ -182,7 +192,7 @@ class ModbusDriver(Driver):
     async def read(self, points: Sequence[Point]) -> list[Reading]:
         client = self._live_client()
         plan = self.plan(points)
-        by_id = {p.id: p for p in points}
+        key, by_id = self._key(points)
         readings: dict[str, Reading] = {}
         used: list[ReadRequest] = []
         answers, timeout = self.answers, self.timing.request_timeout
@@ -202,7 +212,7 @@ class ModbusDriver(Driver):
         if silent and self.answers == answers:  # nothing on the link answered: it is down
             raise next(iter(silent.values()))
         if used != plan:  # a split the device asked for: read that way from now on
-            self._plans[tuple(p.id for p in points)] = used
+            self._plans[key] = used
         return [readings[p.id] for p in points]
 
     def read_budget(self, points: Sequence[Point]) -> float:
@@ -229,18 +239,29 @@ class ModbusDriver(Driver):
             for point_id, _ in request.points:
                 readings[point_id] = invalid(points[point_id], answer.detail)
             return [request]
+        self._decode_answer(request, answer, points, readings)
+        return [request]
+
+    def _decode_answer(
+        self,
+        request: ReadRequest,
+        answer: list[int] | list[bool],
+        points: dict[str, Point],
+        readings: dict[str, Reading],
+    ) -> None:
+        """Every point of an answered request into `readings`, one time stamp for all."""
         now = utcnow()
         if request.table.is_bit:
             for point_id, address in request.points:
                 readings[point_id] = self._decode(points[point_id], address, request, answer, now)
-            return [request]
+            return
         layout = self._layout(request)
         try:
             raws = layout.unpack(answer)  # type: ignore[arg-type]
         except struct.error:  # a word that is not 16 bits: each point says whether it is hit
             for point_id, address in request.points:
                 readings[point_id] = self._decode(points[point_id], address, request, answer, now)
-            return [request]
+            return
         for (point_id, _), raw in zip(layout.plain, raws, strict=True):
             point = points[point_id]
             if raw in _NON_FINITE or raw != raw:  # NaN is not equal to itself
@@ -252,7 +273,6 @@ class ModbusDriver(Driver):
                 readings[point_id] = Reading(point_id, value, point.unit, gateway_time=now)
         for point_id, address in layout.single:
             readings[point_id] = self._decode(points[point_id], address, request, answer, now)
-        return [request]
 
     def _layout(self, request: ReadRequest) -> Layout:
         cached = self._layouts.get(id(request))

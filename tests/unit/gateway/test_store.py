@@ -220,3 +220,15 @@ async def test_points_the_store_was_not_told_about_keep_every_reading(tmp_path: 
         store.add(Reading("other", 2.0, "KiloW", gateway_time=_at(i)))
     assert await store.flush() == 4
     await store.close()
+
+
+async def test_the_hold_of_the_last_row_in_a_window_runs_to_the_next_row(tmp_path: Path) -> None:
+    """A flat counter kept every 60 s, read over a window that ends between two kept rows:
+    the held value reaches the end of the window."""
+    store = await Store.open(tmp_path / "s.sqlite")
+    store.configure([_device(integrity_s=60)])
+    for i in range(200):
+        store.add(Reading("p", 7.0, "KiloW", gateway_time=_at(i)))
+    got = await store.range("p", _at(50), _at(100))
+    assert [round((s.time - T0).total_seconds()) for s in got] == list(range(50, 100))
+    await store.close()
