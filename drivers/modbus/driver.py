@@ -47,15 +47,13 @@ from gateway.model import (
     CommandStatus,
     QualityFlag,
     Reading,
+    good_reading,
     utcnow,
 )
 from gateway.protocols.modbus import ModbusAddress, ModbusOptions, Table
 
 #: exception codes that say the request itself is wrong for this device, not a passing state
 _STRUCTURAL = frozenset({1, 2, 3})
-
-#: the infinities a float register may carry (NaN is told by comparing it with itself)
-_NON_FINITE = frozenset({math.inf, -math.inf})
 
 #: added to the device timeout as a guard around the client's own timeout
 _GUARD_S = 0.5
@@ -264,13 +262,12 @@ class ModbusDriver(Driver):
             return
         for (point_id, _), raw in zip(layout.plain, raws, strict=True):
             point = points[point_id]
-            if raw in _NON_FINITE or raw != raw:  # NaN is not equal to itself
-                readings[point_id] = self._not_finite(point, raw)
-            elif point.scale == 1.0 and point.offset == 0.0:
-                readings[point_id] = Reading(point_id, raw, point.unit, gateway_time=now)
+            scale, offset = point.scale, point.offset
+            value = raw if scale == 1.0 and offset == 0.0 else raw * scale + offset
+            if value - value == 0:  # finite (inf - inf and NaN - NaN are NaN)
+                readings[point_id] = good_reading(point_id, value, point.unit, now)
             else:
-                value = raw * point.scale + point.offset
-                readings[point_id] = Reading(point_id, value, point.unit, gateway_time=now)
+                readings[point_id] = self._not_finite(point, raw)
         for point_id, address in layout.single:
             readings[point_id] = self._decode(points[point_id], address, request, answer, now)
 
@@ -310,6 +307,8 @@ class ModbusDriver(Driver):
 
     @staticmethod
     def _not_finite(point: Point, raw: float) -> Reading:
+        if math.isfinite(raw):  # finite as sent, beyond float range once scaled
+            return invalid(point, f"{raw} x {point.scale} overflows", QualityFlag.OVERFLOW)
         flag = QualityFlag.INCONSISTENT if math.isnan(raw) else QualityFlag.OVERFLOW
         return invalid(point, f"device sent {raw}", flag)
 
