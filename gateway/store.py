@@ -22,7 +22,7 @@ import math
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -166,7 +166,19 @@ class Store:
         return cls(conn, path)
 
     async def close(self) -> None:
+        """Flush, keep the last confirmation of every held value (so history reaches the
+        stop, not only the last kept row), close."""
         await self.flush()
+        tails = [
+            (point, k.seen, _numeric(k.value), _quality_text(k.quality), None)
+            for point, k in self._kept.items()
+            if k.seen > k.stored and k.value is not None
+        ]
+        self._kept.clear()
+        if tails:
+            await asyncio.to_thread(
+                self._run, lambda c: c.executemany("INSERT INTO samples VALUES (?,?,?,?,?)", tails)
+            )
         await asyncio.to_thread(self._conn.close)
 
     # -- writing -----------------------------------------------------------------------
@@ -364,10 +376,11 @@ class Store:
                 until = confirmed[1] + step / 2
             else:
                 continue
+            value, quality = sample.value, sample.quality
             n = max(1, math.ceil((start - ts) / step))
             t = ts + n * step
             while t < until and t < end:
-                out.append(replace(sample, time=datetime.fromtimestamp(t, UTC)))
+                out.append(Sample(point, datetime.fromtimestamp(t, UTC), value, quality, None))
                 n += 1
                 t = ts + n * step
         return out

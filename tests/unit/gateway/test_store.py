@@ -188,11 +188,13 @@ async def test_a_gap_longer_than_the_integrity_period_stays_a_gap(tmp_path: Path
     await store.close()
     store = await Store.open(path)
     store.configure([_device(integrity_s=10)])
-    assert [s.time for s in await store.range("p", T0, _at(100))] == [_at(0)]
+    # the stop kept the last confirmation (4 s): history reaches it, and no further
+    got = await store.range("p", T0, _at(100))
+    assert [(s.time - T0).total_seconds() for s in got] == [0.0, 1.0, 2.0, 3.0, 4.0]
     for i in range(50, 53):
         store.add(Reading("p", 1.0, "KiloW", gateway_time=_at(i)))
     got = await store.range("p", T0, _at(100))
-    assert [(s.time - T0).total_seconds() for s in got] == [0.0, 50.0, 51.0, 52.0]
+    assert [(s.time - T0).total_seconds() for s in got] == [0, 1, 2, 3, 4, 50, 51, 52]
     await store.close()
 
 
