@@ -133,7 +133,8 @@ async def _bare_device(
     host: str, port: int, plan: list[ReadRequest], rounds: int, period: float
 ) -> int:
     """Read the plan's blocks `rounds` times, one round per `period`, decoding with struct."""
-    client = AsyncModbusTcpClient(host, port=port, timeout=2, retries=0, reconnect_delay=0)
+    # generous: on a loaded machine the simulator may answer late; CPU time is what counts
+    client = AsyncModbusTcpClient(host, port=port, timeout=10, retries=2, reconnect_delay=0)
     await client.connect()
     layouts = [(struct.Struct(f">{r.count}H"), struct.Struct(f">{r.count // 2}f")) for r in plan]
     decoded = 0

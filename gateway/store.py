@@ -147,6 +147,8 @@ class Store:
         self._kept: dict[str, _Kept] = {}
         self._last_time: datetime | None = None
         self._last_ts = 0.0
+        #: rows handed to the database so far (readings kept, and the tails kept at close)
+        self.kept = 0
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -175,6 +177,7 @@ class Store:
             if k.seen > k.stored and k.value is not None
         ]
         self._kept.clear()
+        self.kept += len(tails)
         if tails:
             await asyncio.to_thread(
                 self._run, lambda c: c.executemany("INSERT INTO samples VALUES (?,?,?,?,?)", tails)
@@ -222,6 +225,7 @@ class Store:
                     ts,
                 )
         self._pending.append(reading)
+        self.kept += 1
 
     @property
     def pending(self) -> int:

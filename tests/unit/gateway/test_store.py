@@ -130,6 +130,7 @@ async def test_a_flat_signal_is_kept_once_per_integrity_period_and_read_back_hel
         store.add(Reading("p", 5.0, "KiloW", gateway_time=_at(i)))
     await store.flush()
     assert [t for t, _ in _rows(store)] == [0.0, 60.0, 120.0, 180.0, 240.0]
+    assert store.kept == 5
     got = await store.range("p", _at(10), _at(400))
     # every poll from 10 s to the last one (299 s), as if each had been kept
     assert [round((s.time - T0).total_seconds()) for s in got] == list(range(10, 300))
