@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gateway.config import LoadedConfig
 from gateway.errors import ConfigError, ServiceError
 from gateway.loader import check_files, load_config
 from gateway.ops.install import add_install_arguments, add_uninstall_arguments
@@ -67,6 +68,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         devices=devices,
         start=args.start,
         serial_ports=_serial_overrides(args.serial),
+        failing=frozenset(args.fail),
     )
 
 
@@ -74,8 +76,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from gateway.app import run
 
     overrides = _port_overrides(args.port)
-    config = load_config(args.config, port_overrides=overrides)
-    return run(config, load=lambda: load_config(args.config, port_overrides=overrides))
+
+    def load() -> LoadedConfig:
+        return load_config(args.config, port_overrides=overrides, check_keys=True)
+
+    return run(load(), load=load)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -128,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
                 help="serve a serial device on PATH, the simulator's end of its line"
                 " (e.g. the second pty of a socat pair; repeatable)",
             )
+            p.add_argument(
+                "--fail",
+                action="append",
+                default=[],
+                metavar="POINT",
+                help="answer this point with the protocol's device failure (repeatable)",
+            )
 
     p = sub.add_parser("install", help="install as a systemd service (see docs/deployment.md)")
     add_install_arguments(p)
@@ -139,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.north.commands import add_parsers as add_north_parsers
 
     add_north_parsers(sub)  # certs init, ams-sim
+
+    from gateway.discover.commands import add_parsers as add_discover_parsers
+
+    add_discover_parsers(sub)  # discover
 
     p = sub.add_parser("demo", help="simulators + gateway on loopback, then a summary")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)

@@ -17,6 +17,7 @@
     │   ├── SolverError          the LP solver failed (an infeasible plan is a result, not this)
     │   └── ReserveRefused       a reserve notification or activation was refused (stable reason)
     ├── ServiceError             the service cannot run as installed (listener, token, install)
+    ├── DiscoveryError           discovery found nothing to draft or the device answered nonsense
     ├── SmartApiError            a Smart API message was refused (carries a Smart API error code)
     │   ├── MessageParseError    the body does not parse as its content type
     │   ├── TooManyStatements    the body holds more RDF statements than a message may
@@ -311,3 +312,8 @@ class InboundRejected(NorthError):
         self.detail = message
         where = f"message {message_id}: " if message_id else ""
         super().__init__(f"{where}{reason}: {message}")
+
+
+class DiscoveryError(GatewayError):
+    """Discovery could not draft a mapping: nothing answers, no model found, or the device
+    answered something that contradicts its own description (names unit and address)."""

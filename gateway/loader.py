@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway import yamlread
 from gateway.config import GatewayConfig, LoadedConfig
-from gateway.errors import ConfigError, Problem
+from gateway.errors import ConfigError, KeyFileError, Problem
 from gateway.mapping import Device, MappingFile, Point
 from gateway.protocols import Address, spec_for
 from gateway.protocols.base import AddressError
@@ -285,13 +285,9 @@ def _conflicting_pairs(addresses: list[Address]) -> Iterator[tuple[int, int]]:
                 yield i, k
 
 
-def _cross_check(
-    sources: list[tuple[_Source, MappingFile]],
-    known_ders: set[str] | None,
-    problems: list[Problem],
-) -> None:
-    """Ids unique across all files; DER references known (when a config is given); one
-    device per serial line (a port opens once, exclusively)."""
+def _cross_check(sources: list[tuple[_Source, MappingFile]], problems: list[Problem]) -> None:
+    """Ids unique across all files; one device per serial line (a port opens once,
+    exclusively)."""
     # where each id was first seen; its line is looked up only for a duplicate
     seen_points: dict[str, tuple[_Source, Loc]] = {}
     seen_devices: dict[str, str] = {}
@@ -336,16 +332,6 @@ def _cross_check(
                         )
                     )
                 seen_points.setdefault(pt.id, (src, loc))
-                if known_ders is not None and pt.der is not None and pt.der not in known_ders:
-                    problems.append(
-                        src.problem(
-                            (*loc, "der"),
-                            f"unknown DER {pt.der!r} (known: {', '.join(sorted(known_ders))})",
-                            device=dev.id,
-                            point=pt.id,
-                            field="der",
-                        )
-                    )
 
 
 def _where(src: _Source, loc: Loc) -> str:
@@ -359,6 +345,26 @@ def _first_line(device: str, src: _Source, loc: Loc) -> str:
 def _list(value: Any) -> list[Any]:
     """`value` if the file has a list there; what else it has is reported elsewhere."""
     return value if isinstance(value, list) else []
+
+
+def _unknown_ders(src: _Source, known_ders: set[str], problems: list[Problem]) -> None:
+    """DER references are checked on the file as written, so an unknown DER shows with the
+    file's other errors, not after they are fixed."""
+    for i, dev in enumerate(_list(src.data.get("devices"))):
+        if not isinstance(dev, dict):
+            continue
+        for j, pt in enumerate(_list(dev.get("points"))):
+            der = pt.get("der") if isinstance(pt, dict) else None
+            if isinstance(der, str) and der not in known_ders:
+                problems.append(
+                    src.problem(
+                        ("devices", i, "points", j, "der"),
+                        f"unknown DER {der!r} (known: {', '.join(sorted(known_ders))})",
+                        device=_raw_id(dev),
+                        point=_raw_id(pt),
+                        field="der",
+                    )
+                )
 
 
 def _duplicate_point_ids_within(src: _Source, problems: list[Problem]) -> None:
@@ -419,14 +425,53 @@ def _load_mappings(
             problems.append(src.problem((), "invalid mapping file"))
         if mapping is None:
             _duplicate_point_ids_within(src, problems)
-    _cross_check(loaded, known_ders, problems)
+        if known_ders is not None:
+            _unknown_ders(src, known_ders, problems)
+    _cross_check(loaded, problems)
     return {src.path: m for src, m in loaded}
 
 
-def load_config(path: Path, *, port_overrides: Mapping[str, int] | None = None) -> LoadedConfig:
-    """Read the gateway config and every mapping file it names; raise ConfigError."""
+def _raw_known_ders(data: dict[str, Any]) -> set[str] | None:
+    """DER ids (and the coupling point's) of a config that did not validate, as far as
+    its `ders` list can be read; None when it cannot (no DER references are checked)."""
+    raw = data.get("ders", [])
+    if not isinstance(raw, list):
+        return None
+    known = {i for d in raw if (i := _raw_id(d)) is not None}
+    pcc = data.get("coupling_point")
+    pcc_id = _raw_id(pcc) if isinstance(pcc, dict) else None
+    return {*known, pcc_id or "pcc"}
+
+
+def _check_key_files(src: _Source, cfg: GatewayConfig, problems: list[Problem]) -> None:
+    """The north signing key and trust file are read here, so a bad key (an RSA key under
+    2048 bits, a file that is not a key) is a config problem, not a failure at start."""
+    if cfg.north is None:
+        return
+    # imported here: the loader stays light for the commands that never go north
+    from gateway.smartapi.security.keys import TrustStore, load_private_key
+
+    signing = cfg.north.signing.resolved(src.path.parent)
+    try:
+        load_private_key(signing.key)
+    except KeyFileError as exc:
+        field = "north.signing.key"
+        problems.append(src.problem(("north", "signing", "key"), str(exc), field=field))
+    try:
+        TrustStore.from_file(signing.trust)
+    except KeyFileError as exc:
+        # the trust file is at fault, whichever key file it names
+        problems.append(Problem(str(signing.trust), f"trust file: {exc}"))
+
+
+def load_config(
+    path: Path, *, port_overrides: Mapping[str, int] | None = None, check_keys: bool = False
+) -> LoadedConfig:
+    """Read the gateway config and every mapping file it names; raise ConfigError.
+    `check_keys` also reads the north signing key and trust file (what `mgms run` and
+    `mgms check` need; the simulator and tools that write the keys do not)."""
     problems: list[Problem] = []
-    loaded = _load_config(path, port_overrides or {}, problems)
+    loaded = _load_config(path, port_overrides or {}, problems, check_keys)
     if problems or loaded is None:
         raise ConfigError(problems or [Problem(str(path), "invalid config")])
     return loaded
@@ -436,6 +481,7 @@ def _load_config(
     path: Path,
     port_overrides: Mapping[str, int],
     problems: list[Problem],
+    check_keys: bool,
     src: _Source | None = None,
 ) -> LoadedConfig | None:
     """`src`: the config file when the caller has read it already."""
@@ -445,6 +491,10 @@ def _load_config(
     cfg, exc = _validate(GatewayConfig, src.data)
     if exc is not None:
         problems.extend(_errors(src, exc, (), None, None))
+        # a config error must not hide the mappings' errors: check what the file names
+        raw_paths = [m for m in _list(src.data.get("mappings")) if isinstance(m, str)]
+        paths = [(path.parent / m).resolve() for m in raw_paths]
+        _load_mappings(paths, _raw_known_ders(src.data), port_overrides, problems)
         return None
     assert isinstance(cfg, GatewayConfig)
     base = path.parent
@@ -460,6 +510,8 @@ def _load_config(
             )
     known = {*der_ids, cfg.coupling_point.id}
     mappings = _load_mappings(cfg.mappings, known, port_overrides, problems)
+    if check_keys:
+        _check_key_files(src, cfg, problems)
     if problems:
         return None
     return LoadedConfig(source=path.resolve(), gateway=cfg, mappings=mappings)
@@ -474,7 +526,7 @@ def check_files(paths: Iterable[Path]) -> list[Problem]:
         if src is None:
             continue
         if "microgrid" in src.data:
-            _load_config(path, {}, problems, src)
+            _load_config(path, {}, problems, check_keys=True, src=src)
         else:
             mapping_paths.append(path)
     _load_mappings(mapping_paths, None, {}, problems)

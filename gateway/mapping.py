@@ -23,7 +23,7 @@ from pydantic import (
 
 from gateway.protocols import Address, spec_for
 from gateway.protocols.base import PointTyping
-from gateway.units import UNITS
+from gateway.units import UNITS, misfit
 
 _ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$"
 
@@ -117,11 +117,12 @@ class Point(BaseModel):
     bit: int | None = None
     scale: float = 1.0
     offset: float = 0.0
-    unit: str
     direction: Direction = Direction.READ
     limits: Limits | None = None
     der: str | None = None
     quantity: Quantity = Quantity.OTHER
+    #: after `quantity`, so its check sees the quantity it must measure
+    unit: str
     description: str = ""
     #: command mode for writes: direct or select-before-operate
     sbo: bool = False
@@ -130,9 +131,13 @@ class Point(BaseModel):
 
     @field_validator("unit")
     @classmethod
-    def _known_unit(cls, unit: str) -> str:
+    def _known_unit(cls, unit: str, info: ValidationInfo) -> str:
         if unit not in UNITS:
             raise ValueError(f"unknown unit {unit!r} (QUDT names such as KiloW, PERCENT, V)")
+        quantity = info.data.get("quantity")
+        why = misfit(quantity.value, unit) if isinstance(quantity, Quantity) else None
+        if why is not None:
+            raise ValueError(why)
         return unit
 
     @field_validator("scale")

@@ -2,16 +2,21 @@
 
 Only the event loop thread writes to it. Listeners (store, Smart API state, flexibility)
 subscribe to changes instead of polling the table.
+
+Every reading enters in its quantity's canonical unit (kW, kvar, kWh, %, V, ...): a point
+mapped in W, var, Wh or MW is converted here, once, so the store, flexibility, status and
+Smart API all see the same unit; the reading's `unit` says which.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.config import LoadedConfig
 from gateway.mapping import Device, Point, Quantity
 from gateway.model import Quality, QualityFlag, Reading
+from gateway.units import canonical_unit, convert
 
 Listener = Callable[[Reading], None]
 
@@ -20,6 +25,32 @@ Listener = Callable[[Reading], None]
 class MappedPoint:
     point: Point
     device: Device
+    #: the unit the table holds this point's values in (its quantity's canonical unit)
+    unit: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        # worked out once per mapping, not per reading
+        object.__setattr__(self, "unit", canonical_unit(self.point.quantity.value, self.point.unit))
+
+
+def canonical(reading: Reading, mapped: MappedPoint) -> Reading:
+    """The reading in its point's canonical unit (itself when it already is)."""
+    target = mapped.unit
+    value = reading.value
+    if reading.unit == target or isinstance(value, bool):
+        return reading
+    if isinstance(value, int | float):
+        value = convert(float(value), reading.unit, target)
+    # built directly: dataclasses.replace costs several times more per reading
+    return Reading(
+        reading.point,
+        value,
+        target,
+        reading.quality,
+        reading.source_time,
+        reading.gateway_time,
+        reading.detail,
+    )
 
 
 class PointTable:
@@ -53,7 +84,8 @@ class PointTable:
         return self._latest.get(point_id)
 
     def value(self, der: str, quantity: Quantity) -> float | None:
-        """The latest good numeric value of the first point with this role."""
+        """The latest good numeric value of the first point with this role, in the
+        quantity's canonical unit."""
         for m in self.find(der, quantity):
             r = self._latest.get(m.point.id)
             if r is not None and r.quality.good and isinstance(r.value, int | float):
@@ -67,9 +99,11 @@ class PointTable:
         self._listeners.append(listener)
 
     def update(self, readings: Iterable[Reading]) -> None:
-        for reading in readings:
-            if reading.point not in self._mapped:
+        for raw in readings:
+            mapped = self._mapped.get(raw.point)
+            if mapped is None:
                 continue  # a device pushed a point the mapping does not know
+            reading = canonical(raw, mapped)
             self._latest[reading.point] = reading
             for listener in self._listeners:
                 listener(reading)
@@ -80,7 +114,7 @@ class PointTable:
             Reading(
                 point=p.id,
                 value=None,
-                unit=p.unit,
+                unit=canonical_unit(p.quantity.value, p.unit),
                 quality=Quality.invalid(QualityFlag.COMM_FAILURE),
                 detail=detail,
             )

@@ -61,6 +61,7 @@ from fwsim.dlms_shims import (
 )
 from fwsim.frontend import FrontEnd
 from fwsim.physics import Microgrid, UnknownQuantity
+from fwsim.points import PointValues
 from gateway.mapping import Device, Point, Quantity
 from gateway.protocols.dlms import (
     DLMS_UNITS,
@@ -70,7 +71,7 @@ from gateway.protocols.dlms import (
     DlmsOptions,
     Obis,
 )
-from gateway.units import DIMENSIONS, conversion_factor
+from gateway.units import DIMENSIONS, conversion_factor, from_canonical
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +120,13 @@ class Source:
         self.meter = meter
 
     def value(self) -> float:
-        if self.point.der is None:
-            raise UnknownQuantity(f"point {self.point.id!r} names no DER")
-        engineering = self.meter.model_value(self.point.der, self.point.quantity)
-        raw = to_raw(self.point, engineering)
+        point = self.point
+        counted = self.meter.counted(point)
+        if counted is not None:
+            engineering = from_canonical(counted, point.quantity.value, point.unit)
+        else:
+            engineering = self.meter.values.value(point)
+        raw = to_raw(point, engineering)
         return float(raw)
 
 
@@ -193,6 +197,7 @@ class Meter:
     def __init__(self, device: Device, grid: Microgrid) -> None:
         self.device = device
         self.grid = grid
+        self.values = PointValues(grid)
         options = device.typed_options
         assert isinstance(options, DlmsOptions)
         self.options = options
@@ -342,11 +347,11 @@ class Meter:
 
     # --- the model ----------------------------------------------------------------------
 
-    def model_value(self, der: str, quantity: Quantity) -> float:
-        counted = self._energy.get((der, quantity))
-        if counted is not None:
-            return counted
-        return self.grid.value(der, quantity)
+    def counted(self, point: Point) -> float | None:
+        """Energy the meter integrates itself for this point (kWh, kvarh), if it does."""
+        if point.der is None:
+            return None
+        return self._energy.get((point.der, point.quantity))
 
     def apply(self, der: str, quantity: Quantity, value: float) -> None:
         try:

@@ -59,6 +59,11 @@ def install() -> None:
     if not hasattr(ValueEventArgs, "__iter__"):
         ValueEventArgs.__iter__ = lambda self: iter([self])
 
+    # Defect: the association's object list (attribute 2, read by discovery) checks
+    # e.isSkipMaxPduSize, which ValueEventArgs lacks (every object list read fails).
+    if not hasattr(ValueEventArgs, "isSkipMaxPduSize"):
+        ValueEventArgs.isSkipMaxPduSize = False
+
     # Defect: after HLS pass 3 the ACTION handler calls settings.setConnected(), which
     # GXDLMSSettings lacks (an HLS association is never marked connected).
     if not hasattr(GXDLMSSettings, "setConnected"):

@@ -1,8 +1,9 @@
 """The contract of a protocol front end: one simulated device served over its protocol.
 
-A front end serves the points of one mapping-file device from the shared `Microgrid`:
-reads come from `grid.value(point.der, point.quantity)` (engineering units; the front end
-applies the inverse of the point's scale/offset), writes go to `grid.apply(...)`.
+A front end serves the points of one mapping-file device from the shared `Microgrid`
+through `self.values` (`fwsim.points.PointValues`): reads are engineering values in the
+point's unit (the front end applies the inverse of the point's scale/offset), writes go
+back through it to the model.
 The simulator and the gateway read the same mapping file, so they cannot drift.
 """
 
@@ -12,6 +13,7 @@ import importlib
 from abc import ABC, abstractmethod
 
 from fwsim.physics import Microgrid
+from fwsim.points import PointValues
 from gateway.mapping import Device
 
 
@@ -19,6 +21,7 @@ class FrontEnd(ABC):
     def __init__(self, device: Device, grid: Microgrid, host: str, port: int) -> None:
         self.device = device
         self.grid = grid
+        self.values = PointValues(grid)
         self.host = host
         self.port = port
 

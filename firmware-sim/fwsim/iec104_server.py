@@ -10,13 +10,13 @@ What it sends, by the type id in the mapping:
 - integrated totals (M_IT_NA_1, M_IT_TB_1): on counter interrogation only;
 - everything but the totals in answer to a general interrogation.
 
-Quality: IV when the model cannot give the value, OV when it does not fit the type (the
+Quality: IV for a point named in `mgms sim --fail`, OV when it does not fit the type (the
 value is clamped). Faults can be injected for tests and demonstrations with the
 environment variable FWSIM_IEC104_QUALITY, a JSON object of point id -> flags, e.g.
 `{"chp1.q": "NT SB"}` (flags IV NT SB BL OV; counters IV CY CA).
 
-Commands: each command object applies its value to the model (`grid.apply`) and confirms
-positively, or confirms negatively when the value is outside the point's limits or the
+Commands: each command object applies its value to the model (`PointValues.write`) and
+confirms positively, or confirms negatively when the value is outside the point's limits or the
 DER's ratings (for a generator also between 0 and its minimum stable power). Points with
 `sbo: true` accept only select-before-execute. A command with a return-information object
 reports the new value back right after its confirmation (cause "return info remote").
@@ -41,6 +41,7 @@ from fwsim.physics import Microgrid, UnknownQuantity
 from gateway.config import DerType
 from gateway.mapping import Device, Point, Quantity
 from gateway.protocols.iec104 import Iec104Address, Kind, TypeId
+from gateway.units import to_canonical
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +262,8 @@ class Iec104FrontEnd(FrontEnd):
         forced = sum(table.get(f, 0) for f in m.forced)
         p = m.point
         try:
-            value = self.grid.value(p.der or "", p.quantity)
-        except UnknownQuantity:
+            value = self.values.value(p)
+        except UnknownQuantity:  # a point made to fail
             return None, forced | table["IV"]
         if not math.isfinite(value):
             return None, forced | table["IV"]
@@ -314,8 +315,8 @@ class Iec104FrontEnd(FrontEnd):
         if refusal:
             return refusal
         try:
-            self.grid.apply(point.der or "", point.quantity, value)
-        except UnknownQuantity as exc:
+            self.values.write(point, value)
+        except UnknownQuantity as exc:  # a point made to fail
             return str(exc)
         monitor = self._return_info(point)
         if monitor is not None:  # c104 sends it back right after the confirmation
@@ -340,6 +341,7 @@ class Iec104FrontEnd(FrontEnd):
         model = self.grid.ders.get(point.der or "")
         if model is None:
             return ""
+        value = to_canonical(value, point.unit, point.quantity.value)  # ratings are in kW
         r = model.der.ratings
         if point.quantity is Quantity.ACTIVE_POWER_SETPOINT:
             if not r.p_min_kw <= value <= r.p_max_kw:

@@ -17,14 +17,15 @@ only while it handles incoming data, and handling blocks 1-10 ms per call.)
 
 Set points written as attributes (SP, CF): the bindings offer no write handler, so the
 IED stores what a client writes (write access is allowed for the FCs of writable points)
-and `refresh()` notices the change: inside the point's limits it goes to `grid.apply`,
+and `refresh()` notices the change: inside the point's limits it goes to the model,
 outside (or on a read-only point) the model is put back. The client's write is confirmed
 either way, as the library answers it before the simulator sees it.
 
 Controls: the check handler refuses a value outside the point's write limits (AddCause
 Inconsistent-parameters) and a power set point while the DER is stopped (Blocked-by-process);
-the control handler applies the value with `grid.apply`. A point whose DER or quantity the
-physics does not know is served with quality invalid|failure.
+the control handler applies the value to the model (`PointValues.write`). A point named in
+`mgms sim --fail` is served with quality invalid|failure; every other point is served
+(`fwsim.points`: physics where its role is modelled, else values of its own).
 
 Exit: the control subscribers own their handlers (`__disown__`) and are released after the
 server, so nothing is freed twice when the process ends.
@@ -265,7 +266,7 @@ class Iec61850FrontEnd(FrontEnd):
             qchg = iec.TRG_OPT_QUALITY_CHANGED
             quality = builder.attribute(address.obj, ("q",), fc, iec.IEC61850_QUALITY, qchg)
             stamp = builder.attribute(address.obj, ("t",), fc, iec.IEC61850_TIMESTAMP, 0)
-        return _Served(point, address, value, quality, stamp, self._knows(point))
+        return _Served(point, address, value, quality, stamp, point.id not in self.values.failing)
 
     def _control_object(
         self, builder: _ModelBuilder, point: Point, address: Iec61850Address
@@ -369,11 +370,9 @@ class Iec61850FrontEnd(FrontEnd):
         return None
 
     def _apply(self, point: Point, raw: float | bool | int) -> None:
-        if point.der is None:
-            raise UnknownQuantity(f"{point.id} has no DER")
         value = to_engineering(point, raw)
         assert value is not None
-        self.grid.apply(point.der, point.quantity, float(value))
+        self.values.write(point, float(value))
         log.info("%s: %s := %s", self.device.id, point.id, value)
 
     def _operate(self, point: Point, raw: float | bool | int) -> None:
@@ -411,16 +410,9 @@ class Iec61850FrontEnd(FrontEnd):
                     iec.IedServer_updateQuality(server, served.quality, _FAILED)
                     served.last = False
                 continue
-            quantity = Quantity.STATUS if point.quantity is Quantity.SWITCH else point.quantity
-            assert point.der is not None
-            try:
-                value = self.grid.value(point.der, quantity)
-            except UnknownQuantity:
-                served.known = False
-                continue
             if served.address.fc in (Fc.SP, Fc.CF) and served.last is not None:
                 self._take_write(served)
-                value = self.grid.value(point.der, quantity)
+            value = self.values.value(point)
             raw = _as_stored(served.address.data_type, to_raw(point, value))
             if raw == served.last:
                 continue

@@ -15,16 +15,16 @@ pty pair or the adapter is gone) the front end opens it again every `REOPEN_EVER
 Values travel through the driver's codec (`drivers.modbus.codec`), so the simulator and
 the gateway decode the same mapping the same way. `refresh()` renders the model's values
 into a register image; the `SimDevice` action copies the image into pymodbus's registers
-on every request, and turns client writes into `grid.apply(...)` before pymodbus stores
+on every request, and hands client writes to the model (`PointValues.write`) before pymodbus stores
 them. The action sees every write with its values, so no polling of registers is needed.
 
 Exception responses, as a field device gives them:
 - 02 illegal data address: outside a table's span, a table the unit does not serve, or a
   write that touches a register of no writable point (read-only or unmapped);
 - 03 illegal data value: a write whose registers do not decode;
-- 04 server device failure: a request touching a point the physics model does not know
-  (its `der`/`quantity` is not simulated). Tests use this to get an exception on purpose:
-  map a point with such a quantity (e.g. `temperature` on a battery).
+- 04 server device failure: a request touching a point named in `mgms sim --fail` (tests
+  use it to get an exception on purpose). Every other point is served: from the physics
+  where its role is modelled, else with values of its own (`fwsim.points`).
 Coils and discrete inputs are served in groups of 16 (pymodbus keeps them packed in
 registers and tells the action only which registers a bit request spans), so a bit request
 is checked against every point in the 16-bit groups it touches.
@@ -33,7 +33,6 @@ is checked against every point in the 16-bit groups it touches.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import termios
 from collections.abc import Sequence
@@ -48,9 +47,10 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from drivers.base import to_engineering, to_raw
 from drivers.modbus import codec
 from fwsim.frontend import FrontEnd
-from fwsim.physics import Microgrid, UnknownQuantity
+from fwsim.physics import Microgrid
+from fwsim.points import PointValues
 from gateway.mapping import Device, Point
-from gateway.protocols.modbus import ModbusAddress, Table
+from gateway.protocols.modbus import ModbusAddress, ModbusOptions, Table
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,7 @@ _BLOCK_ORDER = (Table.COIL, Table.DISCRETE, Table.HOLDING, Table.INPUT)
 class ServedPoint:
     point: Point
     address: ModbusAddress
-    #: the model has a value for it; refresh() renders it (else it keeps what was written)
-    readable: bool
-    #: the model does not know it: requests touching it get exception 04
+    #: requests touching it get exception 04 (`mgms sim --fail`)
     faulty: bool
 
     def overlaps(self, start: int, end: int) -> bool:
@@ -91,9 +89,9 @@ class ServedPoint:
 class UnitImage:
     """The register image of one unit id and the SimDevice action that serves it."""
 
-    def __init__(self, unit: int, points: Sequence[ServedPoint], grid: Microgrid) -> None:
+    def __init__(self, unit: int, points: Sequence[ServedPoint], values: PointValues) -> None:
         self.unit = unit
-        self.grid = grid
+        self.values = values
         self.points: dict[Table, list[ServedPoint]] = {t: [] for t in Table}
         for served in points:
             self.points[served.address.table].append(served)
@@ -128,10 +126,8 @@ class UnitImage:
     def refresh(self) -> None:
         for members in self.points.values():
             for served in members:
-                if served.readable:
-                    point = served.point
-                    assert point.der is not None
-                    self.render(served, self.grid.value(point.der, point.quantity))
+                if not served.faulty:
+                    self.render(served, self.values.value(served.point))
 
     # -- pymodbus wiring --------------------------------------------------------------
 
@@ -208,12 +204,8 @@ class UnitImage:
             assert value is not None
             updates.append((served, float(value)))
         for served, value in updates:
-            point = served.point
-            assert point.der is not None
-            # a set point the model does not act on still keeps its register
-            with contextlib.suppress(UnknownQuantity):
-                self.grid.apply(point.der, point.quantity, value)
-            log.debug("unit %d: %s := %s", self.unit, point.id, value)
+            self.values.write(served.point, value)
+            log.debug("unit %d: %s := %s", self.unit, served.point.id, value)
         self._store(table, low, merged)
         return None
 
@@ -230,24 +222,21 @@ class UnitImage:
             registers[r - start_address] = sum(bit << i for i, bit in enumerate(bits))
 
 
-def unit_images(device: Device, grid: Microgrid) -> list[UnitImage]:
+def unit_images(device: Device, values: PointValues) -> list[UnitImage]:
     """One image per unit id of the device's points."""
     by_unit: dict[int, list[ServedPoint]] = {}
     for point in device.points:
         address = device.address_of(point.id)
         assert isinstance(address, ModbusAddress)
-        known = point.der is not None and grid.serves(point.der, point.quantity)
-        readable = False
-        if known:
-            assert point.der is not None
-            try:
-                grid.value(point.der, point.quantity)
-                readable = True
-            except UnknownQuantity:
-                pass
-        served = ServedPoint(point, address, readable=readable, faulty=not known)
+        served = ServedPoint(point, address, faulty=point.id in values.failing)
         by_unit.setdefault(address.unit, []).append(served)
-    return [UnitImage(unit, points, grid) for unit, points in sorted(by_unit.items())]
+    return [UnitImage(unit, points, values) for unit, points in sorted(by_unit.items())]
+
+
+def presents_sunspec(device: Device) -> bool:
+    """The device presents a SunSpec layout (fwsim/sunspec_layout.py serves it)."""
+    options = device.typed_options
+    return isinstance(options, ModbusOptions) and bool(options.sunspec)
 
 
 class ModbusFrontEnd(FrontEnd):
@@ -256,7 +245,11 @@ class ModbusFrontEnd(FrontEnd):
 
     def __init__(self, device: Device, grid: Microgrid, host: str, port: int) -> None:
         super().__init__(device, grid, host, port)
-        self.units = unit_images(device, grid)
+        self.units = unit_images(device, self.values)
+        if presents_sunspec(device):
+            from fwsim.sunspec_layout import serve_sunspec
+
+            serve_sunspec(device, self.units)
         self._unit_ids = frozenset(unit.unit for unit in self.units)
         self._server: ModbusBaseServer | None = None
         #: the serial line went away; refresh() opens it again

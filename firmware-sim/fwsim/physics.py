@@ -273,6 +273,8 @@ class Microgrid:
     clock: SimClock
     ders: dict[str, DerModel]
     meter: CouplingMeter
+    #: point ids the front ends answer with a device failure (`mgms sim --fail`)
+    failing: frozenset[str] = frozenset()
     _last: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -31,10 +31,15 @@ log = logging.getLogger(__name__)
 
 
 def build_grid(
-    config: LoadedConfig, speed: float = 1.0, start: datetime | None = None
+    config: LoadedConfig,
+    speed: float = 1.0,
+    start: datetime | None = None,
+    failing: frozenset[str] = frozenset(),
 ) -> Microgrid:
     clock = SimClock(start=start, speed=speed)
-    return Microgrid.build(config.gateway.ders, config.gateway.coupling_point, clock)
+    grid = Microgrid.build(config.gateway.ders, config.gateway.coupling_point, clock)
+    grid.failing = failing
+    return grid
 
 
 def on_serial_port(device: Device, port: str) -> Device:
@@ -56,9 +61,11 @@ async def serve(
     devices: set[str] | None = None,
     serial_ports: Mapping[str, str] | None = None,
     stop: asyncio.Event | None = None,
+    failing: frozenset[str] = frozenset(),
 ) -> None:
-    """Serve until `stop` is set (or SIGTERM/SIGINT when run as a program)."""
-    grid = build_grid(config, speed, start)
+    """Serve until `stop` is set (or SIGTERM/SIGINT when run as a program); the points in
+    `failing` are answered with a device failure."""
+    grid = build_grid(config, speed, start, failing)
     fronts: list[FrontEnd] = []
     stop = stop or asyncio.Event()
     try:
@@ -102,6 +109,7 @@ def run(
     devices: set[str] | None = None,
     start: datetime | None = None,
     serial_ports: Mapping[str, str] | None = None,
+    failing: frozenset[str] = frozenset(),
 ) -> int:
     async def main() -> None:
         stop = asyncio.Event()
@@ -115,6 +123,7 @@ def run(
             devices=devices,
             serial_ports=serial_ports,
             stop=stop,
+            failing=failing,
         )
 
     asyncio.run(main())

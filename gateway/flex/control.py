@@ -23,9 +23,7 @@ from gateway.flex.capability import DerCapability, DerState
 from gateway.mapping import Point, Quantity
 from gateway.model import Command, CommandMode, CommandResult, CommandStatus
 from gateway.points import PointTable
-
-#: engineering unit -> multiplier from kW (or kvar)
-_FROM_KILO = {"KiloW": 1.0, "W": 1000.0, "MegaW": 1e-3, "KiloVAR": 1.0, "VAR": 1000.0}
+from gateway.units import from_canonical
 
 
 class Controller(Protocol):
@@ -63,6 +61,11 @@ def _point(points: PointTable, der: str, role: Quantity) -> Point | None:
     return None
 
 
+def _in_unit_of(point: Point, value: float) -> float:
+    """A kW (kvar) value in the point's own unit, for the command."""
+    return from_canonical(value, point.quantity.value, point.unit)
+
+
 def _clamp(point: Point, value: float) -> tuple[float, str]:
     lim = point.limits
     if lim is None:
@@ -96,13 +99,10 @@ def plan_commands(
         limit = _point(points, der.id, Quantity.ACTIVE_POWER_LIMIT)
         prefer_limit = der.type in (DerType.PV, DerType.LOAD)
         if setpoint is not None and not (prefer_limit and limit is not None):
-            factor = _FROM_KILO.get(setpoint.unit)
-            if factor is None:
-                notes.append(f"{setpoint.id}: unit {setpoint.unit} is not a power unit")
-            else:
-                value, note = _clamp(setpoint, target.p_kw * factor)
-                cmd = _command(setpoint, value, origin, deadline)
-                out.append(Planned(der.id, Quantity.ACTIVE_POWER_SETPOINT, cmd, target.p_kw, note))
+            # the loader made sure the set point's unit is a power unit
+            value, note = _clamp(setpoint, _in_unit_of(setpoint, target.p_kw))
+            cmd = _command(setpoint, value, origin, deadline)
+            out.append(Planned(der.id, Quantity.ACTIVE_POWER_SETPOINT, cmd, target.p_kw, note))
         elif limit is not None:
             pct = _limit_percent(cap, state, target.p_kw)
             if pct is None:
@@ -115,11 +115,10 @@ def plan_commands(
             notes.append(f"{der.id}: no writable active power set point or limit point")
     if target.q_kvar is not None:
         q_point = _point(points, der.id, Quantity.REACTIVE_POWER_SETPOINT)
-        factor = _FROM_KILO.get(q_point.unit) if q_point is not None else None
-        if q_point is None or factor is None:
+        if q_point is None:
             notes.append(f"{der.id}: no writable reactive power set point in kvar")
         else:
-            value, note = _clamp(q_point, target.q_kvar * factor)
+            value, note = _clamp(q_point, _in_unit_of(q_point, target.q_kvar))
             cmd = _command(q_point, value, origin, deadline)
             out.append(Planned(der.id, Quantity.REACTIVE_POWER_SETPOINT, cmd, target.q_kvar, note))
     return out, notes

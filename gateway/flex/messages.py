@@ -26,9 +26,7 @@ from gateway.flex.verify import MIN_REQUEST, UNMEASURED
 from gateway.smartapi import flexibility as sa
 from gateway.smartapi.messages import TimeSeries
 from gateway.smartapi.vocab import QuantityKind
-
-#: a power unit -> kW
-_TO_KW = {"KiloW": 1.0, "W": 1e-3, "MegaW": 1e3}
+from gateway.units import convert, units_of
 
 
 def reservation_of(notification: sa.ReserveNotification) -> Reservation:
@@ -201,7 +199,8 @@ class ExternalForecasts:
         self._series: dict[str, TimeSeries] = {}
 
     def update(self, der: str, series: TimeSeries) -> None:
-        if series.quantity is not QuantityKind.ACTIVE_POWER or series.unit not in _TO_KW:
+        power = units_of("active_power")
+        if series.quantity is not QuantityKind.ACTIVE_POWER or series.unit not in power:
             raise ValueError(
                 f"DER {der!r}: an external forecast must be active power in W, kW or MW, "
                 f"not {series.quantity} in {series.unit}"
@@ -213,7 +212,7 @@ class ExternalForecasts:
 
 
 def on_horizon(series: TimeSeries, horizon: Horizon) -> list[float | None]:
-    factor = _TO_KW[series.unit]
+    factor = convert(1.0, series.unit, "KiloW")
     out: list[float | None] = []
     for i in range(horizon.count):
         a, b = horizon.start_of(i), horizon.end_of(i)

@@ -151,7 +151,7 @@ def snapshot(gw: Gateway) -> Snapshot:
                 m.point.der,
                 m.point.quantity.value,
                 None if r is None else r.value,
-                m.point.unit,
+                m.unit,
                 "no data" if r is None else str(r.quality),
                 r is not None and r.quality.good,
                 None if r is None else round((now - r.gateway_time).total_seconds(), 1),

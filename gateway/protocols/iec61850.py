@@ -131,10 +131,26 @@ class Iec61850Address(Address):
         return f"{self.reference}@{self.fc.value}"
 
 
+_MMS_NAME = re.compile(r"^([^/$@]+/[^/$@]+)\$([A-Z]{2})\$([^@]+)$")
+
+
+def _no_mms_names(text: str, field: str) -> None:
+    """MMS '$' names are refused first, with the reference they stand for where it shows."""
+    if "$" not in text:
+        return
+    hint = ""
+    mms = _MMS_NAME.match(text.strip())
+    if mms is not None:
+        ln, fc, rest = mms.groups()
+        hint = f" (here: {ln}.{rest.replace('$', '.')}@{fc})"
+    raise AddressError(
+        field, f"{text!r}: write the reference with '.' and '@FC', not MMS '$' names{hint}"
+    )
+
+
 def parse_object_ref(text: str, field: str = "address") -> tuple[ObjectRef, tuple[str, ...]]:
     """Split `LD/LN.DO...da...` into the data object and its attribute path."""
-    if "$" in text:
-        raise AddressError(field, f"{text!r}: write the reference with '.', not MMS '$' names")
+    _no_mms_names(text, field)
     ld, slash, rest = text.partition("/")
     if not slash:
         raise AddressError(field, f"{text!r} must be 'LD/LN.DataObject[.attribute]'")
@@ -168,6 +184,7 @@ def parse_object_ref(text: str, field: str = "address") -> tuple[ObjectRef, tupl
 
 
 def _split_fc(text: str, field: str) -> tuple[str, Fc]:
+    _no_mms_names(text, field)
     ref, at, fc_s = text.strip().rpartition("@")
     if not at:
         raise AddressError(field, f"{text!r} needs a functional constraint, e.g. '...@MX'")
@@ -225,6 +242,18 @@ def parse(text: str, typing: PointTyping) -> Iec61850Address:
     if fc is not Fc.CO and not attribute:
         raise AddressError(
             "address", f"{obj}@{fc.value} names no data attribute (e.g. {obj}.mag.f@{fc.value})"
+        )
+    if attribute[:1] in (("setMag",), ("setVal",)) and fc not in (Fc.SP, Fc.CF):
+        raise AddressError(
+            "address",
+            f"{attribute[0]!r} is a set point attribute: its functional constraint is SP"
+            f" (or CF), not {fc.value} (e.g. {obj}.{'.'.join(attribute)}@SP)",
+        )
+    if typing.direction != "read" and not fc.writable:
+        raise AddressError(
+            "direction",
+            f"{fc.value} attributes are read-only in IEC 61850: map the set point as its SP or"
+            " CF attribute (e.g. ...setMag.f@SP) or as a control (@CO), or make it read",
         )
     return Iec61850Address(obj, attribute, fc, _data_type(attribute, fc, typing.type))
 

@@ -179,6 +179,18 @@ def parse(text: str, typing: PointTyping) -> ModbusAddress:
     return ModbusAddress(unit, table, address, data_type, word_order, byte_order, typing.bit)
 
 
+class SunSpecLayout(BaseModel):
+    """The SunSpec model chain one unit presents: the `SunS` marker at `base`, then the
+    models in order. `mgms discover` records it in a draft and the simulator serves it;
+    the gateway itself reads only the mapped points."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    unit: int = Field(ge=1, le=247)
+    base: int = Field(ge=0, le=65533)
+    models: list[int] = Field(min_length=1)
+
+
 class ModbusOptions(BaseModel):
     """Device options for Modbus (TCP or RTU)."""
 
@@ -192,6 +204,8 @@ class ModbusOptions(BaseModel):
     max_bits: int = Field(default=2000, ge=1, le=2000)
     #: read one point per request (the naive plan; for benchmarks and odd devices)
     coalesce: bool = True
+    #: the SunSpec layouts of the device's units (see SunSpecLayout)
+    sunspec: list[SunSpecLayout] = Field(default_factory=list)
 
 
 def check_device(connection: Connection, addresses: Mapping[str, Address]) -> list[DeviceIssue]:

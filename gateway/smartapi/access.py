@@ -19,6 +19,7 @@ certificate); `add_routes` mounts it on an aiohttp application.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 from aiohttp import web
 from rdflib import Graph
 
+from gateway import units
 from gateway.config import LoadedConfig
 from gateway.errors import (
     CommandError,
@@ -62,7 +64,6 @@ from gateway.smartapi.messages import (
     new_message_id,
 )
 from gateway.smartapi.tree import Node
-from gateway.smartapi.vocab import TO_BASE, UNITS_OF
 
 log = logging.getLogger(__name__)
 
@@ -410,9 +411,8 @@ def _convert(
 ) -> float | int | bool:
     if unit == target or isinstance(value, bool):
         return value
-    same_kind = any(unit in units and target in units for units in UNITS_OF.values())
-    if same_kind and unit in TO_BASE and target in TO_BASE:
-        return float(value) * TO_BASE[unit] / TO_BASE[target]
+    with contextlib.suppress(ValueError):  # units of different dimensions
+        return units.convert(float(value), unit, target)
     raise WrongUnit("qudt:hasUnit", f"<{iri}>", f"point {point!r} takes {target}, not {unit}")
 
 

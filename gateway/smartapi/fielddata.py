@@ -30,6 +30,7 @@ from gateway.smartapi.messages import (
 )
 from gateway.smartapi.tree import to_graph
 from gateway.smartapi.vocab import UNITS_OF, EntityKind, QuantityKind
+from gateway.units import canonical_unit
 
 _QK = QuantityKind
 #: the quantity kind a point's role suggests; the unit decides when they disagree
@@ -84,9 +85,11 @@ def value_object(point: Point, reading: Reading | None) -> ValueObject:
     value = reading.value if reading is not None else None
     if isinstance(value, float) and not math.isfinite(value):
         value = None  # only possible on an invalid reading; its quality says so
+    # the point table holds values in the quantity's canonical unit
+    unit = canonical_unit(point.quantity.value, point.unit)
     return ValueObject(
         quantity=quantity_kind(point),
-        unit=point.unit,
+        unit=reading.unit if reading is not None else unit,
         value=value,
         point=point.id,
         role=point.quantity.value,

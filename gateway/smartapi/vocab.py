@@ -15,6 +15,8 @@ from typing import Final
 from rdflib import Namespace, URIRef
 from rdflib.namespace import DCTERMS, RDF, XSD
 
+from gateway import units
+
 __all__ = [
     "DCTERMS",
     "MGMS",
@@ -99,33 +101,33 @@ class QuantityKind(enum.StrEnum):
         return QK[self.value]
 
 
-#: units (gateway.units local names) each quantity kind may carry; anything else is a
-#: wrong unit on input
+#: the dimension (gateway.units) each quantity kind measures; a kind takes every unit of
+#: its dimensions, anything else is a wrong unit on input
+_DIMENSIONS_OF: Final[dict[QuantityKind, tuple[str, ...]]] = {
+    QuantityKind.ACTIVE_POWER: ("active_power",),
+    QuantityKind.REACTIVE_POWER: ("reactive_power",),
+    QuantityKind.APPARENT_POWER: ("apparent_power",),
+    QuantityKind.ENERGY: ("active_energy",),
+    QuantityKind.REACTIVE_ENERGY: ("reactive_energy",),
+    QuantityKind.STATE_OF_CHARGE: ("ratio",),
+    QuantityKind.VOLTAGE: ("voltage",),
+    QuantityKind.ELECTRIC_CURRENT: ("current",),
+    QuantityKind.FREQUENCY: ("frequency",),
+    QuantityKind.TEMPERATURE: ("temperature",),
+    QuantityKind.DIMENSIONLESS: ("none", "ratio", "time"),
+}
+
+#: units (gateway.units local names) each quantity kind may carry
 UNITS_OF: Final[dict[QuantityKind, frozenset[str]]] = {
-    QuantityKind.ACTIVE_POWER: frozenset({"W", "KiloW", "MegaW"}),
-    QuantityKind.REACTIVE_POWER: frozenset({"VAR", "KiloVAR"}),
-    QuantityKind.APPARENT_POWER: frozenset({"KiloV-A"}),
-    QuantityKind.ENERGY: frozenset({"W-HR", "KiloW-HR", "MegaW-HR"}),
-    QuantityKind.REACTIVE_ENERGY: frozenset({"KiloVAR-HR"}),
-    QuantityKind.STATE_OF_CHARGE: frozenset({"PERCENT"}),
-    QuantityKind.VOLTAGE: frozenset({"V", "KiloV"}),
-    QuantityKind.ELECTRIC_CURRENT: frozenset({"A"}),
-    QuantityKind.FREQUENCY: frozenset({"HZ"}),
-    QuantityKind.TEMPERATURE: frozenset({"DEG_C"}),
-    QuantityKind.DIMENSIONLESS: frozenset({"UNITLESS", "PERCENT", "SEC"}),
+    kind: units.units_of(*dims) for kind, dims in _DIMENSIONS_OF.items()
 }
 
 #: factor that turns a value in the unit into the profile's base unit of its kind
-#: (kW, kvar, kWh), so decoders hand the flexibility code one unit
+#: (kW, kvar, kWh, kvarh), so decoders hand the flexibility code one unit
 TO_BASE: Final[dict[str, float]] = {
-    "W": 1e-3,
-    "KiloW": 1.0,
-    "MegaW": 1e3,
-    "VAR": 1e-3,
-    "KiloVAR": 1.0,
-    "W-HR": 1e-3,
-    "KiloW-HR": 1.0,
-    "MegaW-HR": 1e3,
+    u: units.conversion_factor(u, base)
+    for base in ("KiloW", "KiloVAR", "KiloW-HR", "KiloVAR-HR")
+    for u in units.units_of(units.dimension(base))
 }
 
 

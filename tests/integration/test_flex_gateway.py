@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,12 +40,19 @@ class Collect:
         self.verifications.append(message)
 
 
-async def run_cycle(tmp_path: Path, protocols: set[str] | None, up_kw: float) -> CycleReport:
-    """One CRP cycle on the demo devices of `protocols` (None: all of them)."""
-    demo = load_config(DEMO_CONFIG)
+async def run_cycle(
+    tmp_path: Path,
+    protocols: set[str] | None,
+    up_kw: float,
+    config_path: Path = DEMO_CONFIG,
+    before: Callable[[Gateway], None] | None = None,
+) -> CycleReport:
+    """One CRP cycle on the devices of `protocols` (None: all of them) of a demo config;
+    `before` looks at the connected gateway before the cycle starts."""
+    demo = load_config(config_path)
     devices = [d.id for d in demo.devices if protocols is None or d.protocol in protocols]
-    with sim_process(devices, extra=["--start", EVENING]) as sim:
-        config = load_config(DEMO_CONFIG, port_overrides=sim.ports)
+    with sim_process(devices, config=config_path, extra=["--start", EVENING]) as sim:
+        config = load_config(config_path, port_overrides=sim.ports)
         for mapping in config.mappings.values():
             mapping.devices = [d for d in mapping.devices if d.id in devices]
         config.gateway.state_dir = tmp_path
@@ -57,6 +65,8 @@ async def run_cycle(tmp_path: Path, protocols: set[str] | None, up_kw: float) ->
             for der in config.gateway.ders:  # every mapped battery reports its charge
                 if gw.table.find(der.id, Quantity.STATE_OF_CHARGE):
                     await until(lambda d=der.id: gw.table.value(d, Quantity.STATE_OF_CHARGE))
+            if before is not None:
+                before(gw)
             service = FlexService(
                 config, gw.table, gw.controller, records, Collect(), gw.store, WallClock()
             )

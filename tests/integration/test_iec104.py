@@ -53,7 +53,9 @@ def demo_sim() -> Iterator[SimProcess]:
 def types_sim() -> Iterator[SimProcess]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(QUALITY_ENV, json.dumps(FAULTS))
-        with sim_process(["gen-rtu"], config=TYPES_CONFIG) as sim:
+        # a generator has no state of charge: the simulator is told to fail it (IV)
+        fail = ["--fail", "gen.soc"]
+        with sim_process(["gen-rtu"], config=TYPES_CONFIG, extra=fail) as sim:
             yield sim
 
 

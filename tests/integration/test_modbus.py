@@ -173,7 +173,7 @@ def _write_config(folder: Path, extra_points: list[dict[str, object]]) -> Path:
     return path
 
 
-# The physics has no battery temperature: the simulator answers exception 04 for it.
+# The simulator is told to fail the battery temperature: it answers exception 04 for it.
 TEMPERATURE = {
     "id": "bess1.temperature",
     "address": "1/holding/40084",
@@ -192,7 +192,8 @@ def faulty_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimPr
     sim_config = _write_config(root / "sim", [TEMPERATURE])
     # the gateway's mapping names one more register than the device serves
     gateway_config = _write_config(root / "gateway", [TEMPERATURE, MISSING])
-    with sim_process(["bess1-inverter"], config=sim_config) as sim:
+    fail = ["--fail", TEMPERATURE["id"]]
+    with sim_process(["bess1-inverter"], config=sim_config, extra=fail) as sim:
         yield sim, gateway_config
 
 

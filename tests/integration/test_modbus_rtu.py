@@ -37,7 +37,7 @@ DEVICE = "rtu-line"
 LINE = {"baudrate": 19200, "parity": "N", "stopbits": 2}
 #: unit id on the line -> the demo device whose register map that unit has
 UNITS = {1: "bess1-inverter", 2: "pv1-inverter", 3: "pcc-meter"}
-# The physics has no battery temperature: the simulator answers exception 04 for it.
+# The simulator is told to fail the battery temperature: it answers exception 04 for it.
 TEMPERATURE = {
     "id": "bess1.temperature",
     "address": "1/holding/40084",
@@ -97,7 +97,12 @@ def rtu_line(folder: Path) -> Iterator[Line]:
     sim_config = _write_config(folder / "sim", pair.gateway, [TEMPERATURE])
     gateway_config = _write_config(folder / "gateway", pair.gateway, [TEMPERATURE, SILENT])
     try:
-        sim = start_sim(sim_config, {}, serial_ports={DEVICE: str(pair.device)})
+        sim = start_sim(
+            sim_config,
+            {},
+            serial_ports={DEVICE: str(pair.device)},
+            extra=["--fail", str(TEMPERATURE["id"])],
+        )
     except BaseException:
         pair.stop()
         raise

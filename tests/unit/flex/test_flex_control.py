@@ -91,3 +91,24 @@ async def test_writer_skips_unchanged_set_points_and_reports_refusals(table: Poi
     await writer.apply({"bess1": Target("bess1", 11.0)}, c, states, "flex:a", NOW, force=True)
     assert [x.value for x in rec.sent] == [10.0, 11.0, 11.0]
     assert all(x.deadline is not None and x.deadline > NOW for x in rec.sent)
+
+
+def test_set_points_go_out_in_the_point_unit() -> None:
+    config = load_config(FLEX_CONFIG)
+    for mapping in config.mappings.values():
+        for device in mapping.devices:
+            device.points = [
+                p.model_copy(update={"unit": "W", "limits": None})
+                if p.id == "bess1.p_set"
+                else p.model_copy(update={"unit": "VAR", "limits": None})
+                if p.id == "bess1.q_set"
+                else p
+                for p in device.points
+            ]
+    table = PointTable(config)
+    c = {d.id: DerCapability.of(d, table) for d in config.gateway.ders}["bess1"]
+    planned, _ = plan_commands(c, DerState(), Target("bess1", 2.5, -1.25), table, "flex:a")
+    by_role = {p.quantity: p for p in planned}
+    p = by_role[Quantity.ACTIVE_POWER_SETPOINT]
+    assert (p.command.value, p.meaning) == (2500.0, 2.5)
+    assert by_role[Quantity.REACTIVE_POWER_SETPOINT].command.value == -1250.0

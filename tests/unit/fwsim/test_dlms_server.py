@@ -13,30 +13,16 @@ from gurux_dlms.objects import GXDLMSDisconnectControl, GXDLMSLimiter
 from gurux_dlms.objects.enums import ControlState
 from gurux_dlms.ValueEventArgs import ValueEventArgs
 
-from fwsim.clock import SimClock
 from fwsim.dlms_server import PROFILE_PERIOD_S, Meter
 from fwsim.dlms_shims import AareSafeBuffer, Register, install
 from fwsim.physics import Microgrid
 from gateway.config import LoadedConfig
 from gateway.loader import load_config
 from gateway.mapping import Quantity
+from tests.support.handclock import HandClock
 
 DEMO = Path(__file__).resolve().parents[3] / "config" / "demo.yaml"
 T0 = datetime(2026, 6, 1, 0, 10, tzinfo=UTC)  # night: no PV
-
-
-class HandClock(SimClock):
-    """Simulated time that moves only when the test says so."""
-
-    def __init__(self, start: datetime) -> None:
-        super().__init__(start=start)
-        self.seconds = 0.0
-
-    def elapsed(self) -> float:
-        return self.seconds
-
-    def now(self) -> datetime:
-        return self.start + timedelta(seconds=self.seconds)
 
 
 @pytest.fixture

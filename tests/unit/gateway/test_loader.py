@@ -80,6 +80,27 @@ def test_typed_address_parsed_once() -> None:
         ("{id: a, address: 1/holding/1, type: uint16, bit: 16, unit: UNITLESS}", "bit", "0..15"),
         ("{id: a, address: 1/holding/1, type: int16, unit: KiloW, colour: red}", "colour", "Extra"),
         ("{id: 9lives, address: 1/holding/1, type: int16, unit: KiloW}", "id", "pattern"),
+        (
+            "{id: a, address: 1/holding/1, type: int16, unit: KiloW, quantity: voltage}",
+            "unit",
+            "unit KiloW does not fit quantity voltage (use KiloV, V)",
+        ),
+        (
+            "{id: a, address: 1/holding/1, type: int16, unit: KiloW-HR, quantity: active_power}",
+            "unit",
+            "does not fit quantity active_power (use KiloW, MegaW, W)",
+        ),
+        (
+            "{id: a, address: 1/holding/1, type: int16, unit: KiloW, quantity: state_of_charge}",
+            "unit",
+            "use PERCENT",
+        ),
+        (
+            "{id: a, address: 1/holding/1, type: int16, unit: KiloVAR, direction: read-write,"
+            " quantity: active_power_setpoint}",
+            "unit",
+            "does not fit quantity active_power_setpoint",
+        ),
     ],
 )
 def test_bad_point_is_named(tmp_path: Path, point: str, field: str, needle: str) -> None:

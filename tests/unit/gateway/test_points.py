@@ -1,0 +1,60 @@
+"""The point table hands every value on in its quantity's canonical unit."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.config import LoadedConfig
+from gateway.loader import load_config
+from gateway.mapping import Quantity
+from gateway.model import Reading
+from gateway.points import PointTable
+from tests.support.procs import DEMO_CONFIG
+
+
+def demo_with_units(units: dict[str, str]) -> LoadedConfig:
+    """The demo config with some points mapped in other units."""
+    config = load_config(DEMO_CONFIG)
+    for mapping in config.mappings.values():
+        for device in mapping.devices:
+            device.points = [
+                p.model_copy(update={"unit": units[p.id]}) if p.id in units else p
+                for p in device.points
+            ]
+    return config
+
+
+def test_readings_enter_in_the_canonical_unit() -> None:
+    table = PointTable(demo_with_units({"bess1.p": "W", "pcc.p": "MegaW", "pcc.e_import": "W-HR"}))
+    table.update(
+        [
+            Reading("bess1.p", -12345.5, "W"),
+            Reading("pcc.p", 0.0125, "MegaW"),
+            Reading("pcc.e_import", 1500, "W-HR"),
+            Reading("bess1.soc", 55.0, "PERCENT"),
+        ]
+    )
+    assert table.value("bess1", Quantity.ACTIVE_POWER) == pytest.approx(-12.3455)
+    assert table.value("pcc", Quantity.ACTIVE_POWER) == pytest.approx(12.5)
+    assert table.value("pcc", Quantity.ENERGY_IMPORT) == pytest.approx(1.5)
+    assert table.value("bess1", Quantity.STATE_OF_CHARGE) == 55.0
+    latest = table.latest("bess1.p")
+    assert latest is not None and latest.unit == "KiloW"
+    mapped = table.mapped("pcc.e_import")
+    assert mapped is not None and mapped.unit == "KiloW-HR"
+
+
+def test_a_point_without_a_quantity_keeps_its_unit() -> None:
+    table = PointTable(load_config(DEMO_CONFIG))
+    table.update([Reading("pcc.meter.demand", 7.5, "KiloW")])
+    latest = table.latest("pcc.meter.demand")
+    assert latest is not None and (latest.value, latest.unit) == (7.5, "KiloW")
+
+
+def test_invalid_readings_carry_the_canonical_unit() -> None:
+    config = demo_with_units({"bess1.p": "W"})
+    table = PointTable(config)
+    device = next(d for d in config.devices if d.id == "bess1-inverter")
+    table.mark_device_down(device, "link down")
+    latest = table.latest("bess1.p")
+    assert latest is not None and latest.value is None and latest.unit == "KiloW"
