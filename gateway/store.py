@@ -9,9 +9,9 @@ a reading is kept when its value moved beyond the point's deadband from the last
 when its quality changed, or when the integrity period passed; a flat signal so costs a
 dictionary look-up per poll. `range` gives the held value back at the point's poll interval
 between kept rows (and up to the last poll that confirmed it), so the history reads as if
-every poll had been stored, within the deadband. A gap longer than the integrity period
-and one poll (the gateway was not running) stays a gap, and nothing is held after a row
-without a value (the link was down).
+every poll had been stored, within the deadband. A gap longer than one and a half
+integrity periods (the gateway was not running) stays a gap, and nothing is held after a
+row without a value (the link was down).
 """
 
 from __future__ import annotations
@@ -361,8 +361,9 @@ class Store:
             (point, end),
         )
         step = policy.poll_s
-        # rows of a point being read are no further apart (two polls: one may run late)
-        longest = policy.integrity_s + 2 * step
+        # rows of a point being read are no further apart; the margin covers polls that
+        # run late (a slow line, a busy machine): a false gap would read as a hole
+        longest = 1.5 * policy.integrity_s + 2 * step
         out: list[Sample] = []
         following = [*rows[1:], *after]
         for k, row in enumerate(rows):
