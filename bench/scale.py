@@ -117,7 +117,7 @@ def _rows(store: Path) -> int:
 
 
 def _polls(ops_port: int) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/metrics", timeout=5) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/metrics", timeout=60) as r:
         text = r.read().decode()
     return sum(
         int(float(line.rsplit(" ", 1)[1]))
