@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import socket
 import sqlite3
 import struct
@@ -244,6 +245,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured window")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--bare-rounds", type=int, default=10)
+    parser.add_argument("--logs", type=Path, help="copy the gateway's and simulator's logs here")
     parser.add_argument(
         "--storage",
         default="",
@@ -273,6 +275,10 @@ def main() -> None:
             gw = run_gateway(config, sim.ports, folder, args.warmup, args.seconds)
         finally:
             sim.stop()
+            if args.logs is not None:
+                args.logs.mkdir(parents=True, exist_ok=True)
+                for name in ("gateway.log", "sim.log"):
+                    shutil.copy(folder / name, args.logs / name)
     points = gw["polls"] * args.points
     gw_us = gw["cpu_s"] / points * 1e6
     print(

@@ -55,6 +55,12 @@ BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 """
 
 
+_INSERT_SAMPLE = "INSERT INTO samples VALUES (?,?,?,?,?)"
+
+#: sample rows written per transaction
+WRITE_CHUNK = 1000
+
+
 @dataclass(frozen=True)
 class Sample:
     point: str
@@ -179,9 +185,7 @@ class Store:
         self._kept.clear()
         self.kept += len(tails)
         if tails:
-            await asyncio.to_thread(
-                self._run, lambda c: c.executemany("INSERT INTO samples VALUES (?,?,?,?,?)", tails)
-            )
+            await asyncio.to_thread(self._run, lambda c: c.executemany(_INSERT_SAMPLE, tails))
         await asyncio.to_thread(self._conn.close)
 
     # -- writing -----------------------------------------------------------------------
@@ -253,7 +257,11 @@ class Store:
                     None if r.source_time is None else _ts(r.source_time),
                 )
             )
-        self._run(lambda c: c.executemany("INSERT INTO samples VALUES (?,?,?,?,?)", rows))
+        # a transaction per chunk, not per batch: an audit event (a write's record) waits
+        # for one chunk (a few ms), not for a whole second of 10,000 points
+        for at in range(0, len(rows), WRITE_CHUNK):
+            chunk = rows[at : at + WRITE_CHUNK]
+            self._run(lambda c, chunk=chunk: c.executemany(_INSERT_SAMPLE, chunk))
 
     async def event(
         self,

@@ -9,7 +9,7 @@ import pytest
 from gateway.errors import StoreError
 from gateway.mapping import Device
 from gateway.model import Quality, QualityFlag, Reading
-from gateway.store import Store
+from gateway.store import WRITE_CHUNK, Store
 
 
 async def test_samples_round_trip_and_range(tmp_path: Path) -> None:
@@ -234,4 +234,14 @@ async def test_the_hold_of_the_last_row_in_a_window_runs_to_the_next_row(tmp_pat
         store.add(Reading("p", 7.0, "KiloW", gateway_time=_at(i)))
     got = await store.range("p", _at(50), _at(100))
     assert [round((s.time - T0).total_seconds()) for s in got] == list(range(50, 100))
+    await store.close()
+
+
+async def test_a_flush_larger_than_a_chunk_writes_every_row(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "s.sqlite")
+    n = 2 * WRITE_CHUNK + 7
+    for i in range(n):
+        store.add(Reading(f"p{i}", float(i), "KiloW", gateway_time=_at(0)))
+    assert await store.flush() == n
+    assert len(_rows(store)) == n
     await store.close()
