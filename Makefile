@@ -17,6 +17,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	./scripts/system-deps
+	./scripts/smartapi-peer
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -55,6 +55,11 @@ class DeviceSession:
         self._settled = asyncio.Event()  # the first connection attempt has ended either way
         self._on_poll = on_poll
 
+    def set_reconnect_cap(self, seconds: float) -> None:
+        """A reload changed `reconnect_max_s`: later waits follow it, the link is kept."""
+        self._backoff.cap = seconds
+        self._backoff.initial = min(self._backoff.initial, seconds)
+
     async def wait_up(self, within: float) -> bool:
         try:
             async with asyncio.timeout(within):

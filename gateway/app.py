@@ -18,6 +18,7 @@ from drivers.registry import create_driver
 from gateway.acquisition import DeviceSession, PollListener
 from gateway.config import LoadedConfig
 from gateway.control import Controller
+from gateway.errors import GatewayError, ReloadRefused
 from gateway.mapping import Device
 from gateway.market import Market, attach_market
 from gateway.ops.health import Health
@@ -32,6 +33,11 @@ from gateway.points import PointTable
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
+
+#: a part's reload: swap in what `PrepareReload` built (must not fail)
+Commit = Callable[[], Awaitable[None]]
+#: a part's reload check: build its state for the new config, or raise to refuse the reload
+PrepareReload = Callable[[LoadedConfig], Awaitable[Commit]]
 
 STORE_FLUSH_S = 1.0
 PRUNE_EVERY_S = 3600.0
@@ -80,7 +86,7 @@ class Gateway:
         self.last_flush = time.monotonic()
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
         self._shutdown_hooks: list[tuple[str, Callable[[], Awaitable[None]]]] = []
-        self._reload_hooks: list[Callable[[LoadedConfig], Awaitable[None]]] = []
+        self._reload_parts: list[tuple[str, PrepareReload]] = []
         instrument(self)
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
@@ -95,18 +101,23 @@ class Gateway:
         flush an outbox). Hooks run last-registered first, bounded by `ops.drain_s` in all."""
         self._shutdown_hooks.append((name, hook))
 
-    def on_reload(self, hook: Callable[[LoadedConfig], Awaitable[None]]) -> None:
-        """Call `hook(new_config)` after a reload was applied (DERs, limits may change)."""
-        self._reload_hooks.append(hook)
+    def on_reload(self, name: str, prepare: PrepareReload) -> None:
+        """A part that takes a reloaded config: `await prepare(new_config)` builds what the
+        part needs (raising GatewayError, ValueError or OSError refuses the whole reload)
+        and returns the commit, which swaps it in and must not fail. Every part prepares
+        before any commits, so a reload is applied everywhere or nowhere."""
+        self._reload_parts.append((name, prepare))
 
-    def _session(self, device: Device, driver: Driver) -> DeviceSession:
+    def _session(
+        self, device: Device, driver: Driver, config: LoadedConfig | None = None
+    ) -> DeviceSession:
         assert self.store is not None
         return DeviceSession(
             device,
             driver,
             self.table,
             self.store.event,
-            reconnect_max_s=self.config.gateway.reconnect_max_s,
+            reconnect_max_s=(config or self.config).gateway.reconnect_max_s,
             on_poll=self._poll_done,
         )
 
@@ -129,22 +140,38 @@ class Gateway:
 
     async def reconfigure(self, plan: ReloadPlan) -> None:
         """Apply a reload: only sessions of added, changed or removed devices restart.
-        Drivers for new definitions are built before anything stops, so a device the
-        drivers cannot serve leaves the running gateway untouched."""
-        fresh = [self._session(d, self._driver_factory(d)) for d in (*plan.added, *plan.changed)]
+        Drivers for new definitions and every part's new state are built before anything
+        stops or changes, so a device the drivers cannot serve, or a part that cannot take
+        the new config, leaves the running gateway untouched (ReloadRefused)."""
+        new = plan.config
+        fresh = [
+            self._session(d, self._driver_factory(d), new) for d in (*plan.added, *plan.changed)
+        ]
+        commits: list[tuple[str, Commit]] = []
+        for name, prepare in self._reload_parts:
+            try:
+                commits.append((name, await prepare(new)))
+            except (GatewayError, ValueError, OSError) as exc:
+                raise ReloadRefused(f"{name} cannot take the new config: {exc}") from exc
+            except Exception as exc:  # a bug must not stop a running gateway over a reload
+                log.exception("reload: %s failed to prepare the new config", name)
+                raise ReloadRefused(f"{name} cannot take the new config: {exc!r}") from exc
+        # from here on nothing is refused
         for device_id in (*plan.removed, *(d.id for d in plan.changed)):
             await self._stop(device_id)
-        self.config = plan.config
-        self.table.remap(plan.config)
+        self.config = new
+        self.table.remap(new)
         if self.store is not None:
-            self.store.configure(plan.config.devices)
+            self.store.configure(new.devices)
+        for session in self.sessions.values():
+            session.set_reconnect_cap(new.gateway.reconnect_max_s)
         for session in fresh:
             self._start(session)
-        for hook in self._reload_hooks:
+        for name, commit in commits:
             try:
-                await hook(plan.config)
-            except Exception:
-                log.exception("reload hook %r failed", hook)
+                await commit()
+            except Exception:  # a commit must not fail; if one does, say so loudly
+                log.exception("reload: %s failed to apply the new config", name)
 
     async def __aenter__(self) -> Gateway:
         cfg = self.config.gateway
@@ -207,7 +234,6 @@ class Gateway:
 
     async def _housekeeping(self) -> None:
         assert self.store is not None
-        retention = timedelta(days=self.config.gateway.retention_days)
         since_prune = PRUNE_EVERY_S
         while True:
             await asyncio.sleep(STORE_FLUSH_S)
@@ -216,6 +242,7 @@ class Gateway:
             since_prune += STORE_FLUSH_S
             if since_prune >= PRUNE_EVERY_S:
                 since_prune = 0.0
+                retention = timedelta(days=self.config.gateway.retention_days)  # reloadable
                 removed = await self.store.prune(retention)
                 if removed:
                     log.info("store: pruned %d samples older than %s", removed, retention)

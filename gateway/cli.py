@@ -1,4 +1,4 @@
-"""The `mgms` command: run, check, sim, demo."""
+"""The `mgms` command: run, check, sim, demo, and the operator's tools (gateway.ops.tools)."""
 
 from __future__ import annotations
 
@@ -155,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.discover.commands import add_parsers as add_discover_parsers
 
     add_discover_parsers(sub)  # discover
+
+    from gateway.ops.tools import add_parsers as add_operator_parsers
+
+    add_operator_parsers(sub)  # point read|write, smartapi read|write
 
     p = sub.add_parser("demo", help="simulators + gateway on loopback, then a summary")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)

@@ -31,6 +31,9 @@ class Controller:
         self._store = store
         self.sent: dict[str, int] = {}
         self.confirmed: dict[str, int] = {}
+        #: the last command sent to each point and how it ended (the status page shows it:
+        #: a write-only point has no other value)
+        self.last: dict[str, CommandResult] = {}
 
     def check(self, command: Command) -> None:
         """Raise CommandError if the command may not be sent."""
@@ -65,6 +68,7 @@ class Controller:
         protocol = device.protocol
         self.sent[protocol] = self.sent.get(protocol, 0) + 1
         result = await self._send(session, command)
+        self.last[command.point] = result
         if result.ok:
             self.confirmed[protocol] = self.confirmed.get(protocol, 0) + 1
         else:

@@ -56,6 +56,8 @@ STEPS = (
     SetpointStep("load1.limit", 150.0, "load1.limit_active", 150.0, 0.01),
     SetpointStep("load1.disconnect", 1, "load1.supply", 0.0, 0.01),
     SetpointStep("load1.reconnect", 1, "load1.supply", 1.0, 0.01),
+    SetpointStep("load2.curtail", 20.0, "load2.curtail_active", 20.0, 0.05),
+    SetpointStep("ev1.limit", 40.0, "ev1.limit", 40.0, 0.05),
 )
 
 

@@ -17,6 +17,8 @@
     │   ├── SolverError          the LP solver failed (an infeasible plan is a result, not this)
     │   └── ReserveRefused       a reserve notification or activation was refused (stable reason)
     ├── ServiceError             the service cannot run as installed (listener, token, install)
+    │   └── ReloadRefused        a reload changed what only a restart applies, or a part of the
+    │                            gateway could not take the new config; nothing was applied
     ├── DiscoveryError           discovery found nothing to draft or the device answered nonsense
     ├── SmartApiError            a Smart API message was refused (carries a Smart API error code)
     │   ├── MessageParseError    the body does not parse as its content type
@@ -165,6 +167,15 @@ class ReserveRefused(FlexError):
 class ServiceError(GatewayError):
     """The service cannot start or be installed as asked (a listener that cannot bind, an
     unreadable token file, an install root that is not usable); the message names it."""
+
+
+class ReloadRefused(ServiceError):
+    """A reload was refused as a whole: `sections` need a restart (empty when a part of the
+    gateway could not take the new config, which the message names)."""
+
+    def __init__(self, message: str, sections: tuple[str, ...] = ()) -> None:
+        self.sections = sections
+        super().__init__(message)
 
 
 class SmartApiError(GatewayError):

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateway.config import LoadedConfig
 from gateway.flex.bridge import FlexReserveHandler, NorthPublisher
+from gateway.flex.messages import ExternalForecasts
 from gateway.flex.records import FlexRecords
 from gateway.flex.service import FlexService
+from gateway.north.codec import access_security
 from gateway.north.outbox import OutboxStats
 from gateway.north.service import North
+from gateway.ops.flexwatch import FlexWatch
 from gateway.ops.health import CheckResult
 from gateway.smartapi.access import AccessService
+from gateway.smartapi.security.profile import InboundSecurity
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -50,24 +56,65 @@ async def attach_market(gw: Gateway) -> Market | None:
     publisher = NorthPublisher(north.send, sender=north.config.identity, microgrid=cfg.microgrid.id)
     records = FlexRecords(cfg.state_dir / "flex.sqlite")
     gw.stack.callback(records.close)
-    flex = FlexService(gw.config, gw.table, gw.controller, records, publisher, history=gw.store)
+    # external forecasts (TimeSeries writes to the access endpoint) join the DER baselines
+    forecasts = ExternalForecasts()
+    flex = FlexService(
+        gw.config,
+        gw.table,
+        gw.controller,
+        records,
+        publisher,
+        history=gw.store,
+        external=forecasts,
+    )
     north.handler = FlexReserveHandler(flex)
     opener, sealer = north.access_security()
-    north.access = AccessService(
+    access = AccessService(
         config=gw.config,
         table=gw.table,
         write=gw.controller.write,
         sender=north.config.identity,
         opener=opener,
         sealer=sealer,
+        profiles=north.config.profiles(),
+        forecasts=forecasts,
     )
+    north.access = access
     await gw.stack.enter_async_context(north)
     market = Market(north, flex)
+    watch = FlexWatch(flex, gw.metrics)
+    flex.observer = watch
+    gw.status.set_flex_source(watch.status)
+    gw.on_reload("flex", flex.prepare_reload)
+    gw.on_reload("north", north.prepare_reload)
+    gw.on_reload("access", lambda config: _reload_access(access, config))
     gw.spawn(north.run(), "north")
     gw.spawn(flex.run(), "flex")
     gw.spawn(_sample_outbox(market), "outbox-metrics")
     _instrument(gw, market)
     return market
+
+
+async def _reload_access(
+    access: AccessService, loaded: LoadedConfig
+) -> Callable[[], Awaitable[None]]:
+    """The access endpoint on a reloaded config: its DERs and points, the re-read keys and
+    trusted peers (the replay guard keeps the ids it has seen)."""
+    north = loaded.gateway.north
+    if north is None:
+        raise ValueError("north: removed; only a restart applies it")
+    signing = north.resolved(loaded.source.parent).signing
+    opener, sealer = access_security(signing, north.identity, north.server.max_statements)
+    if isinstance(access.opener, InboundSecurity) and opener.replay is not None:
+        old = access.opener.replay
+        if old is not None and old.window == opener.replay.window:
+            opener.replay = old
+
+    async def commit() -> None:
+        access.config = loaded
+        access.opener, access.sealer = opener, sealer
+
+    return commit
 
 
 async def _sample_outbox(market: Market) -> None:
@@ -98,6 +145,27 @@ def _instrument(gw: Gateway, market: Market) -> None:
     gw.metrics.callback(
         "mgms_outbox_oldest_age_seconds", "Age of the oldest undelivered message", "gauge", age
     )
+
+    def inbound() -> list[tuple[tuple[str, ...], float]]:
+        pipeline = market.north.pipeline
+        return [((r,), float(n)) for r, n in (pipeline.counts if pipeline else {}).items()]
+
+    gw.metrics.callback(
+        "mgms_inbound_messages_total",
+        "Messages from the AMS answered, by reason (accepted, repeat, or why refused).",
+        "counter",
+        inbound,
+        ("reason",),
+    )
+    if market.north.config.transport == "mqtt":
+
+        def connected() -> list[tuple[tuple[str, ...], float]]:
+            mqtt = market.north.mqtt
+            return [((), float(mqtt is not None and mqtt.connected.is_set()))]
+
+        gw.metrics.callback(
+            "mgms_mqtt_connected", "1 while the session with the broker is up.", "gauge", connected
+        )
 
     def outbox_ready() -> CheckResult:
         oldest = market.outbox.oldest_age_s if market.outbox else None

@@ -9,12 +9,13 @@ The simulator and the gateway read the same mapping file, so they cannot drift.
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 
 from fwsim.physics import Microgrid
 from fwsim.points import PointValues
 from gateway.mapping import Device
+from gateway.protocols import spec_for
+from gateway.protocols.base import load_class
 
 
 class FrontEnd(ABC):
@@ -39,21 +40,10 @@ class FrontEnd(ABC):
         """Stop serving; never raises."""
 
 
-#: protocol name -> "module:ClassName"
-FRONT_ENDS: dict[str, str] = {
-    "dlms": "fwsim.dlms_server:DlmsFrontEnd",
-    "iec104": "fwsim.iec104_server:Iec104FrontEnd",
-    "iec61850": "fwsim.iec61850_server:Iec61850FrontEnd",
-    "modbus": "fwsim.modbus_server:ModbusFrontEnd",
-}
-
-
 def create_front_end(device: Device, grid: Microgrid, host: str, port: int) -> FrontEnd:
-    target = FRONT_ENDS.get(device.protocol)
+    target = spec_for(device.protocol).front_end
     if target is None:
         raise ValueError(f"device {device.id!r}: no simulator for protocol {device.protocol!r}")
-    module_name, class_name = target.split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    front = cls(device, grid, host, port)
+    front = load_class(target)(device, grid, host, port)
     assert isinstance(front, FrontEnd)
     return front

@@ -24,7 +24,7 @@ from gateway.flex.model import (
 )
 from gateway.flex.verify import MIN_REQUEST, UNMEASURED
 from gateway.smartapi import flexibility as sa
-from gateway.smartapi.messages import TimeSeries
+from gateway.smartapi.messages import SeriesRole, TimeSeries
 from gateway.smartapi.vocab import QuantityKind
 from gateway.units import convert, units_of
 
@@ -198,13 +198,21 @@ class ExternalForecasts:
     def __init__(self) -> None:
         self._series: dict[str, TimeSeries] = {}
 
-    def update(self, der: str, series: TimeSeries) -> None:
+    def check(self, der: str, series: TimeSeries) -> None:
+        """ValueError naming what is wrong when `series` cannot be a forecast of `der`."""
         power = units_of("active_power")
         if series.quantity is not QuantityKind.ACTIVE_POWER or series.unit not in power:
             raise ValueError(
                 f"DER {der!r}: an external forecast must be active power in W, kW or MW, "
                 f"not {series.quantity} in {series.unit}"
             )
+        if series.role not in (None, SeriesRole.BASELINE):
+            raise ValueError(
+                f"DER {der!r}: an external forecast is a baseline, not a {series.role} series"
+            )
+
+    def update(self, der: str, series: TimeSeries) -> None:
+        self.check(der, series)
         self._series[der] = series
 
     def __call__(self, horizon: Horizon) -> dict[str, list[float | None]]:

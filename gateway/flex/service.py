@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -90,6 +90,55 @@ class FlexPublisher(Protocol):
     async def verification(self, message: Verification) -> None: ...
 
 
+class FlexObserver(Protocol):
+    """Who watches the service (metrics, the status page): told as things happen, on the
+    event loop thread; must be quick and must not fail."""
+
+    def decided(self, act: Activation, decision: ActivationDecision) -> None: ...
+
+    def in_force(self, act: Activation, seconds: float) -> None:
+        """The first set points of `act` were written, `seconds` after it was due."""
+
+    def cycled(
+        self,
+        act: Activation,
+        at: datetime,
+        setpoint_kw: float | None,
+        baseline_kw: float | None,
+        measured_kw: float | None,
+    ) -> None: ...
+
+    def verified(self, verification: Verification) -> None: ...
+
+    def ended(self, act: Activation, at: datetime, summary: str) -> None: ...
+
+
+class Unobserved:
+    """The default FlexObserver: nobody watches."""
+
+    def decided(self, act: Activation, decision: ActivationDecision) -> None:
+        pass
+
+    def in_force(self, act: Activation, seconds: float) -> None:
+        pass
+
+    def cycled(
+        self,
+        act: Activation,
+        at: datetime,
+        setpoint_kw: float | None,
+        baseline_kw: float | None,
+        measured_kw: float | None,
+    ) -> None:
+        pass
+
+    def verified(self, verification: Verification) -> None:
+        pass
+
+    def ended(self, act: Activation, at: datetime, summary: str) -> None:
+        pass
+
+
 @dataclass
 class Running:
     """The activation in force."""
@@ -98,6 +147,9 @@ class Running:
     reservation: Reservation | None
     baseline: Baseline
     decision: ActivationDecision
+    #: event-loop time at which its set points were due (decided, or its start if later);
+    #: None once they were written (or for one resumed after a restart)
+    due: float | None = None
     setpoints: list[Setpoint] = field(default_factory=list)
     #: distributed DERs that received their target (supervised from then on)
     targeted: dict[str, float] = field(default_factory=dict)
@@ -159,6 +211,7 @@ class FlexService:
         self.records = records
         self.publisher = publisher
         self.clock = clock or WallClock()
+        self._controller = controller
         self.writer = SetpointWriter(controller, points, self.model.settings.setpoint_deadband_kw)
         self.external = external
         self.reservations: list[Reservation] = []
@@ -172,6 +225,8 @@ class FlexService:
         self._plan_at: datetime | None = None
         self._last_forecast: datetime | None = None
         self._started = False
+        #: metrics and the status page; set by the composition root
+        self.observer: FlexObserver = Unobserved()
 
     # -- business API for the northbound pipeline ------------------------------------------
 
@@ -241,6 +296,7 @@ class FlexService:
 
     async def activate(self, act: Activation) -> ActivationDecision:
         """Check a Reserve Activation and put it in force (or refuse it), recorded."""
+        received = asyncio.get_running_loop().time()  # its latency counts the checks too
         await self.start()
         async with self._lock:
             now = self.clock.now()
@@ -285,7 +341,8 @@ class FlexService:
                     await self._end(
                         now, "superseded by activation " + act.id, release=act.start > now
                     )
-                self.running = Running(act, reservation, base, decision)
+                lead = max((act.start - now).total_seconds(), 0.0)
+                self.running = Running(act, reservation, base, decision, received + lead)
             await asyncio.to_thread(
                 self.records.save_activation,
                 now,
@@ -303,6 +360,7 @@ class FlexService:
                 decision.status.value,
                 "; ".join(map(str, decision.reasons)),
             )
+            self.observer.decided(act, decision)
             if (
                 self.running is not None
                 and self.running.activation.id == act.id
@@ -310,6 +368,36 @@ class FlexService:
             ):
                 await self._cycle(now)
         return decision
+
+    # -- reload ------------------------------------------------------------------------------
+
+    async def prepare_reload(self, config: LoadedConfig) -> Callable[[], Awaitable[None]]:
+        """The model of a reloaded config (DERs, coupling point and internal limits, flex
+        settings), built against its mapping; the commit swaps it in between two cycles."""
+        model = FlexModel.build(config, PointTable(config))
+
+        async def commit() -> None:
+            async with self._lock:
+                self.model = model
+                self.inputs = InputBuilder(model, self.points, self.history)
+                # the next cycle writes every target again, against the new ratings
+                self.writer = SetpointWriter(
+                    self._controller, self.points, model.settings.setpoint_deadband_kw
+                )
+                self.plan, self._plan_at = None, None  # replanned on the new limits
+                self._steered &= set(model.caps)
+                if self.running is not None:
+                    gone = set(self.running.targeted) - set(model.caps)
+                    for der in gone:
+                        del self.running.targeted[der]
+            log.info(
+                "flex: reloaded (%d DERs, import <= %g kW, export <= %g kW)",
+                len(model.caps),
+                model.grid.import_kw,
+                model.grid.export_kw,
+            )
+
+        return commit
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -554,6 +642,11 @@ class FlexService:
                 result.q[der_id] if (cap.q_controllable and q is not None) else None,
             )
         await self._write(now, act.id, targets)
+        if run.due is not None:
+            self.observer.in_force(act, max(asyncio.get_running_loop().time() - run.due, 0.0))
+            run.due = None
+        pcc_p = self.points.value(self.model.pcc, Quantity.ACTIVE_POWER)
+        self.observer.cycled(act, now, p, run.baseline.p_at(i) if i is not None else None, pcc_p)
         run.cycles += 1
         self._supervise(run, now)
         # an interval is verified once the meter's readings beyond its end are stored
@@ -649,6 +742,7 @@ class FlexService:
             return None
         await asyncio.to_thread(self.records.save_verification, v)
         await self.publisher.verification(v)
+        self.observer.verified(v)
         return v
 
     async def _measurements(self, start: datetime, end: datetime) -> Measurements:
@@ -709,6 +803,7 @@ class FlexService:
             await asyncio.to_thread(
                 self.records.end_activation, run.activation.id, now, "ended", summary
             )
+            self.observer.ended(run.activation, at, summary)
 
     async def _release(self, now: datetime, origin_id: str) -> None:
         """After an activation every controllable DER goes back to its plan."""

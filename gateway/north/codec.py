@@ -12,9 +12,10 @@ import hashlib
 from datetime import timedelta
 from typing import cast
 
+from cryptography.hazmat.primitives.asymmetric import rsa
 from rdflib import Graph, Literal
 
-from gateway.errors import MessageDecodeError, SmartApiError
+from gateway.errors import KeyFileError, MessageDecodeError, SmartApiError
 from gateway.north.config import SigningKeys
 from gateway.north.wire import JSON_LD, MULTIPART, TURTLE
 from gateway.smartapi import codec
@@ -22,6 +23,7 @@ from gateway.smartapi.access import Opener, Sealer
 from gateway.smartapi.canonical import canonical_tree
 from gateway.smartapi.decode import decode_graph, message_node
 from gateway.smartapi.encode import AnyMessage, to_tree
+from gateway.smartapi.interop import Profiles, to_v11
 from gateway.smartapi.messages import ErrorMessage, Message, check_id
 from gateway.smartapi.security.keys import Identity, TrustStore
 from gateway.smartapi.security.profile import InboundSecurity, OutboundSecurity
@@ -71,14 +73,36 @@ class SmartApiCodec:
             roots = self._sealer.seal(roots)
         return codec.serialize(roots, codec.media_format(content_type))
 
+    def encode_v11(self, message: Message) -> tuple[bytes, str]:
+        roots = to_v11(to_tree(cast(AnyMessage, message)))
+        if self._sealer is not None:
+            return self._sealer.seal_v11(roots, "", encrypt=False)
+        return codec.serialize(roots), TURTLE
+
+
+def _identity(signing: SigningKeys, identity: str, profiles: Profiles) -> Identity:
+    me = Identity.from_file(signing.key_id, identity, signing.key)
+    if any(p.legacy for p in profiles.by_sender.values()) and not isinstance(
+        me.key, rsa.RSAPrivateKey
+    ):
+        raise KeyFileError(
+            f"{signing.key}: a peer of profile smartapi-1.1 needs an RSA signing key "
+            "(the 1.1 scheme signs with RSA PKCS#1 v1.5)"
+        )
+    return me
+
 
 def secured(
-    signing: SigningKeys, identity: str, max_statements: int | None = None
+    signing: SigningKeys,
+    identity: str,
+    max_statements: int | None = None,
+    profiles: Profiles | None = None,
 ) -> SmartApiCodec:
     """The codec that signs what we send with our key and opens what we receive with the
     trusted peers of `signing.trust`, up to `max_statements` RDF statements a message
     (KeyFileError names a file it cannot read)."""
-    me = Identity.from_file(signing.key_id, identity, signing.key)
+    profiles = profiles or Profiles()
+    me = _identity(signing, identity, profiles)
     inbound = InboundSecurity(
         trust=TrustStore.from_file(signing.trust),
         identity=me,
@@ -88,17 +112,22 @@ def secured(
         replay=None,
         accept_legacy=signing.accept_legacy,
         max_statements=max_statements,
+        profiles=profiles,
     )
-    return SmartApiCodec(inbound, OutboundSecurity(me))
+    return SmartApiCodec(inbound, OutboundSecurity(me, trust=inbound.trust))
 
 
 def access_security(
-    signing: SigningKeys, identity: str, max_statements: int | None = None
+    signing: SigningKeys,
+    identity: str,
+    max_statements: int | None = None,
+    profiles: Profiles | None = None,
 ) -> tuple[InboundSecurity, OutboundSecurity]:
     """Opener and sealer for the Smart API access endpoint (gateway.smartapi.access): the
     same keys and trusted peers as the CRP channels, with the in-memory replay guard (the
     access endpoint has no ledger)."""
-    me = Identity.from_file(signing.key_id, identity, signing.key)
+    profiles = profiles or Profiles()
+    me = _identity(signing, identity, profiles)
     inbound = InboundSecurity(
         trust=TrustStore.from_file(signing.trust),
         identity=me,
@@ -106,17 +135,27 @@ def access_security(
         replay=ReplayGuard(window=timedelta(seconds=signing.replay_window_s)),
         accept_legacy=signing.accept_legacy,
         max_statements=max_statements,
+        profiles=profiles,
     )
-    return inbound, OutboundSecurity(me)
+    return inbound, OutboundSecurity(me, trust=inbound.trust)
 
 
 def answer_text(body: bytes, content_type: str, limit: int = 300) -> str:
     """What a refusal says, for logs and the outbox's last_error: the Smart API Error's
-    message when the body is one, else the start of the body."""
+    message when the body is one (or, as the 1.1 library answers, a Response carrying a
+    `smartapi:error`), else the start of the body."""
     try:
         message = codec.decode(body, content_type)
     except SmartApiError:
         message = None
     if isinstance(message, ErrorMessage):
         return message.message[:limit]
+    try:
+        graph = codec.parse(body, content_type)
+    except SmartApiError:
+        graph = None
+    if graph is not None:
+        for node, text in graph.subject_objects(SMARTAPI.errorMessage):
+            code = graph.value(node, SMARTAPI.errorCode)
+            return (f"{code}: {text}" if code is not None else str(text))[:limit]
     return body[:limit].decode("utf-8", "replace")

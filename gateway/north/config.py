@@ -21,7 +21,7 @@ Example::
           role: ams
           senders: [https://ams.example/ams]
       server: {host: 127.0.0.1, port: 8443}
-      ams:
+      ams:                        # absent: no AMS; the access endpoint is still served
         forecast_url: https://127.0.0.1:9443/smartapi/forecast
         verification_url: https://127.0.0.1:9443/smartapi/verification
 """
@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.smartapi.interop import Dialect, PeerProfile, Profiles
 
 _HOUR_S = 3600.0
 
@@ -59,6 +61,22 @@ class PeerRule(BaseModel):
     subject: str = Field(min_length=1)
     role: Role
     senders: tuple[str, ...] = ()
+    #: the Smart API dialect of the peer: `modern` (this product's profile) or
+    #: `smartapi-1.1` (the published 1.1 library; gateway.smartapi.interop says what
+    #: changes, inbound and outbound)
+    profile: Dialect = Dialect.MODERN
+    #: the time zone a 1.1 peer's clock runs in: its naive times are read in it
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _profile(self) -> PeerRule:
+        PeerProfile(self.profile, self.timezone)  # an unknown zone fails here
+        if self.profile is Dialect.SMARTAPI_11 and not self.senders:
+            raise ValueError(
+                f"allow-list entry {self.subject!r}: profile smartapi-1.1 needs the peer's "
+                "`senders` (its messages are recognized by their generatedBy)"
+            )
+        return self
 
 
 class DevRelax(BaseModel):
@@ -222,21 +240,39 @@ class NorthConfig(BaseModel):
     signing: SigningKeys
     allow: tuple[PeerRule, ...] = Field(min_length=1)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    #: where forecasts and verifications go over HTTPS; absent (a site without an AMS, e.g.
+    #: one that only serves the access endpoint to operators): nothing is sent or queued
     ams: AmsEndpoints | None = None
     mqtt: MqttConfig | None = None
     outbox: RetryPolicy = Field(default_factory=RetryPolicy)
 
     @model_validator(mode="after")
     def _transport_configured(self) -> NorthConfig:
-        if self.transport == "https" and self.ams is None:
-            raise ValueError("transport https needs an `ams:` section with the AMS URLs")
         if self.transport == "mqtt" and self.mqtt is None:
             raise ValueError("transport mqtt needs an `mqtt:` section with the broker")
         subjects = [r.subject for r in self.allow]
         dupes = sorted({s for s in subjects if subjects.count(s) > 1})
         if dupes:
             raise ValueError(f"allow-list names a subject twice: {', '.join(dupes)}")
+        if len({r.profile for r in self.allow if r.role is Role.AMS}) > 1:
+            # forecasts and verifications go to the AMS in one profile
+            raise ValueError("the allow-list's AMS entries disagree on the profile")
         return self
+
+    def profiles(self) -> Profiles:
+        """The Smart API profile of every sender the allow-list names."""
+        return Profiles(
+            {
+                sender: PeerProfile(rule.profile, rule.timezone)
+                for rule in self.allow
+                for sender in rule.senders
+            }
+        )
+
+    def ams_profile(self) -> PeerProfile:
+        """The profile forecasts and verifications are sent in: the AMS entry's."""
+        rules = [r for r in self.allow if r.role is Role.AMS]  # one profile: validated
+        return PeerProfile(rules[0].profile, rules[0].timezone) if rules else PeerProfile()
 
     def resolved(self, base: Path) -> NorthConfig:
         """This config with every relative file path made absolute against `base`."""

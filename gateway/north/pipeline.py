@@ -118,6 +118,11 @@ class InboundPipeline:
     def accepted_types(self) -> frozenset[str]:
         return self._codec.accepted_types
 
+    def use_codec(self, codec: MessageCodec[Any], max_age: timedelta) -> None:
+        """A reload re-read the keys and trusted peers: later messages are opened with them."""
+        self._codec = codec
+        self._max_age = max_age
+
     # -- answers ----------------------------------------------------------------------------
 
     def _answer_type(self, content_type: str | None) -> str:

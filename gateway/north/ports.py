@@ -72,6 +72,11 @@ class MessageCodec(Protocol[P]):
         """Serialize and sign `message` in `content_type` (one of `accepted_types`)."""
         ...
 
+    def encode_v11(self, message: Message) -> tuple[bytes, str]:
+        """`message` for a Smart API 1.1 peer: its forms, signed the 1.1 way; the body and
+        its Content-Type."""
+        ...
+
 
 @dataclass(frozen=True)
 class Expectation:

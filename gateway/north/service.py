@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
@@ -94,6 +95,8 @@ class North:
         self._client_ssl: ssl.SSLContext | None = None
         self._server_ssl: ssl.SSLContext | None = None
         self._started = asyncio.Event()
+        #: who may connect, and with which role; a reload replaces its rules
+        self.allow = AllowList(config.allow, config.tls)
 
     @classmethod
     def from_config(cls, loaded: LoadedConfig, **kwargs: Any) -> North:
@@ -108,7 +111,10 @@ class North:
         try:
             # keys and TLS files are read now: a missing or bad file fails the start
             self._codec = self._codec_override or secured(
-                self.config.signing, self.config.identity, self.config.server.max_statements
+                self.config.signing,
+                self.config.identity,
+                self.config.server.max_statements,
+                self.config.profiles(),
             )
             self._server_ssl = server_context(self.config.tls)
             self._client_ssl = client_context(self.config.tls)
@@ -148,27 +154,36 @@ class North:
         if self.pipeline is None or self._server_ssl is None or self._client_ssl is None:
             raise RuntimeError("North.run() outside `async with North(...)`")
         pipeline = self.pipeline
-        allow = AllowList(self.config.allow, self.config.tls)
+        allow = self.allow
         app = build_app(pipeline, allow, self.config.server, access=self.access)
         async with AsyncExitStack() as stack:
             self.server = await stack.enter_async_context(
                 HttpsServer(app, self.config.server, self._server_ssl)
             )
-            sender: HttpsSender | MqttEndpoint
+            sender: HttpsSender | MqttEndpoint | None = None
             if self.config.transport == "mqtt":
                 sender = self.mqtt = self._mqtt_endpoint(pipeline, allow)
-            else:
-                assert self.config.ams is not None  # the config model guarantees it
+            elif self.config.ams is not None:
                 # opened before and closed after the task group: a delivery that is under
                 # way when the gateway stops must not find the session closed
                 sender = await stack.enter_async_context(
                     HttpsSender(self.config.ams, self._client_ssl, own_cert=self.config.tls.cert)
                 )
+            else:
+                log.info("north: no AMS configured; serving the access endpoint only")
             async with asyncio.TaskGroup() as tg:
                 if self.mqtt is not None:
                     tg.create_task(self.mqtt.run())
-                tg.create_task(self.outbox.run(sender))
+                if sender is not None:
+                    tg.create_task(self.outbox.run(sender))
                 self._started.set()
+                if sender is None:
+                    await asyncio.Event().wait()  # serve until cancelled
+
+    @property
+    def has_ams(self) -> bool:
+        """Whether forecasts and verifications have somewhere to go."""
+        return self.config.transport == "mqtt" or self.config.ams is not None
 
     async def started(self) -> None:
         """Wait until the server listens and delivery runs (tests, the demo)."""
@@ -179,7 +194,6 @@ class North:
 
         mqtt = self.config.mqtt
         assert mqtt is not None  # the config model guarantees it
-        peer = allow.role_peer(Role.AMS, via="MQTT broker ACL")
 
         limit = self.config.server.max_body_bytes
 
@@ -198,6 +212,8 @@ class North:
             if refusal is not None:
                 log.warning("refused MQTT %s: %s", channel.value, refusal)
                 return pipeline.refuse(refusal, content_type)
+            # asked per message: a reload may have changed the senders the AMS may sign as
+            peer = allow.role_peer(Role.AMS, via="MQTT broker ACL")
             return await pipeline.handle(channel, body, content_type, peer)
 
         assert self._client_ssl is not None
@@ -225,16 +241,49 @@ class North:
         )
         if self._codec is None:
             raise RuntimeError("North.send() outside `async with North(...)`")
-        body = self._codec.encode(message, TURTLE)
-        fresh = await self.outbox.put(OutboundMessage(message.id, channel.value, TURTLE, body))
+        if not self.has_ams:
+            return False  # nobody to send it to; an outbox would only grow and warn
+        if self.config.ams_profile().legacy:  # the AMS runs the Smart API 1.1 library
+            body, ctype = self._codec.encode_v11(message)
+        else:
+            body, ctype = self._codec.encode(message, TURTLE), TURTLE
+        fresh = await self.outbox.put(OutboundMessage(message.id, channel.value, ctype, body))
         if fresh and isinstance(message, FlexibilityForecast) and self._sink is not None:
             await self._sink.record_forecast(message)
         return fresh
 
+    async def prepare_reload(self, loaded: LoadedConfig) -> Callable[[], Awaitable[None]]:
+        """Re-read the signing key and trusted peers (from the reloaded `north.signing`; the
+        files may have been replaced under the same names) and take the new allow-list.
+        Only these sections reach here: the reload refuses other `north` changes."""
+        if loaded.gateway.north is None:
+            raise ValueError("north: removed; only a restart applies it")
+        config = loaded.gateway.north.resolved(loaded.source.parent)
+        codec = self._codec_override or secured(
+            config.signing, config.identity, config.server.max_statements
+        )
+
+        async def commit() -> None:
+            self.config = config
+            self._codec = codec
+            if self.pipeline is not None:
+                self.pipeline.use_codec(codec, timedelta(seconds=config.signing.replay_window_s))
+            self.allow.replace(config.allow)
+            log.info(
+                "north: reloaded the allow-list (%d peers), signing key %s and trusted peers",
+                len(config.allow),
+                config.signing.key_id,
+            )
+
+        return commit
+
     def access_security(self) -> tuple[InboundSecurity, OutboundSecurity]:
         """Opener and sealer for the Smart API access core, with our keys and trust."""
         return access_security(
-            self.config.signing, self.config.identity, self.config.server.max_statements
+            self.config.signing,
+            self.config.identity,
+            self.config.server.max_statements,
+            self.config.profiles(),
         )
 
     async def stats(self) -> NorthStats:

@@ -139,6 +139,10 @@ class AllowList:
         self._rules = {r.subject: r for r in rules}
         self._relax = files.dev_relax
 
+    def replace(self, rules: tuple[PeerRule, ...]) -> None:
+        """A reloaded allow-list: the next request is admitted (or not) by it."""
+        self._rules = {r.subject: r for r in rules}
+
     def admit(self, identity: PeerIdentity | None) -> Peer | None:
         """The peer for this certificate, or None when the allow-list does not name it."""
         if identity is None:

@@ -1,9 +1,12 @@
-"""A small metrics registry rendered in the Prometheus text format (version 0.0.4).
+"""The gateway's metrics, kept and rendered by `prometheus_client` (text format 0.0.4).
 
 One registry per gateway (no module-level default). Parts of the gateway register their
 families at start and update them on the event loop thread; values that already live
 elsewhere (a queue's depth, a session's counters) are registered as callbacks and read at
-scrape time, so nothing has to be kept in step.
+scrape time, so nothing has to be kept in step. This module only adds what the gateway's
+parts rely on: labels given by name, registering the same family twice returns it (a
+reload asks again), and a name, label or value that is wrong is refused with the metric
+named.
 
     registry.counter("mgms_x_total", "help", ("device",)).inc(device="bess1")
     registry.gauge("mgms_y", "help").set(3.0)
@@ -13,202 +16,164 @@ scrape time, so nothing has to be kept in step.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Literal
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+import prometheus_client
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 Kind = Literal["counter", "gauge", "histogram"]
 LabelValues = tuple[str, ...]
 #: what a callback family returns: (label values in `labels` order, value) pairs
 Samples = Iterable[tuple[LabelValues, float]]
 
+# names as the 0.0.4 text format allows them (the library would accept any UTF-8 name)
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 #: seconds; covers a loopback Modbus read (0.2 ms) up to a slow serial/MMS poll
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
-
-def format_value(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _label_text(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{n}="{_escape_label(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
+# a `<name>_created` series beside every counter and histogram doubles the series for no
+# use here (Prometheus does not read it from the 0.0.4 format)
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class _Family:
-    def __init__(self, name: str, help: str, kind: Kind, labels: tuple[str, ...]) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, name: str, kind: Kind, labels: tuple[str, ...]
+    ) -> None:
+        self._registry = registry
         self.name = name
-        self.help = help
         self.kind: Kind = kind
         self.labels = labels
+        self._metric: Any = None
 
-    def key(self, given: dict[str, str]) -> LabelValues:
+    def key(self, given: dict[str, str]) -> dict[str, str]:
         if set(given) != set(self.labels):
             raise ValueError(
                 f"metric {self.name}: labels {sorted(given)} given, {list(self.labels)} expected"
             )
-        return tuple(str(given[n]) for n in self.labels)
+        return {n: str(given[n]) for n in self.labels}
 
-    def header(self) -> list[str]:
-        return [f"# HELP {self.name} {_escape_help(self.help)}", f"# TYPE {self.name} {self.kind}"]
+    def _child(self, given: dict[str, str]) -> Any:
+        labels = self.key(given)
+        return self._metric.labels(**labels) if self.labels else self._metric
 
-    def render(self) -> list[str]:
-        raise NotImplementedError
+    def _sample(self, suffix: str, given: dict[str, str]) -> float | None:
+        return self._registry.get_sample_value(self.name + suffix, self.key(given))
 
 
 class Counter(_Family):
-    def __init__(self, name: str, help: str, labels: tuple[str, ...]) -> None:
-        super().__init__(name, help, "counter", labels)
-        self._values: dict[LabelValues, float] = {}
+    def __init__(
+        self, registry: CollectorRegistry, name: str, help: str, labels: tuple[str, ...]
+    ) -> None:
+        super().__init__(registry, name, "counter", labels)
+        self._metric = prometheus_client.Counter(name, help, labels, registry=registry)
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
         if amount < 0:
             raise ValueError(f"metric {self.name}: a counter cannot go down ({amount})")
-        key = self.key(labels)
-        self._values[key] = self._values.get(key, 0.0) + amount
+        self._child(labels).inc(amount)
 
     def value(self, **labels: str) -> float:
-        return self._values.get(self.key(labels), 0.0)
-
-    def render(self) -> list[str]:
-        return [
-            f"{self.name}{_label_text(self.labels, k)} {format_value(v)}"
-            for k, v in sorted(self._values.items())
-        ]
+        return self._sample("", labels) or 0.0
 
 
 class Gauge(_Family):
-    def __init__(self, name: str, help: str, labels: tuple[str, ...]) -> None:
-        super().__init__(name, help, "gauge", labels)
-        self._values: dict[LabelValues, float] = {}
+    def __init__(
+        self, registry: CollectorRegistry, name: str, help: str, labels: tuple[str, ...]
+    ) -> None:
+        super().__init__(registry, name, "gauge", labels)
+        self._metric = prometheus_client.Gauge(name, help, labels, registry=registry)
 
     def set(self, value: float, **labels: str) -> None:
-        self._values[self.key(labels)] = float(value)
+        self._child(labels).set(float(value))
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        key = self.key(labels)
-        self._values[key] = self._values.get(key, 0.0) + amount
+        self._child(labels).inc(amount)
 
     def remove(self, **labels: str) -> None:
-        self._values.pop(self.key(labels), None)
+        values = self.key(labels)
+        with contextlib.suppress(KeyError):  # never set
+            self._metric.remove(*(values[n] for n in self.labels))
 
     def value(self, **labels: str) -> float | None:
-        return self._values.get(self.key(labels))
-
-    def render(self) -> list[str]:
-        return [
-            f"{self.name}{_label_text(self.labels, k)} {format_value(v)}"
-            for k, v in sorted(self._values.items())
-        ]
-
-
-@dataclass
-class _Buckets:
-    counts: list[int]
-    total: float = 0.0
-    count: int = 0
+        return self._sample("", labels)
 
 
 class Histogram(_Family):
     def __init__(
-        self, name: str, help: str, labels: tuple[str, ...], buckets: Sequence[float]
+        self,
+        registry: CollectorRegistry,
+        name: str,
+        help: str,
+        labels: tuple[str, ...],
+        buckets: Sequence[float],
     ) -> None:
-        super().__init__(name, help, "histogram", labels)
+        super().__init__(registry, name, "histogram", labels)
         if "le" in labels:
             raise ValueError(f"metric {name}: 'le' is reserved for histogram buckets")
         bounds = sorted(float(b) for b in buckets if not math.isinf(b))
         if not bounds or len(set(bounds)) != len(bounds):
             raise ValueError(f"metric {name}: buckets must be distinct and not empty")
         self.bounds = tuple(bounds)
-        self._children: dict[LabelValues, _Buckets] = {}
+        self._metric = prometheus_client.Histogram(
+            name, help, labels, registry=registry, buckets=self.bounds
+        )
 
     def observe(self, value: float, **labels: str) -> None:
-        key = self.key(labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = _Buckets([0] * len(self.bounds))
-        for i, bound in enumerate(self.bounds):
-            if value <= bound:
-                child.counts[i] += 1
-                break
-        child.total += value
-        child.count += 1
+        self._child(labels).observe(value)
 
     def count(self, **labels: str) -> int:
-        child = self._children.get(self.key(labels))
-        return 0 if child is None else child.count
-
-    def render(self) -> list[str]:
-        lines = []
-        for key, child in sorted(self._children.items()):
-            cumulative = 0
-            for bound, n in zip(self.bounds, child.counts, strict=True):
-                cumulative += n
-                # the reference client's spelling ("1.0"), so series stay the same across tools
-                le = _label_text(self.labels, key, f'le="{float(bound)!r}"')
-                lines.append(f"{self.name}_bucket{le} {cumulative}")
-            inf = _label_text(self.labels, key, 'le="+Inf"')
-            lines.append(f"{self.name}_bucket{inf} {child.count}")
-            lines.append(
-                f"{self.name}_sum{_label_text(self.labels, key)} {format_value(child.total)}"
-            )
-            lines.append(f"{self.name}_count{_label_text(self.labels, key)} {child.count}")
-        return lines
+        return int(self._sample("_count", labels) or 0)
 
 
-class Callback(_Family):
+class _CallbackCollector:
     """A counter or gauge family whose samples are read from `fn` at scrape time."""
 
     def __init__(
         self, name: str, help: str, kind: Kind, labels: tuple[str, ...], fn: Callable[[], Samples]
     ) -> None:
-        if kind == "histogram":
-            raise ValueError(f"metric {name}: callbacks serve counters and gauges only")
-        super().__init__(name, help, kind, labels)
-        self.fn = fn
+        self.name, self.help, self.kind, self.labels, self.fn = name, help, kind, labels, fn
 
-    def render(self) -> list[str]:
-        lines = []
+    def _family(self) -> CounterMetricFamily | GaugeMetricFamily:
+        if self.kind == "counter":
+            return CounterMetricFamily(self.name, self.help, labels=self.labels)
+        return GaugeMetricFamily(self.name, self.help, labels=self.labels)
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
         for values, value in sorted(self.fn()):
             if len(values) != len(self.labels):
                 raise ValueError(
                     f"metric {self.name}: callback gave {len(values)} label values "
                     f"for labels {list(self.labels)}"
                 )
-            lines.append(f"{self.name}{_label_text(self.labels, values)} {format_value(value)}")
-        return lines
+            family.add_metric([str(v) for v in values], float(value))
+        yield family
 
 
 class Registry:
-    """The metric families of one gateway, rendered in registration order."""
+    """The metric families of one gateway."""
 
     def __init__(self) -> None:
-        self._families: dict[str, _Family] = {}
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._families: dict[str, _Family | _CallbackCollector] = {}
 
-    def _check(self, name: str, kind: Kind, labels: Sequence[str]) -> _Family | None:
+    def _check(
+        self, name: str, kind: Kind, labels: Sequence[str]
+    ) -> _Family | _CallbackCollector | None:
         if not _NAME.match(name):
             raise ValueError(f"invalid metric name {name!r}")
         for label in labels:
@@ -229,7 +194,7 @@ class Registry:
             if not isinstance(existing, Counter):
                 raise ValueError(f"metric {name} already registered as a callback")
             return existing
-        family = Counter(name, help, tuple(labels))
+        family = Counter(self._registry, name, help, tuple(labels))
         self._families[name] = family
         return family
 
@@ -239,7 +204,7 @@ class Registry:
             if not isinstance(existing, Gauge):
                 raise ValueError(f"metric {name} already registered as a callback")
             return existing
-        family = Gauge(name, help, tuple(labels))
+        family = Gauge(self._registry, name, help, tuple(labels))
         self._families[name] = family
         return family
 
@@ -251,12 +216,13 @@ class Registry:
         buckets: Sequence[float] = LATENCY_BUCKETS,
     ) -> Histogram:
         existing = self._check(name, "histogram", labels)
-        family = Histogram(name, help, tuple(labels), buckets)
         if existing is not None:
             assert isinstance(existing, Histogram)
-            if existing.bounds != family.bounds:
+            wanted = tuple(sorted(float(b) for b in buckets if not math.isinf(b)))
+            if existing.bounds != wanted:
                 raise ValueError(f"metric {name} already registered with other buckets")
             return existing
+        family = Histogram(self._registry, name, help, tuple(labels), buckets)
         self._families[name] = family
         return family
 
@@ -269,17 +235,19 @@ class Registry:
         labels: Sequence[str] = (),
     ) -> None:
         """Register (or replace) a family read from `fn()` at every scrape."""
+        if kind == "histogram":
+            raise ValueError(f"metric {name}: callbacks serve counters and gauges only")
         existing = self._check(name, kind, labels)
-        if existing is not None and not isinstance(existing, Callback):
+        if existing is not None and not isinstance(existing, _CallbackCollector):
             raise ValueError(f"metric {name} already registered as a stored {existing.kind}")
-        self._families[name] = Callback(name, help, kind, tuple(labels), fn)
+        if existing is not None:
+            self._registry.unregister(existing)
+        collector = _CallbackCollector(name, help, kind, tuple(labels), fn)
+        self._registry.register(collector)
+        self._families[name] = collector
 
     def __contains__(self, name: object) -> bool:
         return name in self._families
 
     def render(self) -> str:
-        lines: list[str] = []
-        for family in self._families.values():
-            lines.extend(family.header())
-            lines.extend(family.render())
-        return "\n".join(lines) + "\n"
+        return generate_latest(self._registry).decode()

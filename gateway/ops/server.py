@@ -1,11 +1,14 @@
-"""The operations listener: /healthz, /readyz, /metrics, /api/status and the status page.
+"""The operations listener: /healthz, /readyz, /metrics, /api/status and the status page
+(`?device=<id>`, `?q=<text>`, `?problems=1` narrow its list of points, and /api/status's).
 
-Read-only (GET only) and on its own address, loopback by default. Off loopback every route
-but /healthz needs the operator's bearer token, compared in constant time.
+On its own address, loopback by default. Off loopback every route but /healthz needs the
+operator's bearer token, compared in constant time. Everything is read-only except
+`POST /api/points/<id>` (gateway.ops.points_api), which needs the token even on loopback.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import stat
@@ -20,6 +23,7 @@ from gateway.config import OpsConfig
 from gateway.errors import ServiceError
 from gateway.ops import status_page
 from gateway.ops.metrics import CONTENT_TYPE
+from gateway.ops.points_api import PointsApi
 from gateway.ops.status import as_json, snapshot
 
 if TYPE_CHECKING:
@@ -74,6 +78,7 @@ class OpsServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/api/status", self._status_json)
         app.router.add_get("/", self._page)
+        PointsApi(self.gw, writes_allowed=self._token is not None).add_routes(app)
         return app
 
     async def __aenter__(self) -> OpsServer:
@@ -145,8 +150,12 @@ class OpsServer:
         )
 
     async def _status_json(self, request: web.Request) -> web.Response:
-        return web.json_response(as_json(snapshot(self.gw)))
+        snap = snapshot(self.gw)
+        query = status_page.PointQuery.of(request.query)  # the page's filters narrow it too
+        if query.given:
+            snap = dataclasses.replace(snap, points=[p for p in snap.points if query.matches(p)])
+        return web.json_response(as_json(snap))
 
     async def _page(self, request: web.Request) -> web.Response:
-        html = status_page.render(snapshot(self.gw))
+        html = status_page.render(snapshot(self.gw), status_page.PointQuery.of(request.query))
         return web.Response(text=html, content_type="text/html", charset="utf-8")

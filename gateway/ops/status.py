@@ -14,6 +14,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from gateway.mapping import Quantity
+from gateway.model import CommandResult, Reading
+from gateway.points import MappedPoint
+from gateway.units import convert
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -84,17 +87,32 @@ class DeviceRow:
 
 
 @dataclass(frozen=True)
+class CommandRow:
+    """The last command sent to a point: what, when, by whom, and how the device answered."""
+
+    value: float | int | bool
+    time: datetime
+    status: str  # confirmed, rejected, timeout, link_down
+    confirmed: bool
+    origin: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class PointRow:
     id: str
     device: str
     der: str | None
     quantity: str
+    #: read, write or read-write; a write-only point has no reading, only `command`
+    direction: str
     value: float | int | bool | None
     unit: str
     quality: str
     good: bool
     age_s: float | None
     detail: str
+    command: CommandRow | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +141,42 @@ class Snapshot:
     flex: FlexStatus = field(default_factory=FlexStatus)
 
 
+def point_row(
+    m: MappedPoint, r: Reading | None, sent: CommandResult | None, now: datetime
+) -> PointRow:
+    """One point as operators see it: its latest reading and the last command sent to it."""
+    command = None
+    if sent is not None:
+        value = sent.command.value
+        if isinstance(value, float | int) and not isinstance(value, bool):
+            value = convert(float(value), m.point.unit, m.unit)  # shown in the table's unit
+        command = CommandRow(
+            value,
+            sent.completed_at,
+            sent.status.value,
+            sent.ok,
+            sent.command.origin,
+            sent.detail,
+        )
+    quality = "no data" if r is None else str(r.quality)
+    if not m.point.direction.readable:
+        quality = "write-only" if sent is None else f"write-only, {sent.status.value}"
+    return PointRow(
+        m.point.id,
+        m.device.id,
+        m.point.der,
+        m.point.quantity.value,
+        m.point.direction.value,
+        None if r is None else r.value,
+        m.unit if r is None else r.unit,  # the unit the value is in
+        quality,
+        r is not None and r.quality.good,
+        None if r is None else round((now - r.gateway_time).total_seconds(), 1),
+        "" if r is None else r.detail,
+        command,
+    )
+
+
 def snapshot(gw: Gateway) -> Snapshot:
     from gateway import __version__
 
@@ -139,26 +193,9 @@ def snapshot(gw: Gateway) -> Snapshot:
         )
         for s in gw.sessions.values()
     ]
-    points = []
-    for m in gw.table:
-        if not m.point.direction.readable:
-            continue
-        r = gw.table.latest(m.point.id)
-        points.append(
-            PointRow(
-                m.point.id,
-                m.device.id,
-                m.point.der,
-                m.point.quantity.value,
-                None if r is None else r.value,
-                m.unit,
-                "no data" if r is None else str(r.quality),
-                r is not None and r.quality.good,
-                None if r is None else round((now - r.gateway_time).total_seconds(), 1),
-                "" if r is None else r.detail,
-            )
-        )
+    last = gw.controller.last if gw.controller is not None else {}
     table = gw.table
+    points = [point_row(m, table.latest(m.point.id), last.get(m.point.id), now) for m in table]
     ders = [
         DerRow(
             d.id,
@@ -200,15 +237,16 @@ def snapshot(gw: Gateway) -> Snapshot:
     )
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A dataclass dump made JSON-ready (times as ISO 8601)."""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
 def as_json(snap: Snapshot) -> dict[str, Any]:
-    return dict(_plain(asdict(snap)))
+    return dict(plain(asdict(snap)))

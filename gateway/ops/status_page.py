@@ -1,21 +1,40 @@
 """The operator's status page: one self-contained HTML document rendered on the server.
 
 No scripts and nothing fetched from elsewhere (the station zone may have no internet, and
-a read-only page needs no JavaScript): tables for devices, points and DERs, the active
-notification and activation, and an inline SVG chart of set point, baseline and measured
-coupling-point power. It refreshes itself every few seconds.
+a read-only page needs no JavaScript): tables for devices and DERs, the active
+notification and activation, an inline SVG chart of set point, baseline and measured
+coupling-point power, and the points. It refreshes itself every few seconds.
+
+A site may map 10,000 points: up to `ALL_POINTS_UP_TO` of them are listed in one section
+per device; beyond that each device is a section that opens its points with a link
+(`?device=<id>`), the points not good are listed first (capped), and a filter (`?q=`
+matches point id, device, DER, quantity or quality; `?problems=1` keeps points not good)
+narrows the list. No list shows more than `MAX_ROWS` rows and says when it cut.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from html import escape
+from urllib.parse import quote
 
-from gateway.ops.status import ActivationView, NotificationView, SeriesPoint, Snapshot
+from gateway.ops.status import (
+    ActivationView,
+    CommandRow,
+    NotificationView,
+    PointRow,
+    SeriesPoint,
+    Snapshot,
+)
 
 REFRESH_S = 5
+#: a site with at most this many points lists them all, one section per device
+ALL_POINTS_UP_TO = 300
+#: no list of points is longer than this
+MAX_ROWS = 500
 NO_VALUE = "\u2013"  # en dash: no value
 
 CHART_W, CHART_H = 760, 280
@@ -40,7 +59,37 @@ th{background:#f0f0f0} td.num{text-align:right;font-variant-numeric:tabular-nums
 .meta{color:#555} .banner{padding:.4em .8em;border-radius:4px;display:inline-block}
 .ready{background:#dafbe1} .notready{background:#ffebe9}
 svg{background:#fff;border:1px solid #ddd}
+details,.device{margin:.3em 0} summary{cursor:pointer} form{margin:.4em 0}
 """
+
+
+@dataclass(frozen=True)
+class PointQuery:
+    """Which points the page lists (from the URL's query string)."""
+
+    device: str | None = None
+    text: str = ""
+    problems: bool = False
+
+    @classmethod
+    def of(cls, query: Mapping[str, str]) -> PointQuery:
+        problems = query.get("problems", "").lower() in {"1", "on", "true", "yes"}
+        return cls(query.get("device") or None, query.get("q", "").strip(), problems)
+
+    @property
+    def given(self) -> bool:
+        return self.device is not None or bool(self.text) or self.problems
+
+    def matches(self, p: PointRow) -> bool:
+        if self.device is not None and p.device != self.device:
+            return False
+        if self.problems and (p.good or p.direction == "write"):
+            return False
+        if self.text:
+            needle = self.text.lower()
+            fields = (p.id, p.device, p.der or "", p.quantity, p.quality)
+            return any(needle in f.lower() for f in fields)
+        return True
 
 
 def fmt(value: object, digits: int = 6) -> str:
@@ -147,7 +196,8 @@ def chart_svg(series: Sequence[SeriesPoint]) -> str:
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], table_id: str) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(cells) + "</tr>" for cells in rows)
-    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    table = f'<table id="{escape(table_id)}">'
+    return f"{table}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _td(value: object, cls: str = "") -> str:
@@ -185,7 +235,114 @@ def _activation(a: ActivationView | None) -> str:
     )
 
 
-def render(snap: Snapshot) -> str:
+POINT_HEADERS = (
+    "point",
+    "DER",
+    "quantity",
+    "value",
+    "unit",
+    "quality",
+    "age s",
+    "last command",
+    "detail",
+)
+
+
+def _command(c: CommandRow | None) -> str:
+    if c is None:
+        return _td(None)
+    text = f"{fmt(c.value)} {c.status} at {c.time.strftime('%H:%M:%S')} by {c.origin}"
+    return _td(text, "good" if c.confirmed else "bad")
+
+
+def _point_rows(points: Sequence[PointRow]) -> list[list[str]]:
+    return [
+        [
+            _td(p.id),
+            _td(p.der),
+            _td(p.quantity),
+            _td(p.value, "num"),
+            _td(p.unit),
+            _td(p.quality, "good" if p.good else "" if p.direction == "write" else "bad"),
+            _td(p.age_s, "num"),
+            _command(p.command),
+            _td(p.detail),
+        ]
+        for p in points
+    ]
+
+
+def _capped(points: list[PointRow], table_id: str, what: str) -> str:
+    shown = points[:MAX_ROWS]
+    note = ""
+    if len(points) > len(shown):
+        note = (
+            f'<p class="meta">Showing the first {len(shown)} of {len(points)} {what}; '
+            "narrow the filter to see the others.</p>"
+        )
+    return note + _table(POINT_HEADERS, _point_rows(shown), table_id)
+
+
+def _filter_form(q: PointQuery) -> str:
+    device = f'<input type="hidden" name="device" value="{escape(q.device)}">' if q.device else ""
+    checked = " checked" if q.problems else ""
+    return (
+        '<form id="point-filter" method="get" action="/#points">'
+        f"{device}"
+        '<label>Filter points <input type="search" name="q" '
+        f'value="{escape(q.text)}" placeholder="point, device, DER, quantity"></label> '
+        f'<label><input type="checkbox" name="problems" value="1"{checked}> not good only'
+        '</label> <button type="submit">Show</button> <a href="/#points">all devices</a></form>'
+    )
+
+
+def _points(snap: Snapshot, q: PointQuery) -> str:
+    by_device: dict[str, list[PointRow]] = {}
+    for p in snap.points:
+        by_device.setdefault(p.device, []).append(p)
+    form = _filter_form(q)
+    if q.given:
+        found = [p for p in snap.points if q.matches(p)]
+        scope = f"device {q.device}" if q.device else "all devices"
+        head = (
+            f'<p class="meta" id="points-found">{len(found)} of {len(snap.points)} points '
+            f"match ({escape(scope)}).</p>"
+        )
+        return form + head + _capped(found, "points", "matching points")
+    total = len(snap.points)
+    if total <= ALL_POINTS_UP_TO:
+        sections = [
+            f'<details open id="device-{escape(d)}"><summary>{escape(d)}: '
+            f"{_counts(rows)}</summary>{_table(POINT_HEADERS, _point_rows(rows), 'points-' + d)}"
+            "</details>"
+            for d, rows in by_device.items()
+        ]
+        return form + '<div id="points">' + "".join(sections) + "</div>"
+    problems = [p for p in snap.points if not p.good and p.direction != "write"]
+    sections = [
+        f'<div class="device" id="device-{escape(d)}">{escape(d)}: {_counts(rows)} · '
+        f'<a href="?device={quote(d)}#points">show its points</a></div>'
+        for d, rows in by_device.items()
+    ]
+    bad = (
+        "<h3>Points not good</h3>" + _capped(problems, "points-problems", "points not good")
+        if problems
+        else '<p class="meta">Every point is good.</p>'
+    )
+    return (
+        form + f'<div id="points"><p class="meta">{total} points on {len(by_device)} devices; '
+        "open a device or filter to list points.</p>" + "".join(sections) + bad + "</div>"
+    )
+
+
+def _counts(rows: Sequence[PointRow]) -> str:
+    readable = [p for p in rows if p.direction != "write"]
+    good = sum(p.good for p in readable)
+    text = f"{len(rows)} points, {good}/{len(readable)} good"
+    return escape(text)
+
+
+def render(snap: Snapshot, query: PointQuery | None = None) -> str:
     devices = [
         [
             _td(d.id),
@@ -196,20 +353,6 @@ def render(snap: Snapshot) -> str:
             _td(d.last_poll_ms, "num"),
         ]
         for d in snap.devices
-    ]
-    points = [
-        [
-            _td(p.id),
-            _td(p.device),
-            _td(p.der),
-            _td(p.quantity),
-            _td(p.value, "num"),
-            _td(p.unit),
-            _td(p.quality, "good" if p.good else "bad"),
-            _td(p.age_s, "num"),
-            _td(p.detail),
-        ]
-        for p in snap.points
     ]
     ders = [
         [
@@ -245,13 +388,7 @@ up {escape(fmt(round(snap.uptime_s)))} s · {escape(_time(snap.time))} · {ready
 {_table(["DER", "type", "control", "P kW", "Q kvar", "SOC %", "P set kW"], ders, "ders")}
 <h2>Flexibility</h2>
 <div id="flex">{_notification(snap.flex.notification)}{_activation(snap.flex.activation)}</div>
-<h2>Points</h2>
-{
-        _table(
-            ["point", "device", "DER", "quantity", "value", "unit", "quality", "age s", "detail"],
-            points,
-            "points",
-        )
-    }
+<h2 id="points-title">Points</h2>
+{_points(snap, query or PointQuery())}
 </body></html>
 """

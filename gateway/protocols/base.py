@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -83,9 +86,20 @@ class ProtocolSpec:
     default_port: int | None = None
     #: checks that need the connection and the addresses together (None: nothing to check)
     check_device: DeviceCheck | None = None
+    #: the driver class, "module:Class", imported only when a device of the protocol runs
+    driver: str | None = None
+    #: the simulator front end class, "module:Class" (None: the simulator cannot serve it)
+    front_end: str | None = None
 
 
 _REGISTRY: dict[str, ProtocolSpec] = {}
+#: not empty once the entry points were read
+_ENTRY_POINTS_READ: list[str] = []
+
+
+#: the entry-point group through which every protocol is registered; each entry names a
+#: `ProtocolSpec` object, and its name must be the spec's name
+ENTRY_POINT_GROUP = "mgms.protocols"
 
 
 def register(spec: ProtocolSpec) -> ProtocolSpec:
@@ -93,7 +107,50 @@ def register(spec: ProtocolSpec) -> ProtocolSpec:
     return spec
 
 
+def load_entry_points() -> None:
+    """Register every protocol of the `mgms.protocols` entry-point group (the installed
+    distributions' metadata), the one way a protocol joins the gateway."""
+    entries = entry_points(group=ENTRY_POINT_GROUP)
+    if not entries:
+        # metadata from before the group existed (an old *.egg-info on sys.path shadows it)
+        raise RuntimeError(
+            f"no protocols in the entry-point group {ENTRY_POINT_GROUP!r}: the installed"
+            " package metadata is missing or stale; reinstall (pip install -e .)"
+        )
+    for entry in entries:
+        spec = entry.load()
+        if not isinstance(spec, ProtocolSpec):
+            raise TypeError(
+                f"entry point {entry.name} = {entry.value} ({ENTRY_POINT_GROUP}):"
+                f" names a {type(spec).__name__}, not a ProtocolSpec"
+            )
+        if spec.name != entry.name:
+            raise ValueError(
+                f"entry point {entry.name} = {entry.value} ({ENTRY_POINT_GROUP}):"
+                f" the spec calls itself {spec.name!r}"
+            )
+        register(spec)
+    _ENTRY_POINTS_READ.append(ENTRY_POINT_GROUP)
+
+
+def load_class(target: str) -> type:
+    """The class a "module:Class" reference names."""
+    module_name, _, class_name = target.partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not isinstance(cls, type):
+        raise TypeError(f"{target} is not a class")
+    return cls
+
+
+def _loaded() -> dict[str, ProtocolSpec]:
+    # loaded on first use, not on import: a protocol's own module imports this one
+    if not _ENTRY_POINTS_READ:
+        load_entry_points()
+    return _REGISTRY
+
+
 def spec_for(protocol: str) -> ProtocolSpec:
+    _loaded()
     try:
         return _REGISTRY[protocol]
     except KeyError:
@@ -103,7 +160,22 @@ def spec_for(protocol: str) -> ProtocolSpec:
 
 
 def known_protocols() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(_loaded())
+
+
+def read_first_line(path: Path, field: str) -> str:
+    """The first line of a secret file named by option `field` (stripped); the error names
+    the field and the file, never the content."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"{field} {str(path)!r} cannot be read: {exc.__class__.__name__}"
+        ) from None
+    first = lines[0].strip() if lines else ""
+    if not first:
+        raise ValueError(f"{field} {str(path)!r} is empty")
+    return first
 
 
 def options_for(protocol: str, raw: dict[str, Any]) -> BaseModel:

@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.protocols.base import Address, AddressError, PointTyping, ProtocolSpec, register
+from gateway.protocols.base import Address, AddressError, PointTyping, ProtocolSpec, read_first_line
 
 # --- OBIS codes -----------------------------------------------------------------------
 
@@ -469,16 +469,7 @@ class DlmsOptions(BaseModel):
 
 
 def _read_password(path: Path) -> SecretBytes:
-    try:
-        first = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(
-            f"password_file {str(path)!r} cannot be read: {exc.__class__.__name__}"
-        ) from None
-    password = first[0].strip() if first else ""
-    if not password:
-        raise ValueError(f"password_file {str(path)!r} is empty")
-    return SecretBytes(password.encode("utf-8"))
+    return SecretBytes(read_first_line(path, "password_file").encode("utf-8"))
 
 
 def _read_keys(path: Path) -> tuple[SecretBytes, SecretBytes]:
@@ -504,12 +495,12 @@ def _read_keys(path: Path) -> tuple[SecretBytes, SecretBytes]:
     return keys[0], keys[1]
 
 
-SPEC = register(
-    ProtocolSpec(
-        name="dlms",
-        parse_address=parse,
-        options_model=DlmsOptions,
-        data_types=frozenset(),
-        default_port=4059,
-    )
+SPEC = ProtocolSpec(
+    name="dlms",
+    driver="drivers.dlms.driver:DlmsDriver",
+    front_end="fwsim.dlms_server:DlmsFrontEnd",
+    parse_address=parse,
+    options_model=DlmsOptions,
+    data_types=frozenset(),
+    default_port=4059,
 )

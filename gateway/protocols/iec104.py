@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from gateway.protocols.base import Address, AddressError, PointTyping, ProtocolSpec, register
+from gateway.protocols.base import Address, AddressError, PointTyping, ProtocolSpec
 
 MAX_CA = 65534  # 0 and 65535 are broadcast addresses, not stations
 MAX_IOA = 16_777_215
@@ -346,12 +346,12 @@ class Iec104Options(BaseModel):
         return w
 
 
-SPEC = register(
-    ProtocolSpec(
-        name="iec104",
-        parse_address=parse,
-        options_model=Iec104Options,
-        data_types=frozenset(),
-        default_port=2404,
-    )
+SPEC = ProtocolSpec(
+    name="iec104",
+    driver="drivers.iec104.driver:Iec104Driver",
+    front_end="fwsim.iec104_server:Iec104FrontEnd",
+    parse_address=parse,
+    options_model=Iec104Options,
+    data_types=frozenset(),
+    default_port=2404,
 )

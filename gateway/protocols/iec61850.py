@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.protocols.base import Address, AddressError, PointTyping, ProtocolSpec, register
+from gateway.protocols.base import Address, AddressError, PointTyping, ProtocolSpec
 
 _LD = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _LN = re.compile(r"^(LLN0|[A-Za-z0-9_]{0,11}[A-Z]{4}[0-9]{0,12})$")
@@ -388,12 +388,12 @@ class Iec61850Options(BaseModel):
         return self
 
 
-SPEC = register(
-    ProtocolSpec(
-        name="iec61850",
-        parse_address=parse,
-        options_model=Iec61850Options,
-        data_types=frozenset(t.value for t in DataType),
-        default_port=102,
-    )
+SPEC = ProtocolSpec(
+    name="iec61850",
+    driver="drivers.iec61850.driver:Iec61850Driver",
+    front_end="fwsim.iec61850_server:Iec61850FrontEnd",
+    parse_address=parse,
+    options_model=Iec61850Options,
+    data_types=frozenset(t.value for t in DataType),
+    default_port=102,
 )

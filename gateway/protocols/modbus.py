@@ -25,7 +25,6 @@ from gateway.protocols.base import (
     DeviceIssue,
     PointTyping,
     ProtocolSpec,
-    register,
 )
 
 if TYPE_CHECKING:
@@ -235,13 +234,13 @@ def check_device(connection: Connection, addresses: Mapping[str, Address]) -> li
     return issues
 
 
-SPEC = register(
-    ProtocolSpec(
-        name="modbus",
-        parse_address=parse,
-        options_model=ModbusOptions,
-        data_types=frozenset(t.value for t in DataType),
-        default_port=502,
-        check_device=check_device,
-    )
+SPEC = ProtocolSpec(
+    name="modbus",
+    driver="drivers.modbus.driver:ModbusDriver",
+    front_end="fwsim.modbus_server:ModbusFrontEnd",
+    parse_address=parse,
+    options_model=ModbusOptions,
+    data_types=frozenset(t.value for t in DataType),
+    default_port=502,
+    check_device=check_device,
 )

@@ -10,6 +10,9 @@ certificate); `add_routes` mounts it on an aiohttp application.
 - Write requests go through the controller (`write(Command) -> CommandResult`). Every
   value object is resolved and checked (known point, writable, unit, limits) before the
   first command is sent, so a bad request changes nothing.
+- TimeSeries writes (an entity carrying a time series, e.g. a PV or load forecast from the
+  AMS or a forecast service) go to `forecasts`, the external forecasts the flexibility
+  functions blend into the DER's baseline; every series is checked before any is taken.
 - Reserve Notifications and Activations go to `on_information`, which accepts or refuses
   them with a reason (e.g. the activation would break another reserved service).
 - Anything refused is answered with a Smart API Error naming the reason; its errorCode is
@@ -22,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -44,7 +47,7 @@ from gateway.model import Command, CommandMode, CommandResult, utcnow
 from gateway.points import MappedPoint, PointTable
 from gateway.smartapi.codec import Format, negotiate, parse, prepare, serialize
 from gateway.smartapi.decode import decode_graph
-from gateway.smartapi.encode import AnyMessage, to_tree
+from gateway.smartapi.encode import AnyMessage, der_iri, to_tree
 from gateway.smartapi.fielddata import (
     SETPOINT_ROLES,
     entities,
@@ -53,6 +56,7 @@ from gateway.smartapi.fielddata import (
     value_object,
 )
 from gateway.smartapi.flexibility import ReserveActivation, ReserveNotification
+from gateway.smartapi.interop import MODERN, PeerProfile, Profiles, read_envelope, to_v11
 from gateway.smartapi.messages import (
     Activity,
     Entity,
@@ -60,6 +64,7 @@ from gateway.smartapi.messages import (
     Method,
     Request,
     Response,
+    TimeSeries,
     ValueObject,
     new_message_id,
 )
@@ -90,15 +95,33 @@ InstructionHandler = Callable[[Instruction], Awaitable[Decision]]
 
 
 class Opener(Protocol):
-    """Inbound security: verifies, decrypts and replay-checks, returning the graph."""
+    """Inbound security: verifies, decrypts and replay-checks, returning the graph;
+    `last_encrypted` says whether the message it opened last had an encrypted part."""
+
+    last_encrypted: bool
 
     def open(self, body: bytes, content_type: str | None) -> Graph: ...
 
 
 class Sealer(Protocol):
-    """Outbound security: signs (and may encrypt) the answer's tree."""
+    """Outbound security: signs (and may encrypt) the answer's tree; `seal_v11` the 1.1
+    way, for a Smart API 1.1 peer (multipart body and its Content-Type)."""
 
     def seal(self, roots: list[Node]) -> list[Node]: ...
+
+    def seal_v11(self, roots: list[Node], recipient: str, encrypt: bool) -> tuple[bytes, str]: ...
+
+    def can_encrypt_for(self, recipient: str) -> bool: ...
+
+
+class ForecastSink(Protocol):
+    """External forecasts per DER (gateway.flex.messages.ExternalForecasts)."""
+
+    def check(self, der: str, series: TimeSeries) -> None:
+        """ValueError naming what is wrong with `series` as a forecast of `der`."""
+        ...
+
+    def update(self, der: str, series: TimeSeries) -> None: ...
 
 
 class AccessReply(NamedTuple):
@@ -135,6 +158,16 @@ class WriteFailed(SmartApiError):
     status = 502
 
 
+@dataclass(frozen=True)
+class _Recipient:
+    """Who an answer goes to, once the request was read: its sender, profile, and
+    whether it came encrypted."""
+
+    sender: str | None = None
+    profile: PeerProfile = MODERN
+    encrypted: bool = False
+
+
 @dataclass
 class _Planned:
     entity_iri: str
@@ -154,6 +187,11 @@ class AccessService:
     opener: Opener | None = None
     sealer: Sealer | None = None
     clock: Callable[[], datetime] = utcnow
+    #: where TimeSeries writes go (None: refused as not taken here)
+    forecasts: ForecastSink | None = None
+    #: which senders speak Smart API 1.1: their envelope is read the 1.1 way and they are
+    #: answered in their forms (gateway.smartapi.interop)
+    profiles: Profiles = field(default_factory=Profiles)
 
     _cpu: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
 
@@ -169,14 +207,23 @@ class AccessService:
         except UnsupportedMediaType as exc:
             return await self._off_loop(self._error_reply, exc, Format.TURTLE, None)
         request_id: str | None = None
+        to = _Recipient()
         try:
-            msg = await self._off_loop(self._open, body, content_type)
+            msg, encrypted = await self._off_loop(self._open, body, content_type)
             request_id = msg.id
+            to = _Recipient(msg.sender, self.profiles.of(msg.sender), encrypted)
+            if not self._answerable(to):
+                # refused unencrypted: the refusal says nothing of the request's content
+                to = replace(to, encrypted=False)
+                raise Forbidden(
+                    f"the request came encrypted and there is no trusted RSA key of "
+                    f"{to.sender} to encrypt the answer for; nothing was applied"
+                )
             answer = await self._dispatch(msg, peer_role)
         except SmartApiError as exc:
             log.info("smartapi request %s refused: %s", request_id or "?", exc)
-            return await self._off_loop(self._error_reply, exc, fmt, request_id)
-        return await self._off_loop(self._reply, 200, answer, fmt)
+            return await self._off_loop(self._error_reply, exc, fmt, request_id, to)
+        return await self._off_loop(self._reply, 200, answer, fmt, to)
 
     async def _off_loop(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Parsing, signature checks and signing cost milliseconds of CPU per request: they
@@ -188,13 +235,23 @@ class AccessService:
         async with self._cpu:
             return await asyncio.to_thread(fn, *args)
 
-    def _open(self, body: bytes, content_type: str | None) -> AnyMessage:
+    def _open(self, body: bytes, content_type: str | None) -> tuple[AnyMessage, bool]:
+        """The message, and whether it came encrypted (a 1.1 peer is answered so)."""
         graph = (
             self.opener.open(body, content_type)
             if self.opener is not None
             else parse(body, content_type)
         )
-        return decode_graph(prepare(graph))
+        read_envelope(graph, body, self.profiles)  # done already by an opener: idempotent
+        encrypted = self.opener is not None and self.opener.last_encrypted
+        return decode_graph(prepare(graph)), encrypted
+
+    def _answerable(self, to: _Recipient) -> bool:
+        """A 1.1 peer's encrypted request is answered encrypted, so it is refused before
+        anything is applied when we hold no key of the peer to encrypt for."""
+        if not (to.encrypted and to.profile.legacy and to.sender and self.sealer):
+            return True
+        return self.sealer.can_encrypt_for(to.sender)
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -219,13 +276,50 @@ class AccessService:
             self._require_writer(role)
         else:
             self._require_reader(role)
+        series = [self._plan_series(a) for a in writes]  # all checked before any is taken
         plans = [self._plan_writes(a) for a in writes]  # all checked before any is sent
         for activity in msg.activities:
             if activity.method is Method.READ:
                 activities.append(self._read(activity))
+        for planned in series:
+            activities.extend(self._take_series(planned))
         for plan in plans:
-            activities.append(await self._execute(plan, origin=msg.sender))
+            if plan:
+                activities.append(await self._execute(plan, origin=msg.sender))
         return self._response(msg.id, tuple(activities))
+
+    def _plan_series(self, activity: Activity) -> list[tuple[Entity, str]]:
+        """The entities of a write that carry time series, with their DER."""
+        planned: list[tuple[Entity, str]] = []
+        for entity in (e for e in activity.entities if e.time_series):
+            if self.forecasts is None:
+                raise NotFound("this gateway takes no external forecasts")
+            mg = self.config.gateway.microgrid.id
+            der = next(
+                (d.id for d in self.config.gateway.ders if der_iri(mg, d.id) == entity.iri), None
+            )
+            if der is None:
+                raise NotFound(f"a forecast is for a DER; <{entity.iri}> is none of ours")
+            for ts in entity.time_series:
+                try:
+                    self.forecasts.check(der, ts)
+                except ValueError as exc:
+                    refusal = SmartApiError(str(exc))
+                    refusal.code = refusal.status = 422
+                    raise refusal from None
+            planned.append((entity, der))
+        return planned
+
+    def _take_series(self, planned: list[tuple[Entity, str]]) -> list[Activity]:
+        taken: list[Activity] = []
+        for entity, der in planned:
+            assert self.forecasts is not None  # _plan_series refused otherwise
+            for ts in entity.time_series:
+                self.forecasts.update(der, ts)
+            log.info("external forecast for DER %s taken (%d series)", der, len(entity.time_series))
+            echo = Entity(iri=entity.iri, time_series=entity.time_series)
+            taken.append(Activity(method=Method.WRITE, entities=(echo,)))
+        return taken
 
     def _require_writer(self, role: str | None) -> None:
         if role not in self.policy.writers:
@@ -295,6 +389,8 @@ class AccessService:
             if wanted.iri not in known:
                 raise NotFound(f"unknown entity <{wanted.iri}>")
             if not wanted.value_objects:
+                if wanted.time_series:
+                    continue  # a forecast: _plan_series
                 raise SmartApiError(f"write to <{wanted.iri}> carries no value object")
             points = self._points_of(wanted.iri)
             for vo in wanted.value_objects:
@@ -363,13 +459,26 @@ class AccessService:
 
     # -- replies ----------------------------------------------------------------------------
 
-    def _reply(self, status: int, msg: AnyMessage, fmt: Format) -> AccessReply:
+    def _reply(
+        self, status: int, msg: AnyMessage, fmt: Format, to: _Recipient | None = None
+    ) -> AccessReply:
         roots = to_tree(msg)
-        if self.sealer is not None:
+        if to is not None and to.sender is not None and to.profile.legacy:
+            roots = to_v11(roots)
+            if self.sealer is not None:
+                body, ctype = self.sealer.seal_v11(roots, to.sender, to.encrypted)
+                return AccessReply(status, body, ctype)
+        elif self.sealer is not None:
             roots = self.sealer.seal(roots)
         return AccessReply(status, serialize(roots, fmt), f"{fmt.value}; charset=utf-8")
 
-    def _error_reply(self, exc: SmartApiError, fmt: Format, in_reply_to: str | None) -> AccessReply:
+    def _error_reply(
+        self,
+        exc: SmartApiError,
+        fmt: Format,
+        in_reply_to: str | None,
+        to: _Recipient | None = None,
+    ) -> AccessReply:
         error = ErrorMessage(
             id=new_message_id(),
             sender=self.sender,
@@ -378,7 +487,7 @@ class AccessService:
             message=f"{type(exc).__name__}: {exc}",
             in_reply_to=in_reply_to,
         )
-        return self._reply(exc.status, error, fmt)
+        return self._reply(exc.status, error, fmt, to)
 
 
 def _matches(mapped: MappedPoint, vo: ValueObject) -> bool:

@@ -61,6 +61,22 @@ def media_format(content_type: str | None) -> Format:
         ) from None
 
 
+def _sniffed(content_type: str | None, text: str) -> Format | None:
+    """The format of a `text/plain` body, from its first token. The Smart API 1.1 library
+    labels JSON-LD (and N-Triples) `text/plain; charset="us-ascii"`; text/plain is also the
+    historical N-Triples type. A JSON document starts with `{` or `[`, a Turtle document
+    with a directive (`@prefix`, `PREFIX`, ...); anything else stays N-Triples. The first
+    token decides, never a failed parse, and the chosen parser's errors are reported."""
+    if not content_type or content_type.split(";", 1)[0].strip().lower() != "text/plain":
+        return None
+    head = text.lstrip()[:8]
+    if head[:1] in ("{", "["):
+        return Format.JSONLD
+    if head.lower().startswith(("@prefix", "@base", "prefix ", "base ")):
+        return Format.TURTLE
+    return Format.NTRIPLES
+
+
 def negotiate(accept: str | None, default: Format = Format.TURTLE) -> Format:
     """The best format for an Accept header (q-values honoured; */* gives the default)."""
     if not accept:
@@ -147,6 +163,7 @@ def parse(body: bytes, content_type: str | None, max_statements: int | None = No
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MessageParseError(f"body is not UTF-8: {exc}") from exc
+    fmt = _sniffed(content_type, text) or fmt
     if fmt is Format.JSONLD:
         try:
             data = json.loads(text)

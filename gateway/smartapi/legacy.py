@@ -5,6 +5,8 @@ Accepted legacy forms:
   `qudt:hasUnit` / `qudt:hasQuantityKind`;
 - NASA QUDT units (`unit#Kilowatt`, `unit#Kilowatthour`, ...) for current QUDT units;
 - quantity kinds in the Smart API namespace (`smartapi:ActivePower`, ...) for QUDT ones;
+- a time series on the Activity (where the 1.1 library writes it) instead of on the entity:
+  moved to the activity's entity when it names exactly one;
 - the 1.1 list shape of time series: `smartapi:list` (or `dcterms:abstract`) leading to a
   node whose `smartapi:entry` items carry `smartapi:index` and `rdf:value`, possibly one
   `dcterms:abstract` hop further, instead of an RDF collection.
@@ -40,7 +42,16 @@ def has_legacy_forms(graph: Graph) -> bool:
         any((None, p, None) in graph for p in _PREDICATES)
         or any((None, None, qk) in graph for qk in LEGACY_QUANTITIES)
         or (None, SMARTAPI.entry, None) in graph
+        or any(True for _ in _activity_series(graph))
     )
+
+
+def _activity_series(graph: Graph) -> list[tuple[RdfNode, RdfNode]]:
+    return [
+        (a, ts)
+        for a, ts in graph.subject_objects(SMARTAPI.timeSeries)
+        if (a, RDF.type, SMARTAPI.Activity) in graph
+    ]
 
 
 def normalize(graph: Graph) -> bool:
@@ -60,6 +71,16 @@ def normalize(graph: Graph) -> bool:
         for s, p in list(graph.subject_predicates(old_qk)):
             graph.remove((s, p, old_qk))
             graph.add((s, p, kind.iri))
+    for activity, series in _activity_series(graph):
+        entities = list(graph.objects(activity, SMARTAPI.entity))
+        if len(entities) != 1:
+            raise InvalidTerm(
+                "smartapi:timeSeries",
+                str(activity),
+                f"a time series on an activity needs exactly one entity, not {len(entities)}",
+            )
+        graph.remove((activity, SMARTAPI.timeSeries, series))
+        graph.add((entities[0], SMARTAPI.timeSeries, series))
     _rewrite_indexed_arrays(graph)
     return True
 
@@ -78,6 +99,10 @@ def _entries_holder(graph: Graph, node: RdfNode) -> RdfNode | None:
     for inner in graph.objects(node, DCTERMS.abstract):
         if (inner, SMARTAPI.entry, None) in graph:
             return inner
+        # the library's own writer: dcterms:abstract [ smartapi:indexedArray [ entry ... ] ]
+        for array in graph.objects(inner, SMARTAPI.indexedArray):
+            if (array, SMARTAPI.entry, None) in graph:
+                return array
     return None
 
 

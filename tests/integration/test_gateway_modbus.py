@@ -116,7 +116,9 @@ def test_mgms_demo_json() -> None:
     for protocol, counts in summary["writes"].items():
         assert counts["confirmed"] == counts["sent"] > 0, protocol
     assert summary["points"]["modbus"]["total"] == 24
-    assert set(summary["points"]) == {"modbus", "iec104", "iec61850", "dlms"}
+    assert set(summary["points"]) == {"modbus", "iec104", "iec61850", "dlms", "cems"}
+    assert summary["points"]["cems"]["total"] == 6
+    assert summary["writes"]["cems"] == {"sent": 2, "confirmed": 2}
     # the CRP cycle over mutual TLS with the AMS simulator
     assert summary["forecast"]["intervals"] > 0
     assert summary["notification"]["status"] == 200

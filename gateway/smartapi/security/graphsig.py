@@ -226,15 +226,20 @@ def replace_stub(
     media: str,
     error: type[Exception],
     max_statements: int | None = None,
+    referenced: bool = False,
 ) -> None:
     """Swap the stub's own triples for the part's, which must describe only the stub's node
-    and blank nodes under it; with the part the message may hold `max_statements`."""
+    and blank nodes under it (`referenced`, the 1.1 scheme: also named nodes the stub's
+    node refers to in the part, when the main graph says nothing of them); with the part
+    the message may hold `max_statements`."""
     left = None if max_statements is None else max(max_statements - len(graph), 0)
     try:
         part = parse(body, media, left)
     except MessageParseError as exc:
         raise error(f"part <{stub}> does not parse: {exc.detail}") from exc
     foreign = {s for s in part.subjects() if s != stub and not isinstance(s, BNode)}
+    if referenced:
+        foreign = {s for s in foreign if (stub, None, s) not in part or (s, None, None) in graph}
     if foreign:
         raise error(f"part <{stub}> also describes {sorted(map(str, foreign))[:3]}")
     for triple in list(graph.triples((stub, None, None))):

@@ -7,11 +7,23 @@ the object is replaced by a stub `a smartapi:Reference, smartapi:MultipartRefere
 carrying both, and the message travels as multipart/related (`start="Main"`), the object
 in its own part with Content-ID = its IRI.
 
-Encryption: the object's Turtle is encrypted with a fresh AES-128 key in CBC mode (PKCS#7
-padding, random IV sent in front of the ciphertext, the part body base64); the key is
-wrapped with the recipient's RSA key (OAEP, SHA-1, as the 1.1 libraries did) into
-`smartapi:sessionKey`, and the stub is also typed `smartapi:EncryptedReference` with
-`smartapi:encryptionKeyType smartapi:PublicKey`. Hash and signature cover the plaintext.
+Encryption, as the published 1.1 library does it: the object's Turtle is encrypted with a
+fresh AES-128 key in CBC mode (PKCS#7 padding); the part body is the key wrapped with the
+recipient's RSA key (OAEP, SHA-1), base64, on its own first line, then base64(IV) and
+base64(ciphertext) run together. Hash and signature cover that text. The stub is also
+typed `smartapi:EncryptedReference` with `smartapi:encryptionKeyType smartapi:PublicKey`.
+Inbound, the gateway's earlier form (key in `smartapi:sessionKey`, body base64(IV +
+ciphertext), hash over the plaintext) is still read.
+
+The library's transfer encoding: it writes every part with each LF of the signed text
+turned into CRLF, so a CRLF text travels with `\r\r\n` line ends and an encrypted part's
+key line ends in CRLF. The hash decides: a part whose received bytes do not match its
+hashCode is checked once more in that decoding (CRLF -> LF), and hash and signature are
+then verified over the text that matched. No other rewriting is tried.
+
+The library's signed Activity part also describes the Device it acts on: a part may
+describe, besides its own object, the named nodes its object refers to, as long as the
+main graph says nothing of them (the signature covers what the part says of them).
 
 Only the objects are signed in this scheme, not the main graph (message id, sender, time):
 that is its known weakness, and the reason for the product's secure profile.
@@ -74,51 +86,62 @@ def seal(
         node = find_named(main, iri)
         if node is None:
             raise ValueError(f"no object <{iri}> in the message")
-        text = to_turtle([node], newline="\r\n").encode()
+        # the object in its part carries the reference types too, as the library writes
+        # it (and its reader removes them again, failing where they are missing)
+        marked = Node(node.iri, [(_TYPE, v.REFERENCE), *node.props])
+        if encrypt_for is not None:
+            marked.props.insert(1, (_TYPE, v.ENCRYPTED_REFERENCE))
+        text = to_turtle([marked], newline="\r\n").encode()
         stub = Node(iri).add(_TYPE, v.REFERENCE).add(_TYPE, v.MULTIPART_REFERENCE)
+        if encrypt_for is not None:
+            text = _encrypt(text, encrypt_for)
+            stub.add(_TYPE, v.ENCRYPTED_REFERENCE)
+            stub.add(str(SMARTAPI.encryptionKeyType), v.PUBLIC_KEY_TYPE)
         if identity is not None:
             key = _rsa(identity.key, identity.key_id)
             stub.add(str(SMARTAPI.hashCode), string(hash_code(text)))
             signature = key.sign(text, asym.PKCS1v15(), hashes.SHA512())
             stub.add(str(SMARTAPI.signature), string(b64(signature)))
-        body, ctype = text, "text/turtle"
-        headers: tuple[tuple[str, str], ...] = ()
-        if encrypt_for is not None:
-            if not isinstance(encrypt_for.key, rsa.RSAPublicKey):
-                raise ValueError(f"{encrypt_for.key_id}: the 1.1 scheme needs an RSA key")
-            session = os.urandom(16)
-            iv = os.urandom(16)
-            padder = padding.PKCS7(128).padder()
-            padded = padder.update(text) + padder.finalize()
-            encryptor = Cipher(algorithms.AES(session), modes.CBC(iv)).encryptor()
-            cipher = iv + encryptor.update(padded) + encryptor.finalize()
-            body = base64.b64encode(cipher)
-            ctype = "application/octet-stream"
-            headers = (("Content-Transfer-Encoding", "base64"),)
-            stub.add(_TYPE, v.ENCRYPTED_REFERENCE)
-            stub.add(str(SMARTAPI.encryptionKeyType), v.PUBLIC_KEY_TYPE)
-            stub.add(
-                str(SMARTAPI.sessionKey),
-                string(b64(encrypt_for.key.encrypt(session, _OAEP_SHA1))),
-            )
         main = replace_named(main, iri, stub)
-        parts.append(multipart.Part(iri, ctype, body, headers))
+        parts.append(multipart.Part(iri, "text/turtle", text))
     main_part = multipart.Part(START, "text/turtle", to_turtle(main, newline="\r\n").encode())
     return multipart.build([main_part, *parts], START)
 
 
+def _encrypt(text: bytes, recipient: Peer) -> bytes:
+    """The 1.1 library's encrypted part: wrapped key line, then base64 IV + ciphertext."""
+    if not isinstance(recipient.key, rsa.RSAPublicKey):
+        raise ValueError(f"{recipient.key_id}: the 1.1 scheme needs an RSA key")
+    session = os.urandom(16)
+    iv = os.urandom(16)
+    padder = padding.PKCS7(128).padder()
+    padded = padder.update(text) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(session), modes.CBC(iv)).encryptor()
+    cipher = encryptor.update(padded) + encryptor.finalize()
+    wrapped = recipient.key.encrypt(session, _OAEP_SHA1)
+    return base64.b64encode(wrapped) + b"\n" + base64.b64encode(iv) + base64.b64encode(cipher)
+
+
 def _decrypt(graph: Graph, stub: URIRef, body: bytes, identity: Identity | None) -> bytes:
+    """Either form: the 1.1 library's (key line first) or, with smartapi:sessionKey in the
+    stub, the gateway's earlier one (body base64(IV + ciphertext))."""
     if identity is None or not isinstance(identity.key, rsa.RSAPrivateKey):
         raise DecryptionFailed(f"part <{stub}> is encrypted and we have no RSA key")
     wrapped = graph.value(stub, SMARTAPI.sessionKey)
-    if not isinstance(wrapped, Literal):
-        raise DecryptionFailed(f"encrypted part <{stub}> has no smartapi:sessionKey")
     try:
-        session = identity.key.decrypt(
-            unb64(str(wrapped), "sessionKey", DecryptionFailed), _OAEP_SHA1
-        )
-        data = unb64(body.decode("ascii").strip(), "part body", DecryptionFailed)
-        iv, cipher = data[:16], data[16:]
+        if isinstance(wrapped, Literal):
+            key_text = str(wrapped)
+            data = unb64(body.decode("ascii").strip(), "part body", DecryptionFailed)
+            iv, cipher = data[:16], data[16:]
+        else:
+            key_line, newline, rest = body.decode("ascii").partition("\n")
+            if not newline:
+                raise DecryptionFailed(f"encrypted part <{stub}> has no key line")
+            key_text = key_line.strip()
+            # base64 of the 16-byte IV is 24 characters
+            iv = unb64(rest[:24], "IV", DecryptionFailed)
+            cipher = unb64(rest[24:].strip(), "ciphertext", DecryptionFailed)
+        session = identity.key.decrypt(unb64(key_text, "session key", DecryptionFailed), _OAEP_SHA1)
         decryptor = Cipher(algorithms.AES(session), modes.CBC(iv)).decryptor()
         padded = decryptor.update(cipher) + decryptor.finalize()
         unpadder = padding.PKCS7(128).unpadder()
@@ -133,10 +156,11 @@ def open_message(
     trust: TrustStore,
     identity: Identity | None = None,
     max_statements: int | None = None,
+    encrypted: list[str] | None = None,
 ) -> tuple[Graph, Peer | None]:
     """The main graph with every referenced part verified, decrypted and merged in, and the
     peer whose RSA key signed them (None when no part is signed); all of it may hold
-    `max_statements`."""
+    `max_statements`. The IRIs of encrypted objects are appended to `encrypted`."""
     start, parts = multipart.parse(body, content_type)
     graph = parse_body(start.body, start.content_type, max_statements)
     sender = str(graph.value(message_node(graph), SMARTAPI.generatedBy))
@@ -152,21 +176,43 @@ def open_message(
         part = parts.get(str(stub))
         if part is None:
             raise SignatureInvalid(f"no part with Content-ID {stub}")
+        is_encrypted = (stub, RDF.type, v.ENCRYPTED_REFERENCE) in graph
+        if is_encrypted and encrypted is not None:
+            encrypted.append(str(stub))
+        # the gateway's earlier form hashes the plaintext, the library's the part text
+        plaintext_hashed = is_encrypted and (stub, SMARTAPI.sessionKey, None) in graph
         text = part.body
-        if (stub, RDF.type, v.ENCRYPTED_REFERENCE) in graph:
+        if plaintext_hashed:
             text = _decrypt(graph, stub, text, identity)
         hash_value = graph.value(stub, SMARTAPI.hashCode)
         signature = graph.value(stub, SMARTAPI.signature)
-        if hash_value is not None and not hmac.compare_digest(str(hash_value), hash_code(text)):
-            raise SignatureInvalid(f"hashCode of <{stub}> does not match its part")
+        if hash_value is not None:
+            text = _hashed_text(stub, text, str(hash_value))
         if signature is None:
             unsigned += 1
         else:
             signer = _verify_part(stub, text, str(signature), candidates, sender)
-        replace_stub(graph, stub, text, Format.TURTLE, SignatureInvalid, max_statements)
+        if is_encrypted and not plaintext_hashed:
+            text = _decrypt(graph, stub, text, identity)
+        replace_stub(
+            graph, stub, text, Format.TURTLE, SignatureInvalid, max_statements, referenced=True
+        )
+        for marker in (v.REFERENCE, v.MULTIPART_REFERENCE, v.ENCRYPTED_REFERENCE):
+            graph.remove((stub, RDF.type, marker))
     if unsigned and signer is not None:
         raise SignatureInvalid("some objects are signed and others not")
     return graph, signer
+
+
+def _hashed_text(stub: URIRef, received: bytes, expected: str) -> bytes:
+    """The part text its hashCode covers: the bytes as received, or in the library's
+    transfer decoding (each CRLF back to the LF it was written as)."""
+    if hmac.compare_digest(expected, hash_code(received)):
+        return received
+    decoded = received.replace(b"\r\n", b"\n")
+    if decoded != received and hmac.compare_digest(expected, hash_code(decoded)):
+        return decoded
+    raise SignatureInvalid(f"hashCode of <{stub}> does not match its part")
 
 
 def _verify_part(

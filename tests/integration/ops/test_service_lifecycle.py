@@ -190,7 +190,7 @@ def test_sighup_keeps_running_on_bad_files_and_applies_good_ones(service: Servic
     service.wait_for("RELOADING")
     applied = service.wait_for("READY")
     assert applied["STATUS"].startswith(
-        "reloaded (devices: 0 added, 1 changed, 0 removed, 3 unchanged)"
+        "reloaded: no config section changed; devices: 0 added, 1 changed, 0 removed, 3 unchanged"
     ), applied
     status, snap = service.get("/api/status")
     assert "pv1.q" not in {p["id"] for p in snap["points"]}
@@ -211,3 +211,37 @@ def test_sighup_keeps_running_on_bad_files_and_applies_good_ones(service: Servic
     assert [k for k, _, _ in events].count("reload_rejected") == 1
     [reload] = [d for k, _, d in events if k == "reload"]
     assert reload["changed"] == ["pv1-inverter"]
+
+
+def test_sighup_says_which_sections_it_applied_and_which_need_a_restart(service: Service) -> None:
+    service.wait_for("READY")
+    path = service.dir / "gw.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["coupling_point"]["import_limit_kw"] = 120
+    path.write_text(yaml.safe_dump(config))
+    service.proc.send_signal(signal.SIGHUP)
+    service.wait_for("RELOADING")
+    applied = service.wait_for("READY")
+    assert applied["STATUS"] == (
+        "reloaded: coupling_point applied; devices: 0 added, 0 changed, 0 removed, 4 unchanged"
+    ), applied
+    _, snap = service.get("/api/status")
+    [pcc] = [d for d in snap["ders"] if d["id"] == "pcc"]
+    assert "import ≤ 120 kW" in pcc["control"]
+
+    config["state_dir"] = "elsewhere"
+    config["coupling_point"]["import_limit_kw"] = 90
+    path.write_text(yaml.safe_dump(config))
+    service.proc.send_signal(signal.SIGHUP)
+    service.wait_for("RELOADING")
+    refused = service.wait_for("READY")
+    assert refused["STATUS"] == (
+        "reload refused: state_dir need a restart; running on the old config"
+    ), refused
+    _, snap = service.get("/api/status")
+    [pcc] = [d for d in snap["ders"] if d["id"] == "pcc"]
+    assert "import ≤ 120 kW" in pcc["control"]  # nothing of that reload was applied
+    [line] = [ln for ln in service.log.read_text().splitlines() if "reload refused" in ln]
+    assert "state_dir changed: only a restart applies it; nothing was applied" in line
+    service.proc.send_signal(signal.SIGTERM)
+    assert service.proc.wait(timeout=10) == 0

@@ -144,6 +144,13 @@ def test_external_forecast_series_onto_the_horizon() -> None:
                 quantity=QuantityKind.ENERGY, unit="KiloW-HR", start=T0, step=Q, values=(1.0,)
             ),
         )
+    from dataclasses import replace
+
+    from gateway.smartapi.messages import SeriesRole
+
+    with pytest.raises(ValueError, match="a baseline, not a Maximum series"):
+        forecasts.update("pv1", replace(series, role=SeriesRole.MAXIMUM))
+    assert forecasts(Horizon(T0, Q, 1))["pv1"] == [pytest.approx(20.0)]  # unchanged
 
 
 def test_an_unmeasured_interval_claims_nothing() -> None:

@@ -81,7 +81,6 @@ def test_a_north_mistake_is_reported_with_file_and_field(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"ams": None}, "needs an `ams:` section"),
         ({"transport": "mqtt"}, "needs an `mqtt:` section"),
         (
             {"allow": [{"subject": "ams", "role": "ams"}, {"subject": "ams", "role": "operator"}]},
@@ -94,11 +93,58 @@ def test_a_north_mistake_is_reported_with_file_and_field(tmp_path: Path) -> None
         ({"allow": []}, "at least 1"),
         ({"outbox": {"initial_s": 10, "max_s": 5}}, "greater than max_s"),
         ({"outbox": {"give_up_after_s": 600}}, "greater than or equal to 3600"),
+        (
+            {"allow": [{"subject": "ams", "role": "ams", "profile": "smartapi-1.1"}]},
+            "profile smartapi-1.1 needs the peer's `senders`",
+        ),
+        (
+            {"allow": [{"subject": "ams", "role": "ams", "senders": ["urn:a"], "timezone": "X/Y"}]},
+            "unknown time zone 'X/Y'",
+        ),
+        ({"allow": [{"subject": "ams", "role": "ams", "profile": "smartapi-2"}]}, "profile"),
+        (
+            {
+                "allow": [
+                    {"subject": "a", "role": "ams", "senders": ["urn:a"]},
+                    {
+                        "subject": "b",
+                        "role": "ams",
+                        "senders": ["urn:b"],
+                        "profile": "smartapi-1.1",
+                    },
+                ]
+            },
+            "AMS entries disagree on the profile",
+        ),
     ],
 )
 def test_invalid_sections_are_refused(change: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         NorthConfig.model_validate({**base(), **change})
+
+
+def test_profiles_by_sender() -> None:
+    allow = [
+        {
+            "subject": "ams",
+            "role": "ams",
+            "senders": ["urn:ams"],
+            "profile": "smartapi-1.1",
+            "timezone": "Europe/Helsinki",
+        },
+        {"subject": "op", "role": "operator", "senders": ["urn:op"]},
+    ]
+    config = NorthConfig.model_validate({**base(), "allow": allow})
+    profiles = config.profiles()
+    assert profiles.of("urn:ams").legacy and profiles.of("urn:ams").timezone == "Europe/Helsinki"
+    assert not profiles.of("urn:op").legacy and not profiles.of("urn:someone").legacy
+    assert config.ams_profile().legacy
+
+
+def test_a_site_without_an_ams_needs_no_ams_section() -> None:
+    """Only the access endpoint (operators) is served; nothing is sent or queued."""
+    config = NorthConfig.model_validate({k: v for k, v in base().items() if k != "ams"})
+    assert config.ams is None and config.transport == "https"
 
 
 def test_retry_policy_defaults_keep_trying_a_day() -> None:

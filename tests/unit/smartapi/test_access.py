@@ -220,6 +220,7 @@ class SlowOpener:
     def __init__(self) -> None:
         self.active = 0
         self.most = 0
+        self.last_encrypted = False
 
     def open(self, body: bytes, content_type: str | None) -> Graph:
         self.active += 1

@@ -1,13 +1,12 @@
-"""The metrics registry renders what the Prometheus reference parser reads back."""
+"""The metrics registry (prometheus_client underneath) renders what the Prometheus reference
+parser reads back, and refuses wrong registrations naming the metric."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.ops.metrics import Registry, format_value
+from gateway.ops.metrics import Registry
 
 
 def parse(text: str) -> dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
@@ -114,10 +113,20 @@ def test_wrong_labels_and_negative_increments_are_refused() -> None:
         reg.render()
 
 
-def test_value_formatting() -> None:
-    assert format_value(3.0) == "3"
-    assert format_value(0.25) == "0.25"
-    assert format_value(math.inf) == "+Inf"
-    assert format_value(-math.inf) == "-Inf"
-    assert format_value(math.nan) == "NaN"
-    assert format_value(1e20) == "1e+20"
+def test_values_read_back_and_no_created_series() -> None:
+    reg = Registry()
+    c = reg.counter("c_total", "C.", ("device",))
+    c.inc(3, device="a")
+    assert c.value(device="a") == 3 and c.value(device="b") == 0
+    g = reg.gauge("g", "G.", ("device",))
+    assert g.value(device="a") is None
+    g.set(2.5, device="a")
+    assert g.value(device="a") == 2.5
+    g.remove(device="a")
+    g.remove(device="never")
+    assert g.value(device="a") is None
+    h = reg.histogram("h_seconds", "H.", buckets=(1, 2))
+    h.observe(1.5)
+    assert h.count() == 1
+    text = reg.render()
+    assert "_created" not in text

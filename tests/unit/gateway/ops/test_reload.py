@@ -36,7 +36,7 @@ async def test_plan_names_what_changed(rig: Rig) -> None:
     assert plan.removed == ()
     assert plan.unchanged == ("dev-a",)
     assert plan.restart_needed == ("state_dir",)
-    assert plan.config.gateway.state_dir == rig.gw.config.gateway.state_dir  # kept until restart
+    assert plan.live == ()  # the devices changed, no live config section
 
 
 async def test_valid_reload_applies_without_touching_unchanged_links(rig: Rig) -> None:
@@ -124,3 +124,31 @@ async def test_a_device_no_driver_can_serve_leaves_everything_running(rig: Rig) 
     assert not await reload(gw, rig.load, Notifier(None))
     assert set(gw.sessions) == {"dev-a", "dev-b"}
     assert gw.sessions["dev-b"].device.poll_interval == 0.05
+
+
+async def test_a_part_that_fails_to_prepare_refuses_the_reload_and_changes_nothing(
+    rig: Rig,
+) -> None:
+    gw = rig.gw
+    assert await gw.wait_connected(2.0)
+    committed: list[str] = []
+
+    async def fine(config):  # type: ignore[no-untyped-def]
+        async def commit() -> None:
+            committed.append("fine")
+
+        return commit
+
+    async def broken(config):  # type: ignore[no-untyped-def]
+        raise RuntimeError("a bug")
+
+    gw.on_reload("fine", fine)
+    gw.on_reload("broken", broken)
+    before = gw.config
+    rig.write(mapping=changed_mapping())
+    assert not await reload(gw, rig.load, Notifier(None))
+    assert gw.config is before and set(gw.sessions) == {"dev-a", "dev-b"}
+    assert committed == []  # prepared, but nothing commits unless every part could prepare
+    assert gw.store is not None
+    [event] = await gw.store.events("reload_rejected")
+    assert "broken cannot take the new config: RuntimeError('a bug')" in event.detail["problems"][0]

@@ -156,6 +156,46 @@ async def test_status_json_and_page(rig: Rig, http: tuple[aiohttp.ClientSession,
         assert r.status == 405  # read-only
 
 
+async def test_status_shows_the_last_command_of_a_point(
+    rig: Rig, http: tuple[aiohttp.ClientSession, str]
+) -> None:
+    session, base = http
+    gw = rig.gw
+    assert await gw.wait_connected(2.0) and gw.controller is not None
+    async with session.get(base + "/api/status") as r:
+        before = {p["id"]: p for p in (await r.json())["points"]}
+    assert before["a.set"]["command"] is None and before["a.set"]["direction"] == "read-write"
+    await gw.controller.write(Command("a.set", 3, origin="op-1"))
+    rig.fields["dev-a"].refuse.add("a.set")
+    await gw.controller.write(Command("a.set", 4, origin="op-2"))
+    async with session.get(base + "/api/status") as r:
+        after = {p["id"]: p for p in (await r.json())["points"]}
+    command = after["a.set"]["command"]
+    assert (command["value"], command["status"], command["confirmed"]) == (4, "rejected", False)
+    assert command["origin"] == "op-2" and command["detail"] == "illegal data address"
+    assert datetime.fromisoformat(command["time"]) <= datetime.now(UTC)
+    async with session.get(base + "/api/status?q=a.set") as r:
+        assert [p["id"] for p in (await r.json())["points"]] == ["a.set"]
+    async with session.get(base + "/?q=a.set") as r:
+        page = await r.text()
+    assert "4 rejected at" in page and "by op-2" in page
+
+
+async def test_point_writes_need_a_token_even_on_loopback(
+    rig: Rig, http: tuple[aiohttp.ClientSession, str]
+) -> None:
+    session, base = http
+    assert await rig.gw.wait_connected(2.0) and rig.gw.controller is not None
+    async with session.post(base + "/api/points/a.set", json={"value": 3}) as r:
+        assert r.status == 403
+        assert "ops.operator_token_file" in (await r.json())["error"]
+    assert not rig.gw.controller.sent
+    async with session.get(base + "/api/points?id=a.soc") as r:  # reading is open on loopback
+        assert r.status == 200
+        [row] = (await r.json())["points"]
+    assert (row["id"], row["value"], row["unit"]) == ("a.soc", 55.0, "PERCENT")
+
+
 async def test_token_guards_everything_but_liveness(tmp_path: Path, rig: Rig) -> None:
     token_file = tmp_path / "operator.token"
     token_file.write_text("s3cret-operator-token-0123\n")
