@@ -16,13 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
+from drivers.modbus.driver import ModbusDriver
+from fwsim.process import free_port, start_sim
+from gateway.loader import load_config
+from gateway.protocols.modbus import ModbusOptions
 
-from drivers.modbus.driver import ModbusDriver  # noqa: E402
-from fwsim.process import free_port, start_sim  # noqa: E402
-from gateway.loader import load_config  # noqa: E402
-from gateway.protocols.modbus import ModbusOptions  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 CONFIG = ROOT / "config" / "demo.yaml"
 BLOCK = 20  # rounds per block; blocks of (a) and (b) alternate

@@ -22,42 +22,40 @@ import asyncio
 import contextlib
 import json
 import statistics
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
-
-from fwsim.process import free_port, start_sim  # noqa: E402
-from gateway.app import Gateway  # noqa: E402
-from gateway.config import FlexSettings  # noqa: E402
-from gateway.flex import service as service_module  # noqa: E402
-from gateway.flex.cycle import crp_cycle  # noqa: E402
-from gateway.flex.dispatch import Dispatch, DispatchInput  # noqa: E402
-from gateway.flex.dispatch import dispatch as solve_dispatch  # noqa: E402
-from gateway.flex.model import (  # noqa: E402
+from fwsim.process import free_port, start_sim
+from gateway.app import Gateway
+from gateway.config import FlexSettings
+from gateway.flex import service as service_module
+from gateway.flex.cycle import crp_cycle
+from gateway.flex.dispatch import Dispatch, DispatchInput
+from gateway.flex.dispatch import dispatch as solve_dispatch
+from gateway.flex.model import (
     Activation,
     Band,
-    FlexibilityForecast,
+    FlexForecast,
     Reservation,
     Verification,
 )
-from gateway.flex.records import FlexRecords  # noqa: E402
-from gateway.flex.service import FlexService, WallClock  # noqa: E402
-from gateway.loader import load_config  # noqa: E402
-from gateway.mapping import Quantity  # noqa: E402
-from tests.support.flexsim import Bench, BenchClock  # noqa: E402
+from gateway.flex.records import FlexRecords
+from gateway.flex.service import FlexService, WallClock
+from gateway.loader import load_config
+from gateway.mapping import Quantity
+from tests.support.flexsim import Bench, BenchClock
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CONFIG = ROOT / "config" / "demo.yaml"
 dispatch_ms: list[float] = []
 
 
 class Discard:
-    async def forecast(self, message: FlexibilityForecast) -> None:
+    async def forecast(self, message: FlexForecast) -> None:
         pass
 
     async def verification(self, message: Verification) -> None:

@@ -4,7 +4,8 @@ least a tool that knew the mapping already would spend). For SunSpec also the na
 one register per request, against the chunked reads discovery does.
 
 Starts the SunSpec site (config/sunspec.yaml) and the demo microgrid's IED, RTU and meters
-in two simulator processes; runs `--rounds` discoveries per protocol (median reported).
+in two simulator processes (and the bess1 inverter, a Modbus device without SunSpec, for
+the range report); runs `--rounds` discoveries per protocol (median reported).
 Prints one JSON line, with the load average before and after (the machine may be shared).
 """
 
@@ -15,30 +16,28 @@ import asyncio
 import json
 import os
 import statistics
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
+from drivers.dlms.scan import describe_meter
+from drivers.iec104.scan import scan
+from drivers.iec61850.browsing import browse_ied
+from drivers.modbus.scan import RegisterScanner
+from drivers.registry import create_driver
+from fwsim.process import free_port, start_sim
+from gateway.discover import dlms, iec61850
+from gateway.discover import modbus as discover_modbus
+from gateway.loader import load_config
+from gateway.mapping import Device
+from gateway.protocols.dlms import DlmsOptions
+from gateway.protocols.modbus import Table
 
-from drivers.dlms.scan import describe_meter  # noqa: E402
-from drivers.iec104.scan import scan  # noqa: E402
-from drivers.iec61850.browsing import browse_ied  # noqa: E402
-from drivers.modbus.scan import RegisterScanner  # noqa: E402
-from drivers.registry import create_driver  # noqa: E402
-from fwsim.process import free_port, start_sim  # noqa: E402
-from gateway.discover import dlms, iec61850  # noqa: E402
-from gateway.discover import modbus as discover_modbus  # noqa: E402
-from gateway.loader import load_config  # noqa: E402
-from gateway.mapping import Device  # noqa: E402
-from gateway.protocols.dlms import DlmsOptions  # noqa: E402
-from gateway.protocols.modbus import Table  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SUNSPEC = ROOT / "config" / "sunspec.yaml"
 DEMO = ROOT / "config" / "demo.yaml"
-DEMO_DEVICES = ["bess2-ied", "chp1-rtu", "pcc-billing-meter"]
+DEMO_DEVICES = ["bess2-ied", "chp1-rtu", "pcc-billing-meter", "bess1-inverter"]
 
 
 async def timed(run: Callable[[], Awaitable[object]], rounds: int) -> float:
@@ -94,6 +93,41 @@ async def sunspec(port: int, device: Device, rounds: int) -> dict[str, float]:
     }
 
 
+async def range_report(port: int, device: Device, rounds: int) -> dict[str, float]:
+    """The report for a device without SunSpec (the demo's bess1 inverter, its map at
+    40072), probing every PROBE_STEP registers after each usual start, against one probe
+    per start (which misses that map)."""
+    target = discover_modbus.ModbusTarget("127.0.0.1", port)
+    spans: list[object] = []
+
+    async def report() -> None:
+        scanner = RegisterScanner("127.0.0.1", port, 1.0)
+        await scanner.connect()
+        try:
+            found = await discover_modbus.probe_ranges(scanner, target)
+            spans[:] = found.ranges[(1, Table.HOLDING)]
+        finally:
+            await scanner.close()
+
+    seconds = await timed(report, rounds)
+    found = list(spans)
+    step = discover_modbus.PROBE_STEP
+    discover_modbus.PROBE_STEP = discover_modbus.CHUNK  # one probe per start
+    try:
+        one_probe_s = await timed(report, rounds)
+    finally:
+        discover_modbus.PROBE_STEP = step
+    floor = await timed(lambda: poll_once(device), rounds)
+    return {
+        "report_s": round(seconds, 4),
+        "holding_found": str(found),
+        "one_probe_per_start_s": round(one_probe_s, 4),
+        "one_probe_per_start_found": str(spans),
+        "poll_floor_s": round(floor, 4),
+        "ratio_to_floor": round(seconds / floor, 1),
+    }
+
+
 async def main(rounds: int) -> dict[str, object]:
     load_before = os.getloadavg()
     sunspec_port = free_port()
@@ -107,6 +141,9 @@ async def main(rounds: int) -> dict[str, object]:
         demo = {d.id: d for d in load_config(DEMO, port_overrides=ports).devices}
         out: dict[str, object] = {"rounds": rounds}
         out["modbus_sunspec"] = await sunspec(sunspec_port, hybrid, rounds)
+        out["modbus_range_report"] = await range_report(
+            ports["bess1-inverter"], demo["bess1-inverter"], rounds
+        )
 
         async def browse() -> None:
             found = await browse_ied("127.0.0.1", ports["bess2-ied"], 2.0, within=30.0)

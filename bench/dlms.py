@@ -14,20 +14,18 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
-DEMO_CONFIG = ROOT / "config" / "demo.yaml"
+from drivers.dlms.driver import DlmsDriver
+from drivers.dlms.session import Got, Session
+from fwsim.process import free_port, start_sim
+from gateway.loader import load_config
+from gateway.mapping import Device
+from gateway.protocols.dlms import DlmsAddress, DlmsOptions
 
-from drivers.dlms.driver import DlmsDriver  # noqa: E402
-from drivers.dlms.session import Got, Session  # noqa: E402
-from fwsim.process import free_port, start_sim  # noqa: E402
-from gateway.loader import load_config  # noqa: E402
-from gateway.mapping import Device  # noqa: E402
-from gateway.protocols.dlms import DlmsAddress, DlmsOptions  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = ROOT / "config" / "demo.yaml"
 
 METERS = {"lls_plain": "load1-customer-meter", "hls_ciphered": "pcc-billing-meter"}
 ROUNDS = 200

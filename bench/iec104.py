@@ -26,16 +26,15 @@ import sys
 import time
 from pathlib import Path
 
+import c104
+
+from drivers.iec104.driver import Iec104Driver
+from fwsim.process import free_port, start_sim
+from gateway.loader import load_config
+from gateway.model import Command
+from gateway.protocols.iec104 import Iec104Address
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
-
-import c104  # noqa: E402
-
-from drivers.iec104.driver import Iec104Driver  # noqa: E402
-from fwsim.process import free_port, start_sim  # noqa: E402
-from gateway.loader import load_config  # noqa: E402
-from gateway.model import Command  # noqa: E402
-from gateway.protocols.iec104 import Iec104Address  # noqa: E402
 
 CONFIG = ROOT / "config" / "demo.yaml"
 DEVICE = "chp1-rtu"

@@ -22,23 +22,21 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pyiec61850.pyiec61850 as iec
+
+from drivers.iec61850.driver import Iec61850Driver
+from fwsim.process import free_port, start_sim
+from gateway.loader import load_config
+from gateway.mapping import Device, Point
+from gateway.model import Command
+from gateway.protocols.iec61850 import Iec61850Options
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
-
-import pyiec61850.pyiec61850 as iec  # noqa: E402
-
-from drivers.iec61850.driver import Iec61850Driver  # noqa: E402
-from fwsim.process import free_port, start_sim  # noqa: E402
-from gateway.loader import load_config  # noqa: E402
-from gateway.mapping import Device, Point  # noqa: E402
-from gateway.model import Command  # noqa: E402
-from gateway.protocols.iec61850 import Iec61850Options  # noqa: E402
 
 CONFIG = ROOT / "config" / "demo.yaml"
 DEVICE = "bess2-ied"

@@ -25,22 +25,20 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from pymodbus.client import AsyncModbusTcpClient
+
+from bench.scale import generate
+from bench.soaklib.figures import percentiles
+from fwsim.process import start_sim
+from gateway.app import Gateway
+from gateway.loader import load_config
+from gateway.model import Command
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
-
-from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
-
-from bench.scale import generate  # noqa: E402
-from bench.soaklib.figures import percentiles  # noqa: E402
-from fwsim.process import start_sim  # noqa: E402
-from gateway.app import Gateway  # noqa: E402
-from gateway.loader import load_config  # noqa: E402
-from gateway.model import Command  # noqa: E402
 
 INVERTER = """\
   - id: ctl

@@ -23,17 +23,16 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
+from drivers.modbus.driver import ModbusDriver
+from drivers.modbus.plan import ReadRequest
+from drivers.modbus.transport import frame_gap
+from fwsim.process import start_sim
+from fwsim.pty_pair import PtyPair
+from gateway.loader import load_config
+from gateway.mapping import SerialLine
+from gateway.protocols.modbus import ModbusOptions
 
-from drivers.modbus.driver import ModbusDriver  # noqa: E402
-from drivers.modbus.plan import ReadRequest  # noqa: E402
-from drivers.modbus.transport import frame_gap  # noqa: E402
-from fwsim.process import start_sim  # noqa: E402
-from fwsim.pty_pair import PtyPair  # noqa: E402
-from gateway.loader import load_config  # noqa: E402
-from gateway.mapping import SerialLine  # noqa: E402
-from gateway.protocols.modbus import ModbusOptions  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 CONFIG = ROOT / "config" / "demo.yaml"
 UNITS = {1: "bess1-inverter", 2: "pv1-inverter", 3: "pcc-meter"}

@@ -23,27 +23,25 @@ import contextlib
 import json
 import sqlite3
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
-
-from fwsim.broker import BrokerFiles, mosquitto  # noqa: E402
-from fwsim.process import free_port  # noqa: E402
-from gateway.north.ams_sim import AmsSimConfig, AmsSimulator  # noqa: E402
-from gateway.north.certs import dev_north_config, init_dev_pki  # noqa: E402
-from gateway.north.config import MqttConfig, RetryPolicy  # noqa: E402
-from gateway.north.outbox import OutboundMessage, Outbox  # noqa: E402
-from gateway.north.service import North  # noqa: E402
-from gateway.north.wire import TURTLE, Channel  # noqa: E402
-from gateway.smartapi.flexibility import (  # noqa: E402
+from fwsim.broker import BrokerFiles, mosquitto
+from fwsim.process import free_port
+from gateway.north.ams_sim import AmsSimConfig, AmsSimulator
+from gateway.north.certs import dev_north_config, init_dev_pki
+from gateway.north.config import MqttConfig, RetryPolicy
+from gateway.north.outbox import OutboundMessage, Outbox
+from gateway.north.service import North
+from gateway.north.wire import TURTLE, Channel
+from gateway.smartapi.flexibility import (
     FlexibilityForecast,
     ForecastInterval,
 )
-from gateway.smartapi.messages import new_message_id  # noqa: E402
+from gateway.smartapi.messages import new_message_id
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MICROGRID = "bench-microgrid"
 

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
+from gateway.loader import load_config
+from gateway.model import Reading
+from gateway.points import PointTable
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
-
-import yaml  # noqa: E402
-
-from gateway.loader import load_config  # noqa: E402
-from gateway.model import Reading  # noqa: E402
-from gateway.points import PointTable  # noqa: E402
 
 BLOCK = 5  # rounds per block; the two tables alternate
 

@@ -37,15 +37,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+from pymodbus.client import AsyncModbusTcpClient
+
+from drivers.modbus.plan import ReadRequest, plan_reads
+from fwsim.process import child_env, free_port, start_sim
+from gateway.loader import load_config
+from gateway.protocols.modbus import ModbusAddress, ModbusOptions
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
-
-from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
-
-from drivers.modbus.plan import ReadRequest, plan_reads  # noqa: E402
-from fwsim.process import child_env, free_port, start_sim  # noqa: E402
-from gateway.loader import load_config  # noqa: E402
-from gateway.protocols.modbus import ModbusAddress, ModbusOptions  # noqa: E402
 
 #: (der, quantity, unit) the simulator models; the generated points take them in turn
 ROLES = (

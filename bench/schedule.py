@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import random
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -27,20 +26,19 @@ from typing import TypeVar
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
-
-from gateway.config import Der, DerType, EvSession, Ratings  # noqa: E402
-from gateway.flex.capability import DerCapability, DerState  # noqa: E402
-from gateway.flex.intervals import Horizon  # noqa: E402
-from gateway.flex.model import Band, Reservation  # noqa: E402
-from gateway.flex.schedule import (  # noqa: E402
+from gateway.config import Der, DerType, EvSession, Ratings
+from gateway.flex.capability import DerCapability, DerState
+from gateway.flex.intervals import Horizon
+from gateway.flex.model import Band, Reservation
+from gateway.flex.schedule import (
     DerPlanInput,
     GridLimits,
     PlanInput,
     PlanResult,
     schedule,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 R = TypeVar("R")
 

@@ -59,12 +59,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
-
-from bench.soaklib.figures import percentiles  # noqa: E402
-from bench.soaklib.hostile import HostileInbound  # noqa: E402
-from bench.soaklib.market import (  # noqa: E402
+from bench.soaklib.figures import percentiles
+from bench.soaklib.hostile import HostileInbound
+from bench.soaklib.market import (
     EXPLAINED_REFUSALS,
     ActivationLoad,
     AmsLink,
@@ -73,10 +70,12 @@ from bench.soaklib.market import (  # noqa: E402
     north_messages,
     with_market,
 )
-from fwsim.process import SimProcess, free_port, start_sim  # noqa: E402
-from gateway.app import Gateway  # noqa: E402
-from gateway.config import LoadedConfig  # noqa: E402
-from gateway.loader import load_config  # noqa: E402
+from fwsim.process import SimProcess, free_port, start_sim
+from gateway.app import Gateway
+from gateway.config import LoadedConfig
+from gateway.loader import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DEMO_CONFIG = ROOT / "config" / "demo.yaml"
 

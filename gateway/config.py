@@ -103,6 +103,9 @@ class CouplingPoint(BaseModel):
     import_limit_kw: float = Field(gt=0)
     export_limit_kw: float = Field(gt=0)
     q_limit_kvar: float | None = Field(default=None, gt=0)
+    #: the device whose energy counters settle the coupling point in verification (a
+    #: billing meter with its own time-stamped load profile); unset: the first mapped one
+    billing_meter: str | None = None
 
 
 class InternalLimit(BaseModel):

@@ -32,6 +32,9 @@
     │   │   └── InvalidTerm      a term has a value the profile does not allow (unknown class,
     │   │                        repeated single value, inconsistent lists or intervals)
     │   ├── ShapeViolation       the graph does not conform to the shipped SHACL shapes
+    │   ├── Forbidden            the peer may not read or write this (access endpoint)
+    │   ├── NotFound             no such entity, point or quantity (access endpoint)
+    │   ├── WriteFailed          a device refused or did not answer a write (access endpoint)
     │   └── SecurityError        signing, encryption or replay checks failed; nothing is applied
     │       ├── SignatureMissing a signature is required and absent
     │       ├── SignatureInvalid the hash or signature does not match (tampered, wrong key)
@@ -46,11 +49,78 @@
 
 Third-party exceptions are translated into these at one boundary (the driver adapter or the
 loader); anything that reaches an operator names the file, device, point or field at fault.
+
+The names peers read are explicit constants, never derived from class names, so renaming a
+class changes no documented answer: `Reason` holds every reason code of a refused
+northbound message (docs/northbound.md), `RefusalReason` those of the flexibility layer's
+`ReserveRefused` (docs/flexibility.md), and each `SmartApiError` class carries its `reason`
+and the `error_name` the access endpoint answers with (docs/smartapi-profile.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import ClassVar
+
+
+class Reason(StrEnum):
+    """Reason codes of refused inbound northbound messages: the first word of the Smart API
+    Error's message (docs/northbound.md lists them with their HTTP status)."""
+
+    # transport (HTTPS server, MQTT admission)
+    PEER_NOT_ALLOWED = "peer-not-allowed"
+    ROLE_NOT_ALLOWED = "role-not-allowed"
+    METHOD_NOT_ALLOWED = "method-not-allowed"
+    TIMEOUT = "timeout"
+    TOO_LARGE = "too-large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported-media-type"
+    # the pipeline
+    SENDER_NOT_ALLOWED = "sender-not-allowed"
+    WRONG_CHANNEL = "wrong-channel"
+    WRONG_MICROGRID = "wrong-microgrid"
+    ID_CONFLICT = "id-conflict"
+    STALE = "stale"
+    APPLY_FAILED = "apply-failed"
+    # SmartApiError classes (their `reason`)
+    SMART_API_ERROR = "smart-api-error"
+    MALFORMED = "malformed"
+    TOO_MANY_STATEMENTS = "too-many-statements"
+    MESSAGE_DECODE_ERROR = "message-decode-error"
+    MISSING_TERM = "missing-term"
+    WRONG_UNIT = "wrong-unit"
+    WRONG_DATATYPE = "wrong-datatype"
+    NON_FINITE_VALUE = "non-finite-value"
+    INVALID_TERM = "invalid-term"
+    SHAPE_VIOLATION = "shape-violation"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not-found"
+    WRITE_FAILED = "write-failed"
+    SECURITY_ERROR = "security-error"
+    SIGNATURE_MISSING = "signature-missing"
+    SIGNATURE_INVALID = "signature-invalid"
+    UNTRUSTED_SIGNER = "untrusted-signer"
+    REPLAYED = "replayed"
+    DECRYPTION_FAILED = "decryption-failed"
+    KEY_FILE_ERROR = "key-file-error"
+
+
+class RefusalReason(StrEnum):
+    """Reason codes of the flexibility layer's `ReserveRefused` (docs/flexibility.md); the
+    northbound answer carries them as its reason."""
+
+    CONFLICTS_WITH_RESERVE = "conflicts-with-reserve"
+    COUPLING_POINT_LIMIT = "coupling-point-limit"
+    INTERNAL_LIMIT = "internal-limit"
+    INSUFFICIENT_FLEXIBILITY = "insufficient-flexibility"
+    INSUFFICIENT_ENERGY = "insufficient-energy"
+    INSUFFICIENT_REACTIVE = "insufficient-reactive"
+    OUTSIDE_BAND = "outside-band"
+    UNKNOWN_NOTIFICATION = "unknown-notification"
+    OUTSIDE_WINDOW = "outside-window"
+    CONTROL_FAILED = "control-failed"
+    WRONG_MICROGRID = "wrong-microgrid"
+    REFUSED = "refused"
 
 
 class GatewayError(Exception):
@@ -155,7 +225,8 @@ class SolverError(FlexError):
 
 class ReserveRefused(FlexError):
     """The flexibility functions refused a Reserve Notification or Activation; `reason` is
-    a stable code (docs/flexibility.md), `detail` names the conflicting service or limit.
+    a stable code (a `RefusalReason`, docs/flexibility.md; a third-party handler may use its
+    own), `detail` names the conflicting service or limit.
     Nothing of the refused message was kept."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -180,7 +251,12 @@ class ReloadRefused(ServiceError):
 
 class SmartApiError(GatewayError):
     """A Smart API message was refused. `code` is the Smart API errorCode we answer with and
-    `status` the HTTP status of that answer."""
+    `status` the HTTP status of that answer; `reason` is the code a northbound refusal
+    names (docs/northbound.md) and `error_name` the name an access endpoint answer gives
+    (docs/smartapi-profile.md), both explicit so that renaming a class changes neither."""
+
+    reason: ClassVar[Reason] = Reason.SMART_API_ERROR
+    error_name: ClassVar[str] = "SmartApiError"
 
     code = 400
     status = 400
@@ -193,22 +269,33 @@ class SmartApiError(GatewayError):
 class MessageParseError(SmartApiError):
     """The body does not parse as the declared content type."""
 
+    reason: ClassVar[Reason] = Reason.MALFORMED
+    error_name: ClassVar[str] = "MessageParseError"
+
 
 class TooManyStatements(SmartApiError):
     """The body holds more RDF statements than the configured limit; parsing stops there, so
     a message padded with triples costs no more memory than the limit allows."""
+
+    reason: ClassVar[Reason] = Reason.TOO_MANY_STATEMENTS
+    error_name: ClassVar[str] = "TooManyStatements"
 
     code = 413
     status = 413
 
 
 class UnsupportedMediaType(SmartApiError):
+    reason: ClassVar[Reason] = Reason.UNSUPPORTED_MEDIA_TYPE
+    error_name: ClassVar[str] = "UnsupportedMediaType"
     code = 415
     status = 415
 
 
 class MessageDecodeError(SmartApiError):
     """The graph parsed but is not a valid message; names the term and the node at fault."""
+
+    reason: ClassVar[Reason] = Reason.MESSAGE_DECODE_ERROR
+    error_name: ClassVar[str] = "MessageDecodeError"
 
     code = 422
     status = 422
@@ -222,25 +309,43 @@ class MessageDecodeError(SmartApiError):
 class MissingTerm(MessageDecodeError):
     """A required term is absent."""
 
+    reason: ClassVar[Reason] = Reason.MISSING_TERM
+    error_name: ClassVar[str] = "MissingTerm"
+
 
 class WrongUnit(MessageDecodeError):
     """A unit is unknown or does not fit the value's quantity kind."""
+
+    reason: ClassVar[Reason] = Reason.WRONG_UNIT
+    error_name: ClassVar[str] = "WrongUnit"
 
 
 class WrongDatatype(MessageDecodeError):
     """A literal has the wrong datatype or a lexical form that does not parse."""
 
+    reason: ClassVar[Reason] = Reason.WRONG_DATATYPE
+    error_name: ClassVar[str] = "WrongDatatype"
+
 
 class NonFiniteValue(MessageDecodeError):
     """A number is NaN or infinite."""
+
+    reason: ClassVar[Reason] = Reason.NON_FINITE_VALUE
+    error_name: ClassVar[str] = "NonFiniteValue"
 
 
 class InvalidTerm(MessageDecodeError):
     """A term carries a value the profile does not allow."""
 
+    reason: ClassVar[Reason] = Reason.INVALID_TERM
+    error_name: ClassVar[str] = "InvalidTerm"
+
 
 class ShapeViolation(SmartApiError):
     """The graph does not conform to the shipped shapes; `violations` lists each finding."""
+
+    reason: ClassVar[Reason] = Reason.SHAPE_VIOLATION
+    error_name: ClassVar[str] = "ShapeViolation"
 
     code = 422
     status = 422
@@ -250,37 +355,77 @@ class ShapeViolation(SmartApiError):
         super().__init__("; ".join(self.violations))
 
 
+class Forbidden(SmartApiError):
+    """The peer may not read or write what it asked for (role, point direction)."""
+
+    reason: ClassVar[Reason] = Reason.FORBIDDEN
+    error_name: ClassVar[str] = "Forbidden"
+    code = 403
+    status = 403
+
+
+class NotFound(SmartApiError):
+    """No such entity, point or quantity is served here."""
+
+    reason: ClassVar[Reason] = Reason.NOT_FOUND
+    error_name: ClassVar[str] = "NotFound"
+    code = 404
+    status = 404
+
+
+class WriteFailed(SmartApiError):
+    """A device refused or did not answer a write; the message lists what was applied."""
+
+    reason: ClassVar[Reason] = Reason.WRITE_FAILED
+    error_name: ClassVar[str] = "WriteFailed"
+    code = 502
+    status = 502
+
+
 class SecurityError(SmartApiError):
     """A signature, encryption or replay check failed; the message is not applied."""
+
+    reason: ClassVar[Reason] = Reason.SECURITY_ERROR
+    error_name: ClassVar[str] = "SecurityError"
 
     code = 401
     status = 401
 
 
 class SignatureMissing(SecurityError):
-    pass
+    reason: ClassVar[Reason] = Reason.SIGNATURE_MISSING
+    error_name: ClassVar[str] = "SignatureMissing"
 
 
 class SignatureInvalid(SecurityError):
-    pass
+    reason: ClassVar[Reason] = Reason.SIGNATURE_INVALID
+    error_name: ClassVar[str] = "SignatureInvalid"
 
 
 class UntrustedSigner(SecurityError):
+    reason: ClassVar[Reason] = Reason.UNTRUSTED_SIGNER
+    error_name: ClassVar[str] = "UntrustedSigner"
     code = 403
     status = 403
 
 
 class ReplayRejected(SecurityError):
+    reason: ClassVar[Reason] = Reason.REPLAYED
+    error_name: ClassVar[str] = "ReplayRejected"
     code = 409
     status = 409
 
 
 class DecryptionFailed(SecurityError):
-    pass
+    reason: ClassVar[Reason] = Reason.DECRYPTION_FAILED
+    error_name: ClassVar[str] = "DecryptionFailed"
 
 
 class KeyFileError(SecurityError):
     """A key, certificate or trust file cannot be read (names the file)."""
+
+    reason: ClassVar[Reason] = Reason.KEY_FILE_ERROR
+    error_name: ClassVar[str] = "KeyFileError"
 
     code = 500
     status = 500

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from gateway import yamlread
 from gateway.config import GatewayConfig, LoadedConfig
 from gateway.errors import ConfigError, KeyFileError, Problem
-from gateway.mapping import Device, MappingFile, Point
+from gateway.mapping import ENERGY_COUNTERS, Device, MappingFile, Point
 from gateway.protocols import Address, spec_for
 from gateway.protocols.base import AddressError
 
@@ -183,7 +183,7 @@ def _read_device(
     # addresses are checked even when other device fields are wrong, if the protocol is known
     spec = None
     with contextlib.suppress(ValueError, TypeError):
-        spec = spec_for(raw.get("protocol"))  # type: ignore[arg-type]
+        spec = spec_for(raw.get("protocol"))
     points: list[Point] = []
     addresses: dict[str, Address] = {}
     placed: list[tuple[int, Point, Address]] = []
@@ -464,6 +464,24 @@ def _check_key_files(src: _Source, cfg: GatewayConfig, problems: list[Problem]) 
         problems.append(Problem(str(signing.trust), f"trust file: {exc}"))
 
 
+def _check_billing_meter(
+    src: _Source, cfg: GatewayConfig, mappings: dict[Path, MappingFile], problems: list[Problem]
+) -> None:
+    meter = cfg.coupling_point.billing_meter
+    if meter is None:
+        return
+    device = next((d for m in mappings.values() for d in m.devices if d.id == meter), None)
+    pcc = cfg.coupling_point.id
+    if device is None:
+        message = f"billing meter {meter!r} is no device of the mapping files"
+    elif not any(p.der == pcc and p.quantity in ENERGY_COUNTERS for p in device.points):
+        message = f"billing meter {meter!r} maps no energy counter of {pcc!r}"
+    else:
+        return
+    loc = ("coupling_point", "billing_meter")
+    problems.append(src.problem(loc, message, device=meter, field="billing_meter"))
+
+
 def load_config(
     path: Path, *, port_overrides: Mapping[str, int] | None = None, check_keys: bool = False
 ) -> LoadedConfig:
@@ -510,6 +528,7 @@ def _load_config(
             )
     known = {*der_ids, cfg.coupling_point.id}
     mappings = _load_mappings(cfg.mappings, known, port_overrides, problems)
+    _check_billing_meter(src, cfg, mappings, problems)
     if check_keys:
         _check_key_files(src, cfg, problems)
     if problems:

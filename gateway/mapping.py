@@ -25,7 +25,8 @@ from gateway.protocols import Address, spec_for
 from gateway.protocols.base import PointTyping
 from gateway.units import UNITS, misfit
 
-_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$"
+#: ids of devices, points and DERs
+ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$"
 
 
 class Direction(enum.StrEnum):
@@ -65,6 +66,17 @@ class Quantity(enum.StrEnum):
     TEMPERATURE = "temperature"
     ENERGY_CAPACITY = "energy_capacity"
     OTHER = "other"
+
+
+#: the counters a billing meter settles the coupling point with
+ENERGY_COUNTERS = frozenset(
+    {
+        Quantity.ENERGY_IMPORT,
+        Quantity.ENERGY_EXPORT,
+        Quantity.REACTIVE_ENERGY_IMPORT,
+        Quantity.REACTIVE_ENERGY_EXPORT,
+    }
+)
 
 
 class Limits(BaseModel):
@@ -109,7 +121,7 @@ DEFAULT_STORAGE = Storage()
 class Point(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
-    id: str = Field(pattern=_ID_PATTERN)
+    id: str = Field(pattern=ID_PATTERN)
     address: str
     type: str | None = None
     word_order: str | None = None
@@ -240,7 +252,7 @@ class Connection(BaseModel):
 class Device(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    id: str = Field(pattern=_ID_PATTERN)
+    id: str = Field(pattern=ID_PATTERN)
     protocol: str
     connection: Connection
     poll_interval: float = Field(default=1.0, gt=0, le=86400)

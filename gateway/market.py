@@ -124,7 +124,7 @@ async def _sample_outbox(market: Market) -> None:
         try:
             market.outbox = await market.north.outbox.stats()
             failing = False
-        except Exception as exc:  # metrics must not stop the gateway; say it once
+        except Exception as exc:  # metrics must not stop the gateway; say it once  # noqa: BLE001
             if not failing:
                 log.warning("outbox statistics unavailable: %s", exc)
             failing = True

@@ -40,27 +40,26 @@ from typing import Any
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "firmware-sim")]
-
-from gateway.demo_market import _from_next_interval  # noqa: E402
-from gateway.north.ams_sim import AmsSimConfig, AmsSimulator  # noqa: E402
-from gateway.north.tls import client_context  # noqa: E402
-from gateway.north.wire import TURTLE, Channel  # noqa: E402
-from gateway.smartapi.access import ACCESS_PATH  # noqa: E402
-from gateway.smartapi.encode import der_iri  # noqa: E402
-from gateway.smartapi.flexibility import (  # noqa: E402
+from gateway.demo_market import _from_next_interval
+from gateway.north.ams_sim import AmsSimConfig, AmsSimulator
+from gateway.north.tls import client_context
+from gateway.north.wire import TURTLE, Channel
+from gateway.smartapi.access import ACCESS_PATH
+from gateway.smartapi.encode import der_iri
+from gateway.smartapi.flexibility import (
     FlexibilityForecast,
     ReserveActivation,
     ReserveNotification,
 )
-from gateway.smartapi.messages import (  # noqa: E402
+from gateway.smartapi.messages import (
     Activity,
     Entity,
     Method,
     Request,
     new_message_id,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 REQUEST_TIMEOUT_S = 30.0
 CALM_GAP_S = 0.25
@@ -191,10 +190,10 @@ class Load:
         p_base, q_base = self.baseline(now)
         self.count += 1
         share = 0.5 + 0.3 * math.sin(2 * math.pi * self.count / 40)
-        if band.p_down_kw >= band.p_up_kw:
-            p = p_base - share * band.p_down_kw
+        if band.p_lower_kw >= band.p_raise_kw:
+            p = p_base - share * band.p_lower_kw
         else:
-            p = p_base + share * band.p_up_kw
+            p = p_base + share * band.p_raise_kw
         message = ReserveActivation(
             id=new_message_id(),
             sender=self.ams.config.identity,
@@ -331,7 +330,7 @@ async def serve(args: argparse.Namespace) -> None:
                 op = json.loads(line)["op"]
                 try:
                     result = await command(load, line)
-                except Exception as exc:  # the parent reads the failure from the answer
+                except Exception as exc:  # the parent reads the failure from the answer  # noqa: BLE001
                     result = {"error": f"{type(exc).__name__}: {exc}"}
                 reply(op, result)
 

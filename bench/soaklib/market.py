@@ -42,7 +42,6 @@ from gateway.north.certs import dev_north_config, init_dev_pki
 from gateway.north.service import OUTBOX_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
-AMS_SCRIPT = ROOT / "bench" / "soaklib" / "ams.py"
 #: share of the offered flexibility the AMS reserves
 RESERVED_SHARE = 0.5
 READY_WITHIN_S = 30.0
@@ -98,7 +97,8 @@ class AmsLink:
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'firmware-sim'}"}
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            str(AMS_SCRIPT),
+            "-m",
+            "bench.soaklib.ams",
             *self.args,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

@@ -46,8 +46,12 @@ def read_request(entity: str, points: Sequence[SmartApiPoint], sender: str) -> R
 
 
 def write_request(target: SmartApiPoint, value: float | bool, sender: str) -> Request:
-    """One Write of the point's value object, in the point's unit."""
-    vo = ValueObject(quantity=target.address.quantity, unit=target.point.unit, value=value)
+    """One Write of the point's value object, in the unit its address names (the CEMS's
+    own), else in the point's unit."""
+    unit = target.address.unit or target.point.unit
+    if not isinstance(value, bool):
+        value = value * conversion_factor(target.point.unit, unit)
+    vo = ValueObject(quantity=target.address.quantity, unit=unit, value=value)
     return _request(Method.WRITE, Entity(iri=target.address.entity, value_objects=(vo,)), sender)
 
 
@@ -186,11 +190,12 @@ def _read_one(
             continue
         value = value_of(p.point)
         if value is not None:
+            unit = p.address.unit or p.point.unit  # the CEMS answers in its own unit
             out.append(
                 ValueObject(
                     quantity=p.address.quantity,
-                    unit=p.point.unit,
-                    value=value,
+                    unit=unit,
+                    value=value * conversion_factor(p.point.unit, unit),
                     quality=GOOD,
                     time=now,
                 )

@@ -128,7 +128,7 @@ class DlmsDriver(Driver):
         except asyncio.CancelledError:
             session.abort()
             raise
-        except Exception:  # close never raises; a stuck release is cut short
+        except Exception:  # close never raises; a stuck release is cut short  # noqa: BLE001
             session.abort()
         finally:
             worker.shutdown(wait=finished)

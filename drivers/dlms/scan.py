@@ -28,7 +28,7 @@ class ObjectListSession(Session):
             raise DeviceRejected(self.device, f"object list refused: {Refused(reply.error).text}")
         try:
             return list(self._client.parseObjects(reply.data, True))
-        except Exception as exc:
+        except Exception as exc:  # gurux raises any type for a bad object list  # noqa: BLE001
             raise DecodeError(self.device, f"object list did not decode: {exc}") from None
 
     def _read_into(self, obj: GXDLMSObject, attribute: int) -> str | None:
@@ -38,7 +38,7 @@ class ObjectListSession(Session):
             return f"attribute {attribute}: {Refused(reply.error).text}"
         try:
             self._client.updateValue(obj, attribute, reply.value)
-        except Exception as exc:
+        except Exception as exc:  # gurux raises any type for a bad value  # noqa: BLE001
             return f"attribute {attribute} did not decode: {exc}"
         return None
 

@@ -134,7 +134,7 @@ def _aware(value: Any) -> datetime | None:
     if isinstance(value, bytes | bytearray):
         try:
             value = GXDLMSClient.changeType(value, DataType.DATETIME)
-        except Exception:  # not a date-time octet string: the caller reports the raw value
+        except Exception:  # not a date-time octet string: the caller reports the raw value  # noqa: BLE001
             return None
     if isinstance(value, GXDateTime):
         value = value.value
@@ -213,7 +213,7 @@ class Session:
         except LinkError:
             self.close()
             raise
-        except Exception as exc:  # anything else gurux raises: the AARE did not decode
+        except Exception as exc:  # anything else gurux raises: the AARE did not decode  # noqa: BLE001
             self.close()
             raise DecodeError(self.device, f"association answer did not decode: {exc}") from None
         if self._client.getIsAuthenticationRequired():
@@ -226,7 +226,7 @@ class Session:
         except LinkError:
             self.close()
             raise
-        except Exception:
+        except Exception:  # gurux raises any type for a refused authentication  # noqa: BLE001
             self.close()
             raise DeviceRejected(
                 self.device,
@@ -251,7 +251,7 @@ class Session:
             for frame in self._client.releaseRequest() or []:
                 sock.sendall(bytes(frame))
                 self._receive_frame(sock)
-        except Exception:  # a meter that does not answer the release is closed anyway
+        except Exception:  # a meter that does not answer the release is closed anyway  # noqa: BLE001
             pass
         finally:
             sock.close()
@@ -314,7 +314,7 @@ class Session:
         obj.setDataType(address.attribute, DataType(data_type))
         try:
             self._client.updateValue(obj, address.attribute, value)
-        except Exception as exc:
+        except Exception as exc:  # gurux raises any type for an unencodable value  # noqa: BLE001
             raise DecodeError(
                 self.device, f"{address}: value {value!r} not encodable: {exc}"
             ) from None
@@ -340,7 +340,7 @@ class Session:
             )
         try:
             self._client.updateValue(pg, 3, reply.value)
-        except Exception as exc:
+        except Exception as exc:  # gurux raises any type for a bad capture list  # noqa: BLE001
             raise DecodeError(self.device, f"profile {profile}: capture objects: {exc}") from None
         return [
             CaptureObject(
@@ -415,7 +415,7 @@ class Session:
             raise DeviceRejected(self.device, f"meter refused the request: {exc}") from None
         except GXDLMSException as exc:
             raise DeviceRejected(self.device, f"meter refused the request: {exc}") from None
-        except Exception as exc:
+        except Exception as exc:  # the translation boundary for gurux's untyped errors  # noqa: BLE001
             raise DecodeError(self.device, f"answer did not decode: {exc}") from None
 
     def _receive_frame(self, sock: socket.socket) -> bytes:

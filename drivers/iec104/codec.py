@@ -2,7 +2,7 @@
 
 Monitoring: a `Sample` (what one information object carried) becomes a `Reading`.
 Commands: an engineering value becomes the raw value of the command type, or an
-`EncodeError` says why it cannot be sent (the command is then never transmitted).
+`RawRangeError` says why it cannot be sent (the command is then never transmitted).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from datetime import datetime
 
 from drivers.base import to_engineering, to_raw
 from drivers.iec104 import quality
+from gateway.errors import RawRangeError
 from gateway.mapping import Point
 from gateway.model import Quality, QualityFlag, Reading, Validity, utcnow
 from gateway.protocols.iec104 import Kind, TypeId
@@ -59,10 +60,6 @@ class Sample:
     cot: int
     test: bool = False
     negative: bool = False
-
-
-class EncodeError(ValueError):
-    """An engineering value that the command type cannot carry."""
 
 
 def decode(point: Point, mapped: TypeId, sample: Sample) -> Reading:
@@ -119,22 +116,22 @@ def _worse(q: Quality, validity: Validity, *flags: QualityFlag) -> Quality:
 
 
 def encode(point: Point, command: TypeId, value: float | int | bool) -> float | int | bool:
-    """The raw value for a command of type `command`; raises EncodeError."""
+    """The raw value for a command of type `command`; raises RawRangeError."""
     kind = command.kind
     if kind.binary:
         if isinstance(value, bool):
             return value
         if value in (0, 1):
             return bool(value)
-        raise EncodeError(f"{command.name} takes on/off (true/false or 1/0), not {value!r}")
+        raise RawRangeError(f"{command.name} takes on/off (true/false or 1/0), not {value!r}")
     if isinstance(value, bool):
-        raise EncodeError(f"{command.name} takes a number, not {value!r}")
+        raise RawRangeError(f"{command.name} takes a number, not {value!r}")
     raw = float(to_raw(point, value))
     if not math.isfinite(raw):
-        raise EncodeError(f"value {value!r} is not a finite number")
+        raise RawRangeError(f"value {value!r} is not a finite number")
     if kind is Kind.NORMALIZED:
         if not -1.0 <= raw <= NORMALIZED_MAX:
-            raise EncodeError(
+            raise RawRangeError(
                 f"value {value} is {raw:g} normalized, outside -1..{NORMALIZED_MAX:.6f} "
                 "(check the point's scale)"
             )
@@ -142,10 +139,10 @@ def encode(point: Point, command: TypeId, value: float | int | bool) -> float | 
     if kind is Kind.SCALED:
         scaled = round(raw)
         if not -32768 <= scaled <= 32767:
-            raise EncodeError(
+            raise RawRangeError(
                 f"value {value} is {scaled} scaled, outside -32768..32767 (check the point's scale)"
             )
         return scaled
     if abs(raw) > FLOAT32_MAX:
-        raise EncodeError(f"value {value} does not fit a short float")
+        raise RawRangeError(f"value {value} does not fit a short float")
     return raw

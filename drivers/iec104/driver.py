@@ -25,10 +25,10 @@ from typing import Any, TypeVar
 
 from drivers.base import Driver, ReadingSink, invalid
 from drivers.iec104 import codec
-from drivers.iec104.codec import EncodeError, Sample
+from drivers.iec104.codec import Sample
 from drivers.iec104.confirm import Verdict
 from drivers.iec104.link import Link
-from gateway.errors import LinkError
+from gateway.errors import LinkError, RawRangeError
 from gateway.mapping import Device, Point
 from gateway.model import (
     Command,
@@ -169,7 +169,7 @@ class Iec104Driver(Driver):
         cmd = addr.command
         try:
             raw = codec.encode(point, cmd.type_id, command.value)
-        except EncodeError as exc:
+        except RawRangeError as exc:
             return CommandResult(command, CommandStatus.REJECTED, f"not sent: {exc}")
         select = point.sbo or command.mode is CommandMode.SELECT_BEFORE_OPERATE
         how = f"{cmd} {'select-before-execute' if select else 'direct'}"

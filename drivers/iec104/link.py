@@ -119,7 +119,7 @@ class _Relay:
                 test=bool(message.is_test),
                 negative=bool(message.is_negative),
             )
-        except Exception:  # c104 drops a callback that raises; report the object instead
+        except Exception:  # c104 drops a callback that raises; report the object instead  # noqa: BLE001
             sample = Sample(ca, ioa, int(message.type.value), None, 0, None, int(message.cot.value))
         self._samples(sample)
 

@@ -5,6 +5,7 @@ Nothing but the interrogations is sent: no command, no clock synchronisation."""
 
 # no `from __future__ import annotations`: c104 checks the callbacks' annotations as types
 
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -53,12 +54,24 @@ class ScanLink(Link):
             point.on_receive(callable=self._relay.on_receive)
 
 
+def _reachable(ip: str, port: int, timeout_s: float) -> None:
+    """A plain TCP connect first: c104 retries a refused connection silently, which would
+    otherwise end as a vague timeout instead of `cannot connect`."""
+    try:
+        with socket.create_connection((ip, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise LinkError(f"{ip}:{port}", f"cannot connect to {ip}:{port}: {why}") from None
+
+
 def scan(
     ip: str, port: int, common_addresses: Sequence[int], timeout_s: float, listen_s: float
 ) -> tuple[list[Seen], list[str]]:
     """Every information object received after connect, general and counter interrogation
     of each common address and `listen_s` of spontaneous data; and what went wrong with
     an interrogation. Blocking (c104 releases the GIL): run it in a thread."""
+    _reachable(ip, port, timeout_s)
     link = ScanLink(ip, port, timeout_s)
     notes: list[str] = []
     link.start()
@@ -69,7 +82,11 @@ def scan(
                 link.start_data_transfer()
             time.sleep(0.05)
         if not link.is_open:
-            raise LinkError(f"{ip}:{port}", "no data transfer within the timeout")
+            raise LinkError(
+                f"{ip}:{port}",
+                f"connected, but no IEC 104 data transfer (STARTDT) within {timeout_s:g} s:"
+                " is it an IEC 104 outstation, and does it accept this client?",
+            )
         for ca in common_addresses:
             answers = (
                 ("general interrogation", link.interrogate(ca)),

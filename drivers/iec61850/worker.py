@@ -223,7 +223,7 @@ class _ReportHandler(iec.RCBHandler):  # type: ignore[misc]
                     }
                 }
             )
-        except Exception:  # an exception must never cross back into the C library
+        except Exception:  # an exception must never cross back into the C library  # noqa: BLE001
             traceback.print_exc()
 
 
@@ -243,7 +243,7 @@ class _TerminationHandler(iec.CommandTermHandler):  # type: ignore[misc]
         try:
             err = iec.ControlObjectClient_getLastApplError(self._libiec61850_control_object_client)
             self.error, self.add_cause = int(err.error), int(err.addCause)
-        except Exception:
+        except Exception:  # never into the C library's thread  # noqa: BLE001
             traceback.print_exc()
         finally:
             self.done.set()
@@ -562,7 +562,7 @@ def main() -> None:
             break
         try:
             answer = worker.handle(request)
-        except Exception as exc:  # a bug here must answer, not hang the driver
+        except Exception as exc:  # a bug here must answer, not hang the driver  # noqa: BLE001
             traceback.print_exc()
             answer = wire.ied_error(-1, f"worker error: {exc!r}")
         send({"id": request.get("id"), **answer})

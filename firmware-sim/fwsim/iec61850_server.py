@@ -46,6 +46,7 @@ import pyiec61850.pyiec61850 as iec
 from drivers.base import to_engineering, to_raw
 from fwsim.frontend import FrontEnd
 from fwsim.physics import Microgrid, UnknownQuantity
+from gateway.discover.iec61850 import si_unit
 from gateway.mapping import Device, Point, Quantity
 from gateway.protocols.iec61850 import (
     ControlCdc,
@@ -202,7 +203,7 @@ class _Operate(iec.ControlHandlerForPython):  # type: ignore[misc]
     def trigger(self) -> None:
         try:
             self._apply(_control_value(self._libiec61850_mms_value))
-        except Exception as exc:
+        except Exception as exc:  # never into the C library's thread  # noqa: BLE001
             log.warning("control not applied: %s", exc)
             iec.ControlAction_setAddCause(
                 self._libiec61850_control_action, iec.ADD_CAUSE_NOT_SUPPORTED
@@ -236,7 +237,10 @@ class Iec61850FrontEnd(FrontEnd):
             else:
                 self._served.append(self._readable(builder, point, address))
         self._data_sets(builder)
+        units = self._units(builder)
         self._server = iec.IedServer_create(self._model)
+        for attribute, value in units:
+            iec.IedServer_updateInt32AttributeValue(self._server, attribute, value)
         for point, address, obj in controls:
             self._subscribe(point, address, obj)
             self._served.append(self._control_status(builder, point, address))
@@ -244,6 +248,31 @@ class Iec61850FrontEnd(FrontEnd):
             a.fc for p, a in self._addresses() if a.fc in (Fc.SP, Fc.CF) and p.direction.writable
         }:
             iec.IedServer_setWriteAccessPolicy(self._server, _FC[fc], iec.ACCESS_POLICY_ALLOW)
+
+    def _units(self, builder: _ModelBuilder) -> list[tuple[Any, int]]:
+        """`units.SIUnit` and `units.multiplier` (CF) of each data object whose values the
+        IED serves in a unit with an SIUnit, as an IED describes its measurements (and as
+        the demo's ICD does): what discovery reads. Attributes with their values to set."""
+        out: list[tuple[Any, int]] = []
+        done: set[str] = set()
+        for point, address in self._addresses():
+            si = si_unit(point.unit)
+            described = str(address.obj) in done
+            if (
+                address.is_control
+                or si is None
+                or described
+                or (point.scale, point.offset) != (1, 0)
+            ):
+                continue
+            done.add(str(address.obj))
+            for name, value in zip(("SIUnit", "multiplier"), si, strict=True):
+                path = ("units", name)
+                attribute = builder.attribute(
+                    address.obj, path, iec.IEC61850_FC_CF, iec.IEC61850_ENUMERATED, 0
+                )
+                out.append((attribute, value))
+        return out
 
     def _addresses(self) -> list[tuple[Point, Iec61850Address]]:
         out = []

@@ -82,6 +82,21 @@ def role(obis: str) -> Quantity | None:
     return _ROLES.get((c, d)) if a == 1 else None
 
 
+def _power_sign(der: str, coupling_point: str | None) -> str:
+    if coupling_point is None:
+        return "import positive: for a DER (positive when it injects) set scale -1"
+    if der == coupling_point:
+        return "import positive, as at the coupling point"
+    return f"import positive: scale -1 for {der!r}, a DER (positive when it injects)"
+
+
+def _power_scale(quantity: Quantity | None, der: str, coupling_point: str | None) -> dict[str, Any]:
+    """`scale: -1` for a DER's active power read from a meter (meters count import positive)."""
+    if quantity is Quantity.ACTIVE_POWER and coupling_point is not None and der != coupling_point:
+        return {"scale": -1}
+    return {}
+
+
 def draft_meter(
     objects: Sequence[Found],
     *,
@@ -90,7 +105,11 @@ def draft_meter(
     origin: str,
     device_id: str,
     der: str,
+    coupling_point: str | None = None,
 ) -> Draft:
+    """A draft of the meter's objects. With `coupling_point` (the site's id for it), the
+    active power of a meter whose `der` is not the coupling point is drafted with scale -1:
+    meters count import positive, a DER's power is positive when it injects."""
     draft = Draft(origin=origin)
     by_ref = {(o.class_id, o.obis): o for o in objects}
     points: list[DraftPoint] = []
@@ -122,11 +141,12 @@ def draft_meter(
                 draft.unmapped.append(f"{name}: unit code {obj.unit} has no gateway unit")
                 continue
             found = f"{name}: scaler {obj.scaler}, unit {unit[2]} ({obj.unit}), read as {unit[0]}"
-            if quantity is Quantity.ACTIVE_POWER and obj.obis.split(".")[2] == "1":
-                found += "; import power: a load's DER power is negative, set scale -1"
+            sign = _power_scale(quantity, der, coupling_point)
+            if quantity is Quantity.ACTIVE_POWER:
+                found += f"; {_power_sign(der, coupling_point)}"
             values = {3: ("2", "value"), 4: ("2", "value"), 5: ("2", "current average")}
             attribute, what = values[obj.class_id]
-            add(obj, attribute, what, found, unit=unit[0], quantity=quantity)
+            add(obj, attribute, what, found, unit=unit[0], **sign, quantity=quantity)
             if obj.class_id == 4:
                 add(obj, "5", "capture time", f"{name}: capture time, POSIX seconds", unit="SEC")
             if obj.class_id == 5:

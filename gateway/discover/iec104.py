@@ -71,6 +71,58 @@ def parse_commands(texts: Sequence[str]) -> list[Iec104Address]:
     return out
 
 
+def check_stations(
+    requested: Sequence[int], seen: Sequence[Seen], notes: Sequence[str] = ()
+) -> None:
+    """Every common address asked for (`--ca`) sent at least one object: an outstation
+    that rejects the interrogation of a CA it does not have may still send its own
+    stations' periodic data, and a draft of those is not what was asked for."""
+    sent = sorted({s.common_address for s in seen})
+    silent = [ca for ca in requested if ca not in sent]
+    if not silent:
+        return
+    why = "; ".join(notes) or "interrogation confirmed"
+    others = ", ".join(map(str, sent)) if sent else "none"
+    raise DiscoveryError(
+        f"no information object of common address {', '.join(map(str, silent))} ({why});"
+        f" common addresses the outstation sent: {others}: check --ca"
+    )
+
+
+def check_commands(seen: Sequence[Seen], commands: Sequence[Iec104Address]) -> None:
+    """The `--command` options agree with what the outstation sent: a command object has
+    an address of its own, and its return information has the type that was received."""
+    received: dict[tuple[int, int], set[int]] = {}
+    for s in seen:
+        received.setdefault((s.common_address, s.ioa), set()).add(s.type_id)
+
+    def as_received(ca: int, ioa: int) -> str:
+        return "/".join(sorted(_type_name(t) for t in received[(ca, ioa)]))
+
+    for command in commands:
+        ca = command.common_address
+        assert command.command is not None
+        ioa = command.command.ioa
+        if (ca, ioa) in received:
+            raise DiscoveryError(
+                f"--command '{command}': IOA {ioa} of CA {ca} was received as"
+                f" {as_received(ca, ioa)}: a command object has an IOA of its own"
+                " (give that object as its return information: CA/IOA/M_TYPE+IOA/C_TYPE)"
+            )
+        monitor = command.monitor
+        if monitor is None or (ca, monitor.ioa) not in received:
+            continue  # not received: the draft lists it and drafts it as given
+        if monitor.type_id not in received[(ca, monitor.ioa)]:
+            raise DiscoveryError(
+                f"--command '{command}': its return information {ca}/{monitor.ioa} was"
+                f" received as {as_received(ca, monitor.ioa)}, not {monitor.type_id.name}"
+            )
+
+
+def _type_name(type_id: int) -> str:
+    return TypeId(type_id).name if type_id in TypeId.__members__.values() else f"type {type_id}"
+
+
 def draft_outstation(
     seen: Sequence[Seen],
     commands: Sequence[Iec104Address],

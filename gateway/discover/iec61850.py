@@ -115,6 +115,16 @@ _SI_UNITS: dict[int, tuple[str, str | None, str | None]] = {
     73: ("VAR-HR", "KiloVAR-HR", None),
 }
 
+
+def si_unit(unit: str) -> tuple[int, int] | None:
+    """(SIUnit, multiplier) of a gateway unit (`KiloW` -> (38, 3)); None when IEC 61850-7-3
+    has no SIUnit for it (PERCENT). The inverse of how drafts read `units`."""
+    for si, names in _SI_UNITS.items():
+        if unit in names:
+            return si, 3 * names.index(unit)
+    return None
+
+
 _NUMBERS = frozenset({"float32", "int32"})
 _LN_CLASS = re.compile(r"([A-Z]{4})\d*$")
 
@@ -152,6 +162,8 @@ class IedModel:
     controls: list[Control] = field(default_factory=list)
     #: "LD/LN.DO" -> (SIUnit, multiplier)
     units: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: "LD/LN.DO" -> the `units` the IED gives that this module does not understand
+    odd_units: dict[str, str] = field(default_factory=dict)
     #: data set "LD/LN.Name" -> members "LD/LN.DO@FC"
     data_sets: dict[str, list[str]] = field(default_factory=dict)
     #: report control block "LD/LN.RP.name" (or .BR.) -> the data set it reports
@@ -239,12 +251,29 @@ def _data_set_options(model: IedModel, draft: Draft) -> list[dict[str, Any]]:
     return out
 
 
+def _odd_units(model: IedModel) -> dict[str, str]:
+    """`units` the IED gives that cannot be turned into a gateway unit, by data object."""
+    unknown = {
+        reference: f"SIUnit {si} x10^{multiplier}"
+        for reference, (si, multiplier) in model.units.items()
+        if si not in _SI_UNITS
+    }
+    return model.odd_units | unknown
+
+
 def _unit(
     model: IedModel, ld: str, ln: str, do: str, quantity: Quantity | None
 ) -> tuple[str, float, str]:
     """(unit, scale, how it was found) of a data object's values."""
-    si = model.units.get(f"{ld}/{ln}.{do}")
-    if si is not None and si[0] in _SI_UNITS:
+    reference = f"{ld}/{ln}.{do}"
+    si = model.units.get(reference)
+    odd_units = _odd_units(model)
+    if reference in odd_units:
+        odd = f"units {odd_units[reference]} not understood"
+        if quantity is not None and quantity in _DEFAULT_UNITS:
+            return _DEFAULT_UNITS[quantity], 1.0, f"{odd}: unit assumed from the role, check it"
+        return "UNITLESS", 1.0, f"{odd}: unit unknown, set it"
+    if si is not None:
         names, multiplier = _SI_UNITS[si[0]], si[1]
         by_multiplier = {0: names[0], 3: names[1], 6: names[2]}
         if by_multiplier.get(multiplier):
@@ -303,6 +332,10 @@ def draft_ied(
                 f"; {how}{'; set write limits before use' if control.kind in _NUMBERS else ''}",
             )
         )
+    draft.unmapped += [
+        f"{reference}: units {text} not understood: the drafted unit is a guess, check it"
+        for reference, text in sorted(_odd_units(model).items())
+    ]
     for leaf in model.leaves:
         do_ref = f"{leaf.ld}/{leaf.ln}.{leaf.path[0]}"
         if leaf.path[-1] in _META or _META_PARENTS.intersection(leaf.path[1:-1]):

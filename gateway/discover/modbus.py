@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 
 from gateway.discover.draft import Draft, DraftDevice
 from gateway.discover.sunspec import (
+    BASES,
     CHUNK,
+    METERS,
     DraftNames,
     SunSpecUnit,
     WordReader,
@@ -21,6 +23,8 @@ from gateway.protocols.modbus import Table
 
 #: where register maps usually start; probed one register each when there is no SunSpec
 PROBE_STARTS = (0, 1, 100, 256, 1000, 3000, 4000, 5000, 10000, 30000, 32768, 40000, 50000)
+#: registers between two probes after each start: finds every block of this length or more
+PROBE_STEP = 8
 _SLUG = re.compile(r"[^A-Za-z0-9_.\-]+")
 
 
@@ -42,7 +46,9 @@ class RangeReport:
 
     def render(self) -> str:
         t = self.target
-        lines = [f"no SunSpec marker (40000, 50000, 0) on {t.host}:{t.port} units {t.units}"]
+        bases = ", ".join(map(str, BASES))
+        units = ", ".join(map(str, t.units))
+        lines = [f"no SunSpec marker ({bases}) on {t.host}:{t.port}, unit(s) {units}"]
         for unit in self.silent:
             lines.append(f"unit {unit}: no answer")
         for (unit, table), spans in sorted(self.ranges.items()):
@@ -84,6 +90,13 @@ def draft_sunspec(
             ]
         },
     )
+    found = {u.unit for u in units}
+    draft.unmapped += [
+        f"unit {unit}: no SunSpec marker ({', '.join(map(str, BASES))}): silent or not"
+        " SunSpec; nothing drafted"
+        for unit in target.units
+        if unit not in found
+    ]
     for unit in units:
         info = unit.common
         chain = ", ".join(
@@ -102,6 +115,14 @@ def draft_sunspec(
         "scale factors (*_SF) were read once and are fixed in each point's scale:"
         " if the device changes a factor at run time, re-run discovery"
     )
+    meters = sorted({m.id for u in units for m in u.models if m.id in METERS})
+    if meters:
+        draft.remarks.append(
+            f"meter model(s) {', '.join(map(str, meters))}: SunSpec does not fix the sign"
+            " of W (import or export positive depends on the meter and where it sits);"
+            " check it against the gateway's convention (a DER's P > 0 injects, at the"
+            " coupling point P > 0 imports) and set scale -1 where it differs"
+        )
     return draft
 
 
@@ -110,21 +131,45 @@ async def probe_ranges(reader: WordReader, target: ModbusTarget) -> RangeReport:
     report = RangeReport(target)
     for unit in target.units:
         for table in (Table.HOLDING, Table.INPUT):
-            spans: list[tuple[int, int]] = []
-            for start in PROBE_STARTS:
-                if any(a <= start < b for a, b in spans):
-                    continue
-                answer = await reader.read_words(unit, table, start, 1)
-                if answer is None:
-                    break
-                if isinstance(answer, list):
-                    spans.append((start, await _extent(reader, unit, table, start + 1)))
-            else:
-                report.ranges[(unit, table)] = spans
-                continue
-            report.silent.append(unit)
-            break
+            spans = await _probe_table(reader, unit, table)
+            if spans is None:
+                report.silent.append(unit)
+                break
+            report.ranges[(unit, table)] = spans
     return report
+
+
+async def _probe_table(reader: WordReader, unit: int, table: Table) -> list[tuple[int, int]] | None:
+    """The ranges that answer in the first CHUNK registers after each usual start, probed
+    every PROBE_STEP registers (a map need not begin at the start: 40072 rather than
+    40000); None when the unit does not answer at all."""
+    spans: list[tuple[int, int]] = []
+    for start in PROBE_STARTS:
+        refused: int | None = None
+        for probe in range(start, min(start + CHUNK, 65536), PROBE_STEP):
+            if any(a <= probe < b for a, b in spans):
+                continue
+            answer = await reader.read_words(unit, table, probe, 1)
+            if answer is None:
+                return None
+            if not isinstance(answer, list):
+                refused = probe
+                continue
+            first = probe if refused is None else await _first(reader, unit, table, refused, probe)
+            spans.append((first, await _extent(reader, unit, table, probe + 1)))
+    return sorted(spans)
+
+
+async def _first(reader: WordReader, unit: int, table: Table, refused: int, answers: int) -> int:
+    """Where the range that answers at `answers` begins, after the refused `refused`."""
+    good, bad = answers, refused
+    while good - bad > 1:
+        mid = (good + bad) // 2
+        if isinstance(await reader.read_words(unit, table, mid, answers - mid + 1), list):
+            good = mid
+        else:
+            bad = mid
+    return good
 
 
 async def _extent(reader: WordReader, unit: int, table: Table, end: int) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 from xml.etree.ElementTree import Element, ParseError
 
 import defusedxml.ElementTree as safe_xml
-from defusedxml import DefusedXmlException
+from defusedxml import DefusedXmlException, DTDForbidden
 
 from gateway.discover.iec61850 import Control, IedModel, Leaf
 from gateway.errors import DiscoveryError
@@ -93,8 +93,13 @@ class _Templates:
 def _read(path: Path) -> Element:
     try:
         tree = safe_xml.parse(str(path), forbid_dtd=True)
-    except DefusedXmlException as exc:
-        raise DiscoveryError(f"{path}: refused: {type(exc).__name__} ({exc})") from None
+    except DTDForbidden as exc:
+        raise DiscoveryError(
+            f"{path}: refused: the file declares a DTD (<!DOCTYPE {exc.name}>): SCL needs"
+            " none, and its entities could expand without bound or read other files"
+        ) from None
+    except DefusedXmlException as exc:  # entities or external references without a DTD
+        raise DiscoveryError(f"{path}: refused: {type(exc).__name__}: {exc}") from None
     except ParseError as exc:
         raise DiscoveryError(f"{path}: not well-formed XML: {exc}") from None
     except OSError as exc:
@@ -247,7 +252,11 @@ def _data_object(
             if item_name == "Oper":
                 oper = item
             continue
-        for attr_path, b_type in _attributes(t, item):
+        try:
+            attributes = list(_attributes(t, item))
+        except _UndefinedType as exc:
+            raise DiscoveryError(f"{path}: {where}: {exc}") from None
+        for attr_path, b_type in attributes:
             leaf_kind = _B_TYPES.get(b_type, b_type)
             model.leaves.append(Leaf(ld, ln, fc, (*names, *attr_path), leaf_kind))
             if fc == "ST" and attr_path == ("stVal",):
@@ -265,6 +274,10 @@ def _child_named(element: Element, tag: str, name: str) -> Element | None:
     return next((c for c in _children(element, tag) if c.get("name") == name), None)
 
 
+class _UndefinedType(Exception):
+    """A DA names a DAType the file does not define (named with the data object above)."""
+
+
 def _attributes(t: _Templates, da: Element) -> Iterator[tuple[tuple[str, ...], str]]:
     """(path, basic type) of every leaf below a DA (BDAs of Struct types)."""
     name, b_type = da.get("name", ""), da.get("bType", "")
@@ -272,7 +285,9 @@ def _attributes(t: _Templates, da: Element) -> Iterator[tuple[tuple[str, ...], s
         yield (name,), b_type
         return
     da_type = t.da_types.get(da.get("type", ""))
-    for bda in _children(da_type, "BDA") if da_type is not None else ():
+    if da_type is None:
+        raise _UndefinedType(f"DAType {da.get('type')!r} of {name!r} not defined")
+    for bda in _children(da_type, "BDA"):
         for sub, sub_type in _attributes(t, bda):
             yield (name, *sub), sub_type
 
@@ -297,6 +312,9 @@ def _units(model: IedModel, t: _Templates, do: str, da: Element, inst: Element |
         values[bda.get("name", "")] = _val(bda)
     for dai in _children(inst, "DAI") if inst is not None else ():
         values[dai.get("name", "")] = _val(dai)
-    unit = _SI_UNITS.get(values.get("SIUnit") or "")
-    if unit is not None:
-        model.units[do] = (unit, _MULTIPLIERS.get(values.get("multiplier") or "", 0))
+    si_text, multiplier_text = values.get("SIUnit") or "", values.get("multiplier") or ""
+    unit, multiplier = _SI_UNITS.get(si_text), _MULTIPLIERS.get(multiplier_text)
+    if unit is not None and multiplier is not None:
+        model.units[do] = (unit, multiplier)
+    elif si_text or multiplier_text:  # a guessed unit is drafted: the head says so
+        model.odd_units[do] = f"SIUnit {si_text!r} multiplier {multiplier_text!r}"

@@ -165,7 +165,7 @@ def model_def(model_id: int) -> ModelDef | None:
     """The layout of a SunSpec model, or None when pysunspec2 has no definition of it."""
     try:
         raw = sunspec_device.get_model_def(model_id)
-    except Exception:  # pysunspec2 raises a bare Exception for an unknown model id
+    except Exception:  # pysunspec2 raises a bare Exception for an unknown model id  # noqa: BLE001
         return None
     group = raw["group"]
     points: list[SunSpecPoint] = []

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from gateway.errors import ReserveRefused
+from gateway.errors import RefusalReason, ReserveRefused
 from gateway.flex.messages import (
     activation_of,
     forecast_message,
@@ -27,7 +27,7 @@ from gateway.flex.messages import (
 )
 from gateway.flex.model import (
     DecisionStatus,
-    FlexibilityForecast,
+    FlexForecast,
     Reason,
     ReasonCode,
     Verification,
@@ -36,23 +36,23 @@ from gateway.flex.service import FlexService
 from gateway.smartapi import flexibility as sa
 
 #: the stable refusal codes, by the code of the first reason
-REFUSAL = {
-    ReasonCode.RESERVE: "conflicts-with-reserve",
-    ReasonCode.COUPLING_POINT: "coupling-point-limit",
-    ReasonCode.INTERNAL_LIMIT: "internal-limit",
-    ReasonCode.DER_LIMIT: "insufficient-flexibility",
-    ReasonCode.ENERGY: "insufficient-energy",
-    ReasonCode.REACTIVE: "insufficient-reactive",
-    ReasonCode.RAMP: "insufficient-flexibility",
-    ReasonCode.BAND: "outside-band",
-    ReasonCode.NO_RESERVATION: "unknown-notification",
-    ReasonCode.PERIOD: "outside-window",
-    ReasonCode.CONTROL: "control-failed",
+REFUSAL: dict[ReasonCode, RefusalReason] = {
+    ReasonCode.RESERVE: RefusalReason.CONFLICTS_WITH_RESERVE,
+    ReasonCode.COUPLING_POINT: RefusalReason.COUPLING_POINT_LIMIT,
+    ReasonCode.INTERNAL_LIMIT: RefusalReason.INTERNAL_LIMIT,
+    ReasonCode.DER_LIMIT: RefusalReason.INSUFFICIENT_FLEXIBILITY,
+    ReasonCode.ENERGY: RefusalReason.INSUFFICIENT_ENERGY,
+    ReasonCode.REACTIVE: RefusalReason.INSUFFICIENT_REACTIVE,
+    ReasonCode.RAMP: RefusalReason.INSUFFICIENT_FLEXIBILITY,
+    ReasonCode.BAND: RefusalReason.OUTSIDE_BAND,
+    ReasonCode.NO_RESERVATION: RefusalReason.UNKNOWN_NOTIFICATION,
+    ReasonCode.PERIOD: RefusalReason.OUTSIDE_WINDOW,
+    ReasonCode.CONTROL: RefusalReason.CONTROL_FAILED,
 }
 
 
 def refusal(reasons: tuple[Reason, ...]) -> ReserveRefused:
-    code = REFUSAL[reasons[0].code] if reasons else "refused"
+    code = REFUSAL[reasons[0].code] if reasons else RefusalReason.REFUSED
     return ReserveRefused(code, "; ".join(r.message for r in reasons) or "refused")
 
 
@@ -63,7 +63,7 @@ class FlexReserveHandler:
     def _mine(self, message: sa.FlexMessage) -> None:
         if message.microgrid != self.service.model.microgrid:
             raise ReserveRefused(
-                "wrong-microgrid",
+                RefusalReason.WRONG_MICROGRID,
                 f"message for microgrid {message.microgrid!r}, this is "
                 f"{self.service.model.microgrid!r}",
             )
@@ -102,7 +102,7 @@ class NorthPublisher:
         self._microgrid = microgrid
         self._clock = clock
 
-    async def forecast(self, message: FlexibilityForecast) -> None:
+    async def forecast(self, message: FlexForecast) -> None:
         await self._send(forecast_message(message, self._sender))
 
     async def verification(self, message: Verification) -> None:

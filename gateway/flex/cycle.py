@@ -20,7 +20,7 @@ from gateway.flex.model import (
     Activation,
     ActivationDecision,
     Band,
-    FlexibilityForecast,
+    FlexForecast,
     NotificationDecision,
     Reservation,
     Verification,
@@ -31,7 +31,7 @@ from gateway.mapping import Quantity
 
 @dataclass(frozen=True)
 class CycleReport:
-    forecast: FlexibilityForecast
+    forecast: FlexForecast
     notification: NotificationDecision
     activation: ActivationDecision | None
     verification: Verification | None

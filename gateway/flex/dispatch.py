@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.config import DerType
 from gateway.flex.capability import DerCapability
 from gateway.flex.lp import INF, Lp
 from gateway.flex.model import Reason, ReasonCode
@@ -255,22 +256,24 @@ def dispatch(inp: DispatchInput) -> Dispatch:
 
 
 def _upper_text(d: DerNow) -> str:
-    t = d.cap.type.value
-    if t == "pv":
-        return f"{d.id} available power {d.p_hi:.1f} kW"
-    if t == "load":
-        return f"{d.id} curtailable share {d.cap.curtail_max_pct:g} %"
-    if t == "battery":
-        return f"{d.id} discharge limit {d.p_hi:.1f} kW (power or stored energy)"
-    return f"{d.id} maximum {d.p_hi:.1f} kW"
+    match d.cap.type:
+        case DerType.PV:
+            return f"{d.id} available power {d.p_hi:.1f} kW"
+        case DerType.LOAD:
+            return f"{d.id} curtailable share {d.cap.curtail_max_pct:g} %"
+        case DerType.BATTERY:
+            return f"{d.id} discharge limit {d.p_hi:.1f} kW (power or stored energy)"
+        case _:
+            return f"{d.id} maximum {d.p_hi:.1f} kW"
 
 
 def _lower_text(d: DerNow) -> str:
-    t = d.cap.type.value
-    if t == "pv":
-        return f"{d.id} curtailment to zero"
-    if t == "load":
-        return f"{d.id} full demand"
-    if t == "battery":
-        return f"{d.id} charge limit {-d.p_lo:.1f} kW (power or free capacity)"
-    return f"{d.id} minimum {d.p_lo:.1f} kW"
+    match d.cap.type:
+        case DerType.PV:
+            return f"{d.id} curtailment to zero"
+        case DerType.LOAD:
+            return f"{d.id} full demand"
+        case DerType.BATTERY:
+            return f"{d.id} charge limit {-d.p_lo:.1f} kW (power or free capacity)"
+        case _:
+            return f"{d.id} minimum {d.p_lo:.1f} kW"

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gateway.flex.lp import Lp
-from gateway.flex.model import FlexibilityForecast, FlexInterval, Reservation
+from gateway.flex.model import FlexForecast, FlexInterval, Reservation
 from gateway.flex.schedule import DerPlanInput, PlanInput, PlanResult, bands_on
 
 Floats = NDArray[np.float64]
@@ -154,7 +154,7 @@ def q_range(inp: PlanInput, plan: PlanResult) -> tuple[Floats, Floats, Floats]:
 
 def forecast(
     microgrid: str, inp: PlanInput, plan: PlanResult, generated_at: datetime
-) -> FlexibilityForecast:
+) -> FlexForecast:
     """The Flexibility Forecast for the plan's horizon (reservations held are in `inp`)."""
     up = _headroom(inp, plan, "up")
     down = _headroom(inp, plan, "down")
@@ -178,4 +178,4 @@ def forecast(
         )
         for i in range(h.count)
     )
-    return FlexibilityForecast(microgrid, generated_at, intervals)
+    return FlexForecast(microgrid, generated_at, intervals)

@@ -39,6 +39,8 @@ class FlexModel:
 
     microgrid: str
     pcc: str
+    #: the device whose counters settle the coupling point (None: the first mapped)
+    billing_meter: str | None
     caps: dict[str, DerCapability]
     grid: GridLimits
     settings: FlexSettings
@@ -49,6 +51,7 @@ class FlexModel:
         return cls(
             microgrid=gw.microgrid.id,
             pcc=gw.coupling_point.id,
+            billing_meter=gw.coupling_point.billing_meter,
             caps={d.id: DerCapability.of(d, points) for d in gw.ders},
             grid=GridLimits.of(gw.coupling_point, gw.internal_limits),
             settings=gw.flex,

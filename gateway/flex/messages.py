@@ -1,10 +1,11 @@
 """Between the flexibility functions' own objects (gateway.flex.model) and the Smart API
 message model (gateway.smartapi.flexibility).
 
-Directions: the Smart API model counts from the coupling point for P and Q alike (P up =
-more import). The flexibility functions count P the way balancing does (P up = more
-injection inside the microgrid = less import) and Q from the coupling point. So P up and
-P down swap here, and nowhere else; Q passes straight through.
+Directions: the Smart API model names its bands by what they do to the coupling-point P
+and Q (`p_raise_kw`: more import, `p_lower_kw`: less). The flexibility functions count P
+the way balancing does (`p_up_kw` = more injection inside the microgrid = less import)
+and Q from the coupling point. So flex P up is coupling-point P lower, here and nowhere
+else; Q up is Q raise.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from gateway.flex.intervals import Horizon
 from gateway.flex.model import (
     Activation,
     Band,
-    FlexibilityForecast,
+    FlexForecast,
     FlexInterval,
     Reservation,
     Verification,
@@ -36,10 +37,10 @@ def reservation_of(notification: sa.ReserveNotification) -> Reservation:
         Band(
             start=notification.interval_start(i),
             end=notification.interval_start(i + 1),
-            p_up_kw=band.p_down_kw,  # coupling point down = more injection
-            p_down_kw=band.p_up_kw,
-            q_up_kvar=band.q_up_kvar,
-            q_down_kvar=band.q_down_kvar,
+            p_up_kw=band.p_lower_kw,  # less import = more injection
+            p_down_kw=band.p_raise_kw,
+            q_up_kvar=band.q_raise_kvar,
+            q_down_kvar=band.q_lower_kvar,
         )
         for i, band in enumerate(notification.intervals)
     )
@@ -53,10 +54,10 @@ def notification_of(
     step = template.step
     intervals = tuple(
         sa.ReservedInterval(
-            p_up_kw=band.p_down_kw,
-            p_down_kw=band.p_up_kw,
-            q_up_kvar=band.q_up_kvar,
-            q_down_kvar=band.q_down_kvar,
+            p_raise_kw=band.p_down_kw,
+            p_lower_kw=band.p_up_kw,
+            q_raise_kvar=band.q_up_kvar,
+            q_lower_kvar=band.q_down_kvar,
         )
         for band in reservation.bands
     )
@@ -89,7 +90,7 @@ def activation_of(activation: sa.ReserveActivation, reservation: Reservation | N
 
 
 def forecast_message(
-    forecast: FlexibilityForecast, sender: str, message_id: str | None = None
+    forecast: FlexForecast, sender: str, message_id: str | None = None
 ) -> sa.FlexibilityForecast:
     ivs = forecast.intervals
     step = ivs[1].start - ivs[0].start if len(ivs) > 1 else ivs[0].end - ivs[0].start

@@ -158,7 +158,10 @@ class FlexInterval:
 
 
 @dataclass(frozen=True)
-class FlexibilityForecast:
+class FlexForecast:
+    """The flexibility functions' forecast (balancing-sense P up/down); flex/messages.py
+    turns it into the Smart API Flexibility Forecast message."""
+
     microgrid: str
     generated_at: datetime
     intervals: tuple[FlexInterval, ...]

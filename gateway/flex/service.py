@@ -44,7 +44,7 @@ from gateway.flex.model import (
     Activation,
     ActivationDecision,
     DecisionStatus,
-    FlexibilityForecast,
+    FlexForecast,
     NotificationDecision,
     Reason,
     ReasonCode,
@@ -85,7 +85,7 @@ class WallClock:
 class FlexPublisher(Protocol):
     """Where messages for the AMS go (the northbound outbox)."""
 
-    async def forecast(self, message: FlexibilityForecast) -> None: ...
+    async def forecast(self, message: FlexForecast) -> None: ...
 
     async def verification(self, message: Verification) -> None: ...
 
@@ -230,7 +230,7 @@ class FlexService:
 
     # -- business API for the northbound pipeline ------------------------------------------
 
-    async def forecast(self) -> FlexibilityForecast:
+    async def forecast(self) -> FlexForecast:
         """A fresh Flexibility Forecast (also published)."""
         await self.start()
         async with self._lock:
@@ -746,15 +746,15 @@ class FlexService:
         return v
 
     async def _measurements(self, start: datetime, end: datetime) -> Measurements:
-        """Coupling-point history around [start, end): energy counters of the billing meter
-        (a DLMS meter, whose load profile carries its own time stamps) where one is mapped,
-        else the first counter; power samples of the first power point."""
+        """Coupling-point history around [start, end): energy counters of the configured
+        billing meter (coupling_point.billing_meter) where it maps them, else the first
+        counter; power samples of the first power point."""
         margin = timedelta(minutes=1)
 
         async def series(q: Quantity, billing: bool = False) -> list[Sample]:
             found = self.points.find(self.model.pcc, q)
             if billing:
-                found = sorted(found, key=lambda m: m.device.protocol != "dlms")
+                found = sorted(found, key=lambda m: m.device.id != self.model.billing_meter)
             if not found or self.history is None:
                 return []
             rows = await self.history.range(found[0].point.id, start - margin, end + margin)

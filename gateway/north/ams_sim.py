@@ -324,10 +324,10 @@ def reserve_notification(
     rows = forecast.intervals[: intervals or len(forecast.intervals)]
     bands = tuple(
         ReservedInterval(
-            p_up_kw=share * i.p_up_kw,
-            p_down_kw=share * i.p_down_kw,
-            q_up_kvar=share * i.q_up_kvar,
-            q_down_kvar=share * i.q_down_kvar,
+            p_raise_kw=share * i.p_raise_kw,
+            p_lower_kw=share * i.p_lower_kw,
+            q_raise_kvar=share * i.q_raise_kvar,
+            q_lower_kvar=share * i.q_lower_kvar,
         )
         for i in rows
     )
@@ -362,7 +362,7 @@ def reserve_activation(
     base = forecast.intervals[index]
     band = notification.intervals[index]
     sign = -1.0 if direction == "down" else 1.0
-    p = base.p_kw + sign * fraction * (band.p_down_kw if sign < 0 else band.p_up_kw)
+    p = base.p_kw + sign * fraction * (band.p_lower_kw if sign < 0 else band.p_raise_kw)
     end = notification.interval_start(index + 1)
     if duration is not None:
         end = min(end, start + duration)

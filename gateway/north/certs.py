@@ -324,8 +324,8 @@ def dev_north_config(
         ),
         server=ServerConfig(port=port),
         ams=AmsEndpoints(
-            forecast_url=f"{ams_url}{Channel.FORECAST.path}",  # type: ignore[arg-type]
-            verification_url=f"{ams_url}{Channel.VERIFICATION.path}",  # type: ignore[arg-type]
+            forecast_url=f"{ams_url}{Channel.FORECAST.path}",
+            verification_url=f"{ams_url}{Channel.VERIFICATION.path}",
         ),
         mqtt=mqtt,
         outbox=outbox or RetryPolicy(),

@@ -21,14 +21,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from gateway.errors import InboundRejected, ReserveRefused, SmartApiError
+from gateway.errors import InboundRejected, Reason, RefusalReason, ReserveRefused, SmartApiError
 from gateway.north.config import Role
 from gateway.north.ledger import Entry, Ledger, Record
 from gateway.north.ports import Applier, Expectation, MessageCodec, ReserveHandler
@@ -67,22 +66,13 @@ class ReserveApplier:
 
 #: HTTP status of a flexibility refusal (ReserveRefused.reason); 422 for any other reason
 REFUSAL_STATUS: dict[str, int] = {
-    "conflicts-with-reserve": 409,  # another reserved service holds the capacity
-    "control-failed": 502,  # a set point could not be written to a device
+    RefusalReason.CONFLICTS_WITH_RESERVE: 409,  # another reserved service holds the capacity
+    RefusalReason.CONTROL_FAILED: 502,  # a set point could not be written to a device
 }
 
 
-def reason_of(exc: SmartApiError) -> str:
-    """`SignatureInvalid` -> `signature-invalid`; `MessageParseError` -> `malformed`."""
-    if type(exc).__name__ == "MessageParseError":
-        return "malformed"
-    if type(exc).__name__ == "ReplayRejected":
-        return "replayed"
-    return re.sub(r"(?<!^)(?=[A-Z])", "-", type(exc).__name__).lower()
-
-
 def rejection(exc: SmartApiError, message_id: str | None) -> InboundRejected:
-    return InboundRejected(exc.status, reason_of(exc), exc.detail, message_id=message_id)
+    return InboundRejected(exc.status, exc.reason, exc.detail, message_id=message_id)
 
 
 class InboundPipeline:
@@ -194,7 +184,7 @@ class InboundPipeline:
     def _conflict(message: FlexMessage) -> InboundRejected:
         return InboundRejected(
             409,
-            "id-conflict",
+            Reason.ID_CONFLICT,
             "a different message with this id was received before",
             message_id=message.id,
         )
@@ -208,7 +198,7 @@ class InboundPipeline:
             when = "old" if age > timedelta(0) else "in the future"
             stale = InboundRejected(
                 409,
-                "stale",
+                Reason.STALE,
                 f"generated {abs(age).total_seconds():.0f} s {when}; the window is "
                 f"{self._max_age.total_seconds():.0f} s",
                 message_id=message.id,
@@ -233,21 +223,21 @@ class InboundPipeline:
         if expected is None or not isinstance(message, expected.type):
             raise InboundRejected(
                 422,
-                "wrong-channel",
+                Reason.WRONG_CHANNEL,
                 f"a {type(message).__name__} cannot be sent to the {channel.value} endpoint",
                 message_id=message_id,
             )
         if peer.role is not expected.role:
             raise InboundRejected(
                 403,
-                "role-not-allowed",
+                Reason.ROLE_NOT_ALLOWED,
                 f"{peer} may not send {channel.value}s",
                 message_id=message_id,
             )
         if not peer.may_send_as(message.sender):
             raise InboundRejected(
                 403,
-                "sender-not-allowed",
+                Reason.SENDER_NOT_ALLOWED,
                 f"{peer} may not send as {message.sender}",
                 message_id=message_id,
             )
@@ -260,7 +250,7 @@ class InboundPipeline:
             if message.microgrid != self._microgrid:
                 raise InboundRejected(
                     422,
-                    "wrong-microgrid",
+                    Reason.WRONG_MICROGRID,
                     f"message is for microgrid {message.microgrid!r}, this is {self._microgrid!r}",
                 )
             async with self._apply_lock:
@@ -277,7 +267,7 @@ class InboundPipeline:
             # retries with a new message rather than a repeat
             log.exception("%s %s: applying failed", channel, message.id)
             failed = InboundRejected(
-                500, "apply-failed", f"{type(exc).__name__}: {exc}", message_id=message.id
+                500, Reason.APPLY_FAILED, f"{type(exc).__name__}: {exc}", message_id=message.id
             )
             return self._refused(channel, peer, failed, content_type)
         log.info("%s %s from %s accepted", channel, message.id, peer)

@@ -161,10 +161,10 @@ class SqliteReserveBook:
             if base is None:
                 continue
             for name, want, offered in (
-                ("P up", band.p_up_kw, base.p_max_kw - base.p_kw),
-                ("P down", band.p_down_kw, base.p_kw - base.p_min_kw),
-                ("Q up", band.q_up_kvar, base.q_max_kvar - base.q_kvar),
-                ("Q down", band.q_down_kvar, base.q_kvar - base.q_min_kvar),
+                ("P up", band.p_raise_kw, base.p_max_kw - base.p_kw),
+                ("P down", band.p_lower_kw, base.p_kw - base.p_min_kw),
+                ("Q up", band.q_raise_kvar, base.q_max_kvar - base.q_kvar),
+                ("Q down", band.q_lower_kvar, base.q_kvar - base.q_min_kvar),
             ):
                 if want > offered + _EPS:
                     raise ReserveRefused(
@@ -175,7 +175,8 @@ class SqliteReserveBook:
 
     async def apply_notification(self, notification: ReserveNotification) -> None:
         rows = [
-            [i.p_up_kw, i.p_down_kw, i.q_up_kvar, i.q_down_kvar] for i in notification.intervals
+            [i.p_raise_kw, i.p_lower_kw, i.q_raise_kvar, i.q_lower_kvar]
+            for i in notification.intervals
         ]
         row = (
             notification.id,
@@ -227,12 +228,12 @@ class SqliteReserveBook:
                 )
             band = n.intervals[index]
             for name, value, low, high in (
-                ("P", activation.p_kw, base.p_kw - band.p_down_kw, base.p_kw + band.p_up_kw),
+                ("P", activation.p_kw, base.p_kw - band.p_lower_kw, base.p_kw + band.p_raise_kw),
                 (
                     "Q",
                     activation.q_kvar,
-                    base.q_kvar - band.q_down_kvar,
-                    base.q_kvar + band.q_up_kvar,
+                    base.q_kvar - band.q_lower_kvar,
+                    base.q_kvar + band.q_raise_kvar,
                 ),
             ):
                 if not low - _EPS <= value <= high + _EPS:

@@ -21,7 +21,7 @@ from typing import Protocol, Self
 
 from aiohttp import web
 
-from gateway.errors import InboundRejected
+from gateway.errors import InboundRejected, Reason
 from gateway.north.config import Role, ServerConfig
 from gateway.north.tls import AllowList, Peer, PeerIdentity, describe_tls_error
 from gateway.north.wire import ACCESS_PATH, Answer, Channel, Inbound, media_type
@@ -88,28 +88,28 @@ class _Routes:
         peer = self._allow.admit(identity)
         if peer is None:
             who = str(identity) if identity else "a client without a certificate"
-            raise InboundRejected(403, "peer-not-allowed", f"{who} is not in the allow-list")
+            raise InboundRejected(403, Reason.PEER_NOT_ALLOWED, f"{who} is not in the allow-list")
         return peer
 
     async def _body(self, request: web.Request, *, check_type: bool = True) -> tuple[bytes, str]:
         limit = self._config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise InboundRejected(
-                413, "too-large", f"body of {request.content_length} bytes exceeds {limit}"
+                413, Reason.TOO_LARGE, f"body of {request.content_length} bytes exceeds {limit}"
             )
         ctype = media_type(request.headers.get("Content-Type"))
         if check_type and ctype not in self._inbound.accepted_types:
             accepted = ", ".join(sorted(self._inbound.accepted_types))
             raise InboundRejected(
-                415, "unsupported-media-type", f"{ctype or 'no type'}; accepted: {accepted}"
+                415, Reason.UNSUPPORTED_MEDIA_TYPE, f"{ctype or 'no type'}; accepted: {accepted}"
             )
         try:
             async with asyncio.timeout(self._config.request_timeout_s):
                 body = await request.read()  # up to the app's client_max_size (= limit)
         except TimeoutError:
-            raise InboundRejected(408, "timeout", "the request body did not arrive") from None
+            raise InboundRejected(408, Reason.TIMEOUT, "the request body did not arrive") from None
         except web.HTTPRequestEntityTooLarge:
-            raise InboundRejected(413, "too-large", f"body exceeds {limit} bytes") from None
+            raise InboundRejected(413, Reason.TOO_LARGE, f"body exceeds {limit} bytes") from None
         return body, request.headers.get("Content-Type", "")
 
     def channel_handler(
@@ -122,7 +122,7 @@ class _Routes:
                 if peer.role is not required:
                     raise InboundRejected(
                         403,
-                        "role-not-allowed",
+                        Reason.ROLE_NOT_ALLOWED,
                         f"{peer} may not send {channel.value}s (needs role {required.value})",
                     )
                 body, ctype = await self._body(request)
@@ -140,7 +140,7 @@ class _Routes:
             peer = self._peer(request)
             if peer.role not in self._access_roles:
                 raise InboundRejected(
-                    403, "role-not-allowed", f"{peer} may not use the access endpoint"
+                    403, Reason.ROLE_NOT_ALLOWED, f"{peer} may not use the access endpoint"
                 )
             # the access core reads its own media types (and says which it does not)
             body, ctype = await self._body(request, check_type=False)
@@ -155,7 +155,7 @@ class _Routes:
         )
 
     async def not_allowed(self, request: web.Request) -> web.Response:
-        exc = InboundRejected(405, "method-not-allowed", f"{request.method} {request.path}")
+        exc = InboundRejected(405, Reason.METHOD_NOT_ALLOWED, f"{request.method} {request.path}")
         return _refusal(self._inbound.refuse(exc))
 
 

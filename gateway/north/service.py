@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from gateway.config import LoadedConfig
-from gateway.errors import InboundRejected
+from gateway.errors import InboundRejected, Reason
 from gateway.north.client import HttpsSender
 from gateway.north.codec import access_security, secured
 from gateway.north.config import NorthConfig, Role
@@ -202,12 +202,12 @@ class North:
             refusal = None
             if len(body) > limit:
                 refusal = InboundRejected(
-                    413, "too-large", f"body of {len(body)} bytes exceeds {limit}"
+                    413, Reason.TOO_LARGE, f"body of {len(body)} bytes exceeds {limit}"
                 )
             elif media_type(content_type) not in pipeline.accepted_types:
                 accepted = ", ".join(sorted(pipeline.accepted_types))
                 refusal = InboundRejected(
-                    415, "unsupported-media-type", f"{content_type}; accepted: {accepted}"
+                    415, Reason.UNSUPPORTED_MEDIA_TYPE, f"{content_type}; accepted: {accepted}"
                 )
             if refusal is not None:
                 log.warning("refused MQTT %s: %s", channel.value, refusal)

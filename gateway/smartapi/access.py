@@ -13,8 +13,8 @@ certificate); `add_routes` mounts it on an aiohttp application.
 - TimeSeries writes (an entity carrying a time series, e.g. a PV or load forecast from the
   AMS or a forecast service) go to `forecasts`, the external forecasts the flexibility
   functions blend into the DER's baseline; every series is checked before any is taken.
-- Reserve Notifications and Activations go to `on_information`, which accepts or refuses
-  them with a reason (e.g. the activation would break another reserved service).
+- Reserve Notifications and Activations are not taken here (404): they go to the
+  northbound notification and activation endpoints, through the inbound pipeline.
 - Anything refused is answered with a Smart API Error naming the reason; its errorCode is
   the HTTP status.
 """
@@ -36,10 +36,13 @@ from gateway import units
 from gateway.config import LoadedConfig
 from gateway.errors import (
     CommandError,
+    Forbidden,
     LimitViolation,
+    NotFound,
     NotWritable,
     SmartApiError,
     UnsupportedMediaType,
+    WriteFailed,
     WrongUnit,
 )
 from gateway.mapping import Quantity
@@ -78,20 +81,6 @@ PEER_ROLE_KEY = web.RequestKey("mgms_peer_role", str)
 
 Writer = Callable[[Command], Awaitable[CommandResult]]
 _T = TypeVar("_T")
-Instruction = ReserveNotification | ReserveActivation
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The flexibility functions' answer to a reserve notification or activation."""
-
-    accepted: bool
-    reason: str = ""
-    #: HTTP/Smart API code of a refusal (409: conflicts with a reserved service or a limit)
-    code: int = 409
-
-
-InstructionHandler = Callable[[Instruction], Awaitable[Decision]]
 
 
 class Opener(Protocol):
@@ -143,21 +132,6 @@ class AccessPolicy:
     command_timeout: timedelta = timedelta(seconds=5)
 
 
-class Forbidden(SmartApiError):
-    code = 403
-    status = 403
-
-
-class NotFound(SmartApiError):
-    code = 404
-    status = 404
-
-
-class WriteFailed(SmartApiError):
-    code = 502
-    status = 502
-
-
 @dataclass(frozen=True)
 class _Recipient:
     """Who an answer goes to, once the request was read: its sender, profile, and
@@ -183,7 +157,6 @@ class AccessService:
     write: Writer
     sender: str
     policy: AccessPolicy = field(default_factory=AccessPolicy)
-    on_instruction: InstructionHandler | None = None
     opener: Opener | None = None
     sealer: Sealer | None = None
     clock: Callable[[], datetime] = utcnow
@@ -258,16 +231,8 @@ class AccessService:
     async def _dispatch(self, msg: AnyMessage, role: str | None) -> Response:
         if isinstance(msg, ReserveNotification | ReserveActivation):
             self._require_writer(role)
-            if self.on_instruction is None:
-                raise NotFound(f"{type(msg).__name__} is not accepted by this gateway")
-            if msg.microgrid != self.config.gateway.microgrid.id:
-                raise NotFound(f"microgrid {msg.microgrid!r} is not served here")
-            decision = await self.on_instruction(msg)
-            if not decision.accepted:
-                refusal = SmartApiError(f"{type(msg).__name__} {msg.id} refused: {decision.reason}")
-                refusal.code = refusal.status = decision.code
-                raise refusal
-            return self._response(msg.id, ())
+            # the CRP channels have their own endpoints (the inbound pipeline)
+            raise NotFound(f"{type(msg).__name__} is not accepted by this gateway")
         if not isinstance(msg, Request):
             raise SmartApiError(f"a {type(msg).__name__} is not a request this endpoint answers")
         activities: list[Activity] = []
@@ -484,7 +449,7 @@ class AccessService:
             sender=self.sender,
             generated_at=self.clock(),
             code=exc.code,
-            message=f"{type(exc).__name__}: {exc}",
+            message=f"{exc.error_name}: {exc}",
             in_reply_to=in_reply_to,
         )
         return self._reply(exc.status, error, fmt, to)

@@ -27,13 +27,12 @@ from gateway.errors import (
 from gateway.smartapi import vocab as v
 from gateway.smartapi.decode import NUMERIC, Reader, curie, show
 from gateway.smartapi.encode import FORECAST_COLUMNS, RESERVE_COLUMNS, VERIFICATION_COLUMNS, Column
-from gateway.smartapi.messages import SeriesRole
+from gateway.smartapi.messages import ID_PATTERN, QUALITY_PATTERN, TZ_PATTERN, SeriesRole
 from gateway.smartapi.vocab import MGMS, QUDT, SMARTAPI, UNIT, QuantityKind
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:~\-]{0,127}$")
-_TZ = re.compile(r"(Z|[+\-][0-9][0-9]:[0-9][0-9])$")
-_FLAGS = "(overflow|old|substituted|blocked|inconsistent|failure|comm_failure|out_of_range)"
-_QUALITY = re.compile(rf"^(good|invalid|questionable)(\[{_FLAGS}(,{_FLAGS})*\])?$")
+_ID = re.compile(ID_PATTERN)
+_TZ = re.compile(TZ_PATTERN)
+_QUALITY = re.compile(QUALITY_PATTERN)
 _NONEMPTY = re.compile(".")
 _DOUBLE_MAX = 1.7976931348623157e308
 _DOUBLES = {XSD.double, XSD.float}

@@ -86,10 +86,10 @@ FORECAST_COLUMNS = (
     (R.MINIMUM, Q, None, "KiloVAR", "q_min_kvar"),
 )
 RESERVE_COLUMNS = (
-    (R.RESERVED_UP, P, None, "KiloW", "p_up_kw"),
-    (R.RESERVED_DOWN, P, None, "KiloW", "p_down_kw"),
-    (R.RESERVED_UP, Q, None, "KiloVAR", "q_up_kvar"),
-    (R.RESERVED_DOWN, Q, None, "KiloVAR", "q_down_kvar"),
+    (R.RESERVED_UP, P, None, "KiloW", "p_raise_kw"),
+    (R.RESERVED_DOWN, P, None, "KiloW", "p_lower_kw"),
+    (R.RESERVED_UP, Q, None, "KiloVAR", "q_raise_kvar"),
+    (R.RESERVED_DOWN, Q, None, "KiloVAR", "q_lower_kvar"),
 )
 VERIFICATION_COLUMNS = (
     (R.SET_POINT, P, None, "KiloW", "p_set_kw"),

@@ -53,8 +53,8 @@ def reserve_notification() -> ReserveNotification:
         purchase="fmo-clearing-2025-06-02-0042",
         start=T0,
         intervals=(
-            ReservedInterval(p_up_kw=0.0, p_down_kw=30.0, q_up_kvar=0.0, q_down_kvar=0.0),
-            ReservedInterval(p_up_kw=0.0, p_down_kw=30.0, q_up_kvar=0.0, q_down_kvar=0.0),
+            ReservedInterval(p_raise_kw=0.0, p_lower_kw=30.0, q_raise_kvar=0.0, q_lower_kvar=0.0),
+            ReservedInterval(p_raise_kw=0.0, p_lower_kw=30.0, q_raise_kvar=0.0, q_lower_kvar=0.0),
         ),
     )
 

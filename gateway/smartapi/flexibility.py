@@ -79,20 +79,22 @@ class ForecastInterval:
         if not self.q_min_kvar <= self.q_kvar <= self.q_max_kvar:
             raise ValueError(f"Q range {self.q_min_kvar}..{self.q_max_kvar} excludes {self.q_kvar}")
 
+    # named by what they do at the coupling point (the wire's ReservedUp/ReservedDown),
+    # unlike the flexibility functions' balancing-sense P up/down (gateway.flex.model)
     @property
-    def p_up_kw(self) -> float:
+    def p_raise_kw(self) -> float:
         return self.p_max_kw - self.p_kw
 
     @property
-    def p_down_kw(self) -> float:
+    def p_lower_kw(self) -> float:
         return self.p_kw - self.p_min_kw
 
     @property
-    def q_up_kvar(self) -> float:
+    def q_raise_kvar(self) -> float:
         return self.q_max_kvar - self.q_kvar
 
     @property
-    def q_down_kvar(self) -> float:
+    def q_lower_kvar(self) -> float:
         return self.q_kvar - self.q_min_kvar
 
 
@@ -109,13 +111,14 @@ class FlexibilityForecast(ProfileMessage):
 
 @dataclass(frozen=True, slots=True)
 class ReservedInterval:
-    """The purchased band: how far up and down from its baseline the microgrid must be able
-    to move P and Q in this interval (all >= 0)."""
+    """The purchased band: how far the microgrid must be able to raise and lower its
+    coupling-point P and Q from the baseline in this interval (all >= 0); on the wire
+    `ReservedUp` (raise) and `ReservedDown` (lower)."""
 
-    p_up_kw: float
-    p_down_kw: float
-    q_up_kvar: float = 0.0
-    q_down_kvar: float = 0.0
+    p_raise_kw: float
+    p_lower_kw: float
+    q_raise_kvar: float = 0.0
+    q_lower_kvar: float = 0.0
 
     def __post_init__(self) -> None:
         _finite(self)

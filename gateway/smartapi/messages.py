@@ -15,11 +15,20 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from gateway.model import Quality
+from gateway.model import Quality, QualityFlag, Validity
 from gateway.smartapi.vocab import EntityKind, QuantityKind, unit_fits
 from gateway.units import UNITS
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:~\-]{0,127}$")
+#: lexical forms the model enforces: the fast check (check.py) and the shapes (shapes.py)
+#: take them from here, so the three agree
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:~\-]{0,127}$"
+#: an xsd:dateTime must carry its UTC offset
+TZ_PATTERN = r"(Z|[+\-][0-9][0-9]:[0-9][0-9])$"
+_FLAG = f"({'|'.join(f.value for f in QualityFlag)})"
+#: `str(Quality)`: validity, then the flags in brackets
+QUALITY_PATTERN = rf"^({'|'.join(v.value for v in Validity)})(\[{_FLAG}(,{_FLAG})*\])?$"
+
+_ID = re.compile(ID_PATTERN)
 _IRI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`]+$")
 
 Scalar = float | int | bool

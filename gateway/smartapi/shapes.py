@@ -18,19 +18,11 @@ from rdflib.namespace import RDF, SH, XSD
 from gateway.errors import ShapeViolation
 from gateway.smartapi.decode import NUMERIC
 from gateway.smartapi.encode import FORECAST_COLUMNS, RESERVE_COLUMNS, VERIFICATION_COLUMNS, Column
-from gateway.smartapi.messages import SeriesRole
+from gateway.smartapi.messages import ID_PATTERN, QUALITY_PATTERN, TZ_PATTERN, SeriesRole
 from gateway.smartapi.vocab import PREFIXES, UNITS_OF, QuantityKind
 
 SHAPES_PATH = Path(__file__).with_name("shapes.ttl")
 
-#: lexical patterns the model enforces, so shapes and model agree
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:~\\-]{0,127}$"
-TZ_PATTERN = r"(Z|[+\\-][0-9][0-9]:[0-9][0-9])$"
-QUALITY_PATTERN = (
-    r"^(good|invalid|questionable)(\\[(overflow|old|substituted|blocked|inconsistent|failure|"
-    r"comm_failure|out_of_range)(,(overflow|old|substituted|blocked|inconsistent|failure|"
-    r"comm_failure|out_of_range))*\\])?$"
-)
 #: finite doubles: NaN and the infinities fail these bounds
 DOUBLE_MAX = "1.7976931348623157E308"
 
@@ -91,9 +83,14 @@ def _column_property(column: Column) -> str:
     )
 
 
+def _escaped(pattern: str) -> str:
+    """A regex as the body of a Turtle string literal (the model's patterns hold no quote)."""
+    return pattern.replace("\\", "\\\\")
+
+
 def _string(path: str, required: bool, pattern: str | None = None) -> str:
     count = "sh:minCount 1 ; sh:maxCount 1" if required else "sh:maxCount 1"
-    pat = f' ; sh:pattern "{pattern}"' if pattern else ""
+    pat = f' ; sh:pattern "{_escaped(pattern)}"' if pattern else ""
     return f"    sh:property [ sh:path {path} ; {count} ; sh:datatype xsd:string{pat} ] ;\n"
 
 
@@ -101,7 +98,7 @@ def _datetime(path: str, required: bool) -> str:
     count = "sh:minCount 1 ; sh:maxCount 1" if required else "sh:maxCount 1"
     return (
         f"    sh:property [ sh:path {path} ; {count} ; sh:datatype xsd:dateTime ; "
-        f'sh:pattern "{TZ_PATTERN}" ] ;\n'
+        f'sh:pattern "{_escaped(TZ_PATTERN)}" ] ;\n'
     )
 
 

@@ -156,7 +156,9 @@ class CrpDay:
             k = self._cycle
             first = now.replace(minute=now.minute - now.minute % 15, second=0) + STEP
             up = k % 2 == 1
-            band = sa.ReservedInterval(p_up_kw=10.0 if up else 0.0, p_down_kw=0.0 if up else 10.0)
+            band = sa.ReservedInterval(
+                p_raise_kw=10.0 if up else 0.0, p_lower_kw=0.0 if up else 10.0
+            )
             notification = sa.ReserveNotification(
                 id=f"urn:uuid:n-{k}-{first:%Y%m%d%H%M}",
                 sender=AMS_IDENTITY,
@@ -179,7 +181,7 @@ class CrpDay:
             plan = self.service.plan
             assert plan is not None
             base = float(plan.pcc_p[plan.horizon.index(now) or 0])
-            up = notification.intervals[0].p_up_kw > 0
+            up = notification.intervals[0].p_raise_kw > 0
             activation = sa.ReserveActivation(
                 id=f"urn:uuid:a-{self._cycle}-{first:%Y%m%d%H%M}",
                 sender=AMS_IDENTITY,

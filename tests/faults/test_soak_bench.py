@@ -34,7 +34,7 @@ else:
 
 def soak(*args: str) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "soak.py"), "--config", str(FIELD_CONFIG), *args],
+        [sys.executable, "-m", "bench.soak", "--config", str(FIELD_CONFIG), *args],
         capture_output=True,
         text=True,
         env=child_env(),

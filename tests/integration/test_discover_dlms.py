@@ -57,6 +57,7 @@ async def test_round_trip_draft_reads_what_the_mapping_reads(
         origin="test",
         device_id="meter",
         der=der,
+        coupling_point="pcc",
     )
     assert draft.unmapped == []
     path = tmp_path / "draft.yaml"
@@ -66,9 +67,9 @@ async def test_round_trip_draft_reads_what_the_mapping_reads(
     config_a = load_config(DEMO_CONFIG, port_overrides={meter: port})
     device_a = next(d for d in config_a.devices if d.id == meter)
     device_b = single_device(site)
-    # the load meter's import power is mapped with scale -1 (the DER convention), which
-    # the meter cannot tell: the draft's comment says to set it
-    await same_readings(device_a, device_b, scale_free=frozenset({"load1.meter.p"}))
+    # the load meter's import power is drafted with scale -1 (load1 is a DER, not the
+    # coupling point), as mapping A has it: the same readings, sign included
+    await same_readings(device_a, device_b)
     if meter == "pcc-billing-meter":
         assert device_b.options["profile_obis"] == "1.0.99.1.0.255"
         register = next(o for o in objects if o.obis == "1.0.32.7.0.255")

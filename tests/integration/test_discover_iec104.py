@@ -6,6 +6,7 @@ B passes `mgms check`, has every object of A at its address and reads A's raw va
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from drivers.iec104.driver import Iec104Driver
 from drivers.iec104.scan import scan
+from gateway.cli import main
 from gateway.discover import iec104
 from gateway.discover.draft import render
 from gateway.errors import DiscoveryError, LinkError
@@ -103,5 +105,40 @@ def test_a_bad_command_option_names_it() -> None:
 
 def test_nothing_listening_is_a_link_error() -> None:
     port = free_port()
-    with pytest.raises(LinkError, match=f"127.0.0.1:{port}"):
+    with pytest.raises(LinkError, match=f"cannot connect to 127.0.0.1:{port}: "):
         scan("127.0.0.1", port, [1], 1.0, 0.0)
+
+
+def test_a_server_that_is_no_outstation_is_named_as_such() -> None:
+    # the kernel completes the TCP handshake from the backlog; nothing ever answers STARTDT
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        with pytest.raises(LinkError, match="connected, but no IEC 104 data transfer"):
+            scan("127.0.0.1", port, [1], 1.0, 0.0)
+
+
+def test_a_common_address_that_sends_nothing_is_an_error_not_a_draft(
+    rtu_sim: SimProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the RTU rejects the interrogation of CA 7 but keeps sending CA 1's periodic data
+    port = rtu_sim.ports["chp1-rtu"]
+    out = tmp_path / "rtu.yaml"
+    args = ["discover", "iec104", f"127.0.0.1:{port}", "--ca", "7", "--listen", "1.5"]
+    assert main([*args, "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "no information object of common address 7" in err
+    assert "rejected" in err and "common addresses the outstation sent: 1: check --ca" in err
+    assert not out.exists()
+
+
+def test_a_command_on_a_received_object_is_refused_naming_the_option(
+    rtu_sim: SimProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # IOA 1001 is the RTU's P measurement (M_ME_TF_1): the draft used to hold it twice
+    port = rtu_sim.ports["chp1-rtu"]
+    out = tmp_path / "rtu.yaml"
+    args = ["discover", "iec104", f"127.0.0.1:{port}", "--listen", "0.5"]
+    assert main([*args, "--command", "1/1001/C_SC_NA_1", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "--command '1/1001/C_SC_NA_1': IOA 1001 of CA 1 was received as M_ME_TF_1" in err
+    assert not out.exists()

@@ -85,3 +85,34 @@ async def test_scl_import_round_trip(ied_sim: SimProcess, tmp_path: Path) -> Non
     config_a = load_config(DEMO_CONFIG, port_overrides={"bess2-ied": port})
     device_a = next(d for d in config_a.devices if d.id == "bess2-ied")
     await same_readings(device_a, single_device(site))
+
+
+async def test_browsing_and_the_icd_give_the_same_points_with_the_ieds_units(
+    ied_sim: SimProcess,
+) -> None:
+    """The IED serves `units` of its measurements and settings, as its ICD declares them:
+    online and offline drafts agree point for point, units read rather than assumed."""
+    port = ied_sim.ports["bess2-ied"]
+    browsed = await browse_ied("127.0.0.1", port, 2.0, within=30.0)
+    online = iec61850.from_browse("BESS2LD0", browsed)
+    offline = scl.load_ied(ROOT / "mappings" / "demo" / "bess2-ied.icd", None).model
+    drafts = [
+        iec61850.draft_ied(
+            model,
+            connection={"host": "127.0.0.1", "port": port},
+            origin="t",
+            device_id="ied",
+            der="bess2",
+        )
+        for model in (online, offline)
+    ]
+    # the points and the comments above them (the device's own lines name the IED: the
+    # ICD's IED name offline, the first logical device online)
+    points = [
+        sorted(line for line in render(d).splitlines() if line[:6] == " " * 6) for d in drafts
+    ]
+    assert points[0] == points[1]
+    text = render(drafts[0])
+    for units in ("SIUnit 38 x10^3", "SIUnit 63 x10^3", "SIUnit 72 x10^3"):
+        assert f"units {units}" in text
+    assert "unit assumed from the role" in text  # SoC: percent has no SIUnit

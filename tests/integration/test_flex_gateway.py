@@ -15,7 +15,7 @@ import pytest
 from gateway.app import Gateway
 from gateway.config import FlexSettings
 from gateway.flex.cycle import CycleReport, crp_cycle
-from gateway.flex.model import DecisionStatus, FlexibilityForecast, Verification
+from gateway.flex.model import DecisionStatus, FlexForecast, Verification
 from gateway.flex.records import FlexRecords
 from gateway.flex.service import FlexService, WallClock
 from gateway.loader import load_config
@@ -30,10 +30,10 @@ EVENING = datetime.now(UTC).replace(hour=17, minute=0, second=0, microsecond=0).
 
 class Collect:
     def __init__(self) -> None:
-        self.forecasts: list[FlexibilityForecast] = []
+        self.forecasts: list[FlexForecast] = []
         self.verifications: list[Verification] = []
 
-    async def forecast(self, message: FlexibilityForecast) -> None:
+    async def forecast(self, message: FlexForecast) -> None:
         self.forecasts.append(message)
 
     async def verification(self, message: Verification) -> None:

@@ -42,7 +42,7 @@ def write_config(tmp: Path, **device_changes: Any) -> Path:
         "microgrid": {"id": "test-mg"},
         "state_dir": "state",
         "mappings": ["ied.yaml"],
-        "coupling_point": demo["coupling_point"],
+        "coupling_point": {**demo["coupling_point"], "billing_meter": None},
         "ders": [d for d in demo["ders"] if d["id"] == "bess2"],
     }
     path = tmp / "gateway.yaml"

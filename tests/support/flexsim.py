@@ -17,7 +17,7 @@ from pathlib import Path
 from fwsim.clock import SimClock
 from fwsim.physics import LoadModel, Microgrid, PvModel, UnknownQuantity
 from gateway.config import Der, LoadedConfig
-from gateway.flex.model import FlexibilityForecast, Verification
+from gateway.flex.model import FlexForecast, Verification
 from gateway.loader import load_config
 from gateway.model import Command, CommandResult, CommandStatus, Reading
 from gateway.points import PointTable
@@ -93,10 +93,10 @@ class PhysicsController:
 
 @dataclass
 class Publisher:
-    forecasts: list[FlexibilityForecast] = field(default_factory=list)
+    forecasts: list[FlexForecast] = field(default_factory=list)
     verifications: list[Verification] = field(default_factory=list)
 
-    async def forecast(self, message: FlexibilityForecast) -> None:
+    async def forecast(self, message: FlexForecast) -> None:
         self.forecasts.append(message)
 
     async def verification(self, message: Verification) -> None:

@@ -494,7 +494,7 @@ class HostileGenerator:
     def _id_conflict(self) -> Case:
         accepted = self.material.accepted
         assert accepted is not None
-        bands = tuple(replace(b, p_up_kw=b.p_up_kw + 1.0) for b in accepted.intervals)
+        bands = tuple(replace(b, p_raise_kw=b.p_raise_kw + 1.0) for b in accepted.intervals)
         n = replace(accepted, intervals=bands, generated_at=datetime.now(UTC))
         return Case(
             "id-conflict",
@@ -568,7 +568,7 @@ class HostileGenerator:
             return Case("beyond-limits", self._signed(a), TURTLE, expect({422}, refusals))
         if how == 0:  # a reserve far beyond every DER rating and the coupling-point limits
             big = self.rng.choice((1e4, 1e6, 1e12))
-            bands = tuple(ReservedInterval(p_up_kw=big, p_down_kw=big) for _ in range(2))
+            bands = tuple(ReservedInterval(p_raise_kw=big, p_lower_kw=big) for _ in range(2))
             n = self._notification(bands)
             body = self._signed(n)
             return Case(

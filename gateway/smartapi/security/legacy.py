@@ -223,7 +223,7 @@ def _verify_part(
     raw = unb64(signature, "signature", SignatureInvalid)
     for peer in candidates:
         try:
-            peer.key.verify(raw, text, asym.PKCS1v15(), hashes.SHA512())  # type: ignore[union-attr,call-arg,arg-type]
+            peer.key.verify(raw, text, asym.PKCS1v15(), hashes.SHA512())  # type: ignore[call-arg,arg-type]
         except InvalidSignature:
             continue
         return peer

@@ -64,7 +64,7 @@ def notification(
         start=T17,
         step=FIVE,
         purchase="bid-1",
-        intervals=tuple(sa.ReservedInterval(p_up_kw=0.0, p_down_kw=down_kw) for _ in range(3)),
+        intervals=tuple(sa.ReservedInterval(p_raise_kw=0.0, p_lower_kw=down_kw) for _ in range(3)),
     )
 
 

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from gateway.flex import flexibility
-from gateway.flex.model import FlexibilityForecast
+from gateway.flex.model import FlexForecast
 from gateway.flex.schedule import PlanInput, PlanResult, schedule
 from tests.support.flexplan import FCR, HORIZON, check_plan, demo_input, up_band
 
 SAMPLE = (2, 30, 46, 68, 80)  # night, morning, noon, evening peak, late
 
 
-def forecast(inp: PlanInput) -> tuple[PlanInput, PlanResult, FlexibilityForecast]:
+def forecast(inp: PlanInput) -> tuple[PlanInput, PlanResult, FlexForecast]:
     plan = schedule(inp)
     return inp, plan, flexibility.forecast("demo", inp, plan, HORIZON.start)
 

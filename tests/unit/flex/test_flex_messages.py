@@ -15,7 +15,7 @@ from gateway.flex.messages import (
     verification_message,
 )
 from gateway.flex.model import (
-    FlexibilityForecast,
+    FlexForecast,
     FlexInterval,
     Verification,
     VerifiedInterval,
@@ -38,8 +38,8 @@ def notification(q: float = 0.0) -> sa.ReserveNotification:
         step=Q,
         purchase="bid-7",
         intervals=(
-            sa.ReservedInterval(p_up_kw=5.0, p_down_kw=30.0, q_up_kvar=q),
-            sa.ReservedInterval(p_up_kw=0.0, p_down_kw=20.0),
+            sa.ReservedInterval(p_raise_kw=5.0, p_lower_kw=30.0, q_raise_kvar=q),
+            sa.ReservedInterval(p_raise_kw=0.0, p_lower_kw=20.0),
         ),
     )
 
@@ -76,12 +76,12 @@ def test_forecast_message_round_trips_through_the_codec() -> None:
         FlexInterval(T0 + k * Q, T0 + (k + 1) * Q, 40.0 + k, 1.0, 10.0 + k, 70.0, -50.0, 52.0)
         for k in range(4)
     )
-    msg = forecast_message(FlexibilityForecast("demo-microgrid", T0, ivs), SENDER, "f-1")
+    msg = forecast_message(FlexForecast("demo-microgrid", T0, ivs), SENDER, "f-1")
     decoded = codec.decode(codec.encode(msg), "text/turtle")
     assert decoded == msg
     assert msg.step == Q and msg.intervals[2].p_kw == 42.0
     # coupling-point up (more import) is the microgrid's down flexibility
-    assert msg.intervals[0].p_up_kw == pytest.approx(ivs[0].p_down_kw)
+    assert msg.intervals[0].p_raise_kw == pytest.approx(ivs[0].p_down_kw)
 
 
 def verified(k: int, measured: float, pct: float | None) -> VerifiedInterval:

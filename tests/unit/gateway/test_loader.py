@@ -275,3 +275,48 @@ def test_check_command_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["check", str(bad)]) == 1
     err = capsys.readouterr().err
     assert f"{bad}:7, device 'dev1', point 'a', field 'type': unknown data type 'int24'" in err
+
+
+@pytest.mark.parametrize(
+    ("meter", "quantity", "expected"),
+    [
+        ("nosuch", "energy_import", "billing meter 'nosuch' is no device of the mapping files"),
+        ("dev1", "active_power", "billing meter 'dev1' maps no energy counter of 'pcc'"),
+        ("dev1", "energy_import", None),
+    ],
+)
+def test_billing_meter_must_be_a_mapped_meter_of_the_coupling_point(
+    tmp_path: Path, meter: str, quantity: str, expected: str | None
+) -> None:
+    unit = "KiloW-HR" if quantity.startswith("energy") else "KiloW"
+    mapping = mapping_with(
+        tmp_path,
+        f"- {{id: p1, address: 1/holding/1, type: int16, unit: {unit}, der: pcc, "
+        f"quantity: {quantity}}}",
+    )
+    config = write(
+        tmp_path,
+        "gw.yaml",
+        f"""
+        microgrid: {{id: mg}}
+        state_dir: state
+        mappings: [{mapping.name}]
+        coupling_point: {{import_limit_kw: 10, export_limit_kw: 10,
+                          billing_meter: {meter}}}
+        """,
+    )
+    if expected is None:
+        assert load_config(config).gateway.coupling_point.billing_meter == meter
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    (p,) = info.value.problems
+    assert (p.file, p.line, p.device, p.field) == (str(config), 6, meter, "billing_meter")
+    assert p.message == expected
+
+
+def test_the_demo_settles_the_coupling_point_with_its_dlms_meter() -> None:
+    config = load_config(DEMO_CONFIG)
+    meter = config.gateway.coupling_point.billing_meter
+    assert meter is not None
+    assert next(d for d in config.devices if d.id == meter).protocol == "dlms"

@@ -37,7 +37,7 @@ def notification(*bands: ReservedInterval, start: datetime = T0) -> ReserveNotif
         start=start,
         step=STEP,
         purchase="p-1",
-        intervals=bands or (ReservedInterval(p_up_kw=10, p_down_kw=20),),
+        intervals=bands or (ReservedInterval(p_raise_kw=10, p_lower_kw=20),),
     )
 
 
@@ -89,14 +89,16 @@ async def test_set_points_outside_the_band_are_refused(book: SqliteReserveBook, 
 
 
 async def test_q_is_checked_too(book: SqliteReserveBook) -> None:
-    n = await accepted(book, notification(ReservedInterval(p_up_kw=10, p_down_kw=10, q_up_kvar=2)))
+    n = await accepted(
+        book, notification(ReservedInterval(p_raise_kw=10, p_lower_kw=10, q_raise_kvar=2))
+    )
     await book.check_activation(activation(n, 40.0, q=7.0))
     detail = await refused(book, activation(n, 40.0, q=7.5), "outside-band")
     assert detail.startswith(f"interval {T0.isoformat()}: Q")
 
 
 async def test_every_covered_interval_must_hold_the_set_point(book: SqliteReserveBook) -> None:
-    wide, narrow = ReservedInterval(p_up_kw=10, p_down_kw=20), ReservedInterval(0, 5)
+    wide, narrow = ReservedInterval(p_raise_kw=10, p_lower_kw=20), ReservedInterval(0, 5)
     n = await accepted(book, notification(wide, narrow))
     await book.check_activation(activation(n, 25.0, end=T0 + STEP))  # first interval only
     detail = await refused(book, activation(n, 25.0, end=T0 + 2 * STEP), "outside-band")
@@ -130,7 +132,7 @@ async def test_no_forecast_no_activation(book: SqliteReserveBook) -> None:
 
 async def test_notification_checks(book: SqliteReserveBook) -> None:
     with pytest.raises(ReserveRefused, match="exceeds the 30 offered") as err:
-        await book.check_notification(notification(ReservedInterval(p_up_kw=31, p_down_kw=0)))
+        await book.check_notification(notification(ReservedInterval(p_raise_kw=31, p_lower_kw=0)))
     assert err.value.reason == "exceeds-offered-flexibility"
     with pytest.raises(ReserveRefused) as err:
         await book.check_notification(notification(start=T0 - 2 * STEP))

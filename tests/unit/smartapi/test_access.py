@@ -18,8 +18,6 @@ from gateway.smartapi.access import (
     PEER_ROLE_KEY,
     AccessPolicy,
     AccessService,
-    Decision,
-    Instruction,
     add_routes,
 )
 from gateway.smartapi.codec import Format, decode, encode, parse
@@ -168,23 +166,13 @@ async def test_bad_body_gets_a_smartapi_error(service: AccessService) -> None:
     assert reply.status == 415
 
 
-async def test_instructions_reach_the_flexibility_handler(service: AccessService) -> None:
-    seen: list[Instruction] = []
-
-    async def on_instruction(msg: Instruction) -> Decision:
-        seen.append(msg)
-        if msg.id == examples.reserve_activation().id:
-            return Decision(False, "would break reserve fmo-0041")
-        return Decision(True)
-
-    svc = replace(service, on_instruction=on_instruction)
-    status, answer = await call(svc, examples.reserve_notification())
-    assert status == 200 and isinstance(answer, Response)
-    status, answer = await call(svc, examples.reserve_activation())
-    assert status == 409 and isinstance(answer, ErrorMessage) and "fmo-0041" in answer.message
-    assert seen == [examples.reserve_notification(), examples.reserve_activation()]
-    status, _ = await call(svc, examples.reserve_activation(), role="observer")
-    assert status == 403 and len(seen) == 2
+async def test_reserve_messages_belong_to_the_crp_endpoints(service: AccessService) -> None:
+    for message in (examples.reserve_notification(), examples.reserve_activation()):
+        status, answer = await call(service, message)
+        assert status == 404 and isinstance(answer, ErrorMessage)
+        assert answer.message.startswith("NotFound: ")
+        status, _ = await call(service, message, role="observer")
+        assert status == 403
 
 
 async def test_aiohttp_route_on_loopback(service: AccessService) -> None:

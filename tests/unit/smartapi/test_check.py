@@ -3,6 +3,7 @@ decode error class comes out of the decoder for the defect it stands for."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -18,11 +19,13 @@ from gateway.errors import (
     WrongDatatype,
     WrongUnit,
 )
+from gateway.model import Quality, QualityFlag, Validity
 from gateway.smartapi import examples, shapes
 from gateway.smartapi.check import violations
 from gateway.smartapi.codec import encode, parse, prepare
 from gateway.smartapi.decode import decode_graph
 from gateway.smartapi.encode import AnyMessage
+from gateway.smartapi.messages import QUALITY_PATTERN
 from gateway.smartapi.vocab import MGMS, QK, QUDT, SMARTAPI, UNIT
 
 from .samples import all_messages, read_response
@@ -309,3 +312,14 @@ def test_errors_name_term_and_node() -> None:
 
 def test_shipped_shapes_are_current() -> None:
     assert shapes.SHAPES_PATH.read_text(encoding="utf-8") == shapes.build()
+
+
+@pytest.mark.parametrize("validity", list(Validity))
+def test_every_quality_the_model_writes_passes_check_and_shapes(validity: Validity) -> None:
+    # the patterns are built from Validity and QualityFlag: a new flag needs no edit here
+    flags = list(QualityFlag)
+    for quality in (Quality(validity), Quality(validity, frozenset(flags))):
+        assert re.fullmatch(QUALITY_PATTERN, str(quality)), quality
+        assert re.fullmatch(QUALITY_PATTERN, f"{validity}[{flags[-1]},{flags[0]}]")
+    assert not re.fullmatch(QUALITY_PATTERN, f"{validity}[no_such_flag]")
+    assert f'"{QUALITY_PATTERN.replace(chr(92), chr(92) * 2)}"' in shapes.build()

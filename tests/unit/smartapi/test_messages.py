@@ -116,7 +116,7 @@ def test_times_are_held_in_utc() -> None:
 
 def test_forecast_interval_derived_bands() -> None:
     i = ForecastInterval(10.0, 4.0, 25.0, 1.0, -2.0, 3.0)
-    assert (i.p_up_kw, i.p_down_kw, i.q_up_kvar, i.q_down_kvar) == (15.0, 6.0, 2.0, 3.0)
+    assert (i.p_raise_kw, i.p_lower_kw, i.q_raise_kvar, i.q_lower_kvar) == (15.0, 6.0, 2.0, 3.0)
 
 
 def test_repeated_properties_have_one_order() -> None:

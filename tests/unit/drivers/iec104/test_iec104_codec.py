@@ -15,7 +15,6 @@ from drivers.iec104.codec import (
     COT_SPONTANEOUS,
     EVENT_CAUSES,
     NORMALIZED_MAX,
-    EncodeError,
     Sample,
     decode,
     encode,
@@ -23,6 +22,7 @@ from drivers.iec104.codec import (
 )
 from drivers.iec104.confirm import ACT_CON, ACT_TERM, Confirmation, Verdict
 from drivers.iec104.driver import Iec104Driver
+from gateway.errors import RawRangeError
 from gateway.mapping import Device, Point
 from gateway.model import QualityFlag, Reading, Validity
 from gateway.protocols.iec104 import TypeId
@@ -192,7 +192,7 @@ def test_encode_binary_commands() -> None:
 def test_encode_refuses_what_the_type_cannot_carry(
     pt: Point, type_id: TypeId, value: float, needle: str
 ) -> None:
-    with pytest.raises(EncodeError, match=needle):
+    with pytest.raises(RawRangeError, match=needle):
         encode(pt, type_id, value)
     assert NORMALIZED_MAX < 1.0
 

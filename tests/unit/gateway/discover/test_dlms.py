@@ -6,8 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.discover import dlms
-from gateway.discover.draft import render
+from gateway.discover.draft import Draft, render
 from gateway.loader import check_files
+
+
+def draft_of(objects: list[dlms.Found], der: str, coupling_point: str | None = None) -> Draft:
+    return dlms.draft_meter(
+        objects,
+        connection={"host": "h", "port": 4059},
+        options={"client_address": 16, "authentication": "none"},
+        origin="t",
+        device_id="m",
+        der=der,
+        coupling_point=coupling_point,
+    )
 
 
 def test_object_list_drafted(tmp_path: Path) -> None:
@@ -23,14 +35,7 @@ def test_object_list_drafted(tmp_path: Path) -> None:
         dlms.Found(1, "1.0.14.7.0.255"),
         dlms.Found(3, "1.0.1.8.0.255", problem="attribute 3: access denied"),
     ]
-    draft = dlms.draft_meter(
-        objects,
-        connection={"host": "h", "port": 4059},
-        options={"client_address": 16, "authentication": "none"},
-        origin="t",
-        device_id="m",
-        der="pcc",
-    )
+    draft = draft_of(objects, "pcc")
     points = {p.fields["address"]: p.fields for p in draft.devices[0].points}
     export = points["3/1.0.2.8.0.255/2"]
     assert (export["unit"], export["quantity"]) == ("KiloW-HR", "energy_export")
@@ -54,3 +59,17 @@ def test_object_list_drafted(tmp_path: Path) -> None:
     path = tmp_path / "d.yaml"
     path.write_text(render(draft))
     assert check_files([path]) == []
+
+
+def test_a_ders_meter_power_is_drafted_in_the_der_sign_convention() -> None:
+    objects = [
+        dlms.Found(3, "1.0.1.7.0.255", scaler=0, unit=27),  # import power
+        dlms.Found(3, "1.0.16.7.0.255", scaler=0, unit=27),  # import minus export
+    ]
+
+    def powers(der: str, coupling_point: str | None) -> list[dict[str, object]]:
+        return [p.fields for p in draft_of(objects, der, coupling_point).devices[0].points]
+
+    assert [p.get("scale") for p in powers("load1", "pcc")] == [-1, -1]
+    assert [p.get("scale") for p in powers("pcc", "pcc")] == [None, None]
+    assert [p.get("scale") for p in powers("load1", None)] == [None, None]  # not known

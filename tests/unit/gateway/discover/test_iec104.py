@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from gateway.discover import iec104
 from gateway.discover.draft import render
+from gateway.errors import DiscoveryError
 from gateway.loader import check_files
 
 
@@ -37,3 +40,31 @@ def test_objects_commands_and_what_is_not_known(tmp_path: Path) -> None:
     path = tmp_path / "d.yaml"
     path.write_text(render(draft))
     assert check_files([path]) == []
+
+
+def test_every_requested_common_address_must_send_something() -> None:
+    seen = [iec104.Seen(1, 100, 13, 1.5, 1, False)]
+    iec104.check_stations([1], seen)
+    with pytest.raises(DiscoveryError, match=r"common address 7 \(CA 7: no\); .* sent: 1:"):
+        iec104.check_stations([1, 7], seen, ["CA 7: no"])
+    with pytest.raises(DiscoveryError, match=r"common address 1 .* sent: none"):
+        iec104.check_stations([1], [])
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("1/100/C_SC_NA_1", r"--command '1/100/C_SC_NA_1': IOA 100 of CA 1 was received as"),
+        (
+            "1/100/M_ME_NB_1+101/C_SE_NB_1",
+            r"return information 1/100 was received as M_ME_NC_1, not M_ME_NB_1",
+        ),
+    ],
+)
+def test_commands_that_contradict_what_was_received_are_named(command: str, expected: str) -> None:
+    seen = [iec104.Seen(1, 100, 13, 1.5, 20, False)]  # M_ME_NC_1
+    with pytest.raises(DiscoveryError, match=expected):
+        iec104.check_commands(seen, iec104.parse_commands([command]))
+    # the return information as received, or not received at all: drafted
+    iec104.check_commands(seen, iec104.parse_commands(["1/100/M_ME_NC_1+101/C_SE_NC_1"]))
+    iec104.check_commands(seen, iec104.parse_commands(["1/7/M_SP_NA_1+8/C_SC_NA_1"]))

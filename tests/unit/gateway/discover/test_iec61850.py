@@ -82,3 +82,18 @@ def test_class_of_prefixed_logical_nodes() -> None:
     assert iec61850.ln_class("Bat1ZBAT1") == "ZBAT"
     assert iec61850.ln_class("MMXU12") == "MMXU"
     assert iec61850.ln_class("LLN0") == "LLN0"
+
+
+def test_units_the_ied_gives_but_are_not_understood_are_not_called_missing() -> None:
+    browsed = BROWSED | {"units": {"IED1LD0/MMXU1.TotW": {"SIUnit": 99, "multiplier": 3}}}
+    draft = iec61850.draft_ied(
+        iec61850.from_browse("IED1", browsed),
+        connection={"host": "10.0.0.5", "port": 102},
+        origin="t",
+        device_id="ied1",
+        der="b",
+    )
+    (tot_w,) = (p for p in draft.devices[0].points if p.fields["id"] == "ied1.MMXU1.TotW")
+    assert tot_w.found_as.startswith("MX float32; units SIUnit 99 x10^3 not understood: unit")
+    finding = "IED1LD0/MMXU1.TotW: units SIUnit 99 x10^3 not understood: the drafted unit"
+    assert any(item.startswith(finding) for item in draft.unmapped)

@@ -19,7 +19,12 @@ DEMO = ROOT / "mappings" / "demo" / "iec61850.yaml"
 def test_shipped_icd_drafts_the_demo_ied() -> None:
     ied = scl.load_ied(ICD, None)
     assert ied.host == "127.0.0.1"
-    assert ied.model.units == {"BESS2LD0/MMXU1.TotW": (38, 3)}
+    assert ied.model.units == {
+        "BESS2LD0/MMXU1.TotW": (38, 3),
+        "BESS2LD0/MMXU1.TotVAr": (63, 3),
+        "BESS2LD0/ZBAT1.WHRtg": (72, 3),
+        "BESS2LD0/DRCC1.VarSpt": (63, 3),
+    }
     controls = {c.do: (c.kind, c.ctl_model) for c in ied.model.controls}
     # WSpt: the instance's ctlModel overrides the template's; DERStr: the template's
     assert controls == {"WSpt": ("float32", 4), "DERStr": ("bool", 3)}
@@ -48,7 +53,8 @@ def test_entity_expansion_is_refused(tmp_path: Path) -> None:
         '<?xml version="1.0"?><!DOCTYPE SCL [<!ENTITY a "aaaaaaaaaa">'
         '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><SCL>&b;</SCL>'
     )
-    with pytest.raises(DiscoveryError, match=r"x\.scd: refused: DTDForbidden"):
+    refused = r"x\.scd: refused: the file declares a DTD \(<!DOCTYPE SCL>\)"
+    with pytest.raises(DiscoveryError, match=refused):
         scl.load_ied(write(tmp_path, bomb), None)
 
 
@@ -88,3 +94,16 @@ def test_not_scl_or_broken_xml_is_refused(tmp_path: Path) -> None:
             ),
             None,
         )
+
+
+def test_an_undefined_attribute_type_is_named_not_skipped(tmp_path: Path) -> None:
+    text = ICD.read_text().replace('type="AV_T" fc="MX"', 'type="NOAV" fc="MX"')
+    with pytest.raises(DiscoveryError, match=r"BESS2LD0/MMXU1\.TotW: DAType 'NOAV' of 'mag'"):
+        scl.load_ied(write(tmp_path, text), None)
+
+
+def test_units_not_understood_are_findings_not_silently_dropped(tmp_path: Path) -> None:
+    text = ICD.read_text().replace("<Val>W</Val>", "<Val>Furlong</Val>")
+    ied = scl.load_ied(write(tmp_path, text), None)
+    assert "BESS2LD0/MMXU1.TotW" not in ied.model.units
+    assert ied.model.odd_units == {"BESS2LD0/MMXU1.TotW": "SIUnit 'Furlong' multiplier 'k'"}

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from gateway.discover import modbus as discover_modbus
-from gateway.discover.draft import render
+from gateway.discover.draft import Draft, render
 from gateway.discover.sunspec import DraftNames, discover_units, draft_unit, encode_string
 from gateway.errors import DiscoveryError
 from gateway.loader import check_files
@@ -138,6 +138,7 @@ async def test_device_without_sunspec_gets_a_range_report_not_a_mapping() -> Non
     assert report.ranges[(1, Table.INPUT)] == []
     assert report.silent == [5]
     text = report.render()
+    assert text.startswith("no SunSpec marker (40000, 50000, 0) on 127.0.0.1:1502, unit(s) 1, 5")
     assert "unit 1 holding: 100..299" in text and "unit 5: no answer" in text
 
 
@@ -148,3 +149,33 @@ async def test_a_chain_without_end_or_with_a_hole_is_an_error_naming_where() -> 
     image = block(40000, [0x5375, 0x6E53, 65000, 65000])
     with pytest.raises(DiscoveryError, match="beyond the end of the register space"):
         await discover_units(Image({1: image}), [1])
+
+
+async def test_a_register_block_off_the_usual_starts_is_found_with_its_bounds() -> None:
+    reader = Image({1: block(40072, [7] * 41) | block(109, [1] * 8)})
+    target = discover_modbus.ModbusTarget("127.0.0.1", 1502)
+    report = await discover_modbus.discover(reader, target, origin="test")
+    assert isinstance(report, discover_modbus.RangeReport)
+    assert report.ranges[(1, Table.HOLDING)] == [(109, 117), (40072, 40113)]
+
+
+async def test_a_meter_models_sign_is_left_to_check() -> None:
+    image = block(40000, [0x5375, 0x6E53])
+    common = [1, 66, *encode_string("Acme", 16), *encode_string("Meter", 16)]
+    image |= block(
+        40002, common + [0] * 8 + encode_string("1", 8) + encode_string("S", 16) + [1, 0]
+    )
+    length = 105  # model 203 (wye meter): L = 105
+    meter = [203, length] + [0x8000] * length
+    image |= block(40070, meter)
+    image |= block(40070 + 2 + length, [0xFFFF, 0])
+    target = discover_modbus.ModbusTarget("127.0.0.1", 1502)
+    draft = await discover_modbus.discover(Image({1: image}), target, origin="t")
+    assert isinstance(draft, Draft)
+    assert any(
+        r.startswith("meter model(s) 203: SunSpec does not fix the sign") for r in draft.remarks
+    )
+    inverter = sunspec_image(40000)
+    inverter.pop(-1)
+    draft = await discover_modbus.discover(Image({1: inverter}), target, origin="t")
+    assert isinstance(draft, Draft) and not any("meter model" in r for r in draft.remarks)
