@@ -38,8 +38,6 @@ from gateway.app import Gateway
 from gateway.loader import load_config
 from gateway.model import Command
 
-ROOT = Path(__file__).resolve().parent.parent
-
 INVERTER = """\
   - id: ctl
     protocol: modbus
