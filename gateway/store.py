@@ -316,6 +316,8 @@ class Store:
                 raise StoreError(f"store {self.path}: {exc}") from exc
 
     async def latest(self, point: str) -> Sample | None:
+        """The last stored row of a point: for a flat signal stored by exception, up to an
+        integrity period old (the point table has the latest reading)."""
         rows = await asyncio.to_thread(
             self._query,
             "SELECT point, ts, value, quality, source_ts FROM samples "
