@@ -25,14 +25,14 @@ from drivers.cems import smartapi_form
 from drivers.cems.http import CemsHttp, JsonAnswer, json_of
 from drivers.cems.protocol import CemsOptions, RestAddress, SmartApiAddress
 from drivers.cems.push import PushReceiver
+from drivers.cems.security import gateway_link
 from drivers.cems.smartapi_form import SmartApiPoint
-from gateway.errors import LinkError, RequestTimeout, SmartApiError
+from gateway.errors import LinkError, RequestTimeout, SecurityError, SmartApiError
 from gateway.mapping import Device, Point
 from gateway.model import Command, CommandResult, CommandStatus, QualityFlag, Reading
-from gateway.smartapi import codec
-from gateway.smartapi.codec import Format
 from gateway.smartapi.encode import AnyMessage
 from gateway.smartapi.messages import Request
+from gateway.smartapi.security.replay import ReplayGuard
 
 
 class CemsDriver(Driver):
@@ -42,6 +42,7 @@ class CemsDriver(Driver):
         assert isinstance(options, CemsOptions)
         self.options = options
         self._http = CemsHttp(device, options)
+        self._link = gateway_link(options)
         self._push: PushReceiver | None = None
         #: HTTP requests sent since the driver was built (reads and writes)
         self.requests_sent = 0
@@ -99,10 +100,17 @@ class CemsDriver(Driver):
             for p in self.device.points
             if p.direction.readable and isinstance(self.address(p), SmartApiAddress)
         ]
-        receiver = PushReceiver(self.device, self.options, push, points, sink)
+        # notifications get a replay guard of their own (an answer is matched to its request)
+        link = gateway_link(self.options, ReplayGuard())
+        receiver = PushReceiver(self.device, self.options, push, points, sink, link)
         await receiver.start()
         self._push = receiver
         return True
+
+    @property
+    def push_delivered(self) -> int:
+        """Readings the push endpoint delivered since it started (0 without push)."""
+        return self._push.delivered if self._push is not None else 0
 
     def read_budget(self, points: Sequence[Point]) -> float:
         """One request per path or entity, each bounded by the device timeout."""
@@ -148,17 +156,18 @@ class CemsDriver(Driver):
         return SmartApiPoint(point, address)
 
     async def _exchange(self, request: Request) -> AnyMessage | str:
-        """POST a Smart API request; the decoded answer, or why there is none."""
+        """POST a Smart API request in the CEMS's profile (signed when the options say so);
+        the decoded and verified answer, or why there is none."""
+        body, content_type = self._link.encode(request)
         answer = await self._http.request(
-            "POST",
-            self.options.smartapi_path,
-            data=codec.encode(request, Format.TURTLE),
-            content_type=Format.TURTLE.value,
+            "POST", self.options.smartapi_path, data=body, content_type=content_type
         )
         if answer.problem is not None and not answer.body:
             return answer.problem
         try:
-            return codec.decode(answer.body, answer.content_type)
+            return self._link.decode(answer.body, answer.content_header)
+        except SecurityError as exc:
+            return answer.problem or f"{answer.what}: answer refused: {exc}"
         except (SmartApiError, ValueError) as exc:
             return answer.problem or f"{answer.what}: answer is not a Smart API message ({exc})"
 

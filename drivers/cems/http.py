@@ -36,6 +36,8 @@ class Answer:
     body: bytes = b""
     content_type: str = ""
     problem: str | None = None
+    #: the Content-Type header as sent, parameters included (a multipart boundary)
+    content_header: str = ""
 
 
 @dataclass(frozen=True)
@@ -167,10 +169,11 @@ class CemsHttp:
         if body is None:
             problem = f"{what}: answer larger than {self.options.max_body} bytes"
             return Answer(what, status, problem=problem)
+        header = response.headers.get("Content-Type", "")
         if status >= 400:
             problem = f"{what}: HTTP {status} {response.reason or ''}".strip()
-            return Answer(what, status, body, response.content_type, problem)
-        return Answer(what, status, body, response.content_type)
+            return Answer(what, status, body, response.content_type, problem, header)
+        return Answer(what, status, body, response.content_type, content_header=header)
 
     async def _bounded_body(self, response: aiohttp.ClientResponse) -> bytes | None:
         """The body, or None if it is longer than `max_body` (the rest is not read)."""

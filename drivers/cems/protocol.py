@@ -17,9 +17,15 @@ The link is HTTP/1.1 over TLS with server verification always on (`ca_file`, els
 system's trust store), an optional client certificate and an optional bearer token read
 from a file. Relative file names resolve against the mapping file.
 
+Smart API form: `profile` says which Smart API the CEMS speaks (`modern`, or `smartapi-1.1`
+for a CEMS built on the published 1.1 library, read and written through the gateway's
+per-peer profile, gateway.smartapi.interop); `signing` signs the requests with the
+gateway's key and verifies the CEMS's answers against a trust file (security.py);
+`peer_sender` is the CEMS's own Smart API identity, and an answer or notification from
+any other sender is refused.
+
 With `push`, the gateway also listens for the CEMS's Smart API Notifications (push.py).
 This module imports no HTTP library: it is loaded whenever a mapping is read.
-Smart API 1.1 peers (the legacy profile, signed messages) are not spoken yet.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from jsonpointer import JsonPointer, JsonPointerException
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, model_validator
 
+from gateway.errors import KeyFileError
 from gateway.protocols.base import (
     Address,
     AddressError,
@@ -41,7 +48,9 @@ from gateway.protocols.base import (
     ProtocolSpec,
     read_first_line,
 )
+from gateway.smartapi.interop import Dialect, PeerProfile
 from gateway.smartapi.messages import check_iri
+from gateway.smartapi.security.keys import PS256, Identity, TrustStore, algorithm_of
 from gateway.smartapi.vocab import QuantityKind, unit_fits
 
 if TYPE_CHECKING:
@@ -159,6 +168,32 @@ class WriteTemplate(BaseModel):
     body: dict[str, Any] = Field(default_factory=dict)
 
 
+class SmartApiSigning(BaseModel):
+    """Signed Smart API messages: ours signed with `key_file` (RSA for a 1.1 peer), the
+    peer's verified with the keys `trust_file` lists for its sender (gateway.smartapi.
+    security.keys describes the file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    key_file: Path
+    key_id: str = Field(min_length=1)
+    trust_file: Path
+    #: refuse an unsigned answer or notification (off only for a peer that signs nothing)
+    require_signature: bool = True
+
+
+class SimulatorPush(BaseModel):
+    """The simulated CEMS notifies the gateway's push endpoint (`options.push`) when the
+    value of a readable Smart API point changes (fwsim only)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    #: the simulator's client certificate and key, and the CA of the gateway's certificate
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    #: the smallest change of a raw value that is notified
+    min_change: float = Field(default=0.0, ge=0)
+
+
 class SimulatorTls(BaseModel):
     """The simulator's side of the link (fwsim only; the gateway never reads it)."""
 
@@ -167,6 +202,9 @@ class SimulatorTls(BaseModel):
     key_file: Path
     #: require client certificates signed by this CA
     client_ca_file: Path | None = None
+    #: the simulated CEMS's own keys: it signs its answers and verifies the gateway's
+    signing: SmartApiSigning | None = None
+    push: SimulatorPush | None = None
 
 
 class PushEndpoint(BaseModel):
@@ -203,6 +241,14 @@ class CemsOptions(BaseModel):
     smartapi_path: str = Field(default="/smartapi/v1.0e1.0/access/", pattern=r"^/\S*$")
     #: the sender IRI of the gateway's Smart API requests
     smartapi_sender: str = "https://mgms.example/gateway"
+    #: the Smart API the CEMS speaks
+    profile: Dialect = Dialect.MODERN
+    #: the zone a 1.1 CEMS's naive times are in (IANA name)
+    timezone: str = "UTC"
+    #: the CEMS's Smart API identity (generatedBy); other senders are refused
+    peer_sender: str | None = None
+    #: sign requests, verify answers and notifications (Smart API form)
+    signing: SmartApiSigning | None = None
     #: path -> how it is written (see the module docstring)
     writes: dict[str, WriteTemplate] = Field(default_factory=dict)
     #: receive Smart API Notifications from the CEMS (None: polling only)
@@ -211,6 +257,7 @@ class CemsOptions(BaseModel):
 
     _base: Path = PrivateAttr(default=Path("."))
     _token: str | None = PrivateAttr(default=None)
+    _peer: PeerProfile = PrivateAttr(default=PeerProfile())
 
     @model_validator(mode="after")
     def _files(self, info: ValidationInfo) -> CemsOptions:
@@ -232,7 +279,44 @@ class CemsOptions(BaseModel):
         for field, file in named.items():
             if file is not None and not self.resolve(file).is_file():
                 raise ValueError(f"{field} {str(self.resolve(file))!r} is not a readable file")
+        try:
+            self._peer = PeerProfile(self.profile, self.timezone)
+        except ValueError as exc:
+            raise ValueError(f"timezone: {exc}") from None
+        if self.peer_sender is not None:
+            check_iri("peer_sender", self.peer_sender)
+        if self.push is not None and self.peer_sender is None:
+            raise ValueError("push needs peer_sender: the CEMS whose notifications are taken")
+        if self.simulator is not None and self.simulator.push is not None and self.push is None:
+            raise ValueError("simulator.push needs push: the gateway endpoint it notifies")
+        # a key or trust file that is unusable fails here, naming the option
+        if self.signing is not None:
+            self.keys(self.signing, self.smartapi_sender, "signing")
+        if self.simulator is not None and self.simulator.signing is not None:
+            self.keys(self.simulator.signing, self.peer_sender or "", "simulator.signing")
         return self
+
+    def keys(
+        self, signing: SmartApiSigning, sender: str, where: str
+    ) -> tuple[Identity, TrustStore]:
+        """Our identity (signing as `sender`) and the trusted peers; ValueError naming the
+        option and the file when one is unusable."""
+        try:
+            identity = Identity.from_file(signing.key_id, sender, self.resolve(signing.key_file))
+            trust = TrustStore.from_file(self.resolve(signing.trust_file))
+        except KeyFileError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        if self.profile is Dialect.SMARTAPI_11 and algorithm_of(identity.key) != PS256:
+            raise ValueError(
+                f"{where}: {signing.key_file} is not an RSA key: a smartapi-1.1 CEMS verifies"
+                " RSA PKCS#1 v1.5 signatures only"
+            )
+        return identity, trust
+
+    @property
+    def peer(self) -> PeerProfile:
+        """The CEMS's Smart API profile (dialect and the zone of its naive times)."""
+        return self._peer
 
     def resolve(self, path: Path) -> Path:
         """A file named in the options, relative to the mapping file."""

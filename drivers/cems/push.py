@@ -3,8 +3,11 @@
 A CEMS that notifies POSTs a Notification (Turtle or JSON-LD) to `options.push.path`; the
 value objects it carries for mapped Smart API points become readings at once, without
 waiting for the next poll. The endpoint requires a client certificate from
-`client_ca_file` (the CEMS), bounds the body by `max_body`, and answers 400 with the reason
-to anything that is not a Notification. It runs while the driver is connected.
+`client_ca_file` (the CEMS), bounds the body by `max_body`, answers 403 with the reason to
+a message from a sender other than `peer_sender`, one replayed (an id seen before, or a
+generatedAt outside the replay window) or, with `signing`, one not signed by a key the
+trust file lists for that sender, and 400 with the reason to anything that is not a
+Notification. Nothing refused delivers a reading. It runs while the driver is connected.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from aiohttp import web
 from drivers.base import ReadingSink
 from drivers.cems import smartapi_form
 from drivers.cems.protocol import CemsOptions, PushEndpoint
+from drivers.cems.security import SmartApiLink
 from drivers.cems.smartapi_form import SmartApiPoint
-from gateway.errors import LinkError, SmartApiError
+from gateway.errors import LinkError, SecurityError, SmartApiError
 from gateway.mapping import Device
-from gateway.smartapi import codec
 from gateway.smartapi.messages import Notification
 
 log = logging.getLogger(__name__)
@@ -48,12 +51,14 @@ class PushReceiver:
         push: PushEndpoint,
         points: list[SmartApiPoint],
         sink: ReadingSink,
+        link: SmartApiLink,
     ) -> None:
         self.device = device
         self.options = options
         self.push = push
         self._points = points
         self._sink = sink
+        self._link = link
         self._runner: web.AppRunner | None = None
         #: readings delivered since start
         self.delivered = 0
@@ -80,9 +85,12 @@ class PushReceiver:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
-            message = codec.decode(await request.read(), request.content_type)
+            message = self._link.decode(await request.read(), request.headers.get("Content-Type"))
         except web.HTTPRequestEntityTooLarge:
             return web.Response(status=413, text=f"larger than {self.options.max_body} bytes")
+        except SecurityError as exc:
+            log.warning("cems %s: push refused: %s", self.device.id, exc)
+            return web.Response(status=403, text=f"refused: {exc}")
         except (SmartApiError, ValueError) as exc:
             return web.Response(status=400, text=f"not a Smart API message: {exc}")
         if not isinstance(message, Notification):

@@ -11,6 +11,9 @@ writes; a body holding none of them is a 400.
 
 TLS comes from `options.simulator` (certificate and key; a client CA makes client
 certificates mandatory); a device with a `token_file` gets 401 without that bearer token.
+The Smart API form speaks the device's `profile`; with `simulator.signing` the CEMS signs
+its answers and refuses (401) a request not signed by the gateway's key from its trust
+file; with `simulator.push` (and the gateway's `push`) it notifies changed values.
 """
 
 from __future__ import annotations
@@ -27,15 +30,15 @@ from jsonpointer import JsonPointerException
 
 from drivers.base import to_engineering, to_raw
 from drivers.cems import smartapi_form
+from drivers.cems.notifier import Notifier
 from drivers.cems.protocol import CemsOptions, RestAddress, SmartApiAddress
+from drivers.cems.security import simulator_link
 from drivers.cems.smartapi_form import SmartApiPoint
 from fwsim.frontend import FrontEnd
 from fwsim.physics import Microgrid
 from fwsim.points import PointFault
-from gateway.errors import SmartApiError
+from gateway.errors import SecurityError, SmartApiError
 from gateway.mapping import Device, Point
-from gateway.smartapi import codec
-from gateway.smartapi.codec import Format
 from gateway.smartapi.messages import Request, Response
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,8 @@ class CemsFrontEnd(FrontEnd):
         self._reads: dict[str, list[tuple[Point, RestAddress]]] = {}
         self._writes: dict[str, list[tuple[Point, RestAddress]]] = {}
         self._smartapi: list[SmartApiPoint] = []
+        self._link = simulator_link(options, cems_sender(device))
+        self._notifier: Notifier | None = None
         for point in device.points:
             address = device.address_of(point.id)
             if isinstance(address, SmartApiAddress):
@@ -92,11 +97,33 @@ class CemsFrontEnd(FrontEnd):
         self._runner = runner
         if self.port == 0:
             self.port = int(runner.addresses[0][1])
+        sim = self.options.simulator
+        if self.options.push is not None and sim is not None and sim.push is not None:
+            self._notifier = Notifier(
+                self.device,
+                self.options,
+                self.options.push,
+                sim.push,
+                self._smartapi,
+                self._link,
+                cems_sender(self.device),
+            )
+            await self._notifier.start()
+
+    @property
+    def notifier(self) -> Notifier | None:
+        return self._notifier
 
     async def refresh(self) -> None:
-        """Nothing to copy: every GET renders the physics' current values."""
+        """Every GET renders the physics' current values; with push, changed values are
+        notified (notifier.py)."""
+        if self._notifier is not None:
+            await self._notifier.check(lambda p: self._value_of(p.point))
 
     async def stop(self) -> None:
+        notifier, self._notifier = self._notifier, None
+        if notifier is not None:
+            await notifier.stop()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -119,17 +146,19 @@ class CemsFrontEnd(FrontEnd):
 
     async def _smartapi_answer(self, request: web.Request) -> web.StreamResponse:
         try:
-            message = codec.decode(await request.read(), request.content_type)
+            message = self._link.decode(await request.read(), request.headers.get("Content-Type"))
+        except SecurityError as exc:
+            return web.Response(status=401, text=f"refused: {exc}")
         except (SmartApiError, ValueError, web.HTTPRequestEntityTooLarge) as exc:
             return web.Response(status=400, text=f"not a Smart API message: {exc}")
         if not isinstance(message, Request):
             return web.Response(status=400, text="expected a Smart API Request")
         reply = smartapi_form.answer(
-            message, self._smartapi, self._value_of, self._apply, _sender(self.device)
+            message, self._smartapi, self._value_of, self._apply, cems_sender(self.device)
         )
         status = 200 if isinstance(reply, Response) else reply.code
-        body = codec.encode(reply, Format.TURTLE)
-        return web.Response(status=status, body=body, content_type=Format.TURTLE.value)
+        body, content_type = self._link.encode(reply)
+        return web.Response(status=status, body=body, headers={"Content-Type": content_type})
 
     def _value_of(self, point: Point) -> float | None:
         try:
@@ -183,5 +212,8 @@ class CemsFrontEnd(FrontEnd):
         return web.json_response({"applied": applied})
 
 
-def _sender(device: Device) -> str:
-    return f"https://cems.example/{device.id}"
+def cems_sender(device: Device) -> str:
+    """The simulated CEMS's Smart API identity: `peer_sender`, else one made of its id."""
+    options = device.typed_options
+    assert isinstance(options, CemsOptions)
+    return options.peer_sender or f"https://cems.example/{device.id}"

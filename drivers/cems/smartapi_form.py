@@ -18,6 +18,7 @@ from drivers.cems.protocol import SmartApiAddress
 from gateway.mapping import Point
 from gateway.model import GOOD, Reading
 from gateway.smartapi.encode import AnyMessage
+from gateway.smartapi.interop import integer_id
 from gateway.smartapi.messages import (
     Activity,
     Entity,
@@ -64,13 +65,19 @@ def _request(method: Method, entity: Entity, sender: str) -> Request:
     )
 
 
+def reply_ids(request_id: str) -> tuple[str, str]:
+    """The ids an answer to `request_id` may name: ours, or the integer a 1.1 peer read it
+    as (interop.integer_id: a UUID's own 128-bit number, so it names no other request)."""
+    return request_id, str(integer_id(request_id))
+
+
 def refusal(message: AnyMessage, request: Request) -> str | None:
     """Why `message` is not a successful answer to `request`, or None if it is."""
     if isinstance(message, ErrorMessage):
         return f"Smart API error {message.code}: {message.message}"
     if not isinstance(message, Response):
         return f"answer is a {type(message).__name__}, not a Response"
-    if message.in_reply_to not in (None, request.id):
+    if message.in_reply_to not in (None, *reply_ids(request.id)):
         return f"answer replies to {message.in_reply_to}, not to {request.id}"
     return None
 
@@ -190,17 +197,35 @@ def _read_one(
             continue
         value = value_of(p.point)
         if value is not None:
-            unit = p.address.unit or p.point.unit  # the CEMS answers in its own unit
-            out.append(
-                ValueObject(
-                    quantity=p.address.quantity,
-                    unit=unit,
-                    value=value * conversion_factor(p.point.unit, unit),
-                    quality=GOOD,
-                    time=now,
-                )
-            )
+            out.append(_reported(p, value, now))
     return out
+
+
+def _reported(p: SmartApiPoint, value: float, now: datetime) -> ValueObject:
+    unit = p.address.unit or p.point.unit  # the CEMS reports in its own unit
+    return ValueObject(
+        quantity=p.address.quantity,
+        unit=unit,
+        value=value * conversion_factor(p.point.unit, unit),
+        quality=GOOD,
+        time=now,
+    )
+
+
+def notification(changes: Sequence[tuple[SmartApiPoint, float]], sender: str) -> Notification:
+    """The simulated CEMS's Notification of changed values: one entity per IRI, each
+    changed point's value object in the CEMS's unit, stamped now."""
+    now = datetime.now(UTC)
+    by_entity: dict[str, list[ValueObject]] = {}
+    for p, value in changes:
+        by_entity.setdefault(p.address.entity, []).append(_reported(p, value, now))
+    entities = tuple(Entity(iri=iri, value_objects=tuple(vos)) for iri, vos in by_entity.items())
+    return Notification(
+        id=new_message_id(),
+        sender=sender,
+        generated_at=now,
+        activities=(Activity(method=Method.READ, entities=entities),),
+    )
 
 
 def _write_one(vo: ValueObject, ours: list[SmartApiPoint], apply: Apply) -> str | None:

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rdflib import Graph, Literal, URIRef
-from rdflib.namespace import RDF, RDFS, XSD
+from rdflib.namespace import DCTERMS, RDF, RDFS, XSD
 
 from gateway.errors import SmartApiError
 from gateway.smartapi.decode import message_node
@@ -170,6 +170,9 @@ _NASA_QUANTITIES = {str(kind.iri): str(old) for old, kind in LEGACY_QUANTITIES.i
 #: the entity class every entity gets: the 1.1 class mapper knows Device, not ours
 _DEVICE = URIRef(SMARTAPI.Device)
 _ROLE = str(MGMS.role)
+_DATE = str(DCTERMS.date)
+_INSTANT = str(SMARTAPI.instant)
+_VALUE_OBJECT = URIRef(SMARTAPI.ValueObject)
 _QUANTITY_OF = str(MGMS.quantityOf)
 
 
@@ -192,7 +195,8 @@ def integer_id(message_id: str) -> int:
 def to_v11(roots: list[Node]) -> list[Node]:
     """The message tree in the forms the 1.1 library reads (the tree is rewritten in
     place and returned): an integer id; NASA QUDT unit and quantity terms where one
-    exists; every entity also typed smartapi:Device; activities named (the library signs
+    exists; a value object's time also as smartapi:instant; every entity also typed
+    smartapi:Device; activities named (the library signs
     and encrypts each as its own part, its entity inside); time series moved from their
     entity to the activity that names it (the library reads series only there), named
     by their role (rdfs:label); their values stay an RDF collection, which the library's
@@ -219,6 +223,9 @@ def to_v11(roots: list[Node]) -> list[Node]:
             entity.props = [(p, o) for p, o in entity.props if p != _TIME_SERIES]
             activity.props.extend((_TIME_SERIES, s) for s in series)
     for node in _walk(roots):
+        dates = [o for p, o in node.props if p == _DATE]
+        if dates and (_TYPE, _VALUE_OBJECT) in node.props:
+            node.add(_INSTANT, dates[0])  # the library reads a value's time there only
         roles = [o for p, o in node.props if p == _ROLE and isinstance(o, URIRef)]
         if roles:  # the library keeps a series' rdfs:label as its name; mgms:role it drops
             of = [_local(o) for p, o in node.props if p == _QUANTITY_OF]

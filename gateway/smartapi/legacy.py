@@ -9,7 +9,9 @@ Accepted legacy forms:
   moved to the activity's entity when it names exactly one;
 - the 1.1 list shape of time series: `smartapi:list` (or `dcterms:abstract`) leading to a
   node whose `smartapi:entry` items carry `smartapi:index` and `rdf:value`, possibly one
-  `dcterms:abstract` hop further, instead of an RDF collection.
+  `dcterms:abstract` hop further, instead of an RDF collection;
+- `smartapi:instant` (the library's time of a value object) for `dcterms:date`, when the
+  value object does not carry both (then `dcterms:date` is the one read).
 
 An unknown legacy unit is left as it is, so the decoder reports it as a wrong unit.
 """
@@ -42,6 +44,7 @@ def has_legacy_forms(graph: Graph) -> bool:
         any((None, p, None) in graph for p in _PREDICATES)
         or any((None, None, qk) in graph for qk in LEGACY_QUANTITIES)
         or (None, SMARTAPI.entry, None) in graph
+        or (None, SMARTAPI.instant, None) in graph
         or any(True for _ in _activity_series(graph))
     )
 
@@ -82,6 +85,10 @@ def normalize(graph: Graph) -> bool:
         graph.remove((activity, SMARTAPI.timeSeries, series))
         graph.add((entities[0], SMARTAPI.timeSeries, series))
     _rewrite_indexed_arrays(graph)
+    for s, o in list(graph.subject_objects(SMARTAPI.instant)):
+        graph.remove((s, SMARTAPI.instant, o))
+        if (s, DCTERMS.date, None) not in graph:
+            graph.add((s, DCTERMS.date, o))
     return True
 
 

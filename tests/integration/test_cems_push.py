@@ -39,6 +39,7 @@ from tests.support.pki import PkiFiles
 pytestmark = pytest.mark.integration
 
 PUSH_PATH = "/smartapi/v1.0e1.0/notification/"
+CEMS = "https://cems.example/building2"
 T = datetime(2026, 6, 1, 12, 0, 5, tzinfo=UTC)
 
 
@@ -55,6 +56,7 @@ def _with_push(port: int) -> Any:
         gateway_cert, gateway_key = pki.pair("gateway")
         return {
             **cems_options(pki, directory),
+            "peer_sender": CEMS,
             "push": {
                 "host": "127.0.0.1",
                 "port": port,
@@ -104,11 +106,12 @@ async def _post(rig: Rig, body: bytes, content_type: str = "text/turtle") -> tup
         return r.status, await r.text()
 
 
-def _notification(*objects: ValueObject, entity: str = LOAD2) -> Notification:
+def _notification(*objects: ValueObject, entity: str = LOAD2, sender: str = CEMS) -> Notification:
+    """Sent now (the endpoint refuses stale notifications); its values carry their own time."""
     return Notification(
         id=new_message_id(),
-        sender="https://cems.example/building2",
-        generated_at=T,
+        sender=sender,
+        generated_at=datetime.now(UTC),
         activities=(
             Activity(method=Method.READ, entities=(Entity(iri=entity, value_objects=objects),)),
         ),
@@ -153,11 +156,35 @@ async def test_bad_bodies_are_refused_and_deliver_nothing(
     assert rig.got == []
 
 
+async def test_a_notification_from_another_sender_is_refused(rig: Rig) -> None:
+    """The client certificate proves a CEMS of the CA; the sender must be this CEMS."""
+    message = _notification(
+        ValueObject(quantity=QuantityKind.ACTIVE_POWER, unit="KiloW", value=3.0),
+        sender="https://cems.example/building9",
+    )
+    status, text = await _post(rig, codec.encode(message))
+    assert status == 403
+    assert "from https://cems.example/building9, not from the CEMS " + CEMS in text
+    assert rig.got == []
+
+
+async def test_a_notification_sent_again_is_refused(rig: Rig) -> None:
+    """A replayed notification would set an old value: its id was seen, it is refused."""
+    message = _notification(
+        ValueObject(quantity=QuantityKind.ACTIVE_POWER, unit="KiloW", value=2.0)
+    )
+    body = codec.encode(message)
+    assert (await _post(rig, body))[0] == 204
+    status, text = await _post(rig, body)
+    assert status == 403 and "refused: " in text and message.id in text
+    assert [r.value for r in rig.got] == [2.0]
+
+
 async def test_a_request_is_not_a_notification(rig: Rig) -> None:
     request = Request(
         id=new_message_id(),
         sender="https://cems.example/building2",
-        generated_at=T,
+        generated_at=datetime.now(UTC),
         activities=(Activity(method=Method.READ, entities=(Entity(iri=LOAD2),)),),
     )
     status, text = await _post(rig, codec.encode(request))

@@ -14,7 +14,15 @@ from gateway.errors import LinkError
 from gateway.loader import load_config
 from gateway.mapping import Device, Point
 from gateway.model import Command, CommandStatus, Reading, Value
-from tests.support.procs import DEMO_CONFIG, ROOT, SimProcess, free_port, sim_process, start_sim
+from tests.support.procs import (
+    DEMO_CONFIG,
+    ROOT,
+    SimProcess,
+    demo_config_with,
+    free_port,
+    sim_process,
+    start_sim,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -50,14 +58,31 @@ async def write(driver: ModbusDriver, point_id: str, value: float | bool) -> Com
 
 
 @pytest.fixture(scope="module")
-def demo_sim() -> Iterator[SimProcess]:
-    with sim_process(DEMO_DEVICES) as sim:
+def modbus_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's Modbus devices and only the DERs they serve: the coupling point then
+    balances what these devices read (the demo's other DERs are on other protocols)."""
+    mapping = ROOT / "mappings" / "demo" / "modbus.yaml"
+    served = {
+        p.get("der") for d in yaml.safe_load(mapping.read_text())["devices"] for p in d["points"]
+    }
+    config = demo_config_with([str(mapping)])
+    config["ders"] = [d for d in config["ders"] if d["id"] in served]
+    path = tmp_path_factory.mktemp("modbus-site") / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo_sim(modbus_site: Path) -> Iterator[SimProcess]:
+    with sim_process(DEMO_DEVICES, config=modbus_site) as sim:
         yield sim
 
 
 @pytest.fixture
-async def drivers(demo_sim: SimProcess) -> AsyncIterator[dict[str, ModbusDriver]]:
-    config = load_config(DEMO_CONFIG, port_overrides=demo_sim.ports)
+async def drivers(
+    demo_sim: SimProcess, modbus_site: Path
+) -> AsyncIterator[dict[str, ModbusDriver]]:
+    config = load_config(modbus_site, port_overrides=demo_sim.ports)
     out = {d.id: ModbusDriver(d) for d in config.devices if d.id in DEMO_DEVICES}
     try:
         for driver in out.values():
@@ -160,13 +185,12 @@ async def test_device_refuses_writes_to_read_only_registers(
 
 def _write_config(folder: Path, extra_points: list[dict[str, object]]) -> Path:
     """The demo config with only the battery inverter, plus `extra_points` on it."""
-    config = yaml.safe_load(DEMO_CONFIG.read_text())
+    config = demo_config_with(["modbus.yaml"])
     mapping = yaml.safe_load((ROOT / "mappings" / "demo" / "modbus.yaml").read_text())
     (bess,) = [d for d in mapping["devices"] if d["id"] == "bess1-inverter"]
     bess["points"] += extra_points
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "modbus.yaml").write_text(yaml.safe_dump({"devices": [bess]}))
-    config["mappings"] = ["modbus.yaml"]
     config["state_dir"] = str(folder / "state")
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config))

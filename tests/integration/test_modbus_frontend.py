@@ -18,7 +18,7 @@ from fwsim.runner import build_grid
 from gateway.loader import load_config
 from gateway.mapping import Device, Quantity
 from gateway.model import Command, CommandMode, CommandStatus
-from tests.support.procs import DEMO_CONFIG, free_port
+from tests.support.procs import demo_config_with, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -72,8 +72,7 @@ def _mapping() -> dict[str, object]:
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[Device, Microgrid, ModbusFrontEnd]]:
-    config = yaml.safe_load(DEMO_CONFIG.read_text())
-    config["mappings"] = ["units.yaml"]
+    config = demo_config_with(["units.yaml"])
     config["state_dir"] = str(tmp_path / "state")
     (tmp_path / "units.yaml").write_text(yaml.safe_dump(_mapping()))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))

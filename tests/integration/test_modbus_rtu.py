@@ -28,7 +28,7 @@ from gateway.errors import LinkError, RequestTimeout
 from gateway.loader import load_config
 from gateway.mapping import Device, Point, Quantity
 from gateway.model import Command, CommandStatus, QualityFlag, Reading, Value
-from tests.support.procs import DEMO_CONFIG, ROOT, SimProcess, start_sim
+from tests.support.procs import ROOT, SimProcess, demo_config_with, start_sim
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
@@ -74,8 +74,7 @@ def _write_config(folder: Path, port: Path, extra: list[dict[str, Any]]) -> Path
     }
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "rtu.yaml").write_text(yaml.safe_dump({"devices": [device]}))
-    config = yaml.safe_load(DEMO_CONFIG.read_text())
-    config["mappings"] = ["rtu.yaml"]
+    config = demo_config_with(["rtu.yaml"])
     config["state_dir"] = str(folder / "state")
     config["reconnect_max_s"] = 0.5
     path = folder / "config.yaml"

@@ -63,6 +63,8 @@ def _value_object(spec):
     vo = ValueObject(quantity=spec.get("quantity"), unit=spec.get("unit"))
     if spec.get("value") is not None:
         vo.setValue(spec["value"])
+    if spec.get("instant"):
+        vo.setInstant(_time(spec["instant"]))  # naive, as the library's own clock gives
     return vo
 
 

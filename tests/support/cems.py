@@ -4,13 +4,24 @@ end and read by the real driver over TLS on loopback."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from drivers.cems.driver import CemsDriver
+from drivers.cems.simulator import CemsFrontEnd
 from fwsim.process import free_port
+from fwsim.runner import build_grid
+from gateway.loader import load_config
+from gateway.mapping import Point
+from gateway.model import Reading
 from tests.support.pki import PkiFiles, make_test_pki
 
 BUILDING = "/api/v1/building"
@@ -114,6 +125,7 @@ def write_site(
     options: Callable[[PkiFiles, Path], dict[str, Any]] | None = None,
     points: list[dict[str, Any]] | None = None,
     timeout: float = 1.0,
+    poll_interval: float = 0.2,
 ) -> tuple[Path, PkiFiles]:
     """Config and mapping of the site in `directory`; returns the config path and PKI.
     `options` makes the device options from the PKI and the directory (default: the full
@@ -123,7 +135,7 @@ def write_site(
         "id": "building2-cems",
         "protocol": "cems",
         "connection": {"host": "127.0.0.1", "port": port or free_port()},
-        "poll_interval": 0.2,
+        "poll_interval": poll_interval,
         "timeout": timeout,
         "options": (options or cems_options)(pki, directory),
         "points": points if points is not None else POINTS,
@@ -177,3 +189,112 @@ SMARTAPI_POINTS: list[dict[str, Any]] = [
         "quantity": "active_power",
     },
 ]
+
+#: the building's CEMS as a Smart API peer, and the gateway's identity towards it
+CEMS_SENDER = "https://cems.example/building2"
+GATEWAY_SENDER = "https://mgms.example/gateway"
+
+
+def write_rsa_pair(directory: Path, name: str) -> tuple[Path, Path]:
+    """A 2048-bit RSA key (PEM, the traditional form the 1.1 library reads) and its public
+    key, written as `<name>.key` and `<name>.pub` in `directory`."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private, public = directory / f"{name}.key", directory / f"{name}.pub"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public
+
+
+def write_trust(path: Path, key_id: str, sender: str, public_key: Path) -> Path:
+    """A trust file listing one peer (gateway.smartapi.security.keys)."""
+    peer = {"key_id": key_id, "sender": sender, "public_key": str(public_key), "roles": []}
+    path.write_text(yaml.safe_dump({"peers": [peer]}), encoding="utf-8")
+    return path
+
+
+@dataclass(frozen=True)
+class SigningKeys:
+    """RSA keys of the gateway, the CEMS and a stranger, and each side's trust file: the
+    gateway trusts the CEMS's key for CEMS_SENDER, the CEMS the gateway's for
+    GATEWAY_SENDER; nobody trusts the stranger's."""
+
+    gateway_key: Path
+    cems_key: Path
+    stranger_key: Path
+    gateway_trusts: Path
+    cems_trusts: Path
+
+    @classmethod
+    def write(cls, directory: Path) -> SigningKeys:
+        gateway_key, gateway_pub = write_rsa_pair(directory, "gateway")
+        cems_key, cems_pub = write_rsa_pair(directory, "cems")
+        stranger_key, _ = write_rsa_pair(directory, "stranger")
+        return cls(
+            gateway_key,
+            cems_key,
+            stranger_key,
+            write_trust(directory / "gateway-trust.yaml", "cems-1", CEMS_SENDER, cems_pub),
+            write_trust(directory / "cems-trust.yaml", "mgms-1", GATEWAY_SENDER, gateway_pub),
+        )
+
+    def gateway(self, key: Path | None = None) -> dict[str, Any]:
+        """The gateway's `signing` option (its own key unless `key`)."""
+        return {
+            "key_file": str(key or self.gateway_key),
+            "key_id": "mgms-1",
+            "trust_file": str(self.gateway_trusts),
+        }
+
+    def cems(self, key: Path | None = None) -> dict[str, Any]:
+        """The simulated CEMS's `simulator.signing` option (its own key unless `key`)."""
+        return {
+            "key_file": str(key or self.cems_key),
+            "key_id": "cems-1",
+            "trust_file": str(self.cems_trusts),
+        }
+
+
+@dataclass
+class Running:
+    """The site's simulated CEMS and the driver connected to it; `got` collects what the
+    driver's push endpoint delivers (with `subscribe`), `arrived` is set at each."""
+
+    driver: CemsDriver
+    front: CemsFrontEnd
+    got: list[Reading] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def point(self, point_id: str) -> Point:
+        return next(p for p in self.driver.device.points if p.id == point_id)
+
+    def deliver(self, reading: Reading) -> None:
+        self.got.append(reading)
+        self.arrived.set()
+
+
+@contextlib.asynccontextmanager
+async def running(config_path: Path, *, subscribe: bool = False) -> AsyncIterator[Running]:
+    """Serve the site's CEMS and connect the driver (and its push endpoint)."""
+    config = load_config(config_path)
+    device = config.devices[0]
+    front = CemsFrontEnd(device, build_grid(config), "127.0.0.1", device.connection.port or 0)
+    await front.start()
+    site = Running(CemsDriver(device), front)
+    try:
+        await site.driver.connect()
+        if subscribe:
+            assert await site.driver.subscribe(site.deliver)
+        yield site
+    finally:
+        await site.driver.close()
+        await front.stop()

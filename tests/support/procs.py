@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from fwsim.process import ROOT, SimProcess, child_env, free_port, start_sim
 
@@ -15,10 +18,20 @@ __all__ = [
     "ROOT",
     "SimProcess",
     "child_env",
+    "demo_config_with",
     "free_port",
     "sim_process",
     "start_sim",
 ]
+
+
+def demo_config_with(mappings: Sequence[str]) -> dict[str, Any]:
+    """The demo config (its DERs and coupling point) with other mapping files: the demo's
+    billing meter is a device of the demo's own mappings, so it is left out."""
+    config: dict[str, Any] = yaml.safe_load(DEMO_CONFIG.read_text())
+    config["mappings"] = list(mappings)
+    config["coupling_point"].pop("billing_meter", None)
+    return config
 
 
 @contextmanager

@@ -18,7 +18,7 @@ def config_with(tmp_path: Path, config: Path, mapping: Path) -> Path:
     """`config` (its DERs and coupling point) with `mapping` as its only mapping file."""
     raw = yaml.safe_load(config.read_text())
     raw["mappings"] = [str(mapping)]
-    # the config's billing meter is a device of its own mappings, not of the draft
+    # a billing meter the config names is a device of its own mappings, not of the draft
     raw.get("coupling_point", {}).pop("billing_meter", None)
     raw["state_dir"] = str(tmp_path / "state")
     path = tmp_path / f"with-{mapping.stem}.yaml"

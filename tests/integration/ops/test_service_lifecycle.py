@@ -20,7 +20,14 @@ import pytest
 import yaml
 
 from gateway.loader import load_config
-from tests.support.procs import DEMO_CONFIG, ROOT, child_env, free_port, sim_process
+from tests.support.procs import (
+    DEMO_CONFIG,
+    ROOT,
+    child_env,
+    demo_config_with,
+    free_port,
+    sim_process,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -85,9 +92,8 @@ class Service:
 
 
 def write_files(directory: Path, ops_port: int, mapping_text: str) -> Path:
-    config = yaml.safe_load(DEMO_CONFIG.read_text())
+    config = demo_config_with(["modbus.yaml"])
     config["state_dir"] = "state"
-    config["mappings"] = ["modbus.yaml"]
     config["reconnect_max_s"] = 1.0
     config["ops"] = {"port": ops_port, "ready_wait_s": 15, "drain_s": 2}
     (directory / "modbus.yaml").write_text(mapping_text)

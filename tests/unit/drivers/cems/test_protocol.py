@@ -75,6 +75,39 @@ def test_options_read_the_token_relative_to_the_mapping(tmp_path: Path) -> None:
         ({"max_body": 10}, "max_body"),
         ({"verify": False}, "verify"),
         ({"ca_file": "nowhere.pem"}, "ca_file .*nowhere.pem' is not a readable file"),
+        ({"profile": "smartapi-2"}, "profile"),
+        ({"timezone": "Mars/Olympus"}, "timezone: unknown time zone 'Mars/Olympus'"),
+        ({"peer_sender": "not an iri"}, "peer_sender"),
+        (
+            {
+                "push": {
+                    "host": "h",
+                    "port": 1,
+                    "cert_file": "empty",
+                    "key_file": "empty",
+                    "client_ca_file": "empty",
+                }
+            },
+            "push needs peer_sender",
+        ),
+        (
+            {
+                "simulator": {
+                    "cert_file": "empty",
+                    "key_file": "empty",
+                    "push": {"cert_file": "empty", "key_file": "empty", "ca_file": "empty"},
+                }
+            },
+            "simulator.push needs push",
+        ),
+        (
+            {"signing": {"key_file": "nokey.pem", "key_id": "k", "trust_file": "empty"}},
+            "signing: .*nokey.pem: cannot read private key",
+        ),
+        (
+            {"signing": {"key_file": "empty", "key_id": ""}},
+            "key_id|trust_file",
+        ),
     ],
 )
 def test_bad_options_say_why(tmp_path: Path, raw: dict[str, object], why: str) -> None:
