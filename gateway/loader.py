@@ -7,13 +7,14 @@ device, point and field, so an integrator fixes a mapping in one pass.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from gateway import yamlread
 from gateway.config import GatewayConfig, LoadedConfig
 from gateway.errors import ConfigError, KeyFileError, Problem
 from gateway.mapping import ENERGY_COUNTERS, Device, MappingFile, Point
@@ -31,17 +32,21 @@ MAX_DEPTH = 64
 MAX_NODES = 1_000_000
 
 
-class _TooComplex(Exception):
-    pass
-
-
 class _Source:
-    """A parsed YAML file with the line of every node, addressed by its path."""
+    """A parsed YAML file; the line of a node, addressed by its path, is found when a
+    problem needs it (a second pass over the text, only then)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.lines: dict[Loc, int] = {}
+        self.text = ""
+        self._lines: dict[Loc, int] | None = None
         self.data: Any = None
+
+    @property
+    def lines(self) -> dict[Loc, int]:
+        if self._lines is None:
+            self._lines = yamlread.lines(self.text, max_depth=MAX_DEPTH, max_nodes=MAX_NODES)
+        return self._lines
 
     @classmethod
     def read(cls, path: Path, problems: list[Problem]) -> _Source | None:
@@ -55,21 +60,21 @@ class _Source:
                 limit = MAX_FILE_BYTES // (1024 * 1024)
                 problems.append(Problem(str(path), f"cannot read: larger than {limit} MiB"))
                 return None
-            text = path.read_text(encoding="utf-8")
+            src.text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(Problem(str(path), f"cannot read: {exc}"))
             return None
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-            src.data = yaml.safe_load(text)
-            if node is not None:
-                src._index(node, (), [0])
+            src.data = yamlread.load(src.text, max_depth=MAX_DEPTH, max_nodes=MAX_NODES)
         except yaml.YAMLError as exc:
+            if "maximum nesting depth" in str(exc):  # libyaml's own limit (1,000 levels)
+                problems.append(Problem(str(path), "too complex: nested too deeply to parse"))
+                return None
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else None
             problems.append(Problem(str(path), f"invalid YAML: {exc}", line=line))
             return None
-        except _TooComplex as exc:
+        except yamlread.TooComplex as exc:
             problems.append(Problem(str(path), f"too complex: {exc}"))
             return None
         except RecursionError:
@@ -79,27 +84,6 @@ class _Source:
             problems.append(Problem(str(path), "top level must be a mapping", line=1))
             return None
         return src
-
-    def _index(self, node: yaml.Node, loc: Loc, visited: list[int]) -> None:
-        visited[0] += 1
-        if len(loc) > MAX_DEPTH:
-            raise _TooComplex(
-                f"nested deeper than {MAX_DEPTH} levels (an alias that contains itself?)"
-            )
-        if visited[0] > MAX_NODES:
-            raise _TooComplex(
-                f"more than {MAX_NODES} nodes once aliases are expanded"
-                " (aliases that repeat each other?)"
-            )
-        self.lines[loc] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode):
-                    self.lines[(*loc, key.value)] = key.start_mark.line + 1
-                    self._index(value, (*loc, key.value), visited)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                self._index(item, (*loc, i), visited)
 
     def line(self, loc: Loc) -> int | None:
         while loc:
@@ -290,29 +274,61 @@ def _check_overlaps(
     placed: list[tuple[int, Point, Address]],
     problems: list[Problem],
 ) -> None:
-    seen: list[tuple[int, Point, Address]] = []
-    for j, pt, addr in placed:
-        for _, other, other_addr in seen:
-            if addr.conflicts_with(other_addr):
-                problems.append(
-                    src.problem(
-                        (*loc, "points", j, "address"),
-                        f"address {addr} overlaps point {other.id!r} at {other_addr}",
-                        device=dev_id,
-                        point=pt.id,
-                        field="address",
-                    )
-                )
-                break
-        seen.append((j, pt, addr))
+    """Each point that conflicts with a point before it in the file is reported once,
+    against the first such point."""
+    earlier: dict[int, int] = {}  # index in `placed` -> first earlier index it conflicts with
+    for a, b in _conflicting_pairs([addr for _, _, addr in placed]):
+        first, later = min(a, b), max(a, b)
+        earlier[later] = min(earlier.get(later, first), first)
+    for k, (j, pt, addr) in enumerate(placed):
+        if k not in earlier:
+            continue
+        other, other_addr = placed[earlier[k]][1], placed[earlier[k]][2]
+        problems.append(
+            src.problem(
+                (*loc, "points", j, "address"),
+                f"address {addr} overlaps point {other.id!r} at {other_addr}",
+                device=dev_id,
+                point=pt.id,
+                field="address",
+            )
+        )
+
+
+def _conflicting_pairs(addresses: list[Address]) -> Iterator[tuple[int, int]]:
+    """Index pairs of conflicting addresses. Addresses with a span are swept in address
+    order within their space (n log n: a 500-point device has 125,000 pairs); the others
+    are compared pairwise."""
+    spaces: dict[Hashable, list[tuple[int, int, int]]] = {}
+    others: list[int] = []
+    for k, addr in enumerate(addresses):
+        span = addr.span()
+        if span is None:
+            others.append(k)
+        else:
+            spaces.setdefault(span[0], []).append((span[1], span[2], k))
+    for members in spaces.values():
+        members.sort()
+        active: list[tuple[int, int]] = []  # (end, index) of spans that may still overlap
+        for first, end, k in members:
+            active = [(e, i) for e, i in active if e > first]
+            for _, i in active:
+                if addresses[k].conflicts_with(addresses[i]):
+                    yield i, k
+            active.append((end, k))
+    for n, k in enumerate(others):
+        for i in others[:n]:
+            if addresses[k].conflicts_with(addresses[i]):
+                yield i, k
 
 
 def _cross_check(sources: list[tuple[_Source, MappingFile]], problems: list[Problem]) -> None:
     """Ids unique across all files; one device per serial line (a port opens once,
     exclusively)."""
-    seen_points: dict[str, str] = {}
+    # where each id was first seen; its line is looked up only for a duplicate
+    seen_points: dict[str, tuple[_Source, Loc]] = {}
     seen_devices: dict[str, str] = {}
-    seen_lines: dict[str, str] = {}
+    seen_lines: dict[str, tuple[str, _Source, Loc]] = {}
     for src, mapping in sources:
         for i, dev in enumerate(mapping.devices):
             serial = dev.connection.serial
@@ -323,15 +339,13 @@ def _cross_check(sources: list[tuple[_Source, MappingFile]], problems: list[Prob
                         src.problem(
                             port_loc,
                             f"serial port {serial.port} is already the line of"
-                            f" {seen_lines[serial.port]}; one device per serial line:"
+                            f" {_first_line(*seen_lines[serial.port])}; one device per serial line:"
                             " map every unit of the line in that device",
                             device=dev.id,
                             field="connection.serial.port",
                         )
                     )
-                seen_lines.setdefault(
-                    serial.port, f"device {dev.id!r} ({src.path}:{src.line(port_loc)})"
-                )
+                seen_lines.setdefault(serial.port, (dev.id, src, port_loc))
             if dev.id in seen_devices:
                 problems.append(
                     src.problem(
@@ -348,13 +362,21 @@ def _cross_check(sources: list[tuple[_Source, MappingFile]], problems: list[Prob
                     problems.append(
                         src.problem(
                             (*loc, "id"),
-                            f"duplicate point id (first defined in {seen_points[pt.id]})",
+                            f"duplicate point id (first defined in {_where(*seen_points[pt.id])})",
                             device=dev.id,
                             point=pt.id,
                             field="id",
                         )
                     )
-                seen_points.setdefault(pt.id, f"{src.path}:{src.line(loc)}")
+                seen_points.setdefault(pt.id, (src, loc))
+
+
+def _where(src: _Source, loc: Loc) -> str:
+    return f"{src.path}:{src.line(loc)}"
+
+
+def _first_line(device: str, src: _Source, loc: Loc) -> str:
+    return f"device {device!r} ({_where(src, loc)})"
 
 
 def _list(value: Any) -> list[Any]:
@@ -511,9 +533,14 @@ def load_config(
 
 
 def _load_config(
-    path: Path, port_overrides: Mapping[str, int], problems: list[Problem], check_keys: bool
+    path: Path,
+    port_overrides: Mapping[str, int],
+    problems: list[Problem],
+    check_keys: bool,
+    src: _Source | None = None,
 ) -> LoadedConfig | None:
-    src = _Source.read(path, problems)
+    """`src`: the config file when the caller has read it already."""
+    src = src or _Source.read(path, problems)
     if src is None:
         return None
     cfg, exc = _validate(GatewayConfig, src.data)
@@ -555,7 +582,7 @@ def check_files(paths: Iterable[Path]) -> list[Problem]:
         if src is None:
             continue
         if "microgrid" in src.data:
-            _load_config(path, {}, problems, check_keys=True)
+            _load_config(path, {}, problems, check_keys=True, src=src)
         else:
             mapping_paths.append(path)
     _load_mappings(mapping_paths, None, {}, problems)

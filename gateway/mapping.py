@@ -99,6 +99,26 @@ class Limits(BaseModel):
         return None
 
 
+class Storage(BaseModel):
+    """When a point's readings are stored, as IEC 61850 reports send them: on a data change
+    beyond `deadband` (dchg with db), on every quality change (qchg), and at least every
+    `integrity_s` while nothing changed (IntgPd). So a flat signal costs one row a period
+    and a moving one is kept at the poll rate. The store hands the held value back at the
+    poll interval between stored rows, so history reads as if every poll was kept (within
+    the deadband)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    #: a value is stored when it moved more than this (the point's unit) from the last
+    #: stored one; 0: on every change
+    deadband: float = Field(default=0.0, ge=0)
+    #: seconds after which an unchanged value is stored again; 0: store every reading
+    integrity_s: float = Field(default=60.0, ge=0, le=86400)
+
+
+#: a point without `storage:` stores every change exactly and the value once a minute
+DEFAULT_STORAGE = Storage()
+
+
 class Point(BaseModel):
     """A point's protocol-neutral fields. Fields of the point's protocol (e.g. Modbus
     `word_order`) are kept as extras and checked by the loader against the protocol's
@@ -120,6 +140,8 @@ class Point(BaseModel):
     description: str = ""
     #: command mode for writes: direct or select-before-operate
     sbo: bool = False
+    #: when readings are stored (see Storage)
+    storage: Storage = DEFAULT_STORAGE
 
     @field_validator("unit")
     @classmethod

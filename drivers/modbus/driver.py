@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import struct
 import termios
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from pymodbus.pdu import ModbusPDU
 
 from drivers.base import ProtocolDriver, invalid, to_engineering, to_raw
 from drivers.modbus import codec
+from drivers.modbus.layout import Layout, compile_layout
 from drivers.modbus.plan import ReadRequest, plan_reads, split
 from drivers.modbus.protocol import ModbusAddress, ModbusOptions, Table
 from drivers.modbus.transport import ClientFactory, client_for, line_timing
@@ -46,6 +48,8 @@ from gateway.model import (
     CommandStatus,
     QualityFlag,
     Reading,
+    good_reading,
+    utcnow,
 )
 
 #: exception codes that say the request itself is wrong for this device, not a passing state
@@ -76,6 +80,9 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
         self._factory = client_factory
         self._client: ModbusBaseClient | None = None
         self._plans: dict[tuple[str, ...], list[ReadRequest]] = {}
+        #: id(request) -> (request, its compiled layout); holding the request keeps the id
+        self._layouts: dict[int, tuple[ReadRequest, Layout]] = {}
+        self._last_points: tuple[Sequence[Point], tuple[str, ...], dict[str, Point]] | None = None
         #: Modbus requests sent since the driver was built (reads and writes)
         self.requests_sent = 0
         #: requests that got an answer (data or a Modbus exception)
@@ -83,9 +90,18 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
         #: loop time from which the line has been quiet long enough for the next request
         self._quiet_at = 0.0
 
+    def _key(self, points: Sequence[Point]) -> tuple[tuple[str, ...], dict[str, Point]]:
+        """The plan key of a set of points and the points by id; a session polls the same
+        list every time, so both are kept for the last list seen."""
+        if self._last_points is not None and self._last_points[0] is points:
+            return self._last_points[1], self._last_points[2]
+        key, by_id = tuple(p.id for p in points), {p.id: p for p in points}
+        self._last_points = (points, key, by_id)
+        return key, by_id
+
     def plan(self, points: Sequence[Point]) -> list[ReadRequest]:
         """The requests that read `points` (as learned on this connection)."""
-        key = tuple(p.id for p in points)
+        key, _ = self._key(points)
         plan = self._plans.get(key)
         if plan is None:
             plan = plan_reads(((p.id, self.address(p)) for p in points), self.options)
@@ -122,6 +138,7 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
             raise LinkError(self.device.id, f"cannot {verb} {self._where()}{why}")
         self._client = client
         self._plans.clear()  # a new connection may be a different device firmware
+        self._layouts.clear()
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -165,7 +182,7 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
     async def read(self, points: Sequence[Point]) -> list[Reading]:
         client = self._live_client()
         plan = self.plan(points)
-        by_id = {p.id: p for p in points}
+        key, by_id = self._key(points)
         readings: dict[str, Reading] = {}
         used: list[ReadRequest] = []
         answers, timeout = self.answers, self.timing.request_timeout
@@ -185,7 +202,7 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
         if silent and self.answers == answers:  # nothing on the link answered: it is down
             raise next(iter(silent.values()))
         if used != plan:  # a split the device asked for: read that way from now on
-            self._plans[tuple(p.id for p in points)] = used
+            self._plans[key] = used
         return [readings[p.id] for p in points]
 
     def read_budget(self, points: Sequence[Point]) -> float:
@@ -212,9 +229,47 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
             for point_id, _ in request.points:
                 readings[point_id] = invalid(points[point_id], answer.detail)
             return [request]
-        for point_id, address in request.points:
-            readings[point_id] = self._decode(points[point_id], address, request, answer)
+        self._decode_answer(request, answer, points, readings)
         return [request]
+
+    def _decode_answer(
+        self,
+        request: ReadRequest,
+        answer: list[int] | list[bool],
+        points: dict[str, Point],
+        readings: dict[str, Reading],
+    ) -> None:
+        """Every point of an answered request into `readings`, one time stamp for all."""
+        now = utcnow()
+        if request.table.is_bit:
+            for point_id, address in request.points:
+                readings[point_id] = self._decode(points[point_id], address, request, answer, now)
+            return
+        layout = self._layout(request)
+        try:
+            raws = layout.unpack(answer)  # type: ignore[arg-type]
+        except struct.error:  # a word that is not 16 bits: each point says whether it is hit
+            for point_id, address in request.points:
+                readings[point_id] = self._decode(points[point_id], address, request, answer, now)
+            return
+        for (point_id, _), raw in zip(layout.plain, raws, strict=True):
+            point = points[point_id]
+            scale, offset = point.scale, point.offset
+            value = raw if scale == 1.0 and offset == 0.0 else raw * scale + offset
+            if value - value == 0:  # finite (inf - inf and NaN - NaN are NaN)
+                readings[point_id] = good_reading(point_id, value, point.unit, now)
+            else:
+                readings[point_id] = self._not_finite(point, raw)
+        for point_id, address in layout.single:
+            readings[point_id] = self._decode(points[point_id], address, request, answer, now)
+
+    def _layout(self, request: ReadRequest) -> Layout:
+        cached = self._layouts.get(id(request))
+        if cached is not None and cached[0] is request:
+            return cached[1]
+        layout = compile_layout(request)
+        self._layouts[id(request)] = (request, layout)
+        return layout
 
     async def _fetch(
         self, client: ModbusBaseClient, request: ReadRequest
@@ -242,13 +297,22 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
                 return registers
         return _Refused(None, f"{what}: answer has the wrong length")
 
+    @staticmethod
+    def _not_finite(point: Point, raw: float) -> Reading:
+        if math.isfinite(raw):  # finite as sent, beyond float range once scaled
+            return invalid(point, f"{raw} x {point.scale} overflows", QualityFlag.OVERFLOW)
+        flag = QualityFlag.INCONSISTENT if math.isnan(raw) else QualityFlag.OVERFLOW
+        return invalid(point, f"device sent {raw}", flag)
+
     def _decode(
         self,
         point: Point,
         address: ModbusAddress,
         request: ReadRequest,
         answer: list[int] | list[bool],
+        now: datetime,
     ) -> Reading:
+        """One point on its own (bits, little-endian bytes, words that are not 16 bits)."""
         offset = request.offset(address)
         try:
             raw: codec.RawValue
@@ -260,9 +324,8 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
         except ValueError as exc:
             return invalid(point, f"does not decode: {exc}", QualityFlag.INCONSISTENT)
         if isinstance(raw, float) and not math.isfinite(raw):
-            flag = QualityFlag.INCONSISTENT if math.isnan(raw) else QualityFlag.OVERFLOW
-            return invalid(point, f"device sent {raw}", flag)
-        return Reading(point=point.id, value=to_engineering(point, raw), unit=point.unit)
+            return self._not_finite(point, raw)
+        return Reading(point.id, to_engineering(point, raw), point.unit, gateway_time=now)
 
     # -- writing ------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ characters have 8 data bits and unit 0 is the broadcast address, which no unit a
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -117,6 +117,9 @@ class ModbusAddress(Address):
         # bit fields of one register may share it when their bits differ
         both_bits = self.bit is not None and other.bit is not None
         return not (both_bits and self.count == other.count == 1 and self.bit != other.bit)
+
+    def span(self) -> tuple[Hashable, int, int]:
+        return (self.unit, self.table), self.address, self.end
 
     def __str__(self) -> str:
         return f"{self.unit}/{self.table.value}/{self.address}"

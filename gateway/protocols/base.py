@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -26,6 +26,13 @@ class Address(ABC):
     @abstractmethod
     def __str__(self) -> str:
         """The canonical address string, as written in a mapping file."""
+
+    def span(self) -> tuple[Hashable, int, int] | None:
+        """(space, first, end) when the address occupies the slots first..end-1 of a
+        numbered space (a Modbus unit's table) and can conflict only with addresses whose
+        slots overlap its own: the loader then finds overlaps by sorting, not by comparing
+        every pair of points. None: compare with every other address."""
+        return None
 
 
 class AddressError(ValueError):

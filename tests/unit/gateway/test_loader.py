@@ -182,6 +182,24 @@ def test_overlapping_registers(tmp_path: Path) -> None:
     assert problems[0].line == 8
 
 
+def test_overlaps_out_of_file_order_name_the_first_earlier_point(tmp_path: Path) -> None:
+    """Overlaps are found by sorting addresses; each point is still reported once, against
+    the first point before it in the file that it overlaps, whatever the address order."""
+    path = mapping_with(
+        tmp_path,
+        "- {id: high, address: 1/holding/31, type: float32, unit: KiloW}",  # 31..32
+        "- {id: low, address: 1/holding/28, type: float64, unit: KiloW}",  # 28..31
+        "- {id: mid, address: 1/holding/30, type: float32, unit: KiloW}",  # 30..31
+        "- {id: apart, address: 1/holding/40, type: float32, unit: KiloW}",
+        "- {id: span, address: 1/holding/20, type: float64, unit: KiloW}",  # 20..23: free
+    )
+    problems = problems_of(path)
+    assert [(p.point, p.message.split(" overlaps ")[1]) for p in problems] == [
+        ("low", "point 'high' at 1/holding/31"),
+        ("mid", "point 'high' at 1/holding/31"),
+    ]
+
+
 def test_duplicate_point_ids_within_and_across_files(tmp_path: Path) -> None:
     a = mapping_with(
         tmp_path,

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import StoreError
+from gateway.mapping import Device
 from gateway.model import Quality, QualityFlag, Reading
-from gateway.store import Store
+from gateway.store import WRITE_CHUNK, Store
 
 
 async def test_samples_round_trip_and_range(tmp_path: Path) -> None:
@@ -79,3 +80,168 @@ async def test_unopenable_store_names_path(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StoreError, match=str(blocker)):
         await Store.open(blocker / "s.sqlite")
+
+
+# -- storing by exception ----------------------------------------------------------------
+
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def _device(deadband: float = 0.0, integrity_s: float = 60.0, poll_s: float = 1.0) -> Device:
+    return Device.model_validate(
+        {
+            "id": "d",
+            "protocol": "modbus",
+            "connection": {"host": "127.0.0.1", "port": 1502},
+            "poll_interval": poll_s,
+            "points": [
+                {
+                    "id": "p",
+                    "address": "1/holding/0",
+                    "type": "float32",
+                    "unit": "KiloW",
+                    "storage": {"deadband": deadband, "integrity_s": integrity_s},
+                }
+            ],
+        }
+    )
+
+
+def _rows(store: Store) -> list[tuple[float, float | None]]:
+    conn = sqlite3.connect(store.path)
+    try:
+        return list(
+            conn.execute("SELECT ts - ?, value FROM samples ORDER BY ts", (T0.timestamp(),))
+        )
+    finally:
+        conn.close()
+
+
+def _at(s: float) -> datetime:
+    return T0 + timedelta(seconds=s)
+
+
+async def test_a_flat_signal_is_kept_once_per_integrity_period_and_read_back_held(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "s.sqlite")
+    store.configure([_device(integrity_s=60)])
+    for i in range(300):
+        store.add(Reading("p", 5.0, "KiloW", gateway_time=_at(i)))
+    await store.flush()
+    assert [t for t, _ in _rows(store)] == [0.0, 60.0, 120.0, 180.0, 240.0]
+    assert store.kept == 5
+    got = await store.range("p", _at(10), _at(400))
+    # every poll from 10 s to the last one (299 s), as if each had been kept
+    assert [round((s.time - T0).total_seconds()) for s in got] == list(range(10, 300))
+    assert {s.value for s in got} == {5.0}
+    await store.close()
+
+
+async def test_changes_beyond_the_deadband_and_quality_changes_are_kept(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "s.sqlite")
+    store.configure([_device(deadband=0.5, integrity_s=3600)])
+    values = [10.0, 10.2, 10.4, 10.6, 10.1, 9.0, 9.0]
+    for i, v in enumerate(values):
+        store.add(Reading("p", v, "KiloW", gateway_time=_at(i)))
+    bad = Quality.invalid(QualityFlag.COMM_FAILURE)
+    store.add(Reading("p", None, "KiloW", bad, gateway_time=_at(7)))
+    store.add(Reading("p", None, "KiloW", bad, gateway_time=_at(8)))
+    store.add(Reading("p", 9.0, "KiloW", gateway_time=_at(20)))
+    questionable = Quality.questionable(QualityFlag.OLD)
+    store.add(Reading("p", 9.0, "KiloW", questionable, gateway_time=_at(21)))
+    await store.flush()
+    # 10.6 moved 0.6 from the kept 10.0; 10.1 is within 0.5 of 10.6; 9.0 is not
+    assert _rows(store) == [
+        (0.0, 10.0),
+        (3.0, 10.6),
+        (5.0, 9.0),
+        (7.0, None),
+        (20.0, 9.0),
+        (21.0, 9.0),
+    ]
+    got = await store.range("p", T0, _at(30))
+    # held between kept rows, never after the row without a value (the link was down)
+    assert [((s.time - T0).total_seconds(), s.value) for s in got] == [
+        (0.0, 10.0),
+        (1.0, 10.0),
+        (2.0, 10.0),
+        (3.0, 10.6),
+        (4.0, 10.6),
+        (5.0, 9.0),
+        (6.0, 9.0),
+        (7.0, None),
+        (20.0, 9.0),
+        (21.0, 9.0),
+    ]
+    assert got[-1].quality == questionable
+    await store.close()
+
+
+async def test_a_gap_longer_than_the_integrity_period_stays_a_gap(tmp_path: Path) -> None:
+    """The gateway was stopped: nothing is held across it, nor after a restart until the
+    value is confirmed again."""
+    path = tmp_path / "s.sqlite"
+    store = await Store.open(path)
+    store.configure([_device(integrity_s=10)])
+    for i in range(5):
+        store.add(Reading("p", 1.0, "KiloW", gateway_time=_at(i)))
+    await store.close()
+    store = await Store.open(path)
+    store.configure([_device(integrity_s=10)])
+    # the stop kept the last confirmation (4 s): history reaches it, and no further
+    got = await store.range("p", T0, _at(100))
+    assert [(s.time - T0).total_seconds() for s in got] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    for i in range(50, 53):
+        store.add(Reading("p", 1.0, "KiloW", gateway_time=_at(i)))
+    got = await store.range("p", T0, _at(100))
+    assert [(s.time - T0).total_seconds() for s in got] == [0, 1, 2, 3, 4, 50, 51, 52]
+    await store.close()
+
+
+async def test_device_stamped_readings_and_integrity_zero_keep_every_reading(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "s.sqlite")
+    store.configure([_device(integrity_s=0)])
+    for i in range(3):
+        store.add(Reading("p", 1.0, "KiloW", gateway_time=_at(i)))
+    await store.flush()
+    assert len(_rows(store)) == 3
+    store.configure([_device(integrity_s=600)])
+    for i in range(3, 6):
+        store.add(Reading("p", 1.0, "KiloW", source_time=_at(i), gateway_time=_at(i)))
+    await store.flush()
+    assert len(_rows(store)) == 6
+    await store.close()
+
+
+async def test_points_the_store_was_not_told_about_keep_every_reading(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "s.sqlite")
+    store.configure([_device()])
+    for i in range(4):
+        store.add(Reading("other", 2.0, "KiloW", gateway_time=_at(i)))
+    assert await store.flush() == 4
+    await store.close()
+
+
+async def test_the_hold_of_the_last_row_in_a_window_runs_to_the_next_row(tmp_path: Path) -> None:
+    """A flat counter kept every 60 s, read over a window that ends between two kept rows:
+    the held value reaches the end of the window."""
+    store = await Store.open(tmp_path / "s.sqlite")
+    store.configure([_device(integrity_s=60)])
+    for i in range(200):
+        store.add(Reading("p", 7.0, "KiloW", gateway_time=_at(i)))
+    got = await store.range("p", _at(50), _at(100))
+    assert [round((s.time - T0).total_seconds()) for s in got] == list(range(50, 100))
+    await store.close()
+
+
+async def test_a_flush_larger_than_a_chunk_writes_every_row(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "s.sqlite")
+    n = 2 * WRITE_CHUNK + 7
+    for i in range(n):
+        store.add(Reading(f"p{i}", float(i), "KiloW", gateway_time=_at(0)))
+    assert await store.flush() == n
+    assert len(_rows(store)) == n
+    await store.close()

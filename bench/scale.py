@@ -1,0 +1,318 @@
+"""Scale: a generated site of N Modbus TCP devices x M float32 points, simulator and gateway
+as separate processes, against a bare pymodbus client reading the same blocks.
+
+1. Generates a config and one mapping file of N devices x M float32 holding registers
+   (contiguous, SunSpec style), polled every second. The points take the roles of the
+   simulated microgrid's measurements (PV, load, battery, coupling point) in turn, so the
+   simulator serves every one and some move while others stay flat.
+2. Times `mgms check` of the config (a process of its own, as an operator runs it).
+3. Starts `mgms sim`, then measures a bare client: pymodbus reading the very blocks of the
+   gateway's read plan, one task per device as the gateway polls, decoding each block with
+   `struct`; its CPU time per point.
+4. Starts `mgms run` with NOTIFY_SOCKET on a socket of its own: seconds to READY=1. After a
+   warm-up, for `--seconds`: points acquired per second (polls from /metrics x points per
+   device), the gateway's CPU time (user + system, /proc) per point, the rows it stored
+   per point read, its RSS. `check` and READY also give their CPU seconds: on a shared
+   machine the wall time says more about the neighbours.
+
+Prints one JSON line. The machine may be shared: the load average is in the line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import shutil
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from pymodbus.client import AsyncModbusTcpClient
+
+from drivers.modbus.plan import ReadRequest, plan_reads
+from drivers.modbus.protocol import ModbusAddress, ModbusOptions
+from fwsim.process import child_env, free_port, start_sim
+from gateway.loader import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: (der, quantity, unit) the simulator models; the generated points take them in turn
+ROLES = (
+    ("pv1", "active_power", "KiloW"),
+    ("pv1", "available_power", "KiloW"),
+    ("pv1", "reactive_power", "KiloVAR"),
+    ("load1", "active_power", "KiloW"),
+    ("bess1", "state_of_charge", "PERCENT"),
+    ("pcc", "active_power", "KiloW"),
+    ("pcc", "voltage", "V"),
+    ("pcc", "frequency", "HZ"),
+    ("pcc", "energy_import", "KiloW-HR"),
+    ("pcc", "current", "A"),
+)
+
+CONFIG = """\
+microgrid: {{id: scale-site, name: Generated scale site}}
+state_dir: {state}
+mappings: [site.yaml]
+coupling_point: {{id: pcc, import_limit_kw: 200, export_limit_kw: 150, q_limit_kvar: 100}}
+ops: {{port: {ops_port}}}
+ders:
+  - {{id: bess1, type: battery, control: centralized, ratings: {{p_min_kw: -50, p_max_kw: 50,
+      s_max_kva: 60, energy_kwh: 100, soc_min_pct: 10, soc_max_pct: 90}}}}
+  - {{id: pv1, type: pv, control: distributed, ratings: {{p_min_kw: 0, p_max_kw: 60,
+      s_max_kva: 66}}}}
+  - {{id: load1, type: load, control: distributed, ratings: {{p_min_kw: -80, p_max_kw: 0}}}}
+"""
+
+
+def generate(folder: Path, devices: int, points: int, storage: str) -> Path:
+    """Write the site's config and mapping; return the config path."""
+    lines = ["devices:"]
+    for d in range(devices):
+        lines += [
+            f"  - id: dev{d}",
+            "    protocol: modbus",
+            "    connection: {host: 127.0.0.1, port: 0}",  # the simulator picks, and says
+            "    poll_interval: 1.0",
+            # a simulator serving 50,000 points answers late: slow polls, not dead links
+            "    timeout: 5.0",
+            "    points:",
+        ]
+        for p in range(points):
+            der, quantity, unit = ROLES[(d + p) % len(ROLES)]
+            lines.append(
+                f"      - {{id: dev{d}.p{p}, address: 1/holding/{40000 + 2 * p},"
+                f" type: float32, unit: {unit}, der: {der}, quantity: {quantity}{storage}}}"
+            )
+    (folder / "site.yaml").write_text("\n".join(lines) + "\n")
+    config = folder / "site-config.yaml"
+    config.write_text(CONFIG.format(state=folder / "state", ops_port=free_port()))
+    return config
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def _rows(store: Path) -> int:
+    with contextlib.closing(sqlite3.connect(store)) as conn:
+        return int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
+
+
+def _counters(ops_port: int) -> tuple[int, int]:
+    """Polls and reconnects of all devices so far, from /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/metrics", timeout=60) as r:
+        lines = r.read().decode().splitlines()
+
+    def total(name: str) -> int:
+        return sum(int(float(x.rsplit(" ", 1)[1])) for x in lines if x.startswith(name + "{"))
+
+    return total("mgms_device_polls_total"), total("mgms_device_reconnects_total")
+
+
+# -- the bare client -------------------------------------------------------------------
+
+
+async def _bare_device(
+    host: str, port: int, plan: list[ReadRequest], rounds: int, period: float
+) -> int:
+    """Read the plan's blocks `rounds` times, one round per `period`, decoding with struct."""
+    # generous: on a loaded machine the simulator may answer late; CPU time is what counts
+    client = AsyncModbusTcpClient(host, port=port, timeout=10, retries=2, reconnect_delay=0)
+    await client.connect()
+    layouts = [(struct.Struct(f">{r.count}H"), struct.Struct(f">{r.count // 2}f")) for r in plan]
+    decoded = 0
+    try:
+        next_at = time.monotonic()
+        for _ in range(rounds):
+            for request, (words, floats) in zip(plan, layouts, strict=True):
+                response = await client.read_holding_registers(
+                    request.address, count=request.count, device_id=request.unit
+                )
+                decoded += len(floats.unpack(words.pack(*response.registers)))
+            next_at += period
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    finally:
+        client.close()
+    return decoded
+
+
+async def bare_client(
+    config: Path, ports: dict[str, int], rounds: int, period: float
+) -> dict[str, float]:
+    loaded = load_config(config, port_overrides=ports)
+    jobs = []
+    for device in loaded.devices:
+        options = device.typed_options
+        assert isinstance(options, ModbusOptions)
+        addresses = []
+        for point in device.points:
+            address = device.address_of(point.id)
+            assert isinstance(address, ModbusAddress)
+            addresses.append((point.id, address))
+        plan = plan_reads(addresses, options)
+        assert device.connection.host is not None and device.connection.port is not None
+        jobs.append((device.connection.host, device.connection.port, plan))
+    cpu0 = time.process_time()
+    counts = await asyncio.gather(*(_bare_device(*job, rounds, period) for job in jobs))
+    cpu = time.process_time() - cpu0
+    points = sum(counts)
+    return {"points": points, "cpu_us_per_point": round(cpu / points * 1e6, 2)}
+
+
+# -- the gateway process ---------------------------------------------------------------
+
+
+def _wait_ready(sock: socket.socket, proc: subprocess.Popen[bytes], within: float) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"gateway exited with {proc.returncode} before READY")
+        sock.settimeout(0.2)
+        with contextlib.suppress(TimeoutError):
+            if b"READY=1" in sock.recv(4096).split(b"\n"):
+                return
+    raise SystemExit(f"gateway not READY within {within} s")
+
+
+def run_gateway(
+    config: Path, ports: dict[str, int], folder: Path, warmup: float, seconds: float
+) -> dict[str, float]:
+    ops_port = load_config(config).gateway.ops.port
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(folder / "notify"))
+    env = child_env() | {"NOTIFY_SOCKET": str(folder / "notify")}
+    started = time.monotonic()
+    log = (folder / "gateway.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "gateway.cli", "run", "--config", str(config)),
+            *(f"--port={device}={port}" for device, port in ports.items()),
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_ready(notify, proc, 120)
+        ready_s, ready_cpu_s = time.monotonic() - started, _cpu_s(proc.pid)
+        time.sleep(warmup)
+        rows0 = _rows(folder / "state" / "gateway.sqlite")
+        (polls0, reconnects0), cpu0, t0 = _counters(ops_port), _cpu_s(proc.pid), time.monotonic()
+        time.sleep(seconds)
+        (polls1, reconnects1), cpu1, t1 = _counters(ops_port), _cpu_s(proc.pid), time.monotonic()
+        rss = _rss_mb(proc.pid)
+        time.sleep(1.5)  # one more flush of the store
+        rows1 = _rows(folder / "state" / "gateway.sqlite")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+        notify.close()
+    return {
+        "ready_s": round(ready_s, 2),
+        "ready_cpu_s": round(ready_cpu_s, 2),
+        "rows": rows1 - rows0,
+        "polls": polls1 - polls0,
+        "reconnects": reconnects1 - reconnects0,
+        "elapsed_s": t1 - t0,
+        "cpu_s": cpu1 - cpu0,
+        "rss_mb": round(rss, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--devices", type=int, default=20)
+    parser.add_argument("--points", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured window")
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--bare-rounds", type=int, default=10)
+    parser.add_argument("--logs", type=Path, help="copy the gateway's and simulator's logs here")
+    parser.add_argument(
+        "--storage",
+        default="",
+        help="storage settings given to every point, e.g. '{deadband: 0.01}' (default: none)",
+    )
+    args = parser.parse_args()
+    storage = f", storage: {args.storage}" if args.storage else ""
+    with tempfile.TemporaryDirectory(prefix="mgms-scale-") as tmp:
+        folder = Path(tmp)
+        config = generate(folder, args.devices, args.points, storage)
+        started, children = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        check = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "check", str(config)],
+            env=child_env(),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        check_s = time.monotonic() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        check_cpu_s = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+        if check.returncode != 0:
+            raise SystemExit(f"mgms check failed:\n{check.stderr[-2000:]}")
+        sim = start_sim(config, {}, ready_timeout=120, log=(folder / "sim.log").open("w"))
+        try:
+            bare = asyncio.run(bare_client(config, sim.ports, args.bare_rounds, 1.0))
+            gw = run_gateway(config, sim.ports, folder, args.warmup, args.seconds)
+        finally:
+            sim.stop()
+            if args.logs is not None:
+                args.logs.mkdir(parents=True, exist_ok=True)
+                for name in ("gateway.log", "sim.log"):
+                    shutil.copy(folder / name, args.logs / name)
+    points = gw["polls"] * args.points
+    gw_us = gw["cpu_s"] / points * 1e6
+    print(
+        json.dumps(
+            {
+                "bench": "scale",
+                "devices": args.devices,
+                "points_per_device": args.points,
+                "points": args.devices * args.points,
+                "storage": args.storage or "default",
+                "check_s": round(check_s, 2),
+                "check_cpu_s": round(check_cpu_s, 2),
+                "ready_s": gw["ready_s"],
+                "ready_cpu_s": gw["ready_cpu_s"],
+                "points_per_s": round(points / gw["elapsed_s"], 1),
+                # below 1: the polls fell behind their 1 s period (simulator or gateway)
+                "polls_on_time": round(gw["polls"] / (args.devices * gw["elapsed_s"]), 2),
+                "reconnects": gw["reconnects"],
+                "gateway_cpu_us_per_point": round(gw_us, 2),
+                "bare_client_cpu_us_per_point": bare["cpu_us_per_point"],
+                "ratio_gateway_to_bare": round(gw_us / bare["cpu_us_per_point"], 2),
+                "stored_rows_per_point_read": round(gw["rows"] / points, 3),
+                "rss_mb": gw["rss_mb"],
+                "bench_peak_rss_mb": round(
+                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+                ),
+                "loadavg": [round(x, 2) for x in os.getloadavg()],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
