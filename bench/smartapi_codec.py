@@ -84,7 +84,8 @@ def figures(msg: AnyMessage, who: Identity, trust: TrustStore) -> dict[str, floa
     return fig
 
 
-def main() -> None:
+def identities() -> tuple[Identity, Identity, TrustStore]:
+    """The gateway's and the AMS's Ed25519 identities, both trusted."""
     key = ed25519.Ed25519PrivateKey.generate()
     mgms = Identity("mgms-1", examples.MGMS_SENDER, key)
     ams = Identity("ams-1", examples.AMS_SENDER, key)
@@ -94,6 +95,11 @@ def main() -> None:
             Peer("ams-1", examples.AMS_SENDER, key.public_key()),
         )
     )
+    return mgms, ams, trust
+
+
+def main() -> None:
+    mgms, ams, trust = identities()
     notification = examples.reserve_notification()
     messages: dict[str, tuple[AnyMessage, Identity]] = {
         "forecast96": (examples.forecast(96), mgms),

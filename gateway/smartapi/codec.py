@@ -1,10 +1,11 @@
 """The Smart API codec: messages <-> bytes in Turtle, JSON-LD and N-Triples.
 
 Encoding writes Turtle and N-Triples straight from the message tree (no rdflib graph);
-JSON-LD goes through rdflib with the profile's compact @context. Decoding parses with
-rdflib, rewrites Smart API 1.1 forms (`legacy.normalize`), runs the fast shape check
+JSON-LD goes through rdflib with the profile's compact @context. Decoding parses Turtle and
+N-Triples with pyoxigraph (`oxparse`) and JSON-LD with rdflib, into an rdflib graph either
+way, rewrites Smart API 1.1 forms (`legacy.normalize`), runs the fast shape check
 (`check.ensure_valid`, which agrees with the shipped SHACL shapes) and builds the model.
-rdflib's exceptions are translated here into `MessageParseError`.
+The parsers' exceptions are translated here (and in `oxparse`) into `MessageParseError`.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import json
 import warnings
 from typing import Any
 
+from pyoxigraph import RdfFormat
 from rdflib import Graph
 from rdflib.plugins.stores.memory import Memory
 
 from gateway.errors import MessageParseError, TooManyStatements, UnsupportedMediaType
-from gateway.smartapi import check, fastparse, legacy
+from gateway.smartapi import check, legacy
 from gateway.smartapi.decode import decode_graph
 from gateway.smartapi.encode import AnyMessage, to_tree
+from gateway.smartapi.oxparse import parse_graph, too_many
 from gateway.smartapi.tree import Node, to_graph, to_ntriples, to_turtle
 from gateway.smartapi.vocab import PREFIXES
 
@@ -33,6 +36,10 @@ class Format(enum.StrEnum):
     @property
     def rdflib_name(self) -> str:
         return {"text/turtle": "turtle", "application/ld+json": "json-ld"}.get(self.value, "nt")
+
+    @property
+    def oxigraph_format(self) -> RdfFormat:
+        return RdfFormat.TURTLE if self is Format.TURTLE else RdfFormat.N_TRIPLES
 
 
 _ALIASES = {
@@ -151,7 +158,7 @@ class _Budget(Memory):
     def add(self, triple: Any, context: Any, quoted: bool = False) -> None:
         self._added += 1
         if self.limit is not None and self._added > self.limit:
-            raise fastparse.too_many(self.limit)
+            raise too_many(self.limit)
         super().add(triple, context, quoted)
 
 
@@ -164,17 +171,15 @@ def parse(body: bytes, content_type: str | None, max_statements: int | None = No
     except UnicodeDecodeError as exc:
         raise MessageParseError(f"body is not UTF-8: {exc}") from exc
     fmt = _sniffed(content_type, text) or fmt
-    if fmt is Format.JSONLD:
-        try:
-            data = json.loads(text)
-        except RecursionError:
-            raise MessageParseError("invalid JSON: nested too deeply") from None
-        except ValueError as exc:  # also an integer beyond Python's digit limit
-            raise MessageParseError(f"invalid JSON: {exc}") from exc
-        _reject_remote_contexts(data)
-    graph = Graph()
-    if fmt is not Format.JSONLD and fastparse.parse_into(graph, text, max_statements):
-        return graph
+    if fmt is not Format.JSONLD:
+        return parse_graph(body, fmt.oxigraph_format, fmt.value, max_statements)
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise MessageParseError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # also an integer beyond Python's digit limit
+        raise MessageParseError(f"invalid JSON: {exc}") from exc
+    _reject_remote_contexts(data)
     budget = _Budget(max_statements) if max_statements is not None else None
     graph = Graph(store=budget) if budget is not None else Graph()
     try:
