@@ -31,20 +31,26 @@ from gateway.smartapi.security.keys import Identity, Peer, TrustStore
 from gateway.smartapi.tree import to_graph
 
 
-def per_call_ms(fn: Callable[[], object], budget: float = 0.4, batches: int = 5) -> float:
+def per_call_ms(
+    fn: Callable[[], object],
+    budget: float = 0.4,
+    batches: int = 5,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
     """Best batch mean, as timeit does: the machine is shared, and the minimum is the
-    figure least disturbed by other processes."""
+    figure least disturbed by other processes (`clock=time.thread_time` counts only this
+    thread's CPU time, which waiting for a core does not inflate)."""
     fn()
-    start = time.perf_counter()
+    start = clock()
     fn()
-    once = max(time.perf_counter() - start, 1e-6)
+    once = max(clock() - start, 1e-6)
     n = max(1, min(200, int(budget / batches / once)))
     best = float("inf")
     for _ in range(batches):
-        start = time.perf_counter()
+        start = clock()
         for _ in range(n):
             fn()
-        best = min(best, (time.perf_counter() - start) / n)
+        best = min(best, (clock() - start) / n)
     return round(best * 1000, 3)
 
 
@@ -84,7 +90,8 @@ def figures(msg: AnyMessage, who: Identity, trust: TrustStore) -> dict[str, floa
     return fig
 
 
-def main() -> None:
+def identities() -> tuple[Identity, Identity, TrustStore]:
+    """The gateway's and the AMS's Ed25519 identities, both trusted."""
     key = ed25519.Ed25519PrivateKey.generate()
     mgms = Identity("mgms-1", examples.MGMS_SENDER, key)
     ams = Identity("ams-1", examples.AMS_SENDER, key)
@@ -94,6 +101,11 @@ def main() -> None:
             Peer("ams-1", examples.AMS_SENDER, key.public_key()),
         )
     )
+    return mgms, ams, trust
+
+
+def main() -> None:
+    mgms, ams, trust = identities()
     notification = examples.reserve_notification()
     messages: dict[str, tuple[AnyMessage, Identity]] = {
         "forecast96": (examples.forecast(96), mgms),

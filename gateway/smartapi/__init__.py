@@ -1,7 +1,7 @@
 """Smart API semantic layer: field data and flexibility information as linked data.
 
 - `vocab`: namespaces and terms; `messages`, `flexibility`: the frozen message model;
-- `codec` (with `encode`, `decode`, `tree`, `fastparse`, `legacy`, `check`, `shapes`):
+- `codec` (with `encode`, `decode`, `tree`, `oxparse`, `legacy`, `check`, `shapes`):
   model <-> Turtle / JSON-LD / N-Triples, Smart API 1.1 input forms, SHACL shapes and the
   fast check that agrees with them;
 - `fielddata`: the microgrid and its live state as entities and value objects;

@@ -170,11 +170,13 @@ def canonical_graph(
 ) -> bytes:
     """Canonical N-Triples of an rdflib graph, leaving out the `exclude` triples."""
     skip = set(exclude)
+    # predicates first: an IRI hashes in C, a triple of rdflib terms through Literal.__hash__
+    skip_predicates = {p for _, p, _ in skip}
     cache: dict[RdfNode, str] = {}
     return _canonicalize(
         (_graph_term(s, cache), _graph_term(p, cache), _graph_term(o, cache))
         for s, p, o in graph
-        if (s, p, o) not in skip
+        if p not in skip_predicates or (s, p, o) not in skip
     )
 
 

@@ -1,10 +1,11 @@
 """The Smart API codec: messages <-> bytes in Turtle, JSON-LD and N-Triples.
 
 Encoding writes Turtle and N-Triples straight from the message tree (no rdflib graph);
-JSON-LD goes through rdflib with the profile's compact @context. Decoding parses with
-rdflib, rewrites Smart API 1.1 forms (`legacy.normalize`), runs the fast shape check
+JSON-LD goes through rdflib with the profile's compact @context. Decoding parses Turtle and
+N-Triples with pyoxigraph (`oxparse`) and JSON-LD with rdflib, into an rdflib graph either
+way, rewrites Smart API 1.1 forms (`legacy.normalize`), runs the fast shape check
 (`check.ensure_valid`, which agrees with the shipped SHACL shapes) and builds the model.
-rdflib's exceptions are translated here into `MessageParseError`.
+The parsers' exceptions are translated here (and in `oxparse`) into `MessageParseError`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import warnings
 from typing import Any
 
+from pyoxigraph import RdfFormat
 from rdflib import Graph
 from rdflib.plugins.stores.memory import Memory
 
@@ -23,9 +25,10 @@ from gateway.errors import (
     UnsupportedMediaType,
     WrongDatatype,
 )
-from gateway.smartapi import check, fastparse, keep_literals_as_written, legacy, xsd
+from gateway.smartapi import check, keep_literals_as_written, legacy, xsd
 from gateway.smartapi.decode import decode_graph
 from gateway.smartapi.encode import AnyMessage, to_tree
+from gateway.smartapi.oxparse import parse_graph, too_many
 from gateway.smartapi.tree import Node, to_graph, to_ntriples, to_turtle
 from gateway.smartapi.vocab import PREFIXES
 
@@ -38,6 +41,10 @@ class Format(enum.StrEnum):
     @property
     def rdflib_name(self) -> str:
         return {"text/turtle": "turtle", "application/ld+json": "json-ld"}.get(self.value, "nt")
+
+    @property
+    def oxigraph_format(self) -> RdfFormat:
+        return RdfFormat.TURTLE if self is Format.TURTLE else RdfFormat.N_TRIPLES
 
 
 _ALIASES = {
@@ -155,7 +162,7 @@ def _load_json(text: str, max_statements: int | None) -> Any:
         nonlocal objects
         objects += 1
         if limit is not None and objects > limit:
-            raise fastparse.too_many(max_statements or 0)
+            raise too_many(max_statements or 0)
         return dict(pairs)
 
     try:
@@ -179,7 +186,7 @@ class _Budget(Memory):
     def add(self, triple: Any, context: Any, quoted: bool = False) -> None:
         self._added += 1
         if self.limit is not None and self._added > self.limit:
-            raise fastparse.too_many(self.limit)
+            raise too_many(self.limit)
         xsd.check_statement(*triple)
         super().add(triple, context, quoted)
 
@@ -194,27 +201,21 @@ def parse(body: bytes, content_type: str | None, max_statements: int | None = No
     except UnicodeDecodeError as exc:
         raise MessageParseError(f"body is not UTF-8: {exc}") from exc
     fmt = _sniffed(content_type, text) or fmt
-    document: Any = None
-    if fmt is Format.JSONLD:
-        document = _load_json(text, max_statements)
-        _reject_remote_contexts(document)
-        # rdflib takes the document as loaded (JSON is parsed once); a top-level array is
-        # the default graph's node list
-        document = document if isinstance(document, dict) else {"@graph": document}
-    graph = Graph()
-    if fmt is not Format.JSONLD and fastparse.parse_into(graph, text, max_statements):
-        return graph
-    budget = _Budget(max_statements)
+    if fmt is not Format.JSONLD:
+        return parse_graph(body, fmt.oxigraph_format, fmt.value, max_statements)
+    document = _load_json(text, max_statements)
+    _reject_remote_contexts(document)
+    # rdflib takes the document as loaded (JSON is parsed once); a top-level array is
+    # the default graph's node list
+    document = document if isinstance(document, dict) else {"@graph": document}
+    budget = _Budget(max_statements)  # also where each statement's literal is judged
     graph = Graph(store=budget)
     try:
         with warnings.catch_warnings():
             # rdflib 7.6's JSON-LD parser builds a ConjunctiveGraph internally and warns
             # about its own use of it; nothing for us to act on
             warnings.filterwarnings("ignore", "ConjunctiveGraph is deprecated", DeprecationWarning)
-            if document is not None:
-                graph.parse(data=document, format=fmt.rdflib_name)
-            else:
-                graph.parse(data=text, format=fmt.rdflib_name)
+            graph.parse(data=document, format=fmt.rdflib_name)  # type: ignore[arg-type]
     except (TooManyStatements, WrongDatatype):
         raise
     except Exception as exc:  # rdflib raises many unrelated types; translate them all here

@@ -242,6 +242,10 @@ def validate(graph: Graph, shapes: Graph | None = None) -> None:
     focus node and message of each result."""
     from pyshacl import validate as shacl_validate
 
+    if not graph.store.context_aware:  # the codec's parse store; pyshacl wants contexts
+        copy = Graph()
+        copy += graph
+        graph = copy
     conforms, results, _text = shacl_validate(
         graph, shacl_graph=shapes if shapes is not None else load(), inference="none"
     )

@@ -10,7 +10,7 @@ whitespace: RDF literals carry the lexical form itself.
     check(lexical, datatype)    raises LexicalFormError with that text
     number / boolean / date_time / duration   the value of a checked literal
     check_statement(s, p, o)    raises WrongDatatype naming the term and node: every parser
-                                path (codec.parse, fastparse) runs it on each statement it adds
+                                path (oxparse, the JSON-LD store) runs it on each statement
 
 Callers name where the literal was (term and node); the value functions only say what is
 wrong with it.

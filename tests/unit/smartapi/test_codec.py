@@ -4,7 +4,7 @@ import json
 from dataclasses import replace
 
 import pytest
-from rdflib import Graph
+from rdflib import Graph, Literal
 from rdflib.compare import isomorphic
 
 from gateway.errors import MessageParseError, UnsupportedMediaType
@@ -30,11 +30,21 @@ def test_round_trip(msg: AnyMessage, fmt: Format) -> None:
     assert decode(encode(msg, fmt), fmt.value) == msg
 
 
+def normalized(graph: Graph) -> Graph:
+    """The graph with rdflib's normalized literal forms (parse keeps them as written)."""
+    out = Graph()
+    for s, p, o in graph:
+        if isinstance(o, Literal):
+            o = Literal(str(o), lang=o.language, datatype=o.datatype)
+        out.add((s, p, o))
+    return out
+
+
 @pytest.mark.parametrize("msg", all_messages(), ids=lambda m: type(m).__name__)
 def test_fast_writers_give_the_same_graph_as_rdflib(msg: AnyMessage) -> None:
     reference = to_graph(to_tree(msg))
     for fmt in (Format.TURTLE, Format.NTRIPLES):
-        assert isomorphic(parse(encode(msg, fmt), fmt.value), reference), fmt
+        assert isomorphic(normalized(parse(encode(msg, fmt), fmt.value)), reference), fmt
 
 
 def test_96_interval_forecast_round_trips_through_rdflib_turtle() -> None:

@@ -1,5 +1,5 @@
 """The statement limit: a body padded with triples is refused as soon as parsing passes the
-limit, on every path (the fast Turtle reader, rdflib's Turtle and JSON-LD parsers, Smart API
+limit, on every path (pyoxigraph's Turtle and N-Triples, rdflib's JSON-LD parser, Smart API
 1.1 multipart parts, encrypted parts), and its parse costs memory in proportion to the
 limit, not to the body."""
 
@@ -16,7 +16,7 @@ from gateway.smartapi.flexibility import statements_for
 
 
 def padded(count: int, *, relative: bool = False) -> bytes:
-    """`count` distinct statements; relative IRIs are outside the fast reader's subset."""
+    """`count` distinct statements, optionally with IRIs relative to a base."""
     if relative:
         head = b"@base <http://a.example/> .\n"
         return head + b"".join(b'<s> <p> "%d" .\n' % i for i in range(count))
@@ -36,7 +36,7 @@ def padded_jsonld(count: int) -> bytes:
         (padded(300), "application/n-triples"),
         (padded_jsonld(300), "application/ld+json"),
     ],
-    ids=["fast-turtle", "rdflib-turtle", "ntriples", "jsonld"],
+    ids=["turtle", "turtle-base", "ntriples", "jsonld"],
 )
 def test_the_limit_is_exact_on_every_parser(body: bytes, ctype: str) -> None:
     assert len(parse(body, ctype, 300)) == 300
