@@ -226,8 +226,11 @@ class Link:
         return bool(self._con.state == c104.ConnectionState.OPEN_MUTED)
 
     def start_data_transfer(self) -> None:
-        """Send STARTDT act (again): c104 now and then opens a connection without it."""
-        self._con.unmute()
+        """Send STARTDT act (again): c104 now and then opens a connection without it. Only
+        while the connection is still open and muted: c104 crashed (SIGSEGV) in `unmute()`
+        on a connection a garbage-sending peer had just made it close."""
+        if self.awaiting_startdt:
+            self._con.unmute()
 
     def start(self) -> None:
         try:

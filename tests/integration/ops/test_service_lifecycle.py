@@ -206,6 +206,17 @@ def test_sighup_keeps_running_on_bad_files_and_applies_good_ones(service: Servic
         status, snap = service.get("/api/status")
     assert all(d["up"] for d in snap["devices"]), snap["devices"]
 
+    def pv1_ups() -> int:
+        return sum(
+            1
+            for kind, device, _ in service.events()
+            if (kind, device) == ("link_up", "pv1-inverter")
+        )
+
+    # a session is up on connect, its link_up recorded once its first poll answered: a stop
+    # in between would leave the event out
+    while pv1_ups() < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
     service.proc.send_signal(signal.SIGTERM)
     assert service.proc.wait(timeout=10) == 0
     events = service.events()

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import pytest
+
 from gateway.flex.model import (
     Activation,
     ActivationDecision,
@@ -23,6 +25,14 @@ from gateway.ops.flexwatch import FlexWatch
 from gateway.ops.metrics import Registry
 
 NOW = datetime.now(UTC)
+
+
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """The status is judged against the wall clock: each test's NOW is taken when it starts
+    (a module-level time went stale when the whole suite ran longer than a band)."""
+    global NOW
+    NOW = datetime.now(UTC)
 
 
 @dataclass
@@ -43,7 +53,8 @@ def watch() -> tuple[FlexWatch, Service, Registry]:
     return FlexWatch(cast(FlexService, cast(Any, service)), metrics), service, metrics
 
 
-def activation(name: str, start: datetime = NOW) -> Activation:
+def activation(name: str, start: datetime | None = None) -> Activation:
+    start = NOW if start is None else start
     return Activation(name, start, start + timedelta(minutes=15), p_kw=10.0)
 
 
