@@ -3,7 +3,8 @@ durable outbox's write throughput against a naive commit per message.
 
 Round trip: the AMS simulator sends signed Reserve Activations to the gateway's North and
 waits for the answer; the gateway runs the whole inbound pipeline (parse, signature,
-shapes, authorization, band and window checks, apply to the reserve book, ledger) and
+shapes, authorization, ledger, and the flexibility service's decision on the simulated test
+microgrid: the reserved band and window, a trial dispatch, the set point recorded) and
 answers with a signed Response. Over HTTPS the AMS keeps its TLS connection open; over
 MQTT both sides are connected to a local mosquitto with TLS client certificates. Median
 and p99 in ms; the MQTT/HTTPS ratio.
@@ -37,37 +38,15 @@ from gateway.north.service import North
 from gateway.north.wire import TURTLE, Channel
 from gateway.smartapi.flexibility import (
     FlexibilityForecast,
-    ForecastInterval,
 )
-from gateway.smartapi.messages import new_message_id
+from tests.support.north import MICROGRID, flexibility
 
 ROOT = Path(__file__).resolve().parent.parent
-
-MICROGRID = "bench-microgrid"
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def forecast(intervals: int = 96) -> FlexibilityForecast:
-    from datetime import UTC, datetime, timedelta
-
-    now = datetime.now(UTC)
-    start = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
-    row = ForecastInterval(
-        p_kw=40.0, p_min_kw=10.0, p_max_kw=70.0, q_kvar=5.0, q_min_kvar=-20.0, q_max_kvar=30.0
-    )
-    return FlexibilityForecast(
-        id=new_message_id(),
-        sender="https://mgms.example/gateway",
-        generated_at=now,
-        microgrid=MICROGRID,
-        start=start,
-        step=timedelta(minutes=15),
-        intervals=(row,) * intervals,
-    )
 
 
 async def round_trips(work: Path, count: int) -> dict[str, object]:
@@ -88,7 +67,10 @@ async def round_trips(work: Path, count: int) -> dict[str, object]:
             mqtt=mqtt,
         )
         async with (
-            North(config, microgrid=MICROGRID, state_dir=work / "gw") as north,
+            flexibility(work / "gw") as flex,
+            North(
+                config, microgrid=MICROGRID, state_dir=work / "gw", handler=flex.handler
+            ) as north,
             AmsSimulator(ams_config) as ams,
         ):
             tasks = [asyncio.create_task(north.run()), asyncio.create_task(ams.run())]
@@ -98,11 +80,11 @@ async def round_trips(work: Path, count: int) -> dict[str, object]:
                     await ams.ready()
                     assert north.mqtt is not None
                     await north.mqtt.connected.wait()
-                f = forecast()
-                await north.send(f)
+                flex.north = north
+                await flex.publish_forecast()
                 got = await asyncio.wait_for(ams.next_message(Channel.FORECAST), 30)
                 assert isinstance(got, FlexibilityForecast)
-                n = ams.notification_for(got)
+                n = ams.notification_for(got, intervals=2)
                 assert (await ams.send(n)).answer.status == 200
                 results: dict[str, list[float]] = {"https": [], "mqtt": []}
                 # interleaved in blocks so both see the same machine load

@@ -9,9 +9,10 @@ flexibility records; must be 0), `unexpected` (answers their class does not allo
 
 The gateway's own northbound side is used when its config has a `north:` section with a
 development PKI (`mgms certs init`, which holds the AMS's signing key the generator signs
-with); without one the part runs a minimal northbound of its own (a fresh development PKI,
-the default reserve book) on the soak's event loop, so the messages still meet the real
-TLS server and inbound pipeline.
+with); without one the part runs a minimal northbound of its own (a fresh development PKI, a
+flexibility service of its own on the gateway's points, controller and store, never run:
+it only decides) on the soak's event loop, so the messages still meet the real TLS server,
+inbound pipeline and reserve handler.
 """
 
 from __future__ import annotations
@@ -20,15 +21,15 @@ import asyncio
 import contextlib
 import sqlite3
 import tempfile
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from gateway.app import Gateway
-from gateway.north.certs import GATEWAY_IDENTITY, dev_north_config, init_dev_pki
+from gateway.flex.bridge import FlexReserveHandler, NorthPublisher
+from gateway.flex.records import FlexRecords
+from gateway.flex.service import FlexService
+from gateway.north.certs import dev_north_config, init_dev_pki
 from gateway.north.service import North
-from gateway.smartapi.flexibility import FlexibilityForecast, ForecastInterval
-from gateway.smartapi.messages import new_message_id
 from tests.support.hostile import fire_from_process
 
 SEED = 9
@@ -80,6 +81,11 @@ class HostileInbound:
         # nothing is sent to the AMS in this run: its URL is never used
         config = dev_north_config(pki, ams_url="https://127.0.0.1:9", port=0)
         own = North(config, microgrid=gw.config.gateway.microgrid.id, state_dir=state)
+        records = FlexRecords(state / "flex.sqlite")
+        stack.callback(records.close)
+        publisher = NorthPublisher(own.send, sender=config.identity, microgrid=own.microgrid)
+        flex = FlexService(gw.config, gw.table, gw.controller, records, publisher, gw.store)
+        own.handler = FlexReserveHandler(flex)
         await stack.enter_async_context(own)
         task = asyncio.create_task(own.run(), name="hostile-north")
 
@@ -90,10 +96,6 @@ class HostileInbound:
 
         stack.push_async_callback(stop)
         await asyncio.wait_for(own.started(), 10)
-        # the reserve book checks a notification against the flexibility we offered: offer
-        # some for the day, as a gateway does with its forecasts
-        assert own.reserve_book is not None
-        await own.reserve_book.record_forecast(day_forecast(own.microgrid))
         return own, pki
 
     def _answered_ok(self) -> int:
@@ -117,32 +119,15 @@ class HostileInbound:
         }
 
 
-def day_forecast(microgrid: str) -> FlexibilityForecast:
-    """A day of 15-minute intervals: baseline 40 kW import, adjustable 10..70 kW."""
-    now = datetime.now(UTC)
-    step = timedelta(minutes=15)
-    return FlexibilityForecast(
-        id=new_message_id(),
-        sender=GATEWAY_IDENTITY,
-        generated_at=now,
-        microgrid=microgrid,
-        start=now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0),
-        step=step,
-        intervals=tuple(ForecastInterval(40.0, 10.0, 70.0, 5.0, -20.0, 30.0) for _ in range(96)),
-    )
-
-
 def _held(state: Path, ids: set[str]) -> int:
     """Hostile message ids the gateway answered 2xx (inbound ledger) or holds as accepted
-    (flexibility records, reserve book)."""
+    (flexibility records)."""
     if not ids:
         return 0
     checks = [
         (state / "north-inbound.sqlite", "SELECT message_id FROM inbound WHERE status < 300"),
         (state / "flex.sqlite", "SELECT id FROM flex_reservation WHERE status != 'refused'"),
         (state / "flex.sqlite", "SELECT id FROM flex_activation WHERE status != 'refused'"),
-        (state / "north-reserves.sqlite", "SELECT id FROM notifications"),
-        (state / "north-reserves.sqlite", "SELECT id FROM activations"),
     ]
     held = 0
     for path, sql in checks:

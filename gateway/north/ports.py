@@ -15,7 +15,7 @@ when the AMS repeats it. A layer
 that decides in one step (check, hold and record together) may leave `check_*` empty and
 raise `ReserveRefused` from `apply_*`, provided nothing is kept of a refused message.
 Any other exception from `apply_*` is answered 500 `apply-failed`.
-`gateway.north.reserves.SqliteReserveBook` is the default implementation.
+`gateway.flex.bridge.FlexReserveHandler` is the implementation.
 """
 
 from __future__ import annotations
@@ -106,10 +106,3 @@ class ReserveHandler(Protocol):
     async def check_activation(self, activation: ReserveActivation) -> None: ...
 
     async def apply_activation(self, activation: ReserveActivation) -> None: ...
-
-
-class ForecastSink(Protocol):
-    """Told about every forecast the gateway sends (the default reserve book needs the
-    baselines to check activations against the reserved band)."""
-
-    async def record_forecast(self, forecast: FlexibilityForecast) -> None: ...

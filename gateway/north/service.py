@@ -1,7 +1,7 @@
 """Northbound, assembled from the config: what the composition root builds and runs.
 
     north = North.from_config(loaded)              # builds nothing, reads no file yet
-    north.handler = FlexReserveHandler(service)    # default: the SQLite reserve book
+    north.handler = FlexReserveHandler(service)    # none: reserve messages are refused
     opener, sealer = north.access_security()
     north.access = AccessService(..., opener=opener, sealer=sealer)
     async with north:                              # keys, TLS files, state files
@@ -9,8 +9,7 @@
         await north.send(forecast)                 # durable on return
 
 State files in the gateway's state directory: `north-outbox.sqlite` (outbound messages),
-`north-inbound.sqlite` (first answer to each inbound message) and, with the default
-reserve handler, `north-reserves.sqlite`.
+`north-inbound.sqlite` (first answer to each inbound message).
 """
 
 from __future__ import annotations
@@ -26,19 +25,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from gateway.config import LoadedConfig
-from gateway.errors import InboundRejected, Reason
+from gateway.errors import InboundRejected, Reason, RefusalReason, ReserveRefused
 from gateway.north.client import HttpsSender
 from gateway.north.codec import access_security, secured
 from gateway.north.config import NorthConfig, Role
 from gateway.north.ledger import Ledger
 from gateway.north.outbox import OutboundMessage, Outbox, OutboxClock, OutboxStats
 from gateway.north.pipeline import InboundPipeline, ReserveApplier
-from gateway.north.ports import ForecastSink, MessageCodec, ReserveHandler
-from gateway.north.reserves import SqliteReserveBook
+from gateway.north.ports import MessageCodec, ReserveHandler
 from gateway.north.server import AccessCore, HttpsServer, build_app
 from gateway.north.tls import AllowList, client_context, server_context, validity_problem
 from gateway.north.wire import INBOUND, TURTLE, Answer, Channel, media_type
-from gateway.smartapi.flexibility import FlexibilityForecast, ReserveVerification
+from gateway.smartapi.flexibility import (
+    FlexibilityForecast,
+    ReserveActivation,
+    ReserveNotification,
+    ReserveVerification,
+)
 from gateway.smartapi.security.profile import InboundSecurity, OutboundSecurity
 
 if TYPE_CHECKING:  # aiomqtt is the optional `mqtt` extra: imported only to use it
@@ -48,7 +51,28 @@ log = logging.getLogger(__name__)
 
 OUTBOX_FILE = "north-outbox.sqlite"
 LEDGER_FILE = "north-inbound.sqlite"
-RESERVES_FILE = "north-reserves.sqlite"
+
+
+class NoFlexibility:
+    """The reserve handler of a North that was given none: it refuses every reserve
+    message, saying why, and keeps nothing."""
+
+    def _refuse(self) -> None:
+        raise ReserveRefused(
+            RefusalReason.REFUSED, "this gateway runs no flexibility service to reserve from"
+        )
+
+    async def check_notification(self, notification: ReserveNotification) -> None:
+        self._refuse()
+
+    async def apply_notification(self, notification: ReserveNotification) -> None:
+        self._refuse()
+
+    async def check_activation(self, activation: ReserveActivation) -> None:
+        self._refuse()
+
+    async def apply_activation(self, activation: ReserveActivation) -> None:
+        self._refuse()
 
 
 @dataclass(frozen=True)
@@ -61,7 +85,7 @@ class NorthStats:
 
 class North:
     """The gateway's northbound side. `handler` is the flexibility layer's ReserveHandler
-    (default: a SqliteReserveBook in the state directory, which also records forecasts);
+    (without one, every Reserve Notification and Activation is refused, saying why);
     `access` serves the Smart API access endpoint."""
 
     def __init__(
@@ -71,7 +95,6 @@ class North:
         microgrid: str,
         state_dir: Path,
         handler: ReserveHandler | None = None,
-        forecast_sink: ForecastSink | None = None,
         access: AccessCore | None = None,
         codec: MessageCodec[Any] | None = None,
         outbox_clock: OutboxClock | None = None,
@@ -81,7 +104,6 @@ class North:
         self.state_dir = state_dir
         #: the reserve handler; may be set after construction, before `async with`
         self.handler = handler
-        self._sink = forecast_sink
         #: the Smart API access core; may be set after construction, before `run()`
         self.access = access
         self._codec_override = codec
@@ -89,7 +111,6 @@ class North:
         self._stack = AsyncExitStack()
         self.outbox = Outbox(state_dir / OUTBOX_FILE, config.outbox, clock=outbox_clock)
         self.pipeline: InboundPipeline | None = None
-        self.reserve_book: SqliteReserveBook | None = None
         self.mqtt: MqttEndpoint | None = None
         self.server: HttpsServer | None = None
         self._client_ssl: ssl.SSLContext | None = None
@@ -123,13 +144,7 @@ class North:
                 log.error("northbound TLS: %s", problem)
             await self._stack.enter_async_context(self.outbox)
             ledger = await self._stack.enter_async_context(Ledger(self.state_dir / LEDGER_FILE))
-            handler = self.handler
-            if handler is None:
-                book = SqliteReserveBook(self.state_dir / RESERVES_FILE)
-                self.reserve_book = await self._stack.enter_async_context(book)
-                handler = self.reserve_book
-                if self._sink is None:
-                    self._sink = self.reserve_book
+            handler = self.handler or NoFlexibility()
             self.pipeline = InboundPipeline(
                 self._codec,
                 ledger,
@@ -257,10 +272,7 @@ class North:
             body, ctype = self._codec.encode_v11(message)
         else:
             body, ctype = self._codec.encode(message, TURTLE), TURTLE
-        fresh = await self.outbox.put(OutboundMessage(message.id, channel.value, ctype, body))
-        if fresh and isinstance(message, FlexibilityForecast) and self._sink is not None:
-            await self._sink.record_forecast(message)
-        return fresh
+        return await self.outbox.put(OutboundMessage(message.id, channel.value, ctype, body))
 
     async def prepare_reload(self, loaded: LoadedConfig) -> Callable[[], Awaitable[None]]:
         """Re-read the signing key and trusted peers (from the reloaded `north.signing`; the

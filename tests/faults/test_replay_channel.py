@@ -6,17 +6,14 @@ form (found after parsing) guards the other path."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from gateway.north.ams_sim import AmsSimulator
-from gateway.north.service import North
 from gateway.north.wire import JSON_LD, TURTLE, Answer, Channel
 from gateway.smartapi import codec
-from gateway.smartapi.flexibility import FlexibilityForecast
 from gateway.smartapi.messages import ErrorMessage, Response
 from tests.support import north as support
 from tests.support.pki import PkiFiles, make_test_pki
@@ -31,14 +28,17 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PkiFiles:
 
 
 @pytest.fixture
-async def pair(pki: PkiFiles, tmp_path: Path) -> AsyncIterator[tuple[North, AmsSimulator]]:
+async def pair(
+    pki: PkiFiles, tmp_path: Path
+) -> AsyncIterator[tuple[support.Flexibility, AmsSimulator]]:
     gw_port, ams_port = free_port(), free_port()
     config = support.gateway_config(pki, ams_port=ams_port, port=gw_port)
     async with (
+        support.flexibility(tmp_path / "gw") as flex,
         support.running_ams(pki, tmp_path / "ams", gateway_port=gw_port, port=ams_port) as ams,
-        support.running_gateway(config, tmp_path / "gw") as north,
+        support.running_gateway(config, tmp_path / "gw", flex),
     ):
-        yield north, ams
+        yield flex, ams
 
 
 def error_reason(answer: Answer) -> tuple[int, str]:
@@ -49,13 +49,11 @@ def error_reason(answer: Answer) -> tuple[int, str]:
 
 @pytest.mark.parametrize("form", [TURTLE, JSON_LD], ids=["byte-identical", "other-form"])
 async def test_accepted_activation_replayed_on_the_notification_endpoint(
-    pair: tuple[North, AmsSimulator], form: str
+    pair: tuple[support.Flexibility, AmsSimulator], form: str
 ) -> None:
-    north, ams = pair
-    assert await north.send(support.forecast())
-    f = await asyncio.wait_for(ams.next_message(Channel.FORECAST), 10)
-    assert isinstance(f, FlexibilityForecast)
-    n = ams.notification_for(f)
+    flex, ams = pair
+    f = await support.offered(flex, ams)
+    n = ams.notification_for(f, intervals=2)
     assert (await ams.send(n)).answer.status == 200
     a = ams.activation_for(n, f, fraction=0.5)
     body = ams.encode(a)
@@ -73,7 +71,6 @@ async def test_accepted_activation_replayed_on_the_notification_endpoint(
     assert again.status == 200
     reply = codec.decode(again.body, again.content_type)
     assert isinstance(reply, Response) and reply.in_reply_to == a.id
-    assert north.reserve_book is not None
-    assert [s.id for s in await north.reserve_book.activations()] == [a.id]
-    assert await north.reserve_book.notification(n.id) is not None
-    assert await north.reserve_book.notification(a.id) is None
+    assert flex.accepted_activations() == [a.id]
+    assert flex.service.reservation(n.id) is not None
+    assert flex.service.reservation(a.id) is None

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway.north.reserves import SqliteReserveBook
 from tests.support import north as support
 from tests.support.pki import PkiFiles, make_test_pki
 from tests.support.procs import ROOT, child_env, free_port
@@ -26,7 +25,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PkiFiles:
 async def test_ams_sim_command_runs_a_crp_cycle(pki: PkiFiles, tmp_path: Path) -> None:
     gw_port, ams_port = free_port(), free_port()
     config = support.gateway_config(pki, ams_port=ams_port, port=gw_port)
-    async with support.running_gateway(config, tmp_path / "gw") as north:
+    # the simulator reserves half of every interval offered: offer the next half hour
+    async with (
+        support.flexibility(tmp_path / "gw", horizon_h=0.5) as flex,
+        support.running_gateway(config, tmp_path / "gw", flex) as north,
+    ):
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -52,17 +55,14 @@ async def test_ams_sim_command_runs_a_crp_cycle(pki: PkiFiles, tmp_path: Path) -
             async with asyncio.timeout(30):
                 ready = json.loads(await proc.stdout.readline())
                 assert ready == {"ready": True, "port": ams_port}
-                forecast = support.forecast()
-                await north.send(forecast)
-                book = north.reserve_book
-                assert isinstance(book, SqliteReserveBook)
+                await flex.publish_forecast()
 
                 async def activated() -> bool:
-                    return bool(await book.activations())
+                    return bool(flex.accepted_activations())
 
                 await until(activated, within=20)
-                (activation,) = await book.activations()
-                verification = support.verification(activation.id)
+                (activation,) = flex.accepted_activations()
+                verification = support.verification(activation)
                 await north.send(verification)
                 result = json.loads(await proc.stdout.readline())
                 assert await proc.wait() == 0
@@ -70,9 +70,9 @@ async def test_ams_sim_command_runs_a_crp_cycle(pki: PkiFiles, tmp_path: Path) -
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
-    assert result["forecast"] == forecast.id
+    assert result["notification"]["id"] in {r.id for r in flex.service.reservations}
     assert result["notification"]["status"] == 200
     assert result["activation"]["status"] == 200
-    assert result["activation"]["id"] == activation.id
+    assert result["activation"]["id"] == activation
     assert result["activation"]["latency_ms"] > 0
     assert result["verification"] == verification.id

@@ -4,6 +4,7 @@ simulator, and every class of refusal of the inbound pipeline."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -13,12 +14,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from gateway.flex.records import FlexRecords
 from gateway.loader import load_config
 from gateway.model import Command, CommandResult, Reading
 from gateway.north.ams_sim import AmsSimulator
 from gateway.north.certs import GATEWAY_IDENTITY, OPERATOR_IDENTITY
 from gateway.north.config import NorthConfig, ServerConfig, TlsFiles
-from gateway.north.reserves import SqliteReserveBook
 from gateway.north.service import North
 from gateway.north.tls import client_context
 from gateway.north.wire import JSON_LD, TURTLE, Answer, Channel
@@ -59,11 +60,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PkiFiles:
 class Pair:
     north: North
     ams: AmsSimulator
-
-    @property
-    def book(self) -> SqliteReserveBook:
-        assert self.north.reserve_book is not None
-        return self.north.reserve_book
+    flex: support.Flexibility
 
 
 @pytest.fixture
@@ -71,10 +68,11 @@ async def pair(pki: PkiFiles, tmp_path: Path) -> AsyncIterator[Pair]:
     gw_port, ams_port = free_port(), free_port()
     config = support.gateway_config(pki, ams_port=ams_port, port=gw_port)
     async with (
+        support.flexibility(tmp_path / "gw") as flex,
         support.running_ams(pki, tmp_path / "ams", gateway_port=gw_port, port=ams_port) as ams,
-        support.running_gateway(config, tmp_path / "gw") as north,
+        support.running_gateway(config, tmp_path / "gw", flex) as north,
     ):
-        yield Pair(north, ams)
+        yield Pair(north, ams, flex)
 
 
 def decoded(answer: Answer) -> Response | ErrorMessage:
@@ -92,12 +90,10 @@ def refused(answer: Answer, status: int, reason: str) -> ErrorMessage:
 
 
 async def reserved(pair: Pair) -> tuple[FlexibilityForecast, ReserveNotification]:
-    """Forecast sent and received, notification accepted: the state activations need."""
-    f = support.forecast()
-    assert await pair.north.send(f)
-    got = await asyncio.wait_for(pair.ams.next_message(Channel.FORECAST), 10)
-    assert isinstance(got, FlexibilityForecast)
-    n = pair.ams.notification_for(got)
+    """Forecast sent and received, notification for the first two intervals accepted by
+    the flexibility service: the state activations need."""
+    got = await support.offered(pair.flex, pair.ams)
+    n = pair.ams.notification_for(got, intervals=2)
     sent = await pair.ams.send(n)
     assert sent.answer.status == 200, sent.answer.body.decode()
     return got, n
@@ -105,16 +101,19 @@ async def reserved(pair: Pair) -> tuple[FlexibilityForecast, ReserveNotification
 
 async def test_full_crp_cycle(pair: Pair) -> None:
     f, n = await reserved(pair)
-    assert f == pair.ams.messages(Channel.FORECAST)[0]
+    assert f == pair.ams.messages(Channel.FORECAST)[-1]
     a = pair.ams.activation_for(n, f, fraction=0.5)
     sent = await pair.ams.send(a)
     reply = decoded(sent.answer)
     assert isinstance(reply, Response)
     assert reply.in_reply_to == a.id
     assert sent.latency_ms > 0
-    stored = await pair.book.activations()
-    assert [(s.id, s.p_kw) for s in stored] == [(a.id, a.p_kw)]
-    assert a.p_kw == pytest.approx(40.0 - 0.5 * 15.0)  # baseline - half the reserved down band
+    assert pair.flex.accepted_activations() == [a.id]
+    stored = pair.flex.activation(a.id)
+    assert stored is not None and stored.activation.p_kw == pytest.approx(a.p_kw)
+    # the baseline less half the reserved down band
+    band = n.intervals[0].p_lower_kw
+    assert band > 0 and a.p_kw == pytest.approx(f.intervals[0].p_kw - 0.5 * band)
 
     v = support.verification(a.id)
     assert await pair.north.send(v)
@@ -123,7 +122,9 @@ async def test_full_crp_cycle(pair: Pair) -> None:
     assert got == v
     await support.drained(pair.north)
     stats = await pair.north.stats()
-    assert stats.outbox.delivered == 2
+    received = pair.ams.messages(Channel.FORECAST) + pair.ams.messages(Channel.VERIFICATION)
+    assert stats.outbox.delivered == len(received), [type(m).__name__ for m in received]
+    assert [m.id for m in received].count(v.id) == 1
     assert stats.inbound["accepted"] == 2
 
 
@@ -148,7 +149,7 @@ async def test_repeat_gets_the_first_answer_and_applies_once(pair: Pair) -> None
     assert first.status == 200
     assert again == first
     assert all(c == first for c in concurrent)
-    assert len(await pair.book.activations()) == 1
+    assert pair.flex.accepted_activations() == [a.id]
     counts = (await pair.north.stats()).inbound
     assert counts["repeat"] == 4
 
@@ -161,7 +162,7 @@ async def test_same_message_signed_again_is_a_repeat(pair: Pair) -> None:
     answers = [await pair.ams.post(Channel.ACTIVATION, b, TURTLE) for b in (first, second)]
     assert answers[0].status == 200
     assert answers[1] == answers[0]
-    assert len(await pair.book.activations()) == 1
+    assert pair.flex.accepted_activations() == [a.id]
 
 
 async def test_same_id_with_other_content_is_refused(pair: Pair) -> None:
@@ -181,8 +182,10 @@ async def test_same_id_with_other_content_is_refused(pair: Pair) -> None:
             pair.ams.config, gateway_url=f"https://127.0.0.1:{restarted.server.port}"
         )
         refused(await pair.ams.post(Channel.ACTIVATION, body, TURTLE), 409, "id-conflict")
-        assert restarted.reserve_book is not None
-        assert [s.p_kw for s in await restarted.reserve_book.activations()] == [a.p_kw]
+        # the flexibility records outlive it too
+        with contextlib.closing(FlexRecords(state_dir / "flex.sqlite")) as records:
+            kept = records.activation(a.id)
+        assert kept is not None and kept.activation.p_kw == pytest.approx(a.p_kw)
 
 
 def _free(config: NorthConfig) -> ServerConfig:
@@ -229,8 +232,9 @@ async def test_more_statements_than_the_limit(pki: PkiFiles, tmp_path: Path) -> 
     gw_port, ams_port = free_port(), free_port()
     config = support.gateway_config(pki, ams_port=ams_port, port=gw_port, max_statements=500)
     async with (
+        support.flexibility(tmp_path / "gw") as flex,
         support.running_ams(pki, tmp_path / "ams", gateway_port=gw_port, port=ams_port) as ams,
-        support.running_gateway(config, tmp_path / "gw") as north,
+        support.running_gateway(config, tmp_path / "gw", flex),
     ):
         f = support.forecast()
         a = ams.activation_for(ams.notification_for(f), f)
@@ -241,7 +245,7 @@ async def test_more_statements_than_the_limit(pki: PkiFiles, tmp_path: Path) -> 
         assert "more than 500 RDF statements" in message.message
         answer = await ams.post(Channel.ACTIVATION, body, TURTLE)
         refused(answer, 422, "unknown-notification")
-        assert north.reserve_book is not None and await north.reserve_book.activations() == []
+        assert flex.accepted_activations() == []
 
 
 async def test_shape_violation_names_the_term(pki: PkiFiles, pair: Pair) -> None:
@@ -251,7 +255,7 @@ async def test_shape_violation_names_the_term(pki: PkiFiles, pair: Pair) -> None
     answer = await pair.ams.post(Channel.ACTIVATION, broken, TURTLE)
     error = refused(answer, 422, "missing-term")
     assert "hasUnit" in error.message
-    assert await pair.book.activations() == []
+    assert pair.flex.accepted_activations() == []
 
 
 async def test_message_on_the_wrong_endpoint(pair: Pair) -> None:
@@ -259,7 +263,7 @@ async def test_message_on_the_wrong_endpoint(pair: Pair) -> None:
     a = pair.ams.activation_for(n, f)
     answer = await pair.ams.post(Channel.NOTIFICATION, pair.ams.encode(a), TURTLE)
     refused(answer, 422, "wrong-channel")
-    assert await pair.book.activations() == []
+    assert pair.flex.accepted_activations() == []
 
 
 async def test_sender_the_certificate_may_not_speak_for(pki: PkiFiles, pair: Pair) -> None:
@@ -270,19 +274,20 @@ async def test_sender_the_certificate_may_not_speak_for(pki: PkiFiles, pair: Pai
     body = support.signed(pki, "operator", as_operator)
     answer = await pair.ams.post(Channel.ACTIVATION, body, TURTLE)
     refused(answer, 403, "sender-not-allowed")
-    assert await pair.book.activations() == []
+    assert pair.flex.accepted_activations() == []
 
 
 async def test_tampered_message_is_refused(pair: Pair) -> None:
     f, n = await reserved(pair)
     a = pair.ams.activation_for(n, f, fraction=0.5)
+    a = replace(a, p_kw=round(a.p_kw, 1))  # one decimal: the literal to tamper with is known
     body = pair.ams.encode(a).decode()
     p = repr(a.p_kw)
     assert body.count(f"rdf:value {a.p_kw:.1f}E0") == 1, body
     tampered = body.replace(f"rdf:value {a.p_kw:.1f}E0", "rdf:value 1.0E0")
     answer = await pair.ams.post(Channel.ACTIVATION, tampered.encode(), TURTLE)
     refused(answer, 401, "signature-invalid")
-    assert p and await pair.book.activations() == []
+    assert p and pair.flex.accepted_activations() == []
 
 
 async def test_unsigned_message_is_refused(pair: Pair) -> None:
@@ -291,7 +296,7 @@ async def test_unsigned_message_is_refused(pair: Pair) -> None:
         Channel.ACTIVATION, codec.encode(pair.ams.activation_for(n, f)), TURTLE
     )
     refused(answer, 401, "signature-missing")
-    assert await pair.book.activations() == []
+    assert pair.flex.accepted_activations() == []
 
 
 async def test_signature_by_an_untrusted_key_is_refused(pki: PkiFiles, pair: Pair) -> None:
@@ -338,15 +343,15 @@ async def test_unknown_notification(pair: Pair) -> None:
     stray = ReserveActivation(**{**_fields(a), "notification": "no-such-notification"})  # type: ignore[arg-type]
     answer = await pair.ams.post(Channel.ACTIVATION, pair.ams.encode(stray), TURTLE)
     refused(answer, 422, "unknown-notification")
-    assert await pair.book.activations() == []
+    assert pair.flex.accepted_activations() == []
 
 
 async def test_set_point_outside_the_reserved_band(pair: Pair) -> None:
     f, n = await reserved(pair)
     a = pair.ams.activation_for(n, f, fraction=1.5)  # 1.5 x the reserved down band
     error = refused((await pair.ams.send(a)).answer, 422, "outside-band")
-    assert "17.5" in error.message  # the set point 40 - 1.5*15
-    assert await pair.book.activations() == []
+    assert "band" in error.message, error.message
+    assert pair.flex.accepted_activations() == []
 
 
 async def test_activation_outside_the_reserved_window(pair: Pair) -> None:
@@ -367,25 +372,25 @@ async def test_activation_outside_the_reserved_window(pair: Pair) -> None:
 
 
 async def test_activation_that_already_ended(pair: Pair) -> None:
-    start = support.interval_start() - timedelta(hours=1)
-    f = support.forecast(start=start)
-    assert await pair.north.send(f)
-    got = await asyncio.wait_for(pair.ams.next_message(Channel.FORECAST), 10)
-    assert isinstance(got, FlexibilityForecast)
-    n = pair.ams.notification_for(got)
-    assert (await pair.ams.send(n)).answer.status == 200
-    a = pair.ams.activation_for(n, got, start=start, duration=timedelta(minutes=5))
-    refused((await pair.ams.send(a)).answer, 422, "expired")
+    f, n = await reserved(pair)
+    a = pair.ams.activation_for(n, f)
+    now = datetime.now(UTC)
+    ended = replace(a, start=now - timedelta(minutes=30), end=now - timedelta(minutes=20))
+    error = refused((await pair.ams.send(ended)).answer, 422, "outside-window")
+    assert "already over" in error.message, error.message
+    assert pair.flex.accepted_activations() == []
 
 
 async def test_notification_beyond_offered_flexibility(pair: Pair) -> None:
-    f = support.forecast()
-    assert await pair.north.send(f)
-    got = await asyncio.wait_for(pair.ams.next_message(Channel.FORECAST), 10)
-    assert isinstance(got, FlexibilityForecast)
+    got = await support.offered(pair.flex, pair.ams)
     greedy = pair.ams.notification_for(got, share=1.2)
-    refused((await pair.ams.send(greedy)).answer, 422, "exceeds-offered-flexibility")
-    assert await pair.book.notification(greedy.id) is None
+    answer = (await pair.ams.send(greedy)).answer
+    message = decoded(answer)
+    assert isinstance(message, ErrorMessage) and answer.status == 422, answer.body.decode()
+    reason = message.message.split(":")[0]
+    assert reason.startswith("insufficient-") or reason == "coupling-point-limit", message
+    assert "nothing was held" in message.message
+    assert pair.flex.service.reservation(greedy.id) is None
 
 
 async def test_gateway_answers_are_stamped_with_its_identity(pair: Pair) -> None:

@@ -15,7 +15,7 @@ from gateway.north.config import MqttConfig
 from gateway.north.service import North
 from gateway.north.wire import TURTLE, Channel
 from gateway.smartapi import codec
-from gateway.smartapi.flexibility import FlexibilityForecast, ReserveVerification
+from gateway.smartapi.flexibility import ReserveVerification
 from gateway.smartapi.messages import ErrorMessage, Response
 from tests.support import north as support
 from tests.support.mosquitto import Broker, mosquitto
@@ -40,6 +40,7 @@ def broker(pki: PkiFiles, tmp_path: Path) -> Iterator[Broker]:
 class Pair:
     north: North
     ams: AmsSimulator
+    flex: support.Flexibility
 
 
 @pytest.fixture
@@ -47,29 +48,26 @@ async def pair(pki: PkiFiles, broker: Broker, tmp_path: Path) -> AsyncIterator[P
     mqtt = MqttConfig(host=broker.host, port=broker.port, connect_timeout_s=5)
     config = support.gateway_config(pki, ams_port=free_port(), mqtt=mqtt)
     async with (
+        support.flexibility(tmp_path / "gw") as flex,
         support.running_ams(pki, tmp_path / "ams", gateway_port=None, mqtt=mqtt) as ams,
-        support.running_gateway(config, tmp_path / "gw") as north,
+        support.running_gateway(config, tmp_path / "gw", flex) as north,
     ):
         assert north.mqtt is not None
         async with asyncio.timeout(10):
             await north.mqtt.connected.wait()
-        yield Pair(north, ams)
+        yield Pair(north, ams, flex)
 
 
 async def test_full_crp_cycle_over_mqtt(pair: Pair) -> None:
-    f = support.forecast()
-    assert await pair.north.send(f)
-    got = await asyncio.wait_for(pair.ams.next_message(Channel.FORECAST), 10)
-    assert isinstance(got, FlexibilityForecast) and got == f
-    n = pair.ams.notification_for(got)
+    got = await support.offered(pair.flex, pair.ams)
+    n = pair.ams.notification_for(got, intervals=2)
     sent_n = await pair.ams.send(n, via="mqtt")
     assert sent_n.answer.status == 200, sent_n.answer.body.decode()
     a = pair.ams.activation_for(n, got, fraction=0.5)
     sent_a = await pair.ams.send(a, via="mqtt")
     reply = codec.decode(sent_a.answer.body, sent_a.answer.content_type)
     assert isinstance(reply, Response) and reply.in_reply_to == a.id
-    assert pair.north.reserve_book is not None
-    assert [s.id for s in await pair.north.reserve_book.activations()] == [a.id]
+    assert pair.flex.accepted_activations() == [a.id]
 
     v = support.verification(a.id)
     assert await pair.north.send(v)
@@ -78,15 +76,14 @@ async def test_full_crp_cycle_over_mqtt(pair: Pair) -> None:
     await support.drained(pair.north)
     stats = await pair.north.stats()
     assert stats.mqtt_connected is True
-    assert stats.outbox.delivered == 2
+    received = pair.ams.messages(Channel.FORECAST) + pair.ams.messages(Channel.VERIFICATION)
+    assert stats.outbox.delivered == len(received)
+    assert [m.id for m in received].count(v.id) == 1
 
 
 async def test_refusals_come_back_as_errors_over_mqtt(pair: Pair) -> None:
-    f = support.forecast()
-    await pair.north.send(f)
-    got = await asyncio.wait_for(pair.ams.next_message(Channel.FORECAST), 10)
-    assert isinstance(got, FlexibilityForecast)
-    n = pair.ams.notification_for(got)
+    got = await support.offered(pair.flex, pair.ams)
+    n = pair.ams.notification_for(got, intervals=2)
     assert (await pair.ams.send(n, via="mqtt")).answer.status == 200
     too_far = pair.ams.activation_for(n, got, fraction=2.0)
     sent = await pair.ams.send(too_far, via="mqtt")
@@ -96,16 +93,12 @@ async def test_refusals_come_back_as_errors_over_mqtt(pair: Pair) -> None:
     assert pair.ams.mqtt is not None
     garbage = await pair.ams.mqtt.request(Channel.ACTIVATION, "garbage-1", TURTLE, b"<<<")
     assert garbage.status == 400
-    assert pair.north.reserve_book is not None
-    assert await pair.north.reserve_book.activations() == []
+    assert pair.flex.accepted_activations() == []
 
 
 async def test_repeat_over_mqtt_gets_the_first_answer(pair: Pair) -> None:
-    f = support.forecast()
-    await pair.north.send(f)
-    got = await asyncio.wait_for(pair.ams.next_message(Channel.FORECAST), 10)
-    assert isinstance(got, FlexibilityForecast)
-    n = pair.ams.notification_for(got)
+    got = await support.offered(pair.flex, pair.ams)
+    n = pair.ams.notification_for(got, intervals=2)
     first = await pair.ams.send(n, via="mqtt")
     again = await pair.ams.send(n, via="mqtt")
     assert first.answer == again.answer

@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from rdflib.namespace import DCTERMS, RDF, XSD
 
 from fwsim.process import ROOT, child_env
-from gateway.errors import DeliveryError, InboundRejected
+from gateway.errors import DeliveryError, InboundRejected, RefusalReason
 from gateway.north.certs import SIGNERS
 from gateway.north.config import MqttConfig, TlsFiles
 from gateway.north.mqtt import AMS_SIDE, MqttEndpoint, Topics
@@ -70,24 +70,8 @@ DECODE = frozenset(
     {"missing-term", "wrong-unit", "wrong-datatype", "non-finite-value", "invalid-term"}
     | {"shape-violation"}
 )
-#: refusals of the flexibility layer (gateway.flex.bridge.REFUSAL) and the reserve book
-FLEX_REFUSALS = frozenset(
-    {
-        "conflicts-with-reserve",
-        "coupling-point-limit",
-        "internal-limit",
-        "insufficient-flexibility",
-        "insufficient-energy",
-        "insufficient-reactive",
-        "outside-band",
-        "unknown-notification",
-        "outside-window",
-        "expired",
-        "exceeds-offered-flexibility",
-        "no-baseline",
-        "refused",
-    }
-)
+#: refusals of the flexibility layer (gateway.flex.bridge.REFUSAL)
+FLEX_REFUSALS = frozenset(RefusalReason)
 _POISON = b'"<<<\n'  # breaks Turtle inside a string, an IRI or between terms
 
 

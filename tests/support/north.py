@@ -1,16 +1,22 @@
-"""Northbound test parts: a gateway `North` and an AMS simulator on loopback over the test
-PKI, and the messages of a CRP cycle."""
+"""Northbound test parts: a gateway `North` with the real flexibility service behind it (on
+the simulated test microgrid, at the real time) and an AMS simulator on loopback over the
+test PKI, and the messages of a CRP cycle."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from gateway.config import FlexSettings
+from gateway.flex.bridge import FlexReserveHandler, NorthPublisher
+from gateway.flex.records import ActivationRecord, FlexRecords
+from gateway.flex.service import FlexService
 from gateway.north.ams_sim import AmsSimConfig, AmsSimulator
 from gateway.north.certs import GATEWAY_IDENTITY, SIGNERS, dev_north_config
 from gateway.north.config import (
@@ -21,7 +27,7 @@ from gateway.north.config import (
     TlsFiles,
 )
 from gateway.north.service import North
-from gateway.north.wire import TURTLE
+from gateway.north.wire import TURTLE, Channel
 from gateway.smartapi.codec import media_format, serialize
 from gateway.smartapi.encode import to_tree
 from gateway.smartapi.flexibility import (
@@ -34,6 +40,7 @@ from gateway.smartapi.messages import Message, new_message_id
 from gateway.smartapi.security.keys import Identity
 from gateway.smartapi.security.profile import OutboundSecurity
 from gateway.smartapi.tree import Node
+from tests.support.flexsim import Bench, BenchClock
 from tests.support.pki import PkiFiles
 from tests.support.waiting import until
 
@@ -133,11 +140,99 @@ def gateway_config(
     )
 
 
+class Flexibility:
+    """The gateway's flexibility service on the simulated test microgrid, its clock kept at
+    the real time (the AMS's messages carry real times): the real `FlexReserveHandler`
+    decides what the AMS sends, its forecasts go out through North. Records in
+    `state_dir/flex.sqlite`, so a restarted gateway finds what was accepted."""
+
+    def __init__(self, state_dir: Path, horizon_h: float = 1.0) -> None:
+        self.bench = Bench(datetime.now(UTC), sample_s=60.0)
+        self.bench.config.gateway.flex = FlexSettings(
+            interval_s=900, control_cycle_s=120, horizon_h=horizon_h, history_days=1
+        )
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.records = FlexRecords(state_dir / "flex.sqlite")
+        self.north: North | None = None
+        #: ids of the messages the service published that the outbox took as new
+        self.published: list[str] = []
+        #: the service's latest forecast as a Smart API message
+        self.last_forecast: FlexibilityForecast | None = None
+        b = self.bench
+        publisher = NorthPublisher(self._send, GATEWAY_IDENTITY, MICROGRID, b.now)
+        self.service = FlexService(
+            b.config, b.table, b.controller, self.records, publisher, b.history, BenchClock(b)
+        )
+        self.handler = FlexReserveHandler(self.service)
+
+    async def _send(self, message: FlexibilityForecast | ReserveVerification) -> bool:
+        if isinstance(message, FlexibilityForecast):
+            self.last_forecast = message
+        if self.north is None:  # in-process tests: nothing goes out
+            return False
+        fresh = await self.north.send(message)
+        if fresh:
+            self.published.append(message.id)
+        return fresh
+
+    def catch_up(self) -> None:
+        """Move the simulated time to the real time."""
+        lag = (datetime.now(UTC) - self.bench.now()).total_seconds()
+        if lag > 0:
+            self.bench.advance(lag, step=10.0)
+
+    async def publish_forecast(self) -> FlexibilityForecast:
+        """The service plans now and sends its Flexibility Forecast to the AMS."""
+        self.catch_up()
+        await self.service.forecast()
+        assert self.last_forecast is not None
+        return self.last_forecast
+
+    def activation(self, activation_id: str) -> ActivationRecord | None:
+        """The activation as the flexibility records hold it (accepted or refused)."""
+        return self.records.activation(activation_id)
+
+    def accepted_activations(self) -> list[str]:
+        """Ids of the activations the service accepted, in the order received."""
+        path = self.records.path
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            sql = "SELECT id FROM flex_activation WHERE status != 'refused' ORDER BY received_at"
+            return [i for (i,) in db.execute(sql)]
+
+    def close(self) -> None:
+        self.records.close()
+
+
+async def offered(flex: Flexibility, ams: AmsSimulator) -> FlexibilityForecast:
+    """The flexibility service's forecast, as the AMS received it."""
+    seen = len(ams.messages(Channel.FORECAST))
+    await flex.publish_forecast()
+    got = await asyncio.wait_for(ams.next_message(Channel.FORECAST, after=seen), 10)
+    assert isinstance(got, FlexibilityForecast)
+    return got
+
+
+@contextlib.asynccontextmanager
+async def flexibility(state_dir: Path, horizon_h: float = 1.0) -> AsyncIterator[Flexibility]:
+    flex = Flexibility(state_dir, horizon_h)
+    try:
+        await flex.service.start()
+        yield flex
+    finally:
+        flex.close()
+
+
 @contextlib.asynccontextmanager
 async def running_gateway(
-    config: NorthConfig, state_dir: Path, **kwargs: Any
+    config: NorthConfig, state_dir: Path, flex: Flexibility | None = None, **kwargs: Any
 ) -> AsyncIterator[North]:
+    """North serving and delivering; with `flex`, its reserve handler is the flexibility
+    service's and the service publishes through it."""
+    if flex is not None:
+        kwargs["handler"] = flex.handler
     async with North(config, microgrid=MICROGRID, state_dir=state_dir, **kwargs) as north:
+        if flex is not None:
+            flex.north = north
         task = asyncio.create_task(north.run())
         try:
             async with asyncio.timeout(10):

@@ -1,5 +1,6 @@
-"""The inbound pipeline in process: the real codec and security, the real ledger and reserve
-book; the order of the checks and what gets recorded."""
+"""The inbound pipeline in process: the real codec and security, the real ledger and the
+flexibility service's reserve handler on the simulated test microgrid; the order of the
+checks and what gets recorded."""
 
 from __future__ import annotations
 
@@ -11,19 +12,24 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ReserveRefused
+from gateway.flex.bridge import FlexReserveHandler
 from gateway.north.ams_sim import reserve_notification
 from gateway.north.certs import AMS_IDENTITY, OPERATOR_IDENTITY, SIGNERS
 from gateway.north.codec import secured
 from gateway.north.config import Role
 from gateway.north.ledger import Ledger
 from gateway.north.pipeline import InboundPipeline, ReserveApplier
-from gateway.north.reserves import SqliteReserveBook
+from gateway.north.service import NoFlexibility
 from gateway.north.tls import Peer
 from gateway.north.wire import TURTLE, Answer, Channel
 from gateway.smartapi import codec
 from gateway.smartapi.codec import serialize
 from gateway.smartapi.encode import to_tree
-from gateway.smartapi.flexibility import ReserveActivation, ReserveNotification
+from gateway.smartapi.flexibility import (
+    FlexibilityForecast,
+    ReserveActivation,
+    ReserveNotification,
+)
 from gateway.smartapi.messages import ErrorMessage
 from gateway.smartapi.security.graphsig import sign_tree
 from gateway.smartapi.security.keys import Identity
@@ -41,38 +47,40 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PkiFiles:
     return make_test_pki(tmp_path_factory.mktemp("pki"))
 
 
-class CountingBook:
-    """The reserve book, counting the calls that reach it; can be told to fail."""
+class CountingHandler:
+    """The flexibility service's reserve handler, counting the calls that reach it; can be
+    told to fail."""
 
-    def __init__(self, book: SqliteReserveBook) -> None:
-        self.book = book
+    def __init__(self, handler: FlexReserveHandler) -> None:
+        self.handler = handler
         self.calls: list[str] = []
         self.fail_apply = False
 
     async def check_notification(self, notification: ReserveNotification) -> None:
         self.calls.append("check_notification")
-        await self.book.check_notification(notification)
+        await self.handler.check_notification(notification)
 
     async def apply_notification(self, notification: ReserveNotification) -> None:
         self.calls.append("apply_notification")
-        await self.book.apply_notification(notification)
+        await self.handler.apply_notification(notification)
 
     async def check_activation(self, activation: ReserveActivation) -> None:
         self.calls.append("check_activation")
-        await self.book.check_activation(activation)
+        await self.handler.check_activation(activation)
 
     async def apply_activation(self, activation: ReserveActivation) -> None:
         self.calls.append("apply_activation")
         if self.fail_apply:
             raise OSError("inverter did not answer")
-        await self.book.apply_activation(activation)
+        await self.handler.apply_activation(activation)
 
 
 @dataclass
 class Rig:
     pipeline: InboundPipeline
-    handler: CountingBook
+    handler: CountingHandler
     pki: PkiFiles
+    forecast: FlexibilityForecast
 
     async def post(self, channel: Channel, body: bytes, peer: Peer = AMS) -> Answer:
         return await self.pipeline.handle(channel, body, TURTLE, peer)
@@ -83,9 +91,9 @@ async def rig(pki: PkiFiles, tmp_path: Path) -> AsyncIterator[Rig]:
     config = support.gateway_config(pki, ams_port=1)
     async with (
         Ledger(tmp_path / "ledger.sqlite") as ledger,
-        SqliteReserveBook(tmp_path / "book.sqlite") as book,
+        support.flexibility(tmp_path / "flex") as flex,
     ):
-        handler = CountingBook(book)
+        handler = CountingHandler(flex.handler)
         pipeline = InboundPipeline(
             secured(config.signing, config.identity),
             ledger,
@@ -93,9 +101,7 @@ async def rig(pki: PkiFiles, tmp_path: Path) -> AsyncIterator[Rig]:
             identity=config.identity,
             microgrid=support.MICROGRID,
         )
-        f = support.forecast()
-        await book.record_forecast(f)
-        yield Rig(pipeline, handler, pki)
+        yield Rig(pipeline, handler, pki, await flex.publish_forecast())
 
 
 def error(answer: Answer) -> str:
@@ -104,8 +110,12 @@ def error(answer: Answer) -> str:
     return message.message.split(":")[0]
 
 
-def notification(share: float = 0.5) -> ReserveNotification:
-    return reserve_notification(support.forecast(), sender=AMS_IDENTITY, share=share)
+def notification(
+    share: float = 0.5, forecast: FlexibilityForecast | None = None
+) -> ReserveNotification:
+    """Of the first two intervals of `forecast` (default: a made-up one)."""
+    offer = forecast or support.forecast()
+    return reserve_notification(offer, sender=AMS_IDENTITY, share=share, intervals=2)
 
 
 async def test_signature_is_checked_before_the_shapes(rig: Rig) -> None:
@@ -123,19 +133,19 @@ async def test_role_is_checked_before_the_business(rig: Rig) -> None:
 
 
 async def test_a_refusal_is_recorded_and_repeated_without_asking_again(rig: Rig) -> None:
-    body = support.signed(rig.pki, "ams", notification(share=1.5))
+    body = support.signed(rig.pki, "ams", notification(share=1.5, forecast=rig.forecast))
     first = await rig.post(Channel.NOTIFICATION, body)
-    assert (first.status, error(first)) == (422, "exceeds-offered-flexibility")
+    assert first.status == 422 and error(first).startswith("insufficient-"), first.body.decode()
     again = await rig.post(Channel.NOTIFICATION, body)
     assert again == first
-    assert rig.handler.calls == ["check_notification"]
+    assert rig.handler.calls == ["check_notification", "apply_notification"]
     assert rig.pipeline.counts["repeat"] == 1
 
 
 async def test_a_failing_apply_answers_500_and_stays_answered(rig: Rig) -> None:
-    n = notification()
+    n = notification(forecast=rig.forecast)
     assert (await rig.post(Channel.NOTIFICATION, support.signed(rig.pki, "ams", n))).ok
-    f = support.forecast()
+    f = rig.forecast
     a = ReserveActivation(
         id="act-1",
         sender=AMS_IDENTITY,
@@ -157,11 +167,11 @@ async def test_a_failing_apply_answers_500_and_stays_answered(rig: Rig) -> None:
 
 
 async def test_reserve_rejected_carries_its_own_status(rig: Rig) -> None:
-    class Conflicting(CountingBook):
+    class Conflicting(CountingHandler):
         async def check_notification(self, notification: ReserveNotification) -> None:
             raise ReserveRefused("conflicts-with-reserve", "overlaps purchase p-0")
 
-    rig.pipeline._applier = ReserveApplier(Conflicting(rig.handler.book))
+    rig.pipeline._applier = ReserveApplier(Conflicting(rig.handler.handler))
     answer = await rig.post(Channel.NOTIFICATION, support.signed(rig.pki, "ams", notification()))
     assert (answer.status, error(answer)) == (409, "conflicts-with-reserve")
 
@@ -191,3 +201,13 @@ async def test_a_logged_refusal_keeps_no_exception_alive(
     refusals = [r for r in caplog.records if "refused" in r.getMessage()]
     assert refusals
     assert not any(isinstance(a, BaseException) for r in refusals for a in (r.args or ()))
+
+
+async def test_without_a_flexibility_service_reserve_messages_are_refused(rig: Rig) -> None:
+    """A North given no reserve handler refuses, saying why, and keeps nothing."""
+    rig.pipeline._applier = ReserveApplier(NoFlexibility())
+    body = support.signed(rig.pki, "ams", notification(forecast=rig.forecast))
+    answer = await rig.post(Channel.NOTIFICATION, body)
+    assert (answer.status, error(answer)) == (422, "refused")
+    assert "no flexibility service" in codec.decode(answer.body, TURTLE).message  # type: ignore[union-attr]
+    assert rig.handler.calls == []
