@@ -343,7 +343,23 @@ class Link:
         have `settled` (at most the timeout). If c104 waited for the answers itself
         (`c104_waits`), its positive verdict stands."""
         with self._raw_frames():
-            return self._exchange_seen(what, key, send, judge, settled, c104_waits)
+            self._answers.expect(key)
+            started = time.monotonic()
+            try:
+                ok = send()
+            except _C104_ERRORS as exc:
+                self._answers.collect(key, settled, 0.0)
+                raise LinkError(self.device_id, f"{what} failed in c104: {exc}") from exc
+            if not ok and not c104_waits:
+                self._answers.collect(key, settled, 0.0)
+                raise LinkError(self.device_id, f"{what} not sent: the connection is not open")
+            if ok and c104_waits:
+                # the raw copy of an answer may reach us a little after c104 handled it: wait
+                # for it briefly so that it cannot be taken for the answer to the next request
+                self._answers.collect(key, settled, _LATE_ANSWER_S)
+                return Verdict.CONFIRMED, ""
+            remaining = self._timeout - (time.monotonic() - started) if self.is_open else 0.0
+            return judge(self._answers.collect(key, settled, remaining))
 
     @contextlib.contextmanager
     def _raw_frames(self) -> Iterator[None]:
@@ -365,33 +381,6 @@ class Link:
                 if self._exchanges == 0:
                     # None clears the hook (c104 Callback::reset); its stub does not say so
                     self._con.on_receive_raw(callable=None)  # type: ignore[arg-type]
-
-    def _exchange_seen(
-        self,
-        what: str,
-        key: Key,
-        send: Callable[[], bool],
-        judge: Callable[[Sequence[Confirmation]], tuple[Verdict, str]],
-        settled: Callable[[Sequence[Confirmation]], bool],
-        c104_waits: bool,
-    ) -> tuple[Verdict, str]:
-        self._answers.expect(key)
-        started = time.monotonic()
-        try:
-            ok = send()
-        except _C104_ERRORS as exc:
-            self._answers.collect(key, settled, 0.0)
-            raise LinkError(self.device_id, f"{what} failed in c104: {exc}") from exc
-        if not ok and not c104_waits:
-            self._answers.collect(key, settled, 0.0)
-            raise LinkError(self.device_id, f"{what} not sent: the connection is not open")
-        if ok and c104_waits:
-            # the raw copy of an answer may reach us a little after c104 handled it: wait
-            # for it briefly so that it cannot be taken for the answer to the next request
-            self._answers.collect(key, settled, _LATE_ANSWER_S)
-            return Verdict.CONFIRMED, ""
-        remaining = self._timeout - (time.monotonic() - started) if self.is_open else 0.0
-        return judge(self._answers.collect(key, settled, remaining))
 
 
 def _command_value(
