@@ -227,17 +227,16 @@ class Store:
 
     async def flush(self) -> int:
         batch, self._pending = self._pending, []
-        if batch:
-            rows = await self._db.call(lambda _conn: self._sample_rows(batch))
-            # a transaction per chunk, each its own call, not one per batch: an audit event
-            # (a write's record) waits for one chunk (a few ms), not for a whole second of
-            # 10,000 points
-            for at in range(0, len(rows), WRITE_CHUNK):
-                chunk = rows[at : at + WRITE_CHUNK]
-                await self._db.call(partial(_write, sql=_INSERT_SAMPLE, rows=chunk))
+        # a transaction per chunk, each its own call on the database thread, not one per
+        # batch: an audit event (a write's record) waits for one chunk (a few ms), not for
+        # a whole second of 10,000 points
+        for at in range(0, len(batch), WRITE_CHUNK):
+            chunk = batch[at : at + WRITE_CHUNK]
+            await self._db.call(partial(self._write_samples, batch=chunk))
         return len(batch)
 
-    def _sample_rows(self, batch: Sequence[Reading]) -> list[tuple[Any, ...]]:
+    def _write_samples(self, conn: sqlite3.Connection, batch: Sequence[Reading]) -> None:
+        """Insert `batch` in one transaction (on the database thread)."""
         rows = []
         when, ts = None, 0.0
         for r in batch:
@@ -253,7 +252,7 @@ class Store:
                     None if r.source_time is None else _ts(r.source_time),
                 )
             )
-        return rows
+        _write(conn, _INSERT_SAMPLE, rows)
 
     async def event(
         self,
