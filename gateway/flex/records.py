@@ -6,9 +6,9 @@ activation can be resumed or closed out. A set point is recorded before it is se
 is known at the next start.
 
 The file is a `gateway.sqlite.Database` (its connection on its own thread), written with
-synchronous=NORMAL: a decision survives a crash of the process; after a power cut the
-last ones may be missing, which recovery treats like decisions never taken (the AMS got
-no answer for them either, or repeats them). The SQL is `RecordTables`, over one
+synchronous=NORMAL: a decision survives a crash of the process (what the crash tests
+kill); a power cut may lose the last ones, which FULL would prevent at the cost of a sync
+for every set point recorded. The SQL is `RecordTables`, over one
 connection; `FlexRecords` runs each of its calls on the database thread for the event
 loop, and a synchronous tool runs the same over `gateway.sqlite.read_only`.
 """
@@ -452,6 +452,7 @@ class FlexRecords:
     `async with FlexRecords(path) as records` (or `open`/`close`)."""
 
     def __init__(self, path: Path) -> None:
+        # NORMAL: survives a crash of the process; FULL would sync for every set point
         self.db = Database(path, SCHEMA, synchronous="NORMAL", label=LABEL)
 
     @property
