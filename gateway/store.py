@@ -13,6 +13,17 @@ between kept rows (and up to the last poll that confirmed it), so the history re
 every poll had been stored, within the deadband. A gap longer than one and a half
 integrity periods (the gateway was not running) stays a gap, and nothing is held after a
 row without a value (the link was down).
+
+A hold never outlives the run that stored its row. Each start of the store is a row of
+`runs`, and every flush advances its `alive_until` (the newest reading it committed or
+confirmed) in the same transaction as the samples, or alone when nothing changed; a clean
+stop also keeps each held value's last confirmation as a row. A killed process (crash,
+OOM, SIGKILL) learns nothing of its end, so without this a restart within one and a half
+integrity periods would hold the last value across the time nobody read it: flat energy
+counters, 0 kW measured, in a verification. The bound: a killed run's holds end at its
+last flush, within one flush period before the kill (readings after that flush are lost
+with the process) and at most half a poll after it; a power cut may also lose the last
+commits, and the hold ends earlier still, with them.
 """
 
 from __future__ import annotations
@@ -20,10 +31,12 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +53,12 @@ CREATE TABLE IF NOT EXISTS samples (
     source_ts REAL
 );
 CREATE INDEX IF NOT EXISTS samples_point_ts ON samples (point, ts);
+CREATE TABLE IF NOT EXISTS runs (  -- each start of the store
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    opened REAL NOT NULL,      -- wall clock, unix seconds
+    alive_until REAL           -- gateway time of the newest reading it committed or
+                               -- confirmed (NULL: none); a hold ends there
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
@@ -143,8 +162,12 @@ def _unchanged(value: object, last: object, deadband: float) -> bool:
 class Store:
     """Open with `await Store.open(path)`; close with `await store.close()`."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, run: int) -> None:
         self._db = db
+        #: this start's row in `runs`, and the `alive_until` written there last (written
+        #: on the database thread)
+        self._run = run
+        self._alive = 0.0
         self.path = db.path
         self._pending: list[Reading] = []
         #: points stored by exception; any other point keeps every reading
@@ -161,7 +184,12 @@ class Store:
         # the last commits, which a sync per batch would not be worth
         db = Database(path, SCHEMA, synchronous="NORMAL", label="store")
         await db.open()
-        return cls(db)
+        try:
+            run = await db.call(_start_run)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, run)
 
     async def close(self) -> None:
         """Flush, keep the last confirmation of every held value (so history reaches the
@@ -175,7 +203,7 @@ class Store:
         self._kept.clear()
         self.kept += len(tails)
         if tails:
-            await self._db.call(partial(_write, sql=_INSERT_SAMPLE, rows=tails))
+            await self._db.call(partial(self._commit, rows=tails, alive=self._last_ts))
         await self._db.close()
 
     # -- writing -----------------------------------------------------------------------
@@ -226,16 +254,23 @@ class Store:
         return len(self._pending)
 
     async def flush(self) -> int:
+        """Write the buffered readings, and that this run was alive up to the last poll
+        (also when there is nothing to write: a flat signal confirmed but not kept)."""
         batch, self._pending = self._pending, []
+        alive = self._last_ts
         # a transaction per chunk, each its own call on the database thread, not one per
         # batch: an audit event (a write's record) waits for one chunk (a few ms), not for
         # a whole second of 10,000 points
         for at in range(0, len(batch), WRITE_CHUNK):
             chunk = batch[at : at + WRITE_CHUNK]
-            await self._db.call(partial(self._write_samples, batch=chunk))
+            await self._db.call(partial(self._write_samples, batch=chunk, alive=alive))
+        if not batch and alive > self._alive:
+            await self._db.call(partial(self._commit, rows=(), alive=alive))
         return len(batch)
 
-    def _write_samples(self, conn: sqlite3.Connection, batch: Sequence[Reading]) -> None:
+    def _write_samples(
+        self, conn: sqlite3.Connection, batch: Sequence[Reading], alive: float
+    ) -> None:
         """Insert `batch` in one transaction (on the database thread)."""
         rows = []
         when, ts = None, 0.0
@@ -252,7 +287,20 @@ class Store:
                     None if r.source_time is None else _ts(r.source_time),
                 )
             )
-        _write(conn, _INSERT_SAMPLE, rows)
+        self._commit(conn, rows, alive)
+
+    def _commit(
+        self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]], alive: float
+    ) -> None:
+        """Insert sample `rows` and advance this run's `alive_until` to `alive` or the
+        newest row, in one transaction: no committed row is newer than its run's end."""
+        newest = max(alive, max(map(itemgetter(1), rows), default=alive), self._alive)
+        with transaction(conn):
+            if rows:
+                conn.executemany(_INSERT_SAMPLE, rows)
+            if newest > self._alive:
+                conn.execute("UPDATE runs SET alive_until = ? WHERE id = ?", (newest, self._run))
+        self._alive = newest
 
     async def event(
         self,
@@ -279,11 +327,10 @@ class Store:
         )
 
     async def prune(self, retention: timedelta) -> int:
-        """Delete samples older than `retention`; returns how many."""
+        """Delete samples older than `retention`, and the earlier runs that ended before
+        them; returns how many samples."""
         cutoff = _ts(datetime.now(UTC) - retention)
-        return await self._db.call(
-            partial(_write, sql="DELETE FROM samples WHERE ts < ?", rows=[(cutoff,)])
-        )
+        return await self._db.call(partial(_prune, cutoff=cutoff, run=self._run))
 
     # -- queries -----------------------------------------------------------------------
 
@@ -356,6 +403,21 @@ class Store:
         longest = 1.5 * policy.integrity_s + 2 * step
         out: list[Sample] = []
         following = [*rows[1:], *after]
+        # where the earlier runs stopped reading: a hold ends at the end of its row's run
+        # (the first end at or after the row; runs follow each other in time). The run in
+        # progress is bounded by `confirmed`, as it may be ahead of its last flush.
+        ends = (
+            [
+                r[0]
+                for r in conn.execute(
+                    "SELECT alive_until FROM runs WHERE id != ? AND alive_until >= ? "
+                    "AND alive_until < ? ORDER BY alive_until",
+                    (self._run, rows[0][1], end),
+                )
+            ]
+            if rows
+            else []
+        )
         for k, row in enumerate(rows):
             sample = _sample(row)
             ts = row[1]
@@ -371,6 +433,9 @@ class Store:
                 until = confirmed[1] + step / 2
             else:
                 continue
+            stopped = bisect_left(ends, ts)
+            if stopped < len(ends):
+                until = min(until, ends[stopped] + step / 2)
             value, quality = sample.value, sample.quality
             n = max(1, math.ceil((start - ts) / step))
             t = ts + n * step
@@ -403,6 +468,26 @@ def _sample(row: tuple[Any, ...]) -> Sample:
 
 
 # -- SQL, run on the database thread ----------------------------------------------------------
+
+
+def _start_run(conn: sqlite3.Connection) -> int:
+    """This start's row in `runs`; its id."""
+    with transaction(conn):
+        cur = conn.execute("INSERT INTO runs (opened) VALUES (?)", (_ts(datetime.now(UTC)),))
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def _prune(conn: sqlite3.Connection, cutoff: float, run: int) -> int:
+    """Samples older than `cutoff` and the runs they were held by go (not run `run`, the
+    one in progress); how many samples."""
+    with transaction(conn):
+        deleted = int(conn.execute("DELETE FROM samples WHERE ts < ?", (cutoff,)).rowcount)
+        conn.execute(
+            "DELETE FROM runs WHERE id != ? AND coalesce(alive_until, opened) < ?",
+            (run, cutoff),
+        )
+    return deleted
 
 
 def _write(conn: sqlite3.Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
