@@ -35,7 +35,7 @@ _TZ = re.compile(TZ_PATTERN)
 _QUALITY = re.compile(QUALITY_PATTERN)
 _NONEMPTY = re.compile(".")
 _DOUBLE_MAX = 1.7976931348623157e308
-_DOUBLES = {XSD.double, XSD.float}
+_DOUBLES = v.DOUBLES
 _QKS = {k.iri: k for k in QuantityKind}
 _UNITS = {UNIT[u] for us in v.UNITS_OF.values() for u in us}
 _FIT = {k.iri: {UNIT[u] for u in us} for k, us in v.UNITS_OF.items()}
@@ -75,10 +75,11 @@ class _Checker:
 
     def values(self, node: RdfNode, path: URIRef | tuple[URIRef, ...]) -> list[RdfNode]:
         if isinstance(path, URIRef):
-            return list(dict.fromkeys(self.g.objects(node, path)))
+            return self.reader.objects(node, path)
         frontier: list[RdfNode] = [node]
         for step in path:
-            frontier = list(dict.fromkeys(o for n in frontier for o in self.g.objects(n, step)))
+            found = (o for n in frontier for o in self.reader.objects(n, step))
+            frontier = list(dict.fromkeys(found))
         return frontier
 
     def count(
@@ -127,7 +128,7 @@ class _Checker:
         if (
             not isinstance(value, Literal)
             or value.ill_typed
-            or not (value.datatype in NUMERIC or (allow_boolean and value.datatype == XSD.boolean))
+            or not (value.datatype in NUMERIC or (allow_boolean and value.datatype == v.BOOLEAN))
         ):
             shown = show(value) if isinstance(value, Literal) else self.reader.describe(value)
             self.fail(WrongDatatype, term, node, f"{shown} is not a number")
@@ -250,7 +251,6 @@ class _Checker:
 
     def _list_members(self, heads: list[RdfNode]) -> list[RdfNode]:
         """Values of the path smartapi:list/rdf:rest*/rdf:first."""
-        firsts, rests = self.reader.list_cells()
         seen: set[RdfNode] = set()
         frontier = list(heads)
         members: dict[RdfNode, None] = {}
@@ -259,9 +259,10 @@ class _Checker:
             if cell in seen:
                 continue
             seen.add(cell)
-            for first in firsts.get(cell, ()):
+            firsts, rests = self.reader.cell(cell)
+            for first in firsts:
                 members[first] = None
-            frontier.extend(rests.get(cell, ()))
+            frontier.extend(rests)
         return list(members)
 
     def information_object(self, node: RdfNode, flex_class: RdfNode) -> None:
