@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import cast
 
 from rdflib import Graph, Literal, URIRef
 from rdflib.namespace import DCTERMS, RDF, XSD
@@ -18,6 +19,7 @@ from rdflib.term import Node as RdfNode
 
 from gateway.errors import (
     InvalidTerm,
+    LexicalFormError,
     MessageDecodeError,
     MissingTerm,
     NonFiniteValue,
@@ -25,9 +27,11 @@ from gateway.errors import (
     WrongUnit,
 )
 from gateway.smartapi import vocab as v
+from gateway.smartapi import xsd
 from gateway.smartapi.decode import NUMERIC, Reader, show
 from gateway.smartapi.encode import FORECAST_COLUMNS, RESERVE_COLUMNS, VERIFICATION_COLUMNS, Column
 from gateway.smartapi.messages import ID_PATTERN, QUALITY_PATTERN, TZ_PATTERN, SeriesRole
+from gateway.smartapi.oxparse import WireLiteral
 from gateway.smartapi.vocab import MGMS, QUDT, SMARTAPI, UNIT, QuantityKind, curie
 
 _ID = re.compile(ID_PATTERN)
@@ -125,18 +129,23 @@ class _Checker:
                 self.fail(WrongDatatype, curie(path), node, f"{show(value)} has no timezone")
 
     def number(self, value: RdfNode, allow_boolean: bool, term: str, node: RdfNode) -> None:
-        if (
-            not isinstance(value, Literal)
-            or value.ill_typed
-            or not (value.datatype in NUMERIC or (allow_boolean and value.datatype == v.BOOLEAN))
-        ):
-            shown = show(value) if isinstance(value, Literal) else self.reader.describe(value)
+        """sh:datatype (a well-typed literal of a numeric type, or boolean where allowed)
+        and, for doubles, the finite bounds. Well-typed is the XSD lexical form (`xsd`),
+        which the parsers have already required of every literal of these types."""
+        number: float | int | bool | None = None
+        # the parser's literals first: isinstance on rdflib terms is an ABC check
+        is_literal = value.__class__ is WireLiteral or isinstance(value, Literal)
+        datatype = cast(Literal, value).datatype if is_literal else None
+        if datatype in NUMERIC or (allow_boolean and datatype == v.BOOLEAN):
+            try:
+                number = xsd.number(str(value), str(datatype))
+            except LexicalFormError:
+                number = None
+        if number is None:
+            shown = show(value) if is_literal else self.reader.describe(value)
             self.fail(WrongDatatype, term, node, f"{shown} is not a number")
-            return
-        if value.datatype in _DOUBLES:
-            number = float(value.toPython())
-            if not (-_DOUBLE_MAX <= number <= _DOUBLE_MAX):
-                self.fail(NonFiniteValue, term, node, f"{show(value)} is not finite")
+        elif datatype in _DOUBLES and not -_DOUBLE_MAX <= number <= _DOUBLE_MAX:
+            self.fail(NonFiniteValue, term, node, f"{show(value)} is not finite")
 
     def one_of(
         self,

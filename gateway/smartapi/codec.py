@@ -28,7 +28,7 @@ from gateway.errors import (
 from gateway.smartapi import check, keep_literals_as_written, legacy, xsd
 from gateway.smartapi.decode import decode_graph
 from gateway.smartapi.encode import AnyMessage, to_tree
-from gateway.smartapi.oxparse import parse_graph, too_many
+from gateway.smartapi.oxparse import IndexedGraph, index_of, parse_graph, too_many
 from gateway.smartapi.tree import Node, to_graph, to_ntriples, to_turtle
 from gateway.smartapi.vocab import PREFIXES
 
@@ -220,8 +220,8 @@ def parse(body: bytes, content_type: str | None, max_statements: int | None = No
         raise
     except Exception as exc:  # rdflib raises many unrelated types; translate them all here
         raise MessageParseError(f"invalid {fmt.value}: {exc}") from exc
-    budget.limit = None  # the message may grow as it is read (legacy forms, parts)
-    return graph
+    # into the index the decoder, the shape check and the canonical form read
+    return IndexedGraph(index_of(graph))
 
 
 def prepare(graph: Graph) -> Graph:

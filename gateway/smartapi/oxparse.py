@@ -56,9 +56,12 @@ _INTERNED_TERMS = {f"<{iri}>": term for iri, term in INTERNED.items()}
 
 class WireLiteral(Literal):
     """An rdflib literal built from its lexical form as written, its Python value cast on
-    first use by rdflib's own rules (`Literal(lexical, datatype, normalize=False)`)."""
+    first use by rdflib's own rules (`Literal(lexical, datatype, normalize=False)`). Its hash
+    (rdflib's, computed in Python) is computed once: the index hashes each literal several
+    times."""
 
-    __slots__ = ()
+    __slots__ = ("_hash",)
+    _hash: int
 
     @classmethod
     def of(cls, lexical: str, datatype: URIRef) -> WireLiteral:
@@ -67,7 +70,11 @@ class WireLiteral(Literal):
         inst._datatype = datatype
         inst._value = _PENDING
         inst._ill_typed = None
+        inst._hash = Literal.__hash__(inst)
         return inst
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def _cast(self) -> None:
         full = Literal(str(self), datatype=self._datatype, normalize=False)
@@ -226,8 +233,8 @@ class TripleIndex(Store):
 class IndexedGraph(Graph):
     """An rdflib graph on a `TripleIndex`, its triple lookups read straight from the index."""
 
-    def __init__(self) -> None:
-        self.index = TripleIndex()
+    def __init__(self, index: TripleIndex | None = None) -> None:
+        self.index = index if index is not None else TripleIndex()
         super().__init__(store=self.index)
 
     # one implementation for rdflib's three overloads (plain predicate, path, either)
