@@ -192,7 +192,10 @@ def canonical_graph(
         out: list[str] = []
         for p, objects in spo.get(subject, _NONE).items():
             pt = texts.get(p) or text(p)
-            out += [f"{pt} {texts.get(o) or text(o)}" for o in objects]
+            for o in objects:
+                out.append(f"{pt} {texts.get(o) or text(o)}")
+        if subject in skip:
+            return [e for e in out if e not in skip[subject]]
         return out
 
     skip: dict[RdfNode, set[str]] = {}
@@ -203,16 +206,15 @@ def canonical_graph(
     lines: list[str] = []
     for node in _blank_order(spo):  # children first: their labels are known when needed
         mine = edges(node)  # distinct: the index holds each statement once
-        if node in skip:
-            mine = [e for e in mine if e not in skip[node]]
         mine.sort()
         label = texts[node] = "_:c" + sha256("\n".join(mine).encode()).hexdigest()[:32]
-        lines += [f"{label} {edge} .\n" for edge in mine]
+        for edge in mine:
+            lines.append(f"{label} {edge} .\n")
     for subject in spo:
         if type(subject) is not BNode:
             st = texts.get(subject) or text(subject)
-            left = skip.get(subject)
-            lines += [f"{st} {e} .\n" for e in edges(subject) if left is None or e not in left]
+            for edge in edges(subject):
+                lines.append(f"{st} {edge} .\n")
     return "".join(sorted(set(lines))).encode()
 
 

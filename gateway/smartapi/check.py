@@ -132,11 +132,12 @@ class _Checker:
         """sh:datatype (a well-typed literal of a numeric type, or boolean where allowed)
         and, for doubles, the finite bounds. Well-typed is the XSD lexical form (`xsd`),
         which the parsers have already required of every literal of these types."""
-        number: float | int | bool | None = None
         # the parser's literals first: isinstance on rdflib terms is an ABC check
         is_literal = value.__class__ is WireLiteral or isinstance(value, Literal)
         datatype = cast(Literal, value).datatype if is_literal else None
-        if datatype in NUMERIC or (allow_boolean and datatype == v.BOOLEAN):
+        # a parsed double directly: its form was checked when it was parsed
+        number = value.double() if value.__class__ is WireLiteral else None
+        if number is None and (datatype in NUMERIC or (allow_boolean and datatype == v.BOOLEAN)):
             try:
                 number = xsd.number(str(value), str(datatype))
             except LexicalFormError:

@@ -186,6 +186,10 @@ class Reader:
         return self.literal_number(term, curie(predicate), node)
 
     def literal_number(self, term: RdfNode, name: str, node: RdfNode) -> float | int | bool:
+        if term.__class__ is WireLiteral:
+            fast = term.double()
+            if fast is not None and math.isfinite(fast):
+                return fast
         # the parser's literals first: isinstance on rdflib terms is an ABC check
         if not (term.__class__ is WireLiteral or isinstance(term, Literal)) or (
             term.datatype not in NUMERIC and term.datatype != v.BOOLEAN

@@ -31,7 +31,7 @@ from rdflib.store import Store
 from rdflib.term import Node as RdfNode
 
 from gateway.errors import MessageParseError, TooManyStatements
-from gateway.smartapi.vocab import INTERNED
+from gateway.smartapi.vocab import DOUBLES, INTERNED
 from gateway.smartapi.xsd import check_statement
 
 _XSD_STRING = str(XSD.string)
@@ -75,6 +75,12 @@ class WireLiteral(Literal):
 
     def __hash__(self) -> int:
         return self._hash
+
+    def double(self) -> float | None:
+        """The value of an xsd:double or xsd:float, None for other datatypes. Its form passed
+        the XSD grammar when it was parsed (xsd.check_statement), which admits only what
+        float() reads the same way: the decoder's most frequent conversion, done directly."""
+        return float(self) if self._datatype in DOUBLES else None
 
     def _cast(self) -> None:
         full = Literal(str(self), datatype=self._datatype, normalize=False)
