@@ -2,8 +2,8 @@
 
 Encoding writes Turtle and N-Triples straight from the message tree (no rdflib graph);
 JSON-LD goes through rdflib with the profile's compact @context. Decoding parses Turtle and
-N-Triples with pyoxigraph (`oxparse`) and JSON-LD with rdflib, into an rdflib graph either
-way, rewrites Smart API 1.1 forms (`legacy.normalize`), runs the fast shape check
+N-Triples with pyoxigraph (`oxparse`) and JSON-LD with rdflib, into the same indexed graph
+either way, rewrites Smart API 1.1 forms (`legacy.normalize`), runs the fast shape check
 (`check.ensure_valid`, which agrees with the shipped SHACL shapes) and builds the model.
 The parsers' exceptions are translated here (and in `oxparse`) into `MessageParseError`.
 """
