@@ -328,7 +328,8 @@ def _list_items(r: Reader, owner: RdfNode, head: RdfNode) -> list[float]:
     cell = head
     seen: set[RdfNode] = set()
     spo = r.spo
-    while cell is not _NIL and cell != _NIL:  # identity first: the parser's nil is v.NIL
+    # the parser's nil is v.NIL itself, and a cell is a BNode: rdflib's == only for others
+    while cell is not _NIL and (cell.__class__ is BNode or cell != _NIL):
         if cell in seen:
             raise InvalidTerm("smartapi:list", r.describe(owner), "list is cyclic")
         seen.add(cell)

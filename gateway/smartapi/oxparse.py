@@ -180,7 +180,11 @@ class TripleIndex(Store):
             else:
                 leaf[obj] = None
             by_o = pos.get(predicate) or pos.setdefault(predicate, {})
-            by_o.setdefault(obj, {})[subject] = None
+            subjects = by_o.get(obj)
+            if subjects is None:
+                by_o[obj] = {subject: None}
+            else:
+                subjects[subject] = None
             added += 1
         self.count += added
 
