@@ -35,6 +35,7 @@ from gateway.smartapi.tree import (
     nt_iri,
     nt_literal,
 )
+from gateway.smartapi.vocab import FIRST, REST
 
 _DOUBLES = {str(XSD.double), str(XSD.float)}
 _INTEGERS = {
@@ -205,8 +206,21 @@ def canonical_graph(
     sha256 = hashlib.sha256
     lines: list[str] = []
     for node in _blank_order(spo):  # children first: their labels are known when needed
-        mine = edges(node)  # distinct: the index holds each statement once
-        mine.sort()
+        by_p = spo.get(node, _NONE)
+        firsts, rests = by_p.get(FIRST), by_p.get(REST)
+        if len(by_p) == 2 and firsts and rests and len(firsts) == len(rests) == 1:
+            # a list cell, most blank nodes of a message: its two edges, already in order
+            # ("...#first" sorts before "...#rest")
+            (item,), (after,) = firsts, rests
+            mine = [
+                f"{_FIRST} {texts.get(item) or text(item)}",
+                f"{_REST} {texts.get(after) or text(after)}",
+            ]
+            if node in skip:
+                mine = [e for e in mine if e not in skip[node]]
+        else:
+            mine = edges(node)  # distinct: the index holds each statement once
+            mine.sort()
         label = texts[node] = "_:c" + sha256("\n".join(mine).encode()).hexdigest()[:32]
         for edge in mine:
             lines.append(f"{label} {edge} .\n")
