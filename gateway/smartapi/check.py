@@ -40,6 +40,8 @@ _QUALITY = re.compile(QUALITY_PATTERN)
 _NONEMPTY = re.compile(".")
 _DOUBLE_MAX = 1.7976931348623157e308
 _DOUBLES = v.DOUBLES
+_NONE: dict[RdfNode, dict[RdfNode, None]] = {}
+_NO_OBJECTS: dict[RdfNode, None] = {}
 _QKS = {k.iri: k for k in QuantityKind}
 _UNITS = {UNIT[u] for us in v.UNITS_OF.values() for u in us}
 _FIT = {k.iri: {UNIT[u] for u in us} for k, us in v.UNITS_OF.items()}
@@ -251,6 +253,10 @@ class _Checker:
         if heads and not members:
             self.fail(MissingTerm, "smartapi:list", node, "empty time series")
         for member in members:
+            if member.__class__ is WireLiteral:
+                value = member.double()  # a parsed double: its form was checked when parsed
+                if value is not None and -_DOUBLE_MAX <= value <= _DOUBLE_MAX:
+                    continue  # the common case, settled without the general check
             if isinstance(member, Literal):
                 self.number(member, False, "smartapi:list", node)
             else:
@@ -264,15 +270,15 @@ class _Checker:
         seen: set[RdfNode] = set()
         frontier = list(heads)
         members: dict[RdfNode, None] = {}
+        spo = self.reader.spo
         while frontier:
             cell = frontier.pop()
             if cell in seen:
                 continue
             seen.add(cell)
-            firsts, rests = self.reader.cell(cell)
-            for first in firsts:
-                members[first] = None
-            frontier.extend(rests)
+            by_p = spo.get(cell, _NONE)
+            members.update(by_p.get(v.FIRST, _NO_OBJECTS))
+            frontier.extend(by_p.get(v.REST, _NO_OBJECTS))
         return list(members)
 
     def information_object(self, node: RdfNode, flex_class: RdfNode) -> None:

@@ -102,11 +102,6 @@ class Reader:
     def objects(self, node: RdfNode, predicate: URIRef) -> list[RdfNode]:
         return list(self.spo.get(node, _NONE).get(predicate, ()))
 
-    def cell(self, node: RdfNode) -> tuple[list[RdfNode], list[RdfNode]]:
-        """rdf:first and rdf:rest of a list cell."""
-        by_p = self.spo.get(node, _NONE)
-        return list(by_p.get(_FIRST, ())), list(by_p.get(_REST, ()))
-
     # -- naming ------------------------------------------------------------------------------
 
     def describe(self, node: RdfNode) -> str:
