@@ -348,7 +348,7 @@ async def test_unknown_notification(pair: Pair) -> None:
 
 async def test_set_point_outside_the_reserved_band(pair: Pair) -> None:
     f, n = await reserved(pair)
-    a = pair.ams.activation_for(n, f, fraction=1.5)  # 1.5 x the reserved down band
+    a = pair.ams.activation_for(n, f, fraction=support.fraction_beyond_band(n))
     error = refused((await pair.ams.send(a)).answer, 422, "outside-band")
     assert "band" in error.message, error.message
     assert pair.flex.accepted_activations() == []

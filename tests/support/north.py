@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.config import FlexSettings
 from gateway.flex.bridge import FlexReserveHandler, NorthPublisher
+from gateway.flex.conflict import band_margin
 from gateway.flex.model import ActivationRecord
 from gateway.flex.records import LABEL, FlexRecords, RecordTables
 from gateway.flex.service import FlexService
@@ -33,6 +34,7 @@ from gateway.smartapi.encode import to_tree
 from gateway.smartapi.flexibility import (
     FlexibilityForecast,
     ForecastInterval,
+    ReserveNotification,
     ReserveVerification,
     VerificationInterval,
 )
@@ -199,6 +201,15 @@ class Flexibility:
         with read_only(self.records.path, LABEL) as db:
             sql = "SELECT id FROM flex_activation WHERE status != 'refused' ORDER BY received_at"
             return [i for (i,) in db.execute(sql)]
+
+
+def fraction_beyond_band(notification: ReserveNotification) -> float:
+    """A share of the first interval's reserved down band far enough past it that the
+    gateway refuses the activation instead of following at the band's edge: the margin it
+    follows within is a share of the band's whole width, so it moves with the up band."""
+    band = notification.intervals[0]
+    margin = band_margin(0.0, band.p_lower_kw + band.p_raise_kw)
+    return 1.0 + (margin + 1.0) / band.p_lower_kw
 
 
 async def offered(flex: Flexibility, ams: AmsSimulator) -> FlexibilityForecast:
