@@ -89,6 +89,11 @@ class ActivationControl:
             return ActivationDecision(
                 act.id, DecisionStatus(known.status), known.p_kw, known.q_kvar, known.reasons
             )
+        over = self.running.end if self.running is not None else None
+        if over is not None and over <= now:
+            # its period is over though no control cycle ended it yet: it steers nothing
+            # (the next reservation's first activation must not be refused for it)
+            await self.end(over, "")
         reservation = find_reservation(act, self.book.reservations)
         plan = self.book.plan
         if plan is None or plan.horizon.index(max(now, act.start)) is None:

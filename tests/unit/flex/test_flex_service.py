@@ -187,6 +187,28 @@ async def test_second_activation_of_another_reservation_is_refused(world: World)
     assert again == second
 
 
+async def test_the_next_reservation_activates_as_soon_as_the_last_one_ended(
+    world: World,
+) -> None:
+    """An activation whose period is over no longer steers the coupling point, even before
+    a control cycle noticed: the first activation of the next reservation is accepted."""
+    await world.service.notify(Reservation("res-a", bands(T17, 1, 20.0)))
+    await world.service.notify(Reservation("res-b", bands(T17 + FIVE, 1, 20.0)))
+    await world.run_until(T17)
+    base = world.baseline_now()
+    first = await world.service.activate(
+        Activation("a", T17, T17 + FIVE, p_kw=base - 10, reservation_id="res-a")
+    )
+    assert first.status is DecisionStatus.ACCEPTED
+    world.bench.advance(FIVE.total_seconds())  # no cycle ran since res-a ended
+    second = await world.service.activate(
+        Activation("b", T17 + FIVE, T17 + 2 * FIVE, p_kw=base - 10, reservation_id="res-b")
+    )
+    assert second.status is not DecisionStatus.REFUSED, second.reasons
+    running = world.service.running
+    assert running is not None and running.activation.id == "b"
+
+
 async def test_distributed_der_gets_one_target_and_is_supervised(world: World) -> None:
     # curtailing the (distributed) load is made cheaper than cycling the battery
     load = next(d for d in world.bench.config.gateway.ders if d.id == "load1")
