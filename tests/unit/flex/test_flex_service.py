@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.config import FlexSettings, StandingReserve
+from gateway.flex import reservation
+from gateway.flex.conflict import NotificationCheck, check_notification
 from gateway.flex.model import Activation, Band, DecisionStatus, ReasonCode, Reservation
 from gateway.flex.records import FlexRecords
 from gateway.flex.service import FlexService
@@ -207,6 +211,38 @@ async def test_the_next_reservation_activates_as_soon_as_the_last_one_ended(
     assert second.status is not DecisionStatus.REFUSED, second.reasons
     running = world.service.running
     assert running is not None and running.activation.id == "b"
+
+
+async def test_an_activation_does_not_wait_for_a_notification_being_checked(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control path never queues behind planning: while a Reserve Notification's check
+    (its LP solves) runs, an activation of an accepted reservation is decided and written."""
+    await world.service.notify(Reservation("res-a", bands(T17, 2, 20.0)))
+    await world.run_until(T17)
+    base = world.baseline_now()
+    checking, release = threading.Event(), threading.Event()
+
+    def slow_check(*args: Any) -> NotificationCheck:
+        checking.set()
+        release.wait(30)
+        return check_notification(*args)
+
+    monkeypatch.setattr(reservation, "check_notification", slow_check)
+    notified = asyncio.create_task(
+        world.service.notify(Reservation("res-b", bands(T17 + 2 * FIVE, 1, 5.0)))
+    )
+    try:
+        assert await asyncio.to_thread(checking.wait, 30)
+        act = Activation("a", T17, T17 + 2 * FIVE, p_kw=base - 10, reservation_id="res-a")
+        decided = await asyncio.wait_for(world.service.activate(act), 10)
+        assert decided.status is DecisionStatus.ACCEPTED
+        assert any(c.origin == "flex:a" for c in world.bench.controller.written)
+        assert not notified.done()  # it was still being checked
+    finally:
+        release.set()
+        await notified
+    assert notified.result().status is DecisionStatus.ACCEPTED
 
 
 async def test_distributed_der_gets_one_target_and_is_supervised(world: World) -> None:
