@@ -271,9 +271,14 @@ def figures(result: dict[str, Any]) -> dict[str, Any]:
         f"floor_{how}": {q: round(agg(raw[p][q] for p in WRITTEN), 2) for q in ("p50", "p99")}
         for how, agg in (("max", max), ("sum", sum))
     }
+    sbo = [s for a, s in timed if writes.get(a, {}).get("iec61850")]
+    no_sbo = [s for a, s in timed if not writes.get(a, {}).get("iec61850")]
     out: dict[str, Any] = {
         "activations": percentiles([s for _, s in timed]),
         "all_four": percentiles(four),
+        # the IEC 61850 control (select, operate, termination) is the slowest write
+        "with_iec61850": percentiles(sbo),
+        "without_iec61850": percentiles(no_sbo),
         "refused": {k: v for k, v in report["status"].items() if k != "200"},
         "refusal_reasons": report["reasons"],
         "client_failures": report["failures"],
