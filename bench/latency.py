@@ -27,7 +27,7 @@ Parts, each a real process except the gateway, which runs on this process's even
   second) on a keep-alive mutual-TLS connection, and in the loaded phase Smart API reads
   at `--read-rate`;
 - hostile inbound messages at `--hostile-rate` (bench/soaklib/hostile.py);
-- the raw floor (bench/raw_writes.py): bare library clients writing the same set-point
+- the raw floor (bench/soaklib/raw_writes.py): bare library clients writing the same set-point
   points on the same simulators, after the activations of each phase while that phase's
   background load still runs.
 
@@ -147,7 +147,7 @@ async def raw_floor(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bench.raw_writes",
+        "bench.soaklib.raw_writes",
         str(config),
         json.dumps(ports),
         json.dumps(targets),

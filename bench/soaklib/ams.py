@@ -39,7 +39,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 REQUEST_TIMEOUT_S = 30.0
 CALM_GAP_S = 0.25
+#: no activation goes out this close to the end of a reservation another follows
+HANDOVER_S = 5.0
 #: a refusal's reason code and text, from the Smart API Error ("<reason>: <detail>")
 REASON = re.compile(rb'errorMessage "([a-z-]+): ([^"]{0,300})')
 
@@ -85,6 +87,8 @@ class Tally:
     #: seconds of each accepted one, in the order of `accepted`
     accepted_s: list[float] = field(default_factory=list)
     sent: int = 0
+    #: slots not sent (an activation in a reservation's hand-over)
+    skipped: int = 0
     started: float = 0.0
     ended: float = 0.0
 
@@ -112,6 +116,7 @@ class Tally:
         elapsed = max(self.ended - self.started, 1e-9)
         return {
             "sent": self.sent,
+            "skipped": self.skipped,
             "elapsed_s": round(elapsed, 2),
             "latency_s": self.latency_s,
             "status": {str(k): v for k, v in sorted(self.status.items())},
@@ -198,11 +203,17 @@ class Load:
         i = min(max(int((now - f.start) / f.step), 0), len(f.intervals) - 1)
         return f.intervals[i].p_kw, f.intervals[i].q_kvar
 
-    def activation(self) -> tuple[str, bytes]:
+    def activation(self) -> tuple[str, bytes] | None:
         """The next set point: a slow swing through 20..80 % of the band reserved in the
-        interval now around the latest baseline, in the direction with the larger band."""
+        interval now around the latest baseline, in the direction with the larger band.
+        None in the last `HANDOVER_S` of a reservation another follows: one sent then would
+        be decided after its period ended (refused as outside the window), one for the next
+        before the running one ended (refused as conflicting with it)."""
         now = datetime.now(UTC)
         n, bought_from = self.in_force(now)
+        end = n.interval_start(len(n.intervals))
+        if self.reserved[-1][0] is not n and end - now < timedelta(seconds=HANDOVER_S):
+            return None
         i = min(max(int((now - n.start) / n.step), 0), len(n.intervals) - 1)
         band = n.intervals[i]
         p_base, q_base = self.baseline(now, bought_from)
@@ -245,8 +256,9 @@ class Load:
         tally = Tally(started=time.time())
         async with self.session() as session:
             while time.time() < until:
-                message_id, body = self.activation()
-                await self.post(session, Channel.ACTIVATION.path, message_id, body, tally)
+                made = self.activation()
+                if made is not None:
+                    await self.post(session, Channel.ACTIVATION.path, *made, tally)
                 await asyncio.sleep(CALM_GAP_S)
         tally.ended = time.time()
         return tally.report()
@@ -269,8 +281,11 @@ class Load:
                     if now >= until or now + (at - time.monotonic()) >= until:
                         return
                     await asyncio.sleep(max(0.0, at - time.monotonic()))
-                    message_id, body = make(slot)
-                    await self.post(session, path, message_id, body, tally)
+                    made = make(slot)
+                    if made is None:
+                        tally.skipped += 1
+                        continue
+                    await self.post(session, path, *made, tally)
 
         async with asyncio.TaskGroup() as group:
             for _ in range(clients):

@@ -270,6 +270,7 @@ class ActivationLoad:
             "renewals_refused": self.renewals_refused[:5],
             "renewals_refused_count": len(self.renewals_refused),
             "sent": load.get("sent", 0),
+            "skipped_in_handover": load.get("skipped", 0),
             "achieved_rate": round(status["200"] / load["elapsed_s"], 1) if load else 0.0,
             "accepted": status["200"],
             "refused": refused,

@@ -13,7 +13,7 @@ driver waits for, minus what only a gateway needs:
 - dlms: gurux SET of the register value on an association kept open (the session layer
   bench/dlms.py also uses for its floor).
 
-Usage: `python -m bench.raw_writes CONFIG PORTS_JSON TARGETS_JSON ROUNDS`, where TARGETS
+Usage: `python -m bench.soaklib.raw_writes CONFIG PORTS_JSON TARGETS_JSON ROUNDS`, where TARGETS
 maps protocol to [point id, value]; prints one JSON line: per protocol the seconds of
 each confirmed write and the count of writes not confirmed.
 """
