@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from gateway.config import FlexSettings, StandingReserve
-from gateway.flex import reservation
+from gateway.flex import activation, reservation
 from gateway.flex.conflict import NotificationCheck, check_notification
+from gateway.flex.dispatch import Dispatch, DispatchInput, dispatch
 from gateway.flex.model import Activation, Band, DecisionStatus, ReasonCode, Reservation
 from gateway.flex.records import FlexRecords
 from gateway.flex.service import FlexService
@@ -243,6 +244,29 @@ async def test_an_activation_does_not_wait_for_a_notification_being_checked(
         release.set()
         await notified
     assert notified.result().status is DecisionStatus.ACCEPTED
+
+
+async def test_an_activation_is_dispatched_once_before_its_answer(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decision's trial dispatch is the first cycle's: one LP solve, not two, on the
+    path to the answer, and the set points it found are the ones written."""
+    await world.service.notify(Reservation("res-a", bands(T17, 2, 20.0)))
+    await world.run_until(T17)
+    base = world.baseline_now()
+    solved: list[Dispatch] = []
+
+    def counted(inp: DispatchInput) -> Dispatch:
+        solved.append(dispatch(inp))
+        return solved[-1]
+
+    monkeypatch.setattr(activation, "dispatch", counted)
+    act = Activation("a", T17, T17 + 2 * FIVE, p_kw=base - 10, reservation_id="res-a")
+    decided = await world.service.activate(act)
+    assert decided.status is DecisionStatus.ACCEPTED
+    assert len(solved) == 1
+    written = {c.point: c.value for c in world.bench.controller.written if c.origin == "flex:a"}
+    assert written["bess1.p_set"] == pytest.approx(solved[0].p["bess1"], abs=1e-3)
 
 
 async def test_distributed_der_gets_one_target_and_is_supervised(world: World) -> None:
