@@ -282,8 +282,9 @@ class Load:
                         return
                     await asyncio.sleep(max(0.0, at - time.monotonic()))
                     made = make(slot)
-                    if made is None:
+                    if made is None:  # a pause: the slots it covers are not made up for
                         tally.skipped += 1
+                        await asyncio.sleep(HANDOVER_S / 10)
                         continue
                     await self.post(session, path, *made, tally)
 
