@@ -28,7 +28,6 @@ import os
 import resource
 import shutil
 import socket
-import sqlite3
 import struct
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from drivers.modbus.plan import ReadRequest, plan_reads
 from drivers.modbus.protocol import ModbusAddress, ModbusOptions
 from fwsim.process import child_env, free_port, start_sim
 from gateway.loader import load_config
+from gateway.sqlite import read_only
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,7 +114,7 @@ def _rss_mb(pid: int) -> float:
 
 
 def _rows(store: Path) -> int:
-    with contextlib.closing(sqlite3.connect(store)) as conn:
+    with read_only(store, "store") as conn:
         return int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
 
 

@@ -57,7 +57,6 @@ import contextlib
 import json
 import os
 import signal
-import sqlite3
 import sys
 import tempfile
 from collections import defaultdict
@@ -82,6 +81,7 @@ from gateway.allocator import bound_the_allocator, trim_forever
 from gateway.app import Gateway
 from gateway.config import LoadedConfig
 from gateway.loader import load_config
+from gateway.sqlite import read_only
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -414,7 +414,7 @@ def _halves(samples: list[float]) -> list[float] | None:
 
 
 def stored_samples(store: Path) -> int:
-    with sqlite3.connect(store) as conn:
+    with read_only(store, "store") as conn:
         return int(conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
 
 

@@ -1,8 +1,9 @@
 """SQLite store in the state directory: samples with retention and an append-only audit log.
 
-WAL mode so readers never block the writer. The connection is used from one worker thread
-at a time (every call goes through `asyncio.to_thread` under a lock); samples are buffered
-on the event loop and written in batches, because a commit per reading would cost a sync.
+The file is a `gateway.sqlite.Database` (WAL, its connection on its own thread) written
+with synchronous=NORMAL: a crash of the process loses nothing committed, a power cut at
+worst the last seconds of history. Samples are buffered on the event loop and written in
+batches, because a commit per reading would cost a sync.
 
 Samples are stored by exception, as IEC 61850 reports are sent (`gateway.mapping.Storage`):
 a reading is kept when its value moved beyond the point's deadband from the last kept one,
@@ -16,20 +17,19 @@ row without a value (the link was down).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import sqlite3
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import StoreError
 from gateway.mapping import Device
 from gateway.model import GOOD, Quality, QualityFlag, Reading, Validity
+from gateway.sqlite import Database, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
@@ -143,10 +143,9 @@ def _unchanged(value: object, last: object, deadband: float) -> bool:
 class Store:
     """Open with `await Store.open(path)`; close with `await store.close()`."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
-        self._conn = conn
-        self.path = path
-        self._lock = threading.Lock()
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.path = db.path
         self._pending: list[Reading] = []
         #: points stored by exception; any other point keeps every reading
         self._policies: dict[str, Policy] = {}
@@ -158,20 +157,11 @@ class Store:
 
     @classmethod
     async def open(cls, path: Path) -> Store:
-        return await asyncio.to_thread(cls.open_sync, path)
-
-    @classmethod
-    def open_sync(cls, path: Path) -> Store:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=5000")
-            conn.executescript(SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open store {path}: {exc}") from exc
-        return cls(conn, path)
+        # NORMAL: history and audit survive a crash of the process; a power cut may lose
+        # the last commits, which a sync per batch would not be worth
+        db = Database(path, SCHEMA, synchronous="NORMAL", label="store")
+        await db.open()
+        return cls(db)
 
     async def close(self) -> None:
         """Flush, keep the last confirmation of every held value (so history reaches the
@@ -185,8 +175,8 @@ class Store:
         self._kept.clear()
         self.kept += len(tails)
         if tails:
-            await asyncio.to_thread(self._run, lambda c: c.executemany(_INSERT_SAMPLE, tails))
-        await asyncio.to_thread(self._conn.close)
+            await self._db.call(partial(_write, sql=_INSERT_SAMPLE, rows=tails))
+        await self._db.close()
 
     # -- writing -----------------------------------------------------------------------
 
@@ -237,11 +227,16 @@ class Store:
 
     async def flush(self) -> int:
         batch, self._pending = self._pending, []
-        if batch:
-            await asyncio.to_thread(self._write_samples, batch)
+        # a transaction per chunk, each its own call on the database thread, not one per
+        # batch: an audit event (a write's record) waits for one chunk (a few ms), not for
+        # a whole second of 10,000 points
+        for at in range(0, len(batch), WRITE_CHUNK):
+            chunk = batch[at : at + WRITE_CHUNK]
+            await self._db.call(partial(self._write_samples, batch=chunk))
         return len(batch)
 
-    def _write_samples(self, batch: Sequence[Reading]) -> None:
+    def _write_samples(self, conn: sqlite3.Connection, batch: Sequence[Reading]) -> None:
+        """Insert `batch` in one transaction (on the database thread)."""
         rows = []
         when, ts = None, 0.0
         for r in batch:
@@ -257,11 +252,7 @@ class Store:
                     None if r.source_time is None else _ts(r.source_time),
                 )
             )
-        # a transaction per chunk, not per batch: an audit event (a write's record) waits
-        # for one chunk (a few ms), not for a whole second of 10,000 points
-        for at in range(0, len(rows), WRITE_CHUNK):
-            chunk = rows[at : at + WRITE_CHUNK]
-            self._run(lambda c, chunk=chunk: c.executemany(_INSERT_SAMPLE, chunk))
+        _write(conn, _INSERT_SAMPLE, rows)
 
     async def event(
         self,
@@ -279,50 +270,33 @@ class Store:
             point,
             json.dumps(detail, default=str, sort_keys=True),
         )
-        await asyncio.to_thread(
-            self._run,
-            lambda c: c.execute(
-                "INSERT INTO events (ts, kind, device, point, detail) VALUES (?,?,?,?,?)", row
-            ),
+        await self._db.call(
+            partial(
+                _write,
+                sql="INSERT INTO events (ts, kind, device, point, detail) VALUES (?,?,?,?,?)",
+                rows=[row],
+            )
         )
 
     async def prune(self, retention: timedelta) -> int:
         """Delete samples older than `retention`; returns how many."""
         cutoff = _ts(datetime.now(UTC) - retention)
-        cur = await asyncio.to_thread(
-            self._run, lambda c: c.execute("DELETE FROM samples WHERE ts < ?", (cutoff,))
+        return await self._db.call(
+            partial(_write, sql="DELETE FROM samples WHERE ts < ?", rows=[(cutoff,)])
         )
-        return int(cur.rowcount)
-
-    def _run(self, op: Any) -> Any:
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                result = op(self._conn)
-                self._conn.execute("COMMIT")
-                return result
-            except sqlite3.Error as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise StoreError(f"store {self.path}: {exc}") from exc
 
     # -- queries -----------------------------------------------------------------------
-
-    def _query(self, sql: str, args: Iterable[Any]) -> list[tuple[Any, ...]]:
-        with self._lock:
-            try:
-                return list(self._conn.execute(sql, tuple(args)).fetchall())
-            except sqlite3.Error as exc:
-                raise StoreError(f"store {self.path}: {exc}") from exc
 
     async def latest(self, point: str) -> Sample | None:
         """The last stored row of a point: for a flat signal stored by exception, up to an
         integrity period old (the point table has the latest reading)."""
-        rows = await asyncio.to_thread(
-            self._query,
-            "SELECT point, ts, value, quality, source_ts FROM samples "
-            "WHERE point = ? ORDER BY ts DESC LIMIT 1",
-            (point,),
+        rows = await self._db.call(
+            partial(
+                _query,
+                sql="SELECT point, ts, value, quality, source_ts FROM samples "
+                "WHERE point = ? ORDER BY ts DESC LIMIT 1",
+                args=(point,),
+            )
         )
         return _sample(rows[0]) if rows else None
 
@@ -332,21 +306,24 @@ class Store:
         await self.flush()
         policy = self._policies.get(point)
         if policy is None or policy.integrity_s == 0:
-            rows = await asyncio.to_thread(
-                self._query,
-                "SELECT point, ts, value, quality, source_ts FROM samples "
-                "WHERE point = ? AND ts >= ? AND ts < ? ORDER BY ts",
-                (point, _ts(start), _ts(end)),
+            rows = await self._db.call(
+                partial(
+                    _query,
+                    sql="SELECT point, ts, value, quality, source_ts FROM samples "
+                    "WHERE point = ? AND ts >= ? AND ts < ? ORDER BY ts",
+                    args=(point, _ts(start), _ts(end)),
+                )
             )
             return [_sample(r) for r in rows]
         kept = self._kept.get(point)
         confirmed = None if kept is None else (kept.stored, kept.seen)
-        return await asyncio.to_thread(
-            self._held_range, point, _ts(start), _ts(end), policy, confirmed
+        return await self._db.call(
+            lambda conn: self._held_range(conn, point, _ts(start), _ts(end), policy, confirmed)
         )
 
     def _held_range(
         self,
+        conn: sqlite3.Connection,
         point: str,
         start: float,
         end: float,
@@ -354,18 +331,21 @@ class Store:
         confirmed: tuple[float, float] | None,
     ) -> list[Sample]:
         """`confirmed`: (time of the last kept row, time of the last poll that read the same)."""
-        before = self._query(
+        before = _query(
+            conn,
             "SELECT point, ts, value, quality, source_ts FROM samples "
             "WHERE point = ? AND ts < ? ORDER BY ts DESC LIMIT 1",
             (point, start),
         )
-        rows = before + self._query(
+        rows = before + _query(
+            conn,
             "SELECT point, ts, value, quality, source_ts FROM samples "
             "WHERE point = ? AND ts >= ? AND ts < ? ORDER BY ts",
             (point, start, end),
         )
         # the next row bounds the hold of the last one in the window
-        after = self._query(
+        after = _query(
+            conn,
             "SELECT point, ts, value, quality, source_ts FROM samples "
             "WHERE point = ? AND ts >= ? ORDER BY ts LIMIT 1",
             (point, end),
@@ -406,7 +386,9 @@ class Store:
         if kind is not None:
             sql += " WHERE kind = ?"
             args = (kind,)
-        rows = await asyncio.to_thread(self._query, sql + " ORDER BY id LIMIT ?", (*args, limit))
+        rows = await self._db.call(
+            partial(_query, sql=sql + " ORDER BY id LIMIT ?", args=(*args, limit))
+        )
         return [
             Event(r[0], _dt(r[1]) or datetime.now(UTC), r[2], r[3], r[4], json.loads(r[5]))
             for r in rows
@@ -418,3 +400,16 @@ def _sample(row: tuple[Any, ...]) -> Sample:
     return Sample(
         point, _dt(ts) or datetime.now(UTC), value, _parse_quality(quality), _dt(source_ts)
     )
+
+
+# -- SQL, run on the database thread ----------------------------------------------------------
+
+
+def _write(conn: sqlite3.Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
+    """`sql` once per row in one transaction; how many rows it changed."""
+    with transaction(conn):
+        return int(conn.executemany(sql, rows).rowcount)
+
+
+def _query(conn: sqlite3.Connection, sql: str, args: Iterable[Any]) -> list[tuple[Any, ...]]:
+    return list(conn.execute(sql, tuple(args)).fetchall())

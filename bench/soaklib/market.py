@@ -30,7 +30,6 @@ import contextlib
 import json
 import os
 import signal
-import sqlite3
 import sys
 import time
 from collections import Counter
@@ -44,6 +43,7 @@ from gateway.config import LoadedConfig
 from gateway.flex.cycle import DEMO_SETTINGS
 from gateway.north.certs import dev_north_config, init_dev_pki
 from gateway.north.service import OUTBOX_FILE
+from gateway.sqlite import read_only
 
 ROOT = Path(__file__).resolve().parents[2]
 #: share of the offered flexibility the AMS reserves
@@ -287,7 +287,7 @@ class ActivationLoad:
 def cross_check(records: Path, store: Path, answered: list[str]) -> dict[str, Any]:
     """Activations answered 200 against the flexibility records and the controller's
     write events (origin `flex:<activation id>`)."""
-    with contextlib.closing(sqlite3.connect(records)) as conn:
+    with read_only(records, "flexibility records") as conn:
         decided = dict(conn.execute("SELECT id, status FROM flex_activation").fetchall())
         in_force = {a for (a,) in conn.execute("SELECT activation_id FROM flex_pcc_setpoint")}
         recorded_writes = Counter(
@@ -295,7 +295,7 @@ def cross_check(records: Path, store: Path, answered: list[str]) -> dict[str, An
             for a, p, s in conn.execute("SELECT activation_id, point, status FROM flex_setpoint")
         )
     controller_writes: Counter[tuple[str, str, str]] = Counter()
-    with contextlib.closing(sqlite3.connect(store)) as conn:
+    with read_only(store, "store") as conn:
         for point, detail in conn.execute("SELECT point, detail FROM events WHERE kind='write'"):
             d = json.loads(detail)
             origin = str(d.get("origin", ""))
@@ -367,7 +367,7 @@ async def drain_outbox(gw: Gateway, within: float) -> None:
 def north_messages(state: Path, received: dict[str, Any]) -> dict[str, Any]:
     """Forecasts and verifications the gateway queued (its outbox file, after it stopped)
     against what the AMS received."""
-    with contextlib.closing(sqlite3.connect(state / OUTBOX_FILE)) as conn:
+    with read_only(state / OUTBOX_FILE, "outbox") as conn:
         rows = conn.execute("SELECT message_id, destination, state FROM outbox").fetchall()
     out: dict[str, Any] = {}
     lost_total = 0

@@ -29,15 +29,13 @@ from gateway.flex.control import Planned, SetpointWriter, Target
 from gateway.flex.dispatch import Dispatch, DispatchInput, dispatch
 from gateway.flex.inputs import FlexModel, InputBuilder
 from gateway.flex.model import Activation, ActivationDecision, DecisionStatus, Reservation
-from gateway.flex.ports import Clock, FlexObserver, Unobserved
-from gateway.flex.records import AsyncRecords
+from gateway.flex.ports import ActivationRecords, Clock, FlexObserver, PointValues, Unobserved
 from gateway.flex.reservation import ReservationBook
 from gateway.flex.running import Running, baseline_to_json
 from gateway.flex.schedule import PlanInput, PlanResult
 from gateway.flex.verification import VERIFY_DELAY, Verifier
 from gateway.flex.verify import Baseline, Setpoint
 from gateway.mapping import Quantity
-from gateway.points import PointTable
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +48,9 @@ class ActivationControl:
         self,
         model: FlexModel,
         inputs: InputBuilder,
-        points: PointTable,
+        points: PointValues,
         writer: SetpointWriter,
-        records: AsyncRecords,
+        records: ActivationRecords,
         book: ReservationBook,
         verifier: Verifier,
         clock: Clock,

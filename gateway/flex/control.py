@@ -22,9 +22,9 @@ from typing import Protocol
 from gateway.config import DerType
 from gateway.errors import CommandError
 from gateway.flex.capability import DerCapability, DerState
+from gateway.flex.ports import PointValues
 from gateway.mapping import Point, Quantity
 from gateway.model import Command, CommandMode, CommandResult, CommandStatus
-from gateway.points import PointTable
 from gateway.units import from_canonical
 
 
@@ -56,7 +56,7 @@ class Planned:
     note: str = ""
 
 
-def _point(points: PointTable, der: str, role: Quantity) -> Point | None:
+def _point(points: PointValues, der: str, role: Quantity) -> Point | None:
     for mapped in points.find(der, role):
         if mapped.point.direction.writable:
             return mapped.point
@@ -88,7 +88,7 @@ def plan_commands(
     cap: DerCapability,
     state: DerState,
     target: Target,
-    points: PointTable,
+    points: PointValues,
     origin: str,
     deadline: datetime | None = None,
 ) -> tuple[list[Planned], list[str]]:
@@ -146,7 +146,7 @@ class SetpointWriter:
     """Sends DER targets through the controller and remembers what was sent, so an
     unchanged set point is not rewritten every cycle."""
 
-    def __init__(self, controller: Controller, points: PointTable, deadband_kw: float) -> None:
+    def __init__(self, controller: Controller, points: PointValues, deadband_kw: float) -> None:
         self._controller = controller
         self._points = points
         self._deadband = deadband_kw

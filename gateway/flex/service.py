@@ -16,8 +16,9 @@ reservations and the plan that keeps their bands); activation and control in
 gateway.flex.activation (`ActivationControl`: the activation in force, the set point
 writer, the DERs the plan steers); verification in gateway.flex.verification (`Verifier`:
 activations waiting for their final verification); recovery after a restart in
-gateway.flex.recovery. The records are reached through `AsyncRecords` only (their one
-crossing into a worker thread).
+gateway.flex.recovery. Each part gets the few capabilities it uses, typed in
+gateway.flex.ports (its Protocol of the records, the point values, the clock, the
+publisher); the records run every call on their database thread (gateway.sqlite).
 
 LP solves run in a worker thread; the point table is read on the event loop thread only.
 
@@ -49,8 +50,15 @@ from gateway.flex.model import (
     NotificationDecision,
     Reservation,
 )
-from gateway.flex.ports import Clock, FlexObserver, FlexPublisher, Unobserved, WallClock
-from gateway.flex.records import AsyncRecords, FlexRecords
+from gateway.flex.ports import (
+    Clock,
+    FlexObserver,
+    FlexPublisher,
+    PointValues,
+    Records,
+    Unobserved,
+    WallClock,
+)
 from gateway.flex.reservation import ReservationBook
 from gateway.flex.running import Running
 from gateway.flex.schedule import PlanInput, PlanResult, schedule
@@ -64,9 +72,9 @@ class FlexService:
     def __init__(
         self,
         config: LoadedConfig,
-        points: PointTable,
+        points: PointValues,
         controller: Controller,
-        records: FlexRecords,
+        records: Records,
         publisher: FlexPublisher,
         history: History | None = None,
         clock: Clock | None = None,
@@ -76,7 +84,7 @@ class FlexService:
         self.points = points
         self.inputs = InputBuilder(self.model, points, history)
         self.history = history
-        self.records = AsyncRecords(records)
+        self.records = records
         self.publisher = publisher
         self.clock = clock or WallClock()
         self._controller = controller
