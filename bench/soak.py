@@ -32,6 +32,8 @@ The gateway runs the full product: with the `north:` and `flex:` sections `mgms 
 gives it (development PKI, 10-second intervals) and an AMS simulator on loopback in its own
 process (bench/soaklib/; `--no-market` leaves them out). Under
 the faults the `activation` part sends signed Reserve Activations at `--activation-rate`
+(renewing its reservation `--renew-before` seconds before each ends, so it runs as long as
+the soak; `--reservation-s` shortens each reservation to see renewals in a short run)
 and the `read` part Smart API reads at `--read-rate` (`--clients` keep-alive clients
 each); `north` compares the forecasts and verifications the gateway queued with what the
 AMS received.
@@ -66,6 +68,7 @@ from bench.soaklib.figures import percentiles
 from bench.soaklib.hostile import HostileInbound
 from bench.soaklib.market import (
     EXPLAINED_REFUSALS,
+    RENEW_BEFORE_S,
     ActivationLoad,
     AmsLink,
     SmartApiReads,
@@ -222,7 +225,13 @@ def build_parts(
         state = gw.config.gateway.state_dir
         if args.activation_rate > 0:
             activations = ActivationLoad(
-                ams, state, gw.store.path, args.activation_rate, args.clients
+                ams,
+                state,
+                gw.store.path,
+                args.activation_rate,
+                args.clients,
+                args.reservation_s,
+                args.renew_before,
             )
             parts.append(activations)
         if args.read_rate > 0:
@@ -435,6 +444,18 @@ def main() -> int:
         "--poll-interval", type=float, default=None, help="poll every device this often, s"
     )
     parser.add_argument("--activation-rate", type=float, default=100.0, help="per s, 0: none")
+    parser.add_argument(
+        "--reservation-s",
+        type=float,
+        default=None,
+        help="length of each reservation, s (default: the forecast's horizon, 15 min)",
+    )
+    parser.add_argument(
+        "--renew-before",
+        type=float,
+        default=RENEW_BEFORE_S,
+        help="book the next reservation this many s before the last ends",
+    )
     parser.add_argument("--read-rate", type=float, default=100.0, help="per s, 0: none")
     parser.add_argument("--clients", type=int, default=4, help="keep-alive clients per load")
     parser.add_argument(

@@ -64,6 +64,11 @@ class PointTable:
         """Follow a reloaded config: new points appear, removed points and their values go."""
         self._mapped = {p.id: MappedPoint(p, d) for d in config.devices for p in d.points}
         self._latest = {k: r for k, r in self._latest.items() if k in self._mapped}
+        # by role, in mapping order: the control path looks roles up many times per
+        # dispatch, which must not scan a 10,000-point site each time
+        self._by_role: dict[tuple[str | None, Quantity], list[MappedPoint]] = {}
+        for m in self._mapped.values():
+            self._by_role.setdefault((m.point.der, m.point.quantity), []).append(m)
 
     def __contains__(self, point_id: object) -> bool:
         return point_id in self._mapped
@@ -76,9 +81,7 @@ class PointTable:
 
     def find(self, der: str, quantity: Quantity) -> list[MappedPoint]:
         """Points with this semantic role, in mapping order."""
-        return [
-            m for m in self._mapped.values() if (m.point.der, m.point.quantity) == (der, quantity)
-        ]
+        return list(self._by_role.get((der, quantity), ()))
 
     def latest(self, point_id: str) -> Reading | None:
         return self._latest.get(point_id)

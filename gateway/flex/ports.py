@@ -45,6 +45,8 @@ class PointValues(Protocol):
 
     def find(self, der: str, quantity: Quantity) -> Sequence[Mapped]: ...
 
+    def mapped(self, point_id: str) -> Mapped | None: ...
+
 
 class ReservationRecords(Protocol):
     """The reservation book's records: decisions on Reserve Notifications."""

@@ -21,6 +21,12 @@ gateway.flex.ports (its Protocol of the records, the point values, the clock, th
 publisher); the records run every call on their database thread (gateway.sqlite).
 
 LP solves run in a worker thread; the point table is read on the event loop thread only.
+
+Two locks, so that the control path never waits for planning: `_control` serializes what
+moves the DERs (activations, control cycles), `_planning` what plans (Reserve
+Notifications, replans, forecasts), whose LP solves take far longer than an activation
+may wait (a notification's check re-solves the plan once per conflicting service). A plan
+replaces the last in one step on the event loop, so control always sees a whole plan.
 """
 
 from __future__ import annotations
@@ -84,7 +90,8 @@ class FlexService:
         self._controller = controller
         self.external = external
         self.book = ReservationBook(self.records)
-        self._lock = asyncio.Lock()
+        self._control = asyncio.Lock()
+        self._planning = asyncio.Lock()
         self.verifier = Verifier(self.records, publisher, points, history)
         writer = SetpointWriter(controller, points, self.model.settings.setpoint_deadband_kw)
         self.control = ActivationControl(
@@ -124,7 +131,7 @@ class FlexService:
     async def forecast(self) -> FlexForecast:
         """A fresh Flexibility Forecast (also published)."""
         await self.start()
-        async with self._lock:
+        async with self._planning:
             now = self.clock.now()
             inp, plan = await self._replan(now)
             ff = await asyncio.to_thread(flexibility.forecast, self.model.microgrid, inp, plan, now)
@@ -152,7 +159,7 @@ class FlexService:
         """Decide on a Reserve Notification (gateway.flex.reservation); a new acceptance
         changes the flexibility left, so a fresh forecast follows."""
         await self.start()
-        async with self._lock:
+        async with self._planning:
             now = self.clock.now()
 
             async def plan_input(others: Sequence[Reservation]) -> PlanInput:
@@ -168,7 +175,7 @@ class FlexService:
         """Check a Reserve Activation and put it in force (or refuse it), recorded."""
         received = asyncio.get_running_loop().time()  # its latency counts the checks too
         await self.start()
-        async with self._lock:
+        async with self._control:
             return await self.control.decide(act, received, self._replan)
 
     # -- reload ------------------------------------------------------------------------------
@@ -179,7 +186,7 @@ class FlexService:
         model = FlexModel.build(config, PointTable(config))
 
         async def commit() -> None:
-            async with self._lock:
+            async with self._planning, self._control:
                 self.model = model
                 self.inputs = InputBuilder(model, self.points, self.history)
                 writer = SetpointWriter(
@@ -203,7 +210,9 @@ class FlexService:
         `notify`, `activate` and `forecast` call it first, so a message that arrives just
         after a restart (the AMS repeating what it saw no answer to) is decided on what
         the records hold, not on an empty book."""
-        async with self._lock:
+        if self._started:
+            return
+        async with self._planning, self._control:
             if self._started:
                 return
             self._started = True
@@ -226,8 +235,7 @@ class FlexService:
         """Control cycles until cancelled."""
         await self.start()
         while True:
-            async with self._lock:
-                await self.step()
+            await self.step()
             await self.clock.sleep(self.model.settings.control_cycle_s)
 
     async def step(self) -> None:
@@ -235,16 +243,21 @@ class FlexService:
         now = self.clock.now()
         fresh = None
         if self.book.plan_due(now, self.model.step):
-            fresh = await self._replan(now)
-        if self.control.running is not None:
-            await self.control.cycle(now)
-        else:
-            await self.control.execute_plan(now)
-        await self.control.close_due(now)
+            async with self._planning:
+                fresh = await self._replan(now)
+        async with self._control:
+            if self.control.running is not None:
+                await self.control.cycle(now)
+            else:
+                await self.control.execute_plan(now)
+            await self.control.close_due(now)
         if self._last_forecast is None or now - self._last_forecast >= self.model.step:
-            inp, plan = fresh or await self._replan(now)
-            ff = await asyncio.to_thread(flexibility.forecast, self.model.microgrid, inp, plan, now)
-            self._last_forecast = now
+            async with self._planning:
+                inp, plan = fresh or await self._replan(now)
+                ff = await asyncio.to_thread(
+                    flexibility.forecast, self.model.microgrid, inp, plan, now
+                )
+                self._last_forecast = now
             await self.publisher.forecast(ff)
 
     # -- internals ---------------------------------------------------------------------------
@@ -261,5 +274,7 @@ class FlexService:
         plan = await asyncio.to_thread(schedule, inp)
         for reason in plan.violations:
             log.warning("plan: %s", reason)
-        self.book.planned(plan, now)
+        if self.book.reservations is held:
+            # else a notification was accepted meanwhile: its plan (which holds it) stays
+            self.book.planned(plan, now)
         return inp, plan

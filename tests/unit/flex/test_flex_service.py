@@ -5,13 +5,18 @@ going through the point table and the mapped point roles."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.config import FlexSettings, StandingReserve
+from gateway.flex import activation, reservation
+from gateway.flex.conflict import NotificationCheck, check_notification
+from gateway.flex.dispatch import Dispatch, DispatchInput, dispatch
 from gateway.flex.model import Activation, Band, DecisionStatus, ReasonCode, Reservation
 from gateway.flex.records import FlexRecords
 from gateway.flex.service import FlexService
@@ -185,6 +190,83 @@ async def test_second_activation_of_another_reservation_is_refused(world: World)
         Activation("b", T17, T17 + 2 * FIVE, p_kw=0.0, reservation_id="res-b")
     )
     assert again == second
+
+
+async def test_the_next_reservation_activates_as_soon_as_the_last_one_ended(
+    world: World,
+) -> None:
+    """An activation whose period is over no longer steers the coupling point, even before
+    a control cycle noticed: the first activation of the next reservation is accepted."""
+    await world.service.notify(Reservation("res-a", bands(T17, 1, 20.0)))
+    await world.service.notify(Reservation("res-b", bands(T17 + FIVE, 1, 20.0)))
+    await world.run_until(T17)
+    base = world.baseline_now()
+    first = await world.service.activate(
+        Activation("a", T17, T17 + FIVE, p_kw=base - 10, reservation_id="res-a")
+    )
+    assert first.status is DecisionStatus.ACCEPTED
+    world.bench.advance(FIVE.total_seconds())  # no cycle ran since res-a ended
+    second = await world.service.activate(
+        Activation("b", T17 + FIVE, T17 + 2 * FIVE, p_kw=base - 10, reservation_id="res-b")
+    )
+    assert second.status is not DecisionStatus.REFUSED, second.reasons
+    running = world.service.running
+    assert running is not None and running.activation.id == "b"
+
+
+async def test_an_activation_does_not_wait_for_a_notification_being_checked(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control path never queues behind planning: while a Reserve Notification's check
+    (its LP solves) runs, an activation of an accepted reservation is decided and written."""
+    await world.service.notify(Reservation("res-a", bands(T17, 2, 20.0)))
+    await world.run_until(T17)
+    base = world.baseline_now()
+    checking, release = threading.Event(), threading.Event()
+
+    def slow_check(*args: Any) -> NotificationCheck:
+        checking.set()
+        release.wait(30)
+        return check_notification(*args)
+
+    monkeypatch.setattr(reservation, "check_notification", slow_check)
+    notified = asyncio.create_task(
+        world.service.notify(Reservation("res-b", bands(T17 + 2 * FIVE, 1, 5.0)))
+    )
+    try:
+        assert await asyncio.to_thread(checking.wait, 30)
+        act = Activation("a", T17, T17 + 2 * FIVE, p_kw=base - 10, reservation_id="res-a")
+        decided = await asyncio.wait_for(world.service.activate(act), 10)
+        assert decided.status is DecisionStatus.ACCEPTED
+        assert any(c.origin == "flex:a" for c in world.bench.controller.written)
+        assert not notified.done()  # it was still being checked
+    finally:
+        release.set()
+        await notified
+    assert notified.result().status is DecisionStatus.ACCEPTED
+
+
+async def test_an_activation_is_dispatched_once_before_its_answer(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decision's trial dispatch is the first cycle's: one LP solve, not two, on the
+    path to the answer, and the set points it found are the ones written."""
+    await world.service.notify(Reservation("res-a", bands(T17, 2, 20.0)))
+    await world.run_until(T17)
+    base = world.baseline_now()
+    solved: list[Dispatch] = []
+
+    def counted(inp: DispatchInput) -> Dispatch:
+        solved.append(dispatch(inp))
+        return solved[-1]
+
+    monkeypatch.setattr(activation, "dispatch", counted)
+    act = Activation("a", T17, T17 + 2 * FIVE, p_kw=base - 10, reservation_id="res-a")
+    decided = await world.service.activate(act)
+    assert decided.status is DecisionStatus.ACCEPTED
+    assert len(solved) == 1
+    written = {c.point: c.value for c in world.bench.controller.written if c.origin == "flex:a"}
+    assert written["bess1.p_set"] == pytest.approx(solved[0].p["bess1"], abs=1e-3)
 
 
 async def test_distributed_der_gets_one_target_and_is_supervised(world: World) -> None:

@@ -58,3 +58,19 @@ def test_invalid_readings_carry_the_canonical_unit() -> None:
     table.mark_device_down(device, "link down")
     latest = table.latest("bess1.p")
     assert latest is not None and latest.value is None and latest.unit == "KiloW"
+
+
+def test_roles_follow_a_remap() -> None:
+    """Points by role, in mapping order, as the mapping now says (the index is rebuilt)."""
+    config = load_config(DEMO_CONFIG)
+    table = PointTable(config)
+    assert [m.point.id for m in table.find("pcc", Quantity.ACTIVE_POWER)] == [
+        "pcc.p",
+        "pcc.meter.p",
+    ]
+    for mapping in config.mappings.values():
+        for device in mapping.devices:
+            device.points = [p for p in device.points if p.id != "pcc.p"]
+    table.remap(config)
+    assert [m.point.id for m in table.find("pcc", Quantity.ACTIVE_POWER)] == ["pcc.meter.p"]
+    assert table.find("nobody", Quantity.ACTIVE_POWER) == []
