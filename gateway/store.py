@@ -4,6 +4,14 @@ WAL mode so readers never block the writer. The connection is used from one work
 at a time (every call goes through `asyncio.to_thread` under a lock); samples are buffered
 on the event loop and written in batches, because a commit per reading would cost a sync.
 
+The buffer is written point by point, several seconds at a time (`flush_due`, every
+`HOLD_S`): the (point, ts) index keeps each point's rows together, so a write of one row
+per point dirties one index page per point, and once a point's history is longer than a
+page that is a page write (and a page copy at the checkpoint) per row, growing with the
+history. Holding `HOLD_S` seconds of a point's rows puts them on one page in one write.
+A query (`range`, `latest`) and `close` write the buffer first; a crash loses at most
+`HOLD_S` seconds of history.
+
 Samples are stored by exception, as IEC 61850 reports are sent (`gateway.mapping.Storage`):
 a reading is kept when its value moved beyond the point's deadband from the last kept one,
 when its quality changed, or when the integrity period passed; a flat signal so costs a
@@ -17,11 +25,13 @@ row without a value (the link was down).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,6 +69,9 @@ _INSERT_SAMPLE = "INSERT INTO samples VALUES (?,?,?,?,?)"
 
 #: sample rows written per transaction
 WRITE_CHUNK = 1000
+
+#: seconds of readings `flush_due` holds before it writes them
+HOLD_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -147,7 +160,11 @@ class Store:
         self._conn = conn
         self.path = path
         self._lock = threading.Lock()
-        self._pending: list[Reading] = []
+        #: readings to write, by point (written point by point: see the module's docstring)
+        self._pending: dict[str, list[Reading]] = {}
+        self._pending_count = 0
+        #: monotonic time of the oldest reading in `_pending`
+        self._pending_since = 0.0
         #: points stored by exception; any other point keeps every reading
         self._policies: dict[str, Policy] = {}
         self._kept: dict[str, _Kept] = {}
@@ -202,49 +219,72 @@ class Store:
         self._kept = {k: v for k, v in self._kept.items() if k in self._policies}
 
     def add(self, reading: Reading) -> None:
-        """Buffer a reading if it is to be kept (event loop thread); `flush` writes the
-        buffer in one commit."""
-        policy = self._policies.get(reading.point)
-        # a device's own time stamp makes a reading a record (a load profile entry): kept
-        if policy is not None and reading.source_time is None:
-            when = reading.gateway_time
-            if when is not self._last_time:  # the readings of one poll share their time
-                self._last_time, self._last_ts = when, when.timestamp()
-            ts = self._last_ts
-            kept = self._kept.get(reading.point)
-            if kept is None:
-                self._kept[reading.point] = _Kept(reading.value, reading.quality, ts)
-            elif (
-                ts - kept.stored < policy.integrity_s
-                and (kept.quality is reading.quality or kept.quality == reading.quality)
-                and _unchanged(reading.value, kept.value, policy.deadband)
-            ):
-                kept.seen = ts
-                return
+        """Buffer one reading if it is to be kept (see `add_all`)."""
+        self.add_all((reading,))
+
+    def add_all(self, readings: Iterable[Reading]) -> None:
+        """Buffer the readings that are to be kept (event loop thread; the point table's
+        listener, once per poll); `flush` writes the buffer."""
+        policies, held, pending = self._policies, self._kept, self._pending
+        last_time, ts = self._last_time, self._last_ts
+        added = 0
+        for reading in readings:
+            point = reading.point
+            policy = policies.get(point)
+            # a device's own time stamp makes a reading a record (a load profile entry): kept
+            if policy is not None and reading.source_time is None:
+                when = reading.gateway_time
+                if when is not last_time:  # the readings of one poll share their time
+                    last_time, ts = when, when.timestamp()
+                kept = held.get(point)
+                value, quality = reading.value, reading.quality
+                if kept is None:
+                    held[point] = _Kept(value, quality, ts)
+                elif (
+                    ts - kept.stored < policy.integrity_s
+                    and (kept.quality is quality or kept.quality == quality)
+                    and (value == kept.value or _unchanged(value, kept.value, policy.deadband))
+                ):
+                    kept.seen = ts
+                    continue
+                else:
+                    kept.value, kept.quality, kept.stored, kept.seen = value, quality, ts, ts
+            rows = pending.get(point)
+            if rows is None:
+                pending[point] = [reading]
             else:
-                kept.value, kept.quality, kept.stored, kept.seen = (
-                    reading.value,
-                    reading.quality,
-                    ts,
-                    ts,
-                )
-        self._pending.append(reading)
-        self.kept += 1
+                rows.append(reading)
+            added += 1
+        self._last_time, self._last_ts = last_time, ts
+        if added:
+            if not self._pending_count:
+                self._pending_since = time.monotonic()
+            self._pending_count += added
+            self.kept += added
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return self._pending_count
 
     async def flush(self) -> int:
-        batch, self._pending = self._pending, []
+        """Write every buffered reading; how many."""
+        batch, count = self._pending, self._pending_count
+        self._pending, self._pending_count = {}, 0
         if batch:
             await asyncio.to_thread(self._write_samples, batch)
-        return len(batch)
+        return count
 
-    def _write_samples(self, batch: Sequence[Reading]) -> None:
+    async def flush_due(self, hold_s: float = HOLD_S) -> int:
+        """Write the buffer once its oldest reading has waited `hold_s` seconds (the
+        periodic flush); how many were written."""
+        if not self._pending_count or time.monotonic() - self._pending_since < hold_s:
+            return 0
+        return await self.flush()
+
+    def _write_samples(self, batch: dict[str, list[Reading]]) -> None:
         rows = []
         when, ts = None, 0.0
-        for r in batch:
+        for r in itertools.chain.from_iterable(batch.values()):
             if r.gateway_time is not when:  # the readings of a poll share their time
                 when, ts = r.gateway_time, r.gateway_time.timestamp()
             value = r.value
@@ -318,6 +358,7 @@ class Store:
     async def latest(self, point: str) -> Sample | None:
         """The last stored row of a point: for a flat signal stored by exception, up to an
         integrity period old (the point table has the latest reading)."""
+        await self.flush()
         rows = await asyncio.to_thread(
             self._query,
             "SELECT point, ts, value, quality, source_ts FROM samples "
