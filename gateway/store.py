@@ -31,6 +31,7 @@ import math
 import sqlite3
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -161,7 +162,7 @@ class Store:
         self.path = path
         self._lock = threading.Lock()
         #: readings to write, by point (written point by point: see the module's docstring)
-        self._pending: dict[str, list[Reading]] = {}
+        self._pending: defaultdict[str, list[Reading]] = defaultdict(list)
         self._pending_count = 0
         #: monotonic time of the oldest reading in `_pending`
         self._pending_since = 0.0
@@ -243,17 +244,17 @@ class Store:
                 elif (
                     ts - kept.stored < policy.integrity_s
                     and (kept.quality is quality or kept.quality == quality)
-                    and (value == kept.value or _unchanged(value, kept.value, policy.deadband))
+                    and (
+                        value == kept.value
+                        # no deadband: equal or changed, as just compared
+                        or (policy.deadband and _unchanged(value, kept.value, policy.deadband))
+                    )
                 ):
                     kept.seen = ts
                     continue
                 else:
                     kept.value, kept.quality, kept.stored, kept.seen = value, quality, ts, ts
-            rows = pending.get(point)
-            if rows is None:
-                pending[point] = [reading]
-            else:
-                rows.append(reading)
+            pending[point].append(reading)
             added += 1
         self._last_time, self._last_ts = last_time, ts
         if added:
@@ -269,7 +270,7 @@ class Store:
     async def flush(self) -> int:
         """Write every buffered reading; how many."""
         batch, count = self._pending, self._pending_count
-        self._pending, self._pending_count = {}, 0
+        self._pending, self._pending_count = defaultdict(list), 0
         if batch:
             await asyncio.to_thread(self._write_samples, batch)
         return count
