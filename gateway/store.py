@@ -25,14 +25,16 @@ row without a value (the link was down).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import math
 import sqlite3
 import threading
 import time
+from array import array
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -67,6 +69,7 @@ BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 
 
 _INSERT_SAMPLE = "INSERT INTO samples VALUES (?,?,?,?,?)"
+_INSERT_GOOD = "INSERT INTO samples VALUES (?,?,?,'good',NULL)"
 
 #: sample rows written per transaction
 WRITE_CHUNK = 1000
@@ -106,6 +109,17 @@ def _quality_text(q: Quality) -> str:
     return str(q)
 
 
+def _row(r: Reading, ts: float) -> Row:
+    value = r.value
+    return (
+        r.point,
+        ts,
+        value if type(value) is float else _numeric(value),
+        "good" if r.quality is GOOD else _quality_text(r.quality),
+        None if r.source_time is None else _ts(r.source_time),
+    )
+
+
 def _parse_quality(text: str) -> Quality:
     validity, _, flags = text.partition("[")
     return Quality(
@@ -129,6 +143,33 @@ class Policy:
     deadband: float
     integrity_s: float
     poll_s: float
+
+
+Row = tuple[str, float, float | None, str, float | None]
+
+
+class _Held:
+    """A point's rows waiting for the write. Good float values without a device time
+    (nearly every reading) as (ts, value) pairs in an array, 16 bytes a row; any other as
+    its row."""
+
+    __slots__ = ("pairs", "rows")
+
+    def __init__(self) -> None:
+        self.pairs = array("d")
+        self.rows: list[Row] = []
+
+
+def _good_rows(item: tuple[str, _Held]) -> Iterator[tuple[str, float, float]]:
+    """(point, ts, value) of a point's good pairs, without a Python step per row."""
+    point, held = item
+    pairs = iter(held.pairs)
+    return zip(itertools.repeat(point), pairs, pairs)
+
+
+def _insert(conn: sqlite3.Connection, chunk: list[tuple[str, _Held]]) -> None:
+    conn.executemany(_INSERT_GOOD, itertools.chain.from_iterable(map(_good_rows, chunk)))
+    conn.executemany(_INSERT_SAMPLE, itertools.chain.from_iterable(held.rows for _, held in chunk))
 
 
 class _Kept:
@@ -162,10 +203,13 @@ class Store:
         self.path = path
         self._lock = threading.Lock()
         #: readings to write, by point (written point by point: see the module's docstring)
-        self._pending: defaultdict[str, list[Reading]] = defaultdict(list)
+        self._pending: defaultdict[str, _Held] = defaultdict(_Held)
         self._pending_count = 0
         #: monotonic time of the oldest reading in `_pending`
         self._pending_since = 0.0
+        #: held by a flush until its rows are written: a query's flush waits for the
+        #: periodic one in progress instead of reading without its rows
+        self._flushing = asyncio.Lock()
         #: points stored by exception; any other point keeps every reading
         self._policies: dict[str, Policy] = {}
         self._kept: dict[str, _Kept] = {}
@@ -230,15 +274,14 @@ class Store:
         last_time, ts = self._last_time, self._last_ts
         added = 0
         for reading in readings:
-            point = reading.point
+            point, value, quality = reading.point, reading.value, reading.quality
+            when = reading.gateway_time
+            if when is not last_time:  # the readings of one poll share their time
+                last_time, ts = when, when.timestamp()
             policy = policies.get(point)
             # a device's own time stamp makes a reading a record (a load profile entry): kept
             if policy is not None and reading.source_time is None:
-                when = reading.gateway_time
-                if when is not last_time:  # the readings of one poll share their time
-                    last_time, ts = when, when.timestamp()
                 kept = held.get(point)
-                value, quality = reading.value, reading.quality
                 if kept is None:
                     held[point] = _Kept(value, quality, ts)
                 elif (
@@ -254,7 +297,12 @@ class Store:
                     continue
                 else:
                     kept.value, kept.quality, kept.stored, kept.seen = value, quality, ts, ts
-            pending[point].append(reading)
+            if quality is GOOD and type(value) is float and reading.source_time is None:
+                pairs = pending[point].pairs
+                pairs.append(ts)
+                pairs.append(value)
+            else:
+                pending[point].rows.append(_row(reading, ts))
             added += 1
         self._last_time, self._last_ts = last_time, ts
         if added:
@@ -268,11 +316,12 @@ class Store:
         return self._pending_count
 
     async def flush(self) -> int:
-        """Write every buffered reading; how many."""
-        batch, count = self._pending, self._pending_count
-        self._pending, self._pending_count = defaultdict(list), 0
-        if batch:
-            await asyncio.to_thread(self._write_samples, batch)
+        """Write every buffered reading (after any flush in progress); how many."""
+        async with self._flushing:
+            batch, count = self._pending, self._pending_count
+            self._pending, self._pending_count = defaultdict(_Held), 0
+            if batch:
+                await asyncio.to_thread(self._write_samples, batch)
         return count
 
     async def flush_due(self, hold_s: float = HOLD_S) -> int:
@@ -282,27 +331,19 @@ class Store:
             return 0
         return await self.flush()
 
-    def _write_samples(self, batch: dict[str, list[Reading]]) -> None:
-        rows = []
-        when, ts = None, 0.0
-        for r in itertools.chain.from_iterable(batch.values()):
-            if r.gateway_time is not when:  # the readings of a poll share their time
-                when, ts = r.gateway_time, r.gateway_time.timestamp()
-            value = r.value
-            rows.append(
-                (
-                    r.point,
-                    ts,
-                    value if type(value) is float else _numeric(value),
-                    "good" if r.quality is GOOD else _quality_text(r.quality),
-                    None if r.source_time is None else _ts(r.source_time),
-                )
-            )
-        # a transaction per chunk, not per batch: an audit event (a write's record) waits
-        # for one chunk (a few ms), not for a whole second of 10,000 points
-        for at in range(0, len(rows), WRITE_CHUNK):
-            chunk = rows[at : at + WRITE_CHUNK]
-            self._run(lambda c, chunk=chunk: c.executemany(_INSERT_SAMPLE, chunk))
+    def _write_samples(self, batch: dict[str, _Held]) -> None:
+        # a transaction per chunk of about WRITE_CHUNK rows, not per batch: an audit event
+        # (a write's record) waits for one chunk (a few ms), not for seconds of 10,000 points
+        chunk: list[tuple[str, _Held]] = []
+        size = 0
+        for item in batch.items():
+            chunk.append(item)
+            size += len(item[1].pairs) // 2 + len(item[1].rows)
+            if size >= WRITE_CHUNK:
+                self._run(functools.partial(_insert, chunk=chunk))
+                chunk, size = [], 0
+        if chunk:
+            self._run(functools.partial(_insert, chunk=chunk))
 
     async def event(
         self,

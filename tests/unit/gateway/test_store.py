@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -329,4 +330,21 @@ async def test_the_periodic_flush_holds_readings_for_the_hold_time(tmp_path: Pat
     store.add(Reading("p", 3.0, "KiloW", gateway_time=_at(2)))
     assert await store.flush_due(hold_s=0.0) == 1
     assert [v for _, v in _rows(store)] == [1.0, 2.0, 3.0]
+    await store.close()
+
+
+async def test_a_query_waits_for_the_write_in_progress(tmp_path: Path) -> None:
+    """The periodic flush has taken the buffer and is writing it in a worker thread when a
+    query comes: the query sees those rows, not a history that ends seconds early."""
+    store = await Store.open(tmp_path / "s.sqlite")
+    for i in range(20):
+        store.add_all(
+            [Reading(f"q{k}", float(i), "KiloW", gateway_time=_at(i)) for k in range(3000)]
+        )
+    periodic = asyncio.create_task(store.flush_due(hold_s=0.0))
+    await asyncio.sleep(0)  # it has taken the buffer; its rows are being written
+    assert store.pending == 0
+    got = await store.range("q2999", T0, _at(20))
+    assert [s.value for s in got] == [float(i) for i in range(20)]
+    assert await periodic == 60000
     await store.close()
