@@ -60,7 +60,7 @@ import signal
 import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -252,9 +252,9 @@ async def soak(
     latency = PollLatency(protocols)
     delivered = 0
 
-    def count(_reading: object) -> None:
+    def count(readings: Sequence[object]) -> None:
         nonlocal delivered
-        delivered += 1
+        delivered += len(readings)
 
     loop = asyncio.get_running_loop()
     if ams is not None:

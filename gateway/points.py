@@ -1,7 +1,8 @@
 """The point table: the latest reading of every mapped point, for the rest of the gateway.
 
 Only the event loop thread writes to it. Listeners (store, Smart API state, flexibility)
-subscribe to changes instead of polling the table.
+subscribe to changes instead of polling the table; a listener is told once per update, with
+the whole batch (a poll's readings), so the per-point cost of a listener is its own loop.
 
 Every reading enters in its quantity's canonical unit (kW, kvar, kWh, %, V, ...): a point
 mapped in W, var, Wh or MW is converted here, once, so the store, flexibility, status and
@@ -10,7 +11,7 @@ Smart API all see the same unit; the reading's `unit` says which.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from gateway.config import LoadedConfig
@@ -18,7 +19,9 @@ from gateway.mapping import Device, Point, Quantity
 from gateway.model import Quality, QualityFlag, Reading
 from gateway.units import canonical_unit, convert
 
-Listener = Callable[[Reading], None]
+Listener = Callable[[Sequence[Reading]], None]
+"""Told the readings of one update (canonical unit, mapped points only, in order), after
+the table holds them all."""
 
 
 @dataclass(frozen=True)
@@ -102,14 +105,20 @@ class PointTable:
         self._listeners.append(listener)
 
     def update(self, readings: Iterable[Reading]) -> None:
+        """Take a batch of readings (a poll's, or one pushed) and tell the listeners once."""
+        mapped_of, latest = self._mapped.get, self._latest
+        batch: list[Reading] = []
         for raw in readings:
-            mapped = self._mapped.get(raw.point)
+            mapped = mapped_of(raw.point)
             if mapped is None:
                 continue  # a device pushed a point the mapping does not know
-            reading = canonical(raw, mapped)
-            self._latest[reading.point] = reading
+            # most points are mapped in their canonical unit: no call for those
+            reading = raw if raw.unit == mapped.unit else canonical(raw, mapped)
+            latest[raw.point] = reading
+            batch.append(reading)
+        if batch:
             for listener in self._listeners:
-                listener(reading)
+                listener(batch)
 
     def mark_device_down(self, device: Device, detail: str) -> None:
         """Every point of a device whose link is down becomes invalid (comm failure)."""

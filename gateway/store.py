@@ -5,6 +5,14 @@ with synchronous=NORMAL: a crash of the process loses nothing committed, a power
 worst the last seconds of history. Samples are buffered on the event loop and written in
 batches, because a commit per reading would cost a sync.
 
+The buffer is written point by point, several seconds at a time (`flush_due`, every
+`HOLD_S`): the (point, ts) index keeps each point's rows together, so a write of one row
+per point dirties one index page per point, and once a point's history is longer than a
+page that is a page write (and a page copy at the checkpoint) per row, growing with the
+history. Holding `HOLD_S` seconds of a point's rows puts them on one page in one write.
+A query (`range`, `latest`) and `close` write the buffer first; a crash loses at most
+`HOLD_S` seconds of history.
+
 Samples are stored by exception, as IEC 61850 reports are sent (`gateway.mapping.Storage`):
 a reading is kept when its value moved beyond the point's deadband from the last kept one,
 when its quality changed, or when the integrity period passed; a flat signal so costs a
@@ -21,22 +29,26 @@ stop also keeps each held value's last confirmation as a row. A killed process (
 OOM, SIGKILL) learns nothing of its end, so without this a restart within one and a half
 integrity periods would hold the last value across the time nobody read it: flat energy
 counters, 0 kW measured, in a verification. The bound: a killed run's holds end at its
-last flush, within one flush period before the kill (readings after that flush are lost
+last flush, within one flush period (`HOLD_S`) before the kill (readings after that flush are lost
 with the process) and at most half a poll after it; a power cut may also lose the last
 commits, and the hold ends earlier still, with them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import math
 import sqlite3
+import time
+from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +87,13 @@ BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 
 
 _INSERT_SAMPLE = "INSERT INTO samples VALUES (?,?,?,?,?)"
+_INSERT_GOOD = "INSERT INTO samples VALUES (?,?,?,'good',NULL)"
 
 #: sample rows written per transaction
 WRITE_CHUNK = 1000
+
+#: seconds of readings `flush_due` holds before it writes them
+HOLD_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -127,6 +143,39 @@ def _numeric(value: object) -> float | None:
     return None
 
 
+Row = tuple[str, float, float | None, str, float | None]
+
+
+def _row(r: Reading, ts: float) -> Row:
+    value = r.value
+    return (
+        r.point,
+        ts,
+        value if type(value) is float else _numeric(value),
+        "good" if r.quality is GOOD else _quality_text(r.quality),
+        None if r.source_time is None else _ts(r.source_time),
+    )
+
+
+class _Held:
+    """A point's rows waiting for the write. Good float values without a device time
+    (nearly every reading) as (ts, value) pairs in an array, 16 bytes a row; any other as
+    its row."""
+
+    __slots__ = ("pairs", "rows")
+
+    def __init__(self) -> None:
+        self.pairs = array("d")
+        self.rows: list[Row] = []
+
+
+def _good_rows(item: tuple[str, _Held]) -> Iterator[tuple[str, float, float]]:
+    """(point, ts, value) of a point's good pairs, without a Python step per row."""
+    point, held = item
+    pairs = iter(held.pairs)
+    return zip(itertools.repeat(point), pairs, pairs)
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """When readings of a point are kept (from its `storage:`), and how often it is read."""
@@ -169,12 +218,21 @@ class Store:
         self._run = run
         self._alive = 0.0
         self.path = db.path
-        self._pending: list[Reading] = []
+        #: readings to write, by point (written point by point: see the module's docstring)
+        self._pending: defaultdict[str, _Held] = defaultdict(_Held)
+        self._pending_count = 0
+        #: monotonic time of the last flush: `flush_due` writes `HOLD_S` after it
+        self._flushed_at = time.monotonic()
+        #: held by a flush until its rows are written: a query's flush waits for the
+        #: periodic one in progress instead of reading without its rows
+        self._flushing = asyncio.Lock()
         #: points stored by exception; any other point keeps every reading
         self._policies: dict[str, Policy] = {}
         self._kept: dict[str, _Kept] = {}
         self._last_time: datetime | None = None
         self._last_ts = 0.0
+        #: the newest poll time seen: this run read up to there (its `alive_until`)
+        self._newest_ts = 0.0
         #: rows handed to the database so far (readings kept, and the tails kept at close)
         self.kept = 0
 
@@ -203,7 +261,7 @@ class Store:
         self._kept.clear()
         self.kept += len(tails)
         if tails:
-            await self._db.call(partial(self._commit, rows=tails, alive=self._last_ts))
+            await self._db.call(partial(self._commit, rows=tails, alive=self._newest_ts))
         await self._db.close()
 
     # -- writing -----------------------------------------------------------------------
@@ -220,87 +278,115 @@ class Store:
         self._kept = {k: v for k, v in self._kept.items() if k in self._policies}
 
     def add(self, reading: Reading) -> None:
-        """Buffer a reading if it is to be kept (event loop thread); `flush` writes the
-        buffer in one commit."""
-        policy = self._policies.get(reading.point)
-        # a device's own time stamp makes a reading a record (a load profile entry): kept
-        if policy is not None and reading.source_time is None:
+        """Buffer one reading if it is to be kept (see `add_all`)."""
+        self.add_all((reading,))
+
+    def add_all(self, readings: Iterable[Reading]) -> None:
+        """Buffer the readings that are to be kept (event loop thread; the point table's
+        listener, once per poll); `flush` writes the buffer."""
+        policies, held, pending = self._policies, self._kept, self._pending
+        last_time, ts, newest = self._last_time, self._last_ts, self._newest_ts
+        added = 0
+        for reading in readings:
+            point, value, quality = reading.point, reading.value, reading.quality
             when = reading.gateway_time
-            if when is not self._last_time:  # the readings of one poll share their time
-                self._last_time, self._last_ts = when, when.timestamp()
-            ts = self._last_ts
-            kept = self._kept.get(reading.point)
-            if kept is None:
-                self._kept[reading.point] = _Kept(reading.value, reading.quality, ts)
-            elif (
-                ts - kept.stored < policy.integrity_s
-                and (kept.quality is reading.quality or kept.quality == reading.quality)
-                and _unchanged(reading.value, kept.value, policy.deadband)
-            ):
-                kept.seen = ts
-                return
+            if when is not last_time:  # the readings of a poll share their time
+                last_time, ts = when, when.timestamp()
+                newest = max(newest, ts)
+            policy = policies.get(point)
+            # a device's own time stamp makes a reading a record (a load profile entry): kept
+            if policy is not None and reading.source_time is None:
+                kept = held.get(point)
+                if kept is None:
+                    held[point] = _Kept(value, quality, ts)
+                elif (
+                    ts - kept.stored < policy.integrity_s
+                    and (kept.quality is quality or kept.quality == quality)
+                    and (
+                        value == kept.value
+                        # no deadband: equal or changed, as just compared
+                        or (policy.deadband and _unchanged(value, kept.value, policy.deadband))
+                    )
+                ):
+                    kept.seen = ts
+                    continue
+                else:
+                    kept.value, kept.quality, kept.stored, kept.seen = value, quality, ts, ts
+            if quality is GOOD and type(value) is float and reading.source_time is None:
+                pairs = pending[point].pairs
+                pairs.append(ts)
+                pairs.append(value)
             else:
-                kept.value, kept.quality, kept.stored, kept.seen = (
-                    reading.value,
-                    reading.quality,
-                    ts,
-                    ts,
-                )
-        self._pending.append(reading)
-        self.kept += 1
+                pending[point].rows.append(_row(reading, ts))
+            added += 1
+        self._last_time, self._last_ts, self._newest_ts = last_time, ts, newest
+        self._pending_count += added
+        self.kept += added
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return self._pending_count
 
     async def flush(self) -> int:
-        """Write the buffered readings, and that this run was alive up to the last poll
-        (also when there is nothing to write: a flat signal confirmed but not kept)."""
-        batch, self._pending = self._pending, []
-        alive = self._last_ts
-        # a transaction per chunk, each its own call on the database thread, not one per
-        # batch: an audit event (a write's record) waits for one chunk (a few ms), not for
-        # a whole second of 10,000 points
-        for at in range(0, len(batch), WRITE_CHUNK):
-            chunk = batch[at : at + WRITE_CHUNK]
-            await self._db.call(partial(self._write_samples, batch=chunk, alive=alive))
-        if not batch and alive > self._alive:
-            await self._db.call(partial(self._commit, rows=(), alive=alive))
-        return len(batch)
+        """Write the buffered readings (after any flush in progress), and that this run
+        was alive up to its newest poll (also when there is nothing to write: a flat
+        signal confirmed but not kept); how many readings."""
+        async with self._flushing:
+            batch, count = self._pending, self._pending_count
+            self._pending, self._pending_count = defaultdict(_Held), 0
+            self._flushed_at = time.monotonic()
+            alive = self._newest_ts
+            # a transaction per chunk of about WRITE_CHUNK rows, each its own call on the
+            # database thread, not one per batch: an audit event (a write's record) waits
+            # for one chunk (a few ms), not for seconds of 10,000 points
+            chunk: list[tuple[str, _Held]] = []
+            size = 0
+            for item in batch.items():
+                chunk.append(item)
+                size += len(item[1].pairs) // 2 + len(item[1].rows)
+                if size >= WRITE_CHUNK:
+                    await self._db.call(partial(self._write_chunk, chunk=chunk, alive=alive))
+                    chunk, size = [], 0
+            if chunk:
+                await self._db.call(partial(self._write_chunk, chunk=chunk, alive=alive))
+            if not batch and alive > self._alive:
+                await self._db.call(partial(self._commit, rows=(), alive=alive))
+        return count
 
-    def _write_samples(
-        self, conn: sqlite3.Connection, batch: Sequence[Reading], alive: float
+    async def flush_due(self, hold_s: float = HOLD_S) -> int:
+        """The periodic flush: write the buffer (and this run's `alive_until`) once
+        `hold_s` seconds passed since the last flush; how many readings were written."""
+        if time.monotonic() - self._flushed_at < hold_s:
+            return 0
+        return await self.flush()
+
+    def _write_chunk(
+        self, conn: sqlite3.Connection, chunk: list[tuple[str, _Held]], alive: float
     ) -> None:
-        """Insert `batch` in one transaction (on the database thread)."""
-        rows = []
-        when, ts = None, 0.0
-        for r in batch:
-            if r.gateway_time is not when:  # the readings of a poll share their time
-                when, ts = r.gateway_time, r.gateway_time.timestamp()
-            value = r.value
-            rows.append(
-                (
-                    r.point,
-                    ts,
-                    value if type(value) is float else _numeric(value),
-                    "good" if r.quality is GOOD else _quality_text(r.quality),
-                    None if r.source_time is None else _ts(r.source_time),
-                )
+        """Insert the held rows of `chunk` and advance `alive_until`, in one transaction
+        (on the database thread): no committed row is newer than its run's end."""
+        with transaction(conn):
+            conn.executemany(_INSERT_GOOD, itertools.chain.from_iterable(map(_good_rows, chunk)))
+            conn.executemany(
+                _INSERT_SAMPLE, itertools.chain.from_iterable(held.rows for _, held in chunk)
             )
-        self._commit(conn, rows, alive)
+            self._advance(conn, alive)
+        self._alive = max(self._alive, alive)
 
-    def _commit(
-        self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]], alive: float
-    ) -> None:
-        """Insert sample `rows` and advance this run's `alive_until` to `alive` or the
-        newest row, in one transaction: no committed row is newer than its run's end."""
-        newest = max(alive, max(map(itemgetter(1), rows), default=alive), self._alive)
+    def _commit(self, conn: sqlite3.Connection, rows: Sequence[Row], alive: float) -> None:
+        """Insert sample `rows` (none older than `alive`) and advance `alive_until`, in one
+        transaction (on the database thread)."""
         with transaction(conn):
             if rows:
                 conn.executemany(_INSERT_SAMPLE, rows)
-            if newest > self._alive:
-                conn.execute("UPDATE runs SET alive_until = ? WHERE id = ?", (newest, self._run))
-        self._alive = newest
+            self._advance(conn, alive)
+        self._alive = max(self._alive, alive)
+
+    def _advance(self, conn: sqlite3.Connection, alive: float) -> None:
+        """This run's `alive_until` to `alive` if later, inside the caller's transaction
+        (the caller advances `_alive` once it committed)."""
+        if alive > self._alive:
+            conn.execute("UPDATE runs SET alive_until = ? WHERE id = ?", (alive, self._run))
 
     async def event(
         self,
@@ -337,6 +423,7 @@ class Store:
     async def latest(self, point: str) -> Sample | None:
         """The last stored row of a point: for a flat signal stored by exception, up to an
         integrity period old (the point table has the latest reading)."""
+        await self.flush()
         rows = await self._db.call(
             partial(
                 _query,

@@ -513,7 +513,7 @@ async def test_the_first_decision_after_a_start_waits_for_readings(world: World)
     base = world.baseline_now()
     assert base > 20.0  # the evening import
     world.bench.table = PointTable(world.bench.config)  # what a fresh process holds
-    world.bench.table.listen(world.bench.history.add)
+    world.bench.table.listen(world.bench.history.add_all)
     world.service = world.new_service()
     act = Activation("act-w", T17, T17 + FIVE, p_kw=base - 30.0, reservation_id="res-w")
     deciding = asyncio.create_task(world.service.activate(act))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from gateway.config import LoadedConfig
@@ -74,3 +76,25 @@ def test_roles_follow_a_remap() -> None:
     table.remap(config)
     assert [m.point.id for m in table.find("pcc", Quantity.ACTIVE_POWER)] == ["pcc.meter.p"]
     assert table.find("nobody", Quantity.ACTIVE_POWER) == []
+
+
+def test_listeners_hear_each_update_once_with_the_whole_batch() -> None:
+    """One call per update (a poll), after the table holds every reading of it: mapped
+    points only, in order, in the canonical unit."""
+    table = PointTable(demo_with_units({"bess1.p": "W"}))
+    heard: list[tuple[list[tuple[str, object, str]], bool]] = []
+
+    def listener(batch: Sequence[Reading]) -> None:
+        held = all(table.latest(r.point) is r for r in batch)
+        heard.append(([(r.point, r.value, r.unit) for r in batch], held))
+
+    table.listen(listener)
+    table.update(
+        [
+            Reading("bess1.p", 2500.0, "W"),
+            Reading("nobody.knows", 1.0, "KiloW"),
+            Reading("bess1.soc", 55.0, "PERCENT"),
+        ]
+    )
+    table.update([Reading("nobody.knows", 1.0, "KiloW")])  # nothing mapped: no call
+    assert heard == [([("bess1.p", 2.5, "KiloW"), ("bess1.soc", 55.0, "PERCENT")], True)]
