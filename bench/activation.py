@@ -95,8 +95,7 @@ async def over_modbus() -> dict[str, Any]:
             config.gateway.flex = FlexSettings(
                 interval_s=10, control_cycle_s=1.0, horizon_h=0.25, history_days=1
             )
-            records = FlexRecords(Path(state) / "flex.sqlite")
-            async with Gateway(config) as gw:
+            async with FlexRecords(Path(state) / "flex.sqlite") as records, Gateway(config) as gw:
                 assert gw.controller is not None and gw.store is not None
                 if not await gw.wait_connected(20):
                     raise RuntimeError("simulator not reachable")
@@ -113,7 +112,6 @@ async def over_modbus() -> dict[str, Any]:
                 report = await crp_cycle(service, up_kw=25.0, intervals=2)
                 stop.set()
                 await loop
-            records.close()
         finally:
             sim.stop()
     pct = report.delivered_pct
@@ -134,35 +132,36 @@ async def one_hour(closed: bool) -> float | None:
     bench = Bench.warmed(t17 - timedelta(minutes=10))
     bench.config.gateway.flex = FlexSettings(control_cycle_s=5.0, horizon_h=4)
     with tempfile.TemporaryDirectory(prefix="mgms-bench-") as state:
-        records = FlexRecords(Path(state) / "flex.sqlite")
-        service = FlexService(
-            bench.config,
-            bench.table,
-            bench.controller,
-            records,
-            Discard(),
-            bench.history,
-            BenchClock(bench),
-        )
-        q = timedelta(minutes=15)
-        bands = tuple(Band(t17 + k * q, t17 + (k + 1) * q, p_up_kw=45.0) for k in range(4))
-        await service.notify(Reservation("hour", bands))
-        while bench.now() < t17:
-            await service.step()
-            bench.advance(5)
-        assert service.plan is not None
-        base = float(service.plan.pcc_p[service.plan.horizon.index(t17) or 0])
-        end = t17 + timedelta(hours=1)
-        await service.activate(Activation("hour-act", t17, end, base - 45.0, reservation_id="hour"))
-        while bench.now() < end:
-            if closed:
+        async with FlexRecords(Path(state) / "flex.sqlite") as records:
+            service = FlexService(
+                bench.config,
+                bench.table,
+                bench.controller,
+                records,
+                Discard(),
+                bench.history,
+                BenchClock(bench),
+            )
+            q = timedelta(minutes=15)
+            bands = tuple(Band(t17 + k * q, t17 + (k + 1) * q, p_up_kw=45.0) for k in range(4))
+            await service.notify(Reservation("hour", bands))
+            while bench.now() < t17:
                 await service.step()
-            bench.advance(5)
-        for _ in range(3):  # closes it: release, then the final verification
-            await service.step()
-            bench.advance(5)
-        verified = records.verification("hour-act")
-        records.close()
+                bench.advance(5)
+            assert service.plan is not None
+            base = float(service.plan.pcc_p[service.plan.horizon.index(t17) or 0])
+            end = t17 + timedelta(hours=1)
+            await service.activate(
+                Activation("hour-act", t17, end, base - 45.0, reservation_id="hour")
+            )
+            while bench.now() < end:
+                if closed:
+                    await service.step()
+                bench.advance(5)
+            for _ in range(3):  # closes it: release, then the final verification
+                await service.step()
+                bench.advance(5)
+            verified = await records.verification("hour-act")
     return Verification("hour-act", "hour", tuple(verified), final=True).delivered_pct
 
 

@@ -41,13 +41,19 @@ def _registers(device: Device) -> list[DlmsAddress]:
     return out
 
 
-def raw_round_trips(device: Device) -> list[float]:
+def raw_session(device: Device) -> Session:
+    """An open association with the meter: gurux's client and the framing, no driver."""
     options = device.typed_options
     assert isinstance(options, DlmsOptions)
     host, port = device.connection.host, device.connection.port
     assert host is not None and port is not None
     session = Session(device.id, host, port, options, device.timeout)
     session.open()
+    return session
+
+
+def raw_round_trips(device: Device) -> list[float]:
+    session = raw_session(device)
     address = _registers(device)[0]
     samples = []
     try:

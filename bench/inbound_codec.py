@@ -2,10 +2,10 @@
 
 For a signed (Ed25519) 96-interval flexibility forecast and reserve notification in Turtle:
 parse, verify (of which the canonical form) and decode (legacy rewrite, shape check, model)
-on the codec's path (pyoxigraph into rdflib's SimpleMemory) against rdflib's own Turtle parser
-into a default rdflib graph (the reference, and the decoder's input before), with the ratio;
-pyoxigraph's bare parse (no rdflib terms) is the floor. Target of issue 18:
-parse+verify+decode <= 5 ms.
+on the codec's path (pyoxigraph parses and writes N-Triples, loaded in one pass into the
+subject/predicate index that verify and decode read) against rdflib's own Turtle parser into
+a default rdflib graph (the reference), with the ratio; pyoxigraph's bare parse (no Python
+terms) is the floor. Target of issue 18: parse+verify+decode <= 5 ms (`meets_target`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ from gateway.smartapi.encode import AnyMessage, to_tree
 from gateway.smartapi.security.graphsig import sign_tree, verify_graph
 from gateway.smartapi.security.keys import Identity, TrustStore
 
+#: issue 18's target for parse + verify + decode of a 96-interval message
+TARGET_MS = 5.0
+
 
 def _ms(fn: Callable[[], object]) -> float:
     """CPU time of this thread, best of 9 batches: on a machine shared by several loaded
@@ -40,11 +43,8 @@ def _path(read: Callable[[], Graph], trust: TrustStore) -> dict[str, float]:
     parsed = _ms(read)
     verify = _ms(lambda: verify_graph(graph, trust))
     canonical = _ms(lambda: canonical_graph(graph))
-    # on a fresh graph each time: the literals' Python values are cast on first use
+    # on a fresh graph each time (nothing the parse made is reused), less the parse
     decode = round(_ms(lambda: decode_graph(prepare(read()))) - parsed, 3)
-    # on one graph again and again: without the casts (what converting lexical forms
-    # directly, without rdflib's cast, would leave)
-    decode_cast_done = _ms(lambda: decode_graph(prepare(graph)))
 
     def full() -> object:
         g = read()
@@ -56,7 +56,6 @@ def _path(read: Callable[[], Graph], trust: TrustStore) -> dict[str, float]:
         "verify": verify,
         "of_which_canonical": canonical,
         "decode": decode,
-        "decode_values_already_cast": decode_cast_done,
         "parse_verify_decode": _ms(full),
     }
 
@@ -76,6 +75,8 @@ def figures(msg: AnyMessage, who: Identity, trust: TrustStore) -> dict[str, obje
         "parse_ratio": round(old["parse"] / new["parse"], 1),
         "total_ratio": round(old["parse_verify_decode"] / new["parse_verify_decode"], 1),
         "new_parse_over_floor": round(new["parse"] / floor, 1),
+        "new_total_over_floor": round(new["parse_verify_decode"] / floor, 1),
+        "meets_target": new["parse_verify_decode"] <= TARGET_MS,
     }
 
 
@@ -90,7 +91,7 @@ def main() -> None:
         "notification96": figures(
             replace(notification, intervals=notification.intervals[:1] * 96), ams, trust
         ),
-        "target_parse_verify_decode_max": 5,
+        "target_parse_verify_decode_max": TARGET_MS,
         "loadavg_1min_after": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(out))

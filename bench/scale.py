@@ -6,14 +6,22 @@ as separate processes, against a bare pymodbus client reading the same blocks.
    simulated microgrid's measurements (PV, load, battery, coupling point) in turn, so the
    simulator serves every one and some move while others stay flat.
 2. Times `mgms check` of the config (a process of its own, as an operator runs it).
-3. Starts `mgms sim`, then measures a bare client: pymodbus reading the very blocks of the
-   gateway's read plan, one task per device as the gateway polls, decoding each block with
-   `struct`; its CPU time per point.
-4. Starts `mgms run` with NOTIFY_SOCKET on a socket of its own: seconds to READY=1. After a
+3. Starts `mgms sim`, then measures a bare client, the floor: pymodbus reading and decoding
+   the same blocks the same way, so the difference is what the gateway adds (quality, time
+   stamps, units, the point table, storage by exception, metrics). Same blocks: the
+   gateway's own read plan (`plan_reads` over the loaded mapping, the same options). Same
+   decode: each block's words packed and unpacked with `struct`, two calls a block, as
+   `drivers/modbus/layout.py` does. Same connections: one client per device, each its own
+   task. Same period: one round of every block per second. Its CPU time per point.
+4. Gives the store a history (`--history-rows` rows of every point, written before the
+   gateway starts): a store that has run for a while costs more per row than an empty one
+   (each point's rows fill pages of the (point, ts) index), and that is the steady state.
+5. Starts `mgms run` with NOTIFY_SOCKET on a socket of its own: seconds to READY=1. After a
    warm-up, for `--seconds`: points acquired per second (polls from /metrics x points per
    device), the gateway's CPU time (user + system, /proc) per point, the rows it stored
    per point read, its RSS. `check` and READY also give their CPU seconds: on a shared
-   machine the wall time says more about the neighbours.
+   machine the wall time says more about the neighbours. `--py-spy BINARY` records the
+   gateway's profile over the measured window (raw format, beside the logs).
 
 Prints one JSON line. The machine may be shared: the load average is in the line.
 """
@@ -43,6 +51,8 @@ from drivers.modbus.plan import ReadRequest, plan_reads
 from drivers.modbus.protocol import ModbusAddress, ModbusOptions
 from fwsim.process import child_env, free_port, start_sim
 from gateway.loader import load_config
+from gateway.sqlite import Database, read_only, transaction
+from gateway.store import SCHEMA
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,7 +112,17 @@ def generate(folder: Path, devices: int, points: int, storage: str) -> Path:
 
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return _cpu_s_of(Path(f"/proc/{pid}/stat"))
+
+
+def _main_thread_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process's main thread (the gateway's event loop;
+    the store writes and other blocking calls run in worker threads)."""
+    return _cpu_s_of(Path(f"/proc/{pid}/task/{pid}/stat"))
+
+
+def _cpu_s_of(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -114,19 +134,50 @@ def _rss_mb(pid: int) -> float:
 
 
 def _rows(store: Path) -> int:
-    with contextlib.closing(sqlite3.connect(store)) as conn:
+    with read_only(store, "store") as conn:
         return int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
 
 
-def _counters(ops_port: int) -> tuple[int, int]:
-    """Polls and reconnects of all devices so far, from /metrics."""
+def prefill(store: Path, point_ids: list[str], rows_per_point: int) -> None:
+    """Write `rows_per_point` rows a second apart for every point, ending now, through the
+    gateway's own schema: the history a running store has."""
+    end = time.time()
+
+    def fill(conn: sqlite3.Connection) -> None:
+        with transaction(conn):
+            conn.executemany(
+                "INSERT INTO samples VALUES (?,?,?,?,?)",
+                (
+                    (point, end - rows_per_point + k, float(k % 7), "good", None)
+                    for point in point_ids
+                    for k in range(rows_per_point)
+                ),
+            )
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def run() -> None:
+        async with Database(store, SCHEMA, synchronous="NORMAL", label="store") as db:
+            await db.call(fill)
+
+    asyncio.run(run())
+
+
+def _counters(ops_port: int) -> tuple[int, int, int]:
+    """Polls and reconnects of all devices so far, and the samples waiting for the store's
+    next write, from /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/metrics", timeout=60) as r:
         lines = r.read().decode().splitlines()
 
     def total(name: str) -> int:
-        return sum(int(float(x.rsplit(" ", 1)[1])) for x in lines if x.startswith(name + "{"))
+        return sum(
+            int(float(x.rsplit(" ", 1)[1])) for x in lines if x.startswith((name + "{", name + " "))
+        )
 
-    return total("mgms_device_polls_total"), total("mgms_device_reconnects_total")
+    return (
+        total("mgms_device_polls_total"),
+        total("mgms_device_reconnects_total"),
+        total("mgms_store_pending_samples"),
+    )
 
 
 # -- the bare client -------------------------------------------------------------------
@@ -195,7 +246,12 @@ def _wait_ready(sock: socket.socket, proc: subprocess.Popen[bytes], within: floa
 
 
 def run_gateway(
-    config: Path, ports: dict[str, int], folder: Path, warmup: float, seconds: float
+    config: Path,
+    ports: dict[str, int],
+    folder: Path,
+    warmup: float,
+    seconds: float,
+    py_spy: Path | None = None,
 ) -> dict[str, float]:
     ops_port = load_config(config).gateway.ops.port
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -217,13 +273,34 @@ def run_gateway(
         _wait_ready(notify, proc, 120)
         ready_s, ready_cpu_s = time.monotonic() - started, _cpu_s(proc.pid)
         time.sleep(warmup)
-        rows0 = _rows(folder / "state" / "gateway.sqlite")
-        (polls0, reconnects0), cpu0, t0 = _counters(ops_port), _cpu_s(proc.pid), time.monotonic()
-        time.sleep(seconds)
-        (polls1, reconnects1), cpu1, t1 = _counters(ops_port), _cpu_s(proc.pid), time.monotonic()
+        # rows kept: in the store, or waiting for its next write (it holds a few seconds)
+        (polls0, reconnects0, pending0), cpu0, loop0, t0 = (
+            _counters(ops_port),
+            _cpu_s(proc.pid),
+            _main_thread_cpu_s(proc.pid),
+            time.monotonic(),
+        )
+        rows0 = _rows(folder / "state" / "gateway.sqlite") + pending0
+        if py_spy is None:
+            time.sleep(seconds)
+        else:  # sampled from outside: the gateway's own CPU time is not charged for it
+            subprocess.run(
+                [
+                    *(str(py_spy), "record", "--nonblocking", "-f", "raw", "-r", "200"),
+                    *("-p", str(proc.pid), "-d", str(round(seconds))),
+                    *("-o", str(folder / "gateway.profile")),
+                ],
+                check=True,
+                capture_output=True,
+            )
+        (polls1, reconnects1, pending1), cpu1, loop1, t1 = (
+            _counters(ops_port),
+            _cpu_s(proc.pid),
+            _main_thread_cpu_s(proc.pid),
+            time.monotonic(),
+        )
+        rows1 = _rows(folder / "state" / "gateway.sqlite") + pending1
         rss = _rss_mb(proc.pid)
-        time.sleep(1.5)  # one more flush of the store
-        rows1 = _rows(folder / "state" / "gateway.sqlite")
     finally:
         proc.terminate()
         proc.wait(30)
@@ -237,6 +314,7 @@ def run_gateway(
         "reconnects": reconnects1 - reconnects0,
         "elapsed_s": t1 - t0,
         "cpu_s": cpu1 - cpu0,
+        "loop_cpu_s": loop1 - loop0,
         "rss_mb": round(rss, 1),
     }
 
@@ -248,7 +326,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured window")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--bare-rounds", type=int, default=10)
+    parser.add_argument(
+        "--history-rows",
+        type=int,
+        default=300,
+        help="rows of history per point in the store before the gateway starts (0: empty)",
+    )
     parser.add_argument("--logs", type=Path, help="copy the gateway's and simulator's logs here")
+    parser.add_argument("--py-spy", type=Path, help="py-spy binary: profile the gateway")
     parser.add_argument(
         "--storage",
         default="",
@@ -275,13 +360,16 @@ def main() -> None:
         sim = start_sim(config, {}, ready_timeout=120, log=(folder / "sim.log").open("w"))
         try:
             bare = asyncio.run(bare_client(config, sim.ports, args.bare_rounds, 1.0))
-            gw = run_gateway(config, sim.ports, folder, args.warmup, args.seconds)
+            ids = [f"dev{d}.p{p}" for d in range(args.devices) for p in range(args.points)]
+            prefill(folder / "state" / "gateway.sqlite", ids, args.history_rows)
+            gw = run_gateway(config, sim.ports, folder, args.warmup, args.seconds, args.py_spy)
         finally:
             sim.stop()
             if args.logs is not None:
                 args.logs.mkdir(parents=True, exist_ok=True)
-                for name in ("gateway.log", "sim.log"):
-                    shutil.copy(folder / name, args.logs / name)
+                for name in ("gateway.log", "sim.log", "gateway.profile"):
+                    if (folder / name).exists():
+                        shutil.copy(folder / name, args.logs / name)
     points = gw["polls"] * args.points
     gw_us = gw["cpu_s"] / points * 1e6
     print(
@@ -292,6 +380,7 @@ def main() -> None:
                 "points_per_device": args.points,
                 "points": args.devices * args.points,
                 "storage": args.storage or "default",
+                "history_rows_per_point": args.history_rows,
                 "check_s": round(check_s, 2),
                 "check_cpu_s": round(check_cpu_s, 2),
                 "ready_s": gw["ready_s"],
@@ -301,6 +390,9 @@ def main() -> None:
                 "polls_on_time": round(gw["polls"] / (args.devices * gw["elapsed_s"]), 2),
                 "reconnects": gw["reconnects"],
                 "gateway_cpu_us_per_point": round(gw_us, 2),
+                # of which the event loop (poll, decode, point table, storage decisions);
+                # the rest is worker threads, mostly the store's SQLite writes
+                "gateway_loop_cpu_us_per_point": round(gw["loop_cpu_s"] / points * 1e6, 2),
                 "bare_client_cpu_us_per_point": bare["cpu_us_per_point"],
                 "ratio_gateway_to_bare": round(gw_us / bare["cpu_us_per_point"], 2),
                 "stored_rows_per_point_read": round(gw["rows"] / points, 3),

@@ -32,6 +32,8 @@ The gateway runs the full product: with the `north:` and `flex:` sections `mgms 
 gives it (development PKI, 10-second intervals) and an AMS simulator on loopback in its own
 process (bench/soaklib/; `--no-market` leaves them out). Under
 the faults the `activation` part sends signed Reserve Activations at `--activation-rate`
+(renewing its reservation `--renew-before` seconds before each ends, so it runs as long as
+the soak; `--reservation-s` shortens each reservation to see renewals in a short run)
 and the `read` part Smart API reads at `--read-rate` (`--clients` keep-alive clients
 each); `north` compares the forecasts and verifications the gateway queued with what the
 AMS received.
@@ -55,11 +57,10 @@ import contextlib
 import json
 import os
 import signal
-import sqlite3
 import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -67,6 +68,7 @@ from bench.soaklib.figures import percentiles
 from bench.soaklib.hostile import HostileInbound
 from bench.soaklib.market import (
     EXPLAINED_REFUSALS,
+    RENEW_BEFORE_S,
     ActivationLoad,
     AmsLink,
     SmartApiReads,
@@ -79,6 +81,7 @@ from gateway.allocator import bound_the_allocator, trim_forever
 from gateway.app import Gateway
 from gateway.config import LoadedConfig
 from gateway.loader import load_config
+from gateway.sqlite import read_only
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -236,7 +239,13 @@ def build_parts(
         state = gw.config.gateway.state_dir
         if args.activation_rate > 0:
             activations = ActivationLoad(
-                ams, state, gw.store.path, args.activation_rate, args.clients
+                ams,
+                state,
+                gw.store.path,
+                args.activation_rate,
+                args.clients,
+                args.reservation_s,
+                args.renew_before,
             )
             parts.append(activations)
         if args.read_rate > 0:
@@ -257,9 +266,9 @@ async def soak(
     latency = PollLatency(protocols)
     delivered = 0
 
-    def count(_reading: object) -> None:
+    def count(readings: Sequence[object]) -> None:
         nonlocal delivered
-        delivered += 1
+        delivered += len(readings)
 
     loop = asyncio.get_running_loop()
     if ams is not None:
@@ -421,7 +430,7 @@ def _halves(samples: list[float]) -> list[float] | None:
 
 
 def stored_samples(store: Path) -> int:
-    with sqlite3.connect(store) as conn:
+    with read_only(store, "store") as conn:
         return int(conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
 
 
@@ -451,6 +460,18 @@ def main() -> int:
         "--poll-interval", type=float, default=None, help="poll every device this often, s"
     )
     parser.add_argument("--activation-rate", type=float, default=100.0, help="per s, 0: none")
+    parser.add_argument(
+        "--reservation-s",
+        type=float,
+        default=None,
+        help="length of each reservation, s (default: the forecast's horizon, 15 min)",
+    )
+    parser.add_argument(
+        "--renew-before",
+        type=float,
+        default=RENEW_BEFORE_S,
+        help="book the next reservation this many s before the last ends",
+    )
     parser.add_argument("--read-rate", type=float, default=100.0, help="per s, 0: none")
     parser.add_argument("--clients", type=int, default=4, help="keep-alive clients per load")
     parser.add_argument(

@@ -189,7 +189,7 @@ class Gateway:
         store = self._store = await Store.open(cfg.state_dir / "gateway.sqlite")
         store.configure(self.config.devices)
         self._stack.push_async_callback(store.close)
-        self.table.listen(store.add)
+        self.table.listen(store.add_all)
         try:
             sessions = [self._session(d, self._driver_factory(d)) for d in self.config.devices]
         except BaseException:
@@ -251,7 +251,7 @@ class Gateway:
         since_prune = PRUNE_EVERY_S
         while True:
             await asyncio.sleep(STORE_FLUSH_S)
-            await self.store.flush()
+            await self.store.flush_due()
             self.last_flush = time.monotonic()
             since_prune += STORE_FLUSH_S
             if since_prune >= PRUNE_EVERY_S:

@@ -74,8 +74,7 @@ async def attach_market(gw: MarketHost) -> Market | None:
         return None
     north = North.from_config(gw.config)
     publisher = NorthPublisher(north.send, sender=north.config.identity, microgrid=cfg.microgrid.id)
-    records = FlexRecords(cfg.state_dir / "flex.sqlite")
-    gw.stack.callback(records.close)
+    records = await gw.stack.enter_async_context(FlexRecords(cfg.state_dir / "flex.sqlite"))
     # external forecasts (TimeSeries writes to the access endpoint) join the DER baselines
     forecasts = ExternalForecasts()
     flex = FlexService(

@@ -1,7 +1,8 @@
 """The point table: the latest reading of every mapped point, for the rest of the gateway.
 
 Only the event loop thread writes to it. Listeners (store, Smart API state, flexibility)
-subscribe to changes instead of polling the table.
+subscribe to changes instead of polling the table; a listener is told once per update, with
+the whole batch (a poll's readings), so the per-point cost of a listener is its own loop.
 
 Every reading enters in its quantity's canonical unit (kW, kvar, kWh, %, V, ...): a point
 mapped in W, var, Wh or MW is converted here, once, so the store, flexibility, status and
@@ -10,7 +11,7 @@ Smart API all see the same unit; the reading's `unit` says which.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from gateway.config import LoadedConfig
@@ -18,7 +19,9 @@ from gateway.mapping import Device, Point, Quantity
 from gateway.model import Quality, QualityFlag, Reading
 from gateway.units import canonical_unit, convert
 
-Listener = Callable[[Reading], None]
+Listener = Callable[[Sequence[Reading]], None]
+"""Told the readings of one update (canonical unit, mapped points only, in order), after
+the table holds them all."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,11 @@ class PointTable:
         """Follow a reloaded config: new points appear, removed points and their values go."""
         self._mapped = {p.id: MappedPoint(p, d) for d in config.devices for p in d.points}
         self._latest = {k: r for k, r in self._latest.items() if k in self._mapped}
+        # by role, in mapping order: the control path looks roles up many times per
+        # dispatch, which must not scan a 10,000-point site each time
+        self._by_role: dict[tuple[str | None, Quantity], list[MappedPoint]] = {}
+        for m in self._mapped.values():
+            self._by_role.setdefault((m.point.der, m.point.quantity), []).append(m)
 
     def __contains__(self, point_id: object) -> bool:
         return point_id in self._mapped
@@ -76,9 +84,7 @@ class PointTable:
 
     def find(self, der: str, quantity: Quantity) -> list[MappedPoint]:
         """Points with this semantic role, in mapping order."""
-        return [
-            m for m in self._mapped.values() if (m.point.der, m.point.quantity) == (der, quantity)
-        ]
+        return list(self._by_role.get((der, quantity), ()))
 
     def latest(self, point_id: str) -> Reading | None:
         return self._latest.get(point_id)
@@ -99,14 +105,20 @@ class PointTable:
         self._listeners.append(listener)
 
     def update(self, readings: Iterable[Reading]) -> None:
+        """Take a batch of readings (a poll's, or one pushed) and tell the listeners once."""
+        mapped_of, latest = self._mapped.get, self._latest
+        batch: list[Reading] = []
         for raw in readings:
-            mapped = self._mapped.get(raw.point)
+            mapped = mapped_of(raw.point)
             if mapped is None:
                 continue  # a device pushed a point the mapping does not know
-            reading = canonical(raw, mapped)
-            self._latest[reading.point] = reading
+            # most points are mapped in their canonical unit: no call for those
+            reading = raw if raw.unit == mapped.unit else canonical(raw, mapped)
+            latest[raw.point] = reading
+            batch.append(reading)
+        if batch:
             for listener in self._listeners:
-                listener(reading)
+                listener(batch)
 
     def mark_device_down(self, device: Device, detail: str) -> None:
         """Every point of a device whose link is down becomes invalid (comm failure)."""

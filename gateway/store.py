@@ -1,8 +1,17 @@
 """SQLite store in the state directory: samples with retention and an append-only audit log.
 
-WAL mode so readers never block the writer. The connection is used from one worker thread
-at a time (every call goes through `asyncio.to_thread` under a lock); samples are buffered
-on the event loop and written in batches, because a commit per reading would cost a sync.
+The file is a `gateway.sqlite.Database` (WAL, its connection on its own thread) written
+with synchronous=NORMAL: a crash of the process loses nothing committed, a power cut at
+worst the last seconds of history. Samples are buffered on the event loop and written in
+batches, because a commit per reading would cost a sync.
+
+The buffer is written point by point, several seconds at a time (`flush_due`, every
+`HOLD_S`): the (point, ts) index keeps each point's rows together, so a write of one row
+per point dirties one index page per point, and once a point's history is longer than a
+page that is a page write (and a page copy at the checkpoint) per row, growing with the
+history. Holding `HOLD_S` seconds of a point's rows puts them on one page in one write.
+A query (`range`, `latest`) and `close` write the buffer first; a crash loses at most
+`HOLD_S` seconds of history.
 
 Samples are stored by exception, as IEC 61850 reports are sent (`gateway.mapping.Storage`):
 a reading is kept when its value moved beyond the point's deadband from the last kept one,
@@ -12,24 +21,40 @@ between kept rows (and up to the last poll that confirmed it), so the history re
 every poll had been stored, within the deadband. A gap longer than one and a half
 integrity periods (the gateway was not running) stays a gap, and nothing is held after a
 row without a value (the link was down).
+
+A hold never outlives the run that stored its row. Each start of the store is a row of
+`runs`, and every flush advances its `alive_until` (the newest reading it committed or
+confirmed) in the same transaction as the samples, or alone when nothing changed; a clean
+stop also keeps each held value's last confirmation as a row. A killed process (crash,
+OOM, SIGKILL) learns nothing of its end, so without this a restart within one and a half
+integrity periods would hold the last value across the time nobody read it: flat energy
+counters, 0 kW measured, in a verification. The bound: a killed run's holds end at its
+last flush, within one flush period (`HOLD_S`) before the kill (readings after that flush are lost
+with the process) and at most half a poll after it; a power cut may also lose the last
+commits, and the hold ends earlier still, with them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import sqlite3
-import threading
-from collections.abc import Iterable, Sequence
+import time
+from array import array
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import StoreError
 from gateway.mapping import Device
 from gateway.model import GOOD, Quality, QualityFlag, Reading, Validity
+from gateway.sqlite import Database, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
@@ -40,6 +65,12 @@ CREATE TABLE IF NOT EXISTS samples (
     source_ts REAL
 );
 CREATE INDEX IF NOT EXISTS samples_point_ts ON samples (point, ts);
+CREATE TABLE IF NOT EXISTS runs (  -- each start of the store
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    opened REAL NOT NULL,      -- wall clock, unix seconds
+    alive_until REAL           -- gateway time of the newest reading it committed or
+                               -- confirmed (NULL: none); a hold ends there
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
@@ -56,9 +87,13 @@ BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 
 
 _INSERT_SAMPLE = "INSERT INTO samples VALUES (?,?,?,?,?)"
+_INSERT_GOOD = "INSERT INTO samples VALUES (?,?,?,'good',NULL)"
 
 #: sample rows written per transaction
 WRITE_CHUNK = 1000
+
+#: seconds of readings `flush_due` holds before it writes them
+HOLD_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +143,39 @@ def _numeric(value: object) -> float | None:
     return None
 
 
+Row = tuple[str, float, float | None, str, float | None]
+
+
+def _row(r: Reading, ts: float) -> Row:
+    value = r.value
+    return (
+        r.point,
+        ts,
+        value if type(value) is float else _numeric(value),
+        "good" if r.quality is GOOD else _quality_text(r.quality),
+        None if r.source_time is None else _ts(r.source_time),
+    )
+
+
+class _Held:
+    """A point's rows waiting for the write. Good float values without a device time
+    (nearly every reading) as (ts, value) pairs in an array, 16 bytes a row; any other as
+    its row."""
+
+    __slots__ = ("pairs", "rows")
+
+    def __init__(self) -> None:
+        self.pairs = array("d")
+        self.rows: list[Row] = []
+
+
+def _good_rows(item: tuple[str, _Held]) -> Iterator[tuple[str, float, float]]:
+    """(point, ts, value) of a point's good pairs, without a Python step per row."""
+    point, held = item
+    pairs = iter(held.pairs)
+    return zip(itertools.repeat(point), pairs, pairs)
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """When readings of a point are kept (from its `storage:`), and how often it is read."""
@@ -143,35 +211,43 @@ def _unchanged(value: object, last: object, deadband: float) -> bool:
 class Store:
     """Open with `await Store.open(path)`; close with `await store.close()`."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
-        self._conn = conn
-        self.path = path
-        self._lock = threading.Lock()
-        self._pending: list[Reading] = []
+    def __init__(self, db: Database, run: int) -> None:
+        self._db = db
+        #: this start's row in `runs`, and the `alive_until` written there last (written
+        #: on the database thread)
+        self._run = run
+        self._alive = 0.0
+        self.path = db.path
+        #: readings to write, by point (written point by point: see the module's docstring)
+        self._pending: defaultdict[str, _Held] = defaultdict(_Held)
+        self._pending_count = 0
+        #: monotonic time of the last flush: `flush_due` writes `HOLD_S` after it
+        self._flushed_at = time.monotonic()
+        #: held by a flush until its rows are written: a query's flush waits for the
+        #: periodic one in progress instead of reading without its rows
+        self._flushing = asyncio.Lock()
         #: points stored by exception; any other point keeps every reading
         self._policies: dict[str, Policy] = {}
         self._kept: dict[str, _Kept] = {}
         self._last_time: datetime | None = None
         self._last_ts = 0.0
+        #: the newest poll time seen: this run read up to there (its `alive_until`)
+        self._newest_ts = 0.0
         #: rows handed to the database so far (readings kept, and the tails kept at close)
         self.kept = 0
 
     @classmethod
     async def open(cls, path: Path) -> Store:
-        return await asyncio.to_thread(cls.open_sync, path)
-
-    @classmethod
-    def open_sync(cls, path: Path) -> Store:
+        # NORMAL: history and audit survive a crash of the process; a power cut may lose
+        # the last commits, which a sync per batch would not be worth
+        db = Database(path, SCHEMA, synchronous="NORMAL", label="store")
+        await db.open()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=5000")
-            conn.executescript(SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open store {path}: {exc}") from exc
-        return cls(conn, path)
+            run = await db.call(_start_run)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, run)
 
     async def close(self) -> None:
         """Flush, keep the last confirmation of every held value (so history reaches the
@@ -185,8 +261,8 @@ class Store:
         self._kept.clear()
         self.kept += len(tails)
         if tails:
-            await asyncio.to_thread(self._run, lambda c: c.executemany(_INSERT_SAMPLE, tails))
-        await asyncio.to_thread(self._conn.close)
+            await self._db.call(partial(self._commit, rows=tails, alive=self._newest_ts))
+        await self._db.close()
 
     # -- writing -----------------------------------------------------------------------
 
@@ -202,66 +278,115 @@ class Store:
         self._kept = {k: v for k, v in self._kept.items() if k in self._policies}
 
     def add(self, reading: Reading) -> None:
-        """Buffer a reading if it is to be kept (event loop thread); `flush` writes the
-        buffer in one commit."""
-        policy = self._policies.get(reading.point)
-        # a device's own time stamp makes a reading a record (a load profile entry): kept
-        if policy is not None and reading.source_time is None:
+        """Buffer one reading if it is to be kept (see `add_all`)."""
+        self.add_all((reading,))
+
+    def add_all(self, readings: Iterable[Reading]) -> None:
+        """Buffer the readings that are to be kept (event loop thread; the point table's
+        listener, once per poll); `flush` writes the buffer."""
+        policies, held, pending = self._policies, self._kept, self._pending
+        last_time, ts, newest = self._last_time, self._last_ts, self._newest_ts
+        added = 0
+        for reading in readings:
+            point, value, quality = reading.point, reading.value, reading.quality
             when = reading.gateway_time
-            if when is not self._last_time:  # the readings of one poll share their time
-                self._last_time, self._last_ts = when, when.timestamp()
-            ts = self._last_ts
-            kept = self._kept.get(reading.point)
-            if kept is None:
-                self._kept[reading.point] = _Kept(reading.value, reading.quality, ts)
-            elif (
-                ts - kept.stored < policy.integrity_s
-                and (kept.quality is reading.quality or kept.quality == reading.quality)
-                and _unchanged(reading.value, kept.value, policy.deadband)
-            ):
-                kept.seen = ts
-                return
+            if when is not last_time:  # the readings of a poll share their time
+                last_time, ts = when, when.timestamp()
+                newest = max(newest, ts)
+            policy = policies.get(point)
+            # a device's own time stamp makes a reading a record (a load profile entry): kept
+            if policy is not None and reading.source_time is None:
+                kept = held.get(point)
+                if kept is None:
+                    held[point] = _Kept(value, quality, ts)
+                elif (
+                    ts - kept.stored < policy.integrity_s
+                    and (kept.quality is quality or kept.quality == quality)
+                    and (
+                        value == kept.value
+                        # no deadband: equal or changed, as just compared
+                        or (policy.deadband and _unchanged(value, kept.value, policy.deadband))
+                    )
+                ):
+                    kept.seen = ts
+                    continue
+                else:
+                    kept.value, kept.quality, kept.stored, kept.seen = value, quality, ts, ts
+            if quality is GOOD and type(value) is float and reading.source_time is None:
+                pairs = pending[point].pairs
+                pairs.append(ts)
+                pairs.append(value)
             else:
-                kept.value, kept.quality, kept.stored, kept.seen = (
-                    reading.value,
-                    reading.quality,
-                    ts,
-                    ts,
-                )
-        self._pending.append(reading)
-        self.kept += 1
+                pending[point].rows.append(_row(reading, ts))
+            added += 1
+        self._last_time, self._last_ts, self._newest_ts = last_time, ts, newest
+        self._pending_count += added
+        self.kept += added
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return self._pending_count
 
     async def flush(self) -> int:
-        batch, self._pending = self._pending, []
-        if batch:
-            await asyncio.to_thread(self._write_samples, batch)
-        return len(batch)
+        """Write the buffered readings (after any flush in progress), and that this run
+        was alive up to its newest poll (also when there is nothing to write: a flat
+        signal confirmed but not kept); how many readings."""
+        async with self._flushing:
+            batch, count = self._pending, self._pending_count
+            self._pending, self._pending_count = defaultdict(_Held), 0
+            self._flushed_at = time.monotonic()
+            alive = self._newest_ts
+            # a transaction per chunk of about WRITE_CHUNK rows, each its own call on the
+            # database thread, not one per batch: an audit event (a write's record) waits
+            # for one chunk (a few ms), not for seconds of 10,000 points
+            chunk: list[tuple[str, _Held]] = []
+            size = 0
+            for item in batch.items():
+                chunk.append(item)
+                size += len(item[1].pairs) // 2 + len(item[1].rows)
+                if size >= WRITE_CHUNK:
+                    await self._db.call(partial(self._write_chunk, chunk=chunk, alive=alive))
+                    chunk, size = [], 0
+            if chunk:
+                await self._db.call(partial(self._write_chunk, chunk=chunk, alive=alive))
+            if not batch and alive > self._alive:
+                await self._db.call(partial(self._commit, rows=(), alive=alive))
+        return count
 
-    def _write_samples(self, batch: Sequence[Reading]) -> None:
-        rows = []
-        when, ts = None, 0.0
-        for r in batch:
-            if r.gateway_time is not when:  # the readings of a poll share their time
-                when, ts = r.gateway_time, r.gateway_time.timestamp()
-            value = r.value
-            rows.append(
-                (
-                    r.point,
-                    ts,
-                    value if type(value) is float else _numeric(value),
-                    "good" if r.quality is GOOD else _quality_text(r.quality),
-                    None if r.source_time is None else _ts(r.source_time),
-                )
+    async def flush_due(self, hold_s: float = HOLD_S) -> int:
+        """The periodic flush: write the buffer (and this run's `alive_until`) once
+        `hold_s` seconds passed since the last flush; how many readings were written."""
+        if time.monotonic() - self._flushed_at < hold_s:
+            return 0
+        return await self.flush()
+
+    def _write_chunk(
+        self, conn: sqlite3.Connection, chunk: list[tuple[str, _Held]], alive: float
+    ) -> None:
+        """Insert the held rows of `chunk` and advance `alive_until`, in one transaction
+        (on the database thread): no committed row is newer than its run's end."""
+        with transaction(conn):
+            conn.executemany(_INSERT_GOOD, itertools.chain.from_iterable(map(_good_rows, chunk)))
+            conn.executemany(
+                _INSERT_SAMPLE, itertools.chain.from_iterable(held.rows for _, held in chunk)
             )
-        # a transaction per chunk, not per batch: an audit event (a write's record) waits
-        # for one chunk (a few ms), not for a whole second of 10,000 points
-        for at in range(0, len(rows), WRITE_CHUNK):
-            chunk = rows[at : at + WRITE_CHUNK]
-            self._run(lambda c, chunk=chunk: c.executemany(_INSERT_SAMPLE, chunk))
+            self._advance(conn, alive)
+        self._alive = max(self._alive, alive)
+
+    def _commit(self, conn: sqlite3.Connection, rows: Sequence[Row], alive: float) -> None:
+        """Insert sample `rows` (none older than `alive`) and advance `alive_until`, in one
+        transaction (on the database thread)."""
+        with transaction(conn):
+            if rows:
+                conn.executemany(_INSERT_SAMPLE, rows)
+            self._advance(conn, alive)
+        self._alive = max(self._alive, alive)
+
+    def _advance(self, conn: sqlite3.Connection, alive: float) -> None:
+        """This run's `alive_until` to `alive` if later, inside the caller's transaction
+        (the caller advances `_alive` once it committed)."""
+        if alive > self._alive:
+            conn.execute("UPDATE runs SET alive_until = ? WHERE id = ?", (alive, self._run))
 
     async def event(
         self,
@@ -279,50 +404,33 @@ class Store:
             point,
             json.dumps(detail, default=str, sort_keys=True),
         )
-        await asyncio.to_thread(
-            self._run,
-            lambda c: c.execute(
-                "INSERT INTO events (ts, kind, device, point, detail) VALUES (?,?,?,?,?)", row
-            ),
+        await self._db.call(
+            partial(
+                _write,
+                sql="INSERT INTO events (ts, kind, device, point, detail) VALUES (?,?,?,?,?)",
+                rows=[row],
+            )
         )
 
     async def prune(self, retention: timedelta) -> int:
-        """Delete samples older than `retention`; returns how many."""
+        """Delete samples older than `retention`, and the earlier runs that ended before
+        them; returns how many samples."""
         cutoff = _ts(datetime.now(UTC) - retention)
-        cur = await asyncio.to_thread(
-            self._run, lambda c: c.execute("DELETE FROM samples WHERE ts < ?", (cutoff,))
-        )
-        return int(cur.rowcount)
-
-    def _run(self, op: Any) -> Any:
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                result = op(self._conn)
-                self._conn.execute("COMMIT")
-                return result
-            except sqlite3.Error as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise StoreError(f"store {self.path}: {exc}") from exc
+        return await self._db.call(partial(_prune, cutoff=cutoff, run=self._run))
 
     # -- queries -----------------------------------------------------------------------
-
-    def _query(self, sql: str, args: Iterable[Any]) -> list[tuple[Any, ...]]:
-        with self._lock:
-            try:
-                return list(self._conn.execute(sql, tuple(args)).fetchall())
-            except sqlite3.Error as exc:
-                raise StoreError(f"store {self.path}: {exc}") from exc
 
     async def latest(self, point: str) -> Sample | None:
         """The last stored row of a point: for a flat signal stored by exception, up to an
         integrity period old (the point table has the latest reading)."""
-        rows = await asyncio.to_thread(
-            self._query,
-            "SELECT point, ts, value, quality, source_ts FROM samples "
-            "WHERE point = ? ORDER BY ts DESC LIMIT 1",
-            (point,),
+        await self.flush()
+        rows = await self._db.call(
+            partial(
+                _query,
+                sql="SELECT point, ts, value, quality, source_ts FROM samples "
+                "WHERE point = ? ORDER BY ts DESC LIMIT 1",
+                args=(point,),
+            )
         )
         return _sample(rows[0]) if rows else None
 
@@ -332,21 +440,24 @@ class Store:
         await self.flush()
         policy = self._policies.get(point)
         if policy is None or policy.integrity_s == 0:
-            rows = await asyncio.to_thread(
-                self._query,
-                "SELECT point, ts, value, quality, source_ts FROM samples "
-                "WHERE point = ? AND ts >= ? AND ts < ? ORDER BY ts",
-                (point, _ts(start), _ts(end)),
+            rows = await self._db.call(
+                partial(
+                    _query,
+                    sql="SELECT point, ts, value, quality, source_ts FROM samples "
+                    "WHERE point = ? AND ts >= ? AND ts < ? ORDER BY ts",
+                    args=(point, _ts(start), _ts(end)),
+                )
             )
             return [_sample(r) for r in rows]
         kept = self._kept.get(point)
         confirmed = None if kept is None else (kept.stored, kept.seen)
-        return await asyncio.to_thread(
-            self._held_range, point, _ts(start), _ts(end), policy, confirmed
+        return await self._db.call(
+            lambda conn: self._held_range(conn, point, _ts(start), _ts(end), policy, confirmed)
         )
 
     def _held_range(
         self,
+        conn: sqlite3.Connection,
         point: str,
         start: float,
         end: float,
@@ -354,18 +465,21 @@ class Store:
         confirmed: tuple[float, float] | None,
     ) -> list[Sample]:
         """`confirmed`: (time of the last kept row, time of the last poll that read the same)."""
-        before = self._query(
+        before = _query(
+            conn,
             "SELECT point, ts, value, quality, source_ts FROM samples "
             "WHERE point = ? AND ts < ? ORDER BY ts DESC LIMIT 1",
             (point, start),
         )
-        rows = before + self._query(
+        rows = before + _query(
+            conn,
             "SELECT point, ts, value, quality, source_ts FROM samples "
             "WHERE point = ? AND ts >= ? AND ts < ? ORDER BY ts",
             (point, start, end),
         )
         # the next row bounds the hold of the last one in the window
-        after = self._query(
+        after = _query(
+            conn,
             "SELECT point, ts, value, quality, source_ts FROM samples "
             "WHERE point = ? AND ts >= ? ORDER BY ts LIMIT 1",
             (point, end),
@@ -376,6 +490,21 @@ class Store:
         longest = 1.5 * policy.integrity_s + 2 * step
         out: list[Sample] = []
         following = [*rows[1:], *after]
+        # where the earlier runs stopped reading: a hold ends at the end of its row's run
+        # (the first end at or after the row; runs follow each other in time). The run in
+        # progress is bounded by `confirmed`, as it may be ahead of its last flush.
+        ends = (
+            [
+                r[0]
+                for r in conn.execute(
+                    "SELECT alive_until FROM runs WHERE id != ? AND alive_until >= ? "
+                    "AND alive_until < ? ORDER BY alive_until",
+                    (self._run, rows[0][1], end),
+                )
+            ]
+            if rows
+            else []
+        )
         for k, row in enumerate(rows):
             sample = _sample(row)
             ts = row[1]
@@ -391,6 +520,9 @@ class Store:
                 until = confirmed[1] + step / 2
             else:
                 continue
+            stopped = bisect_left(ends, ts)
+            if stopped < len(ends):
+                until = min(until, ends[stopped] + step / 2)
             value, quality = sample.value, sample.quality
             n = max(1, math.ceil((start - ts) / step))
             t = ts + n * step
@@ -406,7 +538,9 @@ class Store:
         if kind is not None:
             sql += " WHERE kind = ?"
             args = (kind,)
-        rows = await asyncio.to_thread(self._query, sql + " ORDER BY id LIMIT ?", (*args, limit))
+        rows = await self._db.call(
+            partial(_query, sql=sql + " ORDER BY id LIMIT ?", args=(*args, limit))
+        )
         return [
             Event(r[0], _dt(r[1]) or datetime.now(UTC), r[2], r[3], r[4], json.loads(r[5]))
             for r in rows
@@ -418,3 +552,36 @@ def _sample(row: tuple[Any, ...]) -> Sample:
     return Sample(
         point, _dt(ts) or datetime.now(UTC), value, _parse_quality(quality), _dt(source_ts)
     )
+
+
+# -- SQL, run on the database thread ----------------------------------------------------------
+
+
+def _start_run(conn: sqlite3.Connection) -> int:
+    """This start's row in `runs`; its id."""
+    with transaction(conn):
+        cur = conn.execute("INSERT INTO runs (opened) VALUES (?)", (_ts(datetime.now(UTC)),))
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def _prune(conn: sqlite3.Connection, cutoff: float, run: int) -> int:
+    """Samples older than `cutoff` and the runs they were held by go (not run `run`, the
+    one in progress); how many samples."""
+    with transaction(conn):
+        deleted = int(conn.execute("DELETE FROM samples WHERE ts < ?", (cutoff,)).rowcount)
+        conn.execute(
+            "DELETE FROM runs WHERE id != ? AND coalesce(alive_until, opened) < ?",
+            (run, cutoff),
+        )
+    return deleted
+
+
+def _write(conn: sqlite3.Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
+    """`sql` once per row in one transaction; how many rows it changed."""
+    with transaction(conn):
+        return int(conn.executemany(sql, rows).rowcount)
+
+
+def _query(conn: sqlite3.Connection, sql: str, args: Iterable[Any]) -> list[tuple[Any, ...]]:
+    return list(conn.execute(sql, tuple(args)).fetchall())

@@ -1,2 +1,3 @@
-"""The soak's market side (bench/soak.py): the parts that load the gateway's northbound and
-flexibility layers, and the AMS process they drive (not benchmarks of their own)."""
+"""The parts that load the gateway's northbound and flexibility layers for bench/soak.py
+and bench/latency.py, the AMS process they drive and the raw protocol writes that are the
+latency bench's floor (not benchmarks of their own)."""

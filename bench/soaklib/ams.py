@@ -8,8 +8,11 @@ listens, answers every command read from stdin with one line `{"op": ..., ...}` 
 command is done (commands run concurrently) and exits at the end of its input.
 
 Commands:
-- `{"op": "reserve", "share": s}`: waits for a forecast and reserves `share` of the
-  flexibility it offers from the next interval to its end;
+- `{"op": "reserve", "share": s, "after": t, "intervals": n}`: waits for a forecast and
+  reserves `share` of the flexibility it offers from the next interval (or the first
+  interval starting at or after unix time `t`, when given) to its end (or for `n`
+  intervals, when given); reservations accumulate, so the load renews them as time goes
+  on (bench/soaklib/market.py books the next before the last ends);
 - `{"op": "calm", "until": t}`: one activation at a time, a few a second, until unix time
   `t` (the latency without load);
 - `{"op": "activations", "until": t, "rate": r, "clients": n}`: activations at `r` per
@@ -20,7 +23,9 @@ Commands:
 
 Every activation supersedes the one before in the same reservation (a new id each time,
 `start` now, until the reservation ends): what the flexibility service accepts as a
-stream of set point updates, each dispatched and written to the devices at once.
+stream of set point updates, each dispatched and written to the devices at once. Each
+belongs to the reservation in force now (the latest one that has started), so when one
+reservation ends the next activation is the first of its successor.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ import math
 import re
 import sys
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +68,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 REQUEST_TIMEOUT_S = 30.0
 CALM_GAP_S = 0.25
+#: no activation goes out this close to the end of a reservation another follows
+HANDOVER_S = 5.0
 #: a refusal's reason code and text, from the Smart API Error ("<reason>: <detail>")
 REASON = re.compile(rb'errorMessage "([a-z-]+): ([^"]{0,300})')
 
@@ -77,7 +84,11 @@ class Tally:
     failures: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)
+    #: seconds of each accepted one, in the order of `accepted`
+    accepted_s: list[float] = field(default_factory=list)
     sent: int = 0
+    #: slots not sent (an activation in a reservation's hand-over)
+    skipped: int = 0
     started: float = 0.0
     ended: float = 0.0
 
@@ -86,6 +97,7 @@ class Tally:
         self.status[status] = self.status.get(status, 0) + 1
         if status == 200:
             self.accepted.append(message_id)
+            self.accepted_s.append(seconds)
             return
         found = REASON.search(body)
         reason = found.group(1).decode() if found else f"http-{status}"
@@ -104,6 +116,7 @@ class Tally:
         elapsed = max(self.ended - self.started, 1e-9)
         return {
             "sent": self.sent,
+            "skipped": self.skipped,
             "elapsed_s": round(elapsed, 2),
             "latency_s": self.latency_s,
             "status": {str(k): v for k, v in sorted(self.status.items())},
@@ -111,6 +124,7 @@ class Tally:
             "failures": self.failures,
             "examples": self.examples,
             "accepted_ids": self.accepted,
+            "accepted_latency_s": self.accepted_s,
         }
 
 
@@ -120,8 +134,8 @@ class Load:
     def __init__(self, ams: AmsSimulator, gateway_url: str) -> None:
         self.ams = ams
         self.gateway_url = gateway_url.rstrip("/")
-        self.notification: ReserveNotification | None = None
-        self.forecast: FlexibilityForecast | None = None
+        #: accepted reservations, oldest first, each with the forecast it was bought from
+        self.reserved: list[tuple[ReserveNotification, FlexibilityForecast]] = []
         self.count = 0
 
     def session(self) -> aiohttp.ClientSession:
@@ -147,47 +161,62 @@ class Load:
 
     # -- reservation ------------------------------------------------------------------------
 
-    async def reserve(self, share: float) -> dict[str, Any]:
+    async def reserve(
+        self, share: float, after: float | None = None, intervals: int | None = None
+    ) -> dict[str, Any]:
         seen = len(self.ams.messages(Channel.FORECAST))
         received = await self.ams.next_message(Channel.FORECAST, after=max(seen - 1, 0))
         assert isinstance(received, FlexibilityForecast)
         forecast = _from_next_interval(received)
-        notification = self.ams.notification_for(forecast, share=share)
+        if after is not None:
+            forecast = _from(forecast, datetime.fromtimestamp(after, UTC))
+        notification = self.ams.notification_for(forecast, share=share, intervals=intervals)
         sent = await self.ams.send(notification)
         if sent.answer.ok:
-            self.notification, self.forecast = notification, forecast
+            self.reserved.append((notification, forecast))
         end = notification.interval_start(len(notification.intervals))
         return {
             "id": notification.id,
             "status": sent.answer.status,
-            "answer": "" if sent.answer.ok else sent.answer.body[:400].decode(errors="replace"),
+            "answer": "" if sent.answer.ok else _reason(sent.answer.body),
             "start": notification.start.timestamp(),
             "end": end.timestamp(),
             "intervals": len(notification.intervals),
         }
 
-    def baseline(self, now: datetime) -> tuple[float, float]:
+    def in_force(self, now: datetime) -> tuple[ReserveNotification, FlexibilityForecast]:
+        """The reservation activations belong to now: the latest that has started (the
+        first before any has)."""
+        assert self.reserved, "activations before a reservation"
+        started = [r for r in self.reserved if r[0].start <= now]
+        return started[-1] if started else self.reserved[0]
+
+    def baseline(self, now: datetime, bought_from: FlexibilityForecast) -> tuple[float, float]:
         """P and Q of the gateway's latest forecast for the interval now (the baseline the
         AMS knows)."""
-        assert self.forecast is not None
         for f in reversed(self.ams.messages(Channel.FORECAST)):
             assert isinstance(f, FlexibilityForecast)
             i = int((now - f.start) / f.step)
             if 0 <= i < len(f.intervals):
                 return f.intervals[i].p_kw, f.intervals[i].q_kvar
-        f = self.forecast
+        f = bought_from
         i = min(max(int((now - f.start) / f.step), 0), len(f.intervals) - 1)
         return f.intervals[i].p_kw, f.intervals[i].q_kvar
 
-    def activation(self) -> tuple[str, bytes]:
+    def activation(self) -> tuple[str, bytes] | None:
         """The next set point: a slow swing through 20..80 % of the band reserved in the
-        interval now around the latest baseline, in the direction with the larger band."""
-        n = self.notification
-        assert n is not None, "activations before a reservation"
+        interval now around the latest baseline, in the direction with the larger band.
+        None in the last `HANDOVER_S` of a reservation another follows: one sent then would
+        be decided after its period ended (refused as outside the window), one for the next
+        before the running one ended (refused as conflicting with it)."""
         now = datetime.now(UTC)
+        n, bought_from = self.in_force(now)
+        end = n.interval_start(len(n.intervals))
+        if self.reserved[-1][0] is not n and end - now < timedelta(seconds=HANDOVER_S):
+            return None
         i = min(max(int((now - n.start) / n.step), 0), len(n.intervals) - 1)
         band = n.intervals[i]
-        p_base, q_base = self.baseline(now)
+        p_base, q_base = self.baseline(now, bought_from)
         self.count += 1
         share = 0.5 + 0.3 * math.sin(2 * math.pi * self.count / 40)
         if band.p_lower_kw >= band.p_raise_kw:
@@ -227,8 +256,9 @@ class Load:
         tally = Tally(started=time.time())
         async with self.session() as session:
             while time.time() < until:
-                message_id, body = self.activation()
-                await self.post(session, Channel.ACTIVATION.path, message_id, body, tally)
+                made = self.activation()
+                if made is not None:
+                    await self.post(session, Channel.ACTIVATION.path, *made, tally)
                 await asyncio.sleep(CALM_GAP_S)
         tally.ended = time.time()
         return tally.report()
@@ -251,8 +281,12 @@ class Load:
                     if now >= until or now + (at - time.monotonic()) >= until:
                         return
                     await asyncio.sleep(max(0.0, at - time.monotonic()))
-                    message_id, body = make(slot)
-                    await self.post(session, path, message_id, body, tally)
+                    made = make(slot)
+                    if made is None:  # a pause: the slots it covers are not made up for
+                        tally.skipped += 1
+                        await asyncio.sleep(HANDOVER_S / 10)
+                        continue
+                    await self.post(session, path, *made, tally)
 
         async with asyncio.TaskGroup() as group:
             for _ in range(clients):
@@ -274,6 +308,7 @@ class Load:
         )
         report = tally.report()
         report.pop("accepted_ids")
+        report.pop("accepted_latency_s")
         return report
 
     def received(self) -> dict[str, Any]:
@@ -288,11 +323,30 @@ class Load:
         }
 
 
+def _reason(body: bytes) -> str:
+    """A refusal's reason and text (or the start of the body)."""
+    found = REASON.search(body)
+    return (found.group(0) if found else body[:400]).decode(errors="replace")
+
+
+def _from(forecast: FlexibilityForecast, at: datetime) -> FlexibilityForecast:
+    """The forecast from its first interval starting at or after `at`."""
+    skip = max(math.ceil((at - forecast.start) / forecast.step - 1e-9), 0)
+    if skip >= len(forecast.intervals):
+        ends = forecast.interval_start(len(forecast.intervals))
+        raise ValueError(f"the forecast ends at {ends:%H:%M:%S}, before {at:%H:%M:%S}")
+    return replace(
+        forecast,
+        start=forecast.start + skip * forecast.step,
+        intervals=forecast.intervals[skip:],
+    )
+
+
 async def command(load: Load, line: str) -> dict[str, Any]:
     cmd = json.loads(line)
     op = cmd["op"]
     if op == "reserve":
-        return await load.reserve(cmd["share"])
+        return await load.reserve(cmd["share"], cmd.get("after"), cmd.get("intervals"))
     if op == "calm":
         return await load.calm(cmd["until"])
     if op == "activations":

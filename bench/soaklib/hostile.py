@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from gateway.flex.records import FlexRecords
 from gateway.flex.service import FlexService
 from gateway.north.certs import dev_north_config, init_dev_pki
 from gateway.north.service import North
+from gateway.sqlite import read_only
 from tests.support.hostile import fire_from_process
 
 SEED = 9
@@ -81,8 +81,7 @@ class HostileInbound:
         # nothing is sent to the AMS in this run: its URL is never used
         config = dev_north_config(pki, ams_url="https://127.0.0.1:9", port=0)
         own = North(config, microgrid=gw.config.gateway.microgrid.id, state_dir=state)
-        records = FlexRecords(state / "flex.sqlite")
-        stack.callback(records.close)
+        records = await stack.enter_async_context(FlexRecords(state / "flex.sqlite"))
         publisher = NorthPublisher(own.send, sender=config.identity, microgrid=own.microgrid)
         flex = FlexService(gw.config, gw.table, gw.controller, records, publisher, gw.store)
         own.handler = FlexReserveHandler(flex)
@@ -133,6 +132,6 @@ def _held(state: Path, ids: set[str]) -> int:
     for path, sql in checks:
         if not path.exists():
             continue
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        with read_only(path, "state file") as db:
             held += sum(1 for (i,) in db.execute(sql) if i in ids)
     return held

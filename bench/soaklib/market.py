@@ -5,7 +5,11 @@ AMS on loopback, which runs in its own process (bench/soaklib/ams.py) with the l
 Parts:
 - `ActivationLoad` ("activation"): a reservation set up by a Reserve Notification, then
   signed Reserve Activations over mutual-TLS HTTPS, one at a time in the calm phase and at
-  a sustained rate from several keep-alive clients under faults. Every answered activation
+  a sustained rate from several keep-alive clients under faults. A reservation covers the
+  forecast's horizon (15 minutes of 10-second intervals) or `reservation_s`; while the load
+  runs, the next one is booked `renew_before_s` before the last ends, from its end on, so
+  the activations run as long as the soak does (`reservations` lists them). Every answered
+  activation
   is looked up afterwards in the flexibility records and in the controller's write events:
   `applied` counts those recorded as accepted (or curtailed) whose coupling-point set point
   was put in force by a control cycle, `lost` those answered 200 that were not (must be 0);
@@ -26,7 +30,6 @@ import contextlib
 import json
 import os
 import signal
-import sqlite3
 import sys
 import time
 from collections import Counter
@@ -40,6 +43,7 @@ from gateway.config import LoadedConfig
 from gateway.flex.cycle import DEMO_SETTINGS
 from gateway.north.certs import dev_north_config, init_dev_pki
 from gateway.north.service import OUTBOX_FILE
+from gateway.sqlite import read_only
 
 ROOT = Path(__file__).resolve().parents[2]
 #: share of the offered flexibility the AMS reserves
@@ -154,41 +158,95 @@ def _unix(loop_deadline: float) -> float:
     return time.time() + (loop_deadline - asyncio.get_running_loop().time())
 
 
+#: the next reservation is booked this long before the last one ends
+RENEW_BEFORE_S = 120.0
+#: the smallest share a refused renewal is tried again with
+MIN_RENEWED_SHARE = 0.05
+
+
 class ActivationLoad:
     name = "activation"
 
-    def __init__(self, link: AmsLink, state: Path, store: Path, rate: float, clients: int) -> None:
+    def __init__(
+        self,
+        link: AmsLink,
+        state: Path,
+        store: Path,
+        rate: float,
+        clients: int,
+        reservation_s: float | None = None,
+        renew_before_s: float = RENEW_BEFORE_S,
+    ) -> None:
         self.link = link
         self.records = state / FLEX_RECORDS
         self.store = store
         self.rate = rate
         self.clients = clients
-        self.reservation: dict[str, Any] = {}
+        self.reservation_s = reservation_s
+        self.renew_before_s = renew_before_s
+        self.reservations: list[dict[str, Any]] = []
+        self.renewals_refused: list[str] = []
         self.calm_report: dict[str, Any] = {}
         self.load_report: dict[str, Any] = {}
 
+    async def _reserve(
+        self, after: float | None = None, share: float = RESERVED_SHARE
+    ) -> dict[str, Any]:
+        """Book a reservation (from the first interval starting at `after` on, when given)."""
+        intervals = None
+        if self.reservation_s is not None:
+            intervals = max(1, round(self.reservation_s / DEMO_SETTINGS.interval_s))
+        booked = await self.link.call(
+            "reserve", ANSWER_MARGIN_S, share=share, after=after, intervals=intervals
+        )
+        if booked["status"] != 200:
+            raise RuntimeError(f"reservation refused: {booked['answer']}")
+        self.reservations.append({**booked, "share": share})
+        return booked
+
     async def prepare(self, gw: Gateway, deadline: float) -> None:
         """In the calm phase: the reservation, then activations one at a time."""
-        self.reservation = await self.link.call("reserve", ANSWER_MARGIN_S, share=RESERVED_SHARE)
-        if self.reservation["status"] != 200:
-            raise RuntimeError(f"reservation refused: {self.reservation['answer']}")
-        await asyncio.sleep(max(0.0, self.reservation["start"] - time.time()))
+        first = await self._reserve()
+        await asyncio.sleep(max(0.0, first["start"] - time.time()))
         until = max(_unix(deadline), time.time() + 2.0)
+        if until > first["end"]:
+            raise RuntimeError("the calm phase outlasts the first reservation")
         self.calm_report = await self.link.call(
             "calm", until - time.time() + ANSWER_MARGIN_S, until=until
         )
 
+    async def _renew(self, until: float) -> None:
+        """Book the next reservation before the last ends, until one covers `until`."""
+        while self.reservations[-1]["end"] < until:
+            last_end = self.reservations[-1]["end"]
+            await asyncio.sleep(max(0.0, last_end - self.renew_before_s - time.time()))
+            # the field under faults may offer less than the forecast said by then (its
+            # DERs driven to their limits): a refused renewal is tried again on the next
+            # forecast with a smaller share, as an AMS would buy what is on offer
+            share = RESERVED_SHARE
+            while True:
+                try:
+                    await self._reserve(after=last_end, share=share)
+                    break
+                except RuntimeError as exc:
+                    self.renewals_refused.append(str(exc)[:300])
+                    if time.time() >= last_end:
+                        raise RuntimeError(
+                            f"no reservation after {len(self.renewals_refused)} tries"
+                        ) from exc
+                    share = max(share / 2, MIN_RENEWED_SHARE)
+
     async def run(self, gw: Gateway, deadline: float) -> None:
         until = _unix(deadline)
-        if until > self.reservation["end"]:
-            raise RuntimeError("the run outlasts the reservation (about 15 min of 10-s intervals)")
-        self.load_report = await self.link.call(
-            "activations",
-            deadline - asyncio.get_running_loop().time() + ANSWER_MARGIN_S,
-            until=until,
-            rate=self.rate,
-            clients=self.clients,
-        )
+        within = deadline - asyncio.get_running_loop().time() + ANSWER_MARGIN_S
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._renew(until), name="soak-activation-renew")
+            load = group.create_task(
+                self.link.call(
+                    "activations", within, until=until, rate=self.rate, clients=self.clients
+                )
+            )
+        self.load_report = load.result()
 
     def figures(self) -> dict[str, Any]:
         """After the gateway stopped: the answers against the records and the controller."""
@@ -205,8 +263,14 @@ class ActivationLoad:
         return {
             "target_rate": self.rate,
             "clients": self.clients,
-            "reservation": self.reservation.get("id"),
+            "reservations": [
+                {k: r[k] for k in ("id", "start", "end", "intervals", "share")}
+                for r in self.reservations
+            ],
+            "renewals_refused": self.renewals_refused[:5],
+            "renewals_refused_count": len(self.renewals_refused),
             "sent": load.get("sent", 0),
+            "skipped_in_handover": load.get("skipped", 0),
             "achieved_rate": round(status["200"] / load["elapsed_s"], 1) if load else 0.0,
             "accepted": status["200"],
             "refused": refused,
@@ -223,7 +287,7 @@ class ActivationLoad:
 def cross_check(records: Path, store: Path, answered: list[str]) -> dict[str, Any]:
     """Activations answered 200 against the flexibility records and the controller's
     write events (origin `flex:<activation id>`)."""
-    with contextlib.closing(sqlite3.connect(records)) as conn:
+    with read_only(records, "flexibility records") as conn:
         decided = dict(conn.execute("SELECT id, status FROM flex_activation").fetchall())
         in_force = {a for (a,) in conn.execute("SELECT activation_id FROM flex_pcc_setpoint")}
         recorded_writes = Counter(
@@ -231,7 +295,7 @@ def cross_check(records: Path, store: Path, answered: list[str]) -> dict[str, An
             for a, p, s in conn.execute("SELECT activation_id, point, status FROM flex_setpoint")
         )
     controller_writes: Counter[tuple[str, str, str]] = Counter()
-    with contextlib.closing(sqlite3.connect(store)) as conn:
+    with read_only(store, "store") as conn:
         for point, detail in conn.execute("SELECT point, detail FROM events WHERE kind='write'"):
             d = json.loads(detail)
             origin = str(d.get("origin", ""))
@@ -303,7 +367,7 @@ async def drain_outbox(gw: Gateway, within: float) -> None:
 def north_messages(state: Path, received: dict[str, Any]) -> dict[str, Any]:
     """Forecasts and verifications the gateway queued (its outbox file, after it stopped)
     against what the AMS received."""
-    with contextlib.closing(sqlite3.connect(state / OUTBOX_FILE)) as conn:
+    with read_only(state / OUTBOX_FILE, "outbox") as conn:
         rows = conn.execute("SELECT message_id, destination, state FROM outbox").fetchall()
     out: dict[str, Any] = {}
     lost_total = 0

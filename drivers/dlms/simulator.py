@@ -17,6 +17,9 @@ simulated microgrid:
 - Limiter (71) monitors the meter's active power register: above `threshold_active` for
   `min_over_threshold_duration` seconds it opens the disconnector (the meter trips,
   control state ready_for_reconnection). threshold_normal and the durations are writable.
+- The value (attribute 2) of a Data or Register object whose point the mapping declares
+  writable takes writes, applied to the model like any front end's set point (a DER
+  controller that speaks COSEM).
 
 Authentication follows the device options: none, low (the password file) or high
 (HLS-GMAC with the keys file, every APDU ciphered with suite 0). A client offering another
@@ -51,7 +54,7 @@ from gurux_dlms.objects import (
 )
 from gurux_dlms.objects.enums import ControlMode, ControlState
 
-from drivers.base import to_raw
+from drivers.base import to_engineering, to_raw
 from drivers.dlms.dlms_shims import (
     AssociationLN,
     DemandRegister,
@@ -146,6 +149,10 @@ class Scaled:
         qudt = DLMS_UNITS.get(unit)
         factor = conversion_factor(point.unit, qudt) if qudt is not None else 1.0
         return cls(unit, scaler, data_type, factor)
+
+    def value(self, raw: int) -> float:
+        """The inverse of `raw`."""
+        return float(raw * 10**self.scaler / self.factor)
 
     def raw(self, value: float) -> int:
         number = round(value * self.factor / 10**self.scaler)
@@ -469,8 +476,16 @@ class Meter:
 
     # --- requests -----------------------------------------------------------------------
 
+    def _writable_value(self, obj: GXDLMSObject) -> tuple[Source, Scaled | None] | None:
+        for plain, source, scaled in self._plain:
+            if plain is obj and source.point.direction.writable:
+                return source, scaled
+        return None
+
     def attribute_access(self, obj: GXDLMSObject, index: int) -> AccessMode:
         if isinstance(obj, GXDLMSLimiter) and index in _LIMITER_WRITABLE:
+            return AccessMode.READ_WRITE
+        if index == 2 and self._writable_value(obj) is not None:
             return AccessMode.READ_WRITE
         return AccessMode.READ
 
@@ -494,6 +509,15 @@ class Meter:
     def written(self, obj: GXDLMSObject, index: int) -> None:
         if isinstance(obj, GXDLMSLimiter) and index == 4 and not obj.emergencyProfileActive:
             obj.thresholdActive = obj.thresholdNormal
+        value = self._writable_value(obj) if index == 2 else None
+        if value is not None:
+            source, scaled = value
+            raw = float(obj.value)
+            if scaled is not None:
+                raw = scaled.value(int(obj.value))
+            engineering = to_engineering(source.point, raw)
+            assert isinstance(engineering, int | float)
+            self.values.write(source.point, float(engineering))
 
     def buffer(self, settings: Any, pg: GXDLMSProfileGeneric, selector: int, params: Any) -> bytes:
         """The profile buffer, selected by range (1) or by entry (2), encoded."""

@@ -28,6 +28,7 @@ import termios
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import repeat
 
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
@@ -60,6 +61,34 @@ _GUARD_S = 0.5
 
 
 @dataclass(frozen=True)
+class _Block:
+    """A register request's compiled layout and what its plain points need to become
+    readings, worked out once per read plan."""
+
+    layout: Layout
+    #: the plain points' ids and units, in the layout's order
+    ids: tuple[str, ...]
+    units: tuple[str, ...]
+    #: each plain point's (scale, offset), None for a point read as it is; None for all
+    #: when no point of the block is scaled
+    scaling: tuple[tuple[float, float] | None, ...] | None
+
+
+def _block(request: ReadRequest, points: dict[str, Point]) -> _Block:
+    layout = compile_layout(request)
+    plain = [points[point_id] for point_id, _ in layout.plain]
+    scaling = tuple(
+        None if p.scale == 1.0 and p.offset == 0.0 else (p.scale, p.offset) for p in plain
+    )
+    return _Block(
+        layout,
+        ids=tuple(p.id for p in plain),
+        units=tuple(p.unit for p in plain),
+        scaling=None if all(s is None for s in scaling) else scaling,
+    )
+
+
+@dataclass(frozen=True)
 class _Refused:
     """A request the device answered with a Modbus exception (code) or garbage (None)."""
 
@@ -80,8 +109,8 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
         self._factory = client_factory
         self._client: ModbusBaseClient | None = None
         self._plans: dict[tuple[str, ...], list[ReadRequest]] = {}
-        #: id(request) -> (request, its compiled layout); holding the request keeps the id
-        self._layouts: dict[int, tuple[ReadRequest, Layout]] = {}
+        #: id(request) -> (request, its compiled block); holding the request keeps the id
+        self._blocks: dict[int, tuple[ReadRequest, _Block]] = {}
         self._last_points: tuple[Sequence[Point], tuple[str, ...], dict[str, Point]] | None = None
         #: Modbus requests sent since the driver was built (reads and writes)
         self.requests_sent = 0
@@ -138,7 +167,7 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
             raise LinkError(self.device.id, f"cannot {verb} {self._where()}{why}")
         self._client = client
         self._plans.clear()  # a new connection may be a different device firmware
-        self._layouts.clear()
+        self._blocks.clear()
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -245,31 +274,45 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
             for point_id, address in request.points:
                 readings[point_id] = self._decode(points[point_id], address, request, answer, now)
             return
-        layout = self._layout(request)
+        block = self._block(request, points)
         try:
-            raws = layout.unpack(answer)  # type: ignore[arg-type]
+            raws = block.layout.unpack(answer)  # type: ignore[arg-type]
         except struct.error:  # a word that is not 16 bits: each point says whether it is hit
             for point_id, address in request.points:
                 readings[point_id] = self._decode(points[point_id], address, request, answer, now)
             return
-        for (point_id, _), raw in zip(layout.plain, raws, strict=True):
-            point = points[point_id]
-            scale, offset = point.scale, point.offset
-            value = raw if scale == 1.0 and offset == 0.0 else raw * scale + offset
-            if value - value == 0:  # finite (inf - inf and NaN - NaN are NaN)
-                readings[point_id] = good_reading(point_id, value, point.unit, now)
-            else:
-                readings[point_id] = self._not_finite(point, raw)
-        for point_id, address in layout.single:
+        values: Sequence[float | int] = raws
+        if block.scaling is not None:
+            values = [
+                raw if s is None else raw * s[0] + s[1]
+                for raw, s in zip(raws, block.scaling, strict=True)
+            ]
+        total = sum(values)
+        if total - total == 0:  # every value finite (a NaN or an infinity makes the sum one)
+            readings.update(
+                zip(
+                    block.ids,
+                    map(good_reading, block.ids, values, block.units, repeat(now)),
+                    strict=True,
+                )
+            )
+        else:  # which ones are not, point by point
+            for point_id, raw, value in zip(block.ids, raws, values, strict=True):
+                point = points[point_id]
+                if value - value == 0:  # finite (inf - inf and NaN - NaN are NaN)
+                    readings[point_id] = good_reading(point_id, value, point.unit, now)
+                else:
+                    readings[point_id] = self._not_finite(point, raw)
+        for point_id, address in block.layout.single:
             readings[point_id] = self._decode(points[point_id], address, request, answer, now)
 
-    def _layout(self, request: ReadRequest) -> Layout:
-        cached = self._layouts.get(id(request))
+    def _block(self, request: ReadRequest, points: dict[str, Point]) -> _Block:
+        cached = self._blocks.get(id(request))
         if cached is not None and cached[0] is request:
             return cached[1]
-        layout = compile_layout(request)
-        self._layouts[id(request)] = (request, layout)
-        return layout
+        block = _block(request, points)
+        self._blocks[id(request)] = (request, block)
+        return block
 
     async def _fetch(
         self, client: ModbusBaseClient, request: ReadRequest

@@ -29,15 +29,13 @@ from gateway.flex.control import Planned, SetpointWriter, Target
 from gateway.flex.dispatch import Dispatch, DispatchInput, dispatch
 from gateway.flex.inputs import FlexModel, InputBuilder
 from gateway.flex.model import Activation, ActivationDecision, DecisionStatus, Reservation
-from gateway.flex.ports import Clock, FlexObserver, Unobserved
-from gateway.flex.records import AsyncRecords
+from gateway.flex.ports import ActivationRecords, Clock, FlexObserver, PointValues, Unobserved
 from gateway.flex.reservation import ReservationBook
 from gateway.flex.running import Running, baseline_to_json
 from gateway.flex.schedule import PlanInput, PlanResult
 from gateway.flex.verification import VERIFY_DELAY, Verifier
 from gateway.flex.verify import Baseline, Setpoint
 from gateway.mapping import Quantity
-from gateway.points import PointTable
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +48,9 @@ class ActivationControl:
         self,
         model: FlexModel,
         inputs: InputBuilder,
-        points: PointTable,
+        points: PointValues,
         writer: SetpointWriter,
-        records: AsyncRecords,
+        records: ActivationRecords,
         book: ReservationBook,
         verifier: Verifier,
         clock: Clock,
@@ -89,6 +87,11 @@ class ActivationControl:
             return ActivationDecision(
                 act.id, DecisionStatus(known.status), known.p_kw, known.q_kvar, known.reasons
             )
+        over = self.running.end if self.running is not None else None
+        if over is not None and over <= now:
+            # its period is over though no control cycle ended it yet: it steers nothing
+            # (the next reservation's first activation must not be refused for it)
+            await self.end(over, "")
         reservation = find_reservation(act, self.book.reservations)
         plan = self.book.plan
         if plan is None or plan.horizon.index(max(now, act.start)) is None:
@@ -101,11 +104,13 @@ class ActivationControl:
                 reservation, plan.pcc_p, plan.horizon, i, self.model.grid, self._q_base()
             )
         trial = None
+        tried: tuple[float | None, float | None] | None = None
         if env is not None or self.model.settings.allow_unreserved_activation:
             p, q = act.p_kw, act.q_kvar
             if env is not None:
                 p, q, _, _ = clamp_setpoint(act, env)
             trial = await self._dispatch(now, plan, act, reservation, p, q, held=set())
+            tried = (p, q)
         running = self.running.activation if self.running is not None else None
         decision = check_activation(
             act,
@@ -143,7 +148,12 @@ class ActivationControl:
         )
         self.observer.decided(act, decision)
         if self.running is not None and self.running.activation.id == act.id and act.start <= now:
-            await self.cycle(now)
+            # the trial is the first cycle's dispatch when it solved the same set point on
+            # the same plan a moment ago: not solved twice before the answer
+            solved = None
+            if trial is not None and tried is not None and plan is self.book.plan:
+                solved = (tried, trial)
+            await self.cycle(now, solved)
         return decision
 
     def _q_base(self) -> float:
@@ -186,7 +196,13 @@ class ActivationControl:
         )
         return await asyncio.to_thread(dispatch, inp)
 
-    async def cycle(self, now: datetime) -> None:
+    async def cycle(
+        self,
+        now: datetime,
+        solved: tuple[tuple[float | None, float | None], Dispatch] | None = None,
+    ) -> None:
+        """One control cycle of the activation in force; `solved` is a dispatch of a set
+        point (P, Q) with no DER held, made on this cycle's measurements."""
         run = self.running
         assert run is not None
         act = run.activation
@@ -215,7 +231,10 @@ class ActivationControl:
             run.setpoints.append(sp)
             await self.records.pcc_setpoint(act.id, sp.start, p, q)
         held = set(run.targeted)
-        result = await self._dispatch(now, self.book.plan, act, run.reservation, p, q, held)
+        if solved is not None and not held and solved[0] == (p, q):
+            result = solved[1]
+        else:
+            result = await self._dispatch(now, self.book.plan, act, run.reservation, p, q, held)
         retarget: set[str] = set()
         if held and not result.met:
             # the centralized DERs alone fall short: new targets for the distributed ones

@@ -23,8 +23,8 @@ from numpy.typing import NDArray
 
 from gateway.config import ControlManner, Der, DerType
 from gateway.flex.intervals import Horizon
+from gateway.flex.ports import PointValues
 from gateway.mapping import Quantity
-from gateway.points import PointTable
 
 Floats = NDArray[np.float64]
 
@@ -49,7 +49,7 @@ class DerState:
     online: bool = True
 
     @classmethod
-    def read(cls, der_id: str, points: PointTable) -> DerState:
+    def read(cls, der_id: str, points: PointValues) -> DerState:
         status = points.value(der_id, Quantity.STATUS)
         return cls(
             p_kw=points.value(der_id, Quantity.ACTIVE_POWER),
@@ -108,7 +108,7 @@ class DerCapability:
     curtail_max_pct: float = 0.0
 
     @classmethod
-    def of(cls, der: Der, points: PointTable) -> DerCapability:
+    def of(cls, der: Der, points: PointValues) -> DerCapability:
         has = {q for q in Quantity if points.find(der.id, q)}
         p_ctl = any(role in has for role in P_ROLES)
         curtail = 0.0

@@ -7,11 +7,13 @@ A DER is steered through the point roles of its mapping:
 - reactive_power_setpoint (kvar).
 Values are converted to the point's unit and clamped to its write limits here, so the
 controller's limit check never refuses a flexibility command. Unchanged set points (within
-the deadband) are not rewritten.
+the deadband) are not rewritten. The devices of one batch are written concurrently (one
+device's commands in order): an activation waits for its slowest device, not for the sum.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,9 +22,9 @@ from typing import Protocol
 from gateway.config import DerType
 from gateway.errors import CommandError
 from gateway.flex.capability import DerCapability, DerState
+from gateway.flex.ports import PointValues
 from gateway.mapping import Point, Quantity
 from gateway.model import Command, CommandMode, CommandResult, CommandStatus
-from gateway.points import PointTable
 from gateway.units import from_canonical
 
 
@@ -54,7 +56,7 @@ class Planned:
     note: str = ""
 
 
-def _point(points: PointTable, der: str, role: Quantity) -> Point | None:
+def _point(points: PointValues, der: str, role: Quantity) -> Point | None:
     for mapped in points.find(der, role):
         if mapped.point.direction.writable:
             return mapped.point
@@ -86,7 +88,7 @@ def plan_commands(
     cap: DerCapability,
     state: DerState,
     target: Target,
-    points: PointTable,
+    points: PointValues,
     origin: str,
     deadline: datetime | None = None,
 ) -> tuple[list[Planned], list[str]]:
@@ -144,7 +146,7 @@ class SetpointWriter:
     """Sends DER targets through the controller and remembers what was sent, so an
     unchanged set point is not rewritten every cycle."""
 
-    def __init__(self, controller: Controller, points: PointTable, deadband_kw: float) -> None:
+    def __init__(self, controller: Controller, points: PointValues, deadband_kw: float) -> None:
         self._controller = controller
         self._points = points
         self._deadband = deadband_kw
@@ -170,9 +172,10 @@ class SetpointWriter:
         before: Callable[[Planned], Awaitable[None]] | None = None,
     ) -> tuple[list[tuple[Planned, CommandResult]], list[str]]:
         """Write what changed; `before` runs ahead of every command sent (or refused), in
-        the order of the results (the flexibility records write ahead with it)."""
-        results: list[tuple[Planned, CommandResult]] = []
+        the order of the results, all before the first is sent (the flexibility records
+        write ahead with it)."""
         notes: list[str] = []
+        due: list[tuple[str, Planned]] = []
         for der_id, target in targets.items():
             planned, why = plan_commands(
                 caps[der_id], states[der_id], target, self._points, origin, now + write_within
@@ -183,16 +186,39 @@ class SetpointWriter:
                 last = self._sent.get(key)
                 if not force and last is not None and abs(last - item.meaning) < self._deadband:
                     continue
-                if before is not None:
-                    await before(item)
-                try:
-                    result = await self._controller.write(item.command)
-                except CommandError as exc:  # refused before sending: nothing changed
-                    result = CommandResult(item.command, CommandStatus.REJECTED, str(exc))
-                results.append((item, result))
-                if result.ok:
-                    self._sent[key] = item.meaning
-                else:
-                    self._sent.pop(key, None)
-                    notes.append(f"{item.command.point}: {result.status.value} {result.detail}")
+                due.append((key, item))
+        if before is not None:
+            for _, item in due:
+                await before(item)
+        sent = await self._send_by_device([item.command for _, item in due])
+        results: list[tuple[Planned, CommandResult]] = []
+        for (key, item), result in zip(due, sent, strict=True):
+            results.append((item, result))
+            if result.ok:
+                self._sent[key] = item.meaning
+            else:
+                self._sent.pop(key, None)
+                notes.append(f"{item.command.point}: {result.status.value} {result.detail}")
         return results, notes
+
+    async def _send_by_device(self, commands: list[Command]) -> list[CommandResult]:
+        """The results in the order of `commands`; devices concurrently, each device's
+        commands one after the other."""
+        by_device: dict[str, list[int]] = {}
+        for i, command in enumerate(commands):
+            mapped = self._points.mapped(command.point)
+            device = mapped.device.id if mapped is not None else command.point
+            by_device.setdefault(device, []).append(i)
+        results: dict[int, CommandResult] = {}
+
+        async def send(indices: list[int]) -> None:
+            for i in indices:
+                try:
+                    results[i] = await self._controller.write(commands[i])
+                except CommandError as exc:  # refused before sending: nothing changed
+                    results[i] = CommandResult(commands[i], CommandStatus.REJECTED, str(exc))
+
+        async with asyncio.TaskGroup() as group:
+            for indices in by_device.values():
+                group.create_task(send(indices))
+        return [results[i] for i in range(len(commands))]

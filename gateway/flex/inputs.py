@@ -17,9 +17,9 @@ from gateway.flex.capability import DerCapability, DerState, EnergyNeed, Storage
 from gateway.flex.dispatch import DerNow, Headroom
 from gateway.flex.intervals import Horizon
 from gateway.flex.model import Reservation
+from gateway.flex.ports import PointValues
 from gateway.flex.schedule import DerPlanInput, GridLimits, HeldReserve, PlanInput, PlanResult
 from gateway.mapping import Quantity
-from gateway.points import PointTable
 
 Floats = NDArray[np.float64]
 
@@ -46,7 +46,7 @@ class FlexModel:
     settings: FlexSettings
 
     @classmethod
-    def build(cls, config: LoadedConfig, points: PointTable) -> FlexModel:
+    def build(cls, config: LoadedConfig, points: PointValues) -> FlexModel:
         gw = config.gateway
         return cls(
             microgrid=gw.microgrid.id,
@@ -67,7 +67,7 @@ class FlexModel:
             length = max(length, until - now)
         return Horizon.covering(now, self.step, length)
 
-    def states(self, points: PointTable) -> dict[str, DerState]:
+    def states(self, points: PointValues) -> dict[str, DerState]:
         return {i: DerState.read(i, points) for i in self.caps}
 
     def reserves(self, horizon: Horizon) -> tuple[HeldReserve, ...]:
@@ -90,7 +90,7 @@ class FlexModel:
 
 
 class InputBuilder:
-    def __init__(self, model: FlexModel, points: PointTable, history: History | None) -> None:
+    def __init__(self, model: FlexModel, points: PointValues, history: History | None) -> None:
         self.model = model
         self.points = points
         self.history = history

@@ -13,6 +13,7 @@ import enum
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 def _finite(owner: str, **values: float | None) -> None:
@@ -260,3 +261,25 @@ class Verification:
             return None
         delivered = sum(i.delivered_kw * i.covered_s for i in self.intervals)
         return 100.0 * delivered / requested
+
+
+#: status of a set point recorded before its write was sent, until its result is known
+SENDING = "sending"
+#: status of a write the gateway stopped in (killed): it may or may not have arrived
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class ActivationRecord:
+    """An activation as the records keep it: the decision, its baseline (JSON, see
+    gateway.flex.running) and whether it is still in force."""
+
+    activation: Activation
+    status: str
+    p_kw: float | None
+    q_kvar: float | None
+    reasons: tuple[Reason, ...]
+    baseline: dict[str, Any] | None
+    state: str
+    ended_at: datetime | None
+    note: str

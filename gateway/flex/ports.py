@@ -1,13 +1,137 @@
-"""What the flexibility service talks to beyond the gateway core: its clock, where its
-messages for the AMS go, and who watches it. The composition root supplies them."""
+"""What the flexibility service and its parts talk to, each as the few capabilities it
+uses: the latest values (`PointValues`), the records (one Protocol per part of the CRP
+flow, `Records` all of them), its clock, where its messages for the AMS go, and who
+watches it. The composition root supplies them (gateway.market): the point table,
+gateway.flex.records.FlexRecords, the northbound publisher, the metrics.
+
+The parts (reservation, activation, verification, recovery) import these, never the
+concrete modules (tests/unit/test_architecture.py holds them to it).
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from gateway.flex.model import Activation, ActivationDecision, FlexForecast, Verification
+from gateway.flex.model import (
+    Activation,
+    ActivationDecision,
+    ActivationRecord,
+    FlexForecast,
+    Reason,
+    Reservation,
+    Verification,
+    VerifiedInterval,
+)
+from gateway.mapping import Device, Point, Quantity
+
+
+class Mapped(Protocol):
+    """A point that holds a quantity of a DER, and its device."""
+
+    @property
+    def point(self) -> Point: ...
+    @property
+    def device(self) -> Device: ...
+
+
+class PointValues(Protocol):
+    """The latest values by DER and quantity, in the quantity's canonical unit
+    (gateway.points.PointTable)."""
+
+    def value(self, der: str, quantity: Quantity) -> float | None: ...
+
+    def find(self, der: str, quantity: Quantity) -> Sequence[Mapped]: ...
+
+    def mapped(self, point_id: str) -> Mapped | None: ...
+
+
+class ReservationRecords(Protocol):
+    """The reservation book's records: decisions on Reserve Notifications."""
+
+    async def reservation_status(
+        self, reservation_id: str
+    ) -> tuple[str, Reservation | None, tuple[Reason, ...]] | None: ...
+
+    async def save_reservation(
+        self,
+        at: datetime,
+        requested: Reservation,
+        status: str,
+        accepted: Reservation | None,
+        reasons: tuple[Reason, ...],
+    ) -> None: ...
+
+
+class ActivationRecords(Protocol):
+    """Activation and control's records: decisions on Reserve Activations, the coupling
+    point set points and every DER write (intended before it is sent, then settled)."""
+
+    async def activation(self, activation_id: str) -> ActivationRecord | None: ...
+
+    async def save_activation(
+        self,
+        at: datetime,
+        act: Activation,
+        status: str,
+        p_kw: float | None,
+        q_kvar: float | None,
+        reasons: tuple[Reason, ...],
+        baseline: dict[str, Any] | None,
+        state: str,
+    ) -> None: ...
+
+    async def pcc_setpoint(
+        self, activation_id: str, start: datetime, p_kw: float | None, q_kvar: float | None
+    ) -> None: ...
+
+    async def intend_setpoint(
+        self, activation_id: str, at: datetime, der: str, point: str, value: float, meaning: float
+    ) -> int: ...
+
+    async def settle_setpoints(self, rows: list[tuple[int, str, str]]) -> None: ...
+
+
+class VerificationRecords(Protocol):
+    """The verifier's records: verifications and the close of an ended activation."""
+
+    async def save_verification(self, v: Verification) -> None: ...
+
+    async def final_verification(self, activation_id: str) -> list[VerifiedInterval]: ...
+
+    async def end_activation(
+        self, activation_id: str, at: datetime, state: str, note: str = ""
+    ) -> None: ...
+
+
+class RecoveryRecords(Protocol):
+    """What recovery reads back after a restart, and the writes a kill cut that it settles."""
+
+    async def accepted_reservations(self, since: datetime) -> list[Reservation]: ...
+
+    async def open_activations(self) -> list[ActivationRecord]: ...
+
+    async def pcc_setpoints(
+        self, activation_id: str
+    ) -> list[tuple[datetime, float | None, float | None]]: ...
+
+    async def sent_setpoints(
+        self, activation_id: str
+    ) -> list[tuple[datetime, str, str, float, str]]: ...
+
+    async def verification(self, activation_id: str) -> list[VerifiedInterval]: ...
+
+    async def unsettled_setpoints(self) -> list[tuple[int, str, str, str, float]]: ...
+
+    async def settle_setpoints(self, rows: list[tuple[int, str, str]]) -> None: ...
+
+
+class Records(
+    ReservationRecords, ActivationRecords, VerificationRecords, RecoveryRecords, Protocol
+):
+    """All the records the service hands its parts (gateway.flex.records.FlexRecords)."""
 
 
 class Clock(Protocol):

@@ -5,27 +5,29 @@ activation can be resumed or closed out. A set point is recorded before it is se
 (`sending`) and settled with the device's answer, so a write the gateway was killed in
 is known at the next start.
 
-Blocking: every call is a short SQLite transaction. The service reaches them only through
-`AsyncRecords`, which runs each in a worker thread. One connection, guarded by a lock
-(check_same_thread is off for that reason).
+The file is a `gateway.sqlite.Database` (its connection on its own thread), written with
+synchronous=NORMAL: a decision survives a crash of the process (what the crash tests
+kill); a power cut may lose the last ones, which FULL would prevent at the cost of a sync
+for every set point recorded. The SQL is `RecordTables`, over one
+connection; `FlexRecords` runs each of its calls on the database thread for the event
+loop, and a synchronous tool runs the same over `gateway.sqlite.read_only`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-import threading
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from gateway.errors import StoreError
 from gateway.flex.model import (
+    SENDING,
     Activation,
+    ActivationRecord,
     Band,
     Reason,
     ReasonCode,
@@ -33,6 +35,7 @@ from gateway.flex.model import (
     Verification,
     VerifiedInterval,
 )
+from gateway.sqlite import Database, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS flex_reservation (
@@ -92,12 +95,6 @@ CREATE TABLE IF NOT EXISTS flex_audit (
     reasons TEXT NOT NULL
 );
 """
-
-
-#: status of a set point recorded before its write was sent, until its result is known
-SENDING = "sending"
-#: status of a write the gateway stopped in (killed): it may or may not have arrived
-UNKNOWN = "unknown"
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -170,54 +167,22 @@ def interval_from_json(text: str) -> VerifiedInterval:
     return VerifiedInterval(**raw)
 
 
-@dataclass(frozen=True)
-class ActivationRecord:
-    activation: Activation
-    status: str
-    p_kw: float | None
-    q_kvar: float | None
-    reasons: tuple[Reason, ...]
-    baseline: dict[str, Any] | None
-    state: str
-    ended_at: datetime | None
-    note: str
+#: names the records file in errors
+LABEL = "flexibility records"
 
 
-class FlexRecords:
-    def __init__(self, path: Path) -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"flexibility records {path}: {exc}") from exc
-        self._lock = threading.Lock()
-        self.path = path
+class RecordTables:
+    """The records' SQL over one connection: the database thread's (through `FlexRecords`)
+    or a synchronous tool's `read_only` one."""
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                yield self._db
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise StoreError(f"flexibility records {self.path}: {exc}") from exc
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._conn)
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            try:
-                return list(self._db.execute(sql, args))
-            except sqlite3.Error as exc:
-                raise StoreError(f"flexibility records {self.path}: {exc}") from exc
+        return list(self._conn.execute(sql, args))
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -472,37 +437,57 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def _in_thread(
-    method: Callable[Concatenate[FlexRecords, P], T],
-) -> Callable[Concatenate[AsyncRecords, P], Coroutine[Any, Any, T]]:
-    async def call(self: AsyncRecords, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        return await asyncio.to_thread(method, self.sync, *args, **kwargs)
+def _on_db_thread(
+    method: Callable[Concatenate[RecordTables, P], T],
+) -> Callable[Concatenate[FlexRecords, P], Coroutine[Any, Any, T]]:
+    async def call(self: FlexRecords, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.db.call(lambda conn: method(RecordTables(conn), *args, **kwargs))
 
     call.__doc__ = method.__doc__
     return call
 
 
-class AsyncRecords:
-    """The records as the event loop uses them: the one place the flexibility service
-    crosses into the blocking SQLite calls, each in a worker thread (the records' lock
-    keeps them one at a time)."""
+class FlexRecords:
+    """The records file as the event loop uses them, each call on the database thread;
+    `async with FlexRecords(path) as records` (or `open`/`close`)."""
 
-    def __init__(self, records: FlexRecords) -> None:
-        self.sync = records
+    def __init__(self, path: Path) -> None:
+        # NORMAL: survives a crash of the process; FULL would sync for every set point
+        self.db = Database(path, SCHEMA, synchronous="NORMAL", label=LABEL)
 
-    reservation_status = _in_thread(FlexRecords.reservation_status)
-    save_reservation = _in_thread(FlexRecords.save_reservation)
-    accepted_reservations = _in_thread(FlexRecords.accepted_reservations)
-    activation = _in_thread(FlexRecords.activation)
-    save_activation = _in_thread(FlexRecords.save_activation)
-    open_activations = _in_thread(FlexRecords.open_activations)
-    end_activation = _in_thread(FlexRecords.end_activation)
-    pcc_setpoint = _in_thread(FlexRecords.pcc_setpoint)
-    pcc_setpoints = _in_thread(FlexRecords.pcc_setpoints)
-    intend_setpoint = _in_thread(FlexRecords.intend_setpoint)
-    settle_setpoints = _in_thread(FlexRecords.settle_setpoints)
-    unsettled_setpoints = _in_thread(FlexRecords.unsettled_setpoints)
-    sent_setpoints = _in_thread(FlexRecords.sent_setpoints)
-    save_verification = _in_thread(FlexRecords.save_verification)
-    verification = _in_thread(FlexRecords.verification)
-    final_verification = _in_thread(FlexRecords.final_verification)
+    @property
+    def path(self) -> Path:
+        return self.db.path
+
+    async def open(self) -> FlexRecords:
+        await self.db.open()
+        return self
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def __aenter__(self) -> FlexRecords:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    audit = _on_db_thread(RecordTables.audit)
+    reservation_status = _on_db_thread(RecordTables.reservation_status)
+    save_reservation = _on_db_thread(RecordTables.save_reservation)
+    accepted_reservations = _on_db_thread(RecordTables.accepted_reservations)
+    activation = _on_db_thread(RecordTables.activation)
+    save_activation = _on_db_thread(RecordTables.save_activation)
+    open_activations = _on_db_thread(RecordTables.open_activations)
+    end_activation = _on_db_thread(RecordTables.end_activation)
+    pcc_setpoint = _on_db_thread(RecordTables.pcc_setpoint)
+    pcc_setpoints = _on_db_thread(RecordTables.pcc_setpoints)
+    setpoints = _on_db_thread(RecordTables.setpoints)
+    intend_setpoint = _on_db_thread(RecordTables.intend_setpoint)
+    settle_setpoints = _on_db_thread(RecordTables.settle_setpoints)
+    unsettled_setpoints = _on_db_thread(RecordTables.unsettled_setpoints)
+    sent_setpoints = _on_db_thread(RecordTables.sent_setpoints)
+    save_verification = _on_db_thread(RecordTables.save_verification)
+    verification = _on_db_thread(RecordTables.verification)
+    final_verification = _on_db_thread(RecordTables.final_verification)
+    audit_log = _on_db_thread(RecordTables.audit_log)

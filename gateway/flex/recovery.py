@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.flex.conflict import find_reservation
-from gateway.flex.model import ActivationDecision, DecisionStatus, Reservation
-from gateway.flex.records import UNKNOWN, AsyncRecords
+from gateway.flex.model import UNKNOWN, ActivationDecision, DecisionStatus, Reservation
+from gateway.flex.ports import PointValues, RecoveryRecords
 from gateway.flex.running import Running, baseline_from_json
 from gateway.flex.verify import Setpoint
 from gateway.mapping import Quantity
-from gateway.points import PointTable
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,7 @@ class Recovered:
     activations: list[tuple[Running, str]]
 
 
-async def load(records: AsyncRecords, now: datetime) -> Recovered:
+async def load(records: RecoveryRecords, now: datetime) -> Recovered:
     """Accepted reservations still held and the activations recorded as open, with their
     baseline, the set points decided so far and how far they were verified."""
     reservations = await records.accepted_reservations(now)
@@ -68,7 +67,7 @@ async def load(records: AsyncRecords, now: datetime) -> Recovered:
     return Recovered(reservations, activations)
 
 
-async def await_readings(points: PointTable, ders: Sequence[str]) -> None:
+async def await_readings(points: PointValues, ders: Sequence[str]) -> None:
     """After a (re)start the point table is empty until the first polls: wait (bounded)
     for the active power of the coupling point and of every DER, so that no plan,
     baseline or decision is made from nothing."""
@@ -88,7 +87,7 @@ async def await_readings(points: PointTable, ders: Sequence[str]) -> None:
         )
 
 
-async def settle_interrupted_writes(records: AsyncRecords, ders: Collection[str]) -> set[str]:
+async def settle_interrupted_writes(records: RecoveryRecords, ders: Collection[str]) -> set[str]:
     """Writes recorded as `sending` were cut by a kill: the device may hold the new value
     or the old one. Say so, mark them `unknown`, and return the DERs (of `ders`) to write
     again: an activation in force rewrites every DER at its next cycle (the writer

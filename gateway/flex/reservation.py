@@ -19,7 +19,7 @@ from gateway.flex.model import (
     ReasonCode,
     Reservation,
 )
-from gateway.flex.records import AsyncRecords
+from gateway.flex.ports import ReservationRecords
 from gateway.flex.schedule import PlanInput, PlanResult
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ PlanInputFor = Callable[[Sequence[Reservation]], Awaitable[PlanInput]]
 
 
 class ReservationBook:
-    def __init__(self, records: AsyncRecords) -> None:
+    def __init__(self, records: ReservationRecords) -> None:
         self.records = records
         self.reservations: list[Reservation] = []
         self.plan: PlanResult | None = None

@@ -16,10 +16,17 @@ reservations and the plan that keeps their bands); activation and control in
 gateway.flex.activation (`ActivationControl`: the activation in force, the set point
 writer, the DERs the plan steers); verification in gateway.flex.verification (`Verifier`:
 activations waiting for their final verification); recovery after a restart in
-gateway.flex.recovery. The records are reached through `AsyncRecords` only (their one
-crossing into a worker thread).
+gateway.flex.recovery. Each part gets the few capabilities it uses, typed in
+gateway.flex.ports (its Protocol of the records, the point values, the clock, the
+publisher); the records run every call on their database thread (gateway.sqlite).
 
 LP solves run in a worker thread; the point table is read on the event loop thread only.
+
+Two locks, so that the control path never waits for planning: `_control` serializes what
+moves the DERs (activations, control cycles), `_planning` what plans (Reserve
+Notifications, replans, forecasts), whose LP solves take far longer than an activation
+may wait (a notification's check re-solves the plan once per conflicting service). A plan
+replaces the last in one step on the event loop, so control always sees a whole plan.
 """
 
 from __future__ import annotations
@@ -43,8 +50,15 @@ from gateway.flex.model import (
     NotificationDecision,
     Reservation,
 )
-from gateway.flex.ports import Clock, FlexObserver, FlexPublisher, Unobserved, WallClock
-from gateway.flex.records import AsyncRecords, FlexRecords
+from gateway.flex.ports import (
+    Clock,
+    FlexObserver,
+    FlexPublisher,
+    PointValues,
+    Records,
+    Unobserved,
+    WallClock,
+)
 from gateway.flex.reservation import ReservationBook
 from gateway.flex.running import Running
 from gateway.flex.schedule import PlanInput, PlanResult, schedule
@@ -58,9 +72,9 @@ class FlexService:
     def __init__(
         self,
         config: LoadedConfig,
-        points: PointTable,
+        points: PointValues,
         controller: Controller,
-        records: FlexRecords,
+        records: Records,
         publisher: FlexPublisher,
         history: History | None = None,
         clock: Clock | None = None,
@@ -70,13 +84,14 @@ class FlexService:
         self.points = points
         self.inputs = InputBuilder(self.model, points, history)
         self.history = history
-        self.records = AsyncRecords(records)
+        self.records = records
         self.publisher = publisher
         self.clock = clock or WallClock()
         self._controller = controller
         self.external = external
         self.book = ReservationBook(self.records)
-        self._lock = asyncio.Lock()
+        self._control = asyncio.Lock()
+        self._planning = asyncio.Lock()
         self.verifier = Verifier(self.records, publisher, points, history)
         writer = SetpointWriter(controller, points, self.model.settings.setpoint_deadband_kw)
         self.control = ActivationControl(
@@ -116,7 +131,7 @@ class FlexService:
     async def forecast(self) -> FlexForecast:
         """A fresh Flexibility Forecast (also published)."""
         await self.start()
-        async with self._lock:
+        async with self._planning:
             now = self.clock.now()
             inp, plan = await self._replan(now)
             ff = await asyncio.to_thread(flexibility.forecast, self.model.microgrid, inp, plan, now)
@@ -144,7 +159,7 @@ class FlexService:
         """Decide on a Reserve Notification (gateway.flex.reservation); a new acceptance
         changes the flexibility left, so a fresh forecast follows."""
         await self.start()
-        async with self._lock:
+        async with self._planning:
             now = self.clock.now()
 
             async def plan_input(others: Sequence[Reservation]) -> PlanInput:
@@ -160,7 +175,7 @@ class FlexService:
         """Check a Reserve Activation and put it in force (or refuse it), recorded."""
         received = asyncio.get_running_loop().time()  # its latency counts the checks too
         await self.start()
-        async with self._lock:
+        async with self._control:
             return await self.control.decide(act, received, self._replan)
 
     # -- reload ------------------------------------------------------------------------------
@@ -171,7 +186,7 @@ class FlexService:
         model = FlexModel.build(config, PointTable(config))
 
         async def commit() -> None:
-            async with self._lock:
+            async with self._planning, self._control:
                 self.model = model
                 self.inputs = InputBuilder(model, self.points, self.history)
                 writer = SetpointWriter(
@@ -195,7 +210,9 @@ class FlexService:
         `notify`, `activate` and `forecast` call it first, so a message that arrives just
         after a restart (the AMS repeating what it saw no answer to) is decided on what
         the records hold, not on an empty book."""
-        async with self._lock:
+        if self._started:
+            return
+        async with self._planning, self._control:
             if self._started:
                 return
             self._started = True
@@ -218,8 +235,7 @@ class FlexService:
         """Control cycles until cancelled."""
         await self.start()
         while True:
-            async with self._lock:
-                await self.step()
+            await self.step()
             await self.clock.sleep(self.model.settings.control_cycle_s)
 
     async def step(self) -> None:
@@ -227,16 +243,21 @@ class FlexService:
         now = self.clock.now()
         fresh = None
         if self.book.plan_due(now, self.model.step):
-            fresh = await self._replan(now)
-        if self.control.running is not None:
-            await self.control.cycle(now)
-        else:
-            await self.control.execute_plan(now)
-        await self.control.close_due(now)
+            async with self._planning:
+                fresh = await self._replan(now)
+        async with self._control:
+            if self.control.running is not None:
+                await self.control.cycle(now)
+            else:
+                await self.control.execute_plan(now)
+            await self.control.close_due(now)
         if self._last_forecast is None or now - self._last_forecast >= self.model.step:
-            inp, plan = fresh or await self._replan(now)
-            ff = await asyncio.to_thread(flexibility.forecast, self.model.microgrid, inp, plan, now)
-            self._last_forecast = now
+            async with self._planning:
+                inp, plan = fresh or await self._replan(now)
+                ff = await asyncio.to_thread(
+                    flexibility.forecast, self.model.microgrid, inp, plan, now
+                )
+                self._last_forecast = now
             await self.publisher.forecast(ff)
 
     # -- internals ---------------------------------------------------------------------------
@@ -253,5 +274,7 @@ class FlexService:
         plan = await asyncio.to_thread(schedule, inp)
         for reason in plan.violations:
             log.warning("plan: %s", reason)
-        self.book.planned(plan, now)
+        if self.book.reservations is held:
+            # else a notification was accepted meanwhile: its plan (which holds it) stays
+            self.book.planned(plan, now)
         return inp, plan

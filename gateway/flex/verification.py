@@ -15,12 +15,16 @@ from datetime import datetime, timedelta
 from gateway.flex.baseline import History, Sample, pairs
 from gateway.flex.inputs import FlexModel
 from gateway.flex.model import Verification
-from gateway.flex.ports import FlexObserver, FlexPublisher, Unobserved
-from gateway.flex.records import AsyncRecords
+from gateway.flex.ports import (
+    FlexObserver,
+    FlexPublisher,
+    PointValues,
+    Unobserved,
+    VerificationRecords,
+)
 from gateway.flex.running import Running
 from gateway.flex.verify import Measurements, verify
 from gateway.mapping import Quantity
-from gateway.points import PointTable
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +38,9 @@ MARGIN = timedelta(minutes=1)
 class Verifier:
     def __init__(
         self,
-        records: AsyncRecords,
+        records: VerificationRecords,
         publisher: FlexPublisher,
-        points: PointTable,
+        points: PointValues,
         history: History | None,
     ) -> None:
         self.records = records

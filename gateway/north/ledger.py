@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from gateway.north.sqlite import SqliteThread
 from gateway.north.wire import Answer
+from gateway.sqlite import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbound (
@@ -68,7 +68,8 @@ class Ledger:
     def __init__(
         self, path: Path, *, keep_s: float = 7 * 86400.0, clock: Callable[[], float] = time.time
     ) -> None:
-        self._db = SqliteThread(path, _SCHEMA, synchronous="NORMAL")
+        # NORMAL: an entry lost to a power cut only lets an idempotent apply run again
+        self._db = Database(path, _SCHEMA, synchronous="NORMAL", label="inbound ledger")
         self._keep_s = keep_s
         self._clock = clock
 

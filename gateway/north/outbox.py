@@ -32,7 +32,7 @@ from typing import Protocol
 
 from gateway.errors import DeliveryError
 from gateway.north.config import RetryPolicy
-from gateway.north.sqlite import SqliteThread
+from gateway.sqlite import Database
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,8 @@ class Outbox:
     def __init__(
         self, path: Path, policy: RetryPolicy, *, clock: OutboxClock | None = None
     ) -> None:
-        self._db = SqliteThread(path, _SCHEMA)
+        # FULL: "stored before sent" must hold across a power cut, or a message is lost
+        self._db = Database(path, _SCHEMA, synchronous="FULL", label="outbox")
         self._policy = policy
         self._time: OutboxClock = clock or WallClock()
         self._clock = self._time.time

@@ -16,6 +16,12 @@ is refused as `wrong-channel` (422), as the message itself would be. A
 different message under a known id is refused as `id-conflict` (409). The ledger is also
 the replay protection: together with the freshness window on `generatedAt` (`stale`,
 409) no message is applied twice, across restarts too.
+
+Where the work runs: a body up to `INLINE_PARSE_BYTES` (every activation) is parsed and
+verified on the event loop, which is quicker than a thread hand-over at that size; a
+larger one (forecast-sized notifications, and the padded or statement-heavy bodies of an
+attack) in a worker thread, one at a time, so a burst of big bodies never stalls the
+event loop the control path runs on.
 """
 
 from __future__ import annotations
@@ -66,6 +72,9 @@ class ReserveApplier:
             raise TypeError(f"unexpected {type(message).__name__}")
 
 
+#: bodies up to this size are parsed on the event loop, larger ones in a worker thread
+INLINE_PARSE_BYTES = 16 * 1024
+
 #: HTTP status of a flexibility refusal (ReserveRefused.reason); 422 for any other reason
 REFUSAL_STATUS: dict[str, int] = {
     RefusalReason.CONFLICTS_WITH_RESERVE: 409,  # another reserved service holds the capacity
@@ -101,8 +110,11 @@ class InboundPipeline:
         self._microgrid = microgrid
         self._clock = clock
         self._max_age = max_age
-        self._apply_lock = asyncio.Lock()
+        #: one business decision at a time per channel: activations (the control path)
+        #: never wait for a notification's decision, which solves plans
+        self._apply_locks = {channel: asyncio.Lock() for channel in Channel}
         self._id_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._big_bodies = asyncio.Semaphore(1)
         #: answers given, by reason (`accepted`, `repeat` or a refusal reason)
         self.counts: Counter[str] = Counter()
 
@@ -161,7 +173,13 @@ class InboundPipeline:
             if prior is not None:
                 return self._repeat(channel, peer, prior, content_type)
             try:
-                message = self._authenticate(channel, body, content_type, peer)
+                if len(body) <= INLINE_PARSE_BYTES:
+                    message = self._authenticate(channel, body, content_type, peer)
+                else:
+                    async with self._big_bodies:
+                        message = await asyncio.to_thread(
+                            self._authenticate, channel, body, content_type, peer
+                        )
             except InboundRejected as exc:
                 return self._refused(channel, peer, exc, content_type)
             fingerprint = self._codec.fingerprint(message)
@@ -267,7 +285,7 @@ class InboundPipeline:
                     Reason.WRONG_MICROGRID,
                     f"message is for microgrid {message.microgrid!r}, this is {self._microgrid!r}",
                 )
-            async with self._apply_lock:
+            async with self._apply_locks[channel]:
                 await self._applier.check_and_apply(message)
         except InboundRejected as exc:
             exc.message_id = message.id

@@ -168,6 +168,11 @@ class AccessService:
     profiles: Profiles = field(default_factory=Profiles)
 
     _cpu: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
+    #: the entities (without values) and each entity's points, for the config they were
+    #: worked out from: a read costs the points it asks for, not every point of the site
+    _index: tuple[LoadedConfig, dict[str, Entity], dict[str, list[MappedPoint]]] | None = field(
+        default=None, init=False, repr=False
+    )
 
     async def handle(
         self,
@@ -310,11 +315,20 @@ class AccessService:
 
     # -- reads ------------------------------------------------------------------------------
 
+    def _indexed(self) -> tuple[dict[str, Entity], dict[str, list[MappedPoint]]]:
+        if self._index is None or self._index[0] is not self.config:  # a reload replaces it
+            known = {e.iri: e for e in entities(self.config, self.table, snapshot={})}
+            points: dict[str, list[MappedPoint]] = {}
+            for m in self.table:
+                points.setdefault(owner_of(self.config, m).iri, []).append(m)
+            self._index = (self.config, known, points)
+        return self._index[1], self._index[2]
+
     def _points_of(self, iri: str) -> list[MappedPoint]:
-        return [m for m in self.table if owner_of(self.config, m).iri == iri]
+        return self._indexed()[1].get(iri, [])
 
     def _known_entities(self) -> dict[str, Entity]:
-        return {e.iri: e for e in entities(self.config, self.table, snapshot={})}
+        return self._indexed()[0]
 
     def _read(self, activity: Activity) -> Activity:
         known = self._known_entities()

@@ -16,7 +16,7 @@ the same thing, and sender and receiver compute the same form.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
 
 from rdflib import BNode, Graph, Literal, URIRef
@@ -24,6 +24,7 @@ from rdflib.namespace import RDF, XSD
 from rdflib.term import Node as RdfNode
 
 from gateway.errors import InvalidTerm
+from gateway.smartapi.oxparse import index_of
 from gateway.smartapi.tree import (
     Coll,
     Lit,
@@ -34,6 +35,7 @@ from gateway.smartapi.tree import (
     nt_iri,
     nt_literal,
 )
+from gateway.smartapi.vocab import FIRST, REST
 
 _DOUBLES = {str(XSD.double), str(XSD.float)}
 _INTEGERS = {
@@ -58,7 +60,8 @@ _DECIMAL = str(XSD.decimal)
 _BOOLEAN = str(XSD.boolean)
 _DATETIME = str(XSD.dateTime)
 
-Triple = tuple[str, str, str]
+Spo = dict[RdfNode, dict[RdfNode, dict[RdfNode, None]]]
+_NONE: dict[RdfNode, dict[RdfNode, None]] = {}
 
 _FIRST = nt_iri(str(RDF.first))
 _REST = nt_iri(str(RDF.rest))
@@ -95,89 +98,138 @@ def canonical_literal(lit: Literal) -> str:
     return nt_literal(canonical_lexical(str(lit), datatype), datatype, lit.language)
 
 
-def _canonicalize(triples: Iterable[Triple]) -> bytes:
-    """`triples` in N-Triples term syntax, blank nodes as "_:<label>"."""
-    triples = list(triples)
-    edges: dict[str, list[tuple[str, str]]] = {}
-    parent: dict[str, str] = {}
-    for s, p, o in triples:
-        if s.startswith("_:"):
-            edges.setdefault(s, []).append((p, o))
-        if o.startswith("_:"):
-            if o in parent:
-                raise InvalidTerm(
-                    "blank node", o, "blank node is the object of more than one triple"
-                )
-            parent[o] = s
-    # children before parents, walking down from the blank nodes without a blank parent;
-    # with in-degree <= 1, a blank node not reached that way sits on a cycle
-    order: list[str] = []
-    visited: set[str] = set()
-    blanks = edges.keys() | parent.keys()
-    for start in blanks:
-        if start in visited or parent.get(start, "").startswith("_:"):
-            continue
-        visited.add(start)
-        stack: list[tuple[str, bool]] = [(start, False)]
+def _term_text(term: RdfNode) -> str:
+    """A named term or literal in N-Triples, literals in their canonical lexical form."""
+    if isinstance(term, URIRef):
+        return f"<{term}>"
+    if isinstance(term, Literal):
+        return canonical_literal(term)
+    raise InvalidTerm("term", str(term), "unsupported RDF term")
+
+
+def _shared(node: BNode) -> InvalidTerm:
+    return InvalidTerm(
+        "blank node", f"_:{node}", "blank node is the object of more than one triple"
+    )
+
+
+def _blank_order(spo: Spo) -> list[BNode]:
+    """Every blank node, children before parents; InvalidTerm when blank nodes are not
+    trees (a blank node that is the object of two statements, or a cycle). The parsers make
+    exact BNodes: `type(...) is BNode` (isinstance on rdflib terms is an ABC check)."""
+    order: list[BNode] = []
+    seen: set[BNode] = set()
+
+    def walk(start: BNode) -> None:
+        # each time a blank node is reached is one statement it is the object of
+        stack: list[tuple[BNode, bool]] = [(start, False)]
         while stack:
             node, expanded = stack.pop()
             if expanded:
                 order.append(node)
                 continue
             stack.append((node, True))
-            for _, o in edges.get(node, ()):
-                if o.startswith("_:"):
-                    if o in visited:
-                        raise InvalidTerm("blank node", o, "blank nodes form a cycle")
-                    visited.add(o)
-                    stack.append((o, False))
-    if len(visited) != len(blanks):
-        stray = sorted(blanks - visited)[0]
-        raise InvalidTerm("blank node", stray, "blank nodes form a cycle")
-    labels: dict[str, str] = {}
-    sha256 = hashlib.sha256
-    for node in order:
-        lines = sorted(
-            {f"{p} {labels[o] if o.startswith('_:') else o}" for p, o in edges.get(node, ())}
-        )
-        labels[node] = "_:c" + sha256("\n".join(lines).encode()).hexdigest()[:32]
+            for objects in spo.get(node, _NONE).values():
+                for o in objects:
+                    if type(o) is BNode:
+                        if o in seen:
+                            raise _shared(o)
+                        seen.add(o)
+                        stack.append((o, False))
 
-    def key(term: str) -> str:
-        return labels[term] if term.startswith("_:") else term
+    for subject, by_p in spo.items():
+        if type(subject) is not BNode:
+            for objects in by_p.values():
+                for o in objects:
+                    if type(o) is BNode:
+                        if o in seen:
+                            raise _shared(o)
+                        seen.add(o)
+                        walk(o)
+    # blank nodes no named node leads to: roots of their own, or on a cycle
+    rest = [s for s in spo if type(s) is BNode and s not in seen]
+    if rest:
+        _walk_unreached(spo, rest, seen, walk)
+    return order
 
-    out = {f"{key(s)} {p} {key(o)} .\n" for s, p, o in triples}
-    return "".join(sorted(out)).encode()
 
-
-def _graph_term(term: RdfNode, cache: dict[RdfNode, str]) -> str:
-    found = cache.get(term)
-    if found is not None:
-        return found
-    if isinstance(term, BNode):
-        text = f"_:{term}"
-    elif isinstance(term, URIRef):
-        text = nt_iri(str(term))
-    elif isinstance(term, Literal):
-        text = canonical_literal(term)
-    else:
-        raise InvalidTerm("term", str(term), "unsupported RDF term")
-    cache[term] = text
-    return text
+def _walk_unreached(
+    spo: Spo, rest: list[BNode], seen: set[BNode], walk: Callable[[BNode], None]
+) -> None:
+    """Walk the blank subjects no named node leads to from those that are no statement's
+    object; any left then sit on a cycle."""
+    has_parent: set[BNode] = set()
+    for subject in rest:
+        for objects in spo[subject].values():
+            for o in objects:
+                if type(o) is BNode:
+                    if o in seen or o in has_parent:
+                        raise _shared(o)
+                    has_parent.add(o)
+    for root in rest:
+        if root not in has_parent:
+            seen.add(root)
+            walk(root)
+    stray = [s for s in rest if s not in seen]
+    if stray:
+        raise InvalidTerm("blank node", f"_:{sorted(stray)[0]}", "blank nodes form a cycle")
 
 
 def canonical_graph(
     graph: Graph, exclude: Iterable[tuple[RdfNode, RdfNode, RdfNode]] = ()
 ) -> bytes:
-    """Canonical N-Triples of an rdflib graph, leaving out the `exclude` triples."""
-    skip = set(exclude)
-    # predicates first: an IRI hashes in C, a triple of rdflib terms through Literal.__hash__
-    skip_predicates = {p for _, p, _ in skip}
-    cache: dict[RdfNode, str] = {}
-    return _canonicalize(
-        (_graph_term(s, cache), _graph_term(p, cache), _graph_term(o, cache))
-        for s, p, o in graph
-        if p not in skip_predicates or (s, p, o) not in skip
-    )
+    """Canonical N-Triples of an rdflib graph, leaving out the `exclude` triples. Read from
+    the parser's index (`oxparse.index_of`): each distinct term written once, each blank
+    node labelled from its own statements as they are written."""
+    spo = index_of(graph).spo
+    texts: dict[RdfNode, str] = {}
+
+    def text(term: RdfNode) -> str:
+        found = texts[term] = _term_text(term)
+        return found
+
+    def edges(subject: RdfNode) -> list[str]:
+        """ "predicate object" of the subject's statements, blank objects by their label."""
+        out: list[str] = []
+        for p, objects in spo.get(subject, _NONE).items():
+            pt = texts.get(p) or text(p)
+            for o in objects:
+                out.append(f"{pt} {texts.get(o) or text(o)}")
+        if subject in skip:
+            return [e for e in out if e not in skip[subject]]
+        return out
+
+    skip: dict[RdfNode, set[str]] = {}
+    for s, p, o in exclude:
+        if (s, p, o) in graph:
+            skip.setdefault(s, set()).add(f"{texts.get(p) or text(p)} {texts.get(o) or text(o)}")
+    sha256 = hashlib.sha256
+    lines: list[str] = []
+    for node in _blank_order(spo):  # children first: their labels are known when needed
+        by_p = spo.get(node, _NONE)
+        firsts, rests = by_p.get(FIRST), by_p.get(REST)
+        if len(by_p) == 2 and firsts and rests and len(firsts) == len(rests) == 1:
+            # a list cell, most blank nodes of a message: its two edges, already in order
+            # ("...#first" sorts before "...#rest")
+            (item,), (after,) = firsts, rests
+            mine = [
+                f"{_FIRST} {texts.get(item) or text(item)}",
+                f"{_REST} {texts.get(after) or text(after)}",
+            ]
+            if node in skip:
+                mine = [e for e in mine if e not in skip[node]]
+        else:
+            mine = edges(node)  # distinct: the index holds each statement once
+            mine.sort()
+        label = texts[node] = "_:c" + sha256("\n".join(mine).encode()).hexdigest()[:32]
+        for edge in mine:
+            lines.append(f"{label} {edge} .\n")
+    for subject in spo:
+        if type(subject) is not BNode:
+            st = texts.get(subject) or text(subject)
+            for edge in edges(subject):
+                lines.append(f"{st} {edge} .\n")
+    return "".join(sorted(set(lines))).encode()
 
 
 def canonical_tree(roots: list[Node]) -> bytes:

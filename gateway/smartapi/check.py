@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import cast
 
 from rdflib import Graph, Literal, URIRef
 from rdflib.namespace import DCTERMS, RDF, XSD
@@ -18,6 +19,7 @@ from rdflib.term import Node as RdfNode
 
 from gateway.errors import (
     InvalidTerm,
+    LexicalFormError,
     MessageDecodeError,
     MissingTerm,
     NonFiniteValue,
@@ -25,9 +27,11 @@ from gateway.errors import (
     WrongUnit,
 )
 from gateway.smartapi import vocab as v
+from gateway.smartapi import xsd
 from gateway.smartapi.decode import NUMERIC, Reader, show
 from gateway.smartapi.encode import FORECAST_COLUMNS, RESERVE_COLUMNS, VERIFICATION_COLUMNS, Column
 from gateway.smartapi.messages import ID_PATTERN, QUALITY_PATTERN, TZ_PATTERN, SeriesRole
+from gateway.smartapi.oxparse import WireLiteral
 from gateway.smartapi.vocab import MGMS, QUDT, SMARTAPI, UNIT, QuantityKind, curie
 
 _ID = re.compile(ID_PATTERN)
@@ -35,7 +39,9 @@ _TZ = re.compile(TZ_PATTERN)
 _QUALITY = re.compile(QUALITY_PATTERN)
 _NONEMPTY = re.compile(".")
 _DOUBLE_MAX = 1.7976931348623157e308
-_DOUBLES = {XSD.double, XSD.float}
+_DOUBLES = v.DOUBLES
+_NONE: dict[RdfNode, dict[RdfNode, None]] = {}
+_NO_OBJECTS: dict[RdfNode, None] = {}
 _QKS = {k.iri: k for k in QuantityKind}
 _UNITS = {UNIT[u] for us in v.UNITS_OF.values() for u in us}
 _FIT = {k.iri: {UNIT[u] for u in us} for k, us in v.UNITS_OF.items()}
@@ -75,10 +81,11 @@ class _Checker:
 
     def values(self, node: RdfNode, path: URIRef | tuple[URIRef, ...]) -> list[RdfNode]:
         if isinstance(path, URIRef):
-            return list(dict.fromkeys(self.g.objects(node, path)))
+            return self.reader.objects(node, path)
         frontier: list[RdfNode] = [node]
         for step in path:
-            frontier = list(dict.fromkeys(o for n in frontier for o in self.g.objects(n, step)))
+            found = (o for n in frontier for o in self.reader.objects(n, step))
+            frontier = list(dict.fromkeys(found))
         return frontier
 
     def count(
@@ -124,18 +131,24 @@ class _Checker:
                 self.fail(WrongDatatype, curie(path), node, f"{show(value)} has no timezone")
 
     def number(self, value: RdfNode, allow_boolean: bool, term: str, node: RdfNode) -> None:
-        if (
-            not isinstance(value, Literal)
-            or value.ill_typed
-            or not (value.datatype in NUMERIC or (allow_boolean and value.datatype == XSD.boolean))
-        ):
-            shown = show(value) if isinstance(value, Literal) else self.reader.describe(value)
+        """sh:datatype (a well-typed literal of a numeric type, or boolean where allowed)
+        and, for doubles, the finite bounds. Well-typed is the XSD lexical form (`xsd`),
+        which the parsers have already required of every literal of these types."""
+        # the parser's literals first: isinstance on rdflib terms is an ABC check
+        is_literal = value.__class__ is WireLiteral or isinstance(value, Literal)
+        datatype = cast(Literal, value).datatype if is_literal else None
+        # a parsed double directly: its form was checked when it was parsed
+        number = value.double() if value.__class__ is WireLiteral else None
+        if number is None and (datatype in NUMERIC or (allow_boolean and datatype == v.BOOLEAN)):
+            try:
+                number = xsd.number(str(value), str(datatype))
+            except LexicalFormError:
+                number = None
+        if number is None:
+            shown = show(value) if is_literal else self.reader.describe(value)
             self.fail(WrongDatatype, term, node, f"{shown} is not a number")
-            return
-        if value.datatype in _DOUBLES:
-            number = float(value.toPython())
-            if not (-_DOUBLE_MAX <= number <= _DOUBLE_MAX):
-                self.fail(NonFiniteValue, term, node, f"{show(value)} is not finite")
+        elif datatype in _DOUBLES and not -_DOUBLE_MAX <= number <= _DOUBLE_MAX:
+            self.fail(NonFiniteValue, term, node, f"{show(value)} is not finite")
 
     def one_of(
         self,
@@ -240,6 +253,10 @@ class _Checker:
         if heads and not members:
             self.fail(MissingTerm, "smartapi:list", node, "empty time series")
         for member in members:
+            if member.__class__ is WireLiteral:
+                value = member.double()  # a parsed double: its form was checked when parsed
+                if value is not None and -_DOUBLE_MAX <= value <= _DOUBLE_MAX:
+                    continue  # the common case, settled without the general check
             if isinstance(member, Literal):
                 self.number(member, False, "smartapi:list", node)
             else:
@@ -250,18 +267,18 @@ class _Checker:
 
     def _list_members(self, heads: list[RdfNode]) -> list[RdfNode]:
         """Values of the path smartapi:list/rdf:rest*/rdf:first."""
-        firsts, rests = self.reader.list_cells()
         seen: set[RdfNode] = set()
         frontier = list(heads)
         members: dict[RdfNode, None] = {}
+        spo = self.reader.spo
         while frontier:
             cell = frontier.pop()
             if cell in seen:
                 continue
             seen.add(cell)
-            for first in firsts.get(cell, ()):
-                members[first] = None
-            frontier.extend(rests.get(cell, ()))
+            by_p = spo.get(cell, _NONE)
+            members.update(by_p.get(v.FIRST, _NO_OBJECTS))
+            frontier.extend(by_p.get(v.REST, _NO_OBJECTS))
         return list(members)
 
     def information_object(self, node: RdfNode, flex_class: RdfNode) -> None:

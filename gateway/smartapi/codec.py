@@ -2,8 +2,8 @@
 
 Encoding writes Turtle and N-Triples straight from the message tree (no rdflib graph);
 JSON-LD goes through rdflib with the profile's compact @context. Decoding parses Turtle and
-N-Triples with pyoxigraph (`oxparse`) and JSON-LD with rdflib, into an rdflib graph either
-way, rewrites Smart API 1.1 forms (`legacy.normalize`), runs the fast shape check
+N-Triples with pyoxigraph (`oxparse`) and JSON-LD with rdflib, into the same indexed graph
+either way, rewrites Smart API 1.1 forms (`legacy.normalize`), runs the fast shape check
 (`check.ensure_valid`, which agrees with the shipped SHACL shapes) and builds the model.
 The parsers' exceptions are translated here (and in `oxparse`) into `MessageParseError`.
 """
@@ -11,6 +11,7 @@ The parsers' exceptions are translated here (and in `oxparse`) into `MessagePars
 from __future__ import annotations
 
 import enum
+import gc
 import json
 import warnings
 from typing import Any
@@ -21,6 +22,7 @@ from rdflib.plugins.stores.memory import Memory
 
 from gateway.errors import (
     MessageParseError,
+    SmartApiError,
     TooManyStatements,
     UnsupportedMediaType,
     WrongDatatype,
@@ -28,7 +30,7 @@ from gateway.errors import (
 from gateway.smartapi import check, keep_literals_as_written, legacy, xsd
 from gateway.smartapi.decode import decode_graph
 from gateway.smartapi.encode import AnyMessage, to_tree
-from gateway.smartapi.oxparse import parse_graph, too_many
+from gateway.smartapi.oxparse import IndexedGraph, index_of, parse_graph, too_many
 from gateway.smartapi.tree import Node, to_graph, to_ntriples, to_turtle
 from gateway.smartapi.vocab import PREFIXES
 
@@ -54,6 +56,9 @@ _ALIASES = {
     "application/n-triples": Format.NTRIPLES,
     "text/plain": Format.NTRIPLES,  # the historical N-Triples media type
 }
+
+#: statements of a JSON-LD document beyond which its parse is followed by a collection
+COLLECT_AFTER = 5_000
 
 #: the JSON-LD @context of every JSON-LD document we emit
 JSONLD_CONTEXT: dict[str, str] = dict(PREFIXES)
@@ -181,11 +186,11 @@ class _Budget(Memory):
     def __init__(self, limit: int | None) -> None:
         super().__init__()
         self.limit = limit
-        self._added = 0
+        self.added = 0
 
     def add(self, triple: Any, context: Any, quoted: bool = False) -> None:
-        self._added += 1
-        if self.limit is not None and self._added > self.limit:
+        self.added += 1
+        if self.limit is not None and self.added > self.limit:
             raise too_many(self.limit)
         xsd.check_statement(*triple)
         super().add(triple, context, quoted)
@@ -210,18 +215,33 @@ def parse(body: bytes, content_type: str | None, max_statements: int | None = No
     document = document if isinstance(document, dict) else {"@graph": document}
     budget = _Budget(max_statements)  # also where each statement's literal is judged
     graph = Graph(store=budget)
+    failure: SmartApiError | None = None
     try:
         with warnings.catch_warnings():
             # rdflib 7.6's JSON-LD parser builds a ConjunctiveGraph internally and warns
             # about its own use of it; nothing for us to act on
             warnings.filterwarnings("ignore", "ConjunctiveGraph is deprecated", DeprecationWarning)
             graph.parse(data=document, format=fmt.rdflib_name)  # type: ignore[arg-type]
-    except (TooManyStatements, WrongDatatype):
-        raise
-    except Exception as exc:  # rdflib raises many unrelated types; translate them all here
-        raise MessageParseError(f"invalid {fmt.value}: {exc}") from exc
-    budget.limit = None  # the message may grow as it is read (legacy forms, parts)
-    return graph
+    except (TooManyStatements, WrongDatatype) as exc:
+        failure = exc.with_traceback(None)
+    # rdflib raises many unrelated types; translated here, raised below once freed
+    except Exception as exc:  # noqa: BLE001
+        failure = MessageParseError(f"invalid {fmt.value}: {exc}")
+    indexed = None if failure is not None else IndexedGraph(index_of(graph))
+    if budget.added > COLLECT_AFTER:
+        # rdflib's store and the graphs it keeps as contexts reference each other, and its
+        # JSON-LD parser leaves a closure per statement in cycles: only the collector's next
+        # full pass would free them (a refusal's traceback would hold them too, so it is
+        # dropped). A large document's go now.
+        del graph, document, budget
+        gc.collect()
+    if failure is not None:
+        try:
+            raise failure
+        finally:
+            del failure  # else exception -> traceback -> this frame -> exception: a cycle
+    assert indexed is not None
+    return indexed
 
 
 def prepare(graph: Graph) -> Graph:

@@ -58,6 +58,7 @@ from gateway.smartapi.messages import (
     TimeSeries,
     ValueObject,
 )
+from gateway.smartapi.oxparse import WireLiteral, index_of
 from gateway.smartapi.vocab import (
     MGMS,
     QK,
@@ -72,27 +73,10 @@ from gateway.units import UNITS
 
 T = TypeVar("T")
 
-NUMERIC = frozenset(
-    {
-        XSD.double,
-        XSD.float,
-        XSD.decimal,
-        XSD.integer,
-        XSD.int,
-        XSD.long,
-        XSD.short,
-        XSD.byte,
-        XSD.nonNegativeInteger,
-        XSD.positiveInteger,
-        XSD.nonPositiveInteger,
-        XSD.negativeInteger,
-        XSD.unsignedInt,
-        XSD.unsignedLong,
-        XSD.unsignedShort,
-        XSD.unsignedByte,
-    }
-)
+NUMERIC = v.NUMERIC
 _STRING_TYPES = (None, XSD.string)
+_FIRST, _REST, _NIL = v.FIRST, v.REST, v.NIL
+_NONE: dict[RdfNode, dict[RdfNode, None]] = {}
 _ENTITY_KINDS = {k.iri: k for k in EntityKind}
 _QK = str(QK)
 _UNIT = str(UNIT)
@@ -112,20 +96,11 @@ class Reader:
 
     def __init__(self, graph: Graph) -> None:
         self.g = graph
-        self._lists: tuple[dict[RdfNode, list[RdfNode]], dict[RdfNode, list[RdfNode]]] | None = None
+        #: statements by subject and predicate, read straight from the parser's index
+        self.spo = index_of(graph).spo
 
-    def list_cells(self) -> tuple[dict[RdfNode, list[RdfNode]], dict[RdfNode, list[RdfNode]]]:
-        """rdf:first and rdf:rest of every cell, read once: walking long collections with
-        one store lookup per step costs milliseconds."""
-        if self._lists is None:
-            first: dict[RdfNode, list[RdfNode]] = {}
-            rest: dict[RdfNode, list[RdfNode]] = {}
-            for s, o in self.g.subject_objects(RDF.first):
-                first.setdefault(s, []).append(o)
-            for s, o in self.g.subject_objects(RDF.rest):
-                rest.setdefault(s, []).append(o)
-            self._lists = first, rest
-        return self._lists
+    def objects(self, node: RdfNode, predicate: URIRef) -> list[RdfNode]:
+        return list(self.spo.get(node, _NONE).get(predicate, ()))
 
     # -- naming ------------------------------------------------------------------------------
 
@@ -168,7 +143,7 @@ class Reader:
     # -- single values -----------------------------------------------------------------------
 
     def one(self, node: RdfNode, predicate: URIRef, required: bool = True) -> RdfNode | None:
-        values = list(self.g.objects(node, predicate))
+        values = self.objects(node, predicate)
         if not values:
             if required:
                 raise MissingTerm(curie(predicate), self.describe(node), "required term missing")
@@ -206,8 +181,13 @@ class Reader:
         return self.literal_number(term, curie(predicate), node)
 
     def literal_number(self, term: RdfNode, name: str, node: RdfNode) -> float | int | bool:
-        if not isinstance(term, Literal) or (
-            term.datatype not in NUMERIC and term.datatype != XSD.boolean
+        if term.__class__ is WireLiteral:
+            fast = term.double()
+            if fast is not None and math.isfinite(fast):
+                return fast
+        # the parser's literals first: isinstance on rdflib terms is an ABC check
+        if not (term.__class__ is WireLiteral or isinstance(term, Literal)) or (
+            term.datatype not in NUMERIC and term.datatype != v.BOOLEAN
         ):
             shown = show(term) if isinstance(term, Literal) else self.describe(term)
             raise WrongDatatype(name, self.describe(node), f"{shown} is not a number")
@@ -292,7 +272,7 @@ class Reader:
         return kind, unit
 
     def types(self, node: RdfNode) -> set[RdfNode]:
-        return set(self.g.objects(node, RDF.type))
+        return set(self.objects(node, RDF.type))
 
 
 # -- structure ---------------------------------------------------------------------------------
@@ -342,21 +322,23 @@ def _list_items(r: Reader, owner: RdfNode, head: RdfNode) -> list[float]:
     values: list[float] = []
     cell = head
     seen: set[RdfNode] = set()
-    firsts, rests = r.list_cells()
-    while cell != RDF.nil:
+    spo = r.spo
+    # the parser's nil is v.NIL itself, and a cell is a BNode: rdflib's == only for others
+    while cell is not _NIL and (cell.__class__ is BNode or cell != _NIL):
         if cell in seen:
             raise InvalidTerm("smartapi:list", r.describe(owner), "list is cyclic")
         seen.add(cell)
-        items, nexts = firsts.get(cell, []), rests.get(cell, [])
+        by_p = spo.get(cell, _NONE)
+        items, nexts = by_p.get(_FIRST, _NONE), by_p.get(_REST, _NONE)
         if len(items) != 1 or len(nexts) != 1:
             raise MissingTerm(
                 "rdf:first" if len(items) != 1 else "rdf:rest",
                 r.describe(cell),
                 "a list cell needs exactly one rdf:first and one rdf:rest",
             )
-        item = items[0]
+        [item], [following] = items, nexts
         # a member is a literal or an Evaluation node carrying rdf:value
-        if isinstance(item, Literal):
+        if item.__class__ is WireLiteral or isinstance(item, Literal):
             number = r.literal_number(item, "smartapi:list", cell)
         else:
             inner = r.number(item, RDF.value)
@@ -365,7 +347,7 @@ def _list_items(r: Reader, owner: RdfNode, head: RdfNode) -> list[float]:
         if isinstance(number, bool):
             raise WrongDatatype("smartapi:list", r.describe(cell), "boolean in a time series")
         values.append(float(number))
-        cell = nexts[0]
+        cell = following
     return values
 
 
@@ -419,7 +401,7 @@ def entity(r: Reader, node: RdfNode) -> Entity:
     kinds = frozenset(
         _ENTITY_KINDS[t] for t in r.types(node) if isinstance(t, URIRef) and t in _ENTITY_KINDS
     )
-    parts = tuple(str(p) for p in r.g.objects(node, DCTERMS.hasPart))
+    parts = tuple(str(p) for p in r.objects(node, DCTERMS.hasPart))
     with r.building("smartapi:entity", node):
         return Entity(
             iri=str(node),
@@ -427,9 +409,9 @@ def entity(r: Reader, node: RdfNode) -> Entity:
             identifier=r.string(node, DCTERMS.identifier, required=False),
             name=r.string(node, DCTERMS.title, required=False),
             value_objects=tuple(
-                value_object(r, vo) for vo in r.g.objects(node, SMARTAPI.valueObject)
+                value_object(r, vo) for vo in r.objects(node, SMARTAPI.valueObject)
             ),
-            time_series=tuple(time_series(r, ts) for ts in r.g.objects(node, SMARTAPI.timeSeries)),
+            time_series=tuple(time_series(r, ts) for ts in r.objects(node, SMARTAPI.timeSeries)),
             parts=parts,
         )
 
@@ -451,7 +433,7 @@ def activity(r: Reader, node: RdfNode) -> Activity:
     if context is not None:
         start = r.datetime(context, SMARTAPI.start, required=False)
         end = r.datetime(context, SMARTAPI.end, required=False)
-    entities = [entity(r, e) for e in r.g.objects(node, SMARTAPI.entity)]
+    entities = [entity(r, e) for e in r.objects(node, SMARTAPI.entity)]
     if not entities:
         raise MissingTerm("smartapi:entity", r.describe(node), "activity without entity")
     with r.building("smartapi:activity", node):
@@ -494,7 +476,7 @@ def decode_graph(graph: Graph) -> AnyMessage:
                 message=r.string(node, SMARTAPI.errorMessage) or "",
                 in_reply_to=r.string(node, MGMS.inReplyTo, required=False),
             )
-    activities = tuple(activity(r, a) for a in r.g.objects(node, SMARTAPI.activity))
+    activities = tuple(activity(r, a) for a in r.objects(node, SMARTAPI.activity))
     with r.building("rdf:type", node):
         if v.RESPONSE in types:
             return Response(
@@ -510,7 +492,7 @@ def decode_graph(graph: Graph) -> AnyMessage:
 
 
 def _microgrid_entity(r: Reader, node: RdfNode) -> tuple[RdfNode, RdfNode, str]:
-    acts = list(r.g.objects(node, SMARTAPI.activity))
+    acts = list(r.objects(node, SMARTAPI.activity))
     if len(acts) != 1:
         if not acts:
             raise MissingTerm("smartapi:activity", r.describe(node), "no activity")
@@ -532,7 +514,7 @@ def _columns(
     found: dict[
         tuple[SeriesRole | None, QuantityKind, QuantityKind | None], tuple[RdfNode, TimeSeries]
     ] = {}
-    for ts_node in r.g.objects(ent, SMARTAPI.timeSeries):
+    for ts_node in r.objects(ent, SMARTAPI.timeSeries):
         ts = time_series(r, ts_node)
         key = (ts.role, ts.quantity, ts.of)
         if key in found:
@@ -573,7 +555,7 @@ def _flex(r: Reader, node: RdfNode, cls: type, header: Mapping[str, object]) -> 
     common = {**header, "microgrid": microgrid}
     if cls is ReserveActivation:
         p = q = None
-        for vo_node in r.g.objects(ent, SMARTAPI.valueObject):
+        for vo_node in r.objects(ent, SMARTAPI.valueObject):
             vo = value_object(r, vo_node)
             if vo.value is None or isinstance(vo.value, bool) or vo.unit is None:
                 raise MissingTerm("rdf:value", r.describe(vo_node), "set point without a number")

@@ -1,17 +1,21 @@
-"""Turtle and N-Triples read with pyoxigraph (Rust) into an rdflib graph.
+"""Turtle and N-Triples read with pyoxigraph (Rust) into the index every inbound stage reads.
 
 rdflib's Turtle parser and its context-aware `Memory` store take about 20 ms for a
-96-interval forecast (1,241 triples) here; pyoxigraph parses it in about 1 ms. The terms are
-turned into rdflib terms once per distinct term and kept in `TripleIndex`, three nested
-dictionaries without contexts, which `IndexedGraph.triples` reads directly (rdflib's own
-stores answer each lookup through two generators and a context iterator, most of the cost of
-the decoder's thousands of lookups). The decoder, the shape check, the legacy rewrite and the
-signature check walk the same rdflib Graph API as before.
+96-interval forecast (1,247 triples) here; pyoxigraph parses it in about 0.6 ms. pyoxigraph
+parses and writes the triples back as N-Triples in one call, and `TripleIndex.load` splits
+each line into its terms and files it in two nested dictionaries (subject -> predicate ->
+objects, predicate -> object -> subjects) in one pass, each distinct term turned into an
+rdflib term once. The decoder, the shape check and the canonical form read those
+dictionaries directly (`index_of`); the legacy rewrite, decryption and the 1.1 scheme use
+the same statements through rdflib's Graph API (`IndexedGraph`).
+
+The vocabulary terms the decoder compares in its loops (`vocab.INTERNED`) are handed out as
+the very objects it compares with, so lookups match by identity: rdflib compares two
+distinct equal terms in Python.
 
 Literals keep their lexical form exactly as written (rdflib would normalize `"01"^^xsd:integer`
-to `"1"`): the decoder's literal conversion sees what the sender wrote. Their Python value is
-only computed when something asks for it (`WireLiteral`), which most literals of a message
-never need before the decoder converts them itself.
+to `"1"`): the decoder's literal conversion sees what the sender wrote. Their rdflib value is
+only computed when something asks for it (`WireLiteral`); the decoder converts them itself.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Generator, Iterator
+from itertools import islice
 from typing import Any
 
 import pyoxigraph as ox
@@ -30,6 +35,7 @@ from rdflib.store import Store
 from rdflib.term import Node as RdfNode
 
 from gateway.errors import MessageParseError, TooManyStatements
+from gateway.smartapi.vocab import DOUBLES, INTERNED
 from gateway.smartapi.xsd import check_statement
 
 _XSD_STRING = str(XSD.string)
@@ -48,13 +54,18 @@ _BRACKETS = re.compile(
     re.S,
 )
 _PENDING = object()
+#: the vocabulary's interned terms as N-Triples terms, the seed of each document's terms
+_INTERNED_TERMS = {f"<{iri}>": term for iri, term in INTERNED.items()}
 
 
 class WireLiteral(Literal):
     """An rdflib literal built from its lexical form as written, its Python value cast on
-    first use by rdflib's own rules (`Literal(lexical, datatype, normalize=False)`)."""
+    first use by rdflib's own rules (`Literal(lexical, datatype, normalize=False)`). Its hash
+    (rdflib's, computed in Python) is computed once: the index hashes each literal several
+    times."""
 
-    __slots__ = ()
+    __slots__ = ("_hash",)
+    _hash: int
 
     @classmethod
     def of(cls, lexical: str, datatype: URIRef) -> WireLiteral:
@@ -63,7 +74,17 @@ class WireLiteral(Literal):
         inst._datatype = datatype
         inst._value = _PENDING
         inst._ill_typed = None
+        inst._hash = Literal.__hash__(inst)
         return inst
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def double(self) -> float | None:
+        """The value of an xsd:double or xsd:float, None for other datatypes. Its form passed
+        the XSD grammar when it was parsed (xsd.check_statement), which admits only what
+        float() reads the same way: the decoder's most frequent conversion, done directly."""
+        return float(self) if self._datatype in DOUBLES else None
 
     def _cast(self) -> None:
         full = Literal(str(self), datatype=self._datatype, normalize=False)
@@ -104,8 +125,9 @@ def _keys(found: dict[Any, Any], wanted: Any) -> tuple[Any, ...]:
 
 
 class TripleIndex(Store):
-    """An in-memory triple store without contexts: subject, predicate and object indexes of
-    nested dictionaries (insertion order kept, as rdflib's stores do)."""
+    """An in-memory triple store without contexts: subject and predicate indexes of nested
+    dictionaries (insertion order kept, as rdflib's stores do). A lookup by object alone
+    scans the predicate index (only errors and legacy quantity kinds ask)."""
 
     context_aware = False
 
@@ -113,7 +135,6 @@ class TripleIndex(Store):
         super().__init__()
         self.spo: _Nested = {}
         self.pos: _Nested = {}
-        self._osp: _Nested | None = None  # built on the first lookup by object alone
         self.count = 0
         self._namespaces: dict[str, URIRef] = {}
         self._prefixes: dict[URIRef, str] = {}
@@ -125,28 +146,53 @@ class TripleIndex(Store):
             return
         self.spo.setdefault(s, {}).setdefault(p, {})[o] = None
         self.pos.setdefault(p, {}).setdefault(o, {})[s] = None
-        if self._osp is not None:
-            self._osp.setdefault(o, {}).setdefault(s, {})[p] = None
         self.count += 1
+
+    def load(self, lines: list[str], fresh: str) -> None:
+        """Add the statements of N-Triples lines written by pyoxigraph (without their " ."):
+        each distinct term becomes an rdflib term once, and a literal's form is judged at
+        its first statement (xsd.check_statement). Blank-node labels get `fresh` before
+        them."""
+        terms: dict[str, Any] = dict(_INTERNED_TERMS)
+        spo, pos = self.spo, self.pos
+        added = 0
+        for line in lines:
+            s, p, o = line.split(" ", 2)
+            subject = terms.get(s)
+            if subject is None:
+                subject = terms[s] = _term(s, fresh)
+            predicate = terms.get(p)
+            if predicate is None:
+                predicate = terms[p] = _term(p, fresh)
+            obj = terms.get(o)
+            if obj is None:
+                obj = terms[o] = _term(o, fresh)
+                if o[0] == '"':
+                    check_statement(subject, predicate, obj)
+            by_p = spo.get(subject)
+            if by_p is None:
+                by_p = spo[subject] = {}
+            leaf = by_p.get(predicate)
+            if leaf is None:
+                by_p[predicate] = {obj: None}
+            elif obj in leaf:
+                continue  # the same statement again
+            else:
+                leaf[obj] = None
+            by_o = pos.get(predicate) or pos.setdefault(predicate, {})
+            subjects = by_o.get(obj)
+            if subjects is None:
+                by_o[obj] = {subject: None}
+            else:
+                subjects[subject] = None
+            added += 1
+        self.count += added
 
     def remove(self, triple: Triple, context: Any = None) -> None:
         for s, p, o in list(self.match(*triple)):
             _drop(self.spo, s, p, o)
             _drop(self.pos, p, o, s)
-            if self._osp is not None:
-                _drop(self._osp, o, s, p)
             self.count -= 1
-
-    @property
-    def osp(self) -> _Nested:
-        """The object index, which a message's decoding rarely needs: built when asked."""
-        if self._osp is None:
-            self._osp = {}
-            for s, by_p in self.spo.items():
-                for p, objects in by_p.items():
-                    for o in objects:
-                        self._osp.setdefault(o, {}).setdefault(s, {})[p] = None
-        return self._osp
 
     def match(self, s: Any, p: Any, o: Any) -> Iterator[Triple]:
         """The triples matching the pattern (None is a wildcard), from a snapshot of the
@@ -162,8 +208,10 @@ class TripleIndex(Store):
                 for subj in tuple(by_o.get(obj, ())):
                     yield subj, p, obj
         elif o is not None:
-            for subj, preds in tuple(self.osp.get(o, {}).items()):
-                for pred in tuple(preds):
+            # by object alone (naming a blank node in an error, legacy quantity kinds):
+            # rare enough that a scan of the predicates beats keeping a third index
+            for pred, by_o in tuple(self.pos.items()):
+                for subj in tuple(by_o.get(o, ())):
                     yield subj, pred, o
         else:
             for subj, by_p in tuple(self.spo.items()):
@@ -200,8 +248,8 @@ class TripleIndex(Store):
 class IndexedGraph(Graph):
     """An rdflib graph on a `TripleIndex`, its triple lookups read straight from the index."""
 
-    def __init__(self) -> None:
-        self.index = TripleIndex()
+    def __init__(self, index: TripleIndex | None = None) -> None:
+        self.index = index if index is not None else TripleIndex()
         super().__init__(store=self.index)
 
     # one implementation for rdflib's three overloads (plain predicate, path, either)
@@ -239,22 +287,34 @@ class IndexedGraph(Graph):
             yield from super().subjects(predicate, object, unique)
 
 
-def _rdflib_term(term: ox.NamedNode | ox.BlankNode | ox.Literal | ox.Triple, fresh: str) -> RdfNode:
-    if isinstance(term, ox.NamedNode):
-        return URIRef(term.value)
-    if isinstance(term, ox.BlankNode):
+def _unescaped(literal: str) -> str:
+    """The lexical form of an N-Triples literal that holds escapes, read by pyoxigraph (rare:
+    a quote, backslash or control character in a string)."""
+    quad = next(ox.parse(b"<x:s> <x:p> " + literal.encode() + b" .", ox.RdfFormat.N_TRIPLES))
+    return str(quad.object.value)
+
+
+def _term(text: str, fresh: str) -> RdfNode:
+    """The rdflib term of one N-Triples term as pyoxigraph writes it (IRIs already checked
+    by its parser, so rdflib's IRI check is skipped)."""
+    first = text[0]
+    if first == "<":
+        if text[1] == "<":
+            raise MessageParseError("RDF-star quoted triples are not accepted")
+        return str.__new__(URIRef, text[1:-1])
+    if first == "_":
         # pyoxigraph keeps a document's labels (`_:a`): prefixed with one random token per
         # document (not rdflib's uuid4 per node, a system call each), so graphs merged from
         # several parts never share a blank node by accident
-        return BNode(fresh + term.value)
-    if isinstance(term, ox.Literal):
-        if term.language:
-            return Literal(term.value, lang=term.language)
-        datatype = term.datatype.value
-        if datatype == _XSD_STRING:
-            return Literal(term.value)  # rdflib's form of a plain literal
-        return WireLiteral.of(term.value, URIRef(datatype))
-    raise MessageParseError("RDF-star quoted triples are not accepted")
+        return str.__new__(BNode, fresh + text[2:])
+    body, _, tail = text[1:].rpartition('"')
+    lexical = _unescaped(text) if "\\" in body else body
+    if not tail:
+        return Literal(lexical)  # rdflib's form of a plain literal
+    if tail[0] == "@":
+        return Literal(lexical, lang=tail[1:])
+    iri = tail[3:-1]
+    return WireLiteral.of(lexical, INTERNED.get(iri) or str.__new__(URIRef, iri))
 
 
 def too_many(limit: int) -> TooManyStatements:
@@ -279,30 +339,38 @@ def check_nesting(body: bytes, limit: int = MAX_NESTING) -> None:
 
 def parse_graph(body: bytes, fmt: ox.RdfFormat, media: str, limit: int | None) -> Graph:
     """The triples of `body` in an rdflib graph; a syntax error is a MessageParseError naming
-    the line and column, more than `limit` statements TooManyStatements (counted while
-    parsing, so a padded body stops there)."""
+    the line and column, more than `limit` statements TooManyStatements (parsing stops at
+    statement `limit + 1`, so a padded body is never held whole).
+
+    pyoxigraph parses and writes the triples back as N-Triples in one call (Rust from end to
+    end); each line splits into its three terms at the first two spaces, and each distinct
+    term is turned into an rdflib term once (and a literal's form judged once)."""
     if fmt is ox.RdfFormat.TURTLE:
         check_nesting(body)
-    graph = IndexedGraph()
-    add = graph.index.add
-    cache: dict[Any, RdfNode] = {}
-    fresh = secrets.token_hex(8)
-    count = 0
+    quads: Iterator[ox.Quad] = ox.parse(body, fmt)
+    if limit is not None:
+        quads = islice(quads, limit + 1)
     try:
-        for quad in ox.parse(body, fmt):
-            count += 1
-            if limit is not None and count > limit:
-                raise too_many(limit)
-            terms = []
-            first_seen = quad.object not in cache
-            for term in (quad.subject, quad.predicate, quad.object):
-                found = cache.get(term)
-                if found is None:
-                    found = cache[term] = _rdflib_term(term, fresh)
-                terms.append(found)
-            if first_seen:  # a literal's form is judged once, at its first statement
-                check_statement(terms[0], terms[1], terms[2])
-            add((terms[0], terms[1], terms[2]), graph)
+        text = ox.serialize(quads, format=ox.RdfFormat.N_TRIPLES)
     except SyntaxError as exc:
         raise MessageParseError(f"invalid {media}: {exc}") from exc
+    assert text is not None
+    lines = text.decode().split(" .\n")
+    lines.pop()  # after the last line end
+    if limit is not None and len(lines) > limit:
+        raise too_many(limit)
+    graph = IndexedGraph()
+    graph.index.load(lines, secrets.token_hex(8))
     return graph
+
+
+def index_of(graph: Graph) -> TripleIndex:
+    """The triple index of a parsed graph, or one built from any other rdflib graph (a
+    graph made by hand, in tests or tools): the decoder, the shape check and the canonical
+    form read statements through this one interface."""
+    if isinstance(graph, IndexedGraph):
+        return graph.index
+    index = TripleIndex()
+    for s, p, o in graph:
+        index.add((s, p, o), None)
+    return index

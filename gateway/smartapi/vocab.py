@@ -85,6 +85,41 @@ ENCRYPTED_REFERENCE: Final = SMARTAPI.EncryptedReference
 PUBLIC_KEY_TYPE: Final = SMARTAPI.PublicKey
 
 
+# Terms the decoder and the shape check compare in their loops. The parser hands out these
+# very objects for them (`INTERNED`), so dictionary and set lookups match by identity:
+# rdflib compares two distinct but equal terms in Python, thousands of times a message.
+FIRST: Final = RDF.first
+REST: Final = RDF.rest
+NIL: Final = RDF.nil
+VALUE: Final = RDF.value
+TYPE: Final = RDF.type
+BOOLEAN: Final = XSD.boolean
+DOUBLES: Final = frozenset({XSD.double, XSD.float})
+NUMERIC: Final = frozenset(
+    {
+        *DOUBLES,
+        XSD.decimal,
+        XSD.integer,
+        XSD.int,
+        XSD.long,
+        XSD.short,
+        XSD.byte,
+        XSD.nonNegativeInteger,
+        XSD.positiveInteger,
+        XSD.nonPositiveInteger,
+        XSD.negativeInteger,
+        XSD.unsignedInt,
+        XSD.unsignedLong,
+        XSD.unsignedShort,
+        XSD.unsignedByte,
+    }
+)
+#: the interned terms by IRI
+INTERNED: Final[dict[str, URIRef]] = {
+    str(t): t for t in (FIRST, REST, NIL, VALUE, TYPE, BOOLEAN, *NUMERIC, XSD.dateTime)
+}
+
+
 class QuantityKind(enum.StrEnum):
     """QUDT quantity kinds the profile carries (local names under qudt.org/vocab/quantitykind)."""
 

@@ -85,8 +85,12 @@ GOVERNED: Final = frozenset(_GRAMMARS)
 NUMERIC: Final = frozenset({"decimal", "double", "float", *_INTEGER_RANGES})
 
 
+#: local name by datatype IRI, for the datatypes this module knows
+_LOCAL: Final = {XSD_NS + name: name for name in (*_GRAMMARS, "string")}
+
+
 def _local(datatype: str) -> str | None:
-    return datatype[len(XSD_NS) :] if datatype.startswith(XSD_NS) else None
+    return _LOCAL.get(str(datatype))  # a plain string: URIRef keys compare in Python
 
 
 def problem(lexical: str, datatype: str | None) -> str | None:

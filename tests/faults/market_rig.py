@@ -17,7 +17,6 @@ import itertools
 import json
 import resource
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ import yaml
 from drivers.registry import create_driver
 from gateway.config import LoadedConfig
 from gateway.flex.cycle import DEMO_SETTINGS
-from gateway.flex.records import SENDING
+from gateway.flex.model import SENDING
 from gateway.loader import load_config
 from gateway.mapping import Point
 from gateway.north.ams_sim import AmsSimConfig, AmsSimulator
@@ -43,6 +42,7 @@ from gateway.north.certs import dev_north_config
 from gateway.north.config import RetryPolicy
 from gateway.north.service import LEDGER_FILE, OUTBOX_FILE
 from gateway.north.wire import Channel
+from gateway.sqlite import read_only
 from tests.faults.rogue import Proxy
 from tests.support.flexsim import FLEX_CONFIG
 from tests.support.pki import PkiFiles
@@ -212,17 +212,14 @@ def _interp(rows: list[tuple[datetime, float]], t: datetime) -> float:
 
 
 class State:
-    """The gateway's state files, read with plain SQLite (the gateway may be dead)."""
+    """The gateway's state files, read as a tool reads them (the gateway may be dead)."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
 
     def _rows(self, file: str, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        db = sqlite3.connect(self.dir / file, timeout=10)
-        try:
+        with read_only(self.dir / file, "state file") as db:
             return list(db.execute(sql, args))
-        finally:
-            db.close()
 
     def activations(self) -> list[tuple[str, str, str, str]]:
         """(id, status, state, note) of every activation."""

@@ -118,18 +118,19 @@ class CrpDay:
         return fresh
 
     async def start(self) -> None:
+        await self.records.open()
         await self.service.start()
 
     async def restart(self) -> None:
         """A gateway restart: a new service on the same records (call between cycles)."""
-        self.records.close()
-        self.records = FlexRecords(self.state_dir / "flex.sqlite")
+        await self.records.close()
+        self.records = await FlexRecords(self.state_dir / "flex.sqlite").open()
         self.service = self._service()
         self.handler = FlexReserveHandler(self.service)
         await self.service.start()
 
-    def close(self) -> None:
-        self.records.close()
+    async def close(self) -> None:
+        await self.records.close()
 
     async def quiesce(self, on_tick: Callable[[], None]) -> None:
         """Run on without new reservations until no activation is under way or closing."""

@@ -22,7 +22,6 @@ import contextlib
 import gc
 import json
 import os
-import sqlite3
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
@@ -42,6 +41,7 @@ from gateway.north.config import MqttConfig, ServerConfig
 from gateway.north.tls import client_context
 from gateway.north.wire import TURTLE, Channel
 from gateway.smartapi.flexibility import FlexibilityForecast, ReserveNotification
+from gateway.sqlite import read_only
 from tests.faults.certs import bad_client_certs
 from tests.support import north as support
 from tests.support.flexsim import FLEX_CONFIG
@@ -155,7 +155,7 @@ class Applied:
 
 
 def _count(path: Path, sql: str) -> int:
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+    with read_only(path, "state file") as db:
         return int(db.execute(sql).fetchone()[0])
 
 

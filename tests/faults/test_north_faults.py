@@ -191,7 +191,7 @@ async def test_a_day_without_the_ams_loses_nothing(
             assert "mgms_outbox_oldest_age_seconds 0" in ops.metrics.render()
             await ams.stop()
     finally:
-        day.close()
+        await day.close()
         await ams.aclose()
     outbox_log = [r for r in caplog.records if r.name == "gateway.north.outbox"]
     failures = [r for r in outbox_log if r.levelno >= logging.WARNING]

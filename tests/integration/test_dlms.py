@@ -337,6 +337,19 @@ async def test_limiter_threshold_trips_the_disconnector(sim: SimProcess) -> None
         await until(restored, within=10, step=0.1)
 
 
+async def test_a_writable_register_takes_a_set_point(sim: SimProcess) -> None:
+    """A register the mapping declares writable keeps what is written; one it does not
+    refuses the write."""
+    device = load_device(sim.ports, "load-meter")
+    async with connected(device) as driver:
+        for value in (7.5, -3.25):
+            ok = await driver.write(point(device, "load.setpoint"), Command("load.setpoint", value))
+            assert ok.status is CommandStatus.CONFIRMED, ok.detail
+            assert (await read_all(driver))["load.setpoint"].value == pytest.approx(value)
+        refused = await driver.write(point(device, "load.p"), Command("load.p", 1.0))
+        assert refused.status is CommandStatus.REJECTED and "access denied" in refused.detail
+
+
 async def test_refused_commands_say_why(sim: SimProcess) -> None:
     device = load_device(sim.ports, "load-meter")
     async with connected(device) as driver:

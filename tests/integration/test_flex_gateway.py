@@ -17,10 +17,11 @@ from gateway.config import FlexSettings
 from gateway.flex.cycle import CycleReport, crp_cycle
 from gateway.flex.model import DecisionStatus, FlexForecast, Verification
 from gateway.flex.ports import WallClock
-from gateway.flex.records import FlexRecords
+from gateway.flex.records import LABEL, FlexRecords, RecordTables
 from gateway.flex.service import FlexService
 from gateway.loader import load_config
 from gateway.mapping import Quantity
+from gateway.sqlite import read_only
 from tests.support.procs import DEMO_CONFIG, sim_process
 from tests.support.waiting import until
 
@@ -58,8 +59,7 @@ async def run_cycle(
             mapping.devices = [d for d in mapping.devices if d.id in devices]
         config.gateway.state_dir = tmp_path
         config.gateway.flex = FlexSettings(interval_s=10, control_cycle_s=1.0, horizon_h=0.25)
-        records = FlexRecords(tmp_path / "flex.sqlite")
-        async with Gateway(config) as gw:
+        async with FlexRecords(tmp_path / "flex.sqlite") as records, Gateway(config) as gw:
             assert gw.controller is not None and gw.store is not None
             assert await gw.wait_connected(30)
             await until(lambda: gw.table.value("pcc", Quantity.ENERGY_IMPORT) is not None)
@@ -78,7 +78,6 @@ async def run_cycle(
                 loop.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop
-        records.close()
     return report
 
 
@@ -124,13 +123,11 @@ async def test_crp_cycle_over_every_demo_protocol(tmp_path: Path) -> None:
 
 def sent_values(tmp_path: Path) -> dict[str, list[float]]:
     """Confirmed writes of the flexibility functions, by point."""
-    records = FlexRecords(tmp_path / "flex.sqlite")
-    try:
+    with read_only(tmp_path / "flex.sqlite", LABEL) as db:
+        records = RecordTables(db)
         out: dict[str, list[float]] = {}
         for _, kind, act, _, _ in records.audit_log("activation"):
             for _, _, point, value, status in records.sent_setpoints(act):
                 if kind == "activation" and status == "confirmed":
                     out.setdefault(point, []).append(value)
         return out
-    finally:
-        records.close()

@@ -4,7 +4,6 @@ simulator, and every class of refusal of the inbound pipeline."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -14,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.flex.records import FlexRecords
+from gateway.flex.records import LABEL, RecordTables
 from gateway.loader import load_config
 from gateway.model import Command, CommandResult, Reading
 from gateway.north.ams_sim import AmsSimulator
@@ -43,6 +42,7 @@ from gateway.smartapi.messages import (
     ValueObject,
 )
 from gateway.smartapi.vocab import QuantityKind
+from gateway.sqlite import read_only
 from tests.support import north as support
 from tests.support.pki import PkiFiles, make_test_pki
 from tests.support.procs import DEMO_CONFIG, free_port
@@ -183,8 +183,8 @@ async def test_same_id_with_other_content_is_refused(pair: Pair) -> None:
         )
         refused(await pair.ams.post(Channel.ACTIVATION, body, TURTLE), 409, "id-conflict")
         # the flexibility records outlive it too
-        with contextlib.closing(FlexRecords(state_dir / "flex.sqlite")) as records:
-            kept = records.activation(a.id)
+        with read_only(state_dir / "flex.sqlite", LABEL) as db:
+            kept = RecordTables(db).activation(a.id)
         assert kept is not None and kept.activation.p_kw == pytest.approx(a.p_kw)
 
 
@@ -348,7 +348,7 @@ async def test_unknown_notification(pair: Pair) -> None:
 
 async def test_set_point_outside_the_reserved_band(pair: Pair) -> None:
     f, n = await reserved(pair)
-    a = pair.ams.activation_for(n, f, fraction=1.5)  # 1.5 x the reserved down band
+    a = pair.ams.activation_for(n, f, fraction=support.fraction_beyond_band(n))
     error = refused((await pair.ams.send(a)).answer, 422, "outside-band")
     assert "band" in error.message, error.message
     assert pair.flex.accepted_activations() == []

@@ -85,7 +85,7 @@ async def test_refusals_come_back_as_errors_over_mqtt(pair: Pair) -> None:
     got = await support.offered(pair.flex, pair.ams)
     n = pair.ams.notification_for(got, intervals=2)
     assert (await pair.ams.send(n, via="mqtt")).answer.status == 200
-    too_far = pair.ams.activation_for(n, got, fraction=2.0)
+    too_far = pair.ams.activation_for(n, got, fraction=support.fraction_beyond_band(n))
     sent = await pair.ams.send(too_far, via="mqtt")
     error = codec.decode(sent.answer.body, sent.answer.content_type)
     assert sent.answer.status == 422

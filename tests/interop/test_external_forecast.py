@@ -4,7 +4,7 @@ publishes next changes accordingly. The series' naive times are read in the peer
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -61,10 +61,11 @@ class Rig:
 
 
 @pytest.fixture
-def rig(tmp_path: Path, profiles: Profiles) -> Iterator[Rig]:
+async def rig(tmp_path: Path, profiles: Profiles) -> AsyncIterator[Rig]:
     r = Rig(tmp_path, profiles)
+    await r.records.open()
     yield r
-    r.records.close()
+    await r.records.close()
 
 
 def local(t: datetime) -> str:

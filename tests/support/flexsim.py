@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -57,13 +57,14 @@ class MemoryHistory:
         self._times: dict[str, list[float]] = {}
         self._rows: dict[str, list[Stored]] = {}
 
-    def add(self, reading: Reading) -> None:
-        value = reading.value if isinstance(reading.value, int | float) else None
-        t = reading.gateway_time
-        self._times.setdefault(reading.point, []).append(t.timestamp())
-        self._rows.setdefault(reading.point, []).append(
-            Stored(t, None if value is None else float(value))
-        )
+    def add_all(self, readings: Iterable[Reading]) -> None:
+        for reading in readings:
+            value = reading.value if isinstance(reading.value, int | float) else None
+            t = reading.gateway_time
+            self._times.setdefault(reading.point, []).append(t.timestamp())
+            self._rows.setdefault(reading.point, []).append(
+                Stored(t, None if value is None else float(value))
+            )
 
     async def range(self, point: str, start: datetime, end: datetime) -> list[Stored]:
         times = self._times.get(point, [])
@@ -147,7 +148,7 @@ class Bench:
         self.grid = Microgrid.build(gw.ders, gw.coupling_point, self.clock)
         self.table = PointTable(self.config)
         self.history = MemoryHistory()
-        self.table.listen(self.history.add)
+        self.table.listen(self.history.add_all)
         self.controller = PhysicsController(self.grid, self.table)
         self.weather = weather
         self.sample_s = sample_s

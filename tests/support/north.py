@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +14,9 @@ from typing import Any
 
 from gateway.config import FlexSettings
 from gateway.flex.bridge import FlexReserveHandler, NorthPublisher
-from gateway.flex.records import ActivationRecord, FlexRecords
+from gateway.flex.conflict import band_margin
+from gateway.flex.model import ActivationRecord
+from gateway.flex.records import LABEL, FlexRecords, RecordTables
 from gateway.flex.service import FlexService
 from gateway.north.ams_sim import AmsSimConfig, AmsSimulator
 from gateway.north.certs import GATEWAY_IDENTITY, SIGNERS, dev_north_config
@@ -33,6 +34,7 @@ from gateway.smartapi.encode import to_tree
 from gateway.smartapi.flexibility import (
     FlexibilityForecast,
     ForecastInterval,
+    ReserveNotification,
     ReserveVerification,
     VerificationInterval,
 )
@@ -40,6 +42,7 @@ from gateway.smartapi.messages import Message, new_message_id
 from gateway.smartapi.security.keys import Identity
 from gateway.smartapi.security.profile import OutboundSecurity
 from gateway.smartapi.tree import Node
+from gateway.sqlite import read_only
 from tests.support.flexsim import Bench, BenchClock
 from tests.support.pki import PkiFiles
 from tests.support.waiting import until
@@ -190,17 +193,23 @@ class Flexibility:
 
     def activation(self, activation_id: str) -> ActivationRecord | None:
         """The activation as the flexibility records hold it (accepted or refused)."""
-        return self.records.activation(activation_id)
+        with read_only(self.records.path, LABEL) as db:
+            return RecordTables(db).activation(activation_id)
 
     def accepted_activations(self) -> list[str]:
         """Ids of the activations the service accepted, in the order received."""
-        path = self.records.path
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        with read_only(self.records.path, LABEL) as db:
             sql = "SELECT id FROM flex_activation WHERE status != 'refused' ORDER BY received_at"
             return [i for (i,) in db.execute(sql)]
 
-    def close(self) -> None:
-        self.records.close()
+
+def fraction_beyond_band(notification: ReserveNotification) -> float:
+    """A share of the first interval's reserved down band far enough past it that the
+    gateway refuses the activation instead of following at the band's edge: the margin it
+    follows within is a share of the band's whole width, so it moves with the up band."""
+    band = notification.intervals[0]
+    margin = band_margin(0.0, band.p_lower_kw + band.p_raise_kw)
+    return 1.0 + (margin + 1.0) / band.p_lower_kw
 
 
 async def offered(flex: Flexibility, ams: AmsSimulator) -> FlexibilityForecast:
@@ -215,11 +224,9 @@ async def offered(flex: Flexibility, ams: AmsSimulator) -> FlexibilityForecast:
 @contextlib.asynccontextmanager
 async def flexibility(state_dir: Path, horizon_h: float = 1.0) -> AsyncIterator[Flexibility]:
     flex = Flexibility(state_dir, horizon_h)
-    try:
+    async with flex.records:
         await flex.service.start()
         yield flex
-    finally:
-        flex.close()
 
 
 @contextlib.asynccontextmanager

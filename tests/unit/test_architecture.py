@@ -1,6 +1,8 @@
 """The shape of the code: only the composition root and the entry points import `Gateway`,
 and no module imports itself back through others (imports under TYPE_CHECKING count: a
-cycle for the type checker is a cycle for the reader)."""
+cycle for the type checker is a cycle for the reader); SQLite files are opened in one
+place; the parts of the flexibility service reach the rest of the gateway only through
+the Protocols of gateway.flex.ports (and gateway.core)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,30 @@ PACKAGES = {
 }
 #: the composition root, and the commands that build a gateway through it
 MAY_IMPORT_GATEWAY = {"gateway.app", "gateway.cli", "gateway.demo"}
+#: the one module that opens SQLite files
+SQLITE = "gateway.sqlite"
+#: the flexibility service's parts along the CRP flow
+FLEX_PARTS = {
+    "gateway.flex.reservation",
+    "gateway.flex.activation",
+    "gateway.flex.verification",
+    "gateway.flex.recovery",
+    "gateway.flex.running",
+}
+#: what they may import from outside gateway.flex: typed config and values, the core's
+#: Protocols; nothing that holds state or does I/O (the point table, the store, the
+#: controller, the north link: those come in as gateway.flex.ports Protocols)
+FLEX_PARTS_MAY_IMPORT = {
+    "gateway.config",
+    "gateway.core",
+    "gateway.errors",
+    "gateway.mapping",
+    "gateway.model",
+    "gateway.units",
+}
+#: modules of gateway.flex the parts must not import: the concrete records, the service
+#: that builds the parts, its northbound bridge
+FLEX_CONCRETE = {"gateway.flex.records", "gateway.flex.service", "gateway.flex.bridge"}
 
 
 def modules() -> dict[str, Path]:
@@ -121,3 +147,75 @@ def test_only_the_composition_root_and_entry_points_import_gateway_app() -> None
     )
     assert importers, "the CLI runs the gateway through gateway.app"
     assert set(importers) <= MAY_IMPORT_GATEWAY, importers
+
+
+def sqlite_connects(path: Path) -> list[int]:
+    """Lines where the module calls `sqlite3.connect` (or imports `connect` from sqlite3)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    lines = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr == "connect"
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "sqlite3"
+        ) or (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "sqlite3"
+            and any(a.name == "connect" for a in node.names)
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_the_connect_check_finds_a_connect(tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text("import sqlite3\n\ndb = sqlite3.connect(':memory:')\n")
+    assert sqlite_connects(source) == [3]
+    source.write_text("from sqlite3 import connect\n")
+    assert sqlite_connects(source) == [1]
+    assert sqlite_connects(modules()[SQLITE]), "gateway.sqlite opens the files"
+
+
+def test_only_gateway_sqlite_opens_sqlite_files() -> None:
+    found = {
+        f"{module}:{line}"
+        for module, path in modules().items()
+        if module != SQLITE
+        for line in sqlite_connects(path)
+    }
+    assert not found, f"open state files through {SQLITE}.Database or read_only: {found}"
+
+
+def flex_part_violations(graph: Mapping[str, set[str]]) -> dict[str, set[str]]:
+    out = {}
+    for part in FLEX_PARTS:
+        wrong = {
+            name
+            for name in graph[part]
+            if name.startswith("gateway.")
+            and (
+                name in FLEX_CONCRETE
+                or not (name.startswith("gateway.flex.") or name in FLEX_PARTS_MAY_IMPORT)
+            )
+        }
+        if wrong:
+            out[part] = wrong
+    return out
+
+
+def test_the_flex_part_check_finds_a_concrete_import() -> None:
+    graph = {part: {"gateway.flex.ports", "gateway.mapping"} for part in FLEX_PARTS}
+    assert flex_part_violations(graph) == {}
+    graph["gateway.flex.recovery"] |= {"gateway.points", "gateway.flex.records"}
+    graph["gateway.flex.activation"].add("gateway.store")
+    assert flex_part_violations(graph) == {
+        "gateway.flex.recovery": {"gateway.points", "gateway.flex.records"},
+        "gateway.flex.activation": {"gateway.store"},
+    }
+
+
+def test_flex_parts_reach_the_gateway_only_through_ports() -> None:
+    graph = import_graph()
+    assert set(graph) >= FLEX_PARTS
+    assert flex_part_violations(graph) == {}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from gateway.loader import load_config
+from gateway.sqlite import read_only
 from tests.support.procs import (
     DEMO_CONFIG,
     ROOT,
@@ -86,7 +86,7 @@ class Service:
             return err.code, json.loads(err.read())
 
     def events(self) -> list[tuple[str, str | None, dict[str, Any]]]:
-        with sqlite3.connect(self.dir / "state" / "gateway.sqlite") as db:
+        with read_only(self.dir / "state" / "gateway.sqlite", "store") as db:
             rows = db.execute("SELECT kind, device, detail FROM events ORDER BY id").fetchall()
         return [(k, d, json.loads(detail)) for k, d, detail in rows]
 
@@ -158,7 +158,7 @@ def test_ready_watchdog_then_clean_stop_on_sigterm(service: Service) -> None:
     events = service.events()
     assert events[0][0] == "start" and events[-1][0] == "stop"
     assert sorted(d for k, d, _ in events if k == "link_up") == sorted(modbus_devices())
-    with sqlite3.connect(service.dir / "state" / "gateway.sqlite") as db:
+    with read_only(service.dir / "state" / "gateway.sqlite", "store") as db:
         (samples,) = db.execute("SELECT count(*) FROM samples WHERE point = 'pcc.p'").fetchone()
     assert samples > 0  # the buffer was flushed on the way out
     log = service.log.read_text()

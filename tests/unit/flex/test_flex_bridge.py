@@ -3,7 +3,7 @@ microgrid."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,11 +34,11 @@ class Outbox:
 
 
 @pytest.fixture
-def parts(tmp_path: Path) -> Iterator[tuple[Bench, FlexService, Outbox]]:
+async def parts(tmp_path: Path) -> AsyncIterator[tuple[Bench, FlexService, Outbox]]:
     bench = Bench(START, sample_s=2.0)
     bench.config.gateway.flex = FlexSettings(interval_s=300, control_cycle_s=5.0, horizon_h=3)
     outbox = Outbox()
-    records = FlexRecords(tmp_path / "flex.sqlite")
+    records = await FlexRecords(tmp_path / "flex.sqlite").open()
     publisher = NorthPublisher(outbox.send, MGMS, "demo-microgrid", bench.now)
     service = FlexService(
         bench.config,
@@ -50,7 +50,7 @@ def parts(tmp_path: Path) -> Iterator[tuple[Bench, FlexService, Outbox]]:
         BenchClock(bench),
     )
     yield bench, service, outbox
-    records.close()
+    await records.close()
 
 
 def notification(

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
 
 from gateway.errors import LimitViolation
 from gateway.flex.capability import DerCapability, DerState
-from gateway.flex.control import SetpointWriter, Target, plan_commands
+from gateway.flex.control import Planned, SetpointWriter, Target, plan_commands
 from gateway.loader import load_config
 from gateway.mapping import Quantity
 from gateway.model import Command, CommandMode, CommandResult, CommandStatus
@@ -91,6 +92,44 @@ async def test_writer_skips_unchanged_set_points_and_reports_refusals(table: Poi
     await writer.apply({"bess1": Target("bess1", 11.0)}, c, states, "flex:a", NOW, force=True)
     assert [x.value for x in rec.sent] == [10.0, 11.0, 11.0]
     assert all(x.deadline is not None and x.deadline > NOW for x in rec.sent)
+
+
+class WaitsForOthers(Recorder):
+    """Confirms bess1's writes only once pv1's device was written too: a writer that
+    sends device after device never gets there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pv_written = asyncio.Event()
+
+    async def write(self, command: Command) -> CommandResult:
+        if command.point.startswith("pv1."):
+            self.pv_written.set()
+        else:
+            await asyncio.wait_for(self.pv_written.wait(), 5)
+        return await super().write(command)
+
+
+async def test_devices_are_written_concurrently_and_recorded_ahead(table: PointTable) -> None:
+    rec = WaitsForOthers()
+    writer = SetpointWriter(rec, table, deadband_kw=0.5)
+    c = caps(table)
+    states = {k: DerState(p_kw=0.0) for k in c}
+    targets = {"bess1": Target("bess1", 10.0, 2.0), "pv1": Target("pv1", None, 3.0)}
+    intents: list[str] = []
+
+    async def before(item: Planned) -> None:
+        assert not rec.sent, "every intent is recorded before the first command goes out"
+        intents.append(item.command.point)
+
+    results, notes = await writer.apply(targets, c, states, "flex:a", NOW, before=before)
+    assert not notes
+    order = ["bess1.p_set", "bess1.q_set", "pv1.q_set"]
+    assert [p.command.point for p, _ in results] == order == intents
+    assert all(r.status is CommandStatus.CONFIRMED for _, r in results)
+    # one device's commands in their order
+    bess1 = [x.point for x in rec.sent if x.point.startswith("bess1.")]
+    assert bess1 == ["bess1.p_set", "bess1.q_set"]
 
 
 def test_set_points_go_out_in_the_point_unit() -> None:

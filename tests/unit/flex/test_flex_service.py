@@ -5,14 +5,18 @@ going through the point table and the mapped point roles."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.config import FlexSettings, StandingReserve
+from gateway.flex import activation, reservation
+from gateway.flex.conflict import NotificationCheck, check_notification
+from gateway.flex.dispatch import Dispatch, DispatchInput, dispatch
 from gateway.flex.model import Activation, Band, DecisionStatus, ReasonCode, Reservation
 from gateway.flex.records import FlexRecords
 from gateway.flex.service import FlexService
@@ -64,12 +68,13 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+async def world(tmp_path: Path) -> AsyncIterator[World]:
     bench = Bench.warmed(START)
     bench.config.gateway.flex = FlexSettings(interval_s=300, control_cycle_s=5.0, horizon_h=6)
     w = World(tmp_path, bench)
+    await w.records.open()
     yield w
-    w.records.close()
+    await w.records.close()
 
 
 def bands(first: datetime, n: int, up: float, down: float = 0.0) -> tuple[Band, ...]:
@@ -112,10 +117,10 @@ async def test_crp_cycle_met(world: World) -> None:
     # afterwards the battery is back on its plan (idle)
     assert world.bench.table.value("bess1", Quantity.ACTIVE_POWER) == pytest.approx(0.0, abs=0.5)
     assert world.service.running is None
-    record = world.records.activation("act-1")
+    record = await world.records.activation("act-1")
     assert record is not None and record.state == "ended"
-    assert world.records.verification("act-1") == list(final.intervals)
-    points = {p for _, _, p, _, _ in world.records.sent_setpoints("act-1")}
+    assert await world.records.verification("act-1") == list(final.intervals)
+    points = {p for _, _, p, _, _ in await world.records.sent_setpoints("act-1")}
     assert "bess1.p_set" in points
 
 
@@ -156,7 +161,7 @@ async def test_refused_by_the_conflict_check(world: World) -> None:
     d = await world.service.notify(Reservation("res-3", bands(T17, 2, 20.0)))
     assert d.status is DecisionStatus.REFUSED and d.accepted is None
     assert any(r.code is ReasonCode.RESERVE and r.subject == "FCR fcr1" for r in d.reasons)
-    audit = world.records.audit_log("reservation")
+    audit = await world.records.audit_log("reservation")
     assert audit[-1][2:4] == ("res-3", "refused")
     assert any("fcr1" in r.message for r in audit[-1][4])
     # an activation for it finds no reservation
@@ -185,6 +190,83 @@ async def test_second_activation_of_another_reservation_is_refused(world: World)
         Activation("b", T17, T17 + 2 * FIVE, p_kw=0.0, reservation_id="res-b")
     )
     assert again == second
+
+
+async def test_the_next_reservation_activates_as_soon_as_the_last_one_ended(
+    world: World,
+) -> None:
+    """An activation whose period is over no longer steers the coupling point, even before
+    a control cycle noticed: the first activation of the next reservation is accepted."""
+    await world.service.notify(Reservation("res-a", bands(T17, 1, 20.0)))
+    await world.service.notify(Reservation("res-b", bands(T17 + FIVE, 1, 20.0)))
+    await world.run_until(T17)
+    base = world.baseline_now()
+    first = await world.service.activate(
+        Activation("a", T17, T17 + FIVE, p_kw=base - 10, reservation_id="res-a")
+    )
+    assert first.status is DecisionStatus.ACCEPTED
+    world.bench.advance(FIVE.total_seconds())  # no cycle ran since res-a ended
+    second = await world.service.activate(
+        Activation("b", T17 + FIVE, T17 + 2 * FIVE, p_kw=base - 10, reservation_id="res-b")
+    )
+    assert second.status is not DecisionStatus.REFUSED, second.reasons
+    running = world.service.running
+    assert running is not None and running.activation.id == "b"
+
+
+async def test_an_activation_does_not_wait_for_a_notification_being_checked(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control path never queues behind planning: while a Reserve Notification's check
+    (its LP solves) runs, an activation of an accepted reservation is decided and written."""
+    await world.service.notify(Reservation("res-a", bands(T17, 2, 20.0)))
+    await world.run_until(T17)
+    base = world.baseline_now()
+    checking, release = threading.Event(), threading.Event()
+
+    def slow_check(*args: Any) -> NotificationCheck:
+        checking.set()
+        release.wait(30)
+        return check_notification(*args)
+
+    monkeypatch.setattr(reservation, "check_notification", slow_check)
+    notified = asyncio.create_task(
+        world.service.notify(Reservation("res-b", bands(T17 + 2 * FIVE, 1, 5.0)))
+    )
+    try:
+        assert await asyncio.to_thread(checking.wait, 30)
+        act = Activation("a", T17, T17 + 2 * FIVE, p_kw=base - 10, reservation_id="res-a")
+        decided = await asyncio.wait_for(world.service.activate(act), 10)
+        assert decided.status is DecisionStatus.ACCEPTED
+        assert any(c.origin == "flex:a" for c in world.bench.controller.written)
+        assert not notified.done()  # it was still being checked
+    finally:
+        release.set()
+        await notified
+    assert notified.result().status is DecisionStatus.ACCEPTED
+
+
+async def test_an_activation_is_dispatched_once_before_its_answer(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decision's trial dispatch is the first cycle's: one LP solve, not two, on the
+    path to the answer, and the set points it found are the ones written."""
+    await world.service.notify(Reservation("res-a", bands(T17, 2, 20.0)))
+    await world.run_until(T17)
+    base = world.baseline_now()
+    solved: list[Dispatch] = []
+
+    def counted(inp: DispatchInput) -> Dispatch:
+        solved.append(dispatch(inp))
+        return solved[-1]
+
+    monkeypatch.setattr(activation, "dispatch", counted)
+    act = Activation("a", T17, T17 + 2 * FIVE, p_kw=base - 10, reservation_id="res-a")
+    decided = await world.service.activate(act)
+    assert decided.status is DecisionStatus.ACCEPTED
+    assert len(solved) == 1
+    written = {c.point: c.value for c in world.bench.controller.written if c.origin == "flex:a"}
+    assert written["bess1.p_set"] == pytest.approx(solved[0].p["bess1"], abs=1e-3)
 
 
 async def test_distributed_der_gets_one_target_and_is_supervised(world: World) -> None:
@@ -256,7 +338,7 @@ async def test_a_superseding_activation_takes_the_ders_over_without_a_detour(
     await world.run_until(now + timedelta(seconds=30))
     assert world.pcc() == pytest.approx(base - 20.0, abs=1.0)
     # the superseded one is closed out with its final verification
-    record = world.records.activation("s1")
+    record = await world.records.activation("s1")
     assert record is not None and record.state == "ended"
     assert any(v.final and v.activation_id == "s1" for v in world.publisher.verifications)
     running = world.service.running
@@ -303,7 +385,7 @@ async def test_an_activation_that_ended_during_a_restart_is_closed_out(world: Wo
     assert world.service.running is None
     final = world.publisher.verifications[-1]
     assert final.final and "closed out after the restart" in final.note
-    record = world.records.activation("act-c")
+    record = await world.records.activation("act-c")
     assert record is not None and record.state == "ended"
 
 
@@ -315,6 +397,7 @@ async def test_the_plan_precharges_before_a_reserved_period(tmp_path: Path) -> N
     bench.grid.ders["bess1"].soc_pct = 12.0  # type: ignore[attr-defined]
     bench.sample()
     w = World(tmp_path, bench)
+    await w.records.open()
     d = await w.service.notify(Reservation("res-p", bands(T17, 12, 70.0)))
     assert d.status is DecisionStatus.ACCEPTED
     await w.run_until(T17)
@@ -329,7 +412,7 @@ async def test_the_plan_precharges_before_a_reserved_period(tmp_path: Path) -> N
     final = w.publisher.verifications[-1]
     assert final.final and len(final.intervals) == 12
     assert min(iv.delivered_pct or 0.0 for iv in final.intervals) >= 95.0
-    w.records.close()
+    await w.records.close()
 
 
 async def test_an_external_pv_forecast_moves_the_baseline(world: World) -> None:
@@ -359,7 +442,7 @@ async def test_an_activation_killed_before_its_first_cycle_is_verified_as_asked(
         Activation("act-k", T17, T17 + 2 * FIVE, p_kw=base - 30.0, reservation_id="res-k")
     )
     assert decision.p_kw is not None
-    assert world.records.pcc_setpoints("act-k") == []  # not begun when the gateway died
+    assert await world.records.pcc_setpoints("act-k") == []  # not begun when the gateway died
     world.bench.advance(13 * 60)  # down past the activation's end
     world.service = world.new_service()
     await world.service.start()
@@ -405,10 +488,9 @@ async def test_a_final_verification_computed_before_a_kill_is_sent_as_recorded(
     assert first.final
     # the crash window: the record still open; the store now holds a different reading at
     # the end of the interval (one buffered when the first verification was computed)
-    db = sqlite3.connect(world.records.path)
-    db.execute("UPDATE flex_activation SET state = 'active' WHERE id = 'act-f'")
-    db.commit()
-    db.close()
+    await world.records.db.call(
+        lambda db: db.execute("UPDATE flex_activation SET state = 'active' WHERE id = 'act-f'")
+    )
     rows = world.bench.history._rows["pcc.e_import"]
     k = next(i for i, r in enumerate(rows) if r.time >= T17 + FIVE)
     assert rows[k].value is not None
@@ -418,8 +500,8 @@ async def test_a_final_verification_computed_before_a_kill_is_sent_as_recorded(
     again = world.publisher.verifications[-1]
     assert again is not first and again.final
     assert again.intervals == first.intervals
-    assert world.records.verification("act-f") == list(first.intervals)
-    record = world.records.activation("act-f")
+    assert await world.records.verification("act-f") == list(first.intervals)
+    record = await world.records.activation("act-f")
     assert record is not None and record.state == "ended"
 
 
@@ -431,7 +513,7 @@ async def test_the_first_decision_after_a_start_waits_for_readings(world: World)
     base = world.baseline_now()
     assert base > 20.0  # the evening import
     world.bench.table = PointTable(world.bench.config)  # what a fresh process holds
-    world.bench.table.listen(world.bench.history.add)
+    world.bench.table.listen(world.bench.history.add_all)
     world.service = world.new_service()
     act = Activation("act-w", T17, T17 + FIVE, p_kw=base - 30.0, reservation_id="res-w")
     deciding = asyncio.create_task(world.service.activate(act))
@@ -440,7 +522,7 @@ async def test_the_first_decision_after_a_start_waits_for_readings(world: World)
     world.bench.sample()
     decision = await asyncio.wait_for(deciding, 5)
     assert decision.status is not DecisionStatus.REFUSED, decision.reasons
-    record = world.records.activation("act-w")
+    record = await world.records.activation("act-w")
     assert record is not None and record.baseline is not None
     assert record.baseline["p"][0] == pytest.approx(base, abs=5.0)
 
@@ -449,14 +531,16 @@ async def test_a_write_cut_by_a_kill_is_found_and_written_again(world: World) ->
     """Killed between sending a set point and learning its result: the record says
     `sending`; the next start marks it unknown and writes that DER back to its plan."""
     await world.run_until(START + timedelta(minutes=1))
-    world.records.intend_setpoint("plan", world.bench.now(), "bess1", "bess1.p_set", 20.0, 20.0)
+    await world.records.intend_setpoint(
+        "plan", world.bench.now(), "bess1", "bess1.p_set", 20.0, 20.0
+    )
     world.bench.grid.apply("bess1", Quantity.ACTIVE_POWER_SETPOINT, 20.0)  # it did arrive
     world.bench.advance(5)
     world.service = world.new_service()
     await world.service.start()
-    assert world.records.unsettled_setpoints() == []
+    assert await world.records.unsettled_setpoints() == []
     await world.run_until(world.bench.now() + timedelta(seconds=10))
-    writes = [w for w in world.records.sent_setpoints("plan") if w[2] == "bess1.p_set"]
+    writes = [w for w in await world.records.sent_setpoints("plan") if w[2] == "bess1.p_set"]
     assert [w[4] for w in writes] == ["unknown", "confirmed"]
     assert writes[-1][3] == pytest.approx(0.0)  # back to its plan: idle
     assert world.bench.table.value("bess1", Quantity.ACTIVE_POWER) == pytest.approx(0.0, abs=0.5)

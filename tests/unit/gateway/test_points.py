@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from gateway.config import LoadedConfig
@@ -58,3 +60,41 @@ def test_invalid_readings_carry_the_canonical_unit() -> None:
     table.mark_device_down(device, "link down")
     latest = table.latest("bess1.p")
     assert latest is not None and latest.value is None and latest.unit == "KiloW"
+
+
+def test_roles_follow_a_remap() -> None:
+    """Points by role, in mapping order, as the mapping now says (the index is rebuilt)."""
+    config = load_config(DEMO_CONFIG)
+    table = PointTable(config)
+    assert [m.point.id for m in table.find("pcc", Quantity.ACTIVE_POWER)] == [
+        "pcc.p",
+        "pcc.meter.p",
+    ]
+    for mapping in config.mappings.values():
+        for device in mapping.devices:
+            device.points = [p for p in device.points if p.id != "pcc.p"]
+    table.remap(config)
+    assert [m.point.id for m in table.find("pcc", Quantity.ACTIVE_POWER)] == ["pcc.meter.p"]
+    assert table.find("nobody", Quantity.ACTIVE_POWER) == []
+
+
+def test_listeners_hear_each_update_once_with_the_whole_batch() -> None:
+    """One call per update (a poll), after the table holds every reading of it: mapped
+    points only, in order, in the canonical unit."""
+    table = PointTable(demo_with_units({"bess1.p": "W"}))
+    heard: list[tuple[list[tuple[str, object, str]], bool]] = []
+
+    def listener(batch: Sequence[Reading]) -> None:
+        held = all(table.latest(r.point) is r for r in batch)
+        heard.append(([(r.point, r.value, r.unit) for r in batch], held))
+
+    table.listen(listener)
+    table.update(
+        [
+            Reading("bess1.p", 2500.0, "W"),
+            Reading("nobody.knows", 1.0, "KiloW"),
+            Reading("bess1.soc", 55.0, "PERCENT"),
+        ]
+    )
+    table.update([Reading("nobody.knows", 1.0, "KiloW")])  # nothing mapped: no call
+    assert heard == [([("bess1.p", 2.5, "KiloW"), ("bess1.soc", 55.0, "PERCENT")], True)]

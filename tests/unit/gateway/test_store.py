@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -244,4 +245,106 @@ async def test_a_flush_larger_than_a_chunk_writes_every_row(tmp_path: Path) -> N
         store.add(Reading(f"p{i}", float(i), "KiloW", gateway_time=_at(0)))
     assert await store.flush() == n
     assert len(_rows(store)) == n
+    await store.close()
+
+
+def _all_rows(path: Path) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        return list(conn.execute("SELECT point, ts, value, quality, source_ts FROM samples"))
+    finally:
+        conn.close()
+
+
+def _three_points(deadband: float, integrity_s: float) -> Device:
+    device = _device(deadband=deadband, integrity_s=integrity_s)
+    p = device.points[0]
+    device.points = [p.model_copy(update={"id": name}) for name in ("a", "b", "c")]
+    return device
+
+
+async def test_a_polls_batch_keeps_what_reading_by_reading_keeps(tmp_path: Path) -> None:
+    """The point table hands the store a poll at a time: deadband, quality changes, the
+    integrity period and device-stamped records decide exactly as reading by reading,
+    also when a batch carries a point twice."""
+    bad = Quality.invalid(QualityFlag.COMM_FAILURE)
+    polls: list[list[Reading]] = []
+    for i in range(40):
+        t = _at(i)
+        polls.append(
+            [
+                Reading("a", 10.0 + (0.3 if i % 3 else 0.0) + i // 10, "KiloW", gateway_time=t),
+                Reading("b", None, "KiloW", bad, gateway_time=t)
+                if 12 <= i < 15
+                else Reading("b", 5.0, "KiloW", gateway_time=t),
+                Reading("c", float(i % 2), "KiloW", source_time=t, gateway_time=t),
+                Reading("unmapped", float(i), "KiloW", gateway_time=t),
+            ]
+        )
+    # two polls in one batch: the second decides against what the first kept
+    polls[20] = polls[20] + polls.pop(21)
+    one_by_one = await Store.open(tmp_path / "one.sqlite")
+    batched = await Store.open(tmp_path / "batch.sqlite")
+    for store in (one_by_one, batched):
+        store.configure([_three_points(deadband=0.5, integrity_s=15)])
+    for poll in polls:
+        for reading in poll:
+            one_by_one.add(reading)
+        batched.add_all(poll)
+    assert batched.pending == one_by_one.pending == batched.kept == one_by_one.kept
+    for store in (one_by_one, batched):
+        await store.close()
+    want = sorted(_all_rows(tmp_path / "one.sqlite"))
+    assert sorted(_all_rows(tmp_path / "batch.sqlite")) == want
+    kept = [row[:3] for row in want if row[0] == "a"]
+    # moves of 0.3 stay within the deadband; the steps of 1.0 every 10 s and the
+    # integrity period (15 s) are kept, and the close keeps the last confirmation
+    assert [t - T0.timestamp() for _, t, _ in kept] == [0.0, 10.0, 20.0, 30.0, 39.0]
+    b = [(t - T0.timestamp(), q) for p, t, _, q, _ in want if p == "b"]
+    assert b == [(0.0, "good"), (12.0, str(bad)), (15.0, "good"), (30.0, "good"), (39.0, "good")]
+    assert sum(row[0] == "c" for row in want) == 40  # every device-stamped record
+
+
+async def test_rows_are_written_point_by_point(tmp_path: Path) -> None:
+    """A flush writes each point's rows together, in time order: one page of the
+    (point, ts) index per point and flush, not one per row."""
+    store = await Store.open(tmp_path / "s.sqlite")
+    for i in range(4):
+        for point in ("x", "y", "z"):
+            store.add(Reading(point, float(i), "KiloW", gateway_time=_at(i)))
+    assert await store.flush() == 12
+    rows = [(p, t - T0.timestamp()) for p, t, *_ in _all_rows(tmp_path / "s.sqlite")]
+    assert rows == [(p, float(i)) for p in ("x", "y", "z") for i in range(4)]
+    await store.close()
+
+
+async def test_the_periodic_flush_holds_readings_for_the_hold_time(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "s.sqlite")
+    store.add(Reading("p", 1.0, "KiloW", gateway_time=_at(0)))
+    store.add(Reading("p", 2.0, "KiloW", gateway_time=_at(1)))
+    assert await store.flush_due(hold_s=3600) == 0
+    assert store.pending == 2 and _rows(store) == []
+    latest = await store.latest("p")  # a query writes what is held first
+    assert latest is not None and latest.value == 2.0
+    assert store.pending == 0
+    store.add(Reading("p", 3.0, "KiloW", gateway_time=_at(2)))
+    assert await store.flush_due(hold_s=0.0) == 1
+    assert [v for _, v in _rows(store)] == [1.0, 2.0, 3.0]
+    await store.close()
+
+
+async def test_a_query_waits_for_the_write_in_progress(tmp_path: Path) -> None:
+    """The periodic flush has taken the buffer and is writing it in a worker thread when a
+    query comes: the query sees those rows, not a history that ends seconds early."""
+    store = await Store.open(tmp_path / "s.sqlite")
+    for i in range(20):
+        store.add_all(
+            [Reading(f"q{k}", float(i), "KiloW", gateway_time=_at(i)) for k in range(3000)]
+        )
+    periodic = asyncio.create_task(store.flush_due(hold_s=0.0))
+    await asyncio.sleep(0)  # it has taken the buffer; its rows are being written
+    assert store.pending == 0
+    got = await store.range("q2999", T0, _at(20))
+    assert [s.value for s in got] == [float(i) for i in range(20)]
+    assert await periodic == 60000
     await store.close()

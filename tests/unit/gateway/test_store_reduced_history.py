@@ -74,8 +74,8 @@ async def test_forecast_and_verification_from_the_reduced_history(
     full = await Store.open(tmp_path / "full.sqlite")  # told nothing: keeps every reading
     reduced = await Store.open(tmp_path / "reduced.sqlite")
     reduced.configure(_by_exception(bench.config.devices))
-    bench.table.listen(full.add)
-    bench.table.listen(reduced.add)
+    bench.table.listen(full.add_all)
+    bench.table.listen(reduced.add_all)
     for _ in range(DAYS * 24):
         bench.advance(3600, step=STEP_S)
         await full.flush()

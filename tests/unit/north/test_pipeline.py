@@ -4,10 +4,13 @@ checks and what gets recorded."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +21,7 @@ from gateway.north.certs import AMS_IDENTITY, OPERATOR_IDENTITY, SIGNERS
 from gateway.north.codec import secured
 from gateway.north.config import Role
 from gateway.north.ledger import Ledger
-from gateway.north.pipeline import InboundPipeline, ReserveApplier
+from gateway.north.pipeline import INLINE_PARSE_BYTES, InboundPipeline, ReserveApplier
 from gateway.north.service import NoFlexibility
 from gateway.north.tls import Peer
 from gateway.north.wire import TURTLE, Answer, Channel
@@ -37,6 +40,7 @@ from gateway.smartapi.tree import Lit
 from gateway.smartapi.vocab import SMARTAPI
 from tests.support import north as support
 from tests.support.pki import PkiFiles, make_test_pki
+from tests.support.waiting import until
 
 AMS = Peer(None, Role.AMS, frozenset({AMS_IDENTITY}), via="test")
 OPERATOR = Peer(None, Role.OPERATOR, frozenset({OPERATOR_IDENTITY}), via="test")
@@ -55,6 +59,8 @@ class CountingHandler:
         self.handler = handler
         self.calls: list[str] = []
         self.fail_apply = False
+        #: when set, notifications are applied only once it is set
+        self.hold_notifications: asyncio.Event | None = None
 
     async def check_notification(self, notification: ReserveNotification) -> None:
         self.calls.append("check_notification")
@@ -62,6 +68,8 @@ class CountingHandler:
 
     async def apply_notification(self, notification: ReserveNotification) -> None:
         self.calls.append("apply_notification")
+        if self.hold_notifications is not None:
+            await self.hold_notifications.wait()
         await self.handler.apply_notification(notification)
 
     async def check_activation(self, activation: ReserveActivation) -> None:
@@ -118,6 +126,23 @@ def notification(
     return reserve_notification(offer, sender=AMS_IDENTITY, share=share, intervals=2)
 
 
+def activation(
+    f: FlexibilityForecast, n: ReserveNotification, activation_id: str
+) -> ReserveActivation:
+    """At the baseline of the first interval of `n`, for that interval."""
+    return ReserveActivation(
+        id=activation_id,
+        sender=AMS_IDENTITY,
+        generated_at=n.generated_at,
+        microgrid=support.MICROGRID,
+        notification=n.id,
+        p_kw=f.intervals[0].p_kw,
+        q_kvar=f.intervals[0].q_kvar,
+        start=n.start,
+        end=n.interval_start(1),
+    )
+
+
 async def test_signature_is_checked_before_the_shapes(rig: Rig) -> None:
     unsigned_and_broken = codec.encode(notification()).replace(b"smartapi:id", b"smartapi:idx")
     answer = await rig.post(Channel.NOTIFICATION, unsigned_and_broken)
@@ -145,18 +170,7 @@ async def test_a_refusal_is_recorded_and_repeated_without_asking_again(rig: Rig)
 async def test_a_failing_apply_answers_500_and_stays_answered(rig: Rig) -> None:
     n = notification(forecast=rig.forecast)
     assert (await rig.post(Channel.NOTIFICATION, support.signed(rig.pki, "ams", n))).ok
-    f = rig.forecast
-    a = ReserveActivation(
-        id="act-1",
-        sender=AMS_IDENTITY,
-        generated_at=n.generated_at,
-        microgrid=support.MICROGRID,
-        notification=n.id,
-        p_kw=f.intervals[0].p_kw,
-        q_kvar=f.intervals[0].q_kvar,
-        start=n.start,
-        end=n.interval_start(1),
-    )
+    a = activation(rig.forecast, n, "act-1")
     rig.handler.fail_apply = True
     body = support.signed(rig.pki, "ams", a)
     answer = await rig.post(Channel.ACTIVATION, body)
@@ -164,6 +178,54 @@ async def test_a_failing_apply_answers_500_and_stays_answered(rig: Rig) -> None:
     assert "inverter did not answer" in codec.decode(answer.body, TURTLE).message  # type: ignore[union-attr]
     assert await rig.post(Channel.ACTIVATION, body) == answer
     assert rig.handler.calls.count("apply_activation") == 1
+
+
+async def test_an_activation_is_not_held_behind_a_notification_being_applied(rig: Rig) -> None:
+    """Activations and notifications are serialized each on their own: the control path
+    does not wait for a notification's (long) decision."""
+    n = notification(forecast=rig.forecast)
+    assert (await rig.post(Channel.NOTIFICATION, support.signed(rig.pki, "ams", n))).ok
+    rig.handler.hold_notifications = asyncio.Event()
+    second = notification(share=0.1, forecast=rig.forecast)
+    pending = asyncio.create_task(
+        rig.post(Channel.NOTIFICATION, support.signed(rig.pki, "ams", second))
+    )
+    try:
+        await until(lambda: rig.handler.calls.count("apply_notification") == 2, within=10)
+        a = activation(rig.forecast, n, "act-2")
+        body = support.signed(rig.pki, "ams", a)
+        answer = await asyncio.wait_for(rig.post(Channel.ACTIVATION, body), 10)
+        assert "apply_activation" in rig.handler.calls, answer.body.decode()
+        assert not pending.done()
+    finally:
+        rig.handler.hold_notifications.set()
+        await pending
+
+
+async def test_big_bodies_are_parsed_off_the_event_loop(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body over the inline size is parsed and verified in a worker thread (an attack's
+    padded bodies never stall the loop); a small one on the loop."""
+    threads: list[str] = []
+    authenticate = InboundPipeline._authenticate
+
+    def recorded(self: InboundPipeline, *args: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return authenticate(self, *args)
+
+    monkeypatch.setattr(InboundPipeline, "_authenticate", recorded)
+    small = support.signed(rig.pki, "ams", notification(forecast=rig.forecast))
+    assert len(small) <= INLINE_PARSE_BYTES
+    padding = b"".join(b"# padding %d\n" % i for i in range(3000))
+    big = support.signed(rig.pki, "ams", notification(share=0.1, forecast=rig.forecast))
+    big = padding + big
+    assert len(big) > INLINE_PARSE_BYTES
+    assert (await rig.post(Channel.NOTIFICATION, small)).ok
+    answer = await rig.post(Channel.NOTIFICATION, big)
+    assert answer.ok, answer.body.decode()
+    loop_thread = threading.current_thread().name
+    assert threads[0] == loop_thread and threads[1] != loop_thread
 
 
 async def test_reserve_rejected_carries_its_own_status(rig: Rig) -> None:

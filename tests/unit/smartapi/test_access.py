@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -12,7 +13,7 @@ from rdflib import Graph
 from gateway.config import LoadedConfig
 from gateway.model import utcnow
 from gateway.points import PointTable
-from gateway.smartapi import examples
+from gateway.smartapi import access, examples, fielddata
 from gateway.smartapi.access import (
     ACCESS_PATH,
     PEER_ROLE_KEY,
@@ -85,6 +86,27 @@ async def test_read_whole_entity_in_jsonld(service: AccessService) -> None:
     assert status == 200 and isinstance(answer, Response)
     points = {vo.point for vo in answer.activities[0].entities[0].value_objects}
     assert {"bess1.p", "bess1.soc", "bess1.p_set"} <= points
+
+
+async def test_a_read_costs_the_points_it_asks_for(
+    service: AccessService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a site of 10,000 points a read of one DER must not build a value for every
+    point (it did, twice: 20 reads a second saturated the gateway)."""
+    built = 0
+    original = fielddata.value_object
+
+    def counted(*args: Any) -> ValueObject:
+        nonlocal built
+        built += 1
+        return original(*args)
+
+    await call(service, request(Method.READ, BESS))  # the first read may index the site
+    monkeypatch.setattr(access, "value_object", counted)
+    monkeypatch.setattr(fielddata, "value_object", counted)
+    status, answer = await call(service, request(Method.READ, BESS))
+    assert status == 200 and isinstance(answer, Response)
+    assert built == len(answer.activities[0].entities[0].value_objects) < len(list(service.table))
 
 
 async def test_read_unknown_entity_is_an_error(service: AccessService) -> None:

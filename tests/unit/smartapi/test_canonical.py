@@ -66,3 +66,41 @@ def test_shared_or_cyclic_blank_nodes_are_refused() -> None:
     g.add((y, URIRef("urn:p"), x))
     with pytest.raises(InvalidTerm, match="cycle"):
         canonical_graph(g)
+
+
+def test_a_cycle_below_a_named_node_is_refused() -> None:
+    # _:x is reached from <urn:a> and again from _:y: the object of two statements
+    a, p, x, y = URIRef("urn:a"), URIRef("urn:p"), BNode(), BNode()
+    g = Graph()
+    g.add((a, p, x))
+    g.add((x, p, y))
+    g.add((y, p, x))
+    with pytest.raises(InvalidTerm, match="more than one"):
+        canonical_graph(g)
+
+
+def test_blank_trees_no_named_node_leads_to() -> None:
+    # a blank root with a blank child, beside a named node: labelled like any tree, and
+    # equal for any labelling of the blank nodes
+    def graph() -> Graph:
+        g = Graph()
+        root, child, p = BNode(), BNode(), URIRef("urn:p")
+        g.add((root, p, child))
+        g.add((child, p, Literal("1", datatype=XSD.integer)))
+        g.add((URIRef("urn:a"), p, Literal("x")))
+        return g
+
+    first, second = canonical_graph(graph()), canonical_graph(graph())
+    assert first == second
+    assert first.count(b"_:c") == 3  # root (subject), child (object and subject)
+    assert b"<urn:a> <urn:p> " in first
+
+
+def test_excluded_statement_on_a_blank_node() -> None:
+    g = parse(encode(examples.reserve_activation()), "text/turtle")
+    vo = next(iter(g.subjects(RDF.value, None)))
+    value = g.value(vo, RDF.value)
+    assert value is not None
+    without = canonical_graph(g, exclude=[(vo, RDF.value, value)])
+    g.remove((vo, RDF.value, value))
+    assert without == canonical_graph(g)

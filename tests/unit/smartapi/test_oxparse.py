@@ -10,10 +10,11 @@ from hypothesis import strategies as st
 from pyoxigraph import RdfFormat
 from rdflib import Graph, Literal, URIRef
 from rdflib.compare import isomorphic
-from rdflib.namespace import XSD
+from rdflib.namespace import RDF, XSD
 
 from gateway.errors import MessageParseError, TooManyStatements, WrongDatatype
 from gateway.smartapi import examples
+from gateway.smartapi import vocab as v
 from gateway.smartapi.canonical import canonical_graph
 from gateway.smartapi.codec import Format, encode, parse, serialize_graph
 from gateway.smartapi.encode import AnyMessage
@@ -165,3 +166,30 @@ def test_labelled_blank_nodes_are_fresh_per_document() -> None:
     merged = ox_graph(text)
     merged += ox_graph(text)
     assert len(set(merged.subjects())) == 2
+
+
+@pytest.mark.parametrize(
+    "lexical",
+    ['tab\\tquote\\"back\\\\slash', "bell\\u0007 form\\f back\\b", "\\u00e9t\\u00E9 \\U0001F600"],
+)
+def test_escaped_strings_read_as_rdflib_reads_them(lexical: str) -> None:
+    # pyoxigraph writes some escapes rdflib's writer does not (\b, \f, \u00XX): each
+    # escaped literal is read back to its value, as rdflib reads the same Turtle
+    text = f'<http://x/a> <http://x/b> "{lexical}", "{lexical}"@en, "{lexical}"^^<http://x/t> .'
+    fast, reference = ox_graph(text), rdflib_graph(text)
+    assert set(fast.objects()) == set(reference.objects())
+    assert canonical_graph(fast) == canonical_graph(reference)
+
+
+def test_rdf_star_triple_terms_are_refused() -> None:
+    with pytest.raises(MessageParseError, match="RDF-star"):
+        parse(b"<urn:x:s> <urn:x:p> << <urn:x:a> <urn:x:b> <urn:x:c> >> .", "text/turtle")
+
+
+def test_vocabulary_terms_are_the_interned_objects() -> None:
+    # the decoder's lookups rely on identity (rdflib compares distinct equal terms in Python)
+    g = parse(encode(examples.forecast(2)), "text/turtle")
+    firsts = [p for _, p, _ in g if p == RDF.first]
+    doubles = [o.datatype for _, _, o in g if isinstance(o, Literal) and o.datatype == XSD.double]
+    assert firsts and all(p is v.FIRST for p in firsts)
+    assert doubles and all(d is v.INTERNED[str(XSD.double)] for d in doubles)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from drivers.modbus.driver import ModbusDriver
 from gateway.loader import load_mappings
-from gateway.model import QualityFlag, Reading
+from gateway.model import QualityFlag, Reading, utcnow
 
 
 def _words(fmt: str, *values: float) -> list[int]:
@@ -16,18 +16,24 @@ def _words(fmt: str, *values: float) -> list[int]:
     return list(struct.unpack(f">{len(data) // 2}H", data))
 
 
-MAPPING = """
+#: one device; its points follow
+DEVICE = """
 devices:
   - id: d
     protocol: modbus
     connection: {host: 127.0.0.1, port: 1502}
     points:
-      - {id: plain, address: 1/input/0, type: float32, unit: KiloW}
+"""
+
+MAPPING = (
+    DEVICE
+    + """      - {id: plain, address: 1/input/0, type: float32, unit: KiloW}
       - {id: scaled, address: 1/input/2, type: int16, scale: 0.1, offset: 1, unit: KiloW}
       - {id: nan, address: 1/input/3, type: float32, unit: KiloW}
       - {id: inf, address: 1/input/5, type: float32, unit: KiloW}
       - {id: huge, address: 1/input/7, type: float32, scale: 1.0e+300, unit: KiloW}
 """
+)
 
 
 def test_values_scaled_and_non_finite_ones_refused(tmp_path: Path) -> None:
@@ -52,3 +58,78 @@ def test_values_scaled_and_non_finite_ones_refused(tmp_path: Path) -> None:
     assert readings["huge"].quality.flags == {QualityFlag.OVERFLOW}
     assert "overflows" in readings["huge"].detail
     assert readings["plain"].gateway_time is readings["scaled"].gateway_time
+
+
+BLOCK = (
+    DEVICE
+    + """      - {id: a, address: 1/holding/0, type: float32, unit: KiloW}
+      - {id: b, address: 1/holding/2, type: int16, unit: KiloW}
+      - {id: c, address: 1/holding/4, type: float32, word_order: little, unit: KiloW}
+      - {id: d, address: 1/holding/6, type: uint32, unit: KiloW}
+"""
+)
+
+
+def _decoded(
+    tmp_path: Path, mapping: str, answer: list[int]
+) -> tuple[ModbusDriver, dict[str, Reading]]:
+    path = tmp_path / "m.yaml"
+    path.write_text(mapping)
+    (device,) = load_mappings([path])[path].devices
+    driver = ModbusDriver(device)
+    (request,) = driver.plan(device.points)
+    readings: dict[str, Reading] = {}
+    driver._decode_answer(request, answer, {p.id: p for p in device.points}, readings)
+    return driver, readings
+
+
+def _one_by_one(driver: ModbusDriver, answer: list[int]) -> dict[str, Reading]:
+    """Each point decoded on its own (the codec's per-point path), for comparison."""
+    (request,) = driver.plan(driver.device.points)
+    now = utcnow()
+    return {
+        p.id: driver._decode(p, driver.address(p), request, answer, now)
+        for p in driver.device.points
+    }
+
+
+def test_a_block_of_finite_values_decodes_as_point_by_point(tmp_path: Path) -> None:
+    # register 3 is a gap; the little word order float comes low word first
+    answer = [*_words(">f", 2.5), *_words(">h", -7), 0, *_words(">f", 1.25)[::-1]]
+    answer += _words(">I", 70000)
+    driver, readings = _decoded(tmp_path, BLOCK, answer)
+    want = _one_by_one(driver, answer)
+    for point_id, reading in readings.items():
+        other = want[point_id]
+        assert (reading.value, type(reading.value), reading.unit, reading.quality) == (
+            other.value,
+            type(other.value),
+            other.unit,
+            other.quality,
+        ), point_id
+    assert [readings[k].value for k in "abcd"] == [2.5, -7, 1.25, 70000]
+    assert type(readings["b"].value) is int  # unscaled integers stay integers
+
+
+def test_one_value_that_is_not_finite_spoils_no_other_point(tmp_path: Path) -> None:
+    answer = [*_words(">f", 2.5), *_words(">h", 3), 0, *_words(">f", float("nan"))[::-1]]
+    answer += _words(">I", 1)
+    _, readings = _decoded(tmp_path, BLOCK, answer)
+    assert readings["c"].quality.flags == {QualityFlag.INCONSISTENT}
+    assert readings["c"].value is None
+    assert all(readings[k].quality.good for k in "abd")
+    assert [readings[k].value for k in "abd"] == [2.5, 3, 1]
+
+
+def test_finite_values_whose_sum_overflows_are_all_good(tmp_path: Path) -> None:
+    """The block's finiteness check sums the values: a sum beyond float range must not
+    turn finite values into invalid ones."""
+    mapping = (
+        DEVICE
+        + """      - {id: x, address: 1/holding/0, type: float32, scale: 1.0e+308, unit: KiloW}
+      - {id: y, address: 1/holding/2, type: float32, scale: 1.0e+308, unit: KiloW}
+"""
+    )
+    _, readings = _decoded(tmp_path, mapping, [*_words(">f", 1.5), *_words(">f", 1.5)])
+    assert readings["x"].quality.good and readings["y"].quality.good
+    assert readings["x"].value == readings["y"].value == 1.5e308
