@@ -28,6 +28,7 @@ import asyncio.sslproto
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import sqlite3
@@ -78,13 +79,9 @@ def bound_the_allocator() -> bool:
     False where the C library is not glibc."""
     bound_tls_buffers()
     bound_sqlite_memory()
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
@@ -105,7 +102,9 @@ def bound_the_allocator() -> bool:
 TRIM_EVERY_S = 5.0
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    # once: find_library runs `ldconfig -p` in a child process each time it is called
     name = ctypes.util.find_library("c")
     try:
         return ctypes.CDLL(name) if name is not None else None

@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from gateway.allocator import SQLITE_HEAP_LIMIT
 from gateway.north.certs import init_dev_pki
 from tests.support.procs import ROOT, child_env
@@ -27,6 +29,8 @@ MAX_KIB_PER_CONNECTION = 320
 SCRIPT = r"""
 import asyncio, json, ssl, sys
 from pathlib import Path
+
+import pytest
 from gateway.allocator import bound_the_allocator, trim
 
 if sys.argv[2] == "bounded":
@@ -141,3 +145,25 @@ def test_sqlite_connections_share_one_bounded_heap(tmp_path: Path) -> None:
     assert bounded <= SQLITE_HEAP_LIMIT / 2**20 + 0.5, (bounded, unbounded)
     # SQLite's default: each connection keeps a page cache of up to 2 MB
     assert unbounded >= 6, (bounded, unbounded)
+
+
+def test_the_periodic_trim_looks_up_the_c_library_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ctypes.util.find_library` runs `ldconfig -p` in a child process: once per trim
+    (every 5 s) it forked the gateway for nothing."""
+    import ctypes.util
+
+    from gateway import allocator
+
+    calls: list[str] = []
+    real = ctypes.util.find_library
+
+    def counting(name: str) -> str | None:
+        calls.append(name)
+        return real(name)
+
+    allocator._libc.cache_clear()
+    monkeypatch.setattr(ctypes.util, "find_library", counting)
+    for _ in range(3):
+        allocator.trim()
+    allocator.bound_the_allocator()
+    assert calls == ["c"]
