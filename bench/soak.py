@@ -96,6 +96,20 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
+def resident_by_kind_mb() -> dict[str, float]:
+    """Resident memory by kind, MiB: `libraries` (file-backed: the code and data of the
+    loaded libraries, a base set by what the site uses) and `allocated` (anonymous: what
+    the process allocated, the working set)."""
+    kb: dict[str, int] = {}
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
+        name, _, value = line.partition(":")
+        kb[name] = int(value.split()[0])
+    return {
+        "libraries": round((kb["Rss"] - kb["Anonymous"]) / 1024, 1),
+        "allocated": round(kb["Anonymous"] / 1024, 1),
+    }
+
+
 class Part(Protocol):
     """A load that runs against the gateway for the soak's duration."""
 
@@ -269,7 +283,7 @@ async def soak(
         if not await _wait(lambda: all(_all_good(gw, d) for d in gw.sessions), 60):
             bad = [d for d in gw.sessions if not _all_good(gw, d)]
             raise SystemExit(f"devices not up with good values after 60 s: {bad}")
-        rss_start = rss_mb()
+        rss_start, kinds_start = rss_mb(), resident_by_kind_mb()
         parts = build_parts(gw, sims, args, ams)
         calm_deadline = loop.time() + args.calm
         async with asyncio.TaskGroup() as group:
@@ -305,7 +319,7 @@ async def soak(
         store = gw.store
         assert store is not None
         store_path = store.path
-        rss_end = rss_mb()
+        rss_end, kinds_end = rss_mb(), resident_by_kind_mb()
     # the store is flushed and closed now: every reading it kept must be in it
     samples_lost = store.kept - stored_samples(store_path)
     figures = {p.name: p.figures() for p in parts}
@@ -338,6 +352,8 @@ async def soak(
         # the steady state: the median over the last quarter of the faults phase
         "steady": _steady(rss_samples),
         "steady_after_min": round(0.75 * args.duration / 60, 1),
+        "by_kind_start": kinds_start,
+        "by_kind_end": kinds_end,
     }
     rss["steady_ok"] = rss["steady"] <= STEADY_MB if rss["steady"] is not None else None
     return {

@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.base import Driver
 from drivers.registry import create_driver
@@ -22,7 +22,6 @@ from gateway.control import Controller
 from gateway.errors import GatewayError, ReloadRefused
 from gateway.listeners import ensure_fd_budget
 from gateway.mapping import Device
-from gateway.market import Market, attach_market
 from gateway.ops.health import Health
 from gateway.ops.instruments import instrument
 from gateway.ops.metrics import Registry
@@ -33,6 +32,9 @@ from gateway.ops.service import supervise
 from gateway.ops.status import StatusBoard
 from gateway.points import PointTable
 from gateway.store import Store
+
+if TYPE_CHECKING:  # the market side (rdflib, numpy, highspy, ...) loads only with `north:`
+    from gateway.market import Market
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +202,10 @@ class Gateway:
             self._start(session)
         self.spawn(self._housekeeping(), "store")
         try:
-            self.market = await attach_market(self)
+            if cfg.north is not None:
+                from gateway.market import attach_market  # only a site with north: loads it
+
+                self.market = await attach_market(self)
         except BaseException:
             await _cancel_and_wait(self._tasks)
             await self._stack.aclose()

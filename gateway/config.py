@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.mapping import Device, MappingFile
 from gateway.north.config import NorthConfig
-from gateway.smartapi.flexibility import statements_for
 
 _ID = r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$"
 
@@ -251,6 +250,9 @@ class GatewayConfig(BaseModel):
         """A notification for the whole flex horizon must fit north.server.max_statements."""
         if self.north is None:
             return self
+        # here: the Smart API message model loads rdflib, which a site without north never needs
+        from gateway.smartapi.flexibility import statements_for
+
         intervals = math.ceil(self.flex.horizon_h * 3600 / self.flex.interval_s)
         needed = statements_for(intervals)
         limit = self.north.server.max_statements

@@ -48,8 +48,8 @@ from gateway.protocols.base import (
     ProtocolSpec,
     read_first_line,
 )
-from gateway.smartapi.interop import Dialect, PeerProfile
 from gateway.smartapi.messages import check_iri
+from gateway.smartapi.peers import Dialect, PeerProfile
 from gateway.smartapi.security.keys import PS256, Identity, TrustStore, algorithm_of
 from gateway.smartapi.vocab import QuantityKind, unit_fits
 

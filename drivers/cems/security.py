@@ -21,7 +21,8 @@ from gateway.smartapi import codec
 from gateway.smartapi.codec import Format
 from gateway.smartapi.decode import decode_graph
 from gateway.smartapi.encode import AnyMessage, to_tree
-from gateway.smartapi.interop import MODERN, PeerProfile, Profiles, to_v11
+from gateway.smartapi.interop import to_v11
+from gateway.smartapi.peers import MODERN, PeerProfile, Profiles
 from gateway.smartapi.security.keys import Identity, TrustStore
 from gateway.smartapi.security.profile import InboundSecurity, OutboundSecurity
 from gateway.smartapi.security.replay import ReplayGuard

@@ -10,10 +10,11 @@ No `from __future__ import annotations` in this module: c104 checks callback sig
 against real annotation objects and rejects string annotations.
 """
 
+import contextlib
 import datetime
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import SupportsFloat, SupportsInt, cast
 
 import c104
@@ -166,6 +167,8 @@ class Link:
         self._relay = _Relay(samples, state, self._answers)
         self._commands: dict[tuple[int, int], c104.Point] = {}
         self._command_lock = threading.Lock()
+        self._raw_lock = threading.Lock()
+        self._exchanges = 0  # in progress; the raw hook is set while there is one
         try:
             self._client = c104.Client(
                 tick_rate_ms=options.tick_rate_ms,
@@ -192,7 +195,6 @@ class Link:
         params.send_window_size = options.k
         params.receive_window_size = options.w
         con.on_state_change(callable=self._relay.on_state)
-        con.on_receive_raw(callable=self._relay.on_receive_raw)
         con.on_unexpected_message(callable=self._relay.on_unexpected)
 
     def _add(self, addr: Iec104Address) -> None:
@@ -340,23 +342,45 @@ class Link:
         """Send via c104 and judge by the answers seen on the wire, waiting until they
         have `settled` (at most the timeout). If c104 waited for the answers itself
         (`c104_waits`), its positive verdict stands."""
-        self._answers.expect(key)
-        started = time.monotonic()
+        with self._raw_frames():
+            self._answers.expect(key)
+            started = time.monotonic()
+            try:
+                ok = send()
+            except _C104_ERRORS as exc:
+                self._answers.collect(key, settled, 0.0)
+                raise LinkError(self.device_id, f"{what} failed in c104: {exc}") from exc
+            if not ok and not c104_waits:
+                self._answers.collect(key, settled, 0.0)
+                raise LinkError(self.device_id, f"{what} not sent: the connection is not open")
+            if ok and c104_waits:
+                # the raw copy of an answer may reach us a little after c104 handled it: wait
+                # for it briefly so that it cannot be taken for the answer to the next request
+                self._answers.collect(key, settled, _LATE_ANSWER_S)
+                return Verdict.CONFIRMED, ""
+            remaining = self._timeout - (time.monotonic() - started) if self.is_open else 0.0
+            return judge(self._answers.collect(key, settled, remaining))
+
+    @contextlib.contextmanager
+    def _raw_frames(self) -> Iterator[None]:
+        """The wire's frames reach `_Answers` while an exchange is in progress, and only
+        then: c104 2.2.1 leaks a memoryview and a bytes object (about 365 bytes) for every
+        frame it hands to a raw callback (upstream issue #77), which with the hook always
+        set grew the gateway by ~1.2 kB/s at the demo's IEC 104 telemetry rate, without
+        bound. c104 guards its callbacks with a mutex, so setting and clearing the hook from
+        this thread is safe."""
+        with self._raw_lock:
+            if self._exchanges == 0:
+                self._con.on_receive_raw(callable=self._relay.on_receive_raw)
+            self._exchanges += 1
         try:
-            ok = send()
-        except _C104_ERRORS as exc:
-            self._answers.collect(key, settled, 0.0)
-            raise LinkError(self.device_id, f"{what} failed in c104: {exc}") from exc
-        if not ok and not c104_waits:
-            self._answers.collect(key, settled, 0.0)
-            raise LinkError(self.device_id, f"{what} not sent: the connection is not open")
-        if ok and c104_waits:
-            # the raw copy of an answer may reach us a little after c104 handled it: wait
-            # for it briefly so that it cannot be taken for the answer to the next request
-            self._answers.collect(key, settled, _LATE_ANSWER_S)
-            return Verdict.CONFIRMED, ""
-        remaining = self._timeout - (time.monotonic() - started) if self.is_open else 0.0
-        return judge(self._answers.collect(key, settled, remaining))
+            yield
+        finally:
+            with self._raw_lock:
+                self._exchanges -= 1
+                if self._exchanges == 0:
+                    # None clears the hook (c104 Callback::reset); its stub does not say so
+                    self._con.on_receive_raw(callable=None)  # type: ignore[arg-type]
 
 
 def _command_value(

@@ -23,8 +23,9 @@ from gateway.smartapi.access import Opener, Sealer
 from gateway.smartapi.canonical import canonical_tree
 from gateway.smartapi.decode import decode_graph, message_node
 from gateway.smartapi.encode import AnyMessage, to_tree
-from gateway.smartapi.interop import Profiles, to_v11
+from gateway.smartapi.interop import to_v11
 from gateway.smartapi.messages import ErrorMessage, Message, check_id
+from gateway.smartapi.peers import Profiles
 from gateway.smartapi.security.keys import Identity, TrustStore
 from gateway.smartapi.security.profile import InboundSecurity, OutboundSecurity
 from gateway.smartapi.security.replay import ReplayGuard

@@ -9,12 +9,14 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gateway.north.ams_sim import AmsSimConfig, AmsSimulator
-from gateway.north.certs import init_dev_pki
 from gateway.north.config import MqttConfig
-from gateway.north.wire import Channel
-from gateway.smartapi.flexibility import FlexibilityForecast
+
+# The commands import what they run when they run: every `mgms` command, `mgms run` too,
+# builds these parsers, and the AMS simulator and certificates need the Smart API stack.
+if TYPE_CHECKING:
+    from gateway.north.ams_sim import AmsSimConfig, AmsSimulator
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,6 +44,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def cmd_certs_init(args: argparse.Namespace) -> int:
+    from gateway.north.certs import init_dev_pki
+
     try:
         pki = init_dev_pki(args.directory, force=args.force)
     except FileExistsError as exc:
@@ -52,6 +56,8 @@ def cmd_certs_init(args: argparse.Namespace) -> int:
 
 
 def cmd_ams_sim(args: argparse.Namespace) -> int:
+    from gateway.north.ams_sim import AmsSimConfig
+
     mqtt = None
     if args.mqtt:
         host, _, port = args.mqtt.rpartition(":")
@@ -68,6 +74,8 @@ def cmd_ams_sim(args: argparse.Namespace) -> int:
 
 
 async def _ams_sim(config: AmsSimConfig, *, cycle: bool) -> int:
+    from gateway.north.ams_sim import AmsSimulator
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -97,6 +105,9 @@ async def _ams_sim(config: AmsSimConfig, *, cycle: bool) -> int:
 
 async def _cycle(ams: AmsSimulator, *, via: str) -> dict[str, object]:
     """One CRP cycle driven by the gateway's first forecast."""
+    from gateway.north.wire import Channel
+    from gateway.smartapi.flexibility import FlexibilityForecast
+
     forecast = await ams.next_message(Channel.FORECAST)
     assert isinstance(forecast, FlexibilityForecast)
     notification = ams.notification_for(forecast)

@@ -34,7 +34,7 @@ from typing import Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.smartapi.interop import Dialect, PeerProfile, Profiles
+from gateway.smartapi.peers import Dialect, PeerProfile, Profiles
 
 _HOUR_S = 3600.0
 

@@ -24,30 +24,16 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from gateway.errors import GatewayError
 from gateway.loader import load_config
-from gateway.north.config import TlsFiles
-from gateway.north.tls import client_context
 from gateway.ops.server import read_token
-from gateway.smartapi.access import ACCESS_PATH
-from gateway.smartapi.codec import decode, media_format, prepare, serialize
-from gateway.smartapi.decode import decode_graph
-from gateway.smartapi.encode import AnyMessage, der_iri, device_iri, to_tree
-from gateway.smartapi.messages import (
-    Activity,
-    Entity,
-    ErrorMessage,
-    Method,
-    Request,
-    Response,
-    ValueObject,
-    new_message_id,
-)
-from gateway.smartapi.security.keys import Identity, TrustStore
-from gateway.smartapi.security.profile import InboundSecurity, OutboundSecurity
+
+if TYPE_CHECKING:
+    from gateway.smartapi.encode import AnyMessage
+    from gateway.smartapi.messages import Method, Request
 
 DEFAULT_CONFIG = Path("/etc/mgms/gateway.yaml")
 TIMEOUT_S = 15.0
@@ -169,7 +155,21 @@ def cmd_point_write(args: argparse.Namespace) -> int:
 # -- mgms smartapi ------------------------------------------------------------------------
 
 
+# The `mgms smartapi` functions import the Smart API stack (rdflib, pyoxigraph, cryptography)
+# when they run: every `mgms` command, `mgms run` too, builds these parsers.
+
+
 def build_request(args: argparse.Namespace, method: Method) -> Request:
+    from gateway.smartapi.encode import der_iri, device_iri
+    from gateway.smartapi.messages import (
+        Activity,
+        Entity,
+        Method,
+        Request,
+        ValueObject,
+        new_message_id,
+    )
+
     iri = der_iri(args.microgrid, args.der) if args.der else device_iri(args.microgrid, args.device)
     if method is Method.READ:
         values = tuple(ValueObject(point=p) for p in args.point)
@@ -184,11 +184,20 @@ def build_request(args: argparse.Namespace, method: Method) -> Request:
 
 
 def _signed(args: argparse.Namespace, request: Request) -> bytes:
+    from gateway.smartapi.codec import media_format, serialize
+    from gateway.smartapi.encode import to_tree
+    from gateway.smartapi.security.keys import Identity
+    from gateway.smartapi.security.profile import OutboundSecurity
+
     sealer = OutboundSecurity(Identity.from_file(args.key_id, args.sender, args.signing_key))
     return serialize(sealer.seal(to_tree(request)), media_format(TURTLE))
 
 
 def _send(args: argparse.Namespace, body: bytes) -> tuple[int, bytes, str]:
+    from gateway.north.config import TlsFiles
+    from gateway.north.tls import client_context
+    from gateway.smartapi.access import ACCESS_PATH
+
     tls = TlsFiles(ca=tuple(args.ca), cert=args.cert, key=args.key)
     url = args.url.rstrip("/") + ACCESS_PATH
     request = urllib.request.Request(
@@ -207,6 +216,11 @@ def _send(args: argparse.Namespace, body: bytes) -> tuple[int, bytes, str]:
 
 
 def _answer(args: argparse.Namespace, body: bytes, content_type: str) -> AnyMessage:
+    from gateway.smartapi.codec import decode, prepare
+    from gateway.smartapi.decode import decode_graph
+    from gateway.smartapi.security.keys import TrustStore
+    from gateway.smartapi.security.profile import InboundSecurity
+
     if args.trust is None:
         return decode(body, content_type)
     opener = InboundSecurity(trust=TrustStore.from_file(args.trust), replay=None)
@@ -214,6 +228,8 @@ def _answer(args: argparse.Namespace, body: bytes, content_type: str) -> AnyMess
 
 
 def _print_answer(answer: AnyMessage, request: Request, verified: bool) -> int:
+    from gateway.smartapi.messages import ErrorMessage, Response
+
     if isinstance(answer, ErrorMessage):
         print(f"refused ({answer.code}): {answer.message}", file=sys.stderr)
         return 1
@@ -242,6 +258,8 @@ def _print_answer(answer: AnyMessage, request: Request, verified: bool) -> int:
 
 
 def cmd_smartapi(args: argparse.Namespace) -> int:
+    from gateway.smartapi.messages import Method
+
     method = Method.READ if args.smartapi_command == "read" else Method.WRITE
     request = build_request(args, method)
     status, body, content_type = _send(args, _signed(args, request))

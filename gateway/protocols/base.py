@@ -6,7 +6,7 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -129,19 +129,23 @@ def load_entry_points() -> None:
             " package metadata is missing or stale; reinstall (pip install -e .)"
         )
     for entry in entries:
-        spec = entry.load()
-        if not isinstance(spec, ProtocolSpec):
-            raise TypeError(
-                f"entry point {entry.name} = {entry.value} ({ENTRY_POINT_GROUP}):"
-                f" names a {type(spec).__name__}, not a ProtocolSpec"
-            )
-        if spec.name != entry.name:
-            raise ValueError(
-                f"entry point {entry.name} = {entry.value} ({ENTRY_POINT_GROUP}):"
-                f" the spec calls itself {spec.name!r}"
-            )
-        register(spec)
+        _register_entry(entry)
     _ENTRY_POINTS_READ.append(ENTRY_POINT_GROUP)
+
+
+def _register_entry(entry: EntryPoint) -> None:
+    spec = entry.load()
+    if not isinstance(spec, ProtocolSpec):
+        raise TypeError(
+            f"entry point {entry.name} = {entry.value} ({ENTRY_POINT_GROUP}):"
+            f" names a {type(spec).__name__}, not a ProtocolSpec"
+        )
+    if spec.name != entry.name:
+        raise ValueError(
+            f"entry point {entry.name} = {entry.value} ({ENTRY_POINT_GROUP}):"
+            f" the spec calls itself {spec.name!r}"
+        )
+    register(spec)
 
 
 def load_class(target: str) -> type:
@@ -161,12 +165,16 @@ def _loaded() -> dict[str, ProtocolSpec]:
 
 
 def spec_for(protocol: str) -> ProtocolSpec:
-    _loaded()
+    if protocol not in _REGISTRY and not _ENTRY_POINTS_READ:
+        # only this protocol's entry: its module imports what the protocol needs (the CEMS
+        # Smart API form: rdflib and cryptography), which a site without it never loads
+        for entry in entry_points(group=ENTRY_POINT_GROUP, name=protocol):
+            _register_entry(entry)
     try:
         return _REGISTRY[protocol]
     except KeyError:
         raise ValueError(
-            f"unknown protocol {protocol!r} (known: {', '.join(sorted(_REGISTRY))})"
+            f"unknown protocol {protocol!r} (known: {', '.join(known_protocols())})"
         ) from None
 
 

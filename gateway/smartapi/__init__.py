@@ -14,15 +14,13 @@
 The profile is written down in docs/smartapi-profile.md.
 """
 
-import rdflib
-
 
 def keep_literals_as_written() -> None:
     """rdflib rewrites a typed literal's text through Python's conversions when it builds it
     (`"1_0"^^xsd:double` would become "10.0" before anyone could see it); the gateway keeps
     the text as received, so that `xsd` judges what the peer sent. The switch is global
-    and pyshacl turns it back on after each validation, so parsing re-asserts it."""
+    and pyshacl turns it back on after each validation, so parsing re-asserts it; `vocab`,
+    which every module building RDF terms imports, asserts it first."""
+    import rdflib  # here, not at the top: a site without `north:` never loads rdflib
+
     rdflib.NORMALIZE_LITERALS = False
-
-
-keep_literals_as_written()

@@ -59,7 +59,7 @@ from gateway.smartapi.fielddata import (
     value_object,
 )
 from gateway.smartapi.flexibility import ReserveActivation, ReserveNotification
-from gateway.smartapi.interop import MODERN, PeerProfile, Profiles, read_envelope, to_v11
+from gateway.smartapi.interop import read_envelope, to_v11
 from gateway.smartapi.messages import (
     Activity,
     Entity,
@@ -71,6 +71,7 @@ from gateway.smartapi.messages import (
     ValueObject,
     new_message_id,
 )
+from gateway.smartapi.peers import MODERN, PeerProfile, Profiles
 from gateway.smartapi.tree import Node
 
 log = logging.getLogger(__name__)

@@ -22,20 +22,18 @@ where the format is read (gateway.smartapi.legacy, codec, security.legacy).
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import re
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from rdflib import Graph, Literal, URIRef
 from rdflib.namespace import DCTERMS, RDF, RDFS, XSD
 
 from gateway.errors import SmartApiError
 from gateway.smartapi.decode import message_node
+from gateway.smartapi.peers import Profiles
 from gateway.smartapi.tree import Coll, Lit, Node, Obj, integer
 from gateway.smartapi.vocab import (
     LEGACY_QUANTITIES,
@@ -47,46 +45,6 @@ from gateway.smartapi.vocab import (
     SMARTAPI,
     UNIT,
 )
-
-
-class Dialect(enum.StrEnum):
-    MODERN = "modern"
-    SMARTAPI_11 = "smartapi-1.1"
-
-
-@dataclass(frozen=True)
-class PeerProfile:
-    dialect: Dialect = Dialect.MODERN
-    #: the zone a 1.1 peer's naive times are in (IANA name)
-    timezone: str = "UTC"
-
-    def __post_init__(self) -> None:
-        try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {self.timezone!r}") from exc
-
-    @property
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
-
-    @property
-    def legacy(self) -> bool:
-        return self.dialect is Dialect.SMARTAPI_11
-
-
-MODERN = PeerProfile()
-
-
-@dataclass(frozen=True)
-class Profiles:
-    """The profile of each Smart API sender (`generatedBy`); modern for any other."""
-
-    by_sender: Mapping[str, PeerProfile] = field(default_factory=dict)
-
-    def of(self, sender: str | None) -> PeerProfile:
-        return self.by_sender.get(sender or "", MODERN)
-
 
 # -- inbound ---------------------------------------------------------------------------------
 

@@ -16,6 +16,9 @@ from rdflib import Namespace, URIRef
 from rdflib.namespace import DCTERMS, RDF, XSD
 
 from gateway import units
+from gateway.smartapi import keep_literals_as_written
+
+keep_literals_as_written()
 
 __all__ = [
     "DCTERMS",

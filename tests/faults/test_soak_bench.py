@@ -83,6 +83,12 @@ def test_soak_bench_run() -> None:
     assert summary["restarts_survived"] == restarts
     assert summary["activation_p50_ms"] is not None and summary["activation_p99_ms"] is not None
     assert summary["rss_mb_start"] > 0 and summary["rss_mb_end"] > 0
+    # resident memory by kind adds up to the RSS taken at the same moment
+    rss = result["rss_mb"]
+    for when in ("start", "end"):
+        kinds = rss[f"by_kind_{when}"]
+        assert kinds["libraries"] > 0 and kinds["allocated"] > 0, kinds
+        assert abs(kinds["libraries"] + kinds["allocated"] - rss[when]) < 2, (kinds, rss)
     hostile = result["hostile"]  # hostile inbound messages during the faults
     assert hostile["tried"] > 0 and hostile["applied"] == 0 and hostile["unexpected"] == 0, hostile
     assert summary["hostile_tried"] == hostile["tried"] and summary["hostile_applied"] == 0

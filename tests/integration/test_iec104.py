@@ -8,6 +8,7 @@ whose outstation uses every supported type id, with faults injected into some qu
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -164,6 +165,22 @@ async def test_spontaneous_updates_with_time_tags(chp: Iec104Driver) -> None:
     assert any(r.point == "chp1.p_set" and r.value == target for r in pushed)
     # feeder measurements are reported periodically (every poll_interval of 1 s)
     await until(lambda: sum(r.point == "feeder.voltage" for r in pushed) >= 2, 4)
+
+
+async def test_spontaneous_data_costs_no_memory_per_frame(chp: Iec104Driver) -> None:
+    """c104 2.2.1 leaks a memoryview and a bytes object for every frame handed to a raw
+    callback (upstream issue #77); the link sets its raw hook only while it waits for the
+    answers to a request, so telemetry between requests leaves nothing behind."""
+    pushed: list[Reading] = []
+    assert await chp.subscribe(pushed.append)
+    await until(lambda: len(pushed) > 0, 4)
+    gc.collect()
+    before = sum(type(o) is memoryview for o in gc.get_objects())
+    received = len(pushed)
+    await until(lambda: len(pushed) >= received + 10, 10)  # frames flowed meanwhile
+    gc.collect()
+    after = sum(type(o) is memoryview for o in gc.get_objects())
+    assert after - before < 3, (before, after, len(pushed) - received)
 
 
 async def test_counter_interrogation_reads_integrated_totals(gen: Iec104Driver) -> None:

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.smartapi.interop import Dialect, PeerProfile, Profiles
+from gateway.smartapi.peers import Dialect, PeerProfile, Profiles
 from gateway.smartapi.security.keys import Identity, TrustStore
 from tests.interop.peer import LibraryPeer, install
 from tests.unit.smartapi.conftest import demo_config, table

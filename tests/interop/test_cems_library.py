@@ -28,7 +28,6 @@ from drivers.cems.simulator import server_context
 from fwsim.process import free_port
 from gateway.loader import load_config
 from gateway.model import Reading
-from gateway.smartapi.interop import Dialect, PeerProfile
 from gateway.smartapi.messages import (
     Activity,
     Entity,
@@ -37,6 +36,7 @@ from gateway.smartapi.messages import (
     ValueObject,
     new_message_id,
 )
+from gateway.smartapi.peers import Dialect, PeerProfile
 from gateway.smartapi.security.keys import TrustStore
 from gateway.smartapi.vocab import QuantityKind
 from tests.interop.peer import Body, LibraryPeer

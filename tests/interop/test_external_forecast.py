@@ -18,7 +18,7 @@ from gateway.flex.records import FlexRecords
 from gateway.flex.service import FlexService
 from gateway.smartapi.access import AccessService
 from gateway.smartapi.encode import der_iri
-from gateway.smartapi.interop import Profiles
+from gateway.smartapi.peers import Profiles
 from tests.interop.conftest import GATEWAY, PEER, PEER_TZ
 from tests.interop.peer import LibraryPeer
 from tests.support.flexsim import Bench, BenchClock, Publisher

@@ -20,8 +20,9 @@ from gateway.points import PointTable
 from gateway.smartapi.access import AccessService
 from gateway.smartapi.codec import parse
 from gateway.smartapi.decode import message_node
-from gateway.smartapi.interop import Dialect, PeerProfile, Profiles, derived_id, read_envelope
+from gateway.smartapi.interop import derived_id, read_envelope
 from gateway.smartapi.messages import ErrorMessage, Method, Notification, Request, Response
+from gateway.smartapi.peers import Dialect, PeerProfile, Profiles
 from gateway.smartapi.security.profile import InboundSecurity, OutboundSecurity
 from gateway.smartapi.vocab import SMARTAPI, QuantityKind
 from tests.interop.conftest import GATEWAY, PEER, PEER_TZ, Keys

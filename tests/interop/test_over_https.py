@@ -21,7 +21,8 @@ from gateway.north.codec import access_security
 from gateway.north.config import NorthConfig, PeerRule, Role, TlsFiles
 from gateway.north.tls import client_context, server_context
 from gateway.smartapi.access import ACCESS_PATH, AccessService
-from gateway.smartapi.interop import Dialect, integer_id
+from gateway.smartapi.interop import integer_id
+from gateway.smartapi.peers import Dialect
 from tests.interop.conftest import PEER, PEER_TZ, Keys
 from tests.interop.peer import LibraryPeer
 from tests.support import north as support

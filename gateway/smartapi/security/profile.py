@@ -21,7 +21,8 @@ from gateway.errors import KeyFileError, SignatureMissing, UnsupportedMediaType
 from gateway.model import utcnow
 from gateway.smartapi.codec import Format, parse, serialize
 from gateway.smartapi.decode import Reader, message_node
-from gateway.smartapi.interop import Profiles, read_envelope
+from gateway.smartapi.interop import read_envelope
+from gateway.smartapi.peers import Profiles
 from gateway.smartapi.security import legacy, multipart
 from gateway.smartapi.security.graphsig import decrypt_parts, encrypt_part, sign_tree, verify_graph
 from gateway.smartapi.security.keys import Identity, Peer, TrustStore

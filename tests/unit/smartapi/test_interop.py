@@ -10,7 +10,8 @@ import pytest
 from rdflib import BNode, Graph, Literal, URIRef
 from rdflib.namespace import RDF, XSD
 
-from gateway.smartapi.interop import Dialect, PeerProfile, Profiles, naive_in, read_envelope
+from gateway.smartapi.interop import naive_in, read_envelope
+from gateway.smartapi.peers import Dialect, PeerProfile, Profiles
 from gateway.smartapi.vocab import SMARTAPI
 
 HELSINKI = ZoneInfo("Europe/Helsinki")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+import uuid
 from datetime import datetime, timedelta
 
 import pytest
@@ -52,9 +54,31 @@ def test_replay_guard() -> None:
         guard.check("urn:a", "m2", examples.T0 - timedelta(minutes=6))
     with pytest.raises(ReplayRejected, match="future"):
         guard.check("urn:a", "m3", examples.T0 + timedelta(minutes=6))
+    assert len(guard) == 2
     clock.now = examples.T0 + timedelta(minutes=10)
     guard.check("urn:a", "m4", clock.now)
-    assert ("urn:a", "m1") not in guard._seen  # forgotten once it could only be stale
+    assert len(guard) == 1  # the m1 pairs are forgotten once they could only be stale
+    guard.check("urn:a", "m1", clock.now)  # and a new message may reuse the id
+
+
+def test_replay_guard_keeps_a_pair_small() -> None:
+    """Memory is bounded by the traffic of one window: each remembered pair costs a digest
+    and a number (the id and sender strings as parsed, a tuple and a datetime were twice
+    that)."""
+    clock = Clock(examples.T0)
+    guard = ReplayGuard(timedelta(minutes=5), clock)
+    pairs = 5000
+    tracemalloc.start()
+    try:
+        for i in range(pairs):
+            # fresh strings, as each parsed message brings its own
+            sender, message_id = "".join(["urn:", "ams"]), "".join([str(uuid.UUID(int=i))])
+            guard.check(sender, message_id, examples.T0 - timedelta(seconds=i % 60))
+        per_pair = tracemalloc.get_traced_memory()[0] / pairs
+    finally:
+        tracemalloc.stop()
+    assert len(guard) == pairs
+    assert per_pair < 256, per_pair
 
 
 def _request(now: datetime, msg_id: str = "req-1") -> Request:
