@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.sslproto
-import contextlib
 import ctypes
 import ctypes.util
 import functools
 import logging
 import os
-import sqlite3
+
+from gateway.sqlite import limit_heap
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,7 @@ def bound_sqlite_memory() -> None:
     0.5 -> 3.5 MB in 150 s and on towards 9. The soft heap limit is one process-wide bound:
     past it SQLite reuses its cached pages instead of allocating (the files stay in the
     kernel's page cache, so a re-read is a copy, not a disk access)."""
-    with contextlib.closing(sqlite3.connect(":memory:")) as conn:
-        conn.execute(f"PRAGMA soft_heap_limit={SQLITE_HEAP_LIMIT}")
+    limit_heap(SQLITE_HEAP_LIMIT)
 
 
 def bound_the_allocator() -> bool:

@@ -26,7 +26,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -159,3 +159,11 @@ def read_only(path: Path, label: str) -> Iterator[sqlite3.Connection]:
         raise StoreError(f"{label} {path}: {exc}") from exc
     finally:
         conn.close()
+
+
+def limit_heap(limit: int) -> None:
+    """Set SQLite's process-wide soft heap limit to `limit` bytes (every connection's page
+    cache together; see gateway/allocator.py). The pragma acts on the library, not on a
+    file: an in-memory connection is enough to set it."""
+    with closing(sqlite3.connect(":memory:")) as conn:
+        conn.execute(f"PRAGMA soft_heap_limit={int(limit)}")
