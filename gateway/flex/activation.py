@@ -323,7 +323,8 @@ class ActivationControl:
     async def end(self, at: datetime, note: str, release: bool = True) -> None:
         """Return the DERs to their plan now (unless `release` is off: the next activation
         takes them over); the final verification and the record's close follow once the
-        readings beyond the end are stored (`_close_due`)."""
+        readings beyond the end are stored (`close_due`, from the control loop: not here,
+        where a new activation supersedes this one and waits for its answer)."""
         run = self.running
         assert run is not None
         if release:
@@ -332,7 +333,6 @@ class ActivationControl:
             run.notes.append(note)
         self.running = None
         self.verifier.ended(run, at)
-        await self.close_due(self.clock.now())
 
     async def close_due(self, now: datetime, force: bool = False) -> None:
         await self.verifier.close_due(self.model, now, force)

@@ -224,6 +224,7 @@ class FlexService:
                 end = running.end
                 if end is not None and end <= now:
                     await self.control.end(end, "closed out after the restart")
+                    await self.control.close_due(now)
                 else:
                     log.warning("activation %s resumed: %s", running.activation.id, note)
             await recovery.await_readings(self.points, (self.model.pcc, *self.model.caps))
@@ -250,7 +251,10 @@ class FlexService:
                 await self.control.cycle(now)
             else:
                 await self.control.execute_plan(now)
-            await self.control.close_due(now)
+        # verifications of ended activations (history reads, the LP-free comparison, the
+        # message out) outside the control lock: an activation arriving meanwhile does not
+        # wait for them
+        await self.control.close_due(now)
         if self._last_forecast is None or now - self._last_forecast >= self.model.step:
             async with self._planning:
                 inp, plan = fresh or await self._replan(now)

@@ -371,6 +371,29 @@ async def test_an_activation_survives_a_restart(world: World) -> None:
     assert [iv.start for iv in final.intervals] == [T17 + k * FIVE for k in range(3)]
 
 
+async def test_a_new_activation_does_not_wait_for_the_verification_of_an_ended_one(
+    world: World,
+) -> None:
+    """s1 is superseded by s2; when s3 supersedes s2 a while later, s1's final verification
+    is due, but it is the control loop's work (history reads, the comparison, the message
+    out): s3's answer does not wait for it. The next cycle sends it."""
+    await world.service.notify(Reservation("res-v", bands(T17, 3, 45.0)))
+    await world.run_until(T17)
+    base = world.baseline_now()
+    end = T17 + 2 * FIVE
+    for k, (name, delta) in enumerate((("v1", 40.0), ("v2", 30.0), ("v3", 20.0))):
+        now = world.bench.now()
+        act = Activation(name, now, end, p_kw=base - delta, reservation_id="res-v")
+        assert (await world.service.activate(act)).status is DecisionStatus.ACCEPTED
+        if k < 2:
+            world.bench.advance(30)  # no cycle in between: only the activations run
+    sent = {v.activation_id for v in world.publisher.verifications if v.final}
+    assert "v1" not in sent
+    await world.service.step()
+    sent = {v.activation_id for v in world.publisher.verifications if v.final}
+    assert "v1" in sent  # v2 ended just now: its readings beyond the end are not in yet
+
+
 async def test_an_activation_that_ended_during_a_restart_is_closed_out(world: World) -> None:
     await world.service.notify(Reservation("res-c", bands(T17, 2, 30.0)))
     await world.run_until(T17)
