@@ -24,9 +24,10 @@ back with good values. Figures:
   high-water mark of the largest messages). Judged on faults phases of 60 s or more, else
   null; a run whose memory does not level off fails. `steady`: the median over the last
   quarter of the faults phase (after `steady_after_min` minutes), at most `STEADY_MB` (150,
-  issue #16) or the run fails; `peak`: the highest sample. The bench runs itself with
-  PYTHONMALLOC=malloc and the gateway's trim task, as the service unit runs the gateway
-  (gateway/allocator.py).
+  issue #16) or the run fails; `peak`: the highest sample. The bench runs itself in the
+  service unit's allocator environment (PYTHONMALLOC=malloc, jemalloc preloaded where
+  installed, else glibc with the gateway's trim task: `allocator` in the summary says which;
+  gateway/allocator.py).
 
 The gateway runs the full product: with the `north:` and `flex:` sections `mgms demo`
 gives it (development PKI, 10-second intervals) and an AMS simulator on loopback in its own
@@ -77,7 +78,7 @@ from bench.soaklib.market import (
     with_market,
 )
 from fwsim.process import SimProcess, free_port, start_sim
-from gateway.allocator import bound_the_allocator, trim_forever
+from gateway.allocator import SERVICE_ENVIRONMENT, allocator, bound_the_allocator, trim_forever
 from gateway.app import Gateway
 from gateway.config import LoadedConfig
 from gateway.loader import load_config
@@ -397,6 +398,7 @@ def summary(figures: dict[str, Any], rss: dict[str, Any]) -> dict[str, Any]:
         "rss_mb_peak": rss["peak"],
         "rss_steady_after_min": rss["steady_after_min"],
         "rss_steady_ok": rss["steady_ok"],
+        "allocator": allocator(),
         "hostile_per_s": hostile.get("per_s") if hostile is not None else None,
     }
 
@@ -484,10 +486,10 @@ def main() -> int:
         help="hostile inbound messages a second at the HTTPS endpoint (0: no hostile part)",
     )
     args = parser.parse_args()
-    if os.environ.get("PYTHONMALLOC") != "malloc":
+    if any(os.environ.get(k) != v for k, v in SERVICE_ENVIRONMENT.items()):
         # as the service unit runs the gateway (gateway/allocator.py): set before start
         argv = [sys.executable, "-m", "bench.soak", *sys.argv[1:]]
-        os.execve(sys.executable, argv, {**os.environ, "PYTHONMALLOC": "malloc"})
+        os.execve(sys.executable, argv, {**os.environ, **SERVICE_ENVIRONMENT})
     bound_the_allocator()  # as `mgms run` does (gateway.app.serve)
     config = load_config(args.config)
     devices = [d.id for d in config.devices if d.connection.serial is None]

@@ -167,3 +167,32 @@ def test_the_periodic_trim_looks_up_the_c_library_once(monkeypatch: pytest.Monke
         allocator.trim()
     allocator.bound_the_allocator()
     assert calls == ["c"]
+
+
+def test_the_unit_sets_the_allocator_environment_the_gateway_documents() -> None:
+    """The service unit and `SERVICE_ENVIRONMENT` (what the soak runs under) are the same
+    three settings: the soak's memory figure is the service's."""
+    from gateway.allocator import SERVICE_ENVIRONMENT
+
+    unit = (ROOT / "systemd" / "mgms-gateway.service").read_text()
+    env = dict(
+        line.removeprefix("Environment=").split("=", 1)
+        for line in unit.splitlines()
+        if line.startswith("Environment=")
+    )
+    assert {k: env.get(k) for k in SERVICE_ENVIRONMENT} == SERVICE_ENVIRONMENT
+
+
+def test_jemalloc_is_recognised_when_preloaded() -> None:
+    """The gateway tells which allocator it runs on (and stops trimming glibc's heap under
+    jemalloc); CI installs libjemalloc2 as the deployment docs ask."""
+    from gateway.allocator import SERVICE_ENVIRONMENT
+
+    probe = "from gateway.allocator import allocator; print(allocator())"
+    run = [sys.executable, "-c", probe]
+    plain = subprocess.run(run, env=child_env(), capture_output=True, text=True, check=True)
+    preloaded = subprocess.run(
+        run, env=child_env() | SERVICE_ENVIRONMENT, capture_output=True, text=True, check=True
+    )
+    assert (plain.stdout.strip(), preloaded.stdout.strip()) == ("glibc", "jemalloc")
+    assert "cannot be preloaded" not in preloaded.stderr
