@@ -226,12 +226,15 @@ def canonical_graph(
             after = texts.get(NIL) or text(NIL)
             cells, members = node
             for cell, item in zip(reversed(cells), reversed(members), strict=True):
-                mine = [f"{_FIRST} {texts.get(item) or text(item)}", f"{_REST} {after}"]
-                if cell in skip:
-                    mine = [e for e in mine if e not in skip[cell]]
-                after = texts[cell] = "_:c" + sha256("\n".join(mine).encode()).hexdigest()[:32]
-                for edge in mine:
-                    lines.append(f"{after} {edge} .\n")
+                first, rest = f"{_FIRST} {texts.get(item) or text(item)}", f"{_REST} {after}"
+                if skip and cell in skip:
+                    mine = [e for e in (first, rest) if e not in skip[cell]]
+                    after = texts[cell] = "_:c" + sha256("\n".join(mine).encode()).hexdigest()[:32]
+                    lines.extend(f"{after} {edge} .\n" for edge in mine)
+                    continue
+                after = texts[cell] = "_:c" + sha256(f"{first}\n{rest}".encode()).hexdigest()[:32]
+                lines.append(f"{after} {first} .\n")
+                lines.append(f"{after} {rest} .\n")
             continue
         by_p = spo.get(node, _NONE)
         firsts, rests = by_p.get(FIRST), by_p.get(REST)
