@@ -6,7 +6,10 @@ parses and writes the triples back as N-Triples in one call, and `TripleIndex.lo
 each line into its terms and files it in two nested dictionaries (subject -> predicate ->
 objects, predicate -> object -> subjects) in one pass, each distinct term turned into an
 rdflib term once. The decoder, the shape check and the canonical form read those
-dictionaries directly (`index_of`); the legacy rewrite, decryption and the 1.1 scheme use
+dictionaries directly (`index_of`), and the RDF collections (list cells, about 92 % of a
+time-series message's statements) as the index finds them once per graph
+(`TripleIndex.collections`): one tuple of members per well-formed list, so no stage walks
+the cells again; the legacy rewrite, decryption and the 1.1 scheme use
 the same statements through rdflib's Graph API (`IndexedGraph`).
 
 The vocabulary terms the decoder compares in its loops (`vocab.INTERNED`) are handed out as
