@@ -24,7 +24,7 @@ from rdflib.namespace import RDF, XSD
 from rdflib.term import Node as RdfNode
 
 from gateway.errors import InvalidTerm
-from gateway.smartapi.oxparse import index_of
+from gateway.smartapi.oxparse import Collection, index_of
 from gateway.smartapi.tree import (
     Coll,
     Lit,
@@ -35,7 +35,7 @@ from gateway.smartapi.tree import (
     nt_iri,
     nt_literal,
 )
-from gateway.smartapi.vocab import FIRST, REST
+from gateway.smartapi.vocab import FIRST, NIL, REST
 
 _DOUBLES = {str(XSD.double), str(XSD.float)}
 _INTEGERS = {
@@ -113,20 +113,34 @@ def _shared(node: BNode) -> InvalidTerm:
     )
 
 
-def _blank_order(spo: Spo) -> list[BNode]:
-    """Every blank node, children before parents; InvalidTerm when blank nodes are not
-    trees (a blank node that is the object of two statements, or a cycle). The parsers make
-    exact BNodes: `type(...) is BNode` (isinstance on rdflib terms is an ABC check)."""
-    order: list[BNode] = []
+def _blank_order(spo: Spo, lists: dict[RdfNode, Collection]) -> list[BNode | Collection]:
+    """Every blank node, children before parents, a plain collection's cells as one entry
+    (`lists`, reached at its head: its cells are reached from nothing else); InvalidTerm when
+    blank nodes are not trees (a blank node that is the object of two statements, or a
+    cycle). The parsers make exact BNodes: `type(...) is BNode` (isinstance on rdflib terms
+    is an ABC check)."""
+    order: list[BNode | Collection] = []
     seen: set[BNode] = set()
 
     def walk(start: BNode) -> None:
         # each time a blank node is reached is one statement it is the object of
-        stack: list[tuple[BNode, bool]] = [(start, False)]
+        stack: list[tuple[BNode | Collection, bool]] = [(start, False)]
         while stack:
             node, expanded = stack.pop()
-            if expanded:
+            if expanded or isinstance(node, Collection):
                 order.append(node)
+                continue
+            coll = lists.get(node)
+            if coll is not None:
+                # the members in the order the cell-by-cell walk reaches them
+                seen.update(coll.cells)
+                stack.append((coll, True))
+                for o in coll.members:
+                    if type(o) is BNode:
+                        if o in seen:
+                            raise _shared(o)
+                        seen.add(o)
+                        stack.append((o, False))
                 continue
             stack.append((node, True))
             for objects in spo.get(node, _NONE).values():
@@ -181,7 +195,8 @@ def canonical_graph(
     """Canonical N-Triples of an rdflib graph, leaving out the `exclude` triples. Read from
     the parser's index (`oxparse.index_of`): each distinct term written once, each blank
     node labelled from its own statements as they are written."""
-    spo = index_of(graph).spo
+    index = index_of(graph)
+    spo = index.spo
     texts: dict[RdfNode, str] = {}
 
     def text(term: RdfNode) -> str:
@@ -205,7 +220,22 @@ def canonical_graph(
             skip.setdefault(s, set()).add(f"{texts.get(p) or text(p)} {texts.get(o) or text(o)}")
     sha256 = hashlib.sha256
     lines: list[str] = []
-    for node in _blank_order(spo):  # children first: their labels are known when needed
+    for node in _blank_order(spo, index.collections()):  # children first: labels known
+        if isinstance(node, Collection):
+            # a plain collection: each cell labelled from its two edges, from the tail back
+            after = texts.get(NIL) or text(NIL)
+            cells, members = node
+            for cell, item in zip(reversed(cells), reversed(members), strict=True):
+                first, rest = f"{_FIRST} {texts.get(item) or text(item)}", f"{_REST} {after}"
+                if skip and cell in skip:
+                    mine = [e for e in (first, rest) if e not in skip[cell]]
+                    after = texts[cell] = "_:c" + sha256("\n".join(mine).encode()).hexdigest()[:32]
+                    lines.extend(f"{after} {edge} .\n" for edge in mine)
+                    continue
+                after = texts[cell] = "_:c" + sha256(f"{first}\n{rest}".encode()).hexdigest()[:32]
+                lines.append(f"{after} {first} .\n")
+                lines.append(f"{after} {rest} .\n")
+            continue
         by_p = spo.get(node, _NONE)
         firsts, rests = by_p.get(FIRST), by_p.get(REST)
         if len(by_p) == 2 and firsts and rests and len(firsts) == len(rests) == 1:

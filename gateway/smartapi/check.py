@@ -266,7 +266,12 @@ class _Checker:
         self.one_of(node, MGMS.quantityOf, _QKS, 0)
 
     def _list_members(self, heads: list[RdfNode]) -> list[RdfNode]:
-        """Values of the path smartapi:list/rdf:rest*/rdf:first."""
+        """Values of the path smartapi:list/rdf:rest*/rdf:first, distinct, in the order of
+        the general walk below (the last head's list first)."""
+        lists = self.reader.index.collections()
+        found = [lists[head] for head in reversed(heads) if head in lists]
+        if len(found) == len(heads):  # plain collections, as the parser's index found them
+            return list(dict.fromkeys(m for c in found for m in c.members))
         seen: set[RdfNode] = set()
         frontier = list(heads)
         members: dict[RdfNode, None] = {}

@@ -9,7 +9,7 @@ for the information objects.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -97,7 +97,8 @@ class Reader:
     def __init__(self, graph: Graph) -> None:
         self.g = graph
         #: statements by subject and predicate, read straight from the parser's index
-        self.spo = index_of(graph).spo
+        self.index = index_of(graph)
+        self.spo = self.index.spo
 
     def objects(self, node: RdfNode, predicate: URIRef) -> list[RdfNode]:
         return list(self.spo.get(node, _NONE).get(predicate, ()))
@@ -318,8 +319,19 @@ def value_object(r: Reader, node: RdfNode) -> ValueObject:
         )
 
 
-def _list_items(r: Reader, owner: RdfNode, head: RdfNode) -> list[float]:
-    values: list[float] = []
+def _list_cells(r: Reader, owner: RdfNode, head: RdfNode) -> Iterable[tuple[RdfNode, RdfNode]]:
+    """(cell, member) of the list at `head`, in order: a well-formed collection as the
+    parser's index found it, anything else walked here (`_walk_list`)."""
+    found = r.index.collections().get(head)
+    if found is not None:
+        return zip(*found, strict=True)
+    return _walk_list(r, owner, head)
+
+
+def _walk_list(r: Reader, owner: RdfNode, head: RdfNode) -> Iterator[tuple[RdfNode, RdfNode]]:
+    """(cell, member) of a list that is not a plain collection, one cell at a time (a
+    member's error comes before a later cell's); a cycle or a cell without exactly one
+    rdf:first and one rdf:rest is refused naming the cell."""
     cell = head
     seen: set[RdfNode] = set()
     spo = r.spo
@@ -337,6 +349,19 @@ def _list_items(r: Reader, owner: RdfNode, head: RdfNode) -> list[float]:
                 "a list cell needs exactly one rdf:first and one rdf:rest",
             )
         [item], [following] = items, nexts
+        yield cell, item
+        cell = following
+
+
+def _list_items(r: Reader, owner: RdfNode, head: RdfNode) -> list[float]:
+    values: list[float] = []
+    isfinite = math.isfinite
+    for cell, item in _list_cells(r, owner, head):
+        if item.__class__ is WireLiteral:
+            fast = item.double()
+            if fast is not None and isfinite(fast):
+                values.append(fast)  # the common case: a parsed double
+                continue
         # a member is a literal or an Evaluation node carrying rdf:value
         if item.__class__ is WireLiteral or isinstance(item, Literal):
             number = r.literal_number(item, "smartapi:list", cell)
@@ -347,7 +372,6 @@ def _list_items(r: Reader, owner: RdfNode, head: RdfNode) -> list[float]:
         if isinstance(number, bool):
             raise WrongDatatype("smartapi:list", r.describe(cell), "boolean in a time series")
         values.append(float(number))
-        cell = following
     return values
 
 

@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from gateway.smartapi.messages import Message, check_finite, check_id, check_time
+from gateway.smartapi.messages import (
+    Message,
+    check_all_finite,
+    check_finite,
+    check_id,
+    check_time,
+)
 
 DEFAULT_STEP = timedelta(minutes=15)
 #: RDF statements of a profile message, signed: at most this many per interval (a
@@ -28,8 +34,8 @@ def statements_for(intervals: int) -> int:
 
 
 def _finite(obj: object) -> None:
-    for name in obj.__dataclass_fields__:  # type: ignore[attr-defined]
-        check_finite(name, getattr(obj, name))
+    names = tuple(obj.__dataclass_fields__)  # type: ignore[attr-defined]
+    check_all_finite(names, [getattr(obj, name) for name in names])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,6 +12,7 @@ import enum
 import math
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -57,6 +58,18 @@ def check_time(what: str, value: datetime) -> datetime:
 def check_finite(what: str, value: object) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{what} is not finite: {value}")
+
+
+def check_all_finite(names: Sequence[str] | None, values: Sequence[object]) -> None:
+    """check_finite of each value (named by `names`, else "value <i>"): numbers tested in
+    one C loop, the offender named only when there is one."""
+    try:
+        if all(map(math.isfinite, values)):  # type: ignore[arg-type]
+            return
+    except (TypeError, OverflowError):
+        pass  # not all floats (or an int beyond them): judged one by one below
+    for i, value in enumerate(values):
+        check_finite(names[i] if names is not None else f"value {i}", value)
 
 
 def _utc(obj: object, name: str) -> None:
@@ -137,8 +150,7 @@ class TimeSeries:
             raise ValueError(f"time step {self.step} is not positive")
         if not self.values:
             raise ValueError("a time series needs at least one value")
-        for i, v in enumerate(self.values):
-            check_finite(f"value {i}", v)
+        check_all_finite(None, self.values)
         _utc(self, "start")
 
     @property

@@ -39,16 +39,28 @@ __all__ = [
     "unit_fits",
 ]
 
-SMARTAPI: Final = Namespace("http://smart-api.io/ontology/1.0/smartapi#")
-QUDT: Final = Namespace("http://qudt.org/schema/qudt/")
-UNIT: Final = Namespace("http://qudt.org/vocab/unit/")
-QK: Final = Namespace("http://qudt.org/vocab/quantitykind/")
-NASA_QUDT: Final = Namespace("http://data.nasa.gov/qudt/owl/qudt#")
-NASA_UNIT: Final = Namespace("http://data.nasa.gov/qudt/owl/unit#")
+
+class _Namespace(Namespace):
+    """An rdflib Namespace that keeps each term it has made as an attribute: the decoder
+    and the shape check read terms such as `SMARTAPI.timeSeries` in their loops, and
+    rdflib builds and checks a new URIRef at each read."""
+
+    def __getattr__(self, name: str) -> URIRef:
+        found = Namespace.__getattr__(self, name)
+        setattr(self, name, found)  # found by plain attribute lookup from now on
+        return found
+
+
+SMARTAPI: Final = _Namespace("http://smart-api.io/ontology/1.0/smartapi#")
+QUDT: Final = _Namespace("http://qudt.org/schema/qudt/")
+UNIT: Final = _Namespace("http://qudt.org/vocab/unit/")
+QK: Final = _Namespace("http://qudt.org/vocab/quantitykind/")
+NASA_QUDT: Final = _Namespace("http://data.nasa.gov/qudt/owl/qudt#")
+NASA_UNIT: Final = _Namespace("http://data.nasa.gov/qudt/owl/unit#")
 #: product terms: roles of time series, references between flexibility messages, quality
-MGMS: Final = Namespace("urn:mgms:profile:1.0#")
+MGMS: Final = _Namespace("urn:mgms:profile:1.0#")
 #: product secure profile: graph signatures and encrypted parts
-SEC: Final = Namespace("urn:mgms:security:1.0#")
+SEC: Final = _Namespace("urn:mgms:security:1.0#")
 
 #: prefixes bound in every serialization we emit (Turtle prefixes, JSON-LD @context)
 PREFIXES: Final[dict[str, str]] = {

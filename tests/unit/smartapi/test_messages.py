@@ -56,6 +56,17 @@ T0 = examples.T0
             ),
             "at least one",
         ),
+        (
+            lambda: TimeSeries(
+                quantity=QuantityKind.ACTIVE_POWER,
+                unit="KiloW",
+                start=T0,
+                step=timedelta(minutes=15),
+                values=(1.0, 10**400, float("nan")),
+            ),
+            "value 2 is not finite",
+        ),
+        (lambda: ForecastInterval(0.0, 0.0, 0.0, 0.0, -float("inf"), 0.0), "q_min_kvar is not"),
         (lambda: Entity(iri="not an iri"), "absolute IRI"),
         (lambda: Activity(method=Method.READ, entities=()), "at least one entity"),
         (
