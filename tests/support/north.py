@@ -34,6 +34,7 @@ from gateway.smartapi.encode import to_tree
 from gateway.smartapi.flexibility import (
     FlexibilityForecast,
     ForecastInterval,
+    ReserveActivation,
     ReserveNotification,
     ReserveVerification,
     VerificationInterval,
@@ -201,6 +202,27 @@ class Flexibility:
         with read_only(self.records.path, LABEL) as db:
             sql = "SELECT id FROM flex_activation WHERE status != 'refused' ORDER BY received_at"
             return [i for (i,) in db.execute(sql)]
+
+
+def activation_on_plan(
+    flex: Flexibility,
+    ams: AmsSimulator,
+    notification: ReserveNotification,
+    forecast: FlexibilityForecast,
+    fraction: float,
+) -> ReserveActivation:
+    """`fraction` of the reserved down band below the gateway's baseline now. Accepting a
+    reservation replans how the DERs hold its bands, which may move the baseline off the
+    forecast's (by tens of kW at some hours of the simulated day): an activation built on
+    the forecast alone can then lie outside the band and be refused."""
+    a = ams.activation_for(notification, forecast, fraction=fraction)
+    plan = flex.service.plan
+    assert plan is not None
+    i = plan.horizon.index(a.start)
+    assert i is not None
+    k = int((a.start - notification.start) / notification.step)
+    base = float(plan.pcc_p[i])
+    return dataclasses.replace(a, p_kw=base - fraction * notification.intervals[k].p_lower_kw)
 
 
 def fraction_beyond_band(notification: ReserveNotification) -> float:
