@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 
 from drivers.base import Driver
@@ -24,6 +25,13 @@ log = logging.getLogger(__name__)
 EventSink = Callable[..., Awaitable[None]]
 PollListener = Callable[[str, float], None]
 """Told (device id, seconds) after every completed poll; metrics hook in here."""
+
+
+def poll_phase(device_id: str, interval: float) -> float:
+    """Where in each poll period (seconds after a multiple of `interval` on the monotonic
+    clock) the device is polled: spread evenly by a hash of its id, the same at every
+    reconnect and restart."""
+    return zlib.crc32(device_id.encode()) / 2**32 * interval
 
 
 class DeviceSession:
@@ -136,18 +144,20 @@ class DeviceSession:
 
     async def _poll_forever(self) -> None:
         interval = self.device.poll_interval
-        next_at = time.monotonic()
+        # the first poll at once, then on this device's own phase of the period: devices
+        # that connected together would otherwise poll together for good, and the event
+        # loop would take all their answers in one burst each period, which an activation
+        # arriving then waits behind
+        phase = poll_phase(self.device.id, interval)
         while True:
             if self._points:
                 await self.poll_once()
                 if not self._announced:
                     await self._answered()
-            next_at += interval
-            delay = next_at - time.monotonic()
-            if delay < 0:  # overran: skip missed ticks rather than bursting
-                next_at = time.monotonic()
-                delay = 0
-            await asyncio.sleep(delay)
+            # the next slot of the phase: a poll that overran skips missed ticks rather
+            # than bursting
+            now = time.monotonic()
+            await asyncio.sleep((phase - now) % interval)
 
     async def poll_once(self) -> None:
         started = time.perf_counter()

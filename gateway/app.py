@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 
 STORE_FLUSH_S = 1.0
 PRUNE_EVERY_S = 3600.0
+#: how long a thread may hold the interpreter lock while another waits for it (s)
+SWITCH_INTERVAL_S = 0.001
 RECANCEL_S = 0.5
 
 
@@ -85,6 +88,7 @@ class Gateway:
         self.last_flush = time.monotonic()
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
         self._shutdown_hooks: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        self._switch_interval = sys.getswitchinterval()
         self._reload_parts: list[tuple[str, PrepareReload]] = []
 
     @property
@@ -211,6 +215,16 @@ class Gateway:
             await self._stack.aclose()
             raise
         await store.event("start", microgrid=cfg.microgrid.id, devices=len(self.sessions))
+        # what start-up built (the mapping's models, ~15 objects a point; the libraries of
+        # each part) lives as long as the gateway: out of the collector's sight, a full
+        # collection no longer walks it. The polls' readings promote a full collection
+        # every few seconds, and each walked about a million objects: a 100-340 ms pause
+        # of everything, the control path's answers with it
+        gc.freeze()
+        # worker threads (parsing, signing, the databases) hold the interpreter lock for up
+        # to the switch interval (5 ms by default) each time the event loop wants it back,
+        # and the control path wants it back at every await of a thread or a socket
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         return self
 
     @property
@@ -230,6 +244,8 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await self._store.event("stop")
         await self._stack.aclose()
+        gc.unfreeze()  # what this gateway built is garbage now: the collector may take it
+        sys.setswitchinterval(self._switch_interval)
 
     async def wait_connected(self, within: float) -> bool:
         """True once every device's link came up at least once within `within` seconds."""
@@ -281,10 +297,6 @@ async def serve(
     try:
         async with Gateway(config) as gw, OpsServer(gw, config.gateway.ops):
             gw.spawn(trim_forever(), "malloc-trim")
-            # what start-up built (the mapping's models: ~15 objects a point) lives as long
-            # as the process; out of the collector's sight, a full collection no longer
-            # walks it while the polls churn through readings
-            gc.freeze()
             log.info(
                 "gateway %r running: %d devices", config.gateway.microgrid.id, len(config.devices)
             )
