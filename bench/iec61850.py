@@ -272,6 +272,7 @@ async def control_round_trips(device: Device, p_set: Point, rounds: int) -> dict
         samples["raw"] += raw_control(port, rounds // BLOCKS)  # nothing else runs meanwhile
         driver = await connected(device, points)
         try:
+            await driver.write(p_set, command)  # warm up, as the bare client does
             samples["driver"] += await timed(
                 rounds // BLOCKS, lambda d=driver: d.write(p_set, command)
             )
@@ -282,6 +283,7 @@ async def control_round_trips(device: Device, p_set: Point, rounds: int) -> dict
     driver = await connected(device, points)
     try:
         assert await driver.subscribe(lambda reading: None)
+        await driver.write(p_set, command)  # warm up
         out["driver_with_reports"] = figures(
             await timed(rounds // 4, lambda: driver.write(p_set, command))
         )

@@ -13,9 +13,10 @@ worker keeps no second one. The library runs the report handler on the associati
 receive thread, which must take the GIL; a blocking request holding the GIL while a
 report arrives would wait forever for an answer that thread cannot deliver. So once
 reports are enabled, requests on the association release the GIL (`unlocked`, and the
-bindings' `pyWrap_` calls), and the lookups the bindings offer only as GIL-holding calls
-(types, data set directories, a control's model and type) go over a short-lived lookup
-association instead.
+bindings' `pyWrap_` calls). The lookups the bindings offer only as GIL-holding calls
+(types, data set directories, a control's model and type) are made before the reports
+are enabled, for every unit and control the driver names; one that is needed later goes
+over a lookup association opened for that request and closed after it.
 
 The process ends with os._exit: destroying the bindings' subscriber objects at interpreter
 exit can crash, and the OS closes the sockets anyway.
@@ -28,8 +29,7 @@ import struct
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -268,6 +268,7 @@ class ClientWorker:
     send: Callable[[wire.Message], None]
     con: Any = None
     reporting: bool = False  # reports may arrive on `con`: no GIL-holding request on it
+    lookup_con: Any = None  # while reporting: this request's association for lookups
     names: dict[tuple[str, str], Names | None] = field(default_factory=dict)
     directories: dict[str, list[str]] = field(default_factory=dict)
     controls: dict[str, _Control] = field(default_factory=dict)
@@ -293,6 +294,8 @@ class ClientWorker:
             return wire.link_error(str(exc))
         except Refused as exc:
             return wire.ied_error(exc.code, str(exc))
+        finally:
+            self._drop_lookup()
 
     # connection
 
@@ -334,18 +337,19 @@ class ClientWorker:
         if self.con is not None:  # a polite release
             unlocked.close(self.con)
 
-    @contextmanager
-    def _lookup(self) -> Iterator[Any]:
+    def _lookup(self) -> Any:
         """The association for a GIL-holding lookup: the IED's one, or, while reports may
-        arrive on it, a short-lived one of its own."""
+        arrive on it, one of this request's own (closed when the request is answered)."""
         con = self._connected()
         if not self.reporting:
-            yield con
-            return
-        lookup = self._open()
-        try:
-            yield lookup
-        finally:
+            return con
+        if self.lookup_con is None:
+            self.lookup_con = self._open()
+        return self.lookup_con
+
+    def _drop_lookup(self) -> None:
+        lookup, self.lookup_con = self.lookup_con, None
+        if lookup is not None:
             iec.IedConnection_close(lookup)
             iec.IedConnection_destroy(lookup)
 
@@ -354,8 +358,9 @@ class ClientWorker:
     def _names_of(self, reference: str, fc: str) -> Names | None:
         key = (reference, fc)
         if key not in self.names:
-            with self._lookup() as con:
-                spec, err = iec.IedConnection_getVariableSpecification(con, reference, _FC[fc])
+            spec, err = iec.IedConnection_getVariableSpecification(
+                self._lookup(), reference, _FC[fc]
+            )
             _check(err, f"type of {reference}@{fc}")
             try:
                 self.names[key] = _names(spec)
@@ -366,8 +371,7 @@ class ClientWorker:
     def _directory(self, reference: str) -> list[str]:
         """The data set's members as `LD/LN.DO[FC]`, as the IED reports them."""
         if reference not in self.directories:
-            with self._lookup() as con:
-                entries, err = iec.IedConnection_getDataSetDirectory(con, reference, None)
+            entries, err = iec.IedConnection_getDataSetDirectory(self._lookup(), reference, None)
             _check(err, f"directory of data set {reference}")
             members: list[str] = []
             element = iec.LinkedList_getNext(entries)
@@ -435,10 +439,10 @@ class ClientWorker:
         if control is None:
             # what ControlObjectClient_create asks the IED, asked over the lookup association
             model_ref = f"{reference}.ctlModel"
-            with self._lookup() as con:
-                spec, err = iec.IedConnection_getVariableSpecification(con, reference, _FC["CO"])
-                _check(err, f"type of {reference}@CO")  # link lost or no such object, precisely
-                ctl_model, err = iec.IedConnection_readObject(con, model_ref, _FC["CF"])
+            con = self._lookup()
+            spec, err = iec.IedConnection_getVariableSpecification(con, reference, _FC["CO"])
+            _check(err, f"type of {reference}@CO")  # link lost or no such object, precisely
+            ctl_model, err = iec.IedConnection_readObject(con, model_ref, _FC["CF"])
             try:
                 _check(err, f"read {model_ref}@CF")
                 model_value = int(iec.MmsValue_toInt32(ctl_model))
@@ -521,11 +525,32 @@ class ClientWorker:
 
     # reports
 
+    def _prepare(self, prepare: wire.Message) -> None:
+        """Types, directories and control objects of the units and controls named, asked
+        while no report can arrive; one the IED refuses is asked again when it is used,
+        where the refusal reaches the request that needs it."""
+        for unit in prepare.get("units", []):
+            ref, fc = str(unit["ref"]), str(unit["fc"])
+            try:
+                if unit["kind"] == "data_set":
+                    for member in self._directory(ref):
+                        self._member_names(member)
+                else:
+                    self._names_of(ref, fc)
+            except Refused:
+                continue
+        for ref in prepare.get("controls", []):
+            try:
+                self._control_object(str(ref))
+            except Refused:
+                continue
+
     def enable_reports(self, request: wire.Message) -> wire.Message:
         """Install the handler and enable each RCB on the IED's association (see module doc)."""
         handler = _ReportHandler(self.send)
         self.keep.append(handler)
         con = self._connected()
+        self._prepare(request.get("prepare", {}))
         for item in request["items"]:  # the lookups first, while no report can arrive
             data_set, rcb_ref = str(item["data_set"]), str(item["rcb"])
             members = self._directory(data_set)

@@ -236,7 +236,7 @@ async def test_one_association_carries_requests_and_reports(
     """Every idle association slows a libiec61850 server by 10 ms per pass for every
     client (docs/iec61850.md, "Control latency"): the driver keeps one per IED."""
     driver, device = ied
-    pid = driver._channel.pid if driver._channel else None
+    pid = driver.worker_pid
     assert pid is not None
     port = device.connection.port
     assert port is not None
