@@ -279,6 +279,40 @@ async def test_requests_never_wait_for_the_reports_on_their_association(
         await other.close()
 
 
+async def test_a_control_the_ied_lacks_is_refused_by_name_while_reports_run(
+    tmp_path: Path, sim: SimProcess
+) -> None:
+    """Its type lookup fails before the reports are enabled, and again when it is used,
+    then over a lookup association of its own (no GIL-holding request on the reporting
+    one): the refusal names the object and the association goes on serving."""
+    points = yaml.safe_load(MAPPING.read_text())["devices"][0]["points"]
+    points.append(
+        {
+            "id": "bess2.missing",
+            "address": "BESS2LD0/DRCC1.NoSuchCtl@CO",
+            "type": "float32",
+            "unit": "KiloW",
+            "direction": "read-write",
+        }
+    )
+    device = device_of(write_config(tmp_path, points=points), sim.ports[DEVICE])
+    driver = create_driver(device)
+    await driver.connect()
+    pushed: list[Reading] = []
+    try:
+        assert await driver.subscribe(pushed.append)
+        await until(lambda: bool(pushed))
+        missing = point(device, "bess2.missing")
+        result = await driver.write(missing, Command(missing.id, 1.0))
+        assert result.status is CommandStatus.REJECTED, result
+        assert "BESS2LD0/DRCC1.NoSuchCtl@CO" in result.detail
+        p_set = point(device, "bess2.p_set")
+        assert (await driver.write(p_set, Command(p_set.id, 0.0))).ok
+        assert driver.connected
+    finally:
+        await driver.close()
+
+
 class LoopWatch:
     """The longest the event loop went without running this ticker."""
 
