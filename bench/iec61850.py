@@ -11,7 +11,12 @@ open, which would blur the comparison):
   the same without the data set (one request per data object); and with the report
   association open, as the gateway runs with reports;
 - writes: an SP set point and an SBO-enhanced APC control (select, operate, termination)
-  through the driver, next to the raw write.
+  through the driver, next to the raw write;
+- control round trip: the same SBO-enhanced control by a bare client (`RawControl`) and
+  through the driver, in interleaved blocks with one association each; then the bare
+  client's control again while 1 and 2 more associations are open and idle. The library's
+  single-threaded server waits up to 10 ms on each idle association in every pass of its
+  loop (docs/iec61850.md, "Control latency"), which this line shows.
 
 Prints one JSON line: latencies (median, p99, ms), points/s, and the ratios.
 """
@@ -22,6 +27,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -40,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 CONFIG = ROOT / "config" / "demo.yaml"
 DEVICE = "bess2-ied"
+P_SET = "BESS2LD0/DRCC1.WSpt"  # bess2.p_set: APC, select-before-operate, enhanced security
 WARM_UP = 10  # reads before timing: the first ones after a connect are slower
 BLOCKS = 5
 
@@ -81,6 +88,81 @@ def raw_connect(port: int) -> Any:
             iec.IedConnection_close(con)
         iec.IedConnection_destroy(con)
     raise RuntimeError(f"no association with the simulator: error {err}")
+
+
+class Refused(Exception):
+    """The IED did not confirm a control."""
+
+
+class _Termination(iec.CommandTermHandler):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.done = threading.Event()
+
+    def trigger(self) -> None:  # on the connection's receive thread
+        self.done.set()
+
+
+class RawControl:
+    """A bare client's SBO-enhanced control as the driver makes it: select with value,
+    operate, then wait for the CommandTermination (the event is set by the library's
+    receive thread; waiting on it frees the GIL for that thread).
+
+    The bindings register termination subscribers in one table per process, keyed by the
+    control's reference: `close()` (before the association closes) releases the
+    subscriber, which frees the handler it owns, so the next one can register."""
+
+    def __init__(self, con: Any, reference: str, originator: str = "raw") -> None:
+        self.client = iec.ControlObjectClient_create(reference, con)
+        if not self.client:
+            raise Refused(f"{reference} is not a control object")
+        iec.ControlObjectClient_setOrigin(self.client, originator, iec.CONTROL_ORCAT_REMOTE_CONTROL)
+        self.handler = _Termination()
+        self.subscriber: Any = iec.CommandTermSubscriber()
+        self.subscriber.setLibiec61850ControlObjectClient(self.client)
+        self.subscriber.setEventHandler(self.handler.__disown__())  # the subscriber frees it
+        if not self.subscriber.subscribe():
+            raise Refused(f"{reference}: a termination subscriber is already registered")
+
+    def close(self) -> None:
+        self.subscriber = None  # unregisters and frees the handler
+        iec.ControlObjectClient_destroy(self.client)
+
+    def __call__(self, value: float, termination_timeout: float = 2.0) -> None:
+        mms = iec.MmsValue_newFloat(float(value))
+        self.handler.done.clear()
+        try:
+            if not iec.ControlObjectClient_selectWithValue(self.client, mms):
+                raise Refused("select refused")
+            if not iec.ControlObjectClient_operate(self.client, mms, 0):
+                raise Refused("operate refused")
+        finally:
+            iec.MmsValue_delete(mms)
+        if not self.handler.done.wait(termination_timeout):
+            raise Refused(f"no CommandTermination within {termination_timeout} s")
+        error = iec.ControlObjectClient_getLastApplError(self.client)
+        if error.error != 0:
+            raise Refused(f"CommandTermination-: AddCause {error.addCause}")
+
+
+def closed(con: Any) -> None:
+    iec.IedConnection_close(con)
+    iec.IedConnection_destroy(con)
+
+
+def raw_control(port: int, rounds: int, idle: int = 0) -> list[float]:
+    """Seconds of each bare SBO-enhanced control, with `idle` more associations open."""
+    others = [raw_connect(port) for _ in range(idle)]
+    con = raw_connect(port)
+    control = RawControl(con, P_SET)
+    try:
+        control(0.0)  # warm up
+        return timed_sync(rounds, lambda: control(0.0))
+    finally:
+        control.close()
+        closed(con)
+        for other in others:
+            closed(other)
 
 
 def raw(port: int, rounds: int) -> dict[str, Any]:
@@ -160,6 +242,7 @@ async def through_driver(device: Device, rounds: int) -> dict[str, Any]:
                 await driver.close()
     for name, values in samples.items():
         out[f"read_{name}"] = figures(values)
+    out["control"] = await control_round_trips(device, p_set, rounds)
     driver = await connected(device, points)
     try:
         out["write"] = figures(
@@ -172,6 +255,43 @@ async def through_driver(device: Device, rounds: int) -> dict[str, Any]:
         out["read_with_reports"] = figures(await timed(rounds // 4, lambda: driver.read(points)))
     finally:
         await driver.close()
+    return out
+
+
+async def control_round_trips(device: Device, p_set: Point, rounds: int) -> dict[str, Any]:
+    """The same SBO-enhanced control through the driver and by a bare client, in
+    interleaved blocks, one association at a time; then the driver with its report
+    association open (as the gateway runs) and the bare client with idle associations
+    beside it."""
+    port = device.connection.port
+    assert port is not None
+    points = [p for p in device.points if p.direction.readable]
+    command = Command(p_set.id, 0.0)
+    samples: dict[str, list[float]] = {"raw": [], "driver": []}
+    for _ in range(BLOCKS):
+        samples["raw"] += raw_control(port, rounds // BLOCKS)  # nothing else runs meanwhile
+        driver = await connected(device, points)
+        try:
+            await driver.write(p_set, command)  # warm up, as the bare client does
+            samples["driver"] += await timed(
+                rounds // BLOCKS, lambda d=driver: d.write(p_set, command)
+            )
+        finally:
+            await driver.close()
+    out: dict[str, Any] = {name: figures(values) for name, values in samples.items()}
+    out["driver_over_raw"] = round(out["driver"]["median_ms"] / out["raw"]["median_ms"], 2)
+    driver = await connected(device, points)
+    try:
+        assert await driver.subscribe(lambda reading: None)
+        await driver.write(p_set, command)  # warm up
+        out["driver_with_reports"] = figures(
+            await timed(rounds // 4, lambda: driver.write(p_set, command))
+        )
+    finally:
+        await driver.close()
+    for idle in (1, 2):
+        seconds = raw_control(port, rounds // 4, idle)
+        out[f"raw_with_{idle}_idle_associations"] = figures(seconds)
     return out
 
 

@@ -7,9 +7,11 @@ Each write sends a set point the way the gateway's driver does and waits for wha
 driver waits for, minus what only a gateway needs:
 - modbus: pymodbus `write_registers` of the float32 and its echo;
 - iec104: c104 `transmit()` of the set-point command until its activation confirmation;
-- iec61850: pyiec61850 select-with-value then operate of the APC control (enhanced
-  security; the CommandTermination is not waited for, so this floor is lower than the
-  driver's confirmed write);
+- iec61850: pyiec61850 select-with-value, operate and the CommandTermination of the APC
+  control (SBO, enhanced security), as the driver confirms it (bench.iec61850.RawControl).
+  This client is one more association on the IED beside the gateway's; the library's
+  server is slower for every client while several are open (docs/iec61850.md, "Control
+  latency"), so this floor carries that cost as the gateway's writes do;
 - dlms: gurux SET of the register value on an association kept open (the session layer
   bench/dlms.py also uses for its floor).
 
@@ -34,7 +36,8 @@ from pymodbus.client import ModbusTcpClient
 
 from bench.dlms import raw_session
 from bench.iec104 import RawClient
-from bench.iec61850 import raw_connect
+from bench.iec61850 import RawControl, raw_connect
+from bench.iec61850 import Refused as ControlRefused
 from drivers.base import to_raw
 from drivers.dlms.protocol import DlmsAddress
 from drivers.dlms.session import Got
@@ -107,27 +110,22 @@ def iec104(device: Device, point: Point, value: float, rounds: int) -> dict[str,
 
 def iec61850(device: Device, point: Point, value: float, rounds: int) -> dict[str, object]:
     address = device.address_of(point.id)
-    assert isinstance(address, Iec61850Address)
+    assert isinstance(address, Iec61850Address) and address.is_control
     port = device.connection.port
     assert port is not None
     con = raw_connect(port)
-    control = iec.ControlObjectClient_create(address.reference, con)
-    iec.ControlObjectClient_setOrigin(control, "raw", iec.CONTROL_ORCAT_REMOTE_CONTROL)
+    control = RawControl(con, str(address.obj))
 
     def write() -> None:
-        mms = iec.MmsValue_newFloat(float(value))
         try:
-            if not iec.ControlObjectClient_selectWithValue(control, mms):
-                raise Refused("select refused")
-            if not iec.ControlObjectClient_operate(control, mms, 0):
-                raise Refused("operate refused")
-        finally:
-            iec.MmsValue_delete(mms)
+            control(float(to_raw(point, value)))
+        except ControlRefused as exc:
+            raise Refused(str(exc)) from None
 
     try:
         return _timed(rounds, write)
     finally:
-        iec.ControlObjectClient_destroy(control)
+        control.close()
         iec.IedConnection_close(con)
         iec.IedConnection_destroy(con)
 

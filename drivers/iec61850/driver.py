@@ -152,8 +152,20 @@ class Iec61850Driver(ProtocolDriver[Iec61850Address, Iec61850Options]):
         items = [
             {"rcb": d.report, "data_set": d.reference} for d in self.options.data_sets if d.report
         ]
+        # what later requests need to know is asked before reports can arrive (worker doc)
+        units = self._report_plan[1].units
+        controls = [
+            self._addresses[p.id].reference
+            for p in self.device.points
+            if self._addresses[p.id].is_control and p.direction.writable
+        ]
+        members = {d.reference: len(d.members) for d in self.options.data_sets}
         requests = sum(4 + len(d.members) for d in self.options.data_sets if d.report)
-        answer = await self._call({"op": wire.REPORTS, "items": items}, requests)
+        requests += sum(1 + members.get(u.ref, 0) for u in units) + 2 * len(controls)
+        prepare = {"units": [u.to_wire() for u in units], "controls": controls}
+        answer = await self._call(
+            {"op": wire.REPORTS, "items": items, "prepare": prepare}, requests
+        )
         if "error" in answer:
             log.warning(
                 "device %r: reports not enabled, data is polled only: %s",

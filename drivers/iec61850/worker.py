@@ -6,11 +6,17 @@ Why a process: the bindings' blocking calls hold the GIL for their whole duratio
 the gateway's process one slow IED would freeze the event loop. Here a hang costs only
 this process, which the driver kills after its own deadline.
 
-Reports need a second MMS association per report control block: the library calls the
-report handler on the connection's receive thread, which must take the GIL; if that
-thread is the one a blocking request on the same connection waits for, both wait forever.
-A report connection therefore makes exactly one blocking call after its handler is
-installed (the write that enables the RCB) and is never used for requests again.
+One MMS association per IED carries requests and reports alike. Every idle association
+costs a libiec61850 server (its default single-threaded build, as the simulator's) 10 ms
+in each pass of its loop, for every client (docs/iec61850.md, "Control latency"), so the
+worker keeps no second one. The library runs the report handler on the association's
+receive thread, which must take the GIL; a blocking request holding the GIL while a
+report arrives would wait forever for an answer that thread cannot deliver. So once
+reports are enabled, requests on the association release the GIL (`unlocked`, and the
+bindings' `pyWrap_` calls). The lookups the bindings offer only as GIL-holding calls
+(types, data set directories, a control's model and type) are made before the reports
+are enabled, for every unit and control the driver names; one that is needed later goes
+over a lookup association opened for that request and closed after it.
 
 The process ends with os._exit: destroying the bindings' subscriber objects at interpreter
 exit can crash, and the OS closes the sockets anyway.
@@ -29,7 +35,7 @@ from typing import Any
 
 import pyiec61850.pyiec61850 as iec
 
-from drivers.iec61850 import wire
+from drivers.iec61850 import unlocked, wire
 
 _LINK_ERRORS = {
     iec.IED_ERROR_NOT_CONNECTED,
@@ -261,7 +267,8 @@ class _Control:
 class ClientWorker:
     send: Callable[[wire.Message], None]
     con: Any = None
-    report_cons: list[Any] = field(default_factory=list)
+    reporting: bool = False  # reports may arrive on `con`: no GIL-holding request on it
+    lookup_con: Any = None  # while reporting: this request's association for lookups
     names: dict[tuple[str, str], Names | None] = field(default_factory=dict)
     directories: dict[str, list[str]] = field(default_factory=dict)
     controls: dict[str, _Control] = field(default_factory=dict)
@@ -287,6 +294,8 @@ class ClientWorker:
             return wire.link_error(str(exc))
         except Refused as exc:
             return wire.ied_error(exc.code, str(exc))
+        finally:
+            self._drop_lookup()
 
     # connection
 
@@ -325,8 +334,24 @@ class ClientWorker:
         return self.con
 
     def close(self) -> None:
-        if self.con is not None:  # a polite release; report connections are just dropped
-            iec.IedConnection_close(self.con)
+        if self.con is not None:  # a polite release
+            unlocked.close(self.con)
+
+    def _lookup(self) -> Any:
+        """The association for a GIL-holding lookup: the IED's one, or, while reports may
+        arrive on it, one of this request's own (closed when the request is answered)."""
+        con = self._connected()
+        if not self.reporting:
+            return con
+        if self.lookup_con is None:
+            self.lookup_con = self._open()
+        return self.lookup_con
+
+    def _drop_lookup(self) -> None:
+        lookup, self.lookup_con = self.lookup_con, None
+        if lookup is not None:
+            iec.IedConnection_close(lookup)
+            iec.IedConnection_destroy(lookup)
 
     # reading
 
@@ -334,7 +359,7 @@ class ClientWorker:
         key = (reference, fc)
         if key not in self.names:
             spec, err = iec.IedConnection_getVariableSpecification(
-                self._connected(), reference, _FC[fc]
+                self._lookup(), reference, _FC[fc]
             )
             _check(err, f"type of {reference}@{fc}")
             try:
@@ -346,7 +371,7 @@ class ClientWorker:
     def _directory(self, reference: str) -> list[str]:
         """The data set's members as `LD/LN.DO[FC]`, as the IED reports them."""
         if reference not in self.directories:
-            entries, err = iec.IedConnection_getDataSetDirectory(self._connected(), reference, None)
+            entries, err = iec.IedConnection_getDataSetDirectory(self._lookup(), reference, None)
             _check(err, f"directory of data set {reference}")
             members: list[str] = []
             element = iec.LinkedList_getNext(entries)
@@ -363,7 +388,7 @@ class ClientWorker:
 
     def _read_object(self, reference: str, fc: str) -> Any:
         names = self._names_of(reference, fc)
-        value, err = iec.IedConnection_readObject(self._connected(), reference, _FC[fc])
+        value, err = iec.pyWrap_IedConnection_readObject(self._connected(), reference, _FC[fc])
         _check(err, f"read {reference}@{fc}")
         try:
             return to_json(value, names)
@@ -374,23 +399,15 @@ class ClientWorker:
         members = self._directory(reference)
         names = [self._member_names(m) for m in members]
         mms = iec.IedConnection_getMmsConnection(self._connected())
-        error = iec.MmsError_create()
-        try:
-            domain, item = _split_ref(reference)
-            values = iec.MmsConnection_readNamedVariableListValues(mms, error, domain, item, False)
-            code = int(iec.MmsError_getValue(error))
-        finally:
-            iec.MmsErrror_destroy(error)  # (sic) the bindings' name
-        if code in _MMS_LINK_ERRORS:
-            raise LinkLost(f"read data set {reference}: {iec.MmsError_toString(code)}")
-        if code != 0 or not values:
-            raise Refused(code, f"read data set {reference}: {iec.MmsError_toString(code)}")
-        try:
+        domain, item = _split_ref(reference)
+        with unlocked.data_set_values(mms, domain, item) as (values, code):
+            if code in _MMS_LINK_ERRORS:
+                raise LinkLost(f"read data set {reference}: {iec.MmsError_toString(code)}")
+            if code != 0 or not values:
+                raise Refused(code, f"read data set {reference}: {iec.MmsError_toString(code)}")
             out = [
                 to_json(iec.MmsValue_getElement(values, i), names[i]) for i in range(len(members))
             ]
-        finally:
-            iec.MmsValue_delete(values)
         return {"members": members, "values": out}
 
     def read(self, request: wire.Message) -> wire.Message:
@@ -411,7 +428,7 @@ class ClientWorker:
         reference, fc = str(request["ref"]), str(request["fc"])
         value = _new_value(str(request["type"]), request["value"])
         try:
-            err = iec.IedConnection_writeObject(self._connected(), reference, _FC[fc], value)
+            err = iec.pyWrap_IedConnection_writeObject(self._connected(), reference, _FC[fc], value)
         finally:
             iec.MmsValue_delete(value)
         _check(err, f"write {reference}@{fc}")
@@ -420,8 +437,21 @@ class ClientWorker:
     def _control_object(self, reference: str) -> _Control:
         control = self.controls.get(reference)
         if control is None:
-            self._names_of(reference, "CO")  # says link lost or no such object, precisely
-            client = iec.ControlObjectClient_create(reference, self._connected())
+            # what ControlObjectClient_create asks the IED, asked over the lookup association
+            model_ref = f"{reference}.ctlModel"
+            con = self._lookup()
+            spec, err = iec.IedConnection_getVariableSpecification(con, reference, _FC["CO"])
+            _check(err, f"type of {reference}@CO")  # link lost or no such object, precisely
+            ctl_model, err = iec.IedConnection_readObject(con, model_ref, _FC["CF"])
+            try:
+                _check(err, f"read {model_ref}@CF")
+                model_value = int(iec.MmsValue_toInt32(ctl_model))
+                iec.MmsValue_delete(ctl_model)
+                client = iec.ControlObjectClient_createEx(
+                    reference, self._connected(), model_value, spec
+                )
+            finally:
+                iec.MmsVariableSpecification_destroy(spec)
             if not client:
                 raise Refused(
                     iec.IED_ERROR_OBJECT_DOES_NOT_EXIST, f"{reference} is not a control object"
@@ -467,13 +497,11 @@ class ClientWorker:
         control.termination.done.clear()
         if sbo:
             selected = (
-                iec.ControlObjectClient_selectWithValue(client, value)
-                if enhanced
-                else iec.ControlObjectClient_select(client)
+                unlocked.select_with_value(client, value) if enhanced else unlocked.select(client)
             )
             if not selected:
                 return self._failed(control, "select")
-        if not iec.ControlObjectClient_operate(client, value, 0):
+        if not unlocked.operate(client, value):
             return self._failed(control, "operate")
         if not enhanced:
             return {"ok": True, "stage": "operate"}
@@ -497,20 +525,42 @@ class ClientWorker:
 
     # reports
 
+    def _prepare(self, prepare: wire.Message) -> None:
+        """Types, directories and control objects of the units and controls named, asked
+        while no report can arrive; one the IED refuses is asked again when it is used,
+        where the refusal reaches the request that needs it."""
+        for unit in prepare.get("units", []):
+            ref, fc = str(unit["ref"]), str(unit["fc"])
+            try:
+                if unit["kind"] == "data_set":
+                    for member in self._directory(ref):
+                        self._member_names(member)
+                else:
+                    self._names_of(ref, fc)
+            except Refused:
+                continue
+        for ref in prepare.get("controls", []):
+            try:
+                self._control_object(str(ref))
+            except Refused:
+                continue
+
     def enable_reports(self, request: wire.Message) -> wire.Message:
-        """Install the handler and enable each RCB on its own association (see module doc)."""
+        """Install the handler and enable each RCB on the IED's association (see module doc)."""
         handler = _ReportHandler(self.send)
         self.keep.append(handler)
-        for item in request["items"]:
+        con = self._connected()
+        self._prepare(request.get("prepare", {}))
+        for item in request["items"]:  # the lookups first, while no report can arrive
             data_set, rcb_ref = str(item["data_set"]), str(item["rcb"])
-            members = self._directory(data_set)  # all blocking lookups on the main connection
+            members = self._directory(data_set)
             names = [self._member_names(m) for m in members]
             handler.targets[rcb_ref] = _ReportTarget(data_set, members, names)
-            rcon = self._open()
-            self.report_cons.append(rcon)
+        for item in request["items"]:
+            data_set, rcb_ref = str(item["data_set"]), str(item["rcb"])
             rcb = iec.ClientReportControlBlock_create(rcb_ref)
             self.keep.append(rcb)
-            rcb, err = iec.IedConnection_getRCBValues(rcon, rcb_ref, rcb)
+            rcb, err = iec.pyWrap_IedConnection_getRCBValues(con, rcb_ref, rcb)
             _check(err, f"read report control block {rcb_ref}")
             actual = str(iec.ClientReportControlBlock_getDataSetReference(rcb) or "")
             if actual.replace("$", ".") != data_set:
@@ -519,7 +569,7 @@ class ClientWorker:
                     f"{rcb_ref} reports data set {actual!r}, not {data_set!r}",
                 )
             subscriber = iec.RCBSubscriber()
-            subscriber.setIedConnection(rcon)
+            subscriber.setIedConnection(con)
             subscriber.setRcbReference(rcb_ref)
             subscriber.setRcbRptId(str(iec.ClientReportControlBlock_getRptId(rcb) or rcb_ref))
             subscriber.setEventHandler(handler)
@@ -535,7 +585,8 @@ class ClientWorker:
             iec.ClientReportControlBlock_setRptEna(rcb, True)
             iec.ClientReportControlBlock_setGI(rcb, True)
             mask = iec.RCB_ELEMENT_OPT_FLDS | iec.RCB_ELEMENT_RPT_ENA | iec.RCB_ELEMENT_GI
-            _check(iec.IedConnection_setRCBValues(rcon, rcb, mask, True), f"enable {rcb_ref}")
+            self.reporting = True  # from this write on, reports may arrive
+            _check(iec.pyWrap_IedConnection_setRCBValues(con, rcb, mask, True), f"enable {rcb_ref}")
         return {"ok": True}
 
 

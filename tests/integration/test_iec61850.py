@@ -5,6 +5,7 @@ controls, refusals with their AddCause, reports, and links that hang, die and co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -210,6 +211,106 @@ async def test_reports_push_changes_without_polling(ied: tuple[Iec61850Driver, D
     finally:
         assert (await driver.write(p_set, Command(p_set.id, 0.0))).ok
     assert all(r.quality.good and r.source_time is not None for r in pushed)
+
+
+def associations(pid: int, port: int) -> int:
+    """Established TCP connections of process `pid` to `port` on loopback (/proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote_port = int(fields[2].split(":")[1], 16)
+        if remote_port == port and fields[3] == "01" and fields[9] in inodes:  # ESTABLISHED
+            count += 1
+    return count
+
+
+async def test_one_association_carries_requests_and_reports(
+    ied: tuple[Iec61850Driver, Device],
+) -> None:
+    """Every idle association slows a libiec61850 server by 10 ms per pass for every
+    client (docs/iec61850.md, "Control latency"): the driver keeps one per IED."""
+    driver, device = ied
+    pid = driver.worker_pid
+    assert pid is not None
+    port = device.connection.port
+    assert port is not None
+    pushed: list[Reading] = []
+    assert await driver.subscribe(pushed.append)
+    await until(lambda: bool(pushed))
+    p_set = point(device, "bess2.p_set")
+    assert (await driver.write(p_set, Command(p_set.id, 0.0))).ok
+    assert all(r.quality.good for r in await driver.read(readable(device)))
+    assert associations(pid, port) == 1
+
+
+async def test_requests_never_wait_for_the_reports_on_their_association(
+    ied: tuple[Iec61850Driver, Device],
+) -> None:
+    """Controls (select, operate, termination), data set reads and object reads while
+    each control makes the IED report: a request that held the GIL when a report came in
+    would wait for good (the worker would be killed and the link reported lost). A second
+    client, connected and idle, makes the IED answer every request in 10-40 ms, so that
+    reports come in while requests are in flight."""
+    driver, device = ied
+    other = create_driver(device)
+    await other.connect()
+    pushed: list[Reading] = []
+    try:
+        assert await driver.subscribe(pushed.append)
+        await until(lambda: bool(pushed))
+        p_set = point(device, "bess2.p_set")
+        before = len(pushed)
+        try:
+            for i in range(16):
+                result = await driver.write(p_set, Command(p_set.id, 5.0 if i % 2 else -5.0))
+                assert result.ok, result
+                readings = await driver.read(readable(device))
+                assert all(r.quality.good for r in readings), readings
+        finally:
+            assert (await driver.write(p_set, Command(p_set.id, 0.0))).ok
+        assert len(pushed) > before  # reports kept coming in between the requests
+    finally:
+        await other.close()
+
+
+async def test_a_control_the_ied_lacks_is_refused_by_name_while_reports_run(
+    tmp_path: Path, sim: SimProcess
+) -> None:
+    """Its type lookup fails before the reports are enabled, and again when it is used,
+    then over a lookup association of its own (no GIL-holding request on the reporting
+    one): the refusal names the object and the association goes on serving."""
+    points = yaml.safe_load(MAPPING.read_text())["devices"][0]["points"]
+    points.append(
+        {
+            "id": "bess2.missing",
+            "address": "BESS2LD0/DRCC1.NoSuchCtl@CO",
+            "type": "float32",
+            "unit": "KiloW",
+            "direction": "read-write",
+        }
+    )
+    device = device_of(write_config(tmp_path, points=points), sim.ports[DEVICE])
+    driver = create_driver(device)
+    await driver.connect()
+    pushed: list[Reading] = []
+    try:
+        assert await driver.subscribe(pushed.append)
+        await until(lambda: bool(pushed))
+        missing = point(device, "bess2.missing")
+        result = await driver.write(missing, Command(missing.id, 1.0))
+        assert result.status is CommandStatus.REJECTED, result
+        assert "BESS2LD0/DRCC1.NoSuchCtl@CO" in result.detail
+        p_set = point(device, "bess2.p_set")
+        assert (await driver.write(p_set, Command(p_set.id, 0.0))).ok
+        assert driver.connected
+    finally:
+        await driver.close()
 
 
 class LoopWatch:
