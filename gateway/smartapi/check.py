@@ -31,7 +31,7 @@ from gateway.smartapi import xsd
 from gateway.smartapi.decode import NUMERIC, Reader, show
 from gateway.smartapi.encode import FORECAST_COLUMNS, RESERVE_COLUMNS, VERIFICATION_COLUMNS, Column
 from gateway.smartapi.messages import ID_PATTERN, QUALITY_PATTERN, TZ_PATTERN, SeriesRole
-from gateway.smartapi.oxparse import WireLiteral
+from gateway.smartapi.oxparse import WireLiteral, finite_doubles
 from gateway.smartapi.vocab import MGMS, QUDT, SMARTAPI, UNIT, QuantityKind, curie
 
 _ID = re.compile(ID_PATTERN)
@@ -252,7 +252,9 @@ class _Checker:
         members = self._list_members(heads)
         if heads and not members:
             self.fail(MissingTerm, "smartapi:list", node, "empty time series")
-        for member in members:
+        if finite_doubles(members) is not None:
+            members = []  # the common case, settled in one pass
+        for member in dict.fromkeys(members):
             if member.__class__ is WireLiteral:
                 value = member.double()  # a parsed double: its form was checked when parsed
                 if value is not None and -_DOUBLE_MAX <= value <= _DOUBLE_MAX:
@@ -266,12 +268,13 @@ class _Checker:
         self.one_of(node, MGMS.quantityOf, _QKS, 0)
 
     def _list_members(self, heads: list[RdfNode]) -> list[RdfNode]:
-        """Values of the path smartapi:list/rdf:rest*/rdf:first, distinct, in the order of
-        the general walk below (the last head's list first)."""
+        """Values of the path smartapi:list/rdf:rest*/rdf:first in the order of the general
+        walk below (the last head's list first); a value may repeat (the caller keeps the
+        first of each)."""
         lists = self.reader.index.collections()
         found = [lists[head] for head in reversed(heads) if head in lists]
         if len(found) == len(heads):  # plain collections, as the parser's index found them
-            return list(dict.fromkeys(m for c in found for m in c.members))
+            return [m for c in found for m in c.members]
         seen: set[RdfNode] = set()
         frontier = list(heads)
         members: dict[RdfNode, None] = {}

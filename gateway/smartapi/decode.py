@@ -58,7 +58,7 @@ from gateway.smartapi.messages import (
     TimeSeries,
     ValueObject,
 )
-from gateway.smartapi.oxparse import WireLiteral, index_of
+from gateway.smartapi.oxparse import WireLiteral, finite_doubles, index_of
 from gateway.smartapi.vocab import (
     MGMS,
     QK,
@@ -354,6 +354,11 @@ def _walk_list(r: Reader, owner: RdfNode, head: RdfNode) -> Iterator[tuple[RdfNo
 
 
 def _list_items(r: Reader, owner: RdfNode, head: RdfNode) -> list[float]:
+    found = r.index.collections().get(head)
+    if found is not None:
+        doubles = finite_doubles(found.members)
+        if doubles is not None:
+            return doubles
     values: list[float] = []
     isfinite = math.isfinite
     for cell, item in _list_cells(r, owner, head):

@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import suppress
 from itertools import islice
+from math import isfinite
+from operator import attrgetter
 from typing import Any
 
 import pyoxigraph as ox
@@ -65,10 +68,12 @@ class WireLiteral(Literal):
     """An rdflib literal built from its lexical form as written, its Python value cast on
     first use by rdflib's own rules (`Literal(lexical, datatype, normalize=False)`). Its hash
     (rdflib's, computed in Python) is computed once: the index hashes each literal several
-    times."""
+    times. An xsd:double or xsd:float keeps its float, computed once per distinct literal
+    of a document: the stages read each time series member (`double`, `finite_doubles`)."""
 
-    __slots__ = ("_hash",)
+    __slots__ = ("_double", "_hash")
     _hash: int
+    _double: float | None
 
     @classmethod
     def of(cls, lexical: str, datatype: URIRef) -> WireLiteral:
@@ -78,6 +83,11 @@ class WireLiteral(Literal):
         inst._value = _PENDING
         inst._ill_typed = None
         inst._hash = Literal.__hash__(inst)
+        inst._double = None
+        if datatype in DOUBLES:
+            # a form float() does not read is refused when its statement is checked
+            with suppress(ValueError):
+                inst._double = float(lexical)
         return inst
 
     def __hash__(self) -> int:
@@ -86,8 +96,8 @@ class WireLiteral(Literal):
     def double(self) -> float | None:
         """The value of an xsd:double or xsd:float, None for other datatypes. Its form passed
         the XSD grammar when it was parsed (xsd.check_statement), which admits only what
-        float() reads the same way: the decoder's most frequent conversion, done directly."""
-        return float(self) if self._datatype in DOUBLES else None
+        float() reads the same way: the decoder's most frequent conversion, done once."""
+        return self._double
 
     def _cast(self) -> None:
         full = Literal(str(self), datatype=self._datatype, normalize=False)
@@ -107,9 +117,27 @@ class WireLiteral(Literal):
         return self._ill_typed
 
 
+_DOUBLE = attrgetter("_double")
+
+
+def finite_doubles(members: Sequence[Any]) -> list[float] | None:
+    """The values of `members` when every one is a parsed xsd:double or xsd:float literal
+    with a finite value (a time series as sent, nearly always), else None: read in C loops,
+    where `WireLiteral.double` is one Python call per member."""
+    if not members or set(map(type, members)) != _WIRE_ONLY:
+        return None
+    values = list(map(_DOUBLE, members))
+    if None in values or not all(map(isfinite, values)):
+        return None
+    return values
+
+
 Triple = tuple[Any, Any, Any]
 _Nested = dict[Any, dict[Any, dict[Any, None]]]
 _LIST_LINKS = (FIRST, REST)
+
+
+_WIRE_ONLY = {WireLiteral}
 
 
 class Collection(tuple[tuple[Any, ...], tuple[Any, ...]]):
