@@ -72,6 +72,7 @@ from gateway.smartapi.vocab import (
 from gateway.units import UNITS
 
 T = TypeVar("T")
+_Interval = TypeVar("_Interval")
 
 NUMERIC = v.NUMERIC
 _STRING_TYPES = (None, XSD.string)
@@ -574,9 +575,11 @@ def _columns(
     return start, step, out
 
 
-def _rows(columns: dict[str, list[float]]) -> list[dict[str, float]]:
-    names = list(columns)
-    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+def _intervals(cls: type[_Interval], columns: dict[str, list[float]]) -> tuple[_Interval, ...]:
+    """One interval per row of the columns (each a field of `cls`), built positionally."""
+    fields = list(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    assert sorted(fields) == sorted(columns)  # and of one length (`_columns`)
+    return tuple(map(cls, *(columns[f] for f in fields)))
 
 
 def _flex(r: Reader, node: RdfNode, cls: type, header: Mapping[str, object]) -> AnyMessage:
@@ -618,7 +621,7 @@ def _flex(r: Reader, node: RdfNode, cls: type, header: Mapping[str, object]) -> 
                 **common,  # type: ignore[arg-type]
                 start=start,
                 step=step,
-                intervals=tuple(ForecastInterval(**row) for row in _rows(cols)),
+                intervals=_intervals(ForecastInterval, cols),
             )
     if cls is ReserveNotification:
         purchase = r.string(node, MGMS.purchaseId)
@@ -629,7 +632,7 @@ def _flex(r: Reader, node: RdfNode, cls: type, header: Mapping[str, object]) -> 
                 purchase=purchase or "",
                 start=start,
                 step=step,
-                intervals=tuple(ReservedInterval(**row) for row in _rows(cols)),
+                intervals=_intervals(ReservedInterval, cols),
             )
     activation = r.string(node, MGMS.activationId)
     start, step, cols = _columns(r, ent, VERIFICATION_COLUMNS)
@@ -639,5 +642,5 @@ def _flex(r: Reader, node: RdfNode, cls: type, header: Mapping[str, object]) -> 
             activation=activation or "",
             start=start,
             step=step,
-            intervals=tuple(VerificationInterval(**row) for row in _rows(cols)),
+            intervals=_intervals(VerificationInterval, cols),
         )
