@@ -170,6 +170,30 @@ def _keys(found: dict[Any, Any], wanted: Any) -> tuple[Any, ...]:
     return (wanted,) if wanted in found else ()
 
 
+def _walk_chain(
+    head: Any, links: dict[Any, tuple[Any, Any]], outside: set[Any], shared: set[Any]
+) -> Collection | None:
+    """The collection from `head`, cell by cell, or None where a cell is not plain: named,
+    not a cell, referenced from outside its chain or the rest of two cells."""
+    cells: list[Any] = []
+    members: list[Any] = []
+    cell = head
+    while True:
+        item, after = links[cell]
+        cells.append(cell)
+        members.append(item)
+        if after is NIL or (after.__class__ is not BNode and after == NIL):
+            return Collection((tuple(cells), tuple(members)))
+        if (
+            after.__class__ is not BNode  # a named cell is written under its name
+            or after not in links
+            or after in outside
+            or after in shared
+        ):
+            return None
+        cell = after
+
+
 class TripleIndex(Store):
     """An in-memory triple store without contexts: subject and predicate indexes of nested
     dictionaries (insertion order kept, as rdflib's stores do). A lookup by object alone
@@ -298,37 +322,23 @@ class TripleIndex(Store):
         shared: set[Any] = set()
         for s, by_p in self.spo.items():
             if len(by_p) == 2:
-                items, nexts = by_p.get(first), by_p.get(rest)
-                if items and nexts and len(items) == 1 and len(nexts) == 1:
-                    (item,) = items
-                    (after,) = nexts
-                    links[s] = (item, after)
-                    if item.__class__ is BNode:
-                        outside.add(item)  # a cell that is also a member is not plain
-                    if after in targets:
-                        shared.add(after)
-                    else:
-                        targets.add(after)
+                try:
+                    (item,) = by_p[first]
+                    (after,) = by_p[rest]
+                except (KeyError, ValueError):  # not exactly one of each
+                    continue
+                links[s] = (item, after)
+                if item.__class__ is BNode:
+                    outside.add(item)  # a cell that is also a member is not plain
+                if after in targets:
+                    shared.add(after)
+                else:
+                    targets.add(after)
         found: dict[Any, Collection] = {}
         for head in links.keys() - targets:
-            cells: list[Any] = []
-            members: list[Any] = []
-            cell = head
-            while True:
-                item, after = links[cell]
-                cells.append(cell)
-                members.append(item)
-                if after is NIL or (after.__class__ is not BNode and after == NIL):
-                    found[head] = Collection((tuple(cells), tuple(members)))
-                    break
-                if (
-                    after.__class__ is not BNode  # a named cell is written under its name
-                    or after not in links
-                    or after in outside
-                    or after in shared
-                ):
-                    break
-                cell = after
+            walked = _walk_chain(head, links, outside, shared)
+            if walked is not None:
+                found[head] = walked
         self._collections = found
         return found
 
