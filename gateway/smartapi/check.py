@@ -54,6 +54,21 @@ _FLEX_COLUMNS = {
 }
 
 
+#: a column's role, quantity kind and quantity-of terms
+_COLUMN_TERMS: dict[Column, tuple[URIRef, URIRef, URIRef | None]] = {
+    column: (MGMS[column[0].value], column[1].iri, column[2].iri if column[2] else None)
+    for columns, _, _ in _FLEX_COLUMNS.values()
+    for column in columns
+}
+#: a time series by its roles, quantity kinds and quantityOf terms
+_Described = tuple[set[RdfNode], set[RdfNode], set[RdfNode]]
+
+
+def _name(path: URIRef | tuple[URIRef, ...]) -> str:
+    """A property path as a finding names it."""
+    return curie(path) if isinstance(path, URIRef) else "/".join(curie(p) for p in path)
+
+
 @dataclass(frozen=True)
 class Violation:
     error: type[MessageDecodeError]
@@ -96,11 +111,10 @@ class _Checker:
         hi: int | None,
     ) -> list[RdfNode]:
         found = self.values(node, path)
-        name = curie(path) if isinstance(path, URIRef) else "/".join(curie(p) for p in path)
         if len(found) < lo:
-            self.fail(MissingTerm, name, node, "required term missing")
+            self.fail(MissingTerm, _name(path), node, "required term missing")
         elif hi is not None and len(found) > hi:
-            self.fail(InvalidTerm, name, node, f"{len(found)} values where at most {hi}")
+            self.fail(InvalidTerm, _name(path), node, f"{len(found)} values where at most {hi}")
         return found
 
     def strings(
@@ -110,17 +124,19 @@ class _Checker:
         required: bool,
         pattern: re.Pattern[str] | None = None,
     ) -> None:
-        name = curie(path) if isinstance(path, URIRef) else "/".join(curie(p) for p in path)
         for value in self.count(node, path, 1 if required else 0, 1):
             if (
                 not isinstance(value, Literal)
                 or value.datatype not in (None, XSD.string)
                 or (value.language is not None)
             ):
-                self.fail(WrongDatatype, name, node, f"{show(value)} is not an xsd:string")
+                self.fail(WrongDatatype, _name(path), node, f"{show(value)} is not an xsd:string")
             elif pattern is not None and not pattern.search(str(value)):
                 self.fail(
-                    InvalidTerm, name, node, f"{show(value)} does not match {pattern.pattern}"
+                    InvalidTerm,
+                    _name(path),
+                    node,
+                    f"{show(value)} does not match {pattern.pattern}",
                 )
 
     def datetimes(self, node: RdfNode, path: URIRef, required: bool) -> None:
@@ -302,22 +318,28 @@ class _Checker:
         columns, ref, has_ref = _FLEX_COLUMNS[flex_class]  # type: ignore[index]
         if has_ref:
             self.strings(node, ref, True, _ID)
-        series = self.values(node, (act, ent, SMARTAPI.timeSeries))
+        series = [
+            (
+                set(self.values(s, MGMS.role)),
+                set(self.values(s, QUDT.hasQuantityKind)),
+                set(self.values(s, MGMS.quantityOf)),
+            )
+            for s in self.values(node, (act, ent, SMARTAPI.timeSeries))
+        ]
         for column in columns:
             self.column(node, series, column)
 
-    def column(self, node: RdfNode, series: list[RdfNode], column: Column) -> None:
+    def column(self, node: RdfNode, series: list[_Described], column: Column) -> None:
+        """Exactly one of the series (each by its roles, quantity kinds and quantityOf)
+        is the column's."""
         role, kind, of, _unit, _attr = column
+        role_iri, kind_iri, of_iri = _COLUMN_TERMS[column]
         matching = [
             s
             for s in series
-            if MGMS[role.value] in self.values(s, MGMS.role)
-            and kind.iri in self.values(s, QUDT.hasQuantityKind)
-            and (
-                of.iri in self.values(s, MGMS.quantityOf)
-                if of is not None
-                else not self.values(s, MGMS.quantityOf)
-            )
+            if role_iri in s[0]
+            and kind_iri in s[1]
+            and (of_iri in s[2] if of_iri is not None else not s[2])
         ]
         if len(matching) != 1:
             what = f"{role.value} {kind.value}" + (f" of {of.value}" if of else "")
