@@ -206,9 +206,9 @@ class TripleIndex(Store):
         self.spo: _Nested = {}
         self.pos: _Nested = {}
         self.count = 0
-        #: objects of the rdf:first and rdf:rest statements `load` left out of `pos` (most
-        #: statements of a message, looked up by object only to name a node in an error or
-        #: to look for a legacy term): filed on first need (`_file_if_asked`)
+        #: objects but literals of the rdf:first and rdf:rest statements `load` left out of
+        #: `pos` (most statements of a message, looked up by object only to name a node in an
+        #: error or to look for a legacy term): filed on first need (`_file_if_asked`)
         self._unfiled: list[Any] | None = None
         self._unfiled_set: set[Any] | None = None
         self._collections: dict[Any, Collection] | None = None
@@ -239,20 +239,26 @@ class TripleIndex(Store):
         spo, pos = self.spo, self.pos
         added = 0
         first, rest = FIRST, REST
+        new = str.__new__
         unfiled: list[Any] = []
+        linked = False
         for line in lines:
             s, p, o = line.split(" ", 2)
             subject = terms.get(s)
-            if subject is None:
-                subject = terms[s] = _term(s, fresh)
+            if subject is None:  # a blank node (most new terms: list cells) made here
+                subject = terms[s] = new(BNode, fresh + s[2:]) if s[0] == "_" else _term(s, fresh)
             predicate = terms.get(p)
             if predicate is None:
                 predicate = terms[p] = _term(p, fresh)
             obj = terms.get(o)
             if obj is None:
-                obj = terms[o] = _term(o, fresh)
-                if o[0] == '"':
-                    check_statement(subject, predicate, obj)
+                kind = o[0]
+                if kind == "_":
+                    obj = terms[o] = new(BNode, fresh + o[2:])
+                else:
+                    obj = terms[o] = _term(o, fresh)
+                    if kind == '"':
+                        check_statement(subject, predicate, obj)
             by_p = spo.get(subject)
             if by_p is None:
                 by_p = spo[subject] = {}
@@ -265,7 +271,11 @@ class TripleIndex(Store):
                 leaf[obj] = None
             added += 1
             if predicate is first or predicate is rest:
-                unfiled.append(obj)  # filed in `pos` on first need (_file_if_asked)
+                # filed in `pos` on first need (_file_if_asked), which files them for any
+                # literal asked for: only the other objects are kept to look them up
+                linked = True
+                if o[0] != '"':
+                    unfiled.append(obj)
                 continue
             by_o = pos.get(predicate) or pos.setdefault(predicate, {})
             subjects = by_o.get(obj)
@@ -274,7 +284,7 @@ class TripleIndex(Store):
             else:
                 subjects[subject] = None
         self.count += added
-        if unfiled:
+        if linked:
             self._unfiled = unfiled
 
     def _file_if_asked(self, p: Any, o: Any) -> None:
@@ -286,7 +296,7 @@ class TripleIndex(Store):
         if p is not None:
             if p not in _LIST_LINKS:
                 return
-        elif o is not None:
+        elif o is not None and not isinstance(o, Literal):
             if self._unfiled_set is None:
                 self._unfiled_set = set(unfiled)
             if o not in self._unfiled_set:
