@@ -200,7 +200,7 @@ def canonical_graph(
     the parser's index (`oxparse.index_of`): each distinct term written once, each blank
     node labelled from its own statements as they are written."""
     index = index_of(graph)
-    spo = index.spo
+    spo = index.lean_spo()  # plain collections are labelled from `collections`
     texts: dict[RdfNode, str] = {}
 
     def text(term: RdfNode) -> str:

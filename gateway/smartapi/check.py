@@ -294,7 +294,7 @@ class _Checker:
         seen: set[RdfNode] = set()
         frontier = list(heads)
         members: dict[RdfNode, None] = {}
-        spo = self.reader.spo
+        spo = self.reader.index.spo
         while frontier:
             cell = frontier.pop()
             if cell in seen:

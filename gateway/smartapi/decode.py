@@ -99,7 +99,8 @@ class Reader:
         self.g = graph
         #: statements by subject and predicate, read straight from the parser's index
         self.index = index_of(graph)
-        self.spo = self.index.spo
+        # plain collections are read from `collections`, any other list in the full index
+        self.spo = self.index.lean_spo()
 
     def objects(self, node: RdfNode, predicate: URIRef) -> list[RdfNode]:
         return list(self.spo.get(node, _NONE).get(predicate, ()))
@@ -335,7 +336,7 @@ def _walk_list(r: Reader, owner: RdfNode, head: RdfNode) -> Iterator[tuple[RdfNo
     rdf:first and one rdf:rest is refused naming the cell."""
     cell = head
     seen: set[RdfNode] = set()
-    spo = r.spo
+    spo = r.index.spo
     # the parser's nil is v.NIL itself, and a cell is a BNode: rdflib's == only for others
     while cell is not _NIL and (cell.__class__ is BNode or cell != _NIL):
         if cell in seen:

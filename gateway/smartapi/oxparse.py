@@ -9,8 +9,13 @@ rdflib term once. The decoder, the shape check and the canonical form read those
 dictionaries directly (`index_of`), and the RDF collections (list cells, about 92 % of a
 time-series message's statements) as the index finds them once per graph
 (`TripleIndex.collections`): one tuple of members per well-formed list, so no stage walks
-the cells again; the legacy rewrite, decryption and the 1.1 scheme use
-the same statements through rdflib's Graph API (`IndexedGraph`).
+the cells again. When every list statement is of a plain cell (as pyoxigraph writes
+collections), the cells are kept apart in two flat dictionaries instead of nested ones and
+filed in the subject index only when a reader needs them there: the canonical form and
+the decoder read the index without the inner cells of the collections found
+(`lean_spo`), anything else sees every statement (`spo`, the Graph API). The legacy
+rewrite, decryption and the 1.1 scheme use the same statements through rdflib's Graph API
+(`IndexedGraph`).
 
 The vocabulary terms the decoder compares in its loops (`vocab.INTERNED`) are handed out as
 the very objects it compares with, so lookups match by identity: rdflib compares two
@@ -135,9 +140,17 @@ def finite_doubles(members: Sequence[Any]) -> list[float] | None:
 Triple = tuple[Any, Any, Any]
 _Nested = dict[Any, dict[Any, dict[Any, None]]]
 _LIST_LINKS = (FIRST, REST)
+_NO_PREDICATES: dict[Any, dict[Any, None]] = {}
+_ABSENT = object()
+
+
+class _NotPlainCells(Exception):
+    """A document's list links are not all of plain cells: it is loaded statement by
+    statement."""
 
 
 _WIRE_ONLY = {WireLiteral}
+_BNODE_ONLY = {BNode}
 
 
 class Collection(tuple[tuple[Any, ...], tuple[Any, ...]]):
@@ -203,9 +216,16 @@ class TripleIndex(Store):
 
     def __init__(self) -> None:
         super().__init__()
-        self.spo: _Nested = {}
+        self._spo: _Nested = {}
         self.pos: _Nested = {}
         self.count = 0
+        #: the list cells `load` keeps out of `_spo` (most statements of a time-series
+        #: message): cell -> its rdf:first object, cell -> its rdf:rest object; each a blank
+        #: node with one of each and nothing else. Filed in `_spo` when a reader needs them
+        #: there (`spo`, `lean_spo`)
+        self._firsts: dict[Any, Any] = {}
+        self._rests: dict[Any, Any] = {}
+        self._lean = False
         #: objects but literals of the rdf:first and rdf:rest statements `load` left out of
         #: `pos` (most statements of a message, looked up by object only to name a node in an
         #: error or to look for a legacy term): filed on first need (`_file_if_asked`)
@@ -214,6 +234,35 @@ class TripleIndex(Store):
         self._collections: dict[Any, Collection] | None = None
         self._namespaces: dict[str, URIRef] = {}
         self._prefixes: dict[URIRef, str] = {}
+
+    @property
+    def spo(self) -> _Nested:
+        """Subject -> predicate -> objects, of every statement."""
+        if self._firsts:
+            self._file_cells(list(self._firsts))
+        return self._spo
+
+    def lean_spo(self) -> _Nested:
+        """The subject index for a reader that takes plain collections from `collections`
+        and walks no other list through them: every statement but those of the cells after
+        the head of a collection found (only the cell before refers to each)."""
+        if self._firsts and not self._lean:
+            inner = {cell for c in self.collections().values() for cell in c.cells[1:]}
+            self._file_cells([cell for cell in self._firsts if cell not in inner])
+            self._lean = True  # until the next load: a change files every cell first
+        return self._spo
+
+    def _file_cells(self, cells: list[Any]) -> None:
+        spo, firsts, rests = self._spo, self._firsts, self._rests
+        first, rest = FIRST, REST
+        for cell in cells:
+            spo[cell] = {first: {firsts.pop(cell): None}, rest: {rests.pop(cell): None}}
+
+    def objects_of(self, s: Any, p: Any) -> tuple[Any, ...]:
+        """The objects of the statements of subject `s` and predicate `p`."""
+        if s in self._firsts:
+            self._file_cells(list(self._firsts))
+        return tuple(self._spo.get(s, _NO_PREDICATES).get(p, ()))
 
     def add(self, triple: Triple, context: Any, quoted: bool = False) -> None:
         s, p, o = triple
@@ -231,12 +280,27 @@ class TripleIndex(Store):
         """Add the statements of N-Triples lines written by pyoxigraph (without their " ."):
         each distinct term becomes an rdflib term once, and a literal's form is judged at
         its first statement (xsd.check_statement). Blank-node labels get `fresh` before
-        them."""
+        them. Into an empty index, the list cells are kept apart (`_firsts`, `_rests`) when
+        every rdf:first and rdf:rest statement is of a blank node with one of each (the
+        first before the rest, as pyoxigraph writes them) and nothing else; otherwise the
+        lines are loaded again, every statement into `_spo`."""
         if self._unfiled is not None:
             self._file_list_links()
         self._collections = None
+        self._lean = False
+        if not self.count:
+            try:
+                self._load(lines, fresh, cells_apart=True)
+                return
+            except _NotPlainCells:
+                self._spo, self.pos, self._firsts, self._rests = {}, {}, {}, {}
+                self._unfiled = self._unfiled_set = None
+        self._load(lines, fresh, cells_apart=False)
+
+    def _load(self, lines: list[str], fresh: str, cells_apart: bool) -> None:  # noqa: C901, PLR0912
         terms: dict[str, Any] = dict(_INTERNED_TERMS)
         spo, pos = self.spo, self.pos
+        firsts, rests = self._firsts, self._rests
         added = 0
         first, rest = FIRST, REST
         new = str.__new__
@@ -259,6 +323,32 @@ class TripleIndex(Store):
                     obj = terms[o] = _term(o, fresh)
                     if kind == '"':
                         check_statement(subject, predicate, obj)
+            if cells_apart:
+                # a cell's statements are kept apart; anything else about a cell is not plain
+                if predicate is first:
+                    if subject in firsts:
+                        if firsts[subject] is obj:
+                            continue  # the same statement again
+                        raise _NotPlainCells
+                    firsts[subject] = obj
+                    if o[0] != '"':
+                        unfiled.append(obj)
+                    continue
+                if predicate is rest:
+                    if subject in rests or subject not in firsts:
+                        if rests.get(subject, _ABSENT) is obj:
+                            continue
+                        raise _NotPlainCells
+                    rests[subject] = obj
+                    unfiled.append(obj)
+                    continue
+            is_link = predicate is first or predicate is rest
+            if is_link:
+                # filed in `pos` on first need (_file_if_asked), which files them for any
+                # literal asked for: only the other objects are kept to look them up
+                linked = True
+                if o[0] != '"':
+                    unfiled.append(obj)
             by_p = spo.get(subject)
             if by_p is None:
                 by_p = spo[subject] = {}
@@ -270,12 +360,7 @@ class TripleIndex(Store):
             else:
                 leaf[obj] = None
             added += 1
-            if predicate is first or predicate is rest:
-                # filed in `pos` on first need (_file_if_asked), which files them for any
-                # literal asked for: only the other objects are kept to look them up
-                linked = True
-                if o[0] != '"':
-                    unfiled.append(obj)
+            if is_link:
                 continue
             by_o = pos.get(predicate) or pos.setdefault(predicate, {})
             subjects = by_o.get(obj)
@@ -283,8 +368,14 @@ class TripleIndex(Store):
                 by_o[obj] = {subject: None}
             else:
                 subjects[subject] = None
-        self.count += added
-        if linked:
+        if firsts and (
+            len(rests) != len(firsts)  # a cell without a rest
+            or set(map(type, firsts)) != _BNODE_ONLY  # a named cell
+            or not firsts.keys().isdisjoint(spo.keys())  # a cell with other statements
+        ):
+            raise _NotPlainCells
+        self.count += added + len(firsts) + len(rests)
+        if linked or firsts:
             self._unfiled = unfiled
 
     def _file_if_asked(self, p: Any, o: Any) -> None:
@@ -328,9 +419,7 @@ class TripleIndex(Store):
         outside = {o for p, by_o in self.pos.items() if p not in _LIST_LINKS for o in by_o}
         first, rest = FIRST, REST
         links: dict[Any, tuple[Any, Any]] = {}
-        targets: set[Any] = set()
-        shared: set[Any] = set()
-        for s, by_p in self.spo.items():
+        for s, by_p in self._spo.items():
             if len(by_p) == 2:
                 try:
                     (item,) = by_p[first]
@@ -338,12 +427,19 @@ class TripleIndex(Store):
                 except (KeyError, ValueError):  # not exactly one of each
                     continue
                 links[s] = (item, after)
-                if item.__class__ is BNode:
-                    outside.add(item)  # a cell that is also a member is not plain
-                if after in targets:
-                    shared.add(after)
-                else:
-                    targets.add(after)
+        firsts = self._firsts
+        if firsts:
+            after = map(self._rests.__getitem__, firsts)
+            links.update(zip(firsts, zip(firsts.values(), after, strict=True), strict=True))
+        targets: set[Any] = set()
+        shared: set[Any] = set()
+        for item, after in links.values():
+            if item.__class__ is BNode:
+                outside.add(item)  # a cell that is also a member is not plain
+            if after in targets:
+                shared.add(after)
+            else:
+                targets.add(after)
         found: dict[Any, Collection] = {}
         for head in links.keys() - targets:
             walked = _walk_chain(head, links, outside, shared)
@@ -367,7 +463,9 @@ class TripleIndex(Store):
         if s is None:
             self._file_if_asked(p, o)
         if s is not None:
-            by_p = self.spo.get(s, {})
+            if s in self._firsts:
+                self._file_cells(list(self._firsts))
+            by_p = self._spo.get(s, {})
             for pred in _keys(by_p, p):
                 for obj in _keys(by_p.get(pred, {}), o):
                     yield s, pred, obj
@@ -440,7 +538,7 @@ class IndexedGraph(Graph):
         unique: bool = False,
     ) -> Generator[RdfNode, None, None]:
         if isinstance(subject, RdfNode) and isinstance(predicate, URIRef):
-            yield from tuple(self.index.spo.get(subject, {}).get(predicate, ()))
+            yield from self.index.objects_of(subject, predicate)
         else:
             yield from super().objects(subject, predicate, unique)
 
