@@ -32,7 +32,7 @@ import re
 import secrets
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import suppress
-from itertools import islice
+from itertools import chain, islice
 from math import isfinite
 from operator import attrgetter
 from typing import Any
@@ -247,8 +247,9 @@ class TripleIndex(Store):
         and walks no other list through them: every statement but those of the cells after
         the head of a collection found (only the cell before refers to each)."""
         if self._firsts and not self._lean:
-            inner = {cell for c in self.collections().values() for cell in c.cells[1:]}
-            self._file_cells([cell for cell in self._firsts if cell not in inner])
+            found = self.collections().values()
+            outer = self._firsts.keys() - chain.from_iterable(c.cells[1:] for c in found)
+            self._file_cells(list(filter(outer.__contains__, self._firsts)))  # in their order
             self._lean = True  # until the next load: a change files every cell first
         return self._spo
 
