@@ -3,7 +3,8 @@
 For a signed (Ed25519) 96-interval flexibility forecast and reserve notification in Turtle:
 parse, verify (of which the canonical form) and decode (legacy rewrite, shape check, model)
 on the codec's path (pyoxigraph parses and writes N-Triples, loaded in one pass into the
-subject/predicate index that verify and decode read) against rdflib's own Turtle parser into
+subject/predicate index that verify and decode read, plain list cells kept apart and read as
+collections) against rdflib's own Turtle parser into
 a default rdflib graph (the reference), with the ratio; pyoxigraph's bare parse (no Python
 terms) is the floor. Target of issue 18: parse+verify+decode <= 5 ms (`meets_target`).
 """

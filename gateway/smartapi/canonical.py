@@ -7,7 +7,9 @@ blank node is the object of at most one triple, no cycles), and labels each blan
 the SHA-256 of its own sorted outgoing edges, children first. Literals of numeric,
 boolean and dateTime datatypes are written in one canonical lexical form, so Turtle,
 N-Triples and JSON-LD carry the same canonical form. The result is the sorted, de-duplicated
-N-Triples lines (LF line ends, UTF-8).
+N-Triples lines (LF line ends, UTF-8). A blank node's lines are sorted and de-duplicated as one
+entry (its label is the hash of what they say), a plain collection labelled cell by cell from
+its tail.
 
 Two blank nodes with identical content get one label and so merge; the merged graph says
 the same thing, and sender and receiver compute the same form.
@@ -66,6 +68,8 @@ _NONE: dict[RdfNode, dict[RdfNode, None]] = {}
 _FIRST = nt_iri(str(RDF.first))
 _REST = nt_iri(str(RDF.rest))
 _NIL = nt_iri(str(RDF.nil))
+_FIRST_EDGE = _FIRST + " "
+_REST_EDGE = _REST + " "
 
 
 def canonical_lexical(lexical: str, datatype: str | None) -> str:
@@ -196,7 +200,7 @@ def canonical_graph(
     the parser's index (`oxparse.index_of`): each distinct term written once, each blank
     node labelled from its own statements as they are written."""
     index = index_of(graph)
-    spo = index.spo
+    spo = index.lean_spo()  # plain collections are labelled from `collections`
     texts: dict[RdfNode, str] = {}
 
     def text(term: RdfNode) -> str:
@@ -219,22 +223,26 @@ def canonical_graph(
         if (s, p, o) in graph:
             skip.setdefault(s, set()).add(f"{texts.get(p) or text(p)} {texts.get(o) or text(o)}")
     sha256 = hashlib.sha256
-    lines: list[str] = []
+    # a blank node's lines are one entry: a label is the hash of what its lines say, so
+    # equal labels come with equal lines, and sorting entries sorts the lines (labels are
+    # of one length, and no named term's text starts like one)
+    entries: list[str] = []
     for node in _blank_order(spo, index.collections()):  # children first: labels known
         if isinstance(node, Collection):
-            # a plain collection: each cell labelled from its two edges, from the tail back
-            after = texts.get(NIL) or text(NIL)
             cells, members = node
-            for cell, item in zip(reversed(cells), reversed(members), strict=True):
-                first, rest = f"{_FIRST} {texts.get(item) or text(item)}", f"{_REST} {after}"
-                if skip and cell in skip:
-                    mine = [e for e in (first, rest) if e not in skip[cell]]
-                    after = texts[cell] = "_:c" + sha256("\n".join(mine).encode()).hexdigest()[:32]
-                    lines.extend(f"{after} {edge} .\n" for edge in mine)
-                    continue
-                after = texts[cell] = "_:c" + sha256(f"{first}\n{rest}".encode()).hexdigest()[:32]
-                lines.append(f"{after} {first} .\n")
-                lines.append(f"{after} {rest} .\n")
+            if skip and not skip.keys().isdisjoint(cells):
+                _label_cells_one_by_one(node, texts, text, skip, entries)
+                continue
+            # a plain collection, labelled from the tail back; its cells but the head are
+            # the object of nothing else, so only the head's label is kept
+            after = texts.get(NIL) or text(NIL)
+            for item in reversed(members):
+                first = _FIRST_EDGE + (texts.get(item) or text(item))
+                rest = _REST_EDGE + after
+                label = "_:c" + sha256(f"{first}\n{rest}".encode()).hexdigest()[:32]
+                entries.append(f"{label} {first} .\n{label} {rest} .\n")
+                after = label
+            texts[cells[0]] = after
             continue
         by_p = spo.get(node, _NONE)
         firsts, rests = by_p.get(FIRST), by_p.get(REST)
@@ -243,8 +251,8 @@ def canonical_graph(
             # ("...#first" sorts before "...#rest")
             (item,), (after,) = firsts, rests
             mine = [
-                f"{_FIRST} {texts.get(item) or text(item)}",
-                f"{_REST} {texts.get(after) or text(after)}",
+                _FIRST_EDGE + (texts.get(item) or text(item)),
+                _REST_EDGE + (texts.get(after) or text(after)),
             ]
             if node in skip:
                 mine = [e for e in mine if e not in skip[node]]
@@ -252,14 +260,33 @@ def canonical_graph(
             mine = edges(node)  # distinct: the index holds each statement once
             mine.sort()
         label = texts[node] = "_:c" + sha256("\n".join(mine).encode()).hexdigest()[:32]
-        for edge in mine:
-            lines.append(f"{label} {edge} .\n")
+        entries.append("".join(f"{label} {edge} .\n" for edge in mine))
     for subject in spo:
         if type(subject) is not BNode:
             st = texts.get(subject) or text(subject)
             for edge in edges(subject):
-                lines.append(f"{st} {edge} .\n")
-    return "".join(sorted(set(lines))).encode()
+                entries.append(f"{st} {edge} .\n")
+    return "".join(sorted(set(entries))).encode()
+
+
+def _label_cells_one_by_one(
+    coll: Collection,
+    texts: dict[RdfNode, str],
+    text: Callable[[RdfNode], str],
+    skip: dict[RdfNode, set[str]],
+    entries: list[str],
+) -> None:
+    """Label a plain collection with an excluded statement on one of its cells: each cell
+    from what is left of its two edges."""
+    sha256 = hashlib.sha256
+    after = texts.get(NIL) or text(NIL)
+    cells, members = coll
+    for cell, item in zip(reversed(cells), reversed(members), strict=True):
+        mine = [_FIRST_EDGE + (texts.get(item) or text(item)), _REST_EDGE + after]
+        if cell in skip:
+            mine = [e for e in mine if e not in skip[cell]]
+        after = texts[cell] = "_:c" + sha256("\n".join(mine).encode()).hexdigest()[:32]
+        entries.append("".join(f"{after} {edge} .\n" for edge in mine))
 
 
 def canonical_tree(roots: list[Node]) -> bytes:

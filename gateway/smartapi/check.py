@@ -31,7 +31,7 @@ from gateway.smartapi import xsd
 from gateway.smartapi.decode import NUMERIC, Reader, show
 from gateway.smartapi.encode import FORECAST_COLUMNS, RESERVE_COLUMNS, VERIFICATION_COLUMNS, Column
 from gateway.smartapi.messages import ID_PATTERN, QUALITY_PATTERN, TZ_PATTERN, SeriesRole
-from gateway.smartapi.oxparse import WireLiteral
+from gateway.smartapi.oxparse import WireLiteral, finite_doubles
 from gateway.smartapi.vocab import MGMS, QUDT, SMARTAPI, UNIT, QuantityKind, curie
 
 _ID = re.compile(ID_PATTERN)
@@ -52,6 +52,21 @@ _FLEX_COLUMNS = {
     MGMS.ReserveNotification: (RESERVE_COLUMNS, MGMS.purchaseId, True),
     MGMS.ReserveVerification: (VERIFICATION_COLUMNS, MGMS.activationId, True),
 }
+
+
+#: a column's role, quantity kind and quantity-of terms
+_COLUMN_TERMS: dict[Column, tuple[URIRef, URIRef, URIRef | None]] = {
+    column: (MGMS[column[0].value], column[1].iri, column[2].iri if column[2] else None)
+    for columns, _, _ in _FLEX_COLUMNS.values()
+    for column in columns
+}
+#: a time series by its roles, quantity kinds and quantityOf terms
+_Described = tuple[set[RdfNode], set[RdfNode], set[RdfNode]]
+
+
+def _name(path: URIRef | tuple[URIRef, ...]) -> str:
+    """A property path as a finding names it."""
+    return curie(path) if isinstance(path, URIRef) else "/".join(curie(p) for p in path)
 
 
 @dataclass(frozen=True)
@@ -96,11 +111,10 @@ class _Checker:
         hi: int | None,
     ) -> list[RdfNode]:
         found = self.values(node, path)
-        name = curie(path) if isinstance(path, URIRef) else "/".join(curie(p) for p in path)
         if len(found) < lo:
-            self.fail(MissingTerm, name, node, "required term missing")
+            self.fail(MissingTerm, _name(path), node, "required term missing")
         elif hi is not None and len(found) > hi:
-            self.fail(InvalidTerm, name, node, f"{len(found)} values where at most {hi}")
+            self.fail(InvalidTerm, _name(path), node, f"{len(found)} values where at most {hi}")
         return found
 
     def strings(
@@ -110,17 +124,19 @@ class _Checker:
         required: bool,
         pattern: re.Pattern[str] | None = None,
     ) -> None:
-        name = curie(path) if isinstance(path, URIRef) else "/".join(curie(p) for p in path)
         for value in self.count(node, path, 1 if required else 0, 1):
             if (
                 not isinstance(value, Literal)
                 or value.datatype not in (None, XSD.string)
                 or (value.language is not None)
             ):
-                self.fail(WrongDatatype, name, node, f"{show(value)} is not an xsd:string")
+                self.fail(WrongDatatype, _name(path), node, f"{show(value)} is not an xsd:string")
             elif pattern is not None and not pattern.search(str(value)):
                 self.fail(
-                    InvalidTerm, name, node, f"{show(value)} does not match {pattern.pattern}"
+                    InvalidTerm,
+                    _name(path),
+                    node,
+                    f"{show(value)} does not match {pattern.pattern}",
                 )
 
     def datetimes(self, node: RdfNode, path: URIRef, required: bool) -> None:
@@ -252,7 +268,9 @@ class _Checker:
         members = self._list_members(heads)
         if heads and not members:
             self.fail(MissingTerm, "smartapi:list", node, "empty time series")
-        for member in members:
+        if finite_doubles(members) is not None:
+            members = []  # the common case, settled in one pass
+        for member in dict.fromkeys(members):
             if member.__class__ is WireLiteral:
                 value = member.double()  # a parsed double: its form was checked when parsed
                 if value is not None and -_DOUBLE_MAX <= value <= _DOUBLE_MAX:
@@ -266,16 +284,17 @@ class _Checker:
         self.one_of(node, MGMS.quantityOf, _QKS, 0)
 
     def _list_members(self, heads: list[RdfNode]) -> list[RdfNode]:
-        """Values of the path smartapi:list/rdf:rest*/rdf:first, distinct, in the order of
-        the general walk below (the last head's list first)."""
+        """Values of the path smartapi:list/rdf:rest*/rdf:first in the order of the general
+        walk below (the last head's list first); a value may repeat (the caller keeps the
+        first of each)."""
         lists = self.reader.index.collections()
         found = [lists[head] for head in reversed(heads) if head in lists]
         if len(found) == len(heads):  # plain collections, as the parser's index found them
-            return list(dict.fromkeys(m for c in found for m in c.members))
+            return [m for c in found for m in c.members]
         seen: set[RdfNode] = set()
         frontier = list(heads)
         members: dict[RdfNode, None] = {}
-        spo = self.reader.spo
+        spo = self.reader.index.spo
         while frontier:
             cell = frontier.pop()
             if cell in seen:
@@ -299,22 +318,28 @@ class _Checker:
         columns, ref, has_ref = _FLEX_COLUMNS[flex_class]  # type: ignore[index]
         if has_ref:
             self.strings(node, ref, True, _ID)
-        series = self.values(node, (act, ent, SMARTAPI.timeSeries))
+        series = [
+            (
+                set(self.values(s, MGMS.role)),
+                set(self.values(s, QUDT.hasQuantityKind)),
+                set(self.values(s, MGMS.quantityOf)),
+            )
+            for s in self.values(node, (act, ent, SMARTAPI.timeSeries))
+        ]
         for column in columns:
             self.column(node, series, column)
 
-    def column(self, node: RdfNode, series: list[RdfNode], column: Column) -> None:
+    def column(self, node: RdfNode, series: list[_Described], column: Column) -> None:
+        """Exactly one of the series (each by its roles, quantity kinds and quantityOf)
+        is the column's."""
         role, kind, of, _unit, _attr = column
+        role_iri, kind_iri, of_iri = _COLUMN_TERMS[column]
         matching = [
             s
             for s in series
-            if MGMS[role.value] in self.values(s, MGMS.role)
-            and kind.iri in self.values(s, QUDT.hasQuantityKind)
-            and (
-                of.iri in self.values(s, MGMS.quantityOf)
-                if of is not None
-                else not self.values(s, MGMS.quantityOf)
-            )
+            if role_iri in s[0]
+            and kind_iri in s[1]
+            and (of_iri in s[2] if of_iri is not None else not s[2])
         ]
         if len(matching) != 1:
             what = f"{role.value} {kind.value}" + (f" of {of.value}" if of else "")

@@ -58,7 +58,7 @@ from gateway.smartapi.messages import (
     TimeSeries,
     ValueObject,
 )
-from gateway.smartapi.oxparse import WireLiteral, index_of
+from gateway.smartapi.oxparse import WireLiteral, finite_doubles, index_of
 from gateway.smartapi.vocab import (
     MGMS,
     QK,
@@ -72,6 +72,7 @@ from gateway.smartapi.vocab import (
 from gateway.units import UNITS
 
 T = TypeVar("T")
+_Interval = TypeVar("_Interval")
 
 NUMERIC = v.NUMERIC
 _STRING_TYPES = (None, XSD.string)
@@ -98,7 +99,8 @@ class Reader:
         self.g = graph
         #: statements by subject and predicate, read straight from the parser's index
         self.index = index_of(graph)
-        self.spo = self.index.spo
+        # plain collections are read from `collections`, any other list in the full index
+        self.spo = self.index.lean_spo()
 
     def objects(self, node: RdfNode, predicate: URIRef) -> list[RdfNode]:
         return list(self.spo.get(node, _NONE).get(predicate, ()))
@@ -334,7 +336,7 @@ def _walk_list(r: Reader, owner: RdfNode, head: RdfNode) -> Iterator[tuple[RdfNo
     rdf:first and one rdf:rest is refused naming the cell."""
     cell = head
     seen: set[RdfNode] = set()
-    spo = r.spo
+    spo = r.index.spo
     # the parser's nil is v.NIL itself, and a cell is a BNode: rdflib's == only for others
     while cell is not _NIL and (cell.__class__ is BNode or cell != _NIL):
         if cell in seen:
@@ -354,6 +356,11 @@ def _walk_list(r: Reader, owner: RdfNode, head: RdfNode) -> Iterator[tuple[RdfNo
 
 
 def _list_items(r: Reader, owner: RdfNode, head: RdfNode) -> list[float]:
+    found = r.index.collections().get(head)
+    if found is not None:
+        doubles = finite_doubles(found.members)
+        if doubles is not None:
+            return doubles
     values: list[float] = []
     isfinite = math.isfinite
     for cell, item in _list_cells(r, owner, head):
@@ -569,9 +576,11 @@ def _columns(
     return start, step, out
 
 
-def _rows(columns: dict[str, list[float]]) -> list[dict[str, float]]:
-    names = list(columns)
-    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+def _intervals(cls: type[_Interval], columns: dict[str, list[float]]) -> tuple[_Interval, ...]:
+    """One interval per row of the columns (each a field of `cls`), built positionally."""
+    fields = list(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    assert sorted(fields) == sorted(columns)  # and of one length (`_columns`)
+    return tuple(map(cls, *(columns[f] for f in fields)))
 
 
 def _flex(r: Reader, node: RdfNode, cls: type, header: Mapping[str, object]) -> AnyMessage:
@@ -613,7 +622,7 @@ def _flex(r: Reader, node: RdfNode, cls: type, header: Mapping[str, object]) -> 
                 **common,  # type: ignore[arg-type]
                 start=start,
                 step=step,
-                intervals=tuple(ForecastInterval(**row) for row in _rows(cols)),
+                intervals=_intervals(ForecastInterval, cols),
             )
     if cls is ReserveNotification:
         purchase = r.string(node, MGMS.purchaseId)
@@ -624,7 +633,7 @@ def _flex(r: Reader, node: RdfNode, cls: type, header: Mapping[str, object]) -> 
                 purchase=purchase or "",
                 start=start,
                 step=step,
-                intervals=tuple(ReservedInterval(**row) for row in _rows(cols)),
+                intervals=_intervals(ReservedInterval, cols),
             )
     activation = r.string(node, MGMS.activationId)
     start, step, cols = _columns(r, ent, VERIFICATION_COLUMNS)
@@ -634,5 +643,5 @@ def _flex(r: Reader, node: RdfNode, cls: type, header: Mapping[str, object]) -> 
             activation=activation or "",
             start=start,
             step=step,
-            intervals=tuple(VerificationInterval(**row) for row in _rows(cols)),
+            intervals=_intervals(VerificationInterval, cols),
         )

@@ -9,8 +9,13 @@ rdflib term once. The decoder, the shape check and the canonical form read those
 dictionaries directly (`index_of`), and the RDF collections (list cells, about 92 % of a
 time-series message's statements) as the index finds them once per graph
 (`TripleIndex.collections`): one tuple of members per well-formed list, so no stage walks
-the cells again; the legacy rewrite, decryption and the 1.1 scheme use
-the same statements through rdflib's Graph API (`IndexedGraph`).
+the cells again. When every list statement is of a plain cell (as pyoxigraph writes
+collections), the cells are kept apart in two flat dictionaries instead of nested ones and
+filed in the subject index only when a reader needs them there: the canonical form and
+the decoder read the index without the inner cells of the collections found
+(`lean_spo`), anything else sees every statement (`spo`, the Graph API). The legacy
+rewrite, decryption and the 1.1 scheme use the same statements through rdflib's Graph API
+(`IndexedGraph`).
 
 The vocabulary terms the decoder compares in its loops (`vocab.INTERNED`) are handed out as
 the very objects it compares with, so lookups match by identity: rdflib compares two
@@ -25,8 +30,11 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Generator, Iterator
-from itertools import islice
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import suppress
+from itertools import chain, islice
+from math import isfinite
+from operator import attrgetter
 from typing import Any
 
 import pyoxigraph as ox
@@ -65,10 +73,12 @@ class WireLiteral(Literal):
     """An rdflib literal built from its lexical form as written, its Python value cast on
     first use by rdflib's own rules (`Literal(lexical, datatype, normalize=False)`). Its hash
     (rdflib's, computed in Python) is computed once: the index hashes each literal several
-    times."""
+    times. An xsd:double or xsd:float keeps its float, computed once per distinct literal
+    of a document: the stages read each time series member (`double`, `finite_doubles`)."""
 
-    __slots__ = ("_hash",)
+    __slots__ = ("_double", "_hash")
     _hash: int
+    _double: float | None
 
     @classmethod
     def of(cls, lexical: str, datatype: URIRef) -> WireLiteral:
@@ -78,6 +88,11 @@ class WireLiteral(Literal):
         inst._value = _PENDING
         inst._ill_typed = None
         inst._hash = Literal.__hash__(inst)
+        inst._double = None
+        if datatype in DOUBLES:
+            # a form float() does not read is refused when its statement is checked
+            with suppress(ValueError):
+                inst._double = float(lexical)
         return inst
 
     def __hash__(self) -> int:
@@ -86,8 +101,8 @@ class WireLiteral(Literal):
     def double(self) -> float | None:
         """The value of an xsd:double or xsd:float, None for other datatypes. Its form passed
         the XSD grammar when it was parsed (xsd.check_statement), which admits only what
-        float() reads the same way: the decoder's most frequent conversion, done directly."""
-        return float(self) if self._datatype in DOUBLES else None
+        float() reads the same way: the decoder's most frequent conversion, done once."""
+        return self._double
 
     def _cast(self) -> None:
         full = Literal(str(self), datatype=self._datatype, normalize=False)
@@ -107,9 +122,35 @@ class WireLiteral(Literal):
         return self._ill_typed
 
 
+_DOUBLE = attrgetter("_double")
+
+
+def finite_doubles(members: Sequence[Any]) -> list[float] | None:
+    """The values of `members` when every one is a parsed xsd:double or xsd:float literal
+    with a finite value (a time series as sent, nearly always), else None: read in C loops,
+    where `WireLiteral.double` is one Python call per member."""
+    if not members or set(map(type, members)) != _WIRE_ONLY:
+        return None
+    values = list(map(_DOUBLE, members))
+    if None in values or not all(map(isfinite, values)):
+        return None
+    return values
+
+
 Triple = tuple[Any, Any, Any]
 _Nested = dict[Any, dict[Any, dict[Any, None]]]
 _LIST_LINKS = (FIRST, REST)
+_NO_PREDICATES: dict[Any, dict[Any, None]] = {}
+_ABSENT = object()
+
+
+class _NotPlainCells(Exception):
+    """A document's list links are not all of plain cells: it is loaded statement by
+    statement."""
+
+
+_WIRE_ONLY = {WireLiteral}
+_BNODE_ONLY = {BNode}
 
 
 class Collection(tuple[tuple[Any, ...], tuple[Any, ...]]):
@@ -142,6 +183,30 @@ def _keys(found: dict[Any, Any], wanted: Any) -> tuple[Any, ...]:
     return (wanted,) if wanted in found else ()
 
 
+def _walk_chain(
+    head: Any, links: dict[Any, tuple[Any, Any]], outside: set[Any], shared: set[Any]
+) -> Collection | None:
+    """The collection from `head`, cell by cell, or None where a cell is not plain: named,
+    not a cell, referenced from outside its chain or the rest of two cells."""
+    cells: list[Any] = []
+    members: list[Any] = []
+    cell = head
+    while True:
+        item, after = links[cell]
+        cells.append(cell)
+        members.append(item)
+        if after is NIL or (after.__class__ is not BNode and after == NIL):
+            return Collection((tuple(cells), tuple(members)))
+        if (
+            after.__class__ is not BNode  # a named cell is written under its name
+            or after not in links
+            or after in outside
+            or after in shared
+        ):
+            return None
+        cell = after
+
+
 class TripleIndex(Store):
     """An in-memory triple store without contexts: subject and predicate indexes of nested
     dictionaries (insertion order kept, as rdflib's stores do). A lookup by object alone
@@ -151,17 +216,54 @@ class TripleIndex(Store):
 
     def __init__(self) -> None:
         super().__init__()
-        self.spo: _Nested = {}
+        self._spo: _Nested = {}
         self.pos: _Nested = {}
         self.count = 0
-        #: objects of the rdf:first and rdf:rest statements `load` left out of `pos` (most
-        #: statements of a message, looked up by object only to name a node in an error or
-        #: to look for a legacy term): filed on first need (`_file_if_asked`)
+        #: the list cells `load` keeps out of `_spo` (most statements of a time-series
+        #: message): cell -> its rdf:first object, cell -> its rdf:rest object; each a blank
+        #: node with one of each and nothing else. Filed in `_spo` when a reader needs them
+        #: there (`spo`, `lean_spo`)
+        self._firsts: dict[Any, Any] = {}
+        self._rests: dict[Any, Any] = {}
+        self._lean = False
+        #: objects but literals of the rdf:first and rdf:rest statements `load` left out of
+        #: `pos` (most statements of a message, looked up by object only to name a node in an
+        #: error or to look for a legacy term): filed on first need (`_file_if_asked`)
         self._unfiled: list[Any] | None = None
         self._unfiled_set: set[Any] | None = None
         self._collections: dict[Any, Collection] | None = None
         self._namespaces: dict[str, URIRef] = {}
         self._prefixes: dict[URIRef, str] = {}
+
+    @property
+    def spo(self) -> _Nested:
+        """Subject -> predicate -> objects, of every statement."""
+        if self._firsts:
+            self._file_cells(list(self._firsts))
+        return self._spo
+
+    def lean_spo(self) -> _Nested:
+        """The subject index for a reader that takes plain collections from `collections`
+        and walks no other list through them: every statement but those of the cells after
+        the head of a collection found (only the cell before refers to each)."""
+        if self._firsts and not self._lean:
+            found = self.collections().values()
+            outer = self._firsts.keys() - chain.from_iterable(c.cells[1:] for c in found)
+            self._file_cells(list(filter(outer.__contains__, self._firsts)))  # in their order
+            self._lean = True  # until the next load: a change files every cell first
+        return self._spo
+
+    def _file_cells(self, cells: list[Any]) -> None:
+        spo, firsts, rests = self._spo, self._firsts, self._rests
+        first, rest = FIRST, REST
+        for cell in cells:
+            spo[cell] = {first: {firsts.pop(cell): None}, rest: {rests.pop(cell): None}}
+
+    def objects_of(self, s: Any, p: Any) -> tuple[Any, ...]:
+        """The objects of the statements of subject `s` and predicate `p`."""
+        if s in self._firsts:
+            self._file_cells(list(self._firsts))
+        return tuple(self._spo.get(s, _NO_PREDICATES).get(p, ()))
 
     def add(self, triple: Triple, context: Any, quoted: bool = False) -> None:
         s, p, o = triple
@@ -179,28 +281,75 @@ class TripleIndex(Store):
         """Add the statements of N-Triples lines written by pyoxigraph (without their " ."):
         each distinct term becomes an rdflib term once, and a literal's form is judged at
         its first statement (xsd.check_statement). Blank-node labels get `fresh` before
-        them."""
+        them. Into an empty index, the list cells are kept apart (`_firsts`, `_rests`) when
+        every rdf:first and rdf:rest statement is of a blank node with one of each (the
+        first before the rest, as pyoxigraph writes them) and nothing else; otherwise the
+        lines are loaded again, every statement into `_spo`."""
         if self._unfiled is not None:
             self._file_list_links()
         self._collections = None
+        self._lean = False
+        if not self.count:
+            try:
+                self._load(lines, fresh, cells_apart=True)
+                return
+            except _NotPlainCells:
+                self._spo, self.pos, self._firsts, self._rests = {}, {}, {}, {}
+                self._unfiled = self._unfiled_set = None
+        self._load(lines, fresh, cells_apart=False)
+
+    def _load(self, lines: list[str], fresh: str, cells_apart: bool) -> None:  # noqa: C901, PLR0912
         terms: dict[str, Any] = dict(_INTERNED_TERMS)
         spo, pos = self.spo, self.pos
+        firsts, rests = self._firsts, self._rests
         added = 0
         first, rest = FIRST, REST
+        new = str.__new__
         unfiled: list[Any] = []
+        linked = False
         for line in lines:
             s, p, o = line.split(" ", 2)
             subject = terms.get(s)
-            if subject is None:
-                subject = terms[s] = _term(s, fresh)
+            if subject is None:  # a blank node (most new terms: list cells) made here
+                subject = terms[s] = new(BNode, fresh + s[2:]) if s[0] == "_" else _term(s, fresh)
             predicate = terms.get(p)
             if predicate is None:
                 predicate = terms[p] = _term(p, fresh)
             obj = terms.get(o)
             if obj is None:
-                obj = terms[o] = _term(o, fresh)
-                if o[0] == '"':
-                    check_statement(subject, predicate, obj)
+                kind = o[0]
+                if kind == "_":
+                    obj = terms[o] = new(BNode, fresh + o[2:])
+                else:
+                    obj = terms[o] = _term(o, fresh)
+                    if kind == '"':
+                        check_statement(subject, predicate, obj)
+            if cells_apart:
+                # a cell's statements are kept apart; anything else about a cell is not plain
+                if predicate is first:
+                    if subject in firsts:
+                        if firsts[subject] is obj:
+                            continue  # the same statement again
+                        raise _NotPlainCells
+                    firsts[subject] = obj
+                    if o[0] != '"':
+                        unfiled.append(obj)
+                    continue
+                if predicate is rest:
+                    if subject in rests or subject not in firsts:
+                        if rests.get(subject, _ABSENT) is obj:
+                            continue
+                        raise _NotPlainCells
+                    rests[subject] = obj
+                    unfiled.append(obj)
+                    continue
+            is_link = predicate is first or predicate is rest
+            if is_link:
+                # filed in `pos` on first need (_file_if_asked), which files them for any
+                # literal asked for: only the other objects are kept to look them up
+                linked = True
+                if o[0] != '"':
+                    unfiled.append(obj)
             by_p = spo.get(subject)
             if by_p is None:
                 by_p = spo[subject] = {}
@@ -212,8 +361,7 @@ class TripleIndex(Store):
             else:
                 leaf[obj] = None
             added += 1
-            if predicate is first or predicate is rest:
-                unfiled.append(obj)  # filed in `pos` on first need (_file_if_asked)
+            if is_link:
                 continue
             by_o = pos.get(predicate) or pos.setdefault(predicate, {})
             subjects = by_o.get(obj)
@@ -221,8 +369,14 @@ class TripleIndex(Store):
                 by_o[obj] = {subject: None}
             else:
                 subjects[subject] = None
-        self.count += added
-        if unfiled:
+        if firsts and (
+            len(rests) != len(firsts)  # a cell without a rest
+            or set(map(type, firsts)) != _BNODE_ONLY  # a named cell
+            or not firsts.keys().isdisjoint(spo.keys())  # a cell with other statements
+        ):
+            raise _NotPlainCells
+        self.count += added + len(firsts) + len(rests)
+        if linked or firsts:
             self._unfiled = unfiled
 
     def _file_if_asked(self, p: Any, o: Any) -> None:
@@ -234,7 +388,7 @@ class TripleIndex(Store):
         if p is not None:
             if p not in _LIST_LINKS:
                 return
-        elif o is not None:
+        elif o is not None and not isinstance(o, Literal):
             if self._unfiled_set is None:
                 self._unfiled_set = set(unfiled)
             if o not in self._unfiled_set:
@@ -266,41 +420,32 @@ class TripleIndex(Store):
         outside = {o for p, by_o in self.pos.items() if p not in _LIST_LINKS for o in by_o}
         first, rest = FIRST, REST
         links: dict[Any, tuple[Any, Any]] = {}
+        for s, by_p in self._spo.items():
+            if len(by_p) == 2:
+                try:
+                    (item,) = by_p[first]
+                    (after,) = by_p[rest]
+                except (KeyError, ValueError):  # not exactly one of each
+                    continue
+                links[s] = (item, after)
+        firsts = self._firsts
+        if firsts:
+            after = map(self._rests.__getitem__, firsts)
+            links.update(zip(firsts, zip(firsts.values(), after, strict=True), strict=True))
         targets: set[Any] = set()
         shared: set[Any] = set()
-        for s, by_p in self.spo.items():
-            if len(by_p) == 2:
-                items, nexts = by_p.get(first), by_p.get(rest)
-                if items and nexts and len(items) == 1 and len(nexts) == 1:
-                    (item,) = items
-                    (after,) = nexts
-                    links[s] = (item, after)
-                    if item.__class__ is BNode:
-                        outside.add(item)  # a cell that is also a member is not plain
-                    if after in targets:
-                        shared.add(after)
-                    else:
-                        targets.add(after)
+        for item, after in links.values():
+            if item.__class__ is BNode:
+                outside.add(item)  # a cell that is also a member is not plain
+            if after in targets:
+                shared.add(after)
+            else:
+                targets.add(after)
         found: dict[Any, Collection] = {}
         for head in links.keys() - targets:
-            cells: list[Any] = []
-            members: list[Any] = []
-            cell = head
-            while True:
-                item, after = links[cell]
-                cells.append(cell)
-                members.append(item)
-                if after is NIL or (after.__class__ is not BNode and after == NIL):
-                    found[head] = Collection((tuple(cells), tuple(members)))
-                    break
-                if (
-                    after.__class__ is not BNode  # a named cell is written under its name
-                    or after not in links
-                    or after in outside
-                    or after in shared
-                ):
-                    break
-                cell = after
+            walked = _walk_chain(head, links, outside, shared)
+            if walked is not None:
+                found[head] = walked
         self._collections = found
         return found
 
@@ -319,7 +464,9 @@ class TripleIndex(Store):
         if s is None:
             self._file_if_asked(p, o)
         if s is not None:
-            by_p = self.spo.get(s, {})
+            if s in self._firsts:
+                self._file_cells(list(self._firsts))
+            by_p = self._spo.get(s, {})
             for pred in _keys(by_p, p):
                 for obj in _keys(by_p.get(pred, {}), o):
                     yield s, pred, obj
@@ -392,7 +539,7 @@ class IndexedGraph(Graph):
         unique: bool = False,
     ) -> Generator[RdfNode, None, None]:
         if isinstance(subject, RdfNode) and isinstance(predicate, URIRef):
-            yield from tuple(self.index.spo.get(subject, {}).get(predicate, ()))
+            yield from self.index.objects_of(subject, predicate)
         else:
             yield from super().objects(subject, predicate, unique)
 

@@ -104,3 +104,23 @@ def test_excluded_statement_on_a_blank_node() -> None:
     without = canonical_graph(g, exclude=[(vo, RDF.value, value)])
     g.remove((vo, RDF.value, value))
     assert without == canonical_graph(g)
+
+
+def test_blank_nodes_of_equal_content_give_each_line_once_in_order() -> None:
+    # two plain lists of one member, a list under a named head whose blank tail has the
+    # same content, and a blank node with the same two edges reached as a value: one label
+    # for all of them, each line once, all lines sorted
+    turtle = b"""
+        @prefix rdf: <http://www.w3.org/1999/02/22-rdf-syntax-ns#> .
+        <urn:a> <urn:p> ( 2.0 ) ; <urn:q> ( 2.0 ) ; <urn:r> <urn:head> ;
+            <urn:s> [ rdf:first 2.0 ; rdf:rest rdf:nil ] .
+        <urn:head> rdf:first 1.0 ; rdf:rest ( 2.0 ) .
+    """
+    text = canonical_graph(parse(turtle, "text/turtle")).decode()
+    lines = text.splitlines(keepends=True)
+    assert lines == sorted(set(lines))
+    blank_labels = {line.split(" ", 1)[0] for line in lines if line.startswith("_:")}
+    assert len(blank_labels) == 1
+    assert len(lines) == 2 + 4 + 2  # the shared cell's two, <urn:a>'s four, the head's two
+    reference = Graph().parse(data=turtle.decode(), format="turtle")
+    assert text.encode() == canonical_graph(reference)

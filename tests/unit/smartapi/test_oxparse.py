@@ -9,16 +9,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyoxigraph import RdfFormat
 from rdflib import Graph, Literal, URIRef
+from rdflib.collection import Collection
 from rdflib.compare import isomorphic
 from rdflib.namespace import RDF, XSD
 
-from gateway.errors import MessageParseError, TooManyStatements, WrongDatatype
+from gateway.errors import MessageParseError, NonFiniteValue, TooManyStatements, WrongDatatype
 from gateway.smartapi import examples
 from gateway.smartapi import vocab as v
 from gateway.smartapi.canonical import canonical_graph
+from gateway.smartapi.check import violations
 from gateway.smartapi.codec import Format, encode, parse, serialize_graph
+from gateway.smartapi.decode import decode_graph
 from gateway.smartapi.encode import AnyMessage
-from gateway.smartapi.oxparse import WireLiteral, parse_graph
+from gateway.smartapi.oxparse import WireLiteral, finite_doubles, parse_graph
 
 from .samples import all_messages
 from .test_legacy import ACTIVATION_11, reserve_11
@@ -107,6 +110,51 @@ def test_literals_keep_their_lexical_form(written: str, datatype: URIRef, value:
     assert lit.value == reference.value and lit.ill_typed == reference.ill_typed
     if value is not None:
         assert lit.toPython() == value
+
+
+def _list_members(items: str) -> list[object]:
+    g = ox_graph(f"@prefix xsd: <{XSD}> . <http://x/a> <http://x/b> ( {items} ) .")
+    head = g.value(URIRef("http://x/a"), URIRef("http://x/b"))
+    assert head is not None
+    return list(Collection(g, head))
+
+
+@pytest.mark.parametrize(
+    ("items", "values"),
+    [
+        ("1.5E0 -2.0E0 1.5E0", [1.5, -2.0, 1.5]),
+        ('"7"^^xsd:float 1E2', [7.0, 100.0]),
+        ('1.5E0 "INF"^^xsd:double', None),
+        ('"NaN"^^xsd:double', None),
+        ("1E999", None),  # beyond a double: infinite
+        ("1.5E0 2", None),  # an xsd:integer
+        ("1.5E0 2.5", None),  # an xsd:decimal
+        ('1.5E0 "1.5"', None),
+        ("1.5E0 [ rdf:value 1.0E0 ]", None),
+        ("", None),
+    ],
+)
+def test_finite_doubles_only_of_parsed_finite_doubles(
+    items: str, values: list[float] | None
+) -> None:
+    items = items.replace("rdf:value", f"<{RDF.value}>")
+    assert finite_doubles(_list_members(items)) == values
+
+
+def test_finite_doubles_refuses_terms_not_parsed() -> None:
+    assert finite_doubles([Literal("1.5", datatype=XSD.double)]) is None
+    assert finite_doubles([*_list_members("1.5E0"), Literal("2.5", datatype=XSD.double)]) is None
+
+
+def test_a_time_series_member_beyond_a_double_is_not_finite() -> None:
+    # a parsed member is read from its cached value; one that is not finite still goes
+    # through the general check and is refused naming the series
+    text = encode(examples.forecast(4)).decode().replace("40.0E0", "4.0E400", 1)
+    assert "4.0E400" in text
+    graph = parse(text.encode(), "text/turtle")
+    with pytest.raises(NonFiniteValue):
+        decode_graph(graph)
+    assert [f.error for f in violations(graph)] == [NonFiniteValue]
 
 
 def test_a_form_xsd_does_not_allow_is_refused_while_parsing() -> None:
