@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,9 @@ SEED = 9
 class HostileInbound:
     name = "hostile"
 
-    def __init__(self, rate: float, in_flight: int = 4) -> None:
+    def __init__(self, rate: float, in_flight: int = 4, prefix: Sequence[str] = ()) -> None:
         self.rate = rate
+        self.prefix = list(prefix)  # a wrapper for the firing process (`nice -n 10`)
         self.in_flight = in_flight
         self.report: dict[str, Any] = {}
         self.applied: int | None = None
@@ -60,7 +62,7 @@ class HostileInbound:
                 *("--in-flight", str(self.in_flight), "--rate", str(self.rate)),
                 *("--ids", str(ids)),
             ]
-            self.report = await fire_from_process(args, max(left, 1.0) + 60)
+            self.report = await fire_from_process(args, max(left, 1.0) + 60, self.prefix)
             sent = set(ids.read_text().split()) if ids.exists() else set()
             self.applied = self._answered_ok() + _held(north.state_dir, sent)
 

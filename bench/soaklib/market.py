@@ -33,6 +33,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,16 @@ def with_market(config: LoadedConfig, state: Path) -> tuple[Path, int, int]:
 class AmsLink:
     """The AMS process: started with `start()`, commanded with `call()`."""
 
-    def __init__(self, config: LoadedConfig, state: Path, pki: Path, ams_port: int) -> None:
+    def __init__(
+        self,
+        config: LoadedConfig,
+        state: Path,
+        pki: Path,
+        ams_port: int,
+        prefix: Sequence[str] = (),
+    ) -> None:
+        #: runs the process under a wrapper (`nice -n 10`: see bench/latency.py)
+        self.prefix = list(prefix)
         north = config.gateway.north
         assert north is not None and north.server is not None
         self.args = [
@@ -100,6 +110,7 @@ class AmsLink:
     async def start(self) -> None:
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'firmware-sim'}"}
         self.proc = await asyncio.create_subprocess_exec(
+            *self.prefix,
             sys.executable,
             "-m",
             "bench.soaklib.ams",

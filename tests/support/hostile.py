@@ -34,7 +34,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -937,10 +937,14 @@ def _no_refusals(refusal: InboundRejected, content_type: str) -> Answer:
     raise AssertionError(f"the firing side serves nothing to refuse: {refusal}")
 
 
-async def fire_from_process(args: list[str], within_s: float) -> dict[str, object]:
+async def fire_from_process(
+    args: list[str], within_s: float, prefix: Sequence[str] = ()
+) -> dict[str, object]:
     """Run the firing side (`python -m tests.support.hostile ARGS`) in its own process, so
-    the gateway's event loop is measured alone; its report. Killed after `within_s`."""
+    the gateway's event loop is measured alone (under the wrapper `prefix`, if any); its
+    report. Killed after `within_s`."""
     proc = await asyncio.create_subprocess_exec(
+        *prefix,
         sys.executable,
         "-m",
         "tests.support.hostile",
