@@ -26,6 +26,9 @@ EventSink = Callable[..., Awaitable[None]]
 PollListener = Callable[[str, float], None]
 """Told (device id, seconds) after every completed poll; metrics hook in here."""
 
+#: readings of a poll handed to the point table (and the store) in one piece
+UPDATE_SLICE = 100
+
 
 def poll_phase(device_id: str, interval: float) -> float:
     """Where in each poll period (seconds after a multiple of `interval` on the monotonic
@@ -173,4 +176,10 @@ class DeviceSession:
         self.polls += 1
         if self._on_poll is not None:
             self._on_poll(self.device.id, self.last_poll_s)
-        self.table.update(readings)
+        # a slice at a time, with the event loop's other work between slices: a poll of a
+        # few hundred points is milliseconds of table and store work, which an activation
+        # arriving meanwhile would otherwise wait behind as one piece
+        for start in range(0, len(readings), UPDATE_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            self.table.update(readings[start : start + UPDATE_SLICE])

@@ -7,7 +7,7 @@ import gc
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from gateway.app import SWITCH_INTERVAL_S, Gateway
 from gateway.errors import LimitViolation, NotWritable, UnknownPoint
 from gateway.loader import load_config
 from gateway.mapping import Device, Quantity
-from gateway.model import Command, CommandStatus, QualityFlag
+from gateway.model import Command, CommandStatus, QualityFlag, Reading
 from gateway.points import PointTable
 from tests.support.memory_driver import MemoryDevice, MemoryDriver
 from tests.support.waiting import until
@@ -205,3 +205,43 @@ async def test_a_stopped_gateway_leaves_nothing_frozen(tmp_path: Path) -> None:
         assert sys.getswitchinterval() == SWITCH_INTERVAL_S < before
     assert gc.get_freeze_count() == 0
     assert sys.getswitchinterval() == before
+
+
+async def test_a_big_poll_reaches_the_table_in_slices_with_other_work_between(
+    tmp_path: Path,
+) -> None:
+    """The table (and the store behind it) takes a 350-point poll 100 readings at a time,
+    and work that became ready meanwhile (an activation's next step) runs in between."""
+    points = "\n".join(
+        f"      - {{id: p{i}, address: 1/holding/{i}, type: int16, unit: KiloW}}"
+        for i in range(350)
+    )
+    mapping = (
+        "devices:\n  - id: big\n    protocol: modbus\n"
+        "    connection: {host: 127.0.0.1, port: 1}\n    poll_interval: 10\n"
+        f"    points:\n{points}\n"
+    )
+    (tmp_path / "m.yaml").write_text(mapping)
+    (tmp_path / "gw.yaml").write_text(textwrap.dedent(CONFIG))
+    config = load_config(tmp_path / "gw.yaml")
+    device = config.devices[0]
+    field = MemoryDevice()
+    field.values.update({f"p{i}": float(i) for i in range(350)})
+    table = PointTable(config)
+    seen: list[str] = []
+
+    def listener(batch: Sequence[Reading]) -> None:
+        seen.append(f"batch {len(batch)}")
+        if len(seen) == 1:  # something else gets ready while the first slice is taken
+            asyncio.get_running_loop().call_soon(seen.append, "other")
+
+    table.listen(listener)
+
+    async def events(kind: str, **detail: object) -> None:
+        return None
+
+    session = DeviceSession(device, MemoryDriver(device, field), table, events)
+    await session.driver.connect()
+    await session.poll_once()
+    assert seen == ["batch 100", "other", "batch 100", "batch 100", "batch 50"]
+    assert table.latest("p349").value == 349.0  # type: ignore[union-attr]
