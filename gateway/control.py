@@ -80,7 +80,8 @@ class Controller:
                 result.status.value,
                 result.detail,
             )
-        await self._store.event(
+        # not awaited: the answer need not wait for the audit's commit (see event_soon)
+        self._store.event_soon(
             "write",
             device=device.id,
             point=command.point,

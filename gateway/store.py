@@ -39,22 +39,26 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import math
 import sqlite3
 import time
 from array import array
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import StoreError
 from gateway.mapping import Device
 from gateway.model import GOOD, Quality, QualityFlag, Reading, Validity
 from gateway.sqlite import Database, transaction
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
@@ -397,20 +401,26 @@ class Store:
         **detail: Any,
     ) -> None:
         """Append one audit event (writes, refusals, link changes, errors)."""
-        row = (
-            _ts(datetime.now(UTC)),
-            kind,
-            device,
-            point,
-            json.dumps(detail, default=str, sort_keys=True),
-        )
-        await self._db.call(
-            partial(
-                _write,
-                sql="INSERT INTO events (ts, kind, device, point, detail) VALUES (?,?,?,?,?)",
-                rows=[row],
-            )
-        )
+        await self._db.submit(_event_write(kind, device, point, detail))
+
+    def event_soon(
+        self,
+        kind: str,
+        *,
+        device: str | None = None,
+        point: str | None = None,
+        **detail: Any,
+    ) -> None:
+        """Append one audit event without waiting for its commit (the record of a command
+        sent: the command's answer does not wait behind a write of samples in progress).
+        The database thread writes it in turn, so any later query sees it, and a close
+        writes it first; a failure is logged."""
+        try:
+            written = self._db.submit(_event_write(kind, device, point, detail))
+        except StoreError as exc:
+            log.error("store: event %s not recorded: %s", kind, exc)
+            return
+        written.add_done_callback(partial(_log_failure, kind))
 
     async def prune(self, retention: timedelta) -> int:
         """Delete samples older than `retention`, and the earlier runs that ended before
@@ -575,6 +585,29 @@ def _prune(conn: sqlite3.Connection, cutoff: float, run: int) -> int:
             (run, cutoff),
         )
     return deleted
+
+
+def _event_write(
+    kind: str, device: str | None, point: str | None, detail: dict[str, Any]
+) -> Callable[[sqlite3.Connection], int]:
+    """The database call that appends one audit event, stamped now."""
+    row = (
+        _ts(datetime.now(UTC)),
+        kind,
+        device,
+        point,
+        json.dumps(detail, default=str, sort_keys=True),
+    )
+    return partial(
+        _write,
+        sql="INSERT INTO events (ts, kind, device, point, detail) VALUES (?,?,?,?,?)",
+        rows=[row],
+    )
+
+
+def _log_failure(kind: str, written: asyncio.Future[int]) -> None:
+    if not written.cancelled() and (exc := written.exception()) is not None:
+        log.error("store: event %s not recorded: %s", kind, exc)
 
 
 def _write(conn: sqlite3.Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -245,3 +246,25 @@ async def test_a_big_poll_reaches_the_table_in_slices_with_other_work_between(
     await session.poll_once()
     assert seen == ["batch 100", "other", "batch 100", "batch 100", "batch 50"]
     assert table.latest("p349").value == 349.0  # type: ignore[union-attr]
+
+
+async def test_a_command_is_answered_while_the_store_is_busy_and_its_record_follows(
+    rig: Rig,
+) -> None:
+    """The write's audit record is appended in turn, not awaited: a command sent while the
+    store's database is busy (a write of 10,000 points' samples) is answered at once, and
+    the record is there for the next query."""
+    gw = rig.gw
+    assert gw.controller is not None and gw.store is not None
+    assert await gw.wait_connected(2.0)
+    busy = threading.Event()
+    # the store's database thread held, as a long write of samples holds it
+    held = gw.store._db.submit(lambda _: busy.wait(10))
+    try:
+        result = await asyncio.wait_for(gw.controller.write(Command("a.set", 4)), 5)
+    finally:
+        busy.set()
+        await held
+    assert result.status is CommandStatus.CONFIRMED
+    written = await gw.store.events("write")
+    assert [(e.point, e.detail["value"]) for e in written] == [("a.set", 4)]
