@@ -116,6 +116,7 @@ class North:
         self._client_ssl: ssl.SSLContext | None = None
         self._server_ssl: ssl.SSLContext | None = None
         self._started = asyncio.Event()
+        self._sending = asyncio.Lock()
         #: who may connect, and with which role; a reload replaces its rules
         self.allow = AllowList(config.allow, config.tls)
 
@@ -268,11 +269,19 @@ class North:
             raise RuntimeError("North.send() outside `async with North(...)`")
         if not self.has_ams:
             return False  # nobody to send it to; an outbox would only grow and warn
+        # signing and serializing a 96-interval message is milliseconds of CPU: in a worker
+        # thread, so the event loop (and an activation's answer) does not wait for it; one
+        # message at a time, in the order asked, which the outbox keeps
+        async with self._sending:
+            body, ctype = await asyncio.to_thread(self._encode, self._codec, message)
+            return await self.outbox.put(OutboundMessage(message.id, channel.value, ctype, body))
+
+    def _encode(
+        self, codec: MessageCodec[Any], message: FlexibilityForecast | ReserveVerification
+    ) -> tuple[bytes, str]:
         if self.config.ams_profile().legacy:  # the AMS runs the Smart API 1.1 library
-            body, ctype = self._codec.encode_v11(message)
-        else:
-            body, ctype = self._codec.encode(message, TURTLE), TURTLE
-        return await self.outbox.put(OutboundMessage(message.id, channel.value, ctype, body))
+            return codec.encode_v11(message)
+        return codec.encode(message, TURTLE), TURTLE
 
     async def prepare_reload(self, loaded: LoadedConfig) -> Callable[[], Awaitable[None]]:
         """Re-read the signing key and trusted peers (from the reloaded `north.signing`; the

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 import pytest
 
+from gateway.north.codec import SmartApiCodec
 from gateway.north.service import North
 from gateway.north.wire import Channel
 from gateway.smartapi.messages import Message
@@ -106,3 +109,31 @@ async def test_an_ams_refusal_is_not_a_delivery(pki: PkiFiles, tmp_path: Path) -
         assert "422" in (stats.destinations["forecast"].last_error or "")
         assert "wrong-microgrid" in (stats.destinations["forecast"].last_error or "")
         assert ams.messages(Channel.FORECAST) == []
+
+
+async def test_messages_are_signed_off_the_event_loop_and_queued_in_the_order_sent(
+    pki: PkiFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signing and serializing a 96-interval forecast is milliseconds of CPU that an
+    activation's answer would wait behind on the event loop: it runs in a worker thread,
+    and messages sent at once still reach the AMS in the order they were sent."""
+    on_loop: list[bool] = []
+    encode = SmartApiCodec.encode
+    forecasts = [support.forecast() for _ in range(5)]
+
+    def spied(self: SmartApiCodec, message: Message, content_type: str) -> bytes:
+        if message.id in ids(forecasts):  # the gateway's, not the AMS's answers
+            on_loop.append(threading.current_thread() is threading.main_thread())
+        return encode(self, message, content_type)
+
+    monkeypatch.setattr(SmartApiCodec, "encode", spied)
+    gw_port, ams_port = free_port(), free_port()
+    config = support.gateway_config(pki, ams_port=ams_port, port=gw_port)
+    async with (
+        support.running_ams(pki, tmp_path / "ams", gateway_port=gw_port, port=ams_port) as ams,
+        support.running_gateway(config, tmp_path / "gw") as north,
+    ):
+        assert all(await asyncio.gather(*(north.send(f) for f in forecasts)))
+        await support.drained(north)
+        assert ids(ams.messages(Channel.FORECAST)) == ids(forecasts)
+    assert on_loop == [False] * len(forecasts)
