@@ -29,8 +29,8 @@ from drivers.modbus.protocol import ModbusOptions
 from drivers.modbus.pty_pair import PtyPair
 from drivers.modbus.transport import frame_gap
 from fwsim.process import start_sim
+from gateway.connection import SerialLine
 from gateway.loader import load_config
-from gateway.mapping import SerialLine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,6 +71,7 @@ def write_config(folder: Path, port: Path) -> Path:
     (folder / "rtu.yaml").write_text(yaml.safe_dump({"devices": [device]}))
     config = yaml.safe_load(CONFIG.read_text())
     config.update(mappings=["rtu.yaml"], state_dir=str(folder / "state"))
+    config["coupling_point"].pop("billing_meter", None)  # the DLMS meter is not mapped here
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
