@@ -348,3 +348,40 @@ async def test_a_query_waits_for_the_write_in_progress(tmp_path: Path) -> None:
     assert [s.value for s in got] == [float(i) for i in range(20)]
     assert await periodic == 60000
     await store.close()
+
+
+async def test_each_flush_writes_the_rows_held_since_the_last_exactly_once(
+    tmp_path: Path,
+) -> None:
+    """A point's buffers stay with it across flushes, emptied at each: good floats and
+    any other row (no value, an integer) of one point, over three flushes."""
+    store = await Store.open(tmp_path / "s.sqlite")
+    store.configure([_device(integrity_s=0)])
+    bad = Quality.invalid(QualityFlag.COMM_FAILURE)
+    written = []
+    for flush in range(3):
+        for i in range(3):
+            t = 10 * flush + i
+            store.add(Reading("p", float(t), "KiloW", gateway_time=_at(t)))
+            written.append((float(t), float(t)))
+        store.add(Reading("p", None, "KiloW", bad, gateway_time=_at(10 * flush + 5)))
+        written.append((10.0 * flush + 5, None))
+        assert await store.flush() == 4
+        assert await store.flush() == 0
+    assert _rows(store) == written
+    await store.close()
+
+
+async def test_a_reload_keeps_the_rows_held_and_applies_the_new_policy(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "s.sqlite")
+    store.configure([_device(deadband=5.0, integrity_s=3600)])
+    store.add(Reading("p", 1.0, "KiloW", gateway_time=_at(0)))
+    store.add(Reading("p", 2.0, "KiloW", gateway_time=_at(1)))  # within the deadband
+    store.configure([_device(deadband=0.5, integrity_s=3600)])
+    store.add(Reading("p", 2.0, "KiloW", gateway_time=_at(2)))  # beyond the new one
+    store.add(Reading("p", 2.2, "KiloW", gateway_time=_at(3)))
+    store.configure([])  # the point leaves the mapping: its held rows are still written
+    store.add(Reading("p", 2.2, "KiloW", gateway_time=_at(4)))  # and every reading kept
+    assert await store.flush() == 3
+    assert _rows(store) == [(0.0, 1.0), (2.0, 2.0), (4.0, 2.2)]
+    await store.close()
