@@ -156,7 +156,7 @@ def _row(r: Reading, ts: float) -> Row:
     )
 
 
-def _good_rows(item: tuple[str, bytes, list[Row]]) -> Iterator[tuple[str, float, float]]:
+def _good_rows(item: tuple[str, bytes, Sequence[Row]]) -> Iterator[tuple[str, float, float]]:
     """(point, ts, value) of a point's good pairs, without a Python step per row."""
     point, pairs, _ = item
     values = iter(memoryview(pairs).cast("d"))
@@ -216,13 +216,16 @@ class _Track:
         self.value, self.stored, self.seen = _NOTHING, -math.inf, -math.inf
         return self
 
-    def take(self) -> tuple[str, bytes, list[Row]]:
+    def take(self) -> tuple[str, bytes, Sequence[Row]]:
         """The rows waiting for the write (the pairs as bytes of doubles), the buffers
-        emptied for the next."""
-        pairs, rows = self.pairs.tobytes(), self.rows
+        emptied for the next. Nothing handed over is the live buffer: a reading added
+        while the write runs is the next flush's."""
+        pairs = self.pairs.tobytes()
         del self.pairs[:]
-        if rows:
-            self.rows = []
+        rows = self.rows
+        if not rows:
+            return self.point, pairs, ()
+        self.rows = []
         return self.point, pairs, rows
 
 
@@ -338,13 +341,14 @@ class Store:
             # kept, and not what later readings are compared with
             if reading.source_time is None:
                 if (
-                    ts - track.stored < track.integrity_s
-                    and (track.quality is quality or track.quality == quality)
-                    and (
+                    # the value first: a moving one is decided with the fewest tests
+                    (
                         value == track.value
                         # no deadband: equal or changed, as just compared
                         or (track.deadband and _unchanged(value, track.value, track.deadband))
                     )
+                    and ts - track.stored < track.integrity_s
+                    and (track.quality is quality or track.quality == quality)
                 ):
                     track.seen = ts
                     continue
@@ -383,7 +387,7 @@ class Store:
             # a transaction per chunk of about WRITE_CHUNK rows, each its own call on the
             # database thread, not one per batch: an audit event (a write's record) waits
             # for one chunk (a few ms), not for seconds of 10,000 points
-            chunk: list[tuple[str, bytes, list[Row]]] = []
+            chunk: list[tuple[str, bytes, Sequence[Row]]] = []
             size = 0
             for item in batch:
                 chunk.append(item)
@@ -405,7 +409,7 @@ class Store:
         return await self.flush()
 
     def _write_chunk(
-        self, conn: sqlite3.Connection, chunk: list[tuple[str, bytes, list[Row]]], alive: float
+        self, conn: sqlite3.Connection, chunk: list[tuple[str, bytes, Sequence[Row]]], alive: float
     ) -> None:
         """Insert the held rows of `chunk` and advance `alive_until`, in one transaction
         (on the database thread): no committed row is newer than its run's end."""

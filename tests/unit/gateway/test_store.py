@@ -385,3 +385,26 @@ async def test_a_reload_keeps_the_rows_held_and_applies_the_new_policy(tmp_path:
     assert await store.flush() == 3
     assert _rows(store) == [(0.0, 1.0), (2.0, 2.0), (4.0, 2.2)]
     await store.close()
+
+
+async def test_a_reading_added_while_a_flush_writes_is_written_once_by_the_next(
+    tmp_path: Path,
+) -> None:
+    """The flush hands the database thread what was held when it began; a row added while
+    that write waits (here on another writer's lock) belongs to the next flush alone."""
+    store = await Store.open(tmp_path / "s.sqlite")
+    store.add(Reading("p", 1.0, "KiloW", gateway_time=_at(0)))
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the store's write waits for this lock
+    try:
+        flush = asyncio.create_task(store.flush())
+        await asyncio.sleep(0.05)  # the flush took the buffer; its write is waiting
+        bad = Quality.invalid(QualityFlag.COMM_FAILURE)
+        store.add(Reading("p", None, "KiloW", bad, gateway_time=_at(1)))
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    assert await flush == 1
+    assert await store.flush() == 1
+    assert _rows(store) == [(0.0, 1.0), (1.0, None)]
+    await store.close()
