@@ -156,9 +156,8 @@ def _row(r: Reading, ts: float) -> Row:
     )
 
 
-def _good_rows(item: tuple[str, bytes, Sequence[Row]]) -> Iterator[tuple[str, float, float]]:
+def _good_rows(point: str, pairs: bytes) -> Iterator[tuple[str, float, float]]:
     """(point, ts, value) of a point's good pairs, without a Python step per row."""
-    point, pairs, _ = item
     values = iter(memoryview(pairs).cast("d"))
     return zip(itertools.repeat(point), values, values)
 
@@ -216,17 +215,18 @@ class _Track:
         self.value, self.stored, self.seen = _NOTHING, -math.inf, -math.inf
         return self
 
-    def take(self) -> tuple[str, bytes, Sequence[Row]]:
-        """The rows waiting for the write (the pairs as bytes of doubles), the buffers
-        emptied for the next. Nothing handed over is the live buffer: a reading added
-        while the write runs is the next flush's."""
+    def take_pairs(self) -> bytes:
+        """The good pairs waiting for the write, as bytes of doubles; the array emptied
+        in place for the next (what is handed over is never the live buffer: a reading
+        added while the write runs is the next flush's)."""
         pairs = self.pairs.tobytes()
         del self.pairs[:]
-        rows = self.rows
-        if not rows:
-            return self.point, pairs, ()
-        self.rows = []
-        return self.point, pairs, rows
+        return pairs
+
+    def take_rows(self) -> list[Row]:
+        """The other rows waiting for the write; a new list for the next."""
+        rows, self.rows = self.rows, []
+        return rows
 
 
 _NUMBERS = (float, int)  # by exact type: a bool is compared as a state, not a number
@@ -378,26 +378,37 @@ class Store:
         was alive up to its newest poll (also when there is nothing to write: a flat
         signal confirmed but not kept); how many readings."""
         async with self._flushing:
-            # each track's rows handed over, its buffers emptied in place for the next
-            batch = [track.take() for track in self._dirty]
-            count = self._pending_count
+            # each track's rows handed over, its buffers emptied in place for the next; in
+            # flat lists, not an object per point: what lives through the write is few
+            # objects for the collector, whatever the number of points
+            dirty, count = self._dirty, self._pending_count
             self._dirty, self._pending_count = [], 0
+            points = [track.point for track in dirty]
+            pairs = [track.take_pairs() for track in dirty]
+            rows = list(itertools.chain.from_iterable(t.take_rows() for t in dirty if t.rows))
             self._flushed_at = time.monotonic()
             alive = self._newest_ts
             # a transaction per chunk of about WRITE_CHUNK rows, each its own call on the
             # database thread, not one per batch: an audit event (a write's record) waits
             # for one chunk (a few ms), not for seconds of 10,000 points
-            chunk: list[tuple[str, bytes, Sequence[Row]]] = []
-            size = 0
-            for item in batch:
-                chunk.append(item)
-                size += len(item[1]) // 16 + len(item[2])
-                if size >= WRITE_CHUNK:
-                    await self._db.call(partial(self._write_chunk, chunk=chunk, alive=alive))
-                    chunk, size = [], 0
-            if chunk:
-                await self._db.call(partial(self._write_chunk, chunk=chunk, alive=alive))
-            if not batch and alive > self._alive:
+            start = size = 0
+            for end, held in enumerate(pairs, 1):
+                size += len(held) // 16
+                if size >= WRITE_CHUNK or end == len(pairs):
+                    await self._db.call(
+                        partial(
+                            self._write_chunk,
+                            points=points[start:end],
+                            pairs=pairs[start:end],
+                            alive=alive,
+                        )
+                    )
+                    start, size = end, 0
+            for at in range(0, len(rows), WRITE_CHUNK):
+                await self._db.call(
+                    partial(self._commit, rows=rows[at : at + WRITE_CHUNK], alive=alive)
+                )
+            if not dirty and alive > self._alive:
                 await self._db.call(partial(self._commit, rows=(), alive=alive))
         return count
 
@@ -409,14 +420,13 @@ class Store:
         return await self.flush()
 
     def _write_chunk(
-        self, conn: sqlite3.Connection, chunk: list[tuple[str, bytes, Sequence[Row]]], alive: float
+        self, conn: sqlite3.Connection, points: list[str], pairs: list[bytes], alive: float
     ) -> None:
-        """Insert the held rows of `chunk` and advance `alive_until`, in one transaction
+        """Insert the good pairs of `points` and advance `alive_until`, in one transaction
         (on the database thread): no committed row is newer than its run's end."""
         with transaction(conn):
-            conn.executemany(_INSERT_GOOD, itertools.chain.from_iterable(map(_good_rows, chunk)))
             conn.executemany(
-                _INSERT_SAMPLE, itertools.chain.from_iterable(rows for _, _, rows in chunk)
+                _INSERT_GOOD, itertools.chain.from_iterable(map(_good_rows, points, pairs))
             )
             self._advance(conn, alive)
         self._alive = max(self._alive, alive)

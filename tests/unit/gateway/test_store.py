@@ -248,6 +248,24 @@ async def test_a_flush_larger_than_a_chunk_writes_every_row(tmp_path: Path) -> N
     await store.close()
 
 
+async def test_a_flush_of_more_other_rows_than_a_chunk_writes_every_one(tmp_path: Path) -> None:
+    """Rows that are not good floats (a device down: every point invalid) go in chunks of
+    their own, point by point, with the good rows of the same flush."""
+    store = await Store.open(tmp_path / "s.sqlite")
+    bad = Quality.invalid(QualityFlag.COMM_FAILURE)
+    n = WRITE_CHUNK + 3
+    for t in range(2):
+        for i in range(n):
+            store.add(Reading(f"p{i}", None, "KiloW", bad, gateway_time=_at(t)))
+    store.add(Reading("good", 1.0, "KiloW", gateway_time=_at(0)))
+    assert await store.flush() == 2 * n + 1
+    rows = [(p, t - T0.timestamp(), v) for p, t, v, *_ in _all_rows(tmp_path / "s.sqlite")]
+    assert len(rows) == 2 * n + 1 and ("good", 0.0, 1.0) in rows
+    others = [(p, t) for p, t, v in rows if p != "good"]
+    assert others == [(f"p{i}", float(t)) for i in range(n) for t in range(2)]
+    await store.close()
+
+
 def _all_rows(path: Path) -> list[tuple[object, ...]]:
     conn = sqlite3.connect(path)
     try:
