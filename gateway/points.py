@@ -66,6 +66,8 @@ class PointTable:
     def remap(self, config: LoadedConfig) -> None:
         """Follow a reloaded config: new points appear, removed points and their values go."""
         self._mapped = {p.id: MappedPoint(p, d) for d in config.devices for p in d.points}
+        #: each point's canonical unit, the one thing a reading is checked against
+        self._units = {point_id: m.unit for point_id, m in self._mapped.items()}
         self._latest = {k: r for k, r in self._latest.items() if k in self._mapped}
         # by role, in mapping order: the control path looks roles up many times per
         # dispatch, which must not scan a 10,000-point site each time
@@ -106,15 +108,16 @@ class PointTable:
 
     def update(self, readings: Iterable[Reading]) -> None:
         """Take a batch of readings (a poll's, or one pushed) and tell the listeners once."""
-        mapped_of, latest = self._mapped.get, self._latest
+        unit_of, latest = self._units.get, self._latest
         batch: list[Reading] = []
         for raw in readings:
-            mapped = mapped_of(raw.point)
-            if mapped is None:
+            point = raw.point
+            unit = unit_of(point)
+            if unit is None:
                 continue  # a device pushed a point the mapping does not know
             # most points are mapped in their canonical unit: no call for those
-            reading = raw if raw.unit == mapped.unit else canonical(raw, mapped)
-            latest[raw.point] = reading
+            reading = raw if raw.unit == unit else canonical(raw, self._mapped[point])
+            latest[point] = reading
             batch.append(reading)
         if batch:
             for listener in self._listeners:

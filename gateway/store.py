@@ -45,7 +45,6 @@ import sqlite3
 import time
 from array import array
 from bisect import bisect_left
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -161,23 +160,10 @@ def _row(r: Reading, ts: float) -> Row:
     )
 
 
-class _Held:
-    """A point's rows waiting for the write. Good float values without a device time
-    (nearly every reading) as (ts, value) pairs in an array, 16 bytes a row; any other as
-    its row."""
-
-    __slots__ = ("pairs", "rows")
-
-    def __init__(self) -> None:
-        self.pairs = array("d")
-        self.rows: list[Row] = []
-
-
-def _good_rows(item: tuple[str, _Held]) -> Iterator[tuple[str, float, float]]:
+def _good_rows(point: str, pairs: bytes) -> Iterator[tuple[str, float, float]]:
     """(point, ts, value) of a point's good pairs, without a Python step per row."""
-    point, held = item
-    pairs = iter(held.pairs)
-    return zip(itertools.repeat(point), pairs, pairs)
+    values = iter(memoryview(pairs).cast("d"))
+    return zip(itertools.repeat(point), values, values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,16 +175,62 @@ class Policy:
     poll_s: float
 
 
-class _Kept:
-    """The last kept reading of a point, and when the value was last confirmed."""
+#: a point's last kept value before it has one (a reading is always kept then)
+_NOTHING: Any = object()
 
-    __slots__ = ("quality", "seen", "stored", "value")
 
-    def __init__(self, value: object, quality: Quality, stored: float) -> None:
-        self.value = value
-        self.quality = quality
-        self.stored = stored
-        self.seen = stored
+class _Track:
+    """What the store knows of one point stored by exception, kept across flushes: its
+    policy, the last kept reading and when it was last confirmed, and its rows waiting for
+    the write. Good float rows without a device time (nearly every row) are (ts, value)
+    pairs in an array, 16 bytes a row, emptied in place at each flush; any other row as
+    its row. One look-up per reading finds all of it."""
+
+    __slots__ = (
+        "deadband",
+        "integrity_s",
+        "pairs",
+        "point",
+        "quality",
+        "rows",
+        "seen",
+        "stored",
+        "value",
+    )
+
+    def __init__(self, point: str) -> None:
+        """A track that keeps every reading (a point without a policy) until
+        `configure` gives it its policy."""
+        self.point = point
+        self.deadband, self.integrity_s = 0.0, -1.0  # no time since the last is below
+        self.value: Any = _NOTHING
+        self.quality: Quality = GOOD
+        self.stored = self.seen = -math.inf
+        self.pairs = array("d")
+        self.rows: list[Row] = []
+
+    @property
+    def kept(self) -> bool:
+        return self.value is not _NOTHING
+
+    def keep_all(self) -> _Track:
+        """From now on every reading is kept, as for a point without a policy."""
+        self.deadband, self.integrity_s = 0.0, -1.0
+        self.value, self.stored, self.seen = _NOTHING, -math.inf, -math.inf
+        return self
+
+    def take_pairs(self) -> bytes:
+        """The good pairs waiting for the write, as bytes of doubles; the array emptied
+        in place for the next (what is handed over is never the live buffer: a reading
+        added while the write runs is the next flush's)."""
+        pairs = self.pairs.tobytes()
+        del self.pairs[:]
+        return pairs
+
+    def take_rows(self) -> list[Row]:
+        """The other rows waiting for the write; a new list for the next."""
+        rows, self.rows = self.rows, []
+        return rows
 
 
 _NUMBERS = (float, int)  # by exact type: a bool is compared as a state, not a number
@@ -222,8 +254,10 @@ class Store:
         self._run = run
         self._alive = 0.0
         self.path = db.path
-        #: readings to write, by point (written point by point: see the module's docstring)
-        self._pending: defaultdict[str, _Held] = defaultdict(_Held)
+        #: every point's track (its rows waiting for the write among them), and the tracks
+        #: that hold rows (written point by point: see the module's docstring)
+        self._tracks: dict[str, _Track] = {}
+        self._dirty: list[_Track] = []
         self._pending_count = 0
         #: monotonic time of the last flush: `flush_due` writes `HOLD_S` after it
         self._flushed_at = time.monotonic()
@@ -232,7 +266,6 @@ class Store:
         self._flushing = asyncio.Lock()
         #: points stored by exception; any other point keeps every reading
         self._policies: dict[str, Policy] = {}
-        self._kept: dict[str, _Kept] = {}
         self._last_time: datetime | None = None
         self._last_ts = 0.0
         #: the newest poll time seen: this run read up to there (its `alive_until`)
@@ -258,11 +291,11 @@ class Store:
         stop, not only the last kept row), close."""
         await self.flush()
         tails = [
-            (point, k.seen, _numeric(k.value), _quality_text(k.quality), None)
-            for point, k in self._kept.items()
-            if k.seen > k.stored and k.value is not None
+            (t.point, t.seen, _numeric(t.value), _quality_text(t.quality), None)
+            for t in self._tracks.values()
+            if t.seen > t.stored and t.kept and t.value is not None
         ]
-        self._kept.clear()
+        self._tracks.clear()
         self.kept += len(tails)
         if tails:
             await self._db.call(partial(self._commit, rows=tails, alive=self._newest_ts))
@@ -279,7 +312,15 @@ class Store:
             for p in d.points
             if p.direction.readable
         }
-        self._kept = {k: v for k, v in self._kept.items() if k in self._policies}
+        old, tracks = self._tracks, {}
+        for point, policy in self._policies.items():
+            track = tracks[point] = old.pop(point) if point in old else _Track(point)
+            track.deadband, track.integrity_s = policy.deadband, policy.integrity_s
+        # points no longer stored by exception: their rows still wait for the write
+        for point, track in old.items():
+            if track.pairs or track.rows:
+                tracks[point] = track.keep_all()
+        self._tracks = tracks
 
     def add(self, reading: Reading) -> None:
         """Buffer one reading if it is to be kept (see `add_all`)."""
@@ -288,7 +329,7 @@ class Store:
     def add_all(self, readings: Iterable[Reading]) -> None:
         """Buffer the readings that are to be kept (event loop thread; the point table's
         listener, once per poll); `flush` writes the buffer."""
-        policies, held, pending = self._policies, self._kept, self._pending
+        tracks, dirty = self._tracks, self._dirty
         last_time, ts, newest = self._last_time, self._last_ts, self._newest_ts
         added = 0
         for reading in readings:
@@ -297,31 +338,36 @@ class Store:
             if when is not last_time:  # the readings of a poll share their time
                 last_time, ts = when, when.timestamp()
                 newest = max(newest, ts)
-            policy = policies.get(point)
-            # a device's own time stamp makes a reading a record (a load profile entry): kept
-            if policy is not None and reading.source_time is None:
-                kept = held.get(point)
-                if kept is None:
-                    held[point] = _Kept(value, quality, ts)
-                elif (
-                    ts - kept.stored < policy.integrity_s
-                    and (kept.quality is quality or kept.quality == quality)
-                    and (
-                        value == kept.value
+            track = tracks.get(point)
+            if track is None:  # a point not stored by exception: every reading is kept
+                track = tracks[point] = _Track(point)
+            # a device's own time stamp makes a reading a record (a load profile entry):
+            # kept, and not what later readings are compared with
+            if reading.source_time is None:
+                if (
+                    # the value first: a moving one is decided with the fewest tests
+                    (
+                        value == track.value
                         # no deadband: equal or changed, as just compared
-                        or (policy.deadband and _unchanged(value, kept.value, policy.deadband))
+                        or (track.deadband and _unchanged(value, track.value, track.deadband))
                     )
+                    and ts - track.stored < track.integrity_s
+                    and (track.quality is quality or track.quality == quality)
                 ):
-                    kept.seen = ts
+                    track.seen = ts
                     continue
-                else:
-                    kept.value, kept.quality, kept.stored, kept.seen = value, quality, ts, ts
-            if quality is GOOD and type(value) is float and reading.source_time is None:
-                pairs = pending[point].pairs
-                pairs.append(ts)
-                pairs.append(value)
-            else:
-                pending[point].rows.append(_row(reading, ts))
+                track.value, track.quality, track.stored, track.seen = value, quality, ts, ts
+                if quality is GOOD and type(value) is float:
+                    pairs = track.pairs
+                    if not pairs and not track.rows:
+                        dirty.append(track)
+                    pairs.append(ts)
+                    pairs.append(value)
+                    added += 1
+                    continue
+            if not track.pairs and not track.rows:
+                dirty.append(track)
+            track.rows.append(_row(reading, ts))
             added += 1
         self._last_time, self._last_ts, self._newest_ts = last_time, ts, newest
         self._pending_count += added
@@ -336,24 +382,37 @@ class Store:
         was alive up to its newest poll (also when there is nothing to write: a flat
         signal confirmed but not kept); how many readings."""
         async with self._flushing:
-            batch, count = self._pending, self._pending_count
-            self._pending, self._pending_count = defaultdict(_Held), 0
+            # each track's rows handed over, its buffers emptied in place for the next; in
+            # flat lists, not an object per point: what lives through the write is few
+            # objects for the collector, whatever the number of points
+            dirty, count = self._dirty, self._pending_count
+            self._dirty, self._pending_count = [], 0
+            points = [track.point for track in dirty]
+            pairs = [track.take_pairs() for track in dirty]
+            rows = list(itertools.chain.from_iterable(t.take_rows() for t in dirty if t.rows))
             self._flushed_at = time.monotonic()
             alive = self._newest_ts
             # a transaction per chunk of about WRITE_CHUNK rows, each its own call on the
             # database thread, not one per batch: an audit event (a write's record) waits
             # for one chunk (a few ms), not for seconds of 10,000 points
-            chunk: list[tuple[str, _Held]] = []
-            size = 0
-            for item in batch.items():
-                chunk.append(item)
-                size += len(item[1].pairs) // 2 + len(item[1].rows)
-                if size >= WRITE_CHUNK:
-                    await self._db.call(partial(self._write_chunk, chunk=chunk, alive=alive))
-                    chunk, size = [], 0
-            if chunk:
-                await self._db.call(partial(self._write_chunk, chunk=chunk, alive=alive))
-            if not batch and alive > self._alive:
+            start = size = 0
+            for end, held in enumerate(pairs, 1):
+                size += len(held) // 16
+                if size >= WRITE_CHUNK or end == len(pairs):
+                    await self._db.call(
+                        partial(
+                            self._write_chunk,
+                            points=points[start:end],
+                            pairs=pairs[start:end],
+                            alive=alive,
+                        )
+                    )
+                    start, size = end, 0
+            for at in range(0, len(rows), WRITE_CHUNK):
+                await self._db.call(
+                    partial(self._commit, rows=rows[at : at + WRITE_CHUNK], alive=alive)
+                )
+            if not dirty and alive > self._alive:
                 await self._db.call(partial(self._commit, rows=(), alive=alive))
         return count
 
@@ -365,14 +424,13 @@ class Store:
         return await self.flush()
 
     def _write_chunk(
-        self, conn: sqlite3.Connection, chunk: list[tuple[str, _Held]], alive: float
+        self, conn: sqlite3.Connection, points: list[str], pairs: list[bytes], alive: float
     ) -> None:
-        """Insert the held rows of `chunk` and advance `alive_until`, in one transaction
+        """Insert the good pairs of `points` and advance `alive_until`, in one transaction
         (on the database thread): no committed row is newer than its run's end."""
         with transaction(conn):
-            conn.executemany(_INSERT_GOOD, itertools.chain.from_iterable(map(_good_rows, chunk)))
             conn.executemany(
-                _INSERT_SAMPLE, itertools.chain.from_iterable(held.rows for _, held in chunk)
+                _INSERT_GOOD, itertools.chain.from_iterable(map(_good_rows, points, pairs))
             )
             self._advance(conn, alive)
         self._alive = max(self._alive, alive)
@@ -459,8 +517,8 @@ class Store:
                 )
             )
             return [_sample(r) for r in rows]
-        kept = self._kept.get(point)
-        confirmed = None if kept is None else (kept.stored, kept.seen)
+        track = self._tracks.get(point)
+        confirmed = None if track is None or not track.kept else (track.stored, track.seen)
         return await self._db.call(
             lambda conn: self._held_range(conn, point, _ts(start), _ts(end), policy, confirmed)
         )

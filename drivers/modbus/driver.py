@@ -232,6 +232,8 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
             raise next(iter(silent.values()))
         if used != plan:  # a split the device asked for: read that way from now on
             self._plans[key] = used
+        if tuple(readings) == key:  # decoded in the points' order (their ids compare as same)
+            return list(readings.values())
         return [readings[p.id] for p in points]
 
     def read_budget(self, points: Sequence[Point]) -> float:

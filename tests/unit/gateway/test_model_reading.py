@@ -12,6 +12,7 @@ from gateway.model import GOOD, Reading, good_reading, utcnow
 def test_good_reading_equals_the_dataclass_one_and_stays_frozen() -> None:
     now = utcnow()
     fast = good_reading("pv1.p", 12.5, "KiloW", now)
+    assert type(fast) is Reading
     assert fast == Reading("pv1.p", 12.5, "KiloW", gateway_time=now)
     assert (fast.quality, fast.source_time, fast.detail) == (GOOD, None, "")
     assert hash(fast) == hash(Reading("pv1.p", 12.5, "KiloW", gateway_time=now))

@@ -248,6 +248,24 @@ async def test_a_flush_larger_than_a_chunk_writes_every_row(tmp_path: Path) -> N
     await store.close()
 
 
+async def test_a_flush_of_more_other_rows_than_a_chunk_writes_every_one(tmp_path: Path) -> None:
+    """Rows that are not good floats (a device down: every point invalid) go in chunks of
+    their own, point by point, with the good rows of the same flush."""
+    store = await Store.open(tmp_path / "s.sqlite")
+    bad = Quality.invalid(QualityFlag.COMM_FAILURE)
+    n = WRITE_CHUNK + 3
+    for t in range(2):
+        for i in range(n):
+            store.add(Reading(f"p{i}", None, "KiloW", bad, gateway_time=_at(t)))
+    store.add(Reading("good", 1.0, "KiloW", gateway_time=_at(0)))
+    assert await store.flush() == 2 * n + 1
+    rows = [(p, t - T0.timestamp(), v) for p, t, v, *_ in _all_rows(tmp_path / "s.sqlite")]
+    assert len(rows) == 2 * n + 1 and ("good", 0.0, 1.0) in rows
+    others = [(p, t) for p, t, v in rows if p != "good"]
+    assert others == [(f"p{i}", float(t)) for i in range(n) for t in range(2)]
+    await store.close()
+
+
 def _all_rows(path: Path) -> list[tuple[object, ...]]:
     conn = sqlite3.connect(path)
     try:
@@ -347,4 +365,64 @@ async def test_a_query_waits_for_the_write_in_progress(tmp_path: Path) -> None:
     got = await store.range("q2999", T0, _at(20))
     assert [s.value for s in got] == [float(i) for i in range(20)]
     assert await periodic == 60000
+    await store.close()
+
+
+async def test_each_flush_writes_the_rows_held_since_the_last_exactly_once(
+    tmp_path: Path,
+) -> None:
+    """A point's buffers stay with it across flushes, emptied at each: good floats and
+    any other row (no value, an integer) of one point, over three flushes."""
+    store = await Store.open(tmp_path / "s.sqlite")
+    store.configure([_device(integrity_s=0)])
+    bad = Quality.invalid(QualityFlag.COMM_FAILURE)
+    written = []
+    for flush in range(3):
+        for i in range(3):
+            t = 10 * flush + i
+            store.add(Reading("p", float(t), "KiloW", gateway_time=_at(t)))
+            written.append((float(t), float(t)))
+        store.add(Reading("p", None, "KiloW", bad, gateway_time=_at(10 * flush + 5)))
+        written.append((10.0 * flush + 5, None))
+        assert await store.flush() == 4
+        assert await store.flush() == 0
+    assert _rows(store) == written
+    await store.close()
+
+
+async def test_a_reload_keeps_the_rows_held_and_applies_the_new_policy(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "s.sqlite")
+    store.configure([_device(deadband=5.0, integrity_s=3600)])
+    store.add(Reading("p", 1.0, "KiloW", gateway_time=_at(0)))
+    store.add(Reading("p", 2.0, "KiloW", gateway_time=_at(1)))  # within the deadband
+    store.configure([_device(deadband=0.5, integrity_s=3600)])
+    store.add(Reading("p", 2.0, "KiloW", gateway_time=_at(2)))  # beyond the new one
+    store.add(Reading("p", 2.2, "KiloW", gateway_time=_at(3)))
+    store.configure([])  # the point leaves the mapping: its held rows are still written
+    store.add(Reading("p", 2.2, "KiloW", gateway_time=_at(4)))  # and every reading kept
+    assert await store.flush() == 3
+    assert _rows(store) == [(0.0, 1.0), (2.0, 2.0), (4.0, 2.2)]
+    await store.close()
+
+
+async def test_a_reading_added_while_a_flush_writes_is_written_once_by_the_next(
+    tmp_path: Path,
+) -> None:
+    """The flush hands the database thread what was held when it began; a row added while
+    that write waits (here on another writer's lock) belongs to the next flush alone."""
+    store = await Store.open(tmp_path / "s.sqlite")
+    store.add(Reading("p", 1.0, "KiloW", gateway_time=_at(0)))
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the store's write waits for this lock
+    try:
+        flush = asyncio.create_task(store.flush())
+        await asyncio.sleep(0.05)  # the flush took the buffer; its write is waiting
+        bad = Quality.invalid(QualityFlag.COMM_FAILURE)
+        store.add(Reading("p", None, "KiloW", bad, gateway_time=_at(1)))
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    assert await flush == 1
+    assert await store.flush() == 1
+    assert _rows(store) == [(0.0, 1.0), (1.0, None)]
     await store.close()
