@@ -67,6 +67,10 @@ async def run_cycle(
                 if gw.table.find(der.id, Quantity.STATE_OF_CHARGE):
                     await until(lambda d=der.id: gw.table.value(d, Quantity.STATE_OF_CHARGE))
             if before is not None:
+                # every readable point read once: a report's values may come before the
+                # first poll of the rest
+                readable = [m.point.id for m in gw.table if m.point.direction.readable]
+                await until(lambda: all(gw.table.latest(p) is not None for p in readable))
                 before(gw)
             service = FlexService(
                 config, gw.table, gw.controller, records, Collect(), gw.store, WallClock()
