@@ -46,6 +46,34 @@ SWITCH_INTERVAL_S = 0.001
 RECANCEL_S = 0.5
 
 
+class _ProcessTuning:
+    """What a running gateway sets for its whole process, undone when the last gateway in
+    it stops (tests and benches run several, one after the other or side by side)."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.switch_interval = sys.getswitchinterval()
+
+    def enter(self) -> None:
+        if self.running == 0:
+            # worker threads (parsing, signing, the databases) hold the interpreter lock
+            # for up to the switch interval (5 ms by default) each time the event loop
+            # wants it back, and the control path wants it back at every await of a
+            # thread or a socket
+            self.switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
+        self.running += 1
+
+    def exit(self) -> None:
+        self.running -= 1
+        if self.running == 0:
+            gc.unfreeze()  # what the gateways built is garbage now: the collector may take it
+            sys.setswitchinterval(self.switch_interval)
+
+
+_TUNING = _ProcessTuning()
+
+
 async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
     """Cancel and wait until every task ended. On Python 3.11 `asyncio.wait_for` (used
     inside libraries, e.g. pymodbus' connect) can swallow a cancellation that arrives as
@@ -88,7 +116,7 @@ class Gateway:
         self.last_flush = time.monotonic()
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
         self._shutdown_hooks: list[tuple[str, Callable[[], Awaitable[None]]]] = []
-        self._switch_interval = sys.getswitchinterval()
+        self._tuned = False
         self._reload_parts: list[tuple[str, PrepareReload]] = []
 
     @property
@@ -221,10 +249,8 @@ class Gateway:
         # every few seconds, and each walked about a million objects: a 100-340 ms pause
         # of everything, the control path's answers with it
         gc.freeze()
-        # worker threads (parsing, signing, the databases) hold the interpreter lock for up
-        # to the switch interval (5 ms by default) each time the event loop wants it back,
-        # and the control path wants it back at every await of a thread or a socket
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        _TUNING.enter()
+        self._tuned = True
         return self
 
     @property
@@ -244,8 +270,9 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await self._store.event("stop")
         await self._stack.aclose()
-        gc.unfreeze()  # what this gateway built is garbage now: the collector may take it
-        sys.setswitchinterval(self._switch_interval)
+        if self._tuned:
+            self._tuned = False
+            _TUNING.exit()
 
     async def wait_connected(self, within: float) -> bool:
         """True once every device's link came up at least once within `within` seconds."""

@@ -206,6 +206,21 @@ async def test_a_stopped_gateway_leaves_nothing_frozen(tmp_path: Path) -> None:
         assert sys.getswitchinterval() == SWITCH_INTERVAL_S < before
     assert gc.get_freeze_count() == 0
     assert sys.getswitchinterval() == before
+    # two side by side, the first to start stopping first: the second still runs tuned,
+    # and the process is as before once both stopped
+    (tmp_path / "second").mkdir()
+    (tmp_path / "second" / "m.yaml").write_text(textwrap.dedent(MAPPING))
+    (tmp_path / "second" / "gw.yaml").write_text(textwrap.dedent(CONFIG))
+    other = load_config(tmp_path / "second" / "gw.yaml")
+    first = Gateway(config, driver_factory=lambda d: MemoryDriver(d, fields[d.id]))
+    second = Gateway(other, driver_factory=lambda d: MemoryDriver(d, MemoryDevice()))
+    await first.__aenter__()
+    await second.__aenter__()
+    await first.__aexit__(None, None, None)
+    assert sys.getswitchinterval() == SWITCH_INTERVAL_S and gc.get_freeze_count() > 0
+    await second.__aexit__(None, None, None)
+    assert gc.get_freeze_count() == 0
+    assert sys.getswitchinterval() == before
 
 
 async def test_a_big_poll_reaches_the_table_in_slices_with_other_work_between(
