@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from fwsim.process import ROOT, SimProcess, child_env, free_port, start_sim
+from fwsim.process import ROOT, SimProcess, child_env, free_port, free_ports, start_sim
 
 DEMO_CONFIG = ROOT / "config" / "demo.yaml"
 
@@ -41,7 +41,7 @@ def sim_process(
     extra: Sequence[str] = (),
 ) -> Iterator[SimProcess]:
     """A simulator serving `device_ids` of `config`, each on a fresh free port."""
-    ports = {dev: free_port() for dev in device_ids}
+    ports = dict(zip(device_ids, free_ports(len(device_ids)), strict=True))
     sim = start_sim(config, ports, devices=device_ids, extra=extra)
     try:
         yield sim
