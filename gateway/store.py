@@ -10,8 +10,8 @@ The buffer is written point by point, several seconds at a time (`flush_due`, ev
 per point dirties one index page per point, and once a point's history is longer than a
 page that is a page write (and a page copy at the checkpoint) per row, growing with the
 history. Holding `HOLD_S` seconds of a point's rows puts them on one page in one write.
-A query (`range`, `latest`) and `close` write the buffer first; a crash loses at most
-`HOLD_S` seconds of history.
+A query (`range`, `latest`) writes the rows of its point first, and `close` the whole
+buffer; a crash loses at most `HOLD_S` seconds of history.
 
 Samples are stored by exception, as IEC 61850 reports are sent (`gateway.mapping.Storage`):
 a reading is kept when its value moved beyond the point's deadband from the last kept one,
@@ -255,14 +255,14 @@ class Store:
         self._alive = 0.0
         self.path = db.path
         #: every point's track (its rows waiting for the write among them), and the tracks
-        #: that hold rows (written point by point: see the module's docstring)
+        #: that hold rows, by point, in the order they got them (written point by point:
+        #: see the module's docstring)
         self._tracks: dict[str, _Track] = {}
-        self._dirty: list[_Track] = []
+        self._dirty: dict[str, _Track] = {}
         self._pending_count = 0
         #: monotonic time of the last flush: `flush_due` writes `HOLD_S` after it
         self._flushed_at = time.monotonic()
-        #: held by a flush until its rows are written: a query's flush waits for the
-        #: periodic one in progress instead of reading without its rows
+        #: held by a flush until its rows are written: one flush at a time
         self._flushing = asyncio.Lock()
         #: points stored by exception; any other point keeps every reading
         self._policies: dict[str, Policy] = {}
@@ -360,13 +360,13 @@ class Store:
                 if quality is GOOD and type(value) is float:
                     pairs = track.pairs
                     if not pairs and not track.rows:
-                        dirty.append(track)
+                        dirty[point] = track
                     pairs.append(ts)
                     pairs.append(value)
                     added += 1
                     continue
             if not track.pairs and not track.rows:
-                dirty.append(track)
+                dirty[point] = track
             track.rows.append(_row(reading, ts))
             added += 1
         self._last_time, self._last_ts, self._newest_ts = last_time, ts, newest
@@ -382,39 +382,52 @@ class Store:
         was alive up to its newest poll (also when there is nothing to write: a flat
         signal confirmed but not kept); how many readings."""
         async with self._flushing:
-            # each track's rows handed over, its buffers emptied in place for the next; in
-            # flat lists, not an object per point: what lives through the write is few
-            # objects for the collector, whatever the number of points
-            dirty, count = self._dirty, self._pending_count
-            self._dirty, self._pending_count = [], 0
-            points = [track.point for track in dirty]
-            pairs = [track.take_pairs() for track in dirty]
-            rows = list(itertools.chain.from_iterable(t.take_rows() for t in dirty if t.rows))
             self._flushed_at = time.monotonic()
             alive = self._newest_ts
             # a transaction per chunk of about WRITE_CHUNK rows, each its own call on the
             # database thread, not one per batch: an audit event (a write's record) waits
-            # for one chunk (a few ms), not for seconds of 10,000 points
-            start = size = 0
-            for end, held in enumerate(pairs, 1):
-                size += len(held) // 16
-                if size >= WRITE_CHUNK or end == len(pairs):
-                    await self._db.call(
-                        partial(
-                            self._write_chunk,
-                            points=points[start:end],
-                            pairs=pairs[start:end],
-                            alive=alive,
-                        )
-                    )
-                    start, size = end, 0
-            for at in range(0, len(rows), WRITE_CHUNK):
-                await self._db.call(
-                    partial(self._commit, rows=rows[at : at + WRITE_CHUNK], alive=alive)
-                )
-            if not dirty and alive > self._alive:
+            # for one chunk (a few ms), not for seconds of 10,000 points. Each chunk's
+            # tracks are emptied just before its call goes to the database thread, so a
+            # query's call, queued behind it, sees their rows (`_write_point`)
+            order = list(self._dirty)
+            count = at = 0
+            wrote = False
+            while at < len(order):
+                chunk: list[_Track] = []
+                size = 0
+                while at < len(order) and size < WRITE_CHUNK:
+                    track = self._dirty.pop(order[at], None)
+                    at += 1
+                    if track is not None:  # else a query wrote it meanwhile
+                        chunk.append(track)
+                        size += len(track.pairs) // 2 + len(track.rows)
+                if chunk:
+                    count += size
+                    wrote = True
+                    await self._db.call(self._chunk_write(chunk, alive))
+            if not wrote and alive > self._alive:
                 await self._db.call(partial(self._commit, rows=(), alive=alive))
         return count
+
+    def _chunk_write(
+        self, tracks: list[_Track], alive: float
+    ) -> Callable[[sqlite3.Connection], None]:
+        """The write of `tracks`' rows, taken from them now (their buffers emptied in place
+        for the next readings; in flat lists, not an object per point: what lives through
+        the write is few objects for the collector, whatever the number of points)."""
+        self._pending_count -= sum(len(t.pairs) // 2 + len(t.rows) for t in tracks)
+        points = [track.point for track in tracks]
+        pairs = [track.take_pairs() for track in tracks]
+        rows = list(itertools.chain.from_iterable(t.take_rows() for t in tracks if t.rows))
+        return partial(self._write_chunk, points=points, pairs=pairs, rows=rows, alive=alive)
+
+    async def _write_point(self, point: str) -> None:
+        """Write the rows of one point waiting for the write, for a query of that point:
+        not the whole buffer (seconds of 10,000 points), nor after a flush in progress
+        (the query's call runs after the chunk that took this point's rows)."""
+        track = self._dirty.pop(point, None)
+        if track is not None:
+            await self._db.call(self._chunk_write([track], self._newest_ts))
 
     async def flush_due(self, hold_s: float = HOLD_S) -> int:
         """The periodic flush: write the buffer (and this run's `alive_until`) once
@@ -424,14 +437,22 @@ class Store:
         return await self.flush()
 
     def _write_chunk(
-        self, conn: sqlite3.Connection, points: list[str], pairs: list[bytes], alive: float
+        self,
+        conn: sqlite3.Connection,
+        points: list[str],
+        pairs: list[bytes],
+        rows: Sequence[Row],
+        alive: float,
     ) -> None:
-        """Insert the good pairs of `points` and advance `alive_until`, in one transaction
-        (on the database thread): no committed row is newer than its run's end."""
+        """Insert the good pairs of `points` and the other `rows`, and advance
+        `alive_until`, in one transaction (on the database thread): no committed row is
+        newer than its run's end."""
         with transaction(conn):
             conn.executemany(
                 _INSERT_GOOD, itertools.chain.from_iterable(map(_good_rows, points, pairs))
             )
+            if rows:
+                conn.executemany(_INSERT_SAMPLE, rows)
             self._advance(conn, alive)
         self._alive = max(self._alive, alive)
 
@@ -491,7 +512,7 @@ class Store:
     async def latest(self, point: str) -> Sample | None:
         """The last stored row of a point: for a flat signal stored by exception, up to an
         integrity period old (the point table has the latest reading)."""
-        await self.flush()
+        await self._write_point(point)
         rows = await self._db.call(
             partial(
                 _query,
@@ -505,7 +526,7 @@ class Store:
     async def range(self, point: str, start: datetime, end: datetime) -> list[Sample]:
         """Samples of a point with start <= gateway time < end, oldest first; for a point
         stored by exception, with the held value at its poll interval between kept rows."""
-        await self.flush()
+        await self._write_point(point)
         policy = self._policies.get(point)
         if policy is None or policy.integrity_s == 0:
             rows = await self._db.call(

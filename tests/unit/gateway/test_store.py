@@ -351,20 +351,43 @@ async def test_the_periodic_flush_holds_readings_for_the_hold_time(tmp_path: Pat
     await store.close()
 
 
-async def test_a_query_waits_for_the_write_in_progress(tmp_path: Path) -> None:
-    """The periodic flush has taken the buffer and is writing it in a worker thread when a
-    query comes: the query sees those rows, not a history that ends seconds early."""
+async def test_a_query_sees_the_rows_of_the_write_in_progress(tmp_path: Path) -> None:
+    """The periodic flush is writing the buffer chunk by chunk in the database thread when
+    queries come: a point whose rows a chunk in flight took, and a point whose chunk is
+    not taken yet, both read their whole history, not one that ends seconds early; and
+    every row is written once."""
     store = await Store.open(tmp_path / "s.sqlite")
     for i in range(20):
         store.add_all(
             [Reading(f"q{k}", float(i), "KiloW", gateway_time=_at(i)) for k in range(3000)]
         )
     periodic = asyncio.create_task(store.flush_due(hold_s=0.0))
-    await asyncio.sleep(0)  # it has taken the buffer; its rows are being written
+    await asyncio.sleep(0)  # it has taken its first chunk; those rows are being written
+    assert 0 < store.pending < 60000
+    for point in ("q0", "q2999"):  # in the chunk in flight; in the last chunk
+        got = await store.range(point, T0, _at(20))
+        assert [s.value for s in got] == [float(i) for i in range(20)]
+    assert await periodic == 60000 - 20  # the last point's rows were the query's to write
     assert store.pending == 0
-    got = await store.range("q2999", T0, _at(20))
-    assert [s.value for s in got] == [float(i) for i in range(20)]
-    assert await periodic == 60000
+    assert len(_all_rows(tmp_path / "s.sqlite")) == 60000
+    await store.close()
+
+
+async def test_a_query_writes_its_own_points_rows_not_the_whole_buffer(tmp_path: Path) -> None:
+    """A verification reads a few meter points while 10,000 others hold seconds of rows:
+    the query writes its point's rows and leaves the others to the periodic flush (a whole
+    buffer's write took 190 ms, with the control path waiting)."""
+    store = await Store.open(tmp_path / "s.sqlite")
+    for i in range(3):
+        store.add_all([Reading(p, float(i), "KiloW", gateway_time=_at(i)) for p in "abc"])
+    got = await store.range("b", T0, _at(3))
+    assert [s.value for s in got] == [0.0, 1.0, 2.0]
+    assert store.pending == 6
+    latest = await store.latest("c")
+    assert latest is not None and latest.value == 2.0
+    assert store.pending == 3
+    assert await store.flush() == 3
+    assert sorted(p for p, *_ in _all_rows(tmp_path / "s.sqlite")) == sorted("aaabbbccc")
     await store.close()
 
 
