@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import bisect
 import enum
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import highspy
 import numpy as np
@@ -71,6 +73,38 @@ def _vector(value: ArrayLike, n: int, what: str) -> Floats:
     return arr
 
 
+#: blocks up to this size are kept as Python lists until the solve: a dispatch LP adds a
+#: hundred one-entry blocks, and a numpy array per block cost more than the solve itself
+SMALL = 16
+
+#: a block of bounds, costs or coefficients: an array, or a short list
+Chunk = Floats | list[float]
+IntChunk = NDArray[np.int64] | list[int]
+
+
+def _listed(value: ArrayLike) -> list[Any] | None:
+    """A scalar or a short sequence as a list; None for anything else (the array path)."""
+    if isinstance(value, float | int | np.floating | np.integer):
+        return [value]
+    if isinstance(value, np.ndarray):
+        return value.reshape(-1).tolist() if value.size <= SMALL else None
+    if isinstance(value, list | tuple) and len(value) <= SMALL:
+        return list(value)
+    return None
+
+
+def _number(value: float, what: str) -> float:
+    if math.isnan(value):
+        raise ValueError(f"{what}: NaN in LP data")
+    return float(value)
+
+
+def _joined(chunks: list[Chunk]) -> Floats:
+    if not chunks:
+        return np.zeros(0)
+    return np.concatenate(chunks).astype(np.float64, copy=False)
+
+
 @dataclass(frozen=True)
 class LpSolution:
     status: LpStatus
@@ -114,14 +148,14 @@ class Lp:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._col_lo: list[Floats] = []
-        self._col_hi: list[Floats] = []
-        self._cost: list[Floats] = []
-        self._row_lo: list[Floats] = []
-        self._row_hi: list[Floats] = []
-        self._a_rows: list[NDArray[np.int64]] = []
-        self._a_cols: list[NDArray[np.int64]] = []
-        self._a_vals: list[Floats] = []
+        self._col_lo: list[Chunk] = []
+        self._col_hi: list[Chunk] = []
+        self._cost: list[Chunk] = []
+        self._row_lo: list[Chunk] = []
+        self._row_hi: list[Chunk] = []
+        self._a_rows: list[IntChunk] = []
+        self._a_cols: list[IntChunk] = []
+        self._a_vals: list[Chunk] = []
         self._cols = _Names()
         self._rows = _Names()
         self.num_cols = 0
@@ -135,24 +169,43 @@ class Lp:
         cost: ArrayLike = 0.0,
         label: Label = "",
     ) -> Index:
-        lo_v, hi_v = _vector(lo, n, self.name), _vector(hi, n, self.name)
-        if (lo_v > hi_v + 1e-9).any():
-            k = int(np.argmax(lo_v > hi_v + 1e-9))
-            name = _Block(0, n, label).name(k)
-            raise ValueError(f"{self.name}: {name}: lower bound {lo_v[k]} above {hi_v[k]}")
-        self._col_lo.append(lo_v)
-        self._col_hi.append(np.maximum(hi_v, lo_v))
-        self._cost.append(_vector(cost, n, f"{self.name} cost"))
+        if n <= SMALL and isinstance(lo, float | int) and isinstance(hi, float | int):
+            self._scalar_bounds(n, float(lo), float(hi), label)
+        else:
+            lo_v, hi_v = _vector(lo, n, self.name), _vector(hi, n, self.name)
+            if (lo_v > hi_v + 1e-9).any():
+                k = int(np.argmax(lo_v > hi_v + 1e-9))
+                name = _Block(0, n, label).name(k)
+                raise ValueError(f"{self.name}: {name}: lower bound {lo_v[k]} above {hi_v[k]}")
+            self._col_lo.append(lo_v)
+            self._col_hi.append(np.maximum(hi_v, lo_v))
+        if n <= SMALL and isinstance(cost, float | int):
+            self._cost.append([_number(cost, f"{self.name} cost")] * n)
+        else:
+            self._cost.append(_vector(cost, n, f"{self.name} cost"))
         self._cols.add(self.num_cols, n, label)
         idx = np.arange(self.num_cols, self.num_cols + n, dtype=np.int64)
         self.num_cols += n
         return idx
 
+    def _scalar_bounds(self, n: int, lo: float, hi: float, label: Label) -> None:
+        """The same bounds for a few columns, without an array per block."""
+        _number(lo, self.name)
+        _number(hi, self.name)
+        if lo > hi + 1e-9:
+            name = _Block(0, n, label).name(0)
+            raise ValueError(f"{self.name}: {name}: lower bound {lo} above {hi}")
+        self._col_lo.append([lo] * n)
+        self._col_hi.append([max(hi, lo)] * n)
+
     def add_rows(
         self, n: int, lo: ArrayLike = -INF, hi: ArrayLike = INF, label: Label = ""
     ) -> Index:
-        self._row_lo.append(_vector(lo, n, f"{self.name} row"))
-        self._row_hi.append(_vector(hi, n, f"{self.name} row"))
+        for bounds, value in ((self._row_lo, lo), (self._row_hi, hi)):
+            if n <= SMALL and isinstance(value, float | int):
+                bounds.append([_number(value, f"{self.name} row")] * n)
+            else:
+                bounds.append(_vector(value, n, f"{self.name} row"))
         self._rows.add(self.num_rows, n, label)
         idx = np.arange(self.num_rows, self.num_rows + n, dtype=np.int64)
         self.num_rows += n
@@ -161,22 +214,31 @@ class Lp:
     def coef(self, rows: ArrayLike, cols: ArrayLike, vals: ArrayLike) -> None:
         """Add coefficients A[rows, cols] += vals (a single value repeats to the others'
         length)."""
-        r = np.array(rows, dtype=np.int64).reshape(-1)
-        c = np.array(cols, dtype=np.int64).reshape(-1)
-        v = np.array(vals, dtype=np.float64).reshape(-1)
-        n = max(r.size, c.size, v.size)
-        if {r.size, c.size, v.size} - {1, n}:
-            raise ValueError(f"{self.name}: coefficient arrays of {r.size}, {c.size}, {v.size}")
-        self._a_rows.append(r if r.size == n else np.full(n, r[0], dtype=np.int64))
-        self._a_cols.append(c if c.size == n else np.full(n, c[0], dtype=np.int64))
-        self._a_vals.append(v if v.size == n else np.full(n, v[0]))
+        r, c, v = _listed(rows), _listed(cols), _listed(vals)
+        if r is not None and c is not None and v is not None:
+            n = max(len(r), len(c), len(v))
+            if {len(r), len(c), len(v)} - {1, n}:
+                raise ValueError(f"{self.name}: coefficient arrays of {len(r)}, {len(c)}, {len(v)}")
+            self._a_rows.append([int(x) for x in r] * (n if len(r) == 1 else 1))
+            self._a_cols.append([int(x) for x in c] * (n if len(c) == 1 else 1))
+            self._a_vals.append([float(x) for x in v] * (n if len(v) == 1 else 1))
+            return
+        ra = np.array(rows, dtype=np.int64).reshape(-1)
+        ca = np.array(cols, dtype=np.int64).reshape(-1)
+        va = np.array(vals, dtype=np.float64).reshape(-1)
+        n = max(ra.size, ca.size, va.size)
+        if {ra.size, ca.size, va.size} - {1, n}:
+            raise ValueError(f"{self.name}: coefficient arrays of {ra.size}, {ca.size}, {va.size}")
+        self._a_rows.append(ra if ra.size == n else np.full(n, ra[0], dtype=np.int64))
+        self._a_cols.append(ca if ca.size == n else np.full(n, ca[0], dtype=np.int64))
+        self._a_vals.append(va if va.size == n else np.full(n, va[0]))
 
     def _matrix(self) -> tuple[NDArray[np.int32], NDArray[np.int32], Floats]:
         if not self._a_rows:
             return np.zeros(self.num_rows + 1, np.int32), np.zeros(0, np.int32), np.zeros(0)
-        rows = np.concatenate(self._a_rows)
-        cols = np.concatenate(self._a_cols)
-        vals = np.concatenate(self._a_vals)
+        rows = np.concatenate(self._a_rows).astype(np.int64, copy=False)
+        cols = np.concatenate(self._a_cols).astype(np.int64, copy=False)
+        vals = np.concatenate(self._a_vals).astype(np.float64, copy=False)
         if rows.size and (rows.max() >= self.num_rows or cols.max() >= self.num_cols):
             raise ValueError(f"{self.name}: coefficient outside the model")
         key = rows * max(self.num_cols, 1) + cols
@@ -197,11 +259,11 @@ class Lp:
         lp = highspy.HighsLp()
         lp.num_col_ = self.num_cols
         lp.num_row_ = self.num_rows
-        lp.col_cost_ = np.concatenate(self._cost) if self._cost else np.zeros(0)
-        lp.col_lower_ = np.concatenate(self._col_lo) if self._col_lo else np.zeros(0)
-        lp.col_upper_ = np.concatenate(self._col_hi) if self._col_hi else np.zeros(0)
-        lp.row_lower_ = np.concatenate(self._row_lo) if self._row_lo else np.zeros(0)
-        lp.row_upper_ = np.concatenate(self._row_hi) if self._row_hi else np.zeros(0)
+        lp.col_cost_ = _joined(self._cost)
+        lp.col_lower_ = _joined(self._col_lo)
+        lp.col_upper_ = _joined(self._col_hi)
+        lp.row_lower_ = _joined(self._row_lo)
+        lp.row_upper_ = _joined(self._row_hi)
         lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
         lp.a_matrix_.num_col_ = self.num_cols
         lp.a_matrix_.num_row_ = self.num_rows

@@ -52,3 +52,36 @@ def test_bad_data_is_refused_with_the_block_named() -> None:
     lp.coef([5], [0], 1.0)
     with pytest.raises(ValueError, match="outside the model"):
         lp.solve()
+
+
+def test_one_entry_blocks_build_the_model_whole_blocks_build() -> None:
+    """A dispatch adds its LP entry by entry (kept as lists until the solve), a plan in
+    arrays: the same model either way."""
+    n = 40  # beyond the size kept as a list
+    rng = np.random.default_rng(7)
+    hi, cost, cap = rng.uniform(1, 5, n), rng.uniform(-3, -1, n), rng.uniform(10, 20, 3)
+    whole = Lp("whole")
+    x = whole.add_vars(n, 0.0, hi, cost)
+    rows = whole.add_rows(3, -np.inf, cap)
+    for k in range(3):
+        whole.coef(rows[k], x[k::3], 1.0)
+    one = Lp("one")
+    xs = [int(one.add_vars(1, 0.0, float(hi[i]), float(cost[i]))[0]) for i in range(n)]
+    for k in range(3):
+        row = one.add_rows(1, -np.inf, float(cap[k]))
+        for i in xs[k::3]:
+            one.coef(row, i, 1.0)
+    a, b = whole.solve(), one.solve()
+    assert a.objective == pytest.approx(b.objective)
+    assert np.allclose(a.x, b.x)
+
+
+def test_bad_one_entry_data_is_refused() -> None:
+    lp = Lp("dispatch")
+    with pytest.raises(ValueError, match="NaN"):
+        lp.add_vars(1, 0.0, 1.0, float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        lp.add_rows(1, float("nan"), 1.0)
+    x = lp.add_vars(2)
+    with pytest.raises(ValueError, match="coefficient arrays of 1, 2, 3"):
+        lp.coef(0, x, [1.0, 2.0, 3.0])
