@@ -265,8 +265,15 @@ class ActivationControl:
         self.observer.cycled(act, now, p, run.baseline.p_at(i) if i is not None else None, pcc_p)
         run.cycles += 1
         self._supervise(run, now)
-        # an interval is verified once the meter's readings beyond its end are stored
-        await self.verifier.completed(run, self.model, now - VERIFY_DELAY, final=False)
+
+    async def verify_running(self, now: datetime) -> None:
+        """Verify the intervals of the activation in force that completed (once the
+        meter's readings beyond an interval's end are stored). The control loop calls it
+        outside the control lock: the history reads and the message out are not the
+        cycle's work, which an arriving activation waits for."""
+        run = self.running
+        if run is not None:
+            await self.verifier.completed(run, self.model, now - VERIFY_DELAY, final=False)
 
     async def _write(
         self, now: datetime, origin_id: str, targets: dict[str, Target], force: bool = False

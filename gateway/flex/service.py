@@ -251,9 +251,10 @@ class FlexService:
                 await self.control.cycle(now)
             else:
                 await self.control.execute_plan(now)
-        # verifications of ended activations (history reads, the LP-free comparison, the
-        # message out) outside the control lock: an activation arriving meanwhile does not
-        # wait for them
+        # verifications of the activation in force and of ended ones (history reads, the
+        # LP-free comparison, the message out) outside the control lock: an activation
+        # arriving meanwhile does not wait for them
+        await self.control.verify_running(now)
         await self.control.close_due(now)
         if self._last_forecast is None or now - self._last_forecast >= self.model.step:
             async with self._planning:

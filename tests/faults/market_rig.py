@@ -299,8 +299,10 @@ class Rig:
     cut_writes: list[dict[str, Any]] = field(default_factory=list)
 
     def ams_down(self) -> None:
-        """The AMS refuses connections (the proxy has no upstream)."""
+        """The AMS is gone: the connections open to it are closed, and new ones refused
+        (the proxy has no upstream)."""
         self.proxy.upstream = free_port()
+        self.proxy.cut()
 
     def ams_up(self) -> None:
         self.proxy.upstream = self.ams_port

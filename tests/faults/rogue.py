@@ -127,6 +127,12 @@ class Proxy(_Listener):
         self.answers = Answers.PASS
         self.delivered = 0
 
+    def cut(self) -> None:
+        """Close every connection passing through, both sides (the upstream went away: a
+        client's kept-alive connection must not still reach it)."""
+        for writer in list(self._writers):
+            writer.close()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
         self._writers.add(up_writer)

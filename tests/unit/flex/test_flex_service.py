@@ -17,7 +17,14 @@ from gateway.config import FlexSettings, StandingReserve
 from gateway.flex import activation, reservation
 from gateway.flex.conflict import NotificationCheck, check_notification
 from gateway.flex.dispatch import Dispatch, DispatchInput, dispatch
-from gateway.flex.model import Activation, Band, DecisionStatus, ReasonCode, Reservation
+from gateway.flex.model import (
+    Activation,
+    Band,
+    DecisionStatus,
+    ReasonCode,
+    Reservation,
+    Verification,
+)
 from gateway.flex.records import FlexRecords
 from gateway.flex.service import FlexService
 from gateway.mapping import Quantity
@@ -392,6 +399,41 @@ async def test_a_new_activation_does_not_wait_for_the_verification_of_an_ended_o
     await world.service.step()
     sent = {v.activation_id for v in world.publisher.verifications if v.final}
     assert "v1" in sent  # v2 ended just now: its readings beyond the end are not in yet
+
+
+async def test_a_new_activation_does_not_wait_for_the_verification_of_the_one_in_force(
+    world: World,
+) -> None:
+    """w1 is in force when its first interval completes; the control loop verifies it
+    (history reads, the comparison, the message out, held here until w2 is answered)
+    outside the control lock, so w2, arriving meanwhile, is answered at once."""
+    await world.service.notify(Reservation("res-w", bands(T17, 3, 45.0)))
+    await world.run_until(T17)
+    base = world.baseline_now()
+    end = T17 + 3 * FIVE
+    first = Activation("w1", T17, end, p_kw=base - 40.0, reservation_id="res-w")
+    assert (await world.service.activate(first)).status is DecisionStatus.ACCEPTED
+    await world.run_until(T17 + FIVE)
+    world.bench.advance(30)  # the first interval's readings beyond its end are stored
+    publishing, answered = asyncio.Event(), asyncio.Event()
+    publish = world.publisher.verification
+
+    async def held(message: Verification) -> None:
+        publishing.set()
+        await answered.wait()
+        await publish(message)
+
+    world.publisher.verification = held  # type: ignore[method-assign]
+    cycle = asyncio.create_task(world.service.step())
+    await asyncio.wait_for(publishing.wait(), 10)
+    second = Activation("w2", world.bench.now(), end, p_kw=base - 30.0, reservation_id="res-w")
+    try:
+        decision = await asyncio.wait_for(world.service.activate(second), 10)
+    finally:
+        answered.set()
+        await cycle
+    assert decision.status is DecisionStatus.ACCEPTED
+    assert [v.activation_id for v in world.publisher.verifications if not v.final] == ["w1"]
 
 
 async def test_an_activation_that_ended_during_a_restart_is_closed_out(world: World) -> None:
