@@ -276,6 +276,31 @@ async def test_an_activation_is_dispatched_once_before_its_answer(
     assert written["bess1.p_set"] == pytest.approx(solved[0].p["bess1"], abs=1e-3)
 
 
+@pytest.mark.parametrize("inline", [True, False])
+async def test_a_small_sites_dispatch_is_solved_on_the_loop_a_large_ones_in_a_thread(
+    world: World, monkeypatch: pytest.MonkeyPatch, inline: bool
+) -> None:
+    """A few DERs' LP costs less than the hop to a worker thread and back; a site with
+    more DERs than INLINE_DISPATCH_DERS is solved off the loop (here the threshold is put
+    below the demo's size to stand for one)."""
+    await world.service.notify(Reservation("res-t", bands(T17, 2, 20.0)))
+    await world.run_until(T17)
+    if not inline:
+        monkeypatch.setattr(activation, "INLINE_DISPATCH_DERS", 1)
+    threads: list[threading.Thread] = []
+
+    def where(inp: DispatchInput) -> Dispatch:
+        threads.append(threading.current_thread())
+        return dispatch(inp)
+
+    monkeypatch.setattr(activation, "dispatch", where)
+    base = world.baseline_now()
+    act = Activation("t", T17, T17 + 2 * FIVE, p_kw=base - 10, reservation_id="res-t")
+    assert (await world.service.activate(act)).status is DecisionStatus.ACCEPTED
+    assert threads
+    assert all((t is threading.main_thread()) is inline for t in threads)
+
+
 async def test_distributed_der_gets_one_target_and_is_supervised(world: World) -> None:
     # curtailing the (distributed) load is made cheaper than cycling the battery
     load = next(d for d in world.bench.config.gateway.ders if d.id == "load1")
