@@ -20,8 +20,8 @@ gateway.flex.recovery. Each part gets the few capabilities it uses, typed in
 gateway.flex.ports (its Protocol of the records, the point values, the clock, the
 publisher); the records run every call on their database thread (gateway.sqlite).
 
-LP solves run in a worker thread, but for a small site's activation dispatch (gateway.flex.
-activation: cheaper than the hop); the point table is read on the event loop thread only.
+LP solves run in a worker thread, but for a small site's activation dispatch (cheaper than
+the hop: gateway.flex.activation); the point table is read on the event loop thread only.
 
 Two locks, so that the control path never waits for planning: `_control` serializes what
 moves the DERs (activations, control cycles), `_planning` what plans (Reserve
