@@ -69,8 +69,8 @@ class LockedConnection:
 async def record_writes(call: Call, calls: int) -> float:
     started = time.perf_counter()
     for i in range(calls):
-        seq = await call(
-            lambda c, i=i: RecordTables(c).intend_setpoint("act-1", T0, "bess1", "p", i, i)
+        (seq,) = await call(
+            lambda c, i=i: RecordTables(c).intend_setpoints("act-1", T0, [("bess1", "p", i, i)])
         )
         await call(lambda c, s=seq: RecordTables(c).settle_setpoints([(s, "confirmed", "")]))
     return calls / (time.perf_counter() - started)

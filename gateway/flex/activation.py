@@ -289,17 +289,10 @@ class ActivationControl:
         states = self.model.states(self.points)
         seqs: list[int] = []
 
-        async def intend(item: Planned) -> None:
-            # recorded before it is sent: a kill in the write leaves a trace (see start)
-            seq = await self.records.intend_setpoint(
-                origin_id,
-                now,
-                item.der,
-                item.command.point,
-                float(item.command.value),
-                item.meaning,
-            )
-            seqs.append(seq)
+        async def intend(items: list[Planned]) -> None:
+            # recorded before they are sent: a kill in the write leaves a trace (see start)
+            rows = [(i.der, i.command.point, float(i.command.value), i.meaning) for i in items]
+            seqs.extend(await self.records.intend_setpoints(origin_id, now, rows))
 
         results, notes = await self.writer.apply(
             targets, self.model.caps, states, f"flex:{origin_id}", now, force=force, before=intend

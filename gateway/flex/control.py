@@ -169,10 +169,10 @@ class SetpointWriter:
         now: datetime,
         write_within: timedelta = timedelta(seconds=5),
         force: bool = False,
-        before: Callable[[Planned], Awaitable[None]] | None = None,
+        before: Callable[[list[Planned]], Awaitable[None]] | None = None,
     ) -> tuple[list[tuple[Planned, CommandResult]], list[str]]:
-        """Write what changed; `before` runs ahead of every command sent (or refused), in
-        the order of the results, all before the first is sent (the flexibility records
+        """Write what changed; `before` gets every command to be sent (or refused), in the
+        order of the results, once, before the first is sent (the flexibility records
         write ahead with it)."""
         notes: list[str] = []
         due: list[tuple[str, Planned]] = []
@@ -187,9 +187,8 @@ class SetpointWriter:
                 if not force and last is not None and abs(last - item.meaning) < self._deadband:
                     continue
                 due.append((key, item))
-        if before is not None:
-            for _, item in due:
-                await before(item)
+        if before is not None and due:
+            await before([item for _, item in due])
         sent = await self._send_by_device([item.command for _, item in due])
         results: list[tuple[Planned, CommandResult]] = []
         for (key, item), result in zip(due, sent, strict=True):

@@ -285,22 +285,25 @@ class RecordTables:
                 [(activation_id, _iso(at), *row) for row in rows],
             )
 
-    def intend_setpoint(
-        self, activation_id: str, at: datetime, der: str, point: str, value: float, meaning: float
-    ) -> int:
-        """Record a write before it is sent (status `sending`); its seq, for `settle`."""
+    def intend_setpoints(
+        self, activation_id: str, at: datetime, rows: list[tuple[str, str, float, float]]
+    ) -> list[int]:
+        """Record writes before they are sent (status `sending`), in one transaction;
+        rows: (der, point, value, meaning). Their seqs, in order, for `settle`."""
+        seqs = []
         with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO flex_setpoint (activation_id, at, der, point, value, meaning, status,"
-                " detail) VALUES (?,?,?,?,?,?,?,?)",
-                (activation_id, _iso(at), der, point, value, meaning, SENDING, ""),
-            )
-            seq = cur.lastrowid
-        assert seq is not None
-        return seq
+            for der, point, value, meaning in rows:
+                cur = db.execute(
+                    "INSERT INTO flex_setpoint (activation_id, at, der, point, value, meaning,"
+                    " status, detail) VALUES (?,?,?,?,?,?,?,?)",
+                    (activation_id, _iso(at), der, point, value, meaning, SENDING, ""),
+                )
+                assert cur.lastrowid is not None
+                seqs.append(cur.lastrowid)
+        return seqs
 
     def settle_setpoints(self, rows: list[tuple[int, str, str]]) -> None:
-        """rows: (seq, status, detail) of writes recorded by `intend_setpoint`."""
+        """rows: (seq, status, detail) of writes recorded by `intend_setpoints`."""
         if not rows:
             return
         with self._tx() as db:
@@ -483,7 +486,7 @@ class FlexRecords:
     pcc_setpoint = _on_db_thread(RecordTables.pcc_setpoint)
     pcc_setpoints = _on_db_thread(RecordTables.pcc_setpoints)
     setpoints = _on_db_thread(RecordTables.setpoints)
-    intend_setpoint = _on_db_thread(RecordTables.intend_setpoint)
+    intend_setpoints = _on_db_thread(RecordTables.intend_setpoints)
     settle_setpoints = _on_db_thread(RecordTables.settle_setpoints)
     unsettled_setpoints = _on_db_thread(RecordTables.unsettled_setpoints)
     sent_setpoints = _on_db_thread(RecordTables.sent_setpoints)

@@ -118,9 +118,9 @@ async def test_devices_are_written_concurrently_and_recorded_ahead(table: PointT
     targets = {"bess1": Target("bess1", 10.0, 2.0), "pv1": Target("pv1", None, 3.0)}
     intents: list[str] = []
 
-    async def before(item: Planned) -> None:
+    async def before(items: list[Planned]) -> None:
         assert not rec.sent, "every intent is recorded before the first command goes out"
-        intents.append(item.command.point)
+        intents.extend(item.command.point for item in items)
 
     results, notes = await writer.apply(targets, c, states, "flex:a", NOW, before=before)
     assert not notes

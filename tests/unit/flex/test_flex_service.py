@@ -621,8 +621,8 @@ async def test_a_write_cut_by_a_kill_is_found_and_written_again(world: World) ->
     """Killed between sending a set point and learning its result: the record says
     `sending`; the next start marks it unknown and writes that DER back to its plan."""
     await world.run_until(START + timedelta(minutes=1))
-    await world.records.intend_setpoint(
-        "plan", world.bench.now(), "bess1", "bess1.p_set", 20.0, 20.0
+    await world.records.intend_setpoints(
+        "plan", world.bench.now(), [("bess1", "bess1.p_set", 20.0, 20.0)]
     )
     world.bench.grid.apply("bess1", Quantity.ACTIVE_POWER_SETPOINT, 20.0)  # it did arrive
     world.bench.advance(5)
