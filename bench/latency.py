@@ -38,11 +38,15 @@ what a perfect gateway would wait for; `floor_sum` (one write on each protocol i
 what a gateway writing one device after the other would wait for at best, given for
 comparison. Ratios are activation latency over each floor, p50 over p50 and p99 over p99.
 
-The harness runs at a lower priority (`--harness-nice`, default 10: the simulators, the
-AMS and the hostile sender under `nice`): on a site the devices and the AMS are other
-machines, and here a simulator serving 10,000 points in Python takes as much CPU as the
-gateway on the same two cores. The gateway and the raw floor's clients run at normal
-priority; `--harness-nice 0` measures everything at the same priority.
+On a site the devices and the AMS are other machines; here they share two cores with the
+gateway. The background load's processes (the N x M site's simulator, which takes as much
+CPU as the gateway, and the hostile sender) run at a lower priority (`--harness-nice`,
+default 10). The processes on the measured path, the simulator of the devices written and
+the AMS whose client times the answer, run at `--path-nice` (default 0, the gateway's):
+niced like the background, they waited for a core behind the N x M simulator, and that
+wait (tens of ms) was counted as the gateway's. The gateway and the raw floor's clients
+run at normal priority; `--harness-nice 0` measures everything at the same priority, and
+`--path-nice 10` reproduces the earlier arrangement.
 
 Prints one JSON line. The machine may be shared: the load average before and after each
 phase is in the line.
@@ -183,7 +187,7 @@ async def phase(
         config.gateway.state_dir = state
         config.gateway.ops.enabled = False
         pki, ams_port, _ = with_market(config, state)
-        ams = AmsLink(config, state, pki, ams_port, prefix=_harness(args))
+        ams = AmsLink(config, state, pki, ams_port, prefix=_nice(args.path_nice))
         await ams.start()
         try:
             async with Gateway(config) as gw:
@@ -202,7 +206,7 @@ async def phase(
                 if loaded:
                     ders = [d.id for d in gw.config.gateway.ders]
                     reads = SmartApiReads(ams, ders, args.read_rate, clients=2)
-                    hostile = HostileInbound(args.hostile_rate, prefix=_harness(args))
+                    hostile = HostileInbound(args.hostile_rate, prefix=_nice(args.harness_nice))
                     background = [
                         asyncio.create_task(part.run(gw, deadline), name=f"latency-{part.name}")
                         for part in (reads, hostile)
@@ -231,9 +235,9 @@ async def phase(
     }
 
 
-def _harness(args: argparse.Namespace) -> list[str]:
-    """The wrapper the harness's processes run under."""
-    return ["nice", "-n", str(args.harness_nice)] if args.harness_nice else []
+def _nice(level: int) -> list[str]:
+    """The wrapper a harness process runs under."""
+    return ["nice", "-n", str(level)] if level else []
 
 
 def _last_written(gw: Gateway, point: str) -> float:
@@ -334,7 +338,10 @@ def main() -> None:
     parser.add_argument("--read-rate", type=float, default=20.0, help="Smart API reads per s")
     parser.add_argument("--hostile-rate", type=float, default=20.0, help="hostile messages per s")
     parser.add_argument(
-        "--harness-nice", type=int, default=10, help="nice of simulators, AMS, hostile sender"
+        "--harness-nice", type=int, default=10, help="nice of the background load's processes"
+    )
+    parser.add_argument(
+        "--path-nice", type=int, default=0, help="nice of the written devices' simulator, AMS"
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mgms-latency-") as tmp:
@@ -343,14 +350,23 @@ def main() -> None:
         demo_devices = [d.id for d in load_config(calm).devices if d.connection.serial is None]
         ports = {d: free_port() for d in demo_devices}
         log = (folder / "sim.log").open("w")
-        harness = _harness(args)
         demo = start_sim(
-            calm, ports, devices=demo_devices, ready_timeout=120, log=log, prefix=harness
+            calm,
+            ports,
+            devices=demo_devices,
+            ready_timeout=120,
+            log=log,
+            prefix=_nice(args.path_nice),
         )
         try:
             calm_result = asyncio.run(phase(calm, ports, args, loaded=False))
             site = start_sim(
-                loaded, {}, devices=site_devices, ready_timeout=180, log=log, prefix=harness
+                loaded,
+                {},
+                devices=site_devices,
+                ready_timeout=180,
+                log=log,
+                prefix=_nice(args.harness_nice),
             )
             try:
                 loaded_result = asyncio.run(phase(loaded, ports | site.ports, args, loaded=True))
@@ -368,6 +384,7 @@ def main() -> None:
                 "read_rate": args.read_rate,
                 "hostile_rate": args.hostile_rate,
                 "harness_nice": args.harness_nice,
+                "path_nice": args.path_nice,
                 "calm": figures(calm_result),
                 "loaded": figures(loaded_result),
             }
