@@ -6,12 +6,17 @@ gateway.flex.records.FlexRecords, the northbound publisher, the metrics.
 
 The parts (reservation, activation, verification, recovery) import these, never the
 concrete modules (tests/unit/test_architecture.py holds them to it).
+
+A records call is queued on the records' database thread when it is made, and its
+awaitable gives the result: calls made one after the other run in that order, so a write
+need not be awaited before the next call is made (the control path awaits the write ahead
+of a device command, and the ones queued before it are done by then).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -51,27 +56,27 @@ class PointValues(Protocol):
 class ReservationRecords(Protocol):
     """The reservation book's records: decisions on Reserve Notifications."""
 
-    async def reservation_status(
+    def reservation_status(
         self, reservation_id: str
-    ) -> tuple[str, Reservation | None, tuple[Reason, ...]] | None: ...
+    ) -> Awaitable[tuple[str, Reservation | None, tuple[Reason, ...]] | None]: ...
 
-    async def save_reservation(
+    def save_reservation(
         self,
         at: datetime,
         requested: Reservation,
         status: str,
         accepted: Reservation | None,
         reasons: tuple[Reason, ...],
-    ) -> None: ...
+    ) -> Awaitable[None]: ...
 
 
 class ActivationRecords(Protocol):
     """Activation and control's records: decisions on Reserve Activations, the coupling
     point set points and every DER write (intended before it is sent, then settled)."""
 
-    async def activation(self, activation_id: str) -> ActivationRecord | None: ...
+    def activation(self, activation_id: str) -> Awaitable[ActivationRecord | None]: ...
 
-    async def save_activation(
+    def save_activation(
         self,
         at: datetime,
         act: Activation,
@@ -81,51 +86,51 @@ class ActivationRecords(Protocol):
         reasons: tuple[Reason, ...],
         baseline: dict[str, Any] | None,
         state: str,
-    ) -> None: ...
+    ) -> Awaitable[None]: ...
 
-    async def pcc_setpoint(
+    def pcc_setpoint(
         self, activation_id: str, start: datetime, p_kw: float | None, q_kvar: float | None
-    ) -> None: ...
+    ) -> Awaitable[None]: ...
 
-    async def intend_setpoints(
+    def intend_setpoints(
         self, activation_id: str, at: datetime, rows: list[tuple[str, str, float, float]]
-    ) -> list[int]: ...
+    ) -> Awaitable[list[int]]: ...
 
-    async def settle_setpoints(self, rows: list[tuple[int, str, str]]) -> None: ...
+    def settle_setpoints(self, rows: list[tuple[int, str, str]]) -> Awaitable[None]: ...
 
 
 class VerificationRecords(Protocol):
     """The verifier's records: verifications and the close of an ended activation."""
 
-    async def save_verification(self, v: Verification) -> None: ...
+    def save_verification(self, v: Verification) -> Awaitable[None]: ...
 
-    async def final_verification(self, activation_id: str) -> list[VerifiedInterval]: ...
+    def final_verification(self, activation_id: str) -> Awaitable[list[VerifiedInterval]]: ...
 
-    async def end_activation(
+    def end_activation(
         self, activation_id: str, at: datetime, state: str, note: str = ""
-    ) -> None: ...
+    ) -> Awaitable[None]: ...
 
 
 class RecoveryRecords(Protocol):
     """What recovery reads back after a restart, and the writes a kill cut that it settles."""
 
-    async def accepted_reservations(self, since: datetime) -> list[Reservation]: ...
+    def accepted_reservations(self, since: datetime) -> Awaitable[list[Reservation]]: ...
 
-    async def open_activations(self) -> list[ActivationRecord]: ...
+    def open_activations(self) -> Awaitable[list[ActivationRecord]]: ...
 
-    async def pcc_setpoints(
+    def pcc_setpoints(
         self, activation_id: str
-    ) -> list[tuple[datetime, float | None, float | None]]: ...
+    ) -> Awaitable[list[tuple[datetime, float | None, float | None]]]: ...
 
-    async def sent_setpoints(
+    def sent_setpoints(
         self, activation_id: str
-    ) -> list[tuple[datetime, str, str, float, str]]: ...
+    ) -> Awaitable[list[tuple[datetime, str, str, float, str]]]: ...
 
-    async def verification(self, activation_id: str) -> list[VerifiedInterval]: ...
+    def verification(self, activation_id: str) -> Awaitable[list[VerifiedInterval]]: ...
 
-    async def unsettled_setpoints(self) -> list[tuple[int, str, str, str, float]]: ...
+    def unsettled_setpoints(self) -> Awaitable[list[tuple[int, str, str, str, float]]]: ...
 
-    async def settle_setpoints(self, rows: list[tuple[int, str, str]]) -> None: ...
+    def settle_setpoints(self, rows: list[tuple[int, str, str]]) -> Awaitable[None]: ...
 
 
 class Records(

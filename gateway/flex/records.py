@@ -15,9 +15,10 @@ loop, and a synchronous tool runs the same over `gateway.sqlite.read_only`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict
 from datetime import datetime
@@ -442,9 +443,13 @@ T = TypeVar("T")
 
 def _on_db_thread(
     method: Callable[Concatenate[RecordTables, P], T],
-) -> Callable[Concatenate[FlexRecords, P], Coroutine[Any, Any, T]]:
-    async def call(self: FlexRecords, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self.db.call(lambda conn: method(RecordTables(conn), *args, **kwargs))
+) -> Callable[Concatenate[FlexRecords, P], asyncio.Future[T]]:
+    """The method as a call queued on the database thread when it is made (not when it is
+    awaited): calls run in the order they were made, so the control path queues a write
+    and goes on, and the next awaited call finds it done (gateway.flex.ports)."""
+
+    def call(self: FlexRecords, /, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[T]:
+        return self.db.submit(lambda conn: method(RecordTables(conn), *args, **kwargs))
 
     call.__doc__ = method.__doc__
     return call

@@ -28,7 +28,9 @@ from gateway.flex.model import (
 from gateway.flex.records import FlexRecords
 from gateway.flex.service import FlexService
 from gateway.mapping import Quantity
+from gateway.model import Command, CommandResult
 from gateway.points import PointTable
+from gateway.sqlite import read_only
 from tests.support.flexsim import Bench, BenchClock, Publisher, Stored
 
 START = datetime(2024, 6, 3, 16, 50, tzinfo=UTC)
@@ -299,6 +301,36 @@ async def test_a_small_sites_dispatch_is_solved_on_the_loop_a_large_ones_in_a_th
     assert (await world.service.activate(act)).status is DecisionStatus.ACCEPTED
     assert threads
     assert all((t is threading.main_thread()) is inline for t in threads)
+
+
+async def test_the_decision_and_set_point_are_committed_before_the_first_command(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The activation's record and its coupling-point set point are queued, not awaited
+    one by one; the intents of the writes are awaited, and what was queued before them is
+    committed by then: a kill at the first command finds all three on disk."""
+    await world.service.notify(Reservation("res-c", bands(T17, 2, 20.0)))
+    await world.run_until(T17)
+    base = world.baseline_now()
+    seen: list[dict[str, int]] = []
+    write = world.bench.controller.write
+    counts = {
+        "intents": "SELECT count(*) FROM flex_setpoint WHERE activation_id = 'c'",
+        "setpoints": "SELECT count(*) FROM flex_pcc_setpoint WHERE activation_id = 'c'",
+        "decisions": "SELECT count(*) FROM flex_activation WHERE id = 'c'",
+    }
+
+    async def first_looks(command: Command) -> CommandResult:
+        if not seen:
+            with read_only(world.records.path, "flex records") as conn:
+                seen.append({k: conn.execute(sql).fetchone()[0] for k, sql in counts.items()})
+        return await write(command)
+
+    monkeypatch.setattr(world.bench.controller, "write", first_looks)
+    act = Activation("c", T17, T17 + 2 * FIVE, p_kw=base - 10, reservation_id="res-c")
+    assert (await world.service.activate(act)).status is DecisionStatus.ACCEPTED
+    assert seen[0]["intents"] >= 1
+    assert (seen[0]["setpoints"], seen[0]["decisions"]) == (1, 1)
 
 
 async def test_distributed_der_gets_one_target_and_is_supervised(world: World) -> None:
