@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 
 class Validity(enum.StrEnum):
@@ -87,33 +87,89 @@ class Reading:
             raise ValueError(f"point {self.point!r}: non-finite value {self.value} marked good")
 
 
-class _Building:
-    """A Reading under construction: the same slots, writable. `good_reading` sets them
-    with plain attribute stores and then makes the object the Reading it is; a frozen
-    dataclass's __init__ goes through object.__setattr__ once per field, and setting the
-    slots through their descriptors costs a call each, together four and two times this."""
+@dataclass(frozen=True, eq=False, slots=True, weakref_slot=True)
+class PointSet:
+    """The points of a `Batch`, in order, with the unit of each one's value. A driver builds
+    one per block of its read plan and hands the same object with every poll, so who takes
+    batches works out once per set (by identity: `eq=False`) what it needs of its points."""
 
-    __slots__ = Reading.__slots__
+    ids: tuple[str, ...]
+    units: tuple[str, ...]
+    #: each id's position
+    index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.ids) != len(self.units):
+            raise ValueError(f"{len(self.ids)} point ids with {len(self.units)} units")
+        object.__setattr__(self, "index", {point: i for i, point in enumerate(self.ids)})
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
-_new = object.__new__
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Values of the points of a `PointSet` read together (a decoded register block), with
+    one gateway time, one quality, one source time and one detail: the readings of a poll
+    without an object per point. `reading` builds a point's Reading when one is asked for.
+
+    The maker guarantees what a Reading checks when built: a good batch holds finite values
+    only (a driver checks its block at once, not point by point)."""
+
+    points: PointSet
+    values: Sequence[Value]
+    gateway_time: datetime
+    quality: Quality = GOOD
+    source_time: datetime | None = None
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.values) != len(self.points.ids):
+            raise ValueError(
+                f"batch of {len(self.points.ids)} points carries {len(self.values)} values"
+            )
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @classmethod
+    def of(cls, reading: Reading) -> Batch:
+        """The batch of one reading."""
+        return cls(
+            PointSet((reading.point,), (reading.unit,)),
+            (reading.value,),
+            reading.gateway_time,
+            reading.quality,
+            reading.source_time,
+            reading.detail,
+        )
+
+    def reading(self, point: str) -> Reading:
+        """The reading of one of the batch's points (KeyError if it has none)."""
+        at = self.points.index[point]
+        return Reading(
+            point,
+            self.values[at],
+            self.points.units[at],
+            self.quality,
+            self.source_time,
+            self.gateway_time,
+            self.detail,
+        )
+
+    def readings(self) -> list[Reading]:
+        """The reading of every point, in order."""
+        return [self.reading(point) for point in self.points.ids]
 
 
-def good_reading(point: str, value: float | int, unit: str, gateway_time: datetime) -> Reading:
-    """A good reading without a source time, for a driver's per-point path (one per point
-    per poll). The caller guarantees what `Reading` checks when built: a point id (from
-    the mapping) and a finite value."""
-    reading: Any = _new(_Building)
-    reading.point = point
-    reading.value = value
-    reading.unit = unit
-    reading.quality = GOOD
-    reading.source_time = None
-    reading.gateway_time = gateway_time
-    reading.detail = ""
-    reading.__class__ = Reading  # the same layout: only the type changes
-    built: Reading = reading
-    return built
+def as_batch(item: Reading | Batch) -> Batch:
+    """What a reading or a batch is in the one form the point table and the store take."""
+    return item if isinstance(item, Batch) else Batch.of(item)
+
+
+def readings_of(item: Reading | Batch) -> list[Reading]:
+    """The readings a reading or a batch carries."""
+    return item.readings() if isinstance(item, Batch) else [item]
 
 
 class CommandMode(enum.StrEnum):

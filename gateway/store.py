@@ -58,10 +58,11 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from gateway.errors import StoreError
 from gateway.mapping import Device
-from gateway.model import GOOD, Quality, QualityFlag, Reading, Validity
+from gateway.model import GOOD, Batch, PointSet, Quality, QualityFlag, Reading, Validity, as_batch
 from gateway.sqlite import Database, transaction
 
 log = logging.getLogger(__name__)
@@ -173,17 +174,6 @@ def _numeric(value: object) -> float | None:
 Row = tuple[str, float, float | None, str | None, float | None]
 
 
-def _row(r: Reading, ts: float) -> Row:
-    value = r.value
-    return (
-        r.point,
-        ts,
-        value if type(value) is float else _numeric(value),
-        _quality_text(r.quality),
-        None if r.source_time is None else _ts(r.source_time),
-    )
-
-
 def _good_rows(pid: int, pairs: bytes) -> Iterator[tuple[int, float, float]]:
     """(pid, ts, value) of a point's good pairs, without a Python step per row."""
     values = iter(memoryview(pairs).cast("d"))
@@ -283,6 +273,8 @@ class Store:
         #: every point's track (its rows waiting for the write among them), and the tracks
         #: that hold rows (written point by point: see the module's docstring)
         self._tracks: dict[str, _Track] = {}
+        #: the tracks of each point set of more than one point, in its order
+        self._sets: WeakKeyDictionary[PointSet, list[_Track]] = WeakKeyDictionary()
         self._dirty: list[_Track] = []
         self._pending_count = 0
         #: monotonic time of the last flush: `flush_due` writes `HOLD_S` after it
@@ -324,6 +316,7 @@ class Store:
             if t.seen > t.stored and t.kept and t.value is not None
         ]
         self._tracks.clear()
+        self._sets = WeakKeyDictionary()
         self.kept += len(tails)
         if tails:
             await self._db.call(partial(self._commit, rows=tails, alive=self._newest_ts))
@@ -349,35 +342,64 @@ class Store:
             if track.pairs or track.rows:
                 tracks[point] = track.keep_all()
         self._tracks = tracks
+        self._sets = WeakKeyDictionary()
 
     def add(self, reading: Reading) -> None:
         """Buffer one reading if it is to be kept (see `add_all`)."""
         self.add_all((reading,))
 
-    def add_all(self, readings: Iterable[Reading]) -> None:
-        """Buffer the readings that are to be kept (event loop thread; the point table's
-        listener, once per poll); `flush` writes the buffer."""
-        tracks, dirty = self._tracks, self._dirty
-        last_time, ts, newest = self._last_time, self._last_ts, self._newest_ts
+    def add_all(self, items: Iterable[Batch | Reading]) -> None:
+        """Buffer what is to be kept of batches (and readings, each the batch of one
+        point) on the event loop thread: the point table's listener, once per poll;
+        `flush` writes the buffer."""
+        for item in items:
+            self._add_batch(as_batch(item))
+
+    def _tracks_of(self, points: PointSet) -> list[_Track]:
+        """The tracks of a batch's points, in order (kept per point set of more than one
+        point: a driver's block, the same object every poll)."""
+        found = self._sets.get(points) if len(points.ids) > 1 else None
+        if found is None:
+            tracks = self._tracks
+            found = [tracks.get(point) or self._new_track(point) for point in points.ids]
+            if len(points.ids) > 1:
+                self._sets[points] = found
+        return found
+
+    def _new_track(self, point: str) -> _Track:
+        """The track of a point not stored by exception: every reading is kept."""
+        track = self._tracks[point] = _Track(point)
+        return track
+
+    def _add_batch(self, batch: Batch) -> None:
+        """The per-point work is one loop over the batch's values and its points' tracks;
+        a Python object is made only for what is kept."""
+        tracks = self._tracks_of(batch.points)
+        when = batch.gateway_time
+        if when is not self._last_time:  # the batches of a poll share their time
+            self._last_time, self._last_ts = when, when.timestamp()
+            self._newest_ts = max(self._newest_ts, self._last_ts)
+        ts, quality, dirty = self._last_ts, batch.quality, self._dirty
         added = 0
-        for reading in readings:
-            point, value, quality = reading.point, reading.value, reading.quality
-            when = reading.gateway_time
-            if when is not last_time:  # the readings of a poll share their time
-                last_time, ts = when, when.timestamp()
-                newest = max(newest, ts)
-            track = tracks.get(point)
-            if track is None:  # a point not stored by exception: every reading is kept
-                track = tracks[point] = _Track(point)
+        if batch.source_time is not None:
             # a device's own time stamp makes a reading a record (a load profile entry):
             # kept, and not what later readings are compared with
-            if reading.source_time is None:
+            rest = (_quality_text(quality), _ts(batch.source_time))
+            for track, value in zip(tracks, batch.values, strict=True):
+                if not track.pairs and not track.rows:
+                    dirty.append(track)
+                track.rows.append((track.point, ts, _numeric(value), *rest))
+            added = len(tracks)
+        else:
+            good, text = quality is GOOD or quality == GOOD, _quality_text(quality)
+            for track, value in zip(tracks, batch.values, strict=True):
+                last = track.value
                 if (
                     # the value first: a moving one is decided with the fewest tests
                     (
-                        value == track.value
+                        value == last
                         # no deadband: equal or changed, as just compared
-                        or (track.deadband and _unchanged(value, track.value, track.deadband))
+                        or (track.deadband and _unchanged(value, last, track.deadband))
                     )
                     and ts - track.stored < track.integrity_s
                     and (track.quality is quality or track.quality == quality)
@@ -385,21 +407,19 @@ class Store:
                     track.seen = ts
                     continue
                 track.value, track.quality, track.stored, track.seen = value, quality, ts, ts
+                added += 1
                 # a pair only while the track holds no other row: a point's rows are
                 # written in the order read (at the same time, the later replaces)
-                if quality is GOOD and type(value) is float and not track.rows:
+                if good and type(value) is float and not track.rows:
                     pairs = track.pairs
-                    if not pairs and not track.rows:
+                    if not pairs:
                         dirty.append(track)
                     pairs.append(ts)
                     pairs.append(value)
-                    added += 1
                     continue
-            if not track.pairs and not track.rows:
-                dirty.append(track)
-            track.rows.append(_row(reading, ts))
-            added += 1
-        self._last_time, self._last_ts, self._newest_ts = last_time, ts, newest
+                if not track.pairs and not track.rows:
+                    dirty.append(track)
+                track.rows.append((track.point, ts, _numeric(value), text, None))
         self._pending_count += added
         self.kept += added
 
