@@ -27,6 +27,7 @@ from weakref import WeakKeyDictionary
 from gateway.config import LoadedConfig
 from gateway.mapping import Device, Point, Quantity
 from gateway.model import (
+    GOOD,
     Batch,
     PointSet,
     Quality,
@@ -90,6 +91,7 @@ class PointTable:
         self._mapped = {p.id: MappedPoint(p, d) for d in config.devices for p in d.points}
         #: each point's canonical unit, the one thing a reading is checked against
         self._units = {point_id: m.unit for point_id, m in self._mapped.items()}
+        self._readable = frozenset(p for p, m in self._mapped.items() if m.point.direction.readable)
         self._latest = {k: b for k, b in self._latest.items() if k in self._mapped}
         self._entries = WeakKeyDictionary()
         # by role, in mapping order: the control path looks roles up many times per
@@ -114,6 +116,17 @@ class PointTable:
     def latest(self, point_id: str) -> Reading | None:
         batch = self._latest.get(point_id)
         return None if batch is None else batch.reading(point_id)
+
+    def readable_good(self) -> tuple[int, int]:
+        """How many readable points there are, and how many of them are good now (the
+        status line counts them every few seconds: one pass, no reading built)."""
+        readable = self._readable
+        good = sum(
+            1
+            for point, batch in self._latest.items()
+            if (batch.quality is GOOD or batch.quality.good) and point in readable
+        )
+        return len(readable), good
 
     def quality(self, point_id: str) -> Quality | None:
         """The latest quality of a point (None before its first value), without building

@@ -4,7 +4,6 @@ deciding and showing exactly what the same values as readings, one by one, do.""
 from __future__ import annotations
 
 import random
-import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from gateway.model import Batch, PointSet, Quality, QualityFlag, Reading
 from gateway.points import PointTable
 from gateway.store import Store
 from tests.unit.gateway.test_points import demo_with_units
-from tests.unit.gateway.test_store import T0, _at, _device
+from tests.unit.gateway.test_store import T0, _all_rows, _at, _device
 
 BAD = Quality.invalid(QualityFlag.COMM_FAILURE)
 IDS = ("a", "b", "c", "d", "e", "f")
@@ -40,14 +39,6 @@ def _polls(seed: int) -> list[Batch]:
     return out
 
 
-def _rows(path: Path) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(path)
-    try:
-        return list(conn.execute("SELECT point, ts, value, quality, source_ts FROM samples"))
-    finally:
-        conn.close()
-
-
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_a_batch_keeps_what_its_readings_one_by_one_keep(tmp_path: Path, seed: int) -> None:
     """Deadband, integrity period, quality changes and records decide the same, and the
@@ -70,8 +61,8 @@ async def test_a_batch_keeps_what_its_readings_one_by_one_keep(tmp_path: Path, s
     assert batched.kept == one_by_one.kept and batched.pending == one_by_one.pending
     for store in (one_by_one, batched):
         await store.close()
-    want = sorted(_rows(tmp_path / "one.sqlite"))
-    assert sorted(_rows(tmp_path / "batch.sqlite")) == want
+    want = sorted(_all_rows(tmp_path / "one.sqlite"))
+    assert sorted(_all_rows(tmp_path / "batch.sqlite")) == want
 
     def seconds(point: str) -> list[float]:
         return [row[1] - T0.timestamp() for row in want if row[0] == point and row[4] is None]
@@ -127,3 +118,15 @@ def test_a_batch_must_carry_a_value_for_each_point() -> None:
         Batch(points, [1.0], T0)
     with pytest.raises(ValueError, match="2 point ids with 1 units"):
         PointSet(("a", "b"), ("KiloW",))
+
+
+def test_the_status_counts_the_readable_points_and_the_good_ones() -> None:
+    table = PointTable(demo_with_units({}))
+    readable = sum(m.point.direction.readable for m in table)
+    assert 0 < readable < sum(1 for _ in table)  # the demo maps write-only set points too
+    assert table.readable_good() == (readable, 0)
+    points = PointSet(("bess1.p", "bess1.soc"), ("KiloW", "PERCENT"))
+    table.update([Batch(points, [1.0, 50.0], T0), Reading("pcc.p", None, "KiloW", BAD)])
+    assert table.readable_good() == (readable, 2)
+    table.mark_device_down(table.mapped("bess1.p").device, "gone")  # type: ignore[union-attr]
+    assert table.readable_good() == (readable, 0)
