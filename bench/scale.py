@@ -136,7 +136,10 @@ def _rss_mb(pid: int) -> float:
 
 def _rows(store: Path) -> int:
     with read_only(store, "store") as conn:
-        return int(conn.execute("SELECT count(*) FROM history").fetchone()[0])
+        return sum(
+            int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+            for table in ("history", "recent")
+        )
 
 
 def prefill(store: Path, point_ids: list[str], rows_per_point: int) -> None:

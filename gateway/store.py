@@ -15,8 +15,14 @@ transaction.
 
 The buffer is written point by point, several seconds at a time (`flush_due`, every
 `HOLD_S`): the clustering keeps each point's rows together, so a write of one row per
-point dirties one page per point (a page write, and a page copy at the checkpoint).
-Holding `HOLD_S` seconds of a point's rows puts them on one page in one write.
+point dirties one page per point (a page write, and a page copy at the checkpoint), and
+that page, not the row, is what a stored row costs. Holding `HOLD_S` seconds of a point's
+rows puts them on one page in one write. To go further without holding more in memory
+(a crash loses what is held), flushes write `recent`, a table of the same shape that stays
+small (`MOVE_S` of rows: a few rows of many points per page), and every `MOVE_S` its rows
+move into `history` in one INSERT ... SELECT per range of points: a page of `history` per
+point a minute instead of one per flush. Queries read both tables (a row of `recent` wins
+over one of `history` at the same time: it is the later).
 A query (`range`, `latest`) and `close` write the buffer first; a crash loses at most
 `HOLD_S` seconds of history.
 
@@ -70,7 +76,7 @@ log = logging.getLogger(__name__)
 # (a store written before `history` has a `samples` table: `_migrate` replaces it by this)
 _SAMPLES_VIEW = """CREATE VIEW IF NOT EXISTS samples (point, ts, value, quality, source_ts) AS
     SELECT points.id, ts, value, coalesce(quality, 'good'), source_ts
-    FROM history JOIN points USING (pid)"""
+    FROM (SELECT * FROM history UNION ALL SELECT * FROM recent) JOIN points USING (pid)"""
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS points (  -- a number for each point id: history is keyed by it
@@ -82,6 +88,14 @@ CREATE TABLE IF NOT EXISTS history (  -- clustered by point and time: one B-tree
     ts REAL NOT NULL,          -- gateway time, unix seconds
     value REAL,
     quality TEXT,              -- NULL: good; else as Quality's str, e.g. invalid[comm_failure]
+    source_ts REAL,
+    PRIMARY KEY (pid, ts)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS recent (  -- the newest rows, moved into history every MOVE_S
+    pid INTEGER NOT NULL,
+    ts REAL NOT NULL,
+    value REAL,
+    quality TEXT,
     source_ts REAL,
     PRIMARY KEY (pid, ts)
 ) WITHOUT ROWID;
@@ -110,8 +124,8 @@ BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 
 # a second row of a point at the same time replaces the first: the later reading (a pushed
 # one after a poll's, the confirmation kept at close) is what the point read then
-_INSERT_SAMPLE = "INSERT OR REPLACE INTO history VALUES (?,?,?,?,?)"
-_INSERT_GOOD = "INSERT OR REPLACE INTO history VALUES (?,?,?,NULL,NULL)"
+_INSERT_SAMPLE = "INSERT OR REPLACE INTO recent VALUES (?,?,?,?,?)"
+_INSERT_GOOD = "INSERT OR REPLACE INTO recent VALUES (?,?,?,NULL,NULL)"
 _COLUMNS = "ts, value, quality, source_ts"
 
 #: sample rows written per transaction
@@ -119,6 +133,12 @@ WRITE_CHUNK = 1000
 
 #: seconds of readings `flush_due` holds before it writes them
 HOLD_S = 5.0
+
+#: seconds of rows `recent` gathers before they move into `history`
+MOVE_S = 60.0
+
+#: points whose recent rows move in one transaction (about MOVE_S rows each)
+MOVE_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -277,6 +297,8 @@ class Store:
         self._sets: WeakKeyDictionary[PointSet, list[_Track]] = WeakKeyDictionary()
         self._dirty: list[_Track] = []
         self._pending_count = 0
+        #: monotonic time of the last move of `recent` into `history`
+        self._moved_at = time.monotonic()
         #: monotonic time of the last flush: `flush_due` writes `HOLD_S` after it
         self._flushed_at = time.monotonic()
         #: held by a flush until its rows are written: a query's flush waits for the
@@ -471,7 +493,22 @@ class Store:
         `hold_s` seconds passed since the last flush; how many readings were written."""
         if time.monotonic() - self._flushed_at < hold_s:
             return 0
-        return await self.flush()
+        written = await self.flush()
+        if time.monotonic() - self._moved_at >= MOVE_S:
+            await self.move()
+        return written
+
+    async def move(self) -> int:
+        """Move the rows of `recent` into `history`, `MOVE_CHUNK` points a transaction
+        (each its own call on the database thread: an audit event waits for one chunk);
+        how many rows."""
+        self._moved_at = time.monotonic()
+        rows = await self._db.call(partial(_query, sql="SELECT DISTINCT pid FROM recent", args=()))
+        moved = 0
+        for at in range(0, len(rows), MOVE_CHUNK):
+            chunk = rows[at : at + MOVE_CHUNK]  # in key order: a range of points each
+            moved += await self._db.call(partial(_move, first=chunk[0][0], last=chunk[-1][0]))
+        return moved
 
     def _write_chunk(
         self, conn: sqlite3.Connection, points: list[str], pairs: list[bytes], alive: float
@@ -510,14 +547,30 @@ class Store:
         return [pids[point] for point in points]
 
     def _select(
-        self, conn: sqlite3.Connection, point: str, where: str, args: Iterable[Any]
+        self,
+        conn: sqlite3.Connection,
+        point: str,
+        where: str,
+        args: Iterable[Any],
+        *,
+        newest_first: bool = False,
+        limit: int | None = None,
     ) -> list[tuple[Any, ...]]:
         """(ts, value, quality, source_ts) of the rows of `point` that `where` (SQL after
-        the point's own condition) selects (on the database thread)."""
+        the point's own condition) selects, in time order, from `history` and `recent`
+        (on the database thread)."""
         pid = self._pids.get(point)
         if pid is None:
             return []  # never stored
-        return _query(conn, f"SELECT {_COLUMNS} FROM history WHERE pid = ? {where}", (pid, *args))
+        tail = "ORDER BY ts DESC" if newest_first else "ORDER BY ts"
+        if limit is not None:
+            tail += f" LIMIT {int(limit)}"
+        found: dict[float, tuple[Any, ...]] = {}
+        for table in ("history", "recent"):  # at the same time, the recent row (later) wins
+            sql = f"SELECT {_COLUMNS} FROM {table} WHERE pid = ? {where} {tail}"
+            found.update((row[0], row) for row in conn.execute(sql, (pid, *args)))
+        rows = sorted(found.values(), key=lambda row: float(row[0]), reverse=newest_first)
+        return rows if limit is None else rows[:limit]
 
     def _advance(self, conn: sqlite3.Connection, alive: float) -> None:
         """This run's `alive_until` to `alive` if later, inside the caller's transaction
@@ -568,7 +621,7 @@ class Store:
         integrity period old (the point table has the latest reading)."""
         await self.flush()
         rows = await self._db.call(
-            partial(self._select, point=point, where="ORDER BY ts DESC LIMIT 1", args=())
+            partial(self._select, point=point, where="", args=(), newest_first=True, limit=1)
         )
         return _sample(point, rows[0]) if rows else None
 
@@ -582,7 +635,7 @@ class Store:
                 partial(
                     self._select,
                     point=point,
-                    where="AND ts >= ? AND ts < ? ORDER BY ts",
+                    where="AND ts >= ? AND ts < ?",
                     args=(_ts(start), _ts(end)),
                 )
             )
@@ -603,12 +656,10 @@ class Store:
         confirmed: tuple[float, float] | None,
     ) -> list[Sample]:
         """`confirmed`: (time of the last kept row, time of the last poll that read the same)."""
-        before = self._select(conn, point, "AND ts < ? ORDER BY ts DESC LIMIT 1", (start,))
-        rows = before + self._select(
-            conn, point, "AND ts >= ? AND ts < ? ORDER BY ts", (start, end)
-        )
+        before = self._select(conn, point, "AND ts < ?", (start,), newest_first=True, limit=1)
+        rows = before + self._select(conn, point, "AND ts >= ? AND ts < ?", (start, end))
         # the next row bounds the hold of the last one in the window
-        after = self._select(conn, point, "AND ts >= ? ORDER BY ts LIMIT 1", (end,))
+        after = self._select(conn, point, "AND ts >= ?", (end,), limit=1)
         step = policy.poll_s
         # rows of a point being read are no further apart; the margin covers polls that
         # run late (a slow line, a busy machine): a false gap would read as a hole
@@ -711,6 +762,18 @@ def _migrate(conn: sqlite3.Connection) -> None:
     )
 
 
+def _move(conn: sqlite3.Connection, first: int, last: int) -> int:
+    """The recent rows of points `first`..`last` into `history`, in one transaction (a row
+    at the time of one there replaces it, as in `recent`); how many."""
+    with transaction(conn):
+        moved = conn.execute(
+            "INSERT OR REPLACE INTO history SELECT * FROM recent WHERE pid BETWEEN ? AND ?",
+            (first, last),
+        ).rowcount
+        conn.execute("DELETE FROM recent WHERE pid BETWEEN ? AND ?", (first, last))
+    return int(moved)
+
+
 def _load_pids(conn: sqlite3.Connection) -> dict[str, int]:
     return dict(conn.execute("SELECT id, pid FROM points"))
 
@@ -728,10 +791,14 @@ def _prune(conn: sqlite3.Connection, cutoff: float, run: int) -> int:
     one in progress); how many samples."""
     with transaction(conn):
         # point by point (the key's order): the old rows of each, not a scan of all
-        deleted = int(
-            conn.execute(
-                "DELETE FROM history WHERE pid IN (SELECT pid FROM points) AND ts < ?", (cutoff,)
-            ).rowcount
+        deleted = sum(
+            int(
+                conn.execute(
+                    f"DELETE FROM {table} WHERE pid IN (SELECT pid FROM points) AND ts < ?",
+                    (cutoff,),
+                ).rowcount
+            )
+            for table in ("history", "recent")
         )
         conn.execute(
             "DELETE FROM runs WHERE id != ? AND coalesce(alive_until, opened) < ?",

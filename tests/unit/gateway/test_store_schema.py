@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from gateway.errors import StoreError
 from gateway.model import Quality, QualityFlag, Reading
 from gateway.store import Store
-from tests.unit.gateway.test_store import T0, _at
+from tests.unit.gateway.test_store import T0, _at, _device
 
 #: the store's schema before `history` (the tables as that version created them)
 OLD_SCHEMA = """
@@ -167,4 +168,82 @@ async def test_two_readings_of_a_point_at_the_same_time_keep_the_later(
         (_at(0), later.value, later.quality),
         (_at(1), 7.0, Quality()),
     ]
+    await store.close()
+
+
+def _counts(path: Path) -> tuple[int, int]:
+    conn = sqlite3.connect(path)
+    try:
+        return (
+            conn.execute("SELECT count(*) FROM history").fetchone()[0],
+            conn.execute("SELECT count(*) FROM recent").fetchone()[0],
+        )
+    finally:
+        conn.close()
+
+
+async def test_recent_rows_move_into_history_and_read_the_same(tmp_path: Path) -> None:
+    """Flushes write `recent`; a move takes its rows into `history`, point range by point
+    range; queries read both, before, during and after."""
+    path = tmp_path / "s.sqlite"
+    store = await Store.open(path)
+    store.configure([_device(deadband=0.5, integrity_s=15)])
+    for i in range(30):
+        store.add(Reading("p", float(i // 10), "KiloW", gateway_time=_at(i)))
+        store.add(Reading(f"q{i % 3}", float(i), "KiloW", gateway_time=_at(i)))
+    await store.flush()
+    assert _counts(path) == (0, 33)
+    held = await store.range("p", T0, _at(30))
+    before = [await store.range(f"q{k}", T0, _at(30)) for k in range(3)]
+    assert await store.move() == 33
+    assert _counts(path) == (33, 0)
+    assert await store.range("p", T0, _at(30)) == held
+    assert [await store.range(f"q{k}", T0, _at(30)) for k in range(3)] == before
+    # rows at the same time in both tables: the recent (later) one is what reads back, and
+    # the next move replaces the moved one
+    store.add(Reading("q0", -1.0, "KiloW", BAD, gateway_time=_at(27)))
+    store.add(Reading("q0", 99.0, "KiloW", gateway_time=_at(31)))
+    await store.flush()
+    got = await store.range("q0", _at(20), _at(40))
+    assert [(s.time, s.value, s.quality.good) for s in got] == [
+        (_at(21), 21.0, True),
+        (_at(24), 24.0, True),
+        (_at(27), -1.0, False),
+        (_at(31), 99.0, True),
+    ]
+    latest = await store.latest("q0")
+    assert latest is not None and latest.value == 99.0
+    assert await store.move() == 2
+    assert _counts(path) == (34, 0)
+    assert await store.range("q0", _at(20), _at(40)) == got
+    await store.close()
+
+
+async def test_the_periodic_flush_moves_once_a_move_period_passed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "s.sqlite"
+    store = await Store.open(path)
+    store.add(Reading("p", 1.0, "KiloW", gateway_time=_at(0)))
+    assert await store.flush_due(hold_s=0.0) == 1
+    assert _counts(path) == (0, 1)  # within the move period: stays in `recent`
+    monkeypatch.setattr("gateway.store.MOVE_S", 0.0)
+    store.add(Reading("p", 2.0, "KiloW", gateway_time=_at(1)))
+    assert await store.flush_due(hold_s=0.0) == 1
+    assert _counts(path) == (2, 0)
+    await store.close()
+
+
+async def test_retention_prunes_both_tables(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    store = await Store.open(path)
+    for i in range(3):
+        store.add(Reading("p", float(i), "KiloW", gateway_time=_at(i)))
+    await store.flush()
+    await store.move()
+    store.add(Reading("p", 3.0, "KiloW", gateway_time=_at(3)))
+    await store.flush()
+    assert _counts(path) == (3, 1)
+    assert await store.prune(timedelta(days=1)) == 4  # T0 is long past
+    assert _counts(path) == (0, 0)
     await store.close()
