@@ -83,7 +83,7 @@ from gateway.allocator import SERVICE_ENVIRONMENT, allocator, bound_the_allocato
 from gateway.app import Gateway
 from gateway.config import LoadedConfig
 from gateway.loader import load_config
-from gateway.model import Batch
+from gateway.model import Acquired
 from gateway.sqlite import read_only
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,7 +269,7 @@ async def soak(
     latency = PollLatency(protocols)
     delivered = 0
 
-    def count(batches: Sequence[Batch]) -> None:
+    def count(batches: Sequence[Acquired]) -> None:
         nonlocal delivered
         delivered += sum(map(len, batches))
 

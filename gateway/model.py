@@ -7,6 +7,7 @@ every protocol's quality bits map onto one shape.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -86,6 +87,25 @@ class Reading:
         if isinstance(self.value, float) and not math.isfinite(self.value) and self.quality.good:
             raise ValueError(f"point {self.point!r}: non-finite value {self.value} marked good")
 
+    # a reading is the batch of its one point (see `Batch`): the point table and the store
+    # take both one way, without a Batch made per reading
+
+    @property
+    def points(self) -> PointSet:
+        return PointSet.single(self.point, self.unit)
+
+    @property
+    def values(self) -> tuple[Value]:
+        return (self.value,)
+
+    def reading(self, point: str) -> Reading:
+        if point != self.point:
+            raise KeyError(point)
+        return self
+
+    def readings(self) -> list[Reading]:
+        return [self]
+
 
 @dataclass(frozen=True, eq=False, slots=True, weakref_slot=True)
 class PointSet:
@@ -106,12 +126,20 @@ class PointSet:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @staticmethod
+    @functools.lru_cache(maxsize=1 << 16)
+    def single(point: str, unit: str) -> PointSet:
+        """The set of one point (one object per point and unit, as a driver's block is
+        one object every poll)."""
+        return PointSet((point,), (unit,))
+
 
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Values of the points of a `PointSet` read together (a decoded register block), with
     one gateway time, one quality, one source time and one detail: the readings of a poll
     without an object per point. `reading` builds a point's Reading when one is asked for.
+    A Reading offers the same view (`points`, `values`, ...) as the batch of one point.
 
     The maker guarantees what a Reading checks when built: a good batch holds finite values
     only (a driver checks its block at once, not point by point)."""
@@ -132,18 +160,6 @@ class Batch:
     def __len__(self) -> int:
         return len(self.values)
 
-    @classmethod
-    def of(cls, reading: Reading) -> Batch:
-        """The batch of one reading."""
-        return cls(
-            PointSet((reading.point,), (reading.unit,)),
-            (reading.value,),
-            reading.gateway_time,
-            reading.quality,
-            reading.source_time,
-            reading.detail,
-        )
-
     def reading(self, point: str) -> Reading:
         """The reading of one of the batch's points (KeyError if it has none)."""
         at = self.points.index[point]
@@ -162,14 +178,9 @@ class Batch:
         return [self.reading(point) for point in self.points.ids]
 
 
-def as_batch(item: Reading | Batch) -> Batch:
-    """What a reading or a batch is in the one form the point table and the store take."""
-    return item if isinstance(item, Batch) else Batch.of(item)
-
-
-def readings_of(item: Reading | Batch) -> list[Reading]:
-    """The readings a reading or a batch carries."""
-    return item.readings() if isinstance(item, Batch) else [item]
+Acquired = Batch | Reading
+"""What a driver hands over: a batch, or a reading (the batch of one point); both read the
+same way (`points`, `values`, `quality`, ...)."""
 
 
 class CommandMode(enum.StrEnum):

@@ -5,10 +5,10 @@ subscribe to changes instead of polling the table; a listener is told once per u
 the whole update (a poll's batches), so the per-point cost of a listener is its own loop.
 
 Values enter as `Batch`es (a decoded block: one object for its points, their values in a
-list) or as Readings, each of which is the batch of one point: one way in. The table keeps,
-for each point, the batch that carried its latest value, and builds a Reading only when one
-is asked for (`latest`, `snapshot`, `value`): a poll of a few hundred points is a few
-objects, not one per point.
+list) or as Readings, each of which reads as the batch of one point: one way in. The table
+keeps, for each point, the batch (or reading) that carried its latest value, and builds a
+Reading only when one is asked for (`latest`, `snapshot`, `value`): a poll of a few hundred
+points is a few objects, not one per point.
 
 Every value enters in its quantity's canonical unit (kW, kvar, kWh, %, V, ...): a point
 mapped in W, var, Wh or MW is converted here, once, so the store, flexibility, status and
@@ -28,20 +28,20 @@ from gateway.config import LoadedConfig
 from gateway.mapping import Device, Point, Quantity
 from gateway.model import (
     GOOD,
+    Acquired,
     Batch,
     PointSet,
     Quality,
     QualityFlag,
     Reading,
     Value,
-    as_batch,
     utcnow,
 )
 from gateway.units import canonical_unit, convert
 
-Listener = Callable[[Sequence[Batch]], None]
-"""Told the batches of one update (canonical unit, mapped points only, in order), after
-the table holds them all."""
+Listener = Callable[[Sequence[Acquired]], None]
+"""Told the batches (and readings) of one update (canonical unit, mapped points only, in
+order), after the table holds them all."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class PointTable:
     def __init__(self, config: LoadedConfig) -> None:
         self._mapped: dict[str, MappedPoint] = {}
         #: each point's latest value: the batch that carried it
-        self._latest: dict[str, Batch] = {}
+        self._latest: dict[str, Acquired] = {}
         #: what each point set of more than one point needs (a driver's block, the same
         #: object every poll; gone with it)
         self._entries: WeakKeyDictionary[PointSet, _Entry] = WeakKeyDictionary()
@@ -152,31 +152,41 @@ class PointTable:
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    def update(self, items: Iterable[Batch | Reading]) -> None:
+    def update(self, items: Iterable[Acquired]) -> None:
         """Take the batches and readings of an update (a poll's, or one pushed) and tell
         the listeners once."""
         latest = self._latest
-        batches: list[Batch] = []
+        batches: list[Acquired] = []
         for item in items:
-            batch = self._canonical(as_batch(item))
+            batch = self._canonical(item)
             if batch is None:
                 continue  # a device pushed points the mapping does not know
-            latest.update(zip(batch.points.ids, repeat(batch)))
+            ids = batch.points.ids
+            if len(ids) == 1:
+                latest[ids[0]] = batch
+            else:
+                latest.update(zip(ids, repeat(batch)))
             batches.append(batch)
         if batches:
             for listener in self._listeners:
                 listener(batches)
 
-    def _canonical(self, batch: Batch) -> Batch | None:
+    def _canonical(self, batch: Acquired) -> Acquired | None:
         """The batch's mapped points in their canonical units (itself when it is that
         already); None when none is mapped."""
         points = batch.points
-        if len(points.ids) > 1:
-            entry = self._entries.get(points)
-            if entry is None:
-                entry = self._entries[points] = self._entry(points)
+        if len(points.ids) == 1:  # a reading, most often: no set to work out
+            unit = self._units.get(points.ids[0])
+            if unit is None:
+                return None
+            if unit == points.units[0]:
+                return batch
+            entry = self._entry(points)
         else:
-            entry = self._entry(points)  # a reading's own set: nothing to keep it for
+            cached = self._entries.get(points)
+            if cached is None:
+                cached = self._entries[points] = self._entry(points)
+            entry = cached
         if entry.keep is None and not entry.converts:
             return batch
         if not entry.points.ids:

@@ -68,7 +68,7 @@ from weakref import WeakKeyDictionary
 
 from gateway.errors import StoreError
 from gateway.mapping import Device
-from gateway.model import GOOD, Batch, PointSet, Quality, QualityFlag, Reading, Validity, as_batch
+from gateway.model import GOOD, Acquired, PointSet, Quality, QualityFlag, Reading, Validity
 from gateway.sqlite import Database, transaction
 
 log = logging.getLogger(__name__)
@@ -370,22 +370,22 @@ class Store:
         """Buffer one reading if it is to be kept (see `add_all`)."""
         self.add_all((reading,))
 
-    def add_all(self, items: Iterable[Batch | Reading]) -> None:
+    def add_all(self, items: Iterable[Acquired]) -> None:
         """Buffer what is to be kept of batches (and readings, each the batch of one
         point) on the event loop thread: the point table's listener, once per poll;
         `flush` writes the buffer."""
         for item in items:
-            self._add_batch(as_batch(item))
+            self._add_batch(item)
 
     def _tracks_of(self, points: PointSet) -> list[_Track]:
         """The tracks of a batch's points, in order (kept per point set of more than one
         point: a driver's block, the same object every poll)."""
-        found = self._sets.get(points) if len(points.ids) > 1 else None
+        ids, tracks = points.ids, self._tracks
+        if len(ids) == 1:  # a reading, most often
+            return [tracks.get(ids[0]) or self._new_track(ids[0])]
+        found = self._sets.get(points)
         if found is None:
-            tracks = self._tracks
-            found = [tracks.get(point) or self._new_track(point) for point in points.ids]
-            if len(points.ids) > 1:
-                self._sets[points] = found
+            found = self._sets[points] = [tracks.get(p) or self._new_track(p) for p in ids]
         return found
 
     def _new_track(self, point: str) -> _Track:
@@ -393,7 +393,7 @@ class Store:
         track = self._tracks[point] = _Track(point)
         return track
 
-    def _add_batch(self, batch: Batch) -> None:
+    def _add_batch(self, batch: Acquired) -> None:
         """The per-point work is one loop over the batch's values and its points' tracks;
         a Python object is made only for what is kept."""
         tracks = self._tracks_of(batch.points)
@@ -413,7 +413,7 @@ class Store:
                 track.rows.append((track.point, ts, _numeric(value), *rest))
             added = len(tracks)
         else:
-            good, text = quality is GOOD or quality == GOOD, _quality_text(quality)
+            good = quality is GOOD or quality == GOOD
             for track, value in zip(tracks, batch.values, strict=True):
                 last = track.value
                 if (
@@ -441,7 +441,7 @@ class Store:
                     continue
                 if not track.pairs and not track.rows:
                     dirty.append(track)
-                track.rows.append((track.point, ts, _numeric(value), text, None))
+                track.rows.append((track.point, ts, _numeric(value), _quality_text(quality), None))
         self._pending_count += added
         self.kept += added
 

@@ -50,7 +50,6 @@ from gateway.model import (
     PointSet,
     QualityFlag,
     Reading,
-    readings_of,
     utcnow,
 )
 
@@ -210,7 +209,7 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
 
     async def read(self, points: Sequence[Point]) -> list[Reading]:
         """`poll`'s values as one reading per point, in the points' order."""
-        got = {r.point: r for item in await self.poll(points) for r in readings_of(item)}
+        got = {r.point: r for item in await self.poll(points) for r in item.readings()}
         return [got[p.id] for p in points]
 
     async def poll(self, points: Sequence[Point]) -> list[Reading | Batch]:
@@ -233,7 +232,7 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
                 except RequestTimeout as exc:
                     silent[request.unit] = exc
                 # a split may have read some before the silence
-                read = {r.point for item in items[before:] for r in readings_of(item)}
+                read = {r.point for item in items[before:] for r in item.readings()}
             used.append(request)
             detail = f"unit {request.unit} did not answer within {timeout:.3g} s"
             items += (

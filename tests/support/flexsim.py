@@ -19,7 +19,7 @@ from fwsim.physics import LoadModel, Microgrid, PvModel, UnknownQuantity
 from gateway.config import Der, LoadedConfig
 from gateway.flex.model import FlexForecast, Verification
 from gateway.loader import load_config
-from gateway.model import Batch, Command, CommandResult, CommandStatus, Reading
+from gateway.model import Acquired, Command, CommandResult, CommandStatus, Reading
 from gateway.points import PointTable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +57,7 @@ class MemoryHistory:
         self._times: dict[str, list[float]] = {}
         self._rows: dict[str, list[Stored]] = {}
 
-    def add_all(self, batches: Iterable[Batch]) -> None:
+    def add_all(self, batches: Iterable[Acquired]) -> None:
         """The point table's listener: every value kept."""
         for batch in batches:
             t = batch.gateway_time

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.model import Batch, PointSet, Quality, QualityFlag, Reading
+from gateway.model import Acquired, Batch, PointSet, Quality, QualityFlag, Reading
 from gateway.points import PointTable
 from gateway.store import Store
 from tests.unit.gateway.test_points import demo_with_units
@@ -79,7 +79,7 @@ def test_a_block_in_canonical_units_passes_the_table_as_it_came() -> None:
     """A block of mapped points already in their canonical units costs the table no
     per-point work: the listener gets the very batch; readings are built on request."""
     table = PointTable(demo_with_units({}))
-    heard: list[Sequence[Batch]] = []
+    heard: list[Sequence[Acquired]] = []
     table.listen(heard.append)
     points = PointSet(("bess1.p", "bess1.soc"), ("KiloW", "PERCENT"))
     batch = Batch(points, [-3.5, 55.0], T0)
@@ -93,7 +93,7 @@ def test_a_block_in_canonical_units_passes_the_table_as_it_came() -> None:
 
 def test_a_block_is_converted_and_cut_to_the_mapped_points_once_per_point_set() -> None:
     table = PointTable(demo_with_units({"bess1.p": "W"}))
-    heard: list[Batch] = []
+    heard: list[Acquired] = []
     table.listen(lambda batches: heard.extend(batches))
     points = PointSet(("bess1.p", "nobody.knows", "bess1.soc"), ("W", "KiloW", "PERCENT"))
     for k in range(2):
@@ -130,3 +130,21 @@ def test_the_status_counts_the_readable_points_and_the_good_ones() -> None:
     assert table.readable_good() == (readable, 2)
     table.mark_device_down(table.mapped("bess1.p").device, "gone")  # type: ignore[union-attr]
     assert table.readable_good() == (readable, 0)
+
+
+def test_a_reading_reads_as_the_batch_of_its_point_and_passes_the_table_as_it_came() -> None:
+    reading = Reading("bess1.soc", 55.0, "PERCENT", gateway_time=T0)
+    assert reading.points is Reading("bess1.soc", 1.0, "PERCENT").points  # one set per point
+    assert (reading.points.ids, reading.points.units, reading.values) == (
+        ("bess1.soc",),
+        ("PERCENT",),
+        (55.0,),
+    )
+    assert reading.readings() == [reading] and reading.reading("bess1.soc") is reading
+    with pytest.raises(KeyError):
+        reading.reading("bess1.p")
+    table = PointTable(demo_with_units({}))
+    heard: list[Sequence[Acquired]] = []
+    table.listen(heard.append)
+    table.update([reading])
+    assert heard == [[reading]] and table.latest("bess1.soc") is reading

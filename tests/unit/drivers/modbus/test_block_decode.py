@@ -8,7 +8,7 @@ from pathlib import Path
 
 from drivers.modbus.driver import ModbusDriver
 from gateway.loader import load_mappings
-from gateway.model import Batch, Quality, QualityFlag, Reading, readings_of, utcnow
+from gateway.model import Batch, Quality, QualityFlag, Reading, utcnow
 
 
 def _words(fmt: str, *values: float) -> list[int]:
@@ -51,7 +51,7 @@ def test_values_scaled_and_non_finite_ones_refused(tmp_path: Path) -> None:
     ]
     items: list[Reading | Batch] = []
     driver._decode_answer(request, answer, {p.id: p for p in device.points}, items)
-    readings = {r.point: r for item in items for r in readings_of(item)}
+    readings = {r.point: r for item in items for r in item.readings()}
     assert readings["plain"].value == 2.5 and readings["plain"].quality.good
     assert readings["scaled"].value == -20 * 0.1 + 1
     assert readings["nan"].quality.flags == {QualityFlag.INCONSISTENT}
@@ -81,7 +81,7 @@ def _decoded(
     (request,) = driver.plan(device.points)
     items: list[Reading | Batch] = []
     driver._decode_answer(request, answer, {p.id: p for p in device.points}, items)
-    readings = {r.point: r for item in items for r in readings_of(item)}
+    readings = {r.point: r for item in items for r in item.readings()}
     return driver, readings
 
 
