@@ -137,8 +137,9 @@ HOLD_S = 5.0
 #: seconds of rows `recent` gathers before they move into `history`
 MOVE_S = 60.0
 
-#: points whose recent rows move in one transaction (about MOVE_S rows each)
-MOVE_CHUNK = 500
+#: points whose recent rows move in one transaction (about MOVE_S rows each; 10-15 ms of
+#: the database thread, which an audit event or a query may wait for)
+MOVE_CHUNK = 100
 
 
 @dataclass(frozen=True)
