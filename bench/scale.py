@@ -15,7 +15,8 @@ as separate processes, against a bare pymodbus client reading the same blocks.
    task. Same period: one round of every block per second. Its CPU time per point.
 4. Gives the store a history (`--history-rows` rows of every point, written before the
    gateway starts): a store that has run for a while costs more per row than an empty one
-   (each point's rows fill pages of the (point, ts) index), and that is the steady state.
+   (each point's rows fill pages of the history clustered by point and time), and that is
+   the steady state.
 5. Starts `mgms run` with NOTIFY_SOCKET on a socket of its own: seconds to READY=1. After a
    warm-up, for `--seconds`: points acquired per second (polls from /metrics x points per
    device), the gateway's CPU time (user + system, /proc) per point, the rows it stored
@@ -135,7 +136,10 @@ def _rss_mb(pid: int) -> float:
 
 def _rows(store: Path) -> int:
     with read_only(store, "store") as conn:
-        return int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
+        return sum(
+            int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+            for table in ("history", "recent")
+        )
 
 
 def prefill(store: Path, point_ids: list[str], rows_per_point: int) -> None:
@@ -145,11 +149,12 @@ def prefill(store: Path, point_ids: list[str], rows_per_point: int) -> None:
 
     def fill(conn: sqlite3.Connection) -> None:
         with transaction(conn):
+            conn.executemany("INSERT INTO points (pid, id) VALUES (?,?)", enumerate(point_ids))
             conn.executemany(
-                "INSERT INTO samples VALUES (?,?,?,?,?)",
+                "INSERT INTO history VALUES (?,?,?,NULL,NULL)",
                 (
-                    (point, end - rows_per_point + k, float(k % 7), "good", None)
-                    for point in point_ids
+                    (pid, end - rows_per_point + k, float(k % 7))
+                    for pid in range(len(point_ids))
                     for k in range(rows_per_point)
                 ),
             )

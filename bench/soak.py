@@ -83,6 +83,7 @@ from gateway.allocator import SERVICE_ENVIRONMENT, allocator, bound_the_allocato
 from gateway.app import Gateway
 from gateway.config import LoadedConfig
 from gateway.loader import load_config
+from gateway.model import Acquired
 from gateway.sqlite import read_only
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -268,9 +269,9 @@ async def soak(
     latency = PollLatency(protocols)
     delivered = 0
 
-    def count(readings: Sequence[object]) -> None:
+    def count(batches: Sequence[Acquired]) -> None:
         nonlocal delivered
-        delivered += len(readings)
+        delivered += sum(map(len, batches))
 
     loop = asyncio.get_running_loop()
     if ams is not None:

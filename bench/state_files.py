@@ -89,11 +89,16 @@ async def record_reads(call: Call, calls: int) -> float:
 
 
 def readings(n: int) -> list[Reading]:
-    return [Reading(f"p{i % 500}", float(i), "KiloW", gateway_time=T0) for i in range(n)]
+    """A poll of 500 points a second."""
+    return [
+        Reading(f"p{i % 500}", float(i), "KiloW", gateway_time=T0 + timedelta(seconds=i // 500))
+        for i in range(n)
+    ]
 
 
 def rows_of(batch: list[Reading]) -> list[tuple[object, ...]]:
-    return [(r.point, r.gateway_time.timestamp(), r.value, "good", None) for r in batch]
+    """History rows (the point numbered by its id: p7 is 7)."""
+    return [(int(r.point[1:]), r.gateway_time.timestamp(), r.value, None, None) for r in batch]
 
 
 EVENT_SQL = "INSERT INTO events (ts, kind, point, detail) VALUES (0,?,?,?)"
@@ -155,7 +160,7 @@ def _tx(conn: sqlite3.Connection, sql: str, args: tuple[object, ...]) -> None:
 
 def _insert(conn: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
     conn.execute("BEGIN IMMEDIATE")
-    conn.executemany("INSERT INTO samples VALUES (?,?,?,?,?)", rows)
+    conn.executemany("INSERT INTO history VALUES (?,?,?,?,?)", rows)
     conn.execute("COMMIT")
 
 

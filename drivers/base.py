@@ -3,6 +3,11 @@
 A driver serves one device of a mapping file. It connects, reads a set of that device's
 points, writes one command, optionally pushes spontaneous readings, and closes.
 
+A periodic poll goes through `poll`, which may hand the values over as `Batch`es (one
+object for a block of points decoded at once, with one time and one quality) besides
+Readings; by default it is `read`. `read` gives one Reading per point, for callers that
+want them (tools, tests); a driver that batches makes its `read` from its `poll`.
+
 Errors: a link failure (refused, reset, timeout) raises `LinkError` from `connect` or
 `read`, and the caller reconnects with capped exponential backoff. A point the device
 refuses or that does not decode is never an exception: it comes back as a Reading with
@@ -20,7 +25,7 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel
 
 from gateway.mapping import Device, Point
-from gateway.model import Command, CommandResult, Quality, QualityFlag, Reading, Value
+from gateway.model import Batch, Command, CommandResult, Quality, QualityFlag, Reading, Value
 from gateway.protocols import Address
 
 ReadingSink = Callable[[Reading], None]
@@ -38,6 +43,11 @@ class Driver(ABC):
     @abstractmethod
     async def read(self, points: Sequence[Point]) -> list[Reading]:
         """One reading per requested point, in order; raise LinkError if the link fails."""
+
+    async def poll(self, points: Sequence[Point]) -> Sequence[Reading | Batch]:
+        """The values of `points` for the point table: batches and readings, each point
+        once; raise LinkError if the link fails. By default `read`'s readings."""
+        return await self.read(points)
 
     @abstractmethod
     async def write(self, point: Point, command: Command) -> CommandResult:

@@ -18,6 +18,7 @@ from drivers.base import Driver
 from gateway.backoff import Backoff
 from gateway.errors import DriverError, LinkError
 from gateway.mapping import Device
+from gateway.model import Batch
 from gateway.points import PointTable
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ EventSink = Callable[..., Awaitable[None]]
 PollListener = Callable[[str, float], None]
 """Told (device id, seconds) after every completed poll; metrics hook in here."""
 
-#: readings of a poll handed to the point table (and the store) in one piece
+#: points of a poll handed to the point table (and the store) in one piece, about
 UPDATE_SLICE = 100
 
 
@@ -169,17 +170,21 @@ class DeviceSession:
             # that arrives as the read completes, and the session would outlive a stop
             try:
                 async with asyncio.timeout(self.driver.read_budget(self._points)):
-                    readings = await self.driver.read(self._points)
+                    items = await self.driver.poll(self._points)
             except TimeoutError:
                 raise LinkError(self.device.id, "poll timed out") from None
         self.last_poll_s = time.perf_counter() - started
         self.polls += 1
         if self._on_poll is not None:
             self._on_poll(self.device.id, self.last_poll_s)
-        # a slice at a time, with the event loop's other work between slices: a poll of a
-        # few hundred points is milliseconds of table and store work, which an activation
-        # arriving meanwhile would otherwise wait behind as one piece
-        for start in range(0, len(readings), UPDATE_SLICE):
-            if start:
-                await asyncio.sleep(0)
-            self.table.update(readings[start : start + UPDATE_SLICE])
+        # a slice at a time (batches whole), with the event loop's other work between
+        # slices: a poll of a few hundred points is milliseconds of table and store work,
+        # which an activation arriving meanwhile would otherwise wait behind as one piece
+        start = size = 0
+        for end, item in enumerate(items, 1):
+            size += len(item) if isinstance(item, Batch) else 1
+            if size >= UPDATE_SLICE or end == len(items):
+                if start:
+                    await asyncio.sleep(0)
+                self.table.update(items[start:end])
+                start, size = end, 0

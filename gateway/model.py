@@ -7,10 +7,11 @@ every protocol's quality bits map onto one shape.
 from __future__ import annotations
 
 import enum
+import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 
 class Validity(enum.StrEnum):
@@ -86,34 +87,100 @@ class Reading:
         if isinstance(self.value, float) and not math.isfinite(self.value) and self.quality.good:
             raise ValueError(f"point {self.point!r}: non-finite value {self.value} marked good")
 
+    # a reading is the batch of its one point (see `Batch`): the point table and the store
+    # take both one way, without a Batch made per reading
 
-class _Building:
-    """A Reading under construction: the same slots, writable. `good_reading` sets them
-    with plain attribute stores and then makes the object the Reading it is; a frozen
-    dataclass's __init__ goes through object.__setattr__ once per field, and setting the
-    slots through their descriptors costs a call each, together four and two times this."""
+    @property
+    def points(self) -> PointSet:
+        return PointSet.single(self.point, self.unit)
 
-    __slots__ = Reading.__slots__
+    @property
+    def values(self) -> tuple[Value]:
+        return (self.value,)
+
+    def reading(self, point: str) -> Reading:
+        if point != self.point:
+            raise KeyError(point)
+        return self
+
+    def readings(self) -> list[Reading]:
+        return [self]
 
 
-_new = object.__new__
+@dataclass(frozen=True, eq=False, slots=True, weakref_slot=True)
+class PointSet:
+    """The points of a `Batch`, in order, with the unit of each one's value. A driver builds
+    one per block of its read plan and hands the same object with every poll, so who takes
+    batches works out once per set (by identity: `eq=False`) what it needs of its points."""
+
+    ids: tuple[str, ...]
+    units: tuple[str, ...]
+    #: each id's position
+    index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.ids) != len(self.units):
+            raise ValueError(f"{len(self.ids)} point ids with {len(self.units)} units")
+        object.__setattr__(self, "index", {point: i for i, point in enumerate(self.ids)})
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @staticmethod
+    @functools.lru_cache(maxsize=1 << 16)
+    def single(point: str, unit: str) -> PointSet:
+        """The set of one point (one object per point and unit, as a driver's block is
+        one object every poll)."""
+        return PointSet((point,), (unit,))
 
 
-def good_reading(point: str, value: float | int, unit: str, gateway_time: datetime) -> Reading:
-    """A good reading without a source time, for a driver's per-point path (one per point
-    per poll). The caller guarantees what `Reading` checks when built: a point id (from
-    the mapping) and a finite value."""
-    reading: Any = _new(_Building)
-    reading.point = point
-    reading.value = value
-    reading.unit = unit
-    reading.quality = GOOD
-    reading.source_time = None
-    reading.gateway_time = gateway_time
-    reading.detail = ""
-    reading.__class__ = Reading  # the same layout: only the type changes
-    built: Reading = reading
-    return built
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Values of the points of a `PointSet` read together (a decoded register block), with
+    one gateway time, one quality, one source time and one detail: the readings of a poll
+    without an object per point. `reading` builds a point's Reading when one is asked for.
+    A Reading offers the same view (`points`, `values`, ...) as the batch of one point.
+
+    The maker guarantees what a Reading checks when built: a good batch holds finite values
+    only (a driver checks its block at once, not point by point)."""
+
+    points: PointSet
+    values: Sequence[Value]
+    gateway_time: datetime
+    quality: Quality = GOOD
+    source_time: datetime | None = None
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.values) != len(self.points.ids):
+            raise ValueError(
+                f"batch of {len(self.points.ids)} points carries {len(self.values)} values"
+            )
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def reading(self, point: str) -> Reading:
+        """The reading of one of the batch's points (KeyError if it has none)."""
+        at = self.points.index[point]
+        return Reading(
+            point,
+            self.values[at],
+            self.points.units[at],
+            self.quality,
+            self.source_time,
+            self.gateway_time,
+            self.detail,
+        )
+
+    def readings(self) -> list[Reading]:
+        """The reading of every point, in order."""
+        return [self.reading(point) for point in self.points.ids]
+
+
+Acquired = Batch | Reading
+"""What a driver hands over: a batch, or a reading (the batch of one point); both read the
+same way (`points`, `values`, `quality`, ...)."""
 
 
 class CommandMode(enum.StrEnum):

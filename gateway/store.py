@@ -5,11 +5,24 @@ with synchronous=NORMAL: a crash of the process loses nothing committed, a power
 worst the last seconds of history. Samples are buffered on the event loop and written in
 batches, because a commit per reading would cost a sync.
 
+The history is one B-tree clustered by (point number, time) (`history`, a WITHOUT ROWID
+table; `points` numbers the point ids; the `samples` view reads it by point id as the
+former table did): a row is one insert of about 30 bytes, not a table row plus an index
+entry keyed by the point's text. A point has one row per time: a second reading of it at
+the same gateway time replaces the first (the later one is what the point read then). A
+store file of the former schema (a `samples` table) is migrated on open, in one
+transaction.
+
 The buffer is written point by point, several seconds at a time (`flush_due`, every
-`HOLD_S`): the (point, ts) index keeps each point's rows together, so a write of one row
-per point dirties one index page per point, and once a point's history is longer than a
-page that is a page write (and a page copy at the checkpoint) per row, growing with the
-history. Holding `HOLD_S` seconds of a point's rows puts them on one page in one write.
+`HOLD_S`): the clustering keeps each point's rows together, so a write of one row per
+point dirties one page per point (a page write, and a page copy at the checkpoint), and
+that page, not the row, is what a stored row costs. Holding `HOLD_S` seconds of a point's
+rows puts them on one page in one write. To go further without holding more in memory
+(a crash loses what is held), flushes write `recent`, a table of the same shape that stays
+small (`MOVE_S` of rows: a few rows of many points per page), and every `MOVE_S` its rows
+move into `history` in one INSERT ... SELECT per range of points: a page of `history` per
+point a minute instead of one per flush. Queries read both tables (a row of `recent` wins
+over one of `history` at the same time: it is the later).
 A query (`range`, `latest`) writes the rows of its point first, and `close` the whole
 buffer; a crash loses at most `HOLD_S` seconds of history.
 
@@ -51,23 +64,43 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from gateway.errors import StoreError
 from gateway.mapping import Device
-from gateway.model import GOOD, Quality, QualityFlag, Reading, Validity
+from gateway.model import GOOD, Acquired, PointSet, Quality, QualityFlag, Reading, Validity
 from gateway.sqlite import Database, transaction
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS samples (
-    point TEXT NOT NULL,
+# (a store written before `history` has a `samples` table: `_migrate` replaces it by this)
+_SAMPLES_VIEW = """CREATE VIEW IF NOT EXISTS samples (point, ts, value, quality, source_ts) AS
+    SELECT points.id, ts, value, coalesce(quality, 'good'), source_ts
+    FROM (SELECT * FROM history UNION ALL SELECT * FROM recent) JOIN points USING (pid)"""
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS points (  -- a number for each point id: history is keyed by it
+    pid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS history (  -- clustered by point and time: one B-tree, no index
+    pid INTEGER NOT NULL,      -- points.pid
     ts REAL NOT NULL,          -- gateway time, unix seconds
     value REAL,
-    quality TEXT NOT NULL,
-    source_ts REAL
-);
-CREATE INDEX IF NOT EXISTS samples_point_ts ON samples (point, ts);
+    quality TEXT,              -- NULL: good; else as Quality's str, e.g. invalid[comm_failure]
+    source_ts REAL,
+    PRIMARY KEY (pid, ts)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS recent (  -- the newest rows, moved into history every MOVE_S
+    pid INTEGER NOT NULL,
+    ts REAL NOT NULL,
+    value REAL,
+    quality TEXT,
+    source_ts REAL,
+    PRIMARY KEY (pid, ts)
+) WITHOUT ROWID;
+-- the history by point id, as an operator's sqlite3 shell or a tool reads it
+{_SAMPLES_VIEW};
 CREATE TABLE IF NOT EXISTS runs (  -- each start of the store
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     opened REAL NOT NULL,      -- wall clock, unix seconds
@@ -89,14 +122,24 @@ BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 """
 
 
-_INSERT_SAMPLE = "INSERT INTO samples VALUES (?,?,?,?,?)"
-_INSERT_GOOD = "INSERT INTO samples VALUES (?,?,?,'good',NULL)"
+# a second row of a point at the same time replaces the first: the later reading (a pushed
+# one after a poll's, the confirmation kept at close) is what the point read then
+_INSERT_SAMPLE = "INSERT OR REPLACE INTO recent VALUES (?,?,?,?,?)"
+_INSERT_GOOD = "INSERT OR REPLACE INTO recent VALUES (?,?,?,NULL,NULL)"
+_COLUMNS = "ts, value, quality, source_ts"
 
 #: sample rows written per transaction
 WRITE_CHUNK = 1000
 
 #: seconds of readings `flush_due` holds before it writes them
 HOLD_S = 5.0
+
+#: seconds of rows `recent` gathers before they move into `history`
+MOVE_S = 60.0
+
+#: points whose recent rows move in one transaction (about MOVE_S rows each; 10-15 ms of
+#: the database thread, which an audit event or a query may wait for)
+MOVE_CHUNK = 100
 
 
 @dataclass(frozen=True)
@@ -126,11 +169,14 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
-def _quality_text(q: Quality) -> str:
-    return str(q)
+def _quality_text(q: Quality) -> str | None:
+    """The quality column: NULL for good (nearly every row), else the quality's text."""
+    return None if q is GOOD or q == GOOD else str(q)
 
 
-def _parse_quality(text: str) -> Quality:
+def _parse_quality(text: str | None) -> Quality:
+    if text is None:
+        return GOOD
     validity, _, flags = text.partition("[")
     return Quality(
         Validity(validity),
@@ -146,24 +192,13 @@ def _numeric(value: object) -> float | None:
     return None
 
 
-Row = tuple[str, float, float | None, str, float | None]
+Row = tuple[str, float, float | None, str | None, float | None]
 
 
-def _row(r: Reading, ts: float) -> Row:
-    value = r.value
-    return (
-        r.point,
-        ts,
-        value if type(value) is float else _numeric(value),
-        "good" if r.quality is GOOD else _quality_text(r.quality),
-        None if r.source_time is None else _ts(r.source_time),
-    )
-
-
-def _good_rows(point: str, pairs: bytes) -> Iterator[tuple[str, float, float]]:
-    """(point, ts, value) of a point's good pairs, without a Python step per row."""
+def _good_rows(pid: int, pairs: bytes) -> Iterator[tuple[int, float, float]]:
+    """(pid, ts, value) of a point's good pairs, without a Python step per row."""
     values = iter(memoryview(pairs).cast("d"))
-    return zip(itertools.repeat(point), values, values)
+    return zip(itertools.repeat(pid), values, values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,8 +282,10 @@ def _unchanged(value: object, last: object, deadband: float) -> bool:
 class Store:
     """Open with `await Store.open(path)`; close with `await store.close()`."""
 
-    def __init__(self, db: Database, run: int) -> None:
+    def __init__(self, db: Database, run: int, pids: dict[str, int]) -> None:
         self._db = db
+        #: each point id's number in `points` (used on the database thread only)
+        self._pids = pids
         #: this start's row in `runs`, and the `alive_until` written there last (written
         #: on the database thread)
         self._run = run
@@ -258,8 +295,12 @@ class Store:
         #: that hold rows, by point, in the order they got them (written point by point:
         #: see the module's docstring)
         self._tracks: dict[str, _Track] = {}
+        #: the tracks of each point set of more than one point, in its order
+        self._sets: WeakKeyDictionary[PointSet, list[_Track]] = WeakKeyDictionary()
         self._dirty: dict[str, _Track] = {}
         self._pending_count = 0
+        #: monotonic time of the last move of `recent` into `history`
+        self._moved_at = time.monotonic()
         #: monotonic time of the last flush: `flush_due` writes `HOLD_S` after it
         self._flushed_at = time.monotonic()
         #: held by a flush until its rows are written: one flush at a time
@@ -280,11 +321,13 @@ class Store:
         db = Database(path, SCHEMA, synchronous="NORMAL", label="store")
         await db.open()
         try:
+            await db.call(_migrate)
             run = await db.call(_start_run)
+            pids = await db.call(_load_pids)
         except BaseException:
             await db.close()
             raise
-        return cls(db, run)
+        return cls(db, run, pids)
 
     async def close(self) -> None:
         """Flush, keep the last confirmation of every held value (so history reaches the
@@ -296,6 +339,7 @@ class Store:
             if t.seen > t.stored and t.kept and t.value is not None
         ]
         self._tracks.clear()
+        self._sets = WeakKeyDictionary()
         self.kept += len(tails)
         if tails:
             await self._db.call(partial(self._commit, rows=tails, alive=self._newest_ts))
@@ -321,35 +365,64 @@ class Store:
             if track.pairs or track.rows:
                 tracks[point] = track.keep_all()
         self._tracks = tracks
+        self._sets = WeakKeyDictionary()
 
     def add(self, reading: Reading) -> None:
         """Buffer one reading if it is to be kept (see `add_all`)."""
         self.add_all((reading,))
 
-    def add_all(self, readings: Iterable[Reading]) -> None:
-        """Buffer the readings that are to be kept (event loop thread; the point table's
-        listener, once per poll); `flush` writes the buffer."""
-        tracks, dirty = self._tracks, self._dirty
-        last_time, ts, newest = self._last_time, self._last_ts, self._newest_ts
+    def add_all(self, items: Iterable[Acquired]) -> None:
+        """Buffer what is to be kept of batches (and readings, each the batch of one
+        point) on the event loop thread: the point table's listener, once per poll;
+        `flush` writes the buffer."""
+        for item in items:
+            self._add_batch(item)
+
+    def _tracks_of(self, points: PointSet) -> list[_Track]:
+        """The tracks of a batch's points, in order (kept per point set of more than one
+        point: a driver's block, the same object every poll)."""
+        ids, tracks = points.ids, self._tracks
+        if len(ids) == 1:  # a reading, most often
+            return [tracks.get(ids[0]) or self._new_track(ids[0])]
+        found = self._sets.get(points)
+        if found is None:
+            found = self._sets[points] = [tracks.get(p) or self._new_track(p) for p in ids]
+        return found
+
+    def _new_track(self, point: str) -> _Track:
+        """The track of a point not stored by exception: every reading is kept."""
+        track = self._tracks[point] = _Track(point)
+        return track
+
+    def _add_batch(self, batch: Acquired) -> None:
+        """The per-point work is one loop over the batch's values and its points' tracks;
+        a Python object is made only for what is kept."""
+        tracks = self._tracks_of(batch.points)
+        when = batch.gateway_time
+        if when is not self._last_time:  # the batches of a poll share their time
+            self._last_time, self._last_ts = when, when.timestamp()
+            self._newest_ts = max(self._newest_ts, self._last_ts)
+        ts, quality, dirty = self._last_ts, batch.quality, self._dirty
         added = 0
-        for reading in readings:
-            point, value, quality = reading.point, reading.value, reading.quality
-            when = reading.gateway_time
-            if when is not last_time:  # the readings of a poll share their time
-                last_time, ts = when, when.timestamp()
-                newest = max(newest, ts)
-            track = tracks.get(point)
-            if track is None:  # a point not stored by exception: every reading is kept
-                track = tracks[point] = _Track(point)
+        if batch.source_time is not None:
             # a device's own time stamp makes a reading a record (a load profile entry):
             # kept, and not what later readings are compared with
-            if reading.source_time is None:
+            rest = (_quality_text(quality), _ts(batch.source_time))
+            for track, value in zip(tracks, batch.values, strict=True):
+                if not track.pairs and not track.rows:
+                    dirty[track.point] = track
+                track.rows.append((track.point, ts, _numeric(value), *rest))
+            added = len(tracks)
+        else:
+            good = quality is GOOD or quality == GOOD
+            for track, value in zip(tracks, batch.values, strict=True):
+                last = track.value
                 if (
                     # the value first: a moving one is decided with the fewest tests
                     (
-                        value == track.value
+                        value == last
                         # no deadband: equal or changed, as just compared
-                        or (track.deadband and _unchanged(value, track.value, track.deadband))
+                        or (track.deadband and _unchanged(value, last, track.deadband))
                     )
                     and ts - track.stored < track.integrity_s
                     and (track.quality is quality or track.quality == quality)
@@ -357,19 +430,19 @@ class Store:
                     track.seen = ts
                     continue
                 track.value, track.quality, track.stored, track.seen = value, quality, ts, ts
-                if quality is GOOD and type(value) is float:
+                added += 1
+                # a pair only while the track holds no other row: a point's rows are
+                # written in the order read (at the same time, the later replaces)
+                if good and type(value) is float and not track.rows:
                     pairs = track.pairs
-                    if not pairs and not track.rows:
-                        dirty[point] = track
+                    if not pairs:
+                        dirty[track.point] = track
                     pairs.append(ts)
                     pairs.append(value)
-                    added += 1
                     continue
-            if not track.pairs and not track.rows:
-                dirty[point] = track
-            track.rows.append(_row(reading, ts))
-            added += 1
-        self._last_time, self._last_ts, self._newest_ts = last_time, ts, newest
+                if not track.pairs and not track.rows:
+                    dirty[track.point] = track
+                track.rows.append((track.point, ts, _numeric(value), _quality_text(quality), None))
         self._pending_count += added
         self.kept += added
 
@@ -434,7 +507,22 @@ class Store:
         `hold_s` seconds passed since the last flush; how many readings were written."""
         if time.monotonic() - self._flushed_at < hold_s:
             return 0
-        return await self.flush()
+        written = await self.flush()
+        if time.monotonic() - self._moved_at >= MOVE_S:
+            await self.move()
+        return written
+
+    async def move(self) -> int:
+        """Move the rows of `recent` into `history`, `MOVE_CHUNK` points a transaction
+        (each its own call on the database thread: an audit event waits for one chunk);
+        how many rows."""
+        self._moved_at = time.monotonic()
+        rows = await self._db.call(partial(_query, sql="SELECT DISTINCT pid FROM recent", args=()))
+        moved = 0
+        for at in range(0, len(rows), MOVE_CHUNK):
+            chunk = rows[at : at + MOVE_CHUNK]  # in key order: a range of points each
+            moved += await self._db.call(partial(_move, first=chunk[0][0], last=chunk[-1][0]))
+        return moved
 
     def _write_chunk(
         self,
@@ -444,26 +532,71 @@ class Store:
         rows: Sequence[Row],
         alive: float,
     ) -> None:
-        """Insert the good pairs of `points` and the other `rows`, and advance
-        `alive_until`, in one transaction (on the database thread): no committed row is
-        newer than its run's end."""
+        """Insert the good pairs of `points` and the other `rows` (each point's pairs are
+        older than its other rows), and advance `alive_until`, in one transaction (on the
+        database thread): no committed row is newer than its run's end."""
+        pids = self._pids_of(conn, points)
+        row_pids = self._pids_of(conn, [row[0] for row in rows])
         with transaction(conn):
             conn.executemany(
-                _INSERT_GOOD, itertools.chain.from_iterable(map(_good_rows, points, pairs))
+                _INSERT_GOOD, itertools.chain.from_iterable(map(_good_rows, pids, pairs))
             )
             if rows:
-                conn.executemany(_INSERT_SAMPLE, rows)
+                conn.executemany(
+                    _INSERT_SAMPLE,
+                    ((pid, *row[1:]) for pid, row in zip(row_pids, rows, strict=True)),
+                )
             self._advance(conn, alive)
         self._alive = max(self._alive, alive)
 
     def _commit(self, conn: sqlite3.Connection, rows: Sequence[Row], alive: float) -> None:
         """Insert sample `rows` (none older than `alive`) and advance `alive_until`, in one
         transaction (on the database thread)."""
+        pids = self._pids_of(conn, [row[0] for row in rows])
         with transaction(conn):
             if rows:
-                conn.executemany(_INSERT_SAMPLE, rows)
+                conn.executemany(
+                    _INSERT_SAMPLE, ((pid, *row[1:]) for pid, row in zip(pids, rows, strict=True))
+                )
             self._advance(conn, alive)
         self._alive = max(self._alive, alive)
+
+    def _pids_of(self, conn: sqlite3.Connection, points: Sequence[str]) -> list[int]:
+        """The numbers of `points`, a new point numbered (and committed) on first sight, before
+        the transaction of its rows (on the database thread)."""
+        pids = self._pids
+        missing = [point for point in dict.fromkeys(points) if point not in pids]
+        if missing:
+            with transaction(conn):
+                conn.executemany("INSERT OR IGNORE INTO points (id) VALUES (?)", zip(missing))
+            pids.update(_load_pids(conn))
+        return [pids[point] for point in points]
+
+    def _select(
+        self,
+        conn: sqlite3.Connection,
+        point: str,
+        where: str,
+        args: Iterable[Any],
+        *,
+        newest_first: bool = False,
+        limit: int | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """(ts, value, quality, source_ts) of the rows of `point` that `where` (SQL after
+        the point's own condition) selects, in time order, from `history` and `recent`
+        (on the database thread)."""
+        pid = self._pids.get(point)
+        if pid is None:
+            return []  # never stored
+        tail = "ORDER BY ts DESC" if newest_first else "ORDER BY ts"
+        if limit is not None:
+            tail += f" LIMIT {int(limit)}"
+        found: dict[float, tuple[Any, ...]] = {}
+        for table in ("history", "recent"):  # at the same time, the recent row (later) wins
+            sql = f"SELECT {_COLUMNS} FROM {table} WHERE pid = ? {where} {tail}"
+            found.update((row[0], row) for row in conn.execute(sql, (pid, *args)))
+        rows = sorted(found.values(), key=lambda row: float(row[0]), reverse=newest_first)
+        return rows if limit is None else rows[:limit]
 
     def _advance(self, conn: sqlite3.Connection, alive: float) -> None:
         """This run's `alive_until` to `alive` if later, inside the caller's transaction
@@ -514,14 +647,9 @@ class Store:
         integrity period old (the point table has the latest reading)."""
         await self._write_point(point)
         rows = await self._db.call(
-            partial(
-                _query,
-                sql="SELECT point, ts, value, quality, source_ts FROM samples "
-                "WHERE point = ? ORDER BY ts DESC LIMIT 1",
-                args=(point,),
-            )
+            partial(self._select, point=point, where="", args=(), newest_first=True, limit=1)
         )
-        return _sample(rows[0]) if rows else None
+        return _sample(point, rows[0]) if rows else None
 
     async def range(self, point: str, start: datetime, end: datetime) -> list[Sample]:
         """Samples of a point with start <= gateway time < end, oldest first; for a point
@@ -531,13 +659,13 @@ class Store:
         if policy is None or policy.integrity_s == 0:
             rows = await self._db.call(
                 partial(
-                    _query,
-                    sql="SELECT point, ts, value, quality, source_ts FROM samples "
-                    "WHERE point = ? AND ts >= ? AND ts < ? ORDER BY ts",
-                    args=(point, _ts(start), _ts(end)),
+                    self._select,
+                    point=point,
+                    where="AND ts >= ? AND ts < ?",
+                    args=(_ts(start), _ts(end)),
                 )
             )
-            return [_sample(r) for r in rows]
+            return [_sample(point, r) for r in rows]
         track = self._tracks.get(point)
         confirmed = None if track is None or not track.kept else (track.stored, track.seen)
         return await self._db.call(
@@ -554,25 +682,10 @@ class Store:
         confirmed: tuple[float, float] | None,
     ) -> list[Sample]:
         """`confirmed`: (time of the last kept row, time of the last poll that read the same)."""
-        before = _query(
-            conn,
-            "SELECT point, ts, value, quality, source_ts FROM samples "
-            "WHERE point = ? AND ts < ? ORDER BY ts DESC LIMIT 1",
-            (point, start),
-        )
-        rows = before + _query(
-            conn,
-            "SELECT point, ts, value, quality, source_ts FROM samples "
-            "WHERE point = ? AND ts >= ? AND ts < ? ORDER BY ts",
-            (point, start, end),
-        )
+        before = self._select(conn, point, "AND ts < ?", (start,), newest_first=True, limit=1)
+        rows = before + self._select(conn, point, "AND ts >= ? AND ts < ?", (start, end))
         # the next row bounds the hold of the last one in the window
-        after = _query(
-            conn,
-            "SELECT point, ts, value, quality, source_ts FROM samples "
-            "WHERE point = ? AND ts >= ? ORDER BY ts LIMIT 1",
-            (point, end),
-        )
+        after = self._select(conn, point, "AND ts >= ?", (end,), limit=1)
         step = policy.poll_s
         # rows of a point being read are no further apart; the margin covers polls that
         # run late (a slow line, a busy machine): a false gap would read as a hole
@@ -588,22 +701,22 @@ class Store:
                 for r in conn.execute(
                     "SELECT alive_until FROM runs WHERE id != ? AND alive_until >= ? "
                     "AND alive_until < ? ORDER BY alive_until",
-                    (self._run, rows[0][1], end),
+                    (self._run, rows[0][0], end),
                 )
             ]
             if rows
             else []
         )
         for k, row in enumerate(rows):
-            sample = _sample(row)
-            ts = row[1]
+            sample = _sample(point, row)
+            ts = row[0]
             if ts >= start:
                 out.append(sample)
             if sample.value is None or sample.source_time is not None:
                 continue  # nothing to hold: the link was down, or a device-stamped record
             if k < len(following):
-                until = following[k][1] - step / 2
-                if following[k][1] - ts > longest:
+                until = following[k][0] - step / 2
+                if following[k][0] - ts > longest:
                     continue  # the gateway stopped in between: a gap, not a hold
             elif confirmed is not None and confirmed[0] == ts:
                 until = confirmed[1] + step / 2
@@ -636,14 +749,59 @@ class Store:
         ]
 
 
-def _sample(row: tuple[Any, ...]) -> Sample:
-    point, ts, value, quality, source_ts = row
+def _sample(point: str, row: tuple[Any, ...]) -> Sample:
+    """A sample of `point` from its (ts, value, quality, source_ts) row."""
+    ts, value, quality, source_ts = row
     return Sample(
         point, _dt(ts) or datetime.now(UTC), value, _parse_quality(quality), _dt(source_ts)
     )
 
 
 # -- SQL, run on the database thread ----------------------------------------------------------
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """A store written before `history`: its `samples` table becomes `history` (each point
+    numbered in `points`) and the `samples` view, in one transaction; rows of a point at
+    the same time keep the later written, as `history` does."""
+    found = conn.execute("SELECT type FROM sqlite_master WHERE name = 'samples'").fetchone()
+    if found is None or found[0] != "table":
+        return
+    started = time.perf_counter()
+    with transaction(conn):
+        conn.execute("INSERT OR IGNORE INTO points (id) SELECT DISTINCT point FROM samples")
+        read = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
+        conn.execute(
+            "INSERT OR REPLACE INTO history SELECT points.pid, ts, value, "
+            "nullif(quality, 'good'), source_ts FROM samples JOIN points ON points.id = point "
+            "ORDER BY samples.rowid"
+        )
+        kept = conn.execute("SELECT count(*) FROM history").fetchone()[0]
+        conn.execute("DROP TABLE samples")
+        conn.execute(_SAMPLES_VIEW)
+    log.info(
+        "store: %d samples moved to the clustered history table (%d rows: one per point and"
+        " time) in %.1f s",
+        read,
+        kept,
+        time.perf_counter() - started,
+    )
+
+
+def _move(conn: sqlite3.Connection, first: int, last: int) -> int:
+    """The recent rows of points `first`..`last` into `history`, in one transaction (a row
+    at the time of one there replaces it, as in `recent`); how many."""
+    with transaction(conn):
+        moved = conn.execute(
+            "INSERT OR REPLACE INTO history SELECT * FROM recent WHERE pid BETWEEN ? AND ?",
+            (first, last),
+        ).rowcount
+        conn.execute("DELETE FROM recent WHERE pid BETWEEN ? AND ?", (first, last))
+    return int(moved)
+
+
+def _load_pids(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT id, pid FROM points"))
 
 
 def _start_run(conn: sqlite3.Connection) -> int:
@@ -658,7 +816,16 @@ def _prune(conn: sqlite3.Connection, cutoff: float, run: int) -> int:
     """Samples older than `cutoff` and the runs they were held by go (not run `run`, the
     one in progress); how many samples."""
     with transaction(conn):
-        deleted = int(conn.execute("DELETE FROM samples WHERE ts < ?", (cutoff,)).rowcount)
+        # point by point (the key's order): the old rows of each, not a scan of all
+        deleted = sum(
+            int(
+                conn.execute(
+                    f"DELETE FROM {table} WHERE pid IN (SELECT pid FROM points) AND ts < ?",
+                    (cutoff,),
+                ).rowcount
+            )
+            for table in ("history", "recent")
+        )
         conn.execute(
             "DELETE FROM runs WHERE id != ? AND coalesce(alive_until, opened) < ?",
             (run, cutoff),

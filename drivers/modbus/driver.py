@@ -28,7 +28,6 @@ import termios
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import repeat
 
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
@@ -43,13 +42,14 @@ from drivers.modbus.transport import ClientFactory, client_for, line_timing
 from gateway.errors import LinkError, RawRangeError, RequestTimeout
 from gateway.mapping import Device, Point
 from gateway.model import (
+    Batch,
     Command,
     CommandMode,
     CommandResult,
     CommandStatus,
+    PointSet,
     QualityFlag,
     Reading,
-    good_reading,
     utcnow,
 )
 
@@ -62,13 +62,13 @@ _GUARD_S = 0.5
 
 @dataclass(frozen=True)
 class _Block:
-    """A register request's compiled layout and what its plain points need to become
-    readings, worked out once per read plan."""
+    """A register request's compiled layout and what its plain points need to become a
+    batch, worked out once per read plan."""
 
     layout: Layout
-    #: the plain points' ids and units, in the layout's order
-    ids: tuple[str, ...]
-    units: tuple[str, ...]
+    #: the plain points (ids and units), in the layout's order: every poll's batch of the
+    #: block carries this same set
+    points: PointSet
     #: each plain point's (scale, offset), None for a point read as it is; None for all
     #: when no point of the block is scaled
     scaling: tuple[tuple[float, float] | None, ...] | None
@@ -82,8 +82,7 @@ def _block(request: ReadRequest, points: dict[str, Point]) -> _Block:
     )
     return _Block(
         layout,
-        ids=tuple(p.id for p in plain),
-        units=tuple(p.unit for p in plain),
+        PointSet(tuple(p.id for p in plain), tuple(p.unit for p in plain)),
         scaling=None if all(s is None for s in scaling) else scaling,
     )
 
@@ -209,32 +208,43 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
     # -- reading ------------------------------------------------------------------------
 
     async def read(self, points: Sequence[Point]) -> list[Reading]:
+        """`poll`'s values as one reading per point, in the points' order."""
+        got = {r.point: r for item in await self.poll(points) for r in item.readings()}
+        return [got[p.id] for p in points]
+
+    async def poll(self, points: Sequence[Point]) -> list[Reading | Batch]:
+        """A batch for each register block that decoded whole; a reading for each other
+        point (bits, points decoded one by one, failures), in the plan's order."""
         client = self._live_client()
         plan = self.plan(points)
         key, by_id = self._key(points)
-        readings: dict[str, Reading] = {}
+        items: list[Reading | Batch] = []
         used: list[ReadRequest] = []
         answers, timeout = self.answers, self.timing.request_timeout
         silent: dict[int, RequestTimeout] = {}
         for request in plan:
+            read: set[str] = set()
             if request.unit not in silent:
+                before = len(items)
                 try:
-                    used += await self._read_request(client, request, by_id, readings)
+                    used += await self._read_request(client, request, by_id, items)
                     continue
                 except RequestTimeout as exc:
                     silent[request.unit] = exc
+                # a split may have read some before the silence
+                read = {r.point for item in items[before:] for r in item.readings()}
             used.append(request)
             detail = f"unit {request.unit} did not answer within {timeout:.3g} s"
-            for point_id, _ in request.points:
-                if point_id not in readings:  # a split may have read some before the silence
-                    readings[point_id] = invalid(by_id[point_id], detail, QualityFlag.COMM_FAILURE)
+            items += (
+                invalid(by_id[point_id], detail, QualityFlag.COMM_FAILURE)
+                for point_id, _ in request.points
+                if point_id not in read
+            )
         if silent and self.answers == answers:  # nothing on the link answered: it is down
             raise next(iter(silent.values()))
         if used != plan:  # a split the device asked for: read that way from now on
             self._plans[key] = used
-        if tuple(readings) == key:  # decoded in the points' order (their ids compare as same)
-            return list(readings.values())
-        return [readings[p.id] for p in points]
+        return items
 
     def read_budget(self, points: Sequence[Point]) -> float:
         """The longest a healthy read of `points` can take: every request of the plan (and
@@ -247,20 +257,19 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
         client: ModbusBaseClient,
         request: ReadRequest,
         points: dict[str, Point],
-        readings: dict[str, Reading],
+        items: list[Reading | Batch],
     ) -> list[ReadRequest]:
-        """Read one request into `readings`; return the requests to use next time."""
+        """Read one request onto `items`; return the requests to use next time."""
         answer = await self._fetch(client, request)
         if isinstance(answer, _Refused):
             if answer.code is not None and len(request.points) > 1:
                 used: list[ReadRequest] = []
                 for part in split(request):
-                    used += await self._read_request(client, part, points, readings)
+                    used += await self._read_request(client, part, points, items)
                 return used if answer.code in _STRUCTURAL else [request]
-            for point_id, _ in request.points:
-                readings[point_id] = invalid(points[point_id], answer.detail)
+            items += (invalid(points[point_id], answer.detail) for point_id, _ in request.points)
             return [request]
-        self._decode_answer(request, answer, points, readings)
+        self._decode_answer(request, answer, points, items)
         return [request]
 
     def _decode_answer(
@@ -268,20 +277,25 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
         request: ReadRequest,
         answer: list[int] | list[bool],
         points: dict[str, Point],
-        readings: dict[str, Reading],
+        items: list[Reading | Batch],
     ) -> None:
-        """Every point of an answered request into `readings`, one time stamp for all."""
+        """Every point of an answered request onto `items`, one time stamp for all: the
+        block's plain points as one batch, when every value is finite."""
         now = utcnow()
         if request.table.is_bit:
-            for point_id, address in request.points:
-                readings[point_id] = self._decode(points[point_id], address, request, answer, now)
+            items += (
+                self._decode(points[point_id], address, request, answer, now)
+                for point_id, address in request.points
+            )
             return
         block = self._block(request, points)
         try:
             raws = block.layout.unpack(answer)  # type: ignore[arg-type]
         except struct.error:  # a word that is not 16 bits: each point says whether it is hit
-            for point_id, address in request.points:
-                readings[point_id] = self._decode(points[point_id], address, request, answer, now)
+            items += (
+                self._decode(points[point_id], address, request, answer, now)
+                for point_id, address in request.points
+            )
             return
         values: Sequence[float | int] = raws
         if block.scaling is not None:
@@ -291,22 +305,19 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
             ]
         total = sum(values)
         if total - total == 0:  # every value finite (a NaN or an infinity makes the sum one)
-            readings.update(
-                zip(
-                    block.ids,
-                    map(good_reading, block.ids, values, block.units, repeat(now)),
-                    strict=True,
-                )
-            )
+            if values:
+                items.append(Batch(block.points, values, now))
         else:  # which ones are not, point by point
-            for point_id, raw, value in zip(block.ids, raws, values, strict=True):
+            for point_id, raw, value in zip(block.points.ids, raws, values, strict=True):
                 point = points[point_id]
                 if value - value == 0:  # finite (inf - inf and NaN - NaN are NaN)
-                    readings[point_id] = good_reading(point_id, value, point.unit, now)
+                    items.append(Reading(point_id, value, point.unit, gateway_time=now))
                 else:
-                    readings[point_id] = self._not_finite(point, raw)
-        for point_id, address in block.layout.single:
-            readings[point_id] = self._decode(points[point_id], address, request, answer, now)
+                    items.append(self._not_finite(point, raw))
+        items += (
+            self._decode(points[point_id], address, request, answer, now)
+            for point_id, address in block.layout.single
+        )
 
     def _block(self, request: ReadRequest, points: dict[str, Point]) -> _Block:
         cached = self._blocks.get(id(request))

@@ -133,8 +133,8 @@ def _points_by_validity(gw: CoreParts) -> Samples:
     for mapped in gw.table:
         if not mapped.point.direction.readable:
             continue
-        r = gw.table.latest(mapped.point.id)
-        counts[(mapped.device.id, "none" if r is None else r.quality.validity.value)] += 1
+        q = gw.table.quality(mapped.point.id)
+        counts[(mapped.device.id, "none" if q is None else q.validity.value)] += 1
     return list(counts.items())
 
 

@@ -41,9 +41,8 @@ class Supervised(Reconfigurable, Protocol):
 
 def summary(gw: Supervised) -> str:
     up = sum(s.up for s in gw.sessions.values())
-    readable = [m.point.id for m in gw.table if m.point.direction.readable]
-    good = sum(1 for p in readable if (r := gw.table.latest(p)) is not None and r.quality.good)
-    return f"{up}/{len(gw.sessions)} devices up, {good}/{len(readable)} points good"
+    readable, good = gw.table.readable_good()
+    return f"{up}/{len(gw.sessions)} devices up, {good}/{readable} points good"
 
 
 async def _settle(gw: Supervised, within: float) -> None:

@@ -19,7 +19,7 @@ from fwsim.physics import LoadModel, Microgrid, PvModel, UnknownQuantity
 from gateway.config import Der, LoadedConfig
 from gateway.flex.model import FlexForecast, Verification
 from gateway.loader import load_config
-from gateway.model import Command, CommandResult, CommandStatus, Reading
+from gateway.model import Acquired, Command, CommandResult, CommandStatus, Reading
 from gateway.points import PointTable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,14 +57,15 @@ class MemoryHistory:
         self._times: dict[str, list[float]] = {}
         self._rows: dict[str, list[Stored]] = {}
 
-    def add_all(self, readings: Iterable[Reading]) -> None:
-        for reading in readings:
-            value = reading.value if isinstance(reading.value, int | float) else None
-            t = reading.gateway_time
-            self._times.setdefault(reading.point, []).append(t.timestamp())
-            self._rows.setdefault(reading.point, []).append(
-                Stored(t, None if value is None else float(value))
-            )
+    def add_all(self, batches: Iterable[Acquired]) -> None:
+        """The point table's listener: every value kept."""
+        for batch in batches:
+            t = batch.gateway_time
+            for point, value in zip(batch.points.ids, batch.values, strict=True):
+                self._times.setdefault(point, []).append(t.timestamp())
+                self._rows.setdefault(point, []).append(
+                    Stored(t, float(value) if isinstance(value, int | float) else None)
+                )
 
     async def range(self, point: str, start: datetime, end: datetime) -> list[Stored]:
         times = self._times.get(point, [])

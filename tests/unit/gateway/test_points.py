@@ -9,7 +9,7 @@ import pytest
 from gateway.config import LoadedConfig
 from gateway.loader import load_config
 from gateway.mapping import Quantity
-from gateway.model import Reading
+from gateway.model import Acquired, Reading
 from gateway.points import PointTable
 from tests.support.procs import DEMO_CONFIG
 
@@ -84,9 +84,10 @@ def test_listeners_hear_each_update_once_with_the_whole_batch() -> None:
     table = PointTable(demo_with_units({"bess1.p": "W"}))
     heard: list[tuple[list[tuple[str, object, str]], bool]] = []
 
-    def listener(batch: Sequence[Reading]) -> None:
-        held = all(table.latest(r.point) is r for r in batch)
-        heard.append(([(r.point, r.value, r.unit) for r in batch], held))
+    def listener(batches: Sequence[Acquired]) -> None:
+        readings = [r for batch in batches for r in batch.readings()]
+        held = all(table.latest(r.point) == r for r in readings)
+        heard.append(([(r.point, r.value, r.unit) for r in readings], held))
 
     table.listen(listener)
     table.update(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from drivers.modbus.driver import ModbusDriver
 from gateway.loader import load_mappings
-from gateway.model import QualityFlag, Reading, utcnow
+from gateway.model import Batch, Quality, QualityFlag, Reading, utcnow
 
 
 def _words(fmt: str, *values: float) -> list[int]:
@@ -49,8 +49,9 @@ def test_values_scaled_and_non_finite_ones_refused(tmp_path: Path) -> None:
         *_words(">f", float("inf")),
         *_words(">f", 1e30),
     ]
-    readings: dict[str, Reading] = {}
-    driver._decode_answer(request, answer, {p.id: p for p in device.points}, readings)
+    items: list[Reading | Batch] = []
+    driver._decode_answer(request, answer, {p.id: p for p in device.points}, items)
+    readings = {r.point: r for item in items for r in item.readings()}
     assert readings["plain"].value == 2.5 and readings["plain"].quality.good
     assert readings["scaled"].value == -20 * 0.1 + 1
     assert readings["nan"].quality.flags == {QualityFlag.INCONSISTENT}
@@ -78,8 +79,9 @@ def _decoded(
     (device,) = load_mappings([path])[path].devices
     driver = ModbusDriver(device)
     (request,) = driver.plan(device.points)
-    readings: dict[str, Reading] = {}
-    driver._decode_answer(request, answer, {p.id: p for p in device.points}, readings)
+    items: list[Reading | Batch] = []
+    driver._decode_answer(request, answer, {p.id: p for p in device.points}, items)
+    readings = {r.point: r for item in items for r in item.readings()}
     return driver, readings
 
 
@@ -133,3 +135,23 @@ def test_finite_values_whose_sum_overflows_are_all_good(tmp_path: Path) -> None:
     _, readings = _decoded(tmp_path, mapping, [*_words(">f", 1.5), *_words(">f", 1.5)])
     assert readings["x"].quality.good and readings["y"].quality.good
     assert readings["x"].value == readings["y"].value == 1.5e308
+
+
+def test_a_block_that_decodes_whole_is_one_batch_of_the_same_point_set(tmp_path: Path) -> None:
+    """The hot path: a block of finite values becomes one batch (no reading per point),
+    and every poll's batch carries the same point set, so the table and the store work
+    out what they need of its points once."""
+    path = tmp_path / "m.yaml"
+    path.write_text(BLOCK)
+    (device,) = load_mappings([path])[path].devices
+    driver = ModbusDriver(device)
+    (request,) = driver.plan(device.points)
+    answer = [*_words(">f", 2.5), *_words(">h", -7), 0, *_words(">f", 1.25)[::-1]]
+    answer += _words(">I", 70000)
+    polls: list[list[Reading | Batch]] = [[], []]
+    for items in polls:
+        driver._decode_answer(request, answer, {p.id: p for p in device.points}, items)
+    (first,), (second,) = polls
+    assert isinstance(first, Batch) and isinstance(second, Batch)
+    assert first.points is second.points and first.points.ids == ("a", "b", "c", "d")
+    assert list(first.values) == [2.5, -7, 1.25, 70000] and first.quality == Quality()
