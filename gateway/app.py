@@ -32,7 +32,7 @@ from gateway.ops.server import OpsServer
 from gateway.ops.service import supervise
 from gateway.ops.status import StatusBoard
 from gateway.points import PointTable
-from gateway.store import Store
+from gateway.store import STORE_FILE, Store, migrate, needs_migration
 
 if TYPE_CHECKING:  # the market side (rdflib, numpy, highspy, ...) loads only with `north:`
     from gateway.market import Market
@@ -218,7 +218,7 @@ class Gateway:
 
     async def __aenter__(self) -> Gateway:
         cfg = self.config.gateway
-        store = self._store = await Store.open(cfg.state_dir / "gateway.sqlite")
+        store = self._store = await Store.open(cfg.state_dir / STORE_FILE)
         store.configure(self.config.devices)
         self._stack.push_async_callback(store.close)
         self.table.listen(store.add_all)
@@ -305,6 +305,16 @@ class Gateway:
                     log.info("store: pruned %d samples older than %s", removed, retention)
 
 
+async def migrate_state(config: LoadedConfig, notifier: Notifier) -> None:
+    """Migrate a store written by an earlier release before the gateway opens it: once,
+    after an upgrade, minutes on a large store, which the unit's start timeout must not cut
+    (systemd would restart the service, and the migration would begin again, for ever)."""
+    history = config.gateway.state_dir / STORE_FILE
+    if needs_migration(history):
+        async with notifier.extending("starting: migrating the store's history"):
+            await migrate(history)
+
+
 async def serve(
     config: LoadedConfig,
     stop: asyncio.Event,
@@ -322,6 +332,7 @@ async def serve(
         config.gateway.ops.max_connections,
     )
     try:
+        await migrate_state(config, notifier)
         async with Gateway(config) as gw, OpsServer(gw, config.gateway.ops):
             gw.spawn(trim_forever(), "malloc-trim")
             log.info(

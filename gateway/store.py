@@ -69,7 +69,7 @@ from weakref import WeakKeyDictionary
 from gateway.errors import StoreError
 from gateway.mapping import Device
 from gateway.model import GOOD, Acquired, PointSet, Quality, QualityFlag, Reading, Validity
-from gateway.sqlite import Database, transaction
+from gateway.sqlite import Database, read_only, transaction
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,9 @@ BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 _INSERT_SAMPLE = "INSERT OR REPLACE INTO recent VALUES (?,?,?,?,?)"
 _INSERT_GOOD = "INSERT OR REPLACE INTO recent VALUES (?,?,?,NULL,NULL)"
 _COLUMNS = "ts, value, quality, source_ts"
+
+#: the store's file in the state directory
+STORE_FILE = "gateway.sqlite"
 
 #: sample rows written per transaction
 WRITE_CHUNK = 1000
@@ -758,6 +761,26 @@ def _sample(point: str, row: tuple[Any, ...]) -> Sample:
 
 
 # -- SQL, run on the database thread ----------------------------------------------------------
+
+
+def needs_migration(path: Path) -> bool:
+    """Whether `path` is a store of the former schema (a `samples` table), which its next
+    open migrates (before READY: `gateway.app.serve` keeps systemd's start timeout ahead)."""
+    if not path.is_file():
+        return False
+    with read_only(path, "store") as conn:
+        found = conn.execute("SELECT type FROM sqlite_master WHERE name = 'samples'").fetchone()
+    return found is not None and found[0] == "table"
+
+
+async def migrate(path: Path) -> None:
+    """Migrate a store of the former schema (`_migrate`), without starting a run."""
+    db = Database(path, SCHEMA, synchronous="NORMAL", label="store")
+    await db.open()
+    try:
+        await db.call(_migrate)
+    finally:
+        await db.close()
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

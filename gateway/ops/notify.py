@@ -7,13 +7,18 @@ queue drops the message (systemd would be gone or stuck anyway).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 log = logging.getLogger(__name__)
+
+#: how far ahead `extending` keeps the start timeout (renewed every third of it)
+EXTEND_S = 30.0
 
 
 def _address(raw: str | None) -> str | None:
@@ -95,6 +100,31 @@ class Notifier:
         # MONOTONIC_USEC lets Type=notify-reload (systemd 253+) match this to its signal
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         return self.send("RELOADING=1", f"MONOTONIC_USEC={usec}")
+
+    def extend_timeout(self, seconds: float) -> bool:
+        """Ask for `seconds` more before the start (or stop) counts as timed out
+        (EXTEND_TIMEOUT_USEC, systemd 236+)."""
+        return self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}")
+
+    @contextlib.asynccontextmanager
+    async def extending(self, status: str, seconds: float = EXTEND_S) -> AsyncIterator[None]:
+        """While the body runs, tell systemd what it is and keep the start timeout `seconds`
+        ahead: for work whose length grows with the site (a store's one-time migration),
+        not for anything that could hang, which the timeout must still catch."""
+        self.status(status)
+
+        async def beat() -> None:
+            while True:
+                self.extend_timeout(seconds)
+                await asyncio.sleep(seconds / 3)
+
+        beating = asyncio.create_task(beat(), name="notify-extend")
+        try:
+            yield
+        finally:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
 
     def stopping(self, status: str | None = None) -> bool:
         return self.send("STOPPING=1", *([self._status(status)] if status else []))

@@ -32,7 +32,7 @@ CREATE TABLE events (
 BAD = Quality.invalid(QualityFlag.COMM_FAILURE)
 
 
-def _old_store(path: Path) -> None:
+def old_store(path: Path) -> None:
     """A store file as the former schema wrote it: two points, a link failure, a
     device-stamped record, one row written twice at the same time, a run and an event."""
     t = T0.timestamp()
@@ -73,7 +73,7 @@ async def test_a_store_of_the_former_schema_migrates_on_open_and_reads_the_same(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "old.sqlite"
-    _old_store(path)
+    old_store(path)
     with caplog.at_level(logging.INFO, logger="gateway.store"):
         store = await Store.open(path)
     assert "7 samples moved to the clustered history table (6 rows" in caplog.text
@@ -126,7 +126,7 @@ async def test_a_store_of_the_former_schema_migrates_on_open_and_reads_the_same(
 async def test_a_migration_that_fails_leaves_the_former_table(tmp_path: Path) -> None:
     """The migration is one transaction: a file it cannot finish is left as it was."""
     path = tmp_path / "old.sqlite"
-    _old_store(path)
+    old_store(path)
     conn = sqlite3.connect(path)
     with conn:  # a history table the migration cannot fill (a value must be text)
         conn.execute(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import Iterator
@@ -88,3 +90,23 @@ def test_watchdog_interval_is_half_the_timeout_and_only_for_this_process() -> No
     other = {"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid() + 1)}
     assert Notifier.from_env(other).watchdog_interval is None
     assert Notifier.from_env({"WATCHDOG_USEC": "soon"}).watchdog_interval is None
+
+
+async def test_extending_keeps_the_start_timeout_ahead_while_the_work_runs(
+    systemd_socket: tuple[socket.socket, str],
+) -> None:
+    sock, path = systemd_socket
+    n = Notifier.from_env({"NOTIFY_SOCKET": path})
+    try:
+        async with n.extending("starting: migrating", seconds=0.3):
+            await asyncio.sleep(0.25)  # long enough for a renewal (every 0.1 s)
+        sock.setblocking(False)
+        got = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                got.append(received(sock))
+    finally:
+        n.close()
+    assert got[0] == {"STATUS": "starting: migrating"}
+    extends = [m for m in got[1:] if m == {"EXTEND_TIMEOUT_USEC": "300000"}]
+    assert len(extends) >= 2 and len(extends) == len(got) - 1

@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from gateway.app import Gateway
+from gateway.app import Gateway, migrate_state
+from gateway.loader import load_config
 from gateway.model import Command, CommandStatus
 from gateway.ops.health import CheckResult
 from gateway.ops.notify import Notifier
 from gateway.ops.service import supervise
+from gateway.store import STORE_FILE, needs_migration
 from tests.support.memory_driver import MemoryDevice
 from tests.support.waiting import until
-from tests.unit.gateway.ops.conftest import Rig, field_factory
+from tests.unit.gateway.ops.conftest import CONFIG, MAPPING, Rig, field_factory
+from tests.unit.gateway.test_store_schema import old_store
 
 
 @pytest.fixture
@@ -120,3 +124,25 @@ async def test_shutdown_hooks_run_last_first_while_links_are_up(tmp_path: Path, 
     assert took < 15  # the hanging hook (30 s) was cut off after drain_s (1 s)
     assert fields["dev-a"].values["a.set"] == 0.0
     assert gw.store is not None
+
+
+async def test_a_former_store_is_migrated_before_start_with_systemd_kept_waiting(
+    tmp_path: Path, systemd: tuple[socket.socket, Notifier]
+) -> None:
+    """The one-time migration after an upgrade runs before the gateway opens the store,
+    while systemd is told to extend the start timeout; a current store is left alone."""
+    sock, notifier = systemd
+    (tmp_path / "m.yaml").write_text(textwrap.dedent(MAPPING))
+    (tmp_path / "gw.yaml").write_text(textwrap.dedent(CONFIG))
+    config = load_config(tmp_path / "gw.yaml")
+    config.gateway.state_dir.mkdir(parents=True)
+    store = config.gateway.state_dir / STORE_FILE
+    old_store(store)
+    assert needs_migration(store)
+    await migrate_state(config, notifier)
+    messages = drain(sock)
+    assert messages[0] == "STATUS=starting: migrating the store's history"
+    assert messages[1].startswith("EXTEND_TIMEOUT_USEC=")
+    assert not needs_migration(store)
+    await migrate_state(config, notifier)  # nothing left to do: nothing said
+    assert drain(sock) == []
