@@ -271,7 +271,7 @@ async def soak(
 
     def count(batches: Sequence[Acquired]) -> None:
         nonlocal delivered
-        delivered += sum(map(len, batches))
+        delivered += sum(len(item.points) for item in batches)
 
     loop = asyncio.get_running_loop()
     if ams is not None:

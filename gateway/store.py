@@ -230,6 +230,7 @@ class _Track:
         "pairs",
         "point",
         "quality",
+        "record",
         "rows",
         "seen",
         "stored",
@@ -246,6 +247,8 @@ class _Track:
         self.stored = self.seen = -math.inf
         self.pairs = array("d")
         self.rows: list[Row] = []
+        #: the last device-stamped record kept: (device time, value, quality)
+        self.record: tuple[float, Any, Quality] | None = None
 
     @property
     def kept(self) -> bool:
@@ -410,12 +413,19 @@ class Store:
         if batch.source_time is not None:
             # a device's own time stamp makes a reading a record (a load profile entry):
             # kept, and not what later readings are compared with
-            rest = (_quality_text(quality), _ts(batch.source_time))
+            # kept once: a driver that reports its latest record at every poll (an IEC 104
+            # value with its time tag, until the next arrives) hands the same one again
+            source = _ts(batch.source_time)
+            rest = (_quality_text(quality), source)
             for track, value in zip(tracks, batch.values, strict=True):
+                record = (source, value, quality)
+                if track.record == record:
+                    continue
+                track.record = record
                 if not track.pairs and not track.rows:
                     dirty[track.point] = track
                 track.rows.append((track.point, ts, _numeric(value), *rest))
-            added = len(tracks)
+                added += 1
         else:
             good = quality is GOOD or quality == GOOD
             for track, value in zip(tracks, batch.values, strict=True):

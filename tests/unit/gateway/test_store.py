@@ -449,3 +449,18 @@ async def test_a_reading_added_while_a_flush_writes_is_written_once_by_the_next(
     assert await store.flush() == 1
     assert _rows(store) == [(0.0, 1.0), (1.0, None)]
     await store.close()
+
+
+async def test_a_device_stamped_record_reported_again_is_kept_once(tmp_path: Path) -> None:
+    """An IEC 104 driver reports a point's latest value with its time tag at every poll
+    until the next arrives: the same record is one row, a new time tag or value another."""
+    store = await Store.open(tmp_path / "s.sqlite")
+    record = Reading("p", 5.0, "KiloW", source_time=_at(-30), gateway_time=_at(0))
+    for _ in range(3):
+        store.add(record)
+    store.add(Reading("p", 5.0, "KiloW", source_time=_at(-30), gateway_time=_at(1)))
+    store.add(Reading("p", 5.0, "KiloW", source_time=_at(2), gateway_time=_at(2)))
+    store.add(Reading("p", 6.0, "KiloW", source_time=_at(2), gateway_time=_at(3)))
+    assert await store.flush() == 3
+    assert _rows(store) == [(0.0, 5.0), (2.0, 5.0), (3.0, 6.0)]
+    await store.close()
