@@ -68,7 +68,7 @@ from weakref import WeakKeyDictionary
 
 from gateway.errors import StoreError
 from gateway.mapping import Device
-from gateway.model import GOOD, Acquired, PointSet, Quality, QualityFlag, Reading, Validity
+from gateway.model import GOOD, Acquired, PointSet, Quality, QualityFlag, Reading, Validity, Value
 from gateway.sqlite import Database, read_only, transaction
 
 log = logging.getLogger(__name__)
@@ -375,7 +375,7 @@ class Store:
 
     def add(self, reading: Reading) -> None:
         """Buffer one reading if it is to be kept (see `add_all`)."""
-        self.add_all((reading,))
+        self._add_batch(reading)
 
     def add_all(self, items: Iterable[Acquired]) -> None:
         """Buffer what is to be kept of batches (and readings, each the batch of one
@@ -387,12 +387,10 @@ class Store:
     def _tracks_of(self, points: PointSet) -> list[_Track]:
         """The tracks of a batch's points, in order (kept per point set of more than one
         point: a driver's block, the same object every poll)."""
-        ids, tracks = points.ids, self._tracks
-        if len(ids) == 1:  # a reading, most often
-            return [tracks.get(ids[0]) or self._new_track(ids[0])]
         found = self._sets.get(points)
         if found is None:
-            found = self._sets[points] = [tracks.get(p) or self._new_track(p) for p in ids]
+            tracks = self._tracks
+            found = self._sets[points] = [tracks.get(p) or self._new_track(p) for p in points.ids]
         return found
 
     def _new_track(self, point: str) -> _Track:
@@ -403,7 +401,11 @@ class Store:
     def _add_batch(self, batch: Acquired) -> None:
         """The per-point work is one loop over the batch's values and its points' tracks;
         a Python object is made only for what is kept."""
-        tracks = self._tracks_of(batch.points)
+        if type(batch) is Reading:  # one point: its track without a point set looked up
+            tracks = [self._tracks.get(batch.point) or self._new_track(batch.point)]
+            values: Sequence[Value] = (batch.value,)
+        else:
+            tracks, values = self._tracks_of(batch.points), batch.values
         when = batch.gateway_time
         if when is not self._last_time:  # the batches of a poll share their time
             self._last_time, self._last_ts = when, when.timestamp()
@@ -417,7 +419,7 @@ class Store:
             # value with its time tag, until the next arrives) hands the same one again
             source = _ts(batch.source_time)
             rest = (_quality_text(quality), source)
-            for track, value in zip(tracks, batch.values, strict=True):
+            for track, value in zip(tracks, values, strict=True):
                 record = (source, value, quality)
                 if track.record == record:
                     continue
@@ -428,7 +430,7 @@ class Store:
                 added += 1
         else:
             good = quality is GOOD or quality == GOOD
-            for track, value in zip(tracks, batch.values, strict=True):
+            for track, value in zip(tracks, values, strict=True):
                 last = track.value
                 if (
                     # the value first: a moving one is decided with the fewest tests
