@@ -51,6 +51,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from drivers.modbus.plan import ReadRequest, plan_reads
 from drivers.modbus.protocol import ModbusAddress, ModbusOptions
 from fwsim.process import child_env, free_port, start_sim
+from gateway.allocator import SERVICE_ENVIRONMENT
 from gateway.loader import load_config
 from gateway.sqlite import Database, read_only, transaction
 from gateway.store import SCHEMA
@@ -257,11 +258,15 @@ def run_gateway(
     warmup: float,
     seconds: float,
     py_spy: Path | None = None,
-) -> dict[str, float]:
+    allocator: str = "service",
+) -> dict[str, float | str]:
     ops_port = load_config(config).gateway.ops.port
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(folder / "notify"))
-    env = child_env() | {"NOTIFY_SOCKET": str(folder / "notify")}
+    # as the service unit runs it (jemalloc preloaded, gateway/allocator.py), or as a bare
+    # `mgms run` does (glibc, trimmed): the allocator moves the CPU per point
+    unit_env = SERVICE_ENVIRONMENT if allocator == "service" else {}
+    env = child_env() | unit_env | {"NOTIFY_SOCKET": str(folder / "notify")}
     started = time.monotonic()
     log = (folder / "gateway.log").open("wb")
     proc = subprocess.Popen(
@@ -306,6 +311,7 @@ def run_gateway(
         )
         rows1 = _rows(folder / "state" / "gateway.sqlite") + pending1
         rss = _rss_mb(proc.pid)
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
     finally:
         proc.terminate()
         proc.wait(30)
@@ -321,6 +327,7 @@ def run_gateway(
         "cpu_s": cpu1 - cpu0,
         "loop_cpu_s": loop1 - loop0,
         "rss_mb": round(rss, 1),
+        "allocator": "jemalloc" if "libjemalloc" in maps else "glibc",
     }
 
 
@@ -339,6 +346,13 @@ def main() -> None:
     )
     parser.add_argument("--logs", type=Path, help="copy the gateway's and simulator's logs here")
     parser.add_argument("--py-spy", type=Path, help="py-spy binary: profile the gateway")
+    parser.add_argument(
+        "--allocator",
+        choices=("service", "glibc"),
+        default="service",
+        help="run the gateway in the service unit's allocator environment (jemalloc, if "
+        "installed) or with glibc's malloc as a bare `mgms run`",
+    )
     parser.add_argument(
         "--storage",
         default="",
@@ -367,7 +381,9 @@ def main() -> None:
             bare = asyncio.run(bare_client(config, sim.ports, args.bare_rounds, 1.0))
             ids = [f"dev{d}.p{p}" for d in range(args.devices) for p in range(args.points)]
             prefill(folder / "state" / "gateway.sqlite", ids, args.history_rows)
-            gw = run_gateway(config, sim.ports, folder, args.warmup, args.seconds, args.py_spy)
+            gw = run_gateway(
+                config, sim.ports, folder, args.warmup, args.seconds, args.py_spy, args.allocator
+            )
         finally:
             sim.stop()
             if args.logs is not None:
@@ -402,6 +418,7 @@ def main() -> None:
                 "ratio_gateway_to_bare": round(gw_us / bare["cpu_us_per_point"], 2),
                 "stored_rows_per_point_read": round(gw["rows"] / points, 3),
                 "rss_mb": gw["rss_mb"],
+                "gateway_allocator": gw["allocator"],
                 "bench_peak_rss_mb": round(
                     resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
                 ),
