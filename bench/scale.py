@@ -19,8 +19,8 @@ as separate processes, against a bare pymodbus client reading the same blocks.
    (each point's rows fill pages of the history clustered by point and time), and that is
    the steady state.
 5. Starts `mgms run` as the service unit runs it (jemalloc preloaded; `--allocator glibc`
-   for a bare `mgms run`), with NOTIFY_SOCKET on a socket of its own: seconds to READY=1. After a
-   warm-up, for `--seconds`: points acquired per second (polls from /metrics x points per
+   for a bare `mgms run`), with NOTIFY_SOCKET on a socket of its own: seconds to READY=1.
+   After a warm-up, for `--seconds`: points acquired per second (polls from /metrics x points per
    device), the gateway's CPU time (user + system, /proc) per point, the rows it stored
    per point read, its RSS. `check` and READY also give their CPU seconds: on a shared
    machine the wall time says more about the neighbours. `--py-spy BINARY` records the

@@ -385,8 +385,8 @@ class Store:
             self._add_batch(item)
 
     def _tracks_of(self, points: PointSet) -> list[_Track]:
-        """The tracks of a batch's points, in order (kept per point set of more than one
-        point: a driver's block, the same object every poll)."""
+        """The tracks of a batch's points, in order (kept per point set: a driver's block,
+        the same object every poll)."""
         found = self._sets.get(points)
         if found is None:
             tracks = self._tracks
