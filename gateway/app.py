@@ -305,14 +305,21 @@ class Gateway:
                     log.info("store: pruned %d samples older than %s", removed, retention)
 
 
-async def migrate_state(config: LoadedConfig, notifier: Notifier) -> None:
+async def migrate_state(
+    config: LoadedConfig, notifier: Notifier, stop: asyncio.Event | None = None
+) -> bool:
     """Migrate a store written by an earlier release before the gateway opens it: once,
     after an upgrade, minutes on a large store, which the unit's start timeout must not cut
-    (systemd would restart the service, and the migration would begin again, for ever)."""
+    (systemd would restart the service, and the migration would begin again, for ever).
+    False when `stop` came first: the migration was rolled back and the gateway must not
+    start."""
     history = config.gateway.state_dir / STORE_FILE
-    if needs_migration(history):
-        async with notifier.extending("starting: migrating the store's history"):
-            await migrate(history)
+    if stop is not None and stop.is_set():
+        return False
+    if not needs_migration(history):
+        return True
+    async with notifier.extending("starting: migrating the store's history"):
+        return await migrate(history, stop)
 
 
 async def serve(
@@ -332,7 +339,9 @@ async def serve(
         config.gateway.ops.max_connections,
     )
     try:
-        await migrate_state(config, notifier)
+        if not await migrate_state(config, notifier, stop):
+            log.info("stopped before start")
+            return
         async with Gateway(config) as gw, OpsServer(gw, config.gateway.ops):
             gw.spawn(trim_forever(), "malloc-trim")
             log.info(

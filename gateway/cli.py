@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.config import LoadedConfig
-from gateway.errors import ConfigError, ServiceError
+from gateway.errors import ConfigError, ServiceError, StoreError
 from gateway.loader import check_files, load_config
 from gateway.ops.install import add_install_arguments, add_uninstall_arguments
 from gateway.ops.install import run as run_install
@@ -175,9 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2  # the unit does not restart on 2: only an operator can fix the files
-    except ServiceError as exc:
+    except (ServiceError, StoreError) as exc:
         print(exc, file=sys.stderr)
-        return 1  # e.g. the ops port still taken: worth a restart
+        return 1  # e.g. the ops port still taken, the disk full: worth a restart
     return result
 
 

@@ -105,6 +105,12 @@ class Database:
             self._conn.close()
             self._conn = None
 
+    def interrupt(self) -> None:
+        """Abort the statement running on the database thread (from any thread: SQLite
+        allows it); its call fails with a StoreError saying `interrupted`, rolled back."""
+        if self._conn is not None:
+            self._conn.interrupt()
+
     def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Run `fn(connection)` on the database thread; the future carries its result
         (sqlite3 errors become StoreError naming the file, an open transaction is rolled

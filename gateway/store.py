@@ -785,12 +785,38 @@ def needs_migration(path: Path) -> bool:
     return found is not None and found[0] == "table"
 
 
-async def migrate(path: Path) -> None:
-    """Migrate a store of the former schema (`_migrate`), without starting a run."""
+async def migrate(path: Path, stop: asyncio.Event | None = None) -> bool:
+    """Migrate a store of the former schema (`_migrate`), without starting a run; False
+    when `stop` was set first: the migration's transaction is interrupted and rolled back,
+    the store left as it was (a stop of the service does not wait minutes for it)."""
     db = Database(path, SCHEMA, synchronous="NORMAL", label="store")
     await db.open()
     try:
-        await db.call(_migrate)
+        migrating: asyncio.Future[Any] = db.submit(_migrate)
+        if stop is None:
+            await migrating
+            return True
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({migrating, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if not stop.is_set():
+            await migrating
+            return True
+        while not migrating.done():  # until its statement runs: interrupting none is a no-op
+            db.interrupt()
+            await asyncio.wait({migrating}, timeout=0.05)
+        try:
+            migrating.result()
+        except StoreError as exc:
+            if "interrupted" not in str(exc):
+                raise
+            log.warning(
+                "store: migration stopped, the store is as it was; the next start migrates it"
+            )
+            return False
+        return True  # it ended as the stop came
     finally:
         await db.close()
 

@@ -51,3 +51,18 @@ def test_a_taken_ops_port_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[
         holder.listen()
         assert main(["run", "--config", str(path)]) == 1
     assert f"127.0.0.1:{port}: cannot bind" in capsys.readouterr().err
+
+
+def test_a_store_that_cannot_be_opened_exits_1_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A damaged store file (a restore copied over a live WAL, a full disk): one line that
+    names the file, not a traceback (under journald each traceback line is an entry)."""
+    path = write(tmp_path, CONFIG)
+    state = tmp_path / "state"  # the config's state_dir
+    state.mkdir(exist_ok=True)
+    (state / "gateway.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x07" * 4080)
+    assert main(["run", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "gateway.sqlite" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 import textwrap
 import time
 from collections.abc import Iterator
@@ -146,3 +147,42 @@ async def test_a_former_store_is_migrated_before_start_with_systemd_kept_waiting
     assert not needs_migration(store)
     await migrate_state(config, notifier)  # nothing left to do: nothing said
     assert drain(sock) == []
+
+
+async def test_a_stop_during_the_migration_rolls_it_back_at_once(
+    tmp_path: Path, systemd: tuple[socket.socket, Notifier]
+) -> None:
+    """`systemctl stop` during a long migration: its transaction is interrupted and rolled
+    back, the store is left of the former schema with every row (the next start migrates
+    it), and the gateway does not start. Before, the stop waited for the migration's end."""
+    sock, notifier = systemd
+    (tmp_path / "m.yaml").write_text(textwrap.dedent(MAPPING))
+    (tmp_path / "gw.yaml").write_text(textwrap.dedent(CONFIG))
+    config = load_config(tmp_path / "gw.yaml")
+    config.gateway.state_dir.mkdir(parents=True)
+    store = config.gateway.state_dir / STORE_FILE
+    old_store(store)
+    conn = sqlite3.connect(store)
+    with conn:  # a site's months of history: a migration of a second or more
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000) "
+            "INSERT INTO samples SELECT 'p' || (i % 40), 1.6e9 + i, i * 0.5, 'good', NULL FROM n"
+        )
+    rows = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
+    conn.close()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.05, stop.set)
+    assert not await migrate_state(config, notifier, stop)
+    assert drain(sock)[0] == "STATUS=starting: migrating the store's history"
+    assert needs_migration(store)
+    conn = sqlite3.connect(store)
+    try:
+        assert conn.execute("SELECT count(*) FROM samples").fetchone()[0] == rows
+        assert conn.execute("SELECT type FROM sqlite_master WHERE name = 'samples'").fetchone() == (
+            "table",
+        )
+    finally:
+        conn.close()
+    # a stop before it began: nothing is touched
+    assert not await migrate_state(config, notifier, stop)
+    assert needs_migration(store) and drain(sock) == []
