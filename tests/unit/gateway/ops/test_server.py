@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway import __version__
 from gateway.config import OpsConfig
 from gateway.errors import ConfigError, ServiceError
 from gateway.loader import load_config
@@ -93,7 +94,7 @@ async def test_metrics(rig: Rig, http: tuple[aiohttp.ClientSession, str]) -> Non
     assert got[("mgms_writes_sent_total", (("protocol", "modbus"),))] == 1
     assert got[("mgms_writes_confirmed_total", (("protocol", "modbus"),))] == 1
     assert got[("mgms_device_reconnects_total", (("device", "dev-a"),))] == 0
-    assert ("mgms_build_info", (("version", "0.1.0"),)) in got
+    assert ("mgms_build_info", (("version", __version__),)) in got
 
 
 async def test_a_part_registers_its_own_metrics_and_readiness(
