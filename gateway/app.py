@@ -318,8 +318,15 @@ async def migrate_state(
         return False
     if not needs_migration(history):
         return True
-    async with notifier.extending("starting: migrating the store's history"):
-        return await migrate(history, stop)
+    moved = [time.monotonic()]  # when SQLite last reported the migration's progress
+
+    def progress() -> None:
+        moved[0] = time.monotonic()
+
+    async with notifier.extending(
+        "starting: migrating the store's history", progressed=lambda: moved[0]
+    ):
+        return await migrate(history, stop, progress)
 
 
 async def serve(

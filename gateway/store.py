@@ -785,13 +785,22 @@ def needs_migration(path: Path) -> bool:
     return found is not None and found[0] == "table"
 
 
-async def migrate(path: Path, stop: asyncio.Event | None = None) -> bool:
+#: SQLite virtual machine steps between two calls of a migration's progress callback
+PROGRESS_STEPS = 100_000
+
+
+async def migrate(
+    path: Path, stop: asyncio.Event | None = None, progress: Callable[[], None] | None = None
+) -> bool:
     """Migrate a store of the former schema (`_migrate`), without starting a run; False
     when `stop` was set first: the migration's transaction is interrupted and rolled back,
-    the store left as it was (a stop of the service does not wait minutes for it)."""
+    the store left as it was (a stop of the service does not wait minutes for it).
+    `progress` is called (on the database thread) as the migration's statements run."""
     db = Database(path, SCHEMA, synchronous="NORMAL", label="store")
     await db.open()
     try:
+        if progress is not None:
+            await db.call(partial(_watch, progress=progress))
         migrating: asyncio.Future[Any] = db.submit(_migrate)
         if stop is None:
             await migrating
@@ -819,6 +828,14 @@ async def migrate(path: Path, stop: asyncio.Event | None = None) -> bool:
         return True  # it ended as the stop came
     finally:
         await db.close()
+
+
+def _watch(conn: sqlite3.Connection, progress: Callable[[], None]) -> None:
+    def step() -> int:
+        progress()
+        return 0  # go on
+
+    conn.set_progress_handler(step, PROGRESS_STEPS)
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

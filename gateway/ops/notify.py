@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +107,22 @@ class Notifier:
         return self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}")
 
     @contextlib.asynccontextmanager
-    async def extending(self, status: str, seconds: float = EXTEND_S) -> AsyncIterator[None]:
+    async def extending(
+        self,
+        status: str,
+        seconds: float = EXTEND_S,
+        progressed: Callable[[], float] | None = None,
+    ) -> AsyncIterator[None]:
         """While the body runs, tell systemd what it is and keep the start timeout `seconds`
-        ahead: for work whose length grows with the site (a store's one-time migration),
-        not for anything that could hang, which the timeout must still catch."""
+        ahead: for work whose length grows with the site (a store's one-time migration).
+        With `progressed` (the monotonic time the work last moved on), only while it moves:
+        a hung one stops extending, and the timeout catches it."""
         self.status(status)
 
         async def beat() -> None:
             while True:
-                self.extend_timeout(seconds)
+                if progressed is None or time.monotonic() - progressed() < seconds:
+                    self.extend_timeout(seconds)
                 await asyncio.sleep(seconds / 3)
 
         beating = asyncio.create_task(beat(), name="notify-extend")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from gateway.errors import StoreError
 from gateway.model import Quality, QualityFlag, Reading
-from gateway.store import Store
+from gateway.store import Store, migrate, needs_migration
 from tests.unit.gateway.test_store import T0, _at, _device
 
 #: the store's schema before `history` (the tables as that version created them)
@@ -145,6 +146,24 @@ async def test_a_migration_that_fails_leaves_the_former_table(tmp_path: Path) ->
         assert conn.execute("SELECT count(*) FROM points").fetchone()[0] == 0
     finally:
         conn.close()
+
+
+async def test_a_migration_reports_its_progress_as_it_runs(tmp_path: Path) -> None:
+    """What keeps systemd's start timeout extended (gateway.app.migrate_state): SQLite
+    calls back while the migration's statements run, so a hung one stops the calls."""
+    path = tmp_path / "old.sqlite"
+    old_store(path)
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) "
+            "INSERT INTO samples SELECT 'p' || (i % 10), 1.6e9 + i, i * 0.5, 'good', NULL FROM n"
+        )
+    conn.close()
+    calls: list[float] = []
+    assert await migrate(path, progress=lambda: calls.append(time.monotonic()))
+    assert not needs_migration(path)
+    assert len(calls) >= 10  # 100,007 rows: millions of SQLite steps
 
 
 @pytest.mark.parametrize("first_good", [True, False])

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,3 +111,26 @@ async def test_extending_keeps_the_start_timeout_ahead_while_the_work_runs(
     assert got[0] == {"STATUS": "starting: migrating"}
     extends = [m for m in got[1:] if m == {"EXTEND_TIMEOUT_USEC": "300000"}]
     assert len(extends) >= 2 and len(extends) == len(got) - 1
+
+
+async def test_extending_stops_when_the_work_stops_moving(
+    systemd_socket: tuple[socket.socket, str],
+) -> None:
+    """A migration that hangs must still meet the start timeout: with its progress given,
+    the timeout is extended only while the work moved on within the extension."""
+    sock, path = systemd_socket
+    n = Notifier.from_env({"NOTIFY_SOCKET": path})
+    last = [time.monotonic()]
+    try:
+        async with n.extending("starting: migrating", seconds=0.3, progressed=lambda: last[0]):
+            await asyncio.sleep(0.05)  # moving: the first beat extends
+            last[0] -= 1.0  # then it stops moving
+            await asyncio.sleep(0.35)
+        sock.setblocking(False)
+        got = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                got.append(received(sock))
+    finally:
+        n.close()
+    assert got == [{"STATUS": "starting: migrating"}, {"EXTEND_TIMEOUT_USEC": "300000"}]
