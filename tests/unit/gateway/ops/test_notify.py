@@ -32,6 +32,16 @@ def received(sock: socket.socket) -> dict[str, str]:
     return dict(line.split("=", 1) for line in data.split("\n"))
 
 
+def waiting(sock: socket.socket) -> list[dict[str, str]]:
+    """Every message waiting on the socket."""
+    sock.setblocking(False)
+    got = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            got.append(received(sock))
+    return got
+
+
 def test_messages_arrive_as_systemd_reads_them(systemd_socket: tuple[socket.socket, str]) -> None:
     sock, path = systemd_socket
     n = Notifier.from_env({"NOTIFY_SOCKET": path})
@@ -101,11 +111,7 @@ async def test_extending_keeps_the_start_timeout_ahead_while_the_work_runs(
     try:
         async with n.extending("starting: migrating", seconds=0.3):
             await asyncio.sleep(0.25)  # long enough for a renewal (every 0.1 s)
-        sock.setblocking(False)
-        got = []
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                got.append(received(sock))
+        got = waiting(sock)
     finally:
         n.close()
     assert got[0] == {"STATUS": "starting: migrating"}
@@ -126,11 +132,7 @@ async def test_extending_stops_when_the_work_stops_moving(
             await asyncio.sleep(0.05)  # moving: the first beat extends
             last[0] -= 1.0  # then it stops moving
             await asyncio.sleep(0.35)
-        sock.setblocking(False)
-        got = []
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                got.append(received(sock))
+        got = waiting(sock)
     finally:
         n.close()
     assert got == [{"STATUS": "starting: migrating"}, {"EXTEND_TIMEOUT_USEC": "300000"}]
