@@ -74,9 +74,14 @@ from gateway.sqlite import Database, read_only, transaction
 log = logging.getLogger(__name__)
 
 # (a store written before `history` has a `samples` table: `_migrate` replaces it by this)
+# a join in each arm of the union: a query of one point then searches each table by its pid
+# (a join with the union of both tables scanned the whole history for a filter on time)
 _SAMPLES_VIEW = """CREATE VIEW IF NOT EXISTS samples (point, ts, value, quality, source_ts) AS
     SELECT points.id, ts, value, coalesce(quality, 'good'), source_ts
-    FROM (SELECT * FROM history UNION ALL SELECT * FROM recent) JOIN points USING (pid)"""
+    FROM points JOIN history USING (pid)
+    UNION ALL
+    SELECT points.id, ts, value, coalesce(quality, 'good'), source_ts
+    FROM points JOIN recent USING (pid)"""
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS points (  -- a number for each point id: history is keyed by it
@@ -841,8 +846,13 @@ def _watch(conn: sqlite3.Connection, progress: Callable[[], None]) -> None:
 def _migrate(conn: sqlite3.Connection) -> None:
     """A store written before `history`: its `samples` table becomes `history` (each point
     numbered in `points`) and the `samples` view, in one transaction; rows of a point at
-    the same time keep the later written, as `history` does."""
+    the same time keep the later written, as `history` does. A `samples` view of an
+    earlier definition is defined again."""
     found = conn.execute("SELECT type FROM sqlite_master WHERE name = 'samples'").fetchone()
+    if found is not None and found[0] == "view":  # as this release defines it (cheap)
+        with transaction(conn):
+            conn.execute("DROP VIEW samples")
+            conn.execute(_SAMPLES_VIEW)
     if found is None or found[0] != "table":
         return
     started = time.perf_counter()
