@@ -318,6 +318,7 @@ async def migrate_state(
         return False
     if not needs_migration(history):
         return True
+    log.info("store: migrating the former history table before start (once, after an upgrade)")
     moved = [time.monotonic()]  # when SQLite last reported the migration's progress
 
     def progress() -> None:

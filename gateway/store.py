@@ -798,9 +798,11 @@ async def migrate(
     path: Path, stop: asyncio.Event | None = None, progress: Callable[[], None] | None = None
 ) -> bool:
     """Migrate a store of the former schema (`_migrate`), without starting a run; False
-    when `stop` was set first: the migration's transaction is interrupted and rolled back,
-    the store left as it was (a stop of the service does not wait minutes for it).
-    `progress` is called (on the database thread) as the migration's statements run."""
+    when `stop` was set: the migration's transaction is interrupted and rolled back, the
+    store left as it was (a stop of the service does not wait minutes for it), or, when the
+    stop came in its end (the commit and the drop of the former table, which SQLite does
+    not interrupt), it finishes. `progress` is called (on the database thread) as the
+    migration's statements run."""
     db = Database(path, SCHEMA, synchronous="NORMAL", label="store")
     await db.open()
     try:
@@ -830,7 +832,7 @@ async def migrate(
                 "store: migration stopped, the store is as it was; the next start migrates it"
             )
             return False
-        return True  # it ended as the stop came
+        return False  # it ended as the stop came: migrated, and not to be started
     finally:
         await db.close()
 

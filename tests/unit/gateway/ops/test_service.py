@@ -19,6 +19,7 @@ from gateway.model import Command, CommandStatus
 from gateway.ops.health import CheckResult
 from gateway.ops.notify import Notifier
 from gateway.ops.service import supervise
+from gateway.sqlite import Database
 from gateway.store import STORE_FILE, needs_migration
 from tests.support.memory_driver import MemoryDevice
 from tests.support.waiting import until
@@ -186,3 +187,29 @@ async def test_a_stop_during_the_migration_rolls_it_back_at_once(
     # a stop before it began: nothing is touched
     assert not await migrate_state(config, notifier, stop)
     assert needs_migration(store) and drain(sock) == []
+
+
+async def test_a_stop_in_the_migrations_uninterruptible_end_lets_it_finish_but_not_start(
+    tmp_path: Path, systemd: tuple[socket.socket, Notifier], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite does not interrupt a commit (nor the drop of the former table): a stop that
+    comes then lets the migration finish, and the gateway still does not start."""
+    _, notifier = systemd
+    (tmp_path / "m.yaml").write_text(textwrap.dedent(MAPPING))
+    (tmp_path / "gw.yaml").write_text(textwrap.dedent(CONFIG))
+    config = load_config(tmp_path / "gw.yaml")
+    config.gateway.state_dir.mkdir(parents=True)
+    store = config.gateway.state_dir / STORE_FILE
+    old_store(store)
+    conn = sqlite3.connect(store)
+    with conn:
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000) "
+            "INSERT INTO samples SELECT 'p' || (i % 40), 1.6e9 + i, i * 0.5, 'good', NULL FROM n"
+        )
+    conn.close()
+    monkeypatch.setattr(Database, "interrupt", lambda self: None)  # as in the commit
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.01, stop.set)
+    assert not await migrate_state(config, notifier, stop)
+    assert not needs_migration(store)  # it finished: the next start has nothing to do
