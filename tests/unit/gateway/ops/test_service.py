@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.app import Gateway, migrate_state
+from gateway.config import LoadedConfig
 from gateway.loader import load_config
 from gateway.model import Command, CommandStatus
 from gateway.ops.health import CheckResult
@@ -128,18 +129,34 @@ async def test_shutdown_hooks_run_last_first_while_links_are_up(tmp_path: Path, 
     assert gw.store is not None
 
 
-async def test_a_former_store_is_migrated_before_start_with_systemd_kept_waiting(
-    tmp_path: Path, systemd: tuple[socket.socket, Notifier]
-) -> None:
-    """The one-time migration after an upgrade runs before the gateway opens the store,
-    while systemd is told to extend the start timeout; a current store is left alone."""
-    sock, notifier = systemd
+def former_site(tmp_path: Path, rows: int) -> tuple[LoadedConfig, Path]:
+    """A site's config with a store of the former schema, grown by `rows` samples."""
     (tmp_path / "m.yaml").write_text(textwrap.dedent(MAPPING))
     (tmp_path / "gw.yaml").write_text(textwrap.dedent(CONFIG))
     config = load_config(tmp_path / "gw.yaml")
     config.gateway.state_dir.mkdir(parents=True)
     store = config.gateway.state_dir / STORE_FILE
     old_store(store)
+    if not rows:
+        return config, store
+    conn = sqlite3.connect(store)
+    with conn:
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+            "INSERT INTO samples SELECT 'p' || (i % 40), 1.6e9 + i, i * 0.5, 'good', NULL FROM n",
+            (rows,),
+        )
+    conn.close()
+    return config, store
+
+
+async def test_a_former_store_is_migrated_before_start_with_systemd_kept_waiting(
+    tmp_path: Path, systemd: tuple[socket.socket, Notifier]
+) -> None:
+    """The one-time migration after an upgrade runs before the gateway opens the store,
+    while systemd is told to extend the start timeout; a current store is left alone."""
+    sock, notifier = systemd
+    config, store = former_site(tmp_path, 0)
     assert needs_migration(store)
     await migrate_state(config, notifier)
     messages = drain(sock)
@@ -157,18 +174,9 @@ async def test_a_stop_during_the_migration_rolls_it_back_at_once(
     back, the store is left of the former schema with every row (the next start migrates
     it), and the gateway does not start. Before, the stop waited for the migration's end."""
     sock, notifier = systemd
-    (tmp_path / "m.yaml").write_text(textwrap.dedent(MAPPING))
-    (tmp_path / "gw.yaml").write_text(textwrap.dedent(CONFIG))
-    config = load_config(tmp_path / "gw.yaml")
-    config.gateway.state_dir.mkdir(parents=True)
-    store = config.gateway.state_dir / STORE_FILE
-    old_store(store)
+    # a site's months of history: a migration of a second or more
+    config, store = former_site(tmp_path, 1_000_000)
     conn = sqlite3.connect(store)
-    with conn:  # a site's months of history: a migration of a second or more
-        conn.execute(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000) "
-            "INSERT INTO samples SELECT 'p' || (i % 40), 1.6e9 + i, i * 0.5, 'good', NULL FROM n"
-        )
     rows = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
     conn.close()
     stop = asyncio.Event()
@@ -195,19 +203,7 @@ async def test_a_stop_in_the_migrations_uninterruptible_end_lets_it_finish_but_n
     """SQLite does not interrupt a commit (nor the drop of the former table): a stop that
     comes then lets the migration finish, and the gateway still does not start."""
     _, notifier = systemd
-    (tmp_path / "m.yaml").write_text(textwrap.dedent(MAPPING))
-    (tmp_path / "gw.yaml").write_text(textwrap.dedent(CONFIG))
-    config = load_config(tmp_path / "gw.yaml")
-    config.gateway.state_dir.mkdir(parents=True)
-    store = config.gateway.state_dir / STORE_FILE
-    old_store(store)
-    conn = sqlite3.connect(store)
-    with conn:
-        conn.execute(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000) "
-            "INSERT INTO samples SELECT 'p' || (i % 40), 1.6e9 + i, i * 0.5, 'good', NULL FROM n"
-        )
-    conn.close()
+    config, store = former_site(tmp_path, 300_000)
     monkeypatch.setattr(Database, "interrupt", lambda self: None)  # as in the commit
     stop = asyncio.Event()
     asyncio.get_running_loop().call_later(0.01, stop.set)
