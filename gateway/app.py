@@ -311,8 +311,8 @@ async def migrate_state(
     """Migrate a store written by an earlier release before the gateway opens it: once,
     after an upgrade, minutes on a large store, which the unit's start timeout must not cut
     (systemd would restart the service, and the migration would begin again, for ever).
-    False when `stop` came first: the migration was rolled back and the gateway must not
-    start."""
+    False when `stop` came: the migration was rolled back (or finished, when the stop came
+    in its end) and the gateway must not start."""
     history = config.gateway.state_dir / STORE_FILE
     if stop is not None and stop.is_set():
         return False

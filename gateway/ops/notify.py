@@ -48,6 +48,10 @@ def _watchdog_usec(environ: Mapping[str, str]) -> int | None:
     return value if value > 0 else None
 
 
+#: seconds without progress after which `Notifier.extending` lets the start timeout run
+STALL_S = 300.0
+
+
 class Notifier:
     def __init__(self, address: str | None, watchdog_usec: int | None = None) -> None:
         self._address = address
@@ -112,16 +116,18 @@ class Notifier:
         status: str,
         seconds: float = EXTEND_S,
         progressed: Callable[[], float] | None = None,
+        stalled_after: float = STALL_S,
     ) -> AsyncIterator[None]:
         """While the body runs, tell systemd what it is and keep the start timeout `seconds`
         ahead: for work whose length grows with the site (a store's one-time migration).
-        With `progressed` (the monotonic time the work last moved on), only while it moves:
-        a hung one stops extending, and the timeout catches it."""
+        With `progressed` (the monotonic time the work last moved on), only until it has not
+        moved for `stalled_after` seconds: a hung one stops extending, and the timeout
+        catches it (generous: a commit or a drop of a large table is one long SQLite step)."""
         self.status(status)
 
         async def beat() -> None:
             while True:
-                if progressed is None or time.monotonic() - progressed() < seconds:
+                if progressed is None or time.monotonic() - progressed() < stalled_after:
                     self.extend_timeout(seconds)
                 await asyncio.sleep(seconds / 3)
 

@@ -128,7 +128,9 @@ async def test_extending_stops_when_the_work_stops_moving(
     n = Notifier.from_env({"NOTIFY_SOCKET": path})
     last = [time.monotonic()]
     try:
-        async with n.extending("starting: migrating", seconds=0.3, progressed=lambda: last[0]):
+        async with n.extending(
+            "starting: migrating", seconds=0.3, progressed=lambda: last[0], stalled_after=0.5
+        ):
             await asyncio.sleep(0.05)  # moving: the first beat extends
             last[0] -= 1.0  # then it stops moving
             await asyncio.sleep(0.35)
