@@ -18,8 +18,7 @@ dead band of what a device already has is not written again, so not every activa
 writes on every protocol.
 
 Parts, each a real process except the gateway, which runs on this process's event loop
-(as in bench/soak.py), the one `mgms run` runs on (gateway/eventloop.py: uvloop, or
-Python's own with MGMS_EVENT_LOOP=asyncio):
+(as in bench/soak.py):
 - `mgms sim` serving the demo microgrid plus `bess3`, a battery whose controller speaks
   DLMS/COSEM (the demo's DLMS devices are meters with nothing for a DER set point);
 - for the loaded phase, a second `mgms sim` serving the generated N x M Modbus site
@@ -81,7 +80,6 @@ from bench.soaklib.market import (
     with_market,
 )
 from fwsim.process import ROOT, child_env, free_port, start_sim
-from gateway import eventloop
 from gateway.app import Gateway
 from gateway.loader import load_config
 
@@ -361,7 +359,7 @@ def main() -> None:
             prefix=_nice(args.path_nice),
         )
         try:
-            calm_result = eventloop.run(phase(calm, ports, args, loaded=False))
+            calm_result = asyncio.run(phase(calm, ports, args, loaded=False))
             site = start_sim(
                 loaded,
                 {},
@@ -371,7 +369,7 @@ def main() -> None:
                 prefix=_nice(args.harness_nice),
             )
             try:
-                loaded_result = eventloop.run(phase(loaded, ports | site.ports, args, loaded=True))
+                loaded_result = asyncio.run(phase(loaded, ports | site.ports, args, loaded=True))
             finally:
                 site.stop()
         finally:

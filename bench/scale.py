@@ -13,16 +13,13 @@ as separate processes, against a bare pymodbus client reading the same blocks.
    decode: each block's words packed and unpacked with `struct`, two calls a block, as
    `drivers/modbus/layout.py` does. Same connections: one client per device, each its own
    task. Same period: one round of every block per second. Its CPU time per point, with
-   all devices polled together and again with each on the gateway's own phase, on
-   Python's own event loop as pymodbus's examples run; and once more, devices together,
-   on uvloop, the loop the gateway runs on (gateway/eventloop.py).
+   all devices polled together and again with each on the gateway's own phase.
 4. Gives the store a history (`--history-rows` rows of every point, written before the
    gateway starts): a store that has run for a while costs more per row than an empty one
    (each point's rows fill pages of the history clustered by point and time), and that is
    the steady state.
 5. Starts `mgms run` as the service unit runs it (jemalloc preloaded; `--allocator glibc`
-   for a bare `mgms run`; `--event-loop asyncio` for Python's own loop), with NOTIFY_SOCKET
-   on a socket of its own: seconds to READY=1.
+   for a bare `mgms run`), with NOTIFY_SOCKET on a socket of its own: seconds to READY=1.
    After a warm-up, for `--seconds`: points acquired per second (polls from /metrics x points per
    device), the gateway's CPU time (user + system, /proc) per point, the rows it stored
    per point read, its RSS. `check` and READY also give their CPU seconds: on a shared
@@ -56,10 +53,8 @@ from pymodbus.client import AsyncModbusTcpClient
 from drivers.modbus.plan import ReadRequest, plan_reads
 from drivers.modbus.protocol import ModbusAddress, ModbusOptions
 from fwsim.process import child_env, free_port, start_sim
-from gateway import eventloop
 from gateway.acquisition import poll_phase
 from gateway.allocator import SERVICE_ENVIRONMENT
-from gateway.eventloop import LOOP_ENV, LOOPS
 from gateway.loader import load_config
 from gateway.sqlite import Database, read_only, transaction
 from gateway.store import SCHEMA
@@ -274,7 +269,6 @@ def run_gateway(
     seconds: float,
     py_spy: Path | None = None,
     allocator: str = "service",
-    event_loop: str = "uvloop",
 ) -> dict[str, float | str]:
     ops_port = load_config(config).gateway.ops.port
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -282,7 +276,7 @@ def run_gateway(
     # as the service unit runs it (jemalloc preloaded, gateway/allocator.py), or as a bare
     # `mgms run` does (glibc, trimmed): the allocator moves the CPU per point
     unit_env = SERVICE_ENVIRONMENT if allocator == "service" else {}
-    env = child_env() | unit_env | {"NOTIFY_SOCKET": str(folder / "notify"), LOOP_ENV: event_loop}
+    env = child_env() | unit_env | {"NOTIFY_SOCKET": str(folder / "notify")}
     started = time.monotonic()
     log = (folder / "gateway.log").open("wb")
     proc = subprocess.Popen(
@@ -370,13 +364,6 @@ def main() -> None:
         "installed) or with glibc's malloc as a bare `mgms run`",
     )
     parser.add_argument(
-        "--event-loop",
-        choices=tuple(LOOPS),
-        default="uvloop",
-        help="the gateway's event loop (MGMS_EVENT_LOOP): uvloop as `mgms run` by default, or "
-        "Python's own",
-    )
-    parser.add_argument(
         "--storage",
         default="",
         help="storage settings given to every point, e.g. '{deadband: 0.01}' (default: none)",
@@ -403,21 +390,10 @@ def main() -> None:
         try:
             bare = asyncio.run(bare_client(config, sim.ports, args.bare_rounds, 1.0, False))
             phased = asyncio.run(bare_client(config, sim.ports, args.bare_rounds, 1.0, True))
-            bare_uv = eventloop.run(
-                bare_client(config, sim.ports, args.bare_rounds, 1.0, False),
-                environ={LOOP_ENV: "uvloop"},
-            )
             ids = [f"dev{d}.p{p}" for d in range(args.devices) for p in range(args.points)]
             prefill(folder / "state" / "gateway.sqlite", ids, args.history_rows)
             gw = run_gateway(
-                config,
-                sim.ports,
-                folder,
-                args.warmup,
-                args.seconds,
-                args.py_spy,
-                args.allocator,
-                args.event_loop,
+                config, sim.ports, folder, args.warmup, args.seconds, args.py_spy, args.allocator
             )
         finally:
             sim.stop()
@@ -456,13 +432,9 @@ def main() -> None:
                 # once): an answer a wake-up, not twenty
                 "bare_phased_cpu_us_per_point": phased["cpu_us_per_point"],
                 "ratio_gateway_to_bare_phased": round(gw_us / phased["cpu_us_per_point"], 2),
-                # the bare client (devices together) on the gateway's own event loop
-                "bare_uvloop_cpu_us_per_point": bare_uv["cpu_us_per_point"],
-                "ratio_gateway_to_bare_uvloop": round(gw_us / bare_uv["cpu_us_per_point"], 2),
                 "stored_rows_per_point_read": round(gw["rows"] / points, 3),
                 "rss_mb": gw["rss_mb"],
                 "gateway_allocator": gw["allocator"],
-                "gateway_event_loop": args.event_loop,
                 "bench_peak_rss_mb": round(
                     resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
                 ),

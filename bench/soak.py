@@ -79,7 +79,6 @@ from bench.soaklib.market import (
     with_market,
 )
 from fwsim.process import SimProcess, free_port, start_sim
-from gateway import eventloop
 from gateway.allocator import SERVICE_ENVIRONMENT, allocator, bound_the_allocator, trim_forever
 from gateway.app import Gateway
 from gateway.config import LoadedConfig
@@ -519,7 +518,7 @@ def main() -> int:
             ams = AmsLink(config, Path(state), pki, ams_port)
         try:
             sims.start_all()
-            result = eventloop.run(run(config, sims, args, ams))
+            result = asyncio.run(run(config, sims, args, ams))
         finally:
             sims.stop_all()
     print(json.dumps(result), flush=True)

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from drivers.base import Driver
 from drivers.registry import create_driver
-from gateway import eventloop
 from gateway.acquisition import DeviceSession, PollListener
 from gateway.allocator import bound_the_allocator, trim_forever
 from gateway.config import LoadedConfig
@@ -374,5 +373,5 @@ def run(config: LoadedConfig, load: Loader | None = None) -> int:
         loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
         await serve(config, stop, reload_requested=reload_requested, load=load)
 
-    eventloop.run(main())
+    asyncio.run(main())
     return 0

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from fwsim.process import free_port, start_sim
-from gateway import eventloop
 from gateway.app import Gateway
 from gateway.config import LoadedConfig
 from gateway.demo_market import ams_for, crp_cycle, cycle_ok
@@ -206,7 +205,7 @@ def run_demo(config_path: Path, as_json: bool = False) -> int:
             try:
                 config.gateway.state_dir = Path(state)
                 try:
-                    summary = eventloop.run(run_gateway_demo(config, market=True))
+                    summary = asyncio.run(run_gateway_demo(config, market=True))
                 except GatewayError as exc:
                     summary = {"ok": False, "error": str(exc)}
             finally:

@@ -224,9 +224,8 @@ class ConnectionGuard:
 
     def _close(self, raw: asyncio.BaseTransport, why: str) -> None:
         self.counts[why] += 1
-        abort = getattr(raw, "abort", None)  # uvloop's transports are no asyncio.Transport
-        if abort is not None:
-            abort()  # no TLS close_notify to a client that does not read: free the socket
+        if isinstance(raw, asyncio.Transport):
+            raw.abort()  # no TLS close_notify to a client that does not read: free the socket
         else:
             raw.close()
 

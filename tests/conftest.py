@@ -1,5 +1,4 @@
-"""For every test: the event loop the gateway runs on, and a failure for a test that leaks
-asyncio tasks or threads."""
+"""Fixtures for every test: fail a test that leaks asyncio tasks or threads."""
 
 from __future__ import annotations
 
@@ -9,16 +8,6 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-
-from gateway.eventloop import LoopFactory, loop_factory
-
-
-def pytest_asyncio_loop_factories(
-    config: pytest.Config, item: pytest.Item
-) -> dict[str, LoopFactory]:
-    """Async tests run on the loop `mgms run` runs on (gateway.eventloop), not Python's
-    default: what is tested in-process is what ships."""
-    return {"gateway": loop_factory()}
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import math
 import re
@@ -15,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway import eventloop
 from gateway.discover.draft import Draft, render
 from gateway.errors import DiscoveryError, DriverError, GatewayError, LinkError
 from gateway.loader import check_files
@@ -347,7 +347,7 @@ def _cmd_discover_modbus(args: argparse.Namespace) -> int:
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     started = time.perf_counter()
     try:
-        result = eventloop.run(run())
+        result = asyncio.run(run())
     except (DiscoveryError, LinkError) as exc:
         _failed(f"discover modbus {args.target}", exc)
         return 1
@@ -374,7 +374,7 @@ def _cmd_discover_iec61850(args: argparse.Namespace) -> int:
     host, port = args.target.host, args.target.port
     started = time.perf_counter()
     try:
-        browsed = eventloop.run(browse_ied(host, port, args.timeout, within=60 + args.timeout))
+        browsed = asyncio.run(browse_ied(host, port, args.timeout, within=60 + args.timeout))
         lds = sorted(browsed["lds"])
         name = lds[0] if lds else f"{host}:{port}"
         model = iec61850.from_browse(name, browsed)

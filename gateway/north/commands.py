@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway import eventloop
 from gateway.north.config import MqttConfig
 
 # The commands import what they run when they run: every `mgms` command, `mgms run` too,
@@ -71,7 +70,7 @@ def cmd_ams_sim(args: argparse.Namespace) -> int:
         port=args.port,
         mqtt=mqtt,
     )
-    return eventloop.run(_ams_sim(config, cycle=args.cycle))
+    return asyncio.run(_ams_sim(config, cycle=args.cycle))
 
 
 async def _ams_sim(config: AmsSimConfig, *, cycle: bool) -> int:

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from typing import Protocol, Self, cast
+from typing import Protocol, Self
 
 from aiohttp import web
 
@@ -193,7 +193,7 @@ class _TlsGate(asyncio.Protocol):
         self._server = server
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        assert isinstance(transport, asyncio.Transport)
         conn = self._server.guard.admit(transport, Phase.HANDSHAKE)
         if conn is None:
             return  # full of connections being served: refused

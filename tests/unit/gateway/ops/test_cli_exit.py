@@ -66,16 +66,3 @@ def test_a_store_that_cannot_be_opened_exits_1_in_one_line(
     err = capsys.readouterr().err
     assert "gateway.sqlite" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
-
-
-def test_an_unknown_event_loop_exits_1_in_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A typo in the unit's MGMS_EVENT_LOOP: one line naming the variable and the choices."""
-    path = write(tmp_path, CONFIG)
-    monkeypatch.setenv("MGMS_EVENT_LOOP", "uv-loop")
-    assert main(["run", "--config", str(path)]) == 1
-    err = capsys.readouterr().err
-    assert (
-        err.strip() == "MGMS_EVENT_LOOP='uv-loop' is not an event loop: use one of uvloop, asyncio"
-    )
