@@ -290,6 +290,12 @@ def figures(result: dict[str, Any]) -> dict[str, Any]:
     no_sbo = [s for a, s in timed if not writes.get(a, {}).get("iec61850")]
     out: dict[str, Any] = {
         "activations": percentiles([s for _, s in timed]),
+        # the three slowest, each with its place among the phase's accepted activations (sent
+        # one at a time, 4 a second): a slow first one is the phase's start, not the tail
+        "slowest": [
+            {"nth": i + 1, "ms": round(s * 1e3, 2)}
+            for i, s in sorted(enumerate(s for _, s in timed), key=lambda x: -x[1])[:3]
+        ],
         "all_four": percentiles(four),
         # the IEC 61850 control (select, operate, termination) is the slowest write
         "with_iec61850": percentiles(sbo),
