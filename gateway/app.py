@@ -324,10 +324,24 @@ async def migrate_state(
     def progress() -> None:
         moved[0] = time.monotonic()
 
-    async with notifier.extending(
-        "starting: migrating the store's history", progressed=lambda: moved[0]
-    ):
-        return await migrate(history, stop, progress)
+    async def stopping() -> None:
+        # systemd and the journal learn of the stop now, not when the migration let go
+        assert stop is not None
+        await stop.wait()
+        notifier.stopping("stopping: ending the store's migration before start")
+        log.info("store: stop received during the migration; the gateway will not start")
+
+    told = asyncio.ensure_future(stopping()) if stop is not None else None
+    try:
+        async with notifier.extending(
+            "starting: migrating the store's history", progressed=lambda: moved[0]
+        ):
+            return await migrate(history, stop, progress)
+    finally:
+        if told is not None:
+            told.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await told
 
 
 async def serve(

@@ -145,6 +145,10 @@ HOLD_S = 5.0
 #: seconds of rows `recent` gathers before they move into `history`
 MOVE_S = 60.0
 
+#: seconds a stop's interrupt may go unheeded before the migration is said to be in its
+#: last step (SQLite interrupts a running statement within milliseconds)
+LATE_STOP_S = 1.0
+
 #: points whose recent rows move in one transaction (about MOVE_S rows each; 10-15 ms of
 #: the database thread, which an audit event or a query may wait for)
 MOVE_CHUNK = 100
@@ -820,9 +824,17 @@ async def migrate(
         if not stop.is_set():
             await migrating
             return True
+        asked = time.monotonic()
+        waiting = False
         while not migrating.done():  # until its statement runs: interrupting none is a no-op
             db.interrupt()
             await asyncio.wait({migrating}, timeout=0.05)
+            if not waiting and time.monotonic() - asked > LATE_STOP_S:
+                waiting = True
+                log.warning(
+                    "store: the migration is in its last step (the commit, or the removal "
+                    "of the former table), which cannot be interrupted: the stop waits for it"
+                )
         try:
             migrating.result()
         except StoreError as exc:
@@ -832,6 +844,7 @@ async def migrate(
                 "store: migration stopped, the store is as it was; the next start migrates it"
             )
             return False
+        log.info("store: the migration finished before the stop took hold; not starting")
         return False  # it ended as the stop came: migrated, and not to be started
     finally:
         await db.close()
