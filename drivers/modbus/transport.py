@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 
+from drivers.modbus.answers import decode_registers_at_once
 from drivers.modbus.protocol import ModbusOptions
 from gateway.connection import SerialLine
 from gateway.mapping import Device
@@ -97,7 +98,8 @@ def serial_client(device: Device, timeout: float) -> ModbusBaseClient:
 
 
 def client_for(device: Device, timeout: float) -> ModbusBaseClient:
-    """The client the device's connection asks for: RTU on a serial line, else TCP."""
+    """The client the device's connection asks for: RTU on a serial line, else TCP (register
+    answers decoded at once either way: `drivers.modbus.answers`)."""
     if device.connection.serial is not None:
-        return serial_client(device, timeout)
-    return tcp_client(device, timeout)
+        return decode_registers_at_once(serial_client(device, timeout))
+    return decode_registers_at_once(tcp_client(device, timeout))

@@ -1,0 +1,79 @@
+"""Register read answers decoded with one `struct` call, registered with each pymodbus client.
+
+pymodbus 3.16 decodes a read-registers answer a register at a time (a slice and an unpack
+per word) and then formats the whole answer as text, every register in decimal, for a
+debug line that is dropped unless debug logging is on. For a 124-register block that is
+about 17 us and 8 us of the 30 us the client spends per answer beyond the socket, and the
+gateway reads 160 such blocks a second at 10,000 points. These classes decode the words
+in one call and describe themselves by their register count: the values are in the
+transport's frame dump (`pymodbus.logging.Log.transport_dump`) when debug logging is on.
+
+They replace the library's classes for function codes 3 and 4 through its own extension
+point (`ModbusBaseClient.register`) and keep everything else of theirs: the same
+`registers` list (an odd byte count gives its whole registers, as theirs do, and the
+driver refuses the answer's length), the same refusal of a byte count past the frame
+(`ModbusIOException`, which pymodbus turns into a dropped frame and a timeout).
+"""
+
+from __future__ import annotations
+
+import struct
+from functools import cache
+
+from pymodbus.client.base import ModbusBaseClient
+from pymodbus.exceptions import ModbusIOException
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersResponse,
+    ReadInputRegistersResponse,
+)
+
+
+@cache
+def _words(count: int) -> struct.Struct:
+    """Big-endian 16-bit words, `count` of them (at most 127 in a Modbus answer)."""
+    return struct.Struct(f">{count}H")
+
+
+def _decode(pdu: ReadHoldingRegistersResponse, data: bytes) -> None:
+    byte_count = int(data[0])
+    if byte_count >= len(data):
+        raise ModbusIOException(
+            f"byte_count {byte_count} > length of packet {len(data)}",
+            function_code=pdu.function_code,
+        )
+    # an odd byte count: its whole registers, the last byte left, as pymodbus does
+    pdu.registers = list(_words(byte_count // 2).unpack_from(data, 1))
+
+
+def _describe(pdu: ReadHoldingRegistersResponse) -> str:
+    return (
+        f"{type(pdu).__name__}(dev_id={pdu.dev_id}, transaction_id={pdu.transaction_id}, "
+        f"{len(pdu.registers)} registers)"
+    )
+
+
+class HoldingRegisters(ReadHoldingRegistersResponse):
+    """Function code 3's answer (`ReadHoldingRegistersResponse`), decoded at once."""
+
+    def decode(self, data: bytes) -> None:
+        _decode(self, data)
+
+    def __str__(self) -> str:
+        return _describe(self)
+
+
+class InputRegisters(ReadInputRegistersResponse):
+    """Function code 4's answer (`ReadInputRegistersResponse`), decoded at once."""
+
+    def decode(self, data: bytes) -> None:
+        _decode(self, data)
+
+    def __str__(self) -> str:
+        return _describe(self)
+
+
+def decode_registers_at_once(client: ModbusBaseClient) -> ModbusBaseClient:
+    """`client`, its register read answers decoded by the classes above."""
+    client.register(HoldingRegisters)
+    client.register(InputRegisters)
+    return client
