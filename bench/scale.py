@@ -13,7 +13,9 @@ as separate processes, against a bare pymodbus client reading the same blocks.
    decode: each block's words packed and unpacked with `struct`, two calls a block, as
    `drivers/modbus/layout.py` does. Same connections: one client per device, each its own
    task. Same period: one round of every block per second. Its CPU time per point, with
-   all devices polled together and again with each on the gateway's own phase.
+   all devices polled together and again with each on the gateway's own phase. A second
+   floor below it: the same reads over plain asyncio sockets, no Modbus library (what any
+   client pays the kernel and the event loop).
 4. Gives the store a history (`--history-rows` rows of every point, written before the
    gateway starts): a store that has run for a while costs more per row than an empty one
    (each point's rows fill pages of the history clustered by point and time), and that is
@@ -192,15 +194,81 @@ def _counters(ops_port: int) -> tuple[int, int, int]:
 # -- the bare client -------------------------------------------------------------------
 
 
+#: a Modbus TCP read-holding-registers request: MBAP header (transaction, protocol 0,
+#: length 6, unit), function code 3, address, count
+_READ_REQUEST = struct.Struct(">HHHBBHH")
+
+
+class _SocketModbus(asyncio.Protocol):
+    """The socket floor: read requests over a plain asyncio connection, one at a time, no
+    library; an answer is checked only as far as the floor needs (its transaction, function
+    code and byte count). What is left is the kernel's and the event loop's share."""
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._buffer = b""
+        self._answer: asyncio.Future[bytes] | None = None
+        self._transaction = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) < 6:
+            return
+        end = 6 + int.from_bytes(self._buffer[4:6], "big")
+        if len(self._buffer) >= end and self._answer is not None:
+            frame, self._buffer = self._buffer[:end], self._buffer[end:]
+            self._answer.set_result(frame)
+
+    async def read(self, request: ReadRequest) -> bytes:
+        """The words of one read request's answer, as bytes."""
+        assert self._transport is not None
+        self._transaction = (self._transaction + 1) & 0xFFFF
+        self._answer = asyncio.get_running_loop().create_future()
+        self._transport.write(
+            _READ_REQUEST.pack(
+                self._transaction, 0, 6, request.unit, 3, request.address, request.count
+            )
+        )
+        async with asyncio.timeout(10):
+            frame = await self._answer
+        if (
+            int.from_bytes(frame[:2], "big") != self._transaction
+            or frame[7] != 3
+            or frame[8] != 2 * request.count
+        ):
+            raise RuntimeError(f"socket floor: unexpected answer {frame[:9].hex()}")
+        return frame[9:]
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
 async def _bare_device(
-    host: str, port: int, plan: list[ReadRequest], rounds: int, period: float, phase: float | None
+    host: str,
+    port: int,
+    plan: list[ReadRequest],
+    rounds: int,
+    period: float,
+    phase: float | None,
+    socket_floor: bool = False,
 ) -> int:
     """Read the plan's blocks `rounds` times, one round per `period`, decoding with struct;
-    all devices together, or each on its `phase` of the period (as the gateway polls)."""
-    # generous: on a loaded machine the simulator may answer late; CPU time is what counts
-    client = AsyncModbusTcpClient(host, port=port, timeout=10, retries=2, reconnect_delay=0)
-    await client.connect()
+    all devices together, or each on its `phase` of the period (as the gateway polls). With
+    pymodbus, or over a plain socket (`socket_floor`: the words unpacked from the answer's
+    bytes in one call)."""
     layouts = [(struct.Struct(f">{r.count}H"), struct.Struct(f">{r.count // 2}f")) for r in plan]
+    if socket_floor:
+        _, protocol = await asyncio.get_running_loop().create_connection(_SocketModbus, host, port)
+        client = None
+    else:
+        # generous: on a loaded machine the simulator may answer late; CPU time is what counts
+        client = AsyncModbusTcpClient(host, port=port, timeout=10, retries=2, reconnect_delay=0)
+        await client.connect()
     decoded = 0
     try:
         next_at = time.monotonic()
@@ -209,6 +277,9 @@ async def _bare_device(
             await asyncio.sleep(next_at - time.monotonic())
         for _ in range(rounds):
             for request, (words, floats) in zip(plan, layouts, strict=True):
+                if client is None:
+                    decoded += len(floats.unpack(await protocol.read(request)))
+                    continue
                 response = await client.read_holding_registers(
                     request.address, count=request.count, device_id=request.unit
                 )
@@ -216,12 +287,20 @@ async def _bare_device(
             next_at += period
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
     finally:
-        client.close()
+        if client is None:
+            protocol.close()
+        else:
+            client.close()
     return decoded
 
 
 async def bare_client(
-    config: Path, ports: dict[str, int], rounds: int, period: float, phased: bool
+    config: Path,
+    ports: dict[str, int],
+    rounds: int,
+    period: float,
+    phased: bool,
+    socket_floor: bool = False,
 ) -> dict[str, float]:
     loaded = load_config(config, port_overrides=ports)
     jobs = []
@@ -239,7 +318,10 @@ async def bare_client(
         jobs.append((device.connection.host, device.connection.port, plan, phase))
     cpu0 = time.process_time()
     counts = await asyncio.gather(
-        *(_bare_device(host, port, plan, rounds, period, phase) for host, port, plan, phase in jobs)
+        *(
+            _bare_device(host, port, plan, rounds, period, phase, socket_floor)
+            for host, port, plan, phase in jobs
+        )
     )
     cpu = time.process_time() - cpu0
     points = sum(counts)
@@ -390,6 +472,9 @@ def main() -> None:
         try:
             bare = asyncio.run(bare_client(config, sim.ports, args.bare_rounds, 1.0, False))
             phased = asyncio.run(bare_client(config, sim.ports, args.bare_rounds, 1.0, True))
+            sockets = asyncio.run(
+                bare_client(config, sim.ports, args.bare_rounds, 1.0, False, socket_floor=True)
+            )
             ids = [f"dev{d}.p{p}" for d in range(args.devices) for p in range(args.points)]
             prefill(folder / "state" / "gateway.sqlite", ids, args.history_rows)
             gw = run_gateway(
@@ -432,6 +517,10 @@ def main() -> None:
                 # once): an answer a wake-up, not twenty
                 "bare_phased_cpu_us_per_point": phased["cpu_us_per_point"],
                 "ratio_gateway_to_bare_phased": round(gw_us / phased["cpu_us_per_point"], 2),
+                # the same reads over plain sockets, no Modbus library: the kernel's and the
+                # event loop's share of any client
+                "socket_floor_cpu_us_per_point": sockets["cpu_us_per_point"],
+                "ratio_gateway_to_socket_floor": round(gw_us / sockets["cpu_us_per_point"], 2),
                 "stored_rows_per_point_read": round(gw["rows"] / points, 3),
                 "rss_mb": gw["rss_mb"],
                 "gateway_allocator": gw["allocator"],
