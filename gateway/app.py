@@ -26,7 +26,7 @@ from gateway.mapping import Device
 from gateway.ops.health import Health
 from gateway.ops.instruments import instrument
 from gateway.ops.metrics import Registry
-from gateway.ops.notify import Notifier
+from gateway.ops.notify import EXTEND_S, Notifier
 from gateway.ops.reload import Commit, Loader, PrepareReload, ReloadPlan
 from gateway.ops.server import OpsServer
 from gateway.ops.service import supervise
@@ -329,14 +329,21 @@ async def migrate_state(
         assert stop is not None
         await stop.wait()
         notifier.stopping("stopping: ending the store's migration before start")
+        # the stop's timeout runs from now: extended at once, then as the start's was
+        notifier.extend_timeout(EXTEND_S)
         log.info("store: stop received during the migration; the gateway will not start")
+
+    def waiting() -> None:
+        notifier.status(
+            "stopping: waiting for the store migration's last step, which cannot be interrupted"
+        )
 
     told = asyncio.ensure_future(stopping()) if stop is not None else None
     try:
         async with notifier.extending(
             "starting: migrating the store's history", progressed=lambda: moved[0]
         ):
-            return await migrate(history, stop, progress)
+            return await migrate(history, stop, progress, waiting)
     finally:
         if told is not None:
             told.cancel()

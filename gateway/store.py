@@ -799,22 +799,29 @@ PROGRESS_STEPS = 100_000
 
 
 async def migrate(
-    path: Path, stop: asyncio.Event | None = None, progress: Callable[[], None] | None = None
+    path: Path,
+    stop: asyncio.Event | None = None,
+    progress: Callable[[], None] | None = None,
+    waiting: Callable[[], None] | None = None,
 ) -> bool:
     """Migrate a store of the former schema (`_migrate`), without starting a run; False
     when `stop` was set: the migration's transaction is interrupted and rolled back, the
     store left as it was (a stop of the service does not wait minutes for it), or, when the
     stop came in its end (the commit and the drop of the former table, which SQLite does
     not interrupt), it finishes. `progress` is called (on the database thread) as the
-    migration's statements run."""
+    migration's statements run; `waiting` once, when a stop waits for the migration's end.
+    A migration that finished is written out of the write-ahead log as the store closes
+    (seconds on a large store: the log says so)."""
     db = Database(path, SCHEMA, synchronous="NORMAL", label="store")
     await db.open()
+    migrated = False
     try:
         if progress is not None:
             await db.call(partial(_watch, progress=progress))
         migrating: asyncio.Future[Any] = db.submit(_migrate)
         if stop is None:
             await migrating
+            migrated = True
             return True
         stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         try:
@@ -823,18 +830,21 @@ async def migrate(
             stopped.cancel()
         if not stop.is_set():
             await migrating
+            migrated = True
             return True
         asked = time.monotonic()
-        waiting = False
+        warned = False
         while not migrating.done():  # until its statement runs: interrupting none is a no-op
             db.interrupt()
             await asyncio.wait({migrating}, timeout=0.05)
-            if not waiting and time.monotonic() - asked > LATE_STOP_S:
-                waiting = True
+            if not warned and time.monotonic() - asked > LATE_STOP_S:
+                warned = True
                 log.warning(
                     "store: the migration is in its last step (the commit, or the removal "
                     "of the former table), which cannot be interrupted: the stop waits for it"
                 )
+                if waiting is not None:
+                    waiting()
         try:
             migrating.result()
         except StoreError as exc:
@@ -845,8 +855,11 @@ async def migrate(
             )
             return False
         log.info("store: the migration finished before the stop took hold; not starting")
+        migrated = True
         return False  # it ended as the stop came: migrated, and not to be started
     finally:
+        if migrated:  # closing the last connection copies the log into the store
+            log.info("store: writing the migrated store out of its write-ahead log")
         await db.close()
 
 

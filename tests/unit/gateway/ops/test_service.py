@@ -225,8 +225,19 @@ async def test_a_stop_in_the_migrations_uninterruptible_end_lets_it_finish_but_n
     with caplog.at_level(logging.INFO, logger="gateway"):
         assert not await migrate_state(config, notifier, stop)
     assert not needs_migration(store)  # it finished: the next start has nothing to do
-    assert STOPPING in drain(sock)
+    told = drain(sock)
+    assert STOPPING in told
+    # the stop's timeout is extended when the stop comes, not at the next beat (10 s on);
+    # systemctl status says what the stop waits for
+    assert told[told.index(STOPPING) + 1].startswith("EXTEND_TIMEOUT_USEC=")
+    assert told[-1] == (
+        "STATUS=stopping: waiting for the store migration's last step, which cannot be interrupted"
+    )
     said = [r.getMessage() for r in caplog.records]
     assert "store: stop received during the migration; the gateway will not start" in said
     assert any("which cannot be interrupted: the stop waits for it" in m for m in said), said
-    assert said[-1] == "store: the migration finished before the stop took hold; not starting"
+    # and what the silent seconds after it are (the log copied into the store at close)
+    assert said[-2:] == [
+        "store: the migration finished before the stop took hold; not starting",
+        "store: writing the migrated store out of its write-ahead log",
+    ]
