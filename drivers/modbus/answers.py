@@ -3,8 +3,8 @@
 pymodbus 3.16 decodes a read-registers answer a register at a time (a slice and an unpack
 per word) and then formats the whole answer as text, every register in decimal, for a
 debug line that is dropped unless debug logging is on. For a 124-register block that is
-about 17 us and 8 us of the 30 us the client spends per answer beyond the socket, and the
-gateway reads 160 such blocks a second at 10,000 points. These classes decode the words
+about 17 us and 8 us, against 2 us for one `struct` call, and the gateway reads 160 such
+blocks a second at 10,000 points. These classes decode the words
 in one call and describe themselves by their register count: the values are in the
 transport's frame dump (`pymodbus.logging.Log.transport_dump`) when debug logging is on.
 
