@@ -15,7 +15,10 @@ as separate processes, against a bare pymodbus client reading the same blocks.
    task. Same period: one round of every block per second. Its CPU time per point, with
    all devices polled together and again with each on the gateway's own phase. A second
    floor below it: the same reads over plain asyncio sockets, no Modbus library (what any
-   client pays the kernel and the event loop).
+   client pays the kernel and the event loop). Each floor is measured before the gateway
+   runs and again after it stops, and given as the mean of the two: on a shared machine
+   the speed drifts over minutes, and a floor taken only before would move the ratio with
+   the drift (both are in the line, `*_before_after`).
 4. Gives the store a history (`--history-rows` rows of every point, written before the
    gateway starts): a store that has run for a while costs more per row than an empty one
    (each point's rows fill pages of the history clustered by point and time), and that is
@@ -328,6 +331,20 @@ async def bare_client(
     return {"points": points, "cpu_us_per_point": round(cpu / points * 1e6, 2)}
 
 
+#: the floors, by name: (all devices polled together?, over plain sockets?)
+FLOORS = {"bare": (False, False), "phased": (True, False), "sockets": (False, True)}
+
+
+def floors(config: Path, ports: dict[str, int], rounds: int) -> dict[str, float]:
+    """CPU us per point of each floor (`FLOORS`), one run each."""
+    return {
+        name: asyncio.run(bare_client(config, ports, rounds, 1.0, phased, sockets))[
+            "cpu_us_per_point"
+        ]
+        for name, (phased, sockets) in FLOORS.items()
+    }
+
+
 # -- the gateway process ---------------------------------------------------------------
 
 
@@ -470,16 +487,13 @@ def main() -> None:
             raise SystemExit(f"mgms check failed:\n{check.stderr[-2000:]}")
         sim = start_sim(config, {}, ready_timeout=120, log=(folder / "sim.log").open("w"))
         try:
-            bare = asyncio.run(bare_client(config, sim.ports, args.bare_rounds, 1.0, False))
-            phased = asyncio.run(bare_client(config, sim.ports, args.bare_rounds, 1.0, True))
-            sockets = asyncio.run(
-                bare_client(config, sim.ports, args.bare_rounds, 1.0, False, socket_floor=True)
-            )
+            floors_before = floors(config, sim.ports, args.bare_rounds)
             ids = [f"dev{d}.p{p}" for d in range(args.devices) for p in range(args.points)]
             prefill(folder / "state" / "gateway.sqlite", ids, args.history_rows)
             gw = run_gateway(
                 config, sim.ports, folder, args.warmup, args.seconds, args.py_spy, args.allocator
             )
+            floors_after = floors(config, sim.ports, args.bare_rounds)
         finally:
             sim.stop()
             if args.logs is not None:
@@ -489,6 +503,7 @@ def main() -> None:
                         shutil.copy(folder / name, args.logs / name)
     points = gw["polls"] * args.points
     gw_us = gw["cpu_s"] / points * 1e6
+    floor = {name: round((floors_before[name] + floors_after[name]) / 2, 2) for name in FLOORS}
     print(
         json.dumps(
             {
@@ -510,17 +525,21 @@ def main() -> None:
                 # of which the event loop (poll, decode, point table, storage decisions);
                 # the rest is worker threads, mostly the store's SQLite writes
                 "gateway_loop_cpu_us_per_point": round(gw["loop_cpu_s"] / points * 1e6, 2),
-                "bare_client_cpu_us_per_point": bare["cpu_us_per_point"],
-                "ratio_gateway_to_bare": round(gw_us / bare["cpu_us_per_point"], 2),
+                # each floor: the mean of its runs before and after the gateway's
+                "bare_client_cpu_us_per_point": floor["bare"],
+                "bare_client_before_after": [floors_before["bare"], floors_after["bare"]],
+                "ratio_gateway_to_bare": round(gw_us / floor["bare"], 2),
                 # the same client with each device on the gateway's own phase of the period
                 # (spread so an activation does not wait behind every device's answers at
                 # once): an answer a wake-up, not twenty
-                "bare_phased_cpu_us_per_point": phased["cpu_us_per_point"],
-                "ratio_gateway_to_bare_phased": round(gw_us / phased["cpu_us_per_point"], 2),
+                "bare_phased_cpu_us_per_point": floor["phased"],
+                "bare_phased_before_after": [floors_before["phased"], floors_after["phased"]],
+                "ratio_gateway_to_bare_phased": round(gw_us / floor["phased"], 2),
                 # the same reads over plain sockets, no Modbus library: the kernel's and the
                 # event loop's share of any client
-                "socket_floor_cpu_us_per_point": sockets["cpu_us_per_point"],
-                "ratio_gateway_to_socket_floor": round(gw_us / sockets["cpu_us_per_point"], 2),
+                "socket_floor_cpu_us_per_point": floor["sockets"],
+                "socket_floor_before_after": [floors_before["sockets"], floors_after["sockets"]],
+                "ratio_gateway_to_socket_floor": round(gw_us / floor["sockets"], 2),
                 "stored_rows_per_point_read": round(gw["rows"] / points, 3),
                 "rss_mb": gw["rss_mb"],
                 "gateway_allocator": gw["allocator"],
