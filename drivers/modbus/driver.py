@@ -56,9 +56,6 @@ from gateway.model import (
 #: exception codes that say the request itself is wrong for this device, not a passing state
 _STRUCTURAL = frozenset({1, 2, 3})
 
-#: added to the device timeout as a guard around the client's own timeout
-_GUARD_S = 0.5
-
 
 @dataclass(frozen=True)
 class _Block:
@@ -150,10 +147,10 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
 
     async def connect(self) -> None:
         await self.close()
-        client = self._factory(self.device, self.timing.request_timeout)
+        client = self._factory(self.device)
         why = ""
         try:
-            async with asyncio.timeout(self.timing.request_timeout + _GUARD_S):
+            async with asyncio.timeout(self.timing.request_timeout):  # the client has none
                 up = await client.connect()
         except TimeoutError:
             up = False
@@ -188,7 +185,7 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
         self.requests_sent += 1
         timeout = self.timing.request_timeout
         try:
-            async with asyncio.timeout(timeout + _GUARD_S):
+            async with asyncio.timeout(timeout):  # the only timer: the client keeps none
                 response = await send()
             self.answers += 1
             return response
@@ -249,7 +246,7 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
     def read_budget(self, points: Sequence[Point]) -> float:
         """The longest a healthy read of `points` can take: every request of the plan (and
         the halves of a split) waiting its full timeout after the inter-frame gap."""
-        per_request = self.timing.request_timeout + self.timing.frame_gap + _GUARD_S
+        per_request = self.timing.request_timeout + self.timing.frame_gap
         return 2 * len(self.plan(points)) * per_request + 1.0
 
     async def _read_request(

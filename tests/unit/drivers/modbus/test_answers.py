@@ -85,6 +85,6 @@ async def test_the_client_decoder_answers_with_them() -> None:
 )
 async def test_every_device_client_decodes_with_them(connection: dict[str, Any]) -> None:
     device = Device.model_validate({"id": "d1", "protocol": "modbus", "connection": connection})
-    decoder = client_for(device, 1.0).ctx.framer.decoder
+    decoder = client_for(device).ctx.framer.decoder
     assert type(decoder.decode(bytes([3]) + answer([7]))) is HoldingRegisters
     assert type(decoder.decode(bytes([4]) + answer([7]))) is InputRegisters

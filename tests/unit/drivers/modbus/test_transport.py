@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.protocol import ModbusOptions
 from drivers.modbus.transport import client_for, frame_gap, line_timing, longest_answer
 from gateway.connection import SerialLine
-from gateway.errors import LinkError
+from gateway.errors import LinkError, RequestTimeout
 from gateway.loader import load_mappings
 from gateway.mapping import Device
 
@@ -60,7 +61,7 @@ async def test_serial_device_gets_an_rtu_client_with_the_line_settings() -> None
     dev = device(
         {"serial": {"port": "/dev/ttyS7", "baudrate": 19200, "parity": "O", "stopbits": 2}}
     )
-    client = client_for(dev, 1.25)
+    client = client_for(dev)
     assert isinstance(client, AsyncModbusSerialClient)
     params = client.comm_params
     assert (params.host, params.baudrate, params.parity, params.stopbits, params.bytesize) == (
@@ -70,16 +71,62 @@ async def test_serial_device_gets_an_rtu_client_with_the_line_settings() -> None
         2,
         8,
     )
-    assert params.timeout_connect == 1.25
+    assert params.timeout_connect is None  # untimed: the driver times its requests
     assert params.reconnect_delay == 0  # the gateway reconnects, not pymodbus
     assert type(client.ctx.framer).__name__ == "FramerRTU"
     assert client.ctx.retries == 0
 
 
 async def test_tcp_device_gets_a_tcp_client() -> None:
-    client = client_for(device({"host": "127.0.0.1", "port": 1502}), 0.5)
+    client = client_for(device({"host": "127.0.0.1", "port": 1502}))
     assert isinstance(client, AsyncModbusTcpClient)
     assert (client.comm_params.host, client.comm_params.port) == ("127.0.0.1", 1502)
+    assert client.comm_params.timeout_connect is None
+
+
+async def test_a_request_runs_one_timer_the_drivers_own(tmp_path: Path) -> None:
+    """A device that takes the connection and never answers: while the request waits,
+    one timer is armed for it (the driver's; pymodbus's client keeps none), and that timer
+    ends it as the device timeout says."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    path = tmp_path / "silent.yaml"
+    path.write_text(
+        "devices:\n  - {id: silent, protocol: modbus, timeout: 0.3,\n"
+        f"     connection: {{host: 127.0.0.1, port: {port}}},\n"
+        "     points: [{id: p, address: 1/holding/0, type: int16, unit: KiloW}]}\n"
+    )
+    (mapping,) = load_mappings([path]).values()
+    (dev,) = mapping.devices
+    (point,) = dev.points
+    driver = ModbusDriver(dev)
+    try:
+        await driver.connect()
+        before = {id(h) for h in loop._scheduled if not h.cancelled()}  # type: ignore[attr-defined]
+        started = loop.time()
+        reading = asyncio.ensure_future(driver.read([point]))
+        await asyncio.sleep(0.1)
+        armed = [
+            h
+            for h in loop._scheduled  # type: ignore[attr-defined]
+            if not h.cancelled() and id(h) not in before and h.when() > loop.time()
+        ]
+        with pytest.raises(RequestTimeout, match=r"no answer within 0\.3 s"):
+            await reading
+        assert len(armed) == 1, armed
+        assert 0.25 < loop.time() - started < 0.6
+    finally:
+        await driver.close()
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
 
 
 def test_driver_times_its_requests_by_its_own_options() -> None:
