@@ -98,7 +98,7 @@ async def test_a_request_runs_one_timer_the_drivers_own(tmp_path: Path) -> None:
     loop = asyncio.get_running_loop()
     path = tmp_path / "silent.yaml"
     path.write_text(
-        "devices:\n  - {id: silent, protocol: modbus, timeout: 0.3,\n"
+        "devices:\n  - {id: silent, protocol: modbus, timeout: 1.0,\n"
         f"     connection: {{host: 127.0.0.1, port: {port}}},\n"
         "     points: [{id: p, address: 1/holding/0, type: int16, unit: KiloW}]}\n"
     )
@@ -111,16 +111,16 @@ async def test_a_request_runs_one_timer_the_drivers_own(tmp_path: Path) -> None:
         before = {id(h) for h in loop._scheduled if not h.cancelled()}  # type: ignore[attr-defined]
         started = loop.time()
         reading = asyncio.ensure_future(driver.read([point]))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)  # well inside the timeout, even on a loaded machine
         armed = [
             h
             for h in loop._scheduled  # type: ignore[attr-defined]
             if not h.cancelled() and id(h) not in before and h.when() > loop.time()
         ]
-        with pytest.raises(RequestTimeout, match=r"no answer within 0\.3 s"):
+        with pytest.raises(RequestTimeout, match=r"no answer within 1 s"):
             await reading
         assert len(armed) == 1, armed
-        assert 0.25 < loop.time() - started < 0.6
+        assert 0.95 < loop.time() - started < 3.0
     finally:
         await driver.close()
         for writer in held:
