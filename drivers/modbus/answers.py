@@ -10,9 +10,12 @@ transport's frame dump (`pymodbus.logging.Log.transport_dump`) when debug loggin
 
 They replace the library's classes for function codes 3 and 4 through its own extension
 point (`ModbusBaseClient.register`) and keep everything else of theirs: the same
-`registers` list (an odd byte count gives its whole registers, as theirs do, and the
-driver refuses the answer's length), the same refusal of a byte count past the frame
-(`ModbusIOException`, which pymodbus turns into a dropped frame and a timeout).
+`registers` list of the whole registers the answer holds. They also keep the byte count
+as the device sent it (`byte_count`), which the driver checks against the registers it
+asked for: an odd count, or one running past the frame, makes the answer malformed and
+its points invalid. pymodbus's classes raised on a count past the frame, inside the
+transport's `data_received`: asyncio logged a traceback naming no device, dropped the
+connection, and the driver saw a lost link.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import struct
 from functools import cache
 
 from pymodbus.client.base import ModbusBaseClient
-from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu.register_message import (
     ReadHoldingRegistersResponse,
     ReadInputRegistersResponse,
@@ -34,15 +36,11 @@ def _words(count: int) -> struct.Struct:
     return struct.Struct(f">{count}H")
 
 
-def _decode(pdu: ReadHoldingRegistersResponse, data: bytes) -> None:
-    byte_count = int(data[0])
-    if byte_count >= len(data):
-        raise ModbusIOException(
-            f"byte_count {byte_count} > length of packet {len(data)}",
-            function_code=pdu.function_code,
-        )
-    # an odd byte count: its whole registers, the last byte left, as pymodbus does
-    pdu.registers = list(_words(byte_count // 2).unpack_from(data, 1))
+def _decode(pdu: HoldingRegisters | InputRegisters, data: bytes) -> None:
+    # the count as sent (-1: none at all); the registers are the whole ones the frame holds
+    pdu.byte_count = int(data[0]) if data else -1
+    held = min(pdu.byte_count, len(data) - 1)
+    pdu.registers = list(_words(held // 2).unpack_from(data, 1)) if held > 0 else []
 
 
 def _describe(pdu: ReadHoldingRegistersResponse) -> str:
@@ -55,6 +53,9 @@ def _describe(pdu: ReadHoldingRegistersResponse) -> str:
 class HoldingRegisters(ReadHoldingRegistersResponse):
     """Function code 3's answer (`ReadHoldingRegistersResponse`), decoded at once."""
 
+    #: the answer's byte count as the device sent it (-1: none)
+    byte_count = -1
+
     def decode(self, data: bytes) -> None:
         _decode(self, data)
 
@@ -64,6 +65,9 @@ class HoldingRegisters(ReadHoldingRegistersResponse):
 
 class InputRegisters(ReadInputRegistersResponse):
     """Function code 4's answer (`ReadInputRegistersResponse`), decoded at once."""
+
+    #: the answer's byte count as the device sent it (-1: none)
+    byte_count = -1
 
     def decode(self, data: bytes) -> None:
         _decode(self, data)

@@ -53,6 +53,9 @@ from gateway.model import (
     utcnow,
 )
 
+#: the function code of a read of each table
+_READ_FUNCTION = {Table.COIL: 1, Table.DISCRETE: 2, Table.HOLDING: 3, Table.INPUT: 4}
+
 #: exception codes that say the request itself is wrong for this device, not a passing state
 _STRUCTURAL = frozenset({1, 2, 3})
 
@@ -86,7 +89,8 @@ def _block(request: ReadRequest, points: dict[str, Point]) -> _Block:
 
 @dataclass(frozen=True)
 class _Refused:
-    """A request the device answered with a Modbus exception (code) or garbage (None)."""
+    """A request the device answered with a Modbus exception (code) or garbage (None: the
+    points are `inconsistent`)."""
 
     code: int | None
     detail: str
@@ -148,18 +152,20 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
     async def connect(self) -> None:
         await self.close()
         client = self._factory(self.device)
-        why = ""
+        serial = self.device.connection.serial is not None
+        # pymodbus answers False for any OSError it caught (refused, unreachable, no port)
+        why = ": the port did not open" if serial else ": refused or unreachable"
         try:
             async with asyncio.timeout(self.timing.request_timeout):  # the client has none
                 up = await client.connect()
         except TimeoutError:
-            up = False
+            up, why = False, f": no connection within {self.timing.request_timeout:.3g} s"
         except (OSError, termios.error, ValueError) as exc:
             # pyserial: the port refuses the character format (a pty has no parity)
             up, why = False, f": {exc}"
         if not up:
             client.close()
-            verb = "open" if self.device.connection.serial is not None else "connect to"
+            verb = "open" if serial else "connect to"
             raise LinkError(self.device.id, f"cannot {verb} {self._where()}{why}")
         self._client = client
         self._plans.clear()  # a new connection may be a different device firmware
@@ -264,7 +270,10 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
                 for part in split(request):
                     used += await self._read_request(client, part, points, items)
                 return used if answer.code in _STRUCTURAL else [request]
-            items += (invalid(points[point_id], answer.detail) for point_id, _ in request.points)
+            flags = (QualityFlag.INCONSISTENT,) if answer.code is None else ()
+            items += (
+                invalid(points[point_id], answer.detail, *flags) for point_id, _ in request.points
+            )
             return [request]
         self._decode_answer(request, answer, points, items)
         return [request]
@@ -338,6 +347,13 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
         response = await self._call(
             lambda: reader(request.address, count=request.count, device_id=request.unit), what
         )
+        # an answer to another function (a confused device, or a gateway in front of one
+        # mixing up its units' answers) says nothing of what was asked
+        asked = _READ_FUNCTION[request.table]
+        if response.function_code & 0x7F != asked:
+            return _Refused(
+                None, f"{what}: the answer is for function {response.function_code & 0x7F}"
+            )
         if response.isError():
             return _Refused(response.exception_code, codec.exception_text(response.exception_code))
         if request.table.is_bit:
@@ -346,8 +362,14 @@ class ModbusDriver(ProtocolDriver[ModbusAddress, ModbusOptions]):
                 return bits[: request.count]
         else:
             registers = list(response.registers)
-            if len(registers) == request.count:
+            # the byte count as sent, where the client's answer classes keep it
+            sent = getattr(response, "byte_count", 2 * len(registers))
+            if len(registers) == request.count and sent == 2 * request.count:
                 return registers
+            if sent != 2 * len(registers):
+                return _Refused(
+                    None, f"{what}: the answer's byte count {sent} is not {2 * request.count}"
+                )
         return _Refused(None, f"{what}: answer has the wrong length")
 
     @staticmethod

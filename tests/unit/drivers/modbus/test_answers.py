@@ -44,18 +44,31 @@ def test_the_registers_are_pymodbus_own(fast: Any, library: Any) -> None:
 
 
 @pytest.mark.parametrize(("fast", "library"), PAIRS)
-def test_byte_counts_pymodbus_refuses_are_refused(fast: Any, library: Any) -> None:
+def test_a_byte_count_past_the_frame_is_kept_not_raised(fast: Any, library: Any) -> None:
+    """pymodbus's class raises (inside the transport's data_received: a traceback and a
+    dropped connection); ours keeps the whole registers the frame holds and the count as
+    sent, for the driver to refuse the answer (test_malformed_answers.py)."""
     past_the_frame = bytes([10]) + bytes(8)
-    for cls in (fast, library):
-        with pytest.raises(ModbusIOException, match="byte_count 10 > length of packet 9"):
-            cls().decode(past_the_frame)
-    # an odd byte count: the whole registers, the last byte left (the driver then refuses
-    # the answer's length)
+    with pytest.raises(ModbusIOException, match="byte_count 10 > length of packet 9"):
+        library().decode(past_the_frame)
+    ours = fast()
+    ours.decode(past_the_frame)
+    assert (ours.byte_count, ours.registers) == (10, [0, 0, 0, 0])
+    empty = fast()
+    empty.decode(b"")
+    assert (empty.byte_count, empty.registers) == (-1, [])
+
+
+@pytest.mark.parametrize(("fast", "library"), PAIRS)
+def test_an_odd_byte_count_gives_the_whole_registers_and_the_count(fast: Any, library: Any) -> None:
+    # the whole registers, the last byte left, as pymodbus does; the count as sent (the
+    # driver refuses it)
     for odd in (bytes([3, 1, 2, 3]), bytes([3, 1, 2, 3, 4])):
         ours, theirs = fast(), library()
         ours.decode(odd)
         theirs.decode(odd)
         assert ours.registers == theirs.registers == [258]
+        assert ours.byte_count == 3
 
 
 def test_the_description_counts_the_registers_without_listing_them() -> None:
@@ -72,8 +85,9 @@ async def test_the_client_decoder_answers_with_them() -> None:
     for code, cls in [(3, HoldingRegisters), (4, InputRegisters)]:
         pdu = decoder.decode(bytes([code]) + answer(words))
         assert type(pdu) is cls and pdu.registers == words
-    # a byte count past the frame is a frame the decoder drops, as with pymodbus's classes
-    assert decoder.decode(bytes([3, 4, 0, 1])) is None
+    # a byte count past the frame is kept for the driver to refuse, not dropped
+    past = decoder.decode(bytes([3, 4, 0, 1]))
+    assert type(past) is HoldingRegisters and (past.byte_count, past.registers) == (4, [1])
     # other answers keep the library's classes; an exception answer stays one
     assert type(decoder.decode(bytes([1, 1, 5]))).__name__ == "ReadCoilsResponse"
     refused = decoder.decode(bytes([0x83, 2]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +168,12 @@ devices:
     # three units that each take their full timeout, and the halves of a split of each
     assert budget > 2 * 3 * (driver.timing.request_timeout + driver.timing.frame_gap)
     assert budget > Driver.read_budget(driver, dev.points)  # more than the generic guess
+
+
+async def test_a_refused_connection_says_so() -> None:
+    with socket.socket() as held:  # a port nothing listens on
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        driver = ModbusDriver(device({"host": "127.0.0.1", "port": port}))
+        with pytest.raises(LinkError, match=f"cannot connect to 127.0.0.1:{port}: refused"):
+            await driver.connect()
