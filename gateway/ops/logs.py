@@ -142,12 +142,29 @@ class RepeatFilter(logging.Filter):
 
 QUIET_LIBRARIES = ("pymodbus", "aiohttp.access", "asyncio")
 
+#: where pymodbus starts the frame dump it appends to its error lines
+_FRAME_DUMP = "\n>>>>>"
+
+
+class FrameDumpFilter(logging.Filter):
+    """Cuts the frame dump pymodbus appends to each of its error lines when debug logging
+    is off: its last 20 frames of every client in the process (kilobytes a line, other
+    devices' traffic among them, a device sending a wrong transaction id wrote 2 kB a
+    second), never the same text twice, so `RepeatFilter` could not fold the repeats. The
+    line itself is kept; `-v` logs every frame anyway."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and _FRAME_DUMP in record.msg:
+            record.msg = record.msg.split(_FRAME_DUMP, 1)[0]
+        return True
+
 
 def setup_logging(verbose: bool = False, stream: IO[str] | None = None) -> logging.Handler:
     """Route every logger to one handler on stderr (the journal under systemd)."""
     out = sys.stderr if stream is None else stream
     handler = logging.StreamHandler(out)
     handler.setFormatter(EventFormatter(journal=under_journal(out)))
+    handler.addFilter(FrameDumpFilter())  # first: the repeats are judged without the dump
     handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+from pymodbus.logging import Log
 
 from gateway.ops.logs import EventFormatter, RepeatFilter, redact, setup_logging, under_journal
 
@@ -126,3 +127,20 @@ def test_repeat_filter_memory_is_bounded() -> None:
         now[0] += 0.001
         f.filter(record("event %d", i))
     assert len(f._seen) <= 101
+
+
+def test_pymodbus_frame_dumps_are_cut_and_its_repeats_folded(
+    captured: tuple[logging.Logger, io.StringIO],
+) -> None:
+    """pymodbus appends its last frames (of every client) to an error line; each line then
+    differed and none was folded. The line stays, once, without the dump."""
+    _, stream = captured
+    for tid in range(5):
+        Log.transport_dump(Log.RECV_DATA, bytes([0, tid, 0, 0, 0, 7, 1, 3]), b"")
+        Log.error("request ask for transaction_id={} but got id={}, Skipping.", 1, 2)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].endswith(
+        "pymodbus.logging: request ask for transaction_id=1 but got id=2, Skipping."
+    )
+    assert ">>>>>" not in stream.getvalue()
